@@ -1,0 +1,48 @@
+# make lab        set up .venv and open JupyterLab on notebooks/ (prints the URL)
+# make test       set up, then run labkit's unit tests and every notebook (nbval, strict)
+# make notebooks  re-run every notebook in record mode: fresh outputs + fresh data/ recordings
+# make handout    write the student edition (solutions removed) to handout/
+
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+PYTEST_ARGS ?= -n auto --dist loadscope
+# Debian tools the tests compare against (tcpdump, tshark); installed when we are root.
+SYSTEM_TOOLS := tcpdump tshark
+
+.PHONY: lab test notebooks handout system-tools doctor clean
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+system-tools:
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+	  echo "note: missing$$missing (sudo apt-get install$$missing); tests that compare against them will skip"; \
+	fi
+
+lab: $(STAMP)
+	$(BIN)/python -m labkit doctor
+	$(BIN)/jupyter lab --no-browser --ip=127.0.0.1 --notebook-dir=notebooks
+
+test: $(STAMP) system-tools
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+notebooks: $(STAMP)
+	$(BIN)/python -m labkit record --inplace
+
+handout: $(STAMP)
+	$(BIN)/python -m labkit handout handout
+
+doctor: $(STAMP)
+	$(BIN)/python -m labkit doctor
+
+clean:
+	rm -rf $(VENV) handout

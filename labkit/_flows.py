@@ -1,0 +1,244 @@
+"""Turn captured packets into conversation facts a student can read.
+
+Random initial sequence numbers and ephemeral ports hide the story, so every
+packet becomes a :class:`Segment` with role names (``client``, ``server``) and
+sequence/acknowledgement numbers relative to each side's first SYN, exactly as
+Wireshark shows them.
+
+    >>> segs = segments(packets, roles={8080: "server"})
+    >>> segs[0].label
+    'SYN seq=0'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from scapy.layers.inet import ICMP, IP, TCP, UDP, UDPerror, TCPerror
+from scapy.layers.inet6 import IPv6
+from scapy.packet import Packet
+
+__all__ = ["Segment", "segments", "flag_names", "TcpTracker", "PAYLOAD_DESCRIBERS"]
+
+# Wireshark's order: what the segment is first, then what it acknowledges.
+_FLAG_ORDER = [("S", "SYN"), ("F", "FIN"), ("R", "RST"), ("P", "PSH"), ("U", "URG"),
+               ("A", "ACK"), ("E", "ECE"), ("C", "CWR")]
+
+# Functions payload, packet -> short text or None; the first answer wins.  Other
+# modules (TLS, HTTP, WebSocket) put theirs in front with ``PAYLOAD_DESCRIBERS.insert(0, f)``.
+PAYLOAD_DESCRIBERS: list[Callable[[bytes, Packet], str | None]] = []
+
+_HTTP_STARTS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ",
+                b"HTTP/1.")
+
+
+def _describe_http(payload: bytes, pkt: Packet) -> str | None:
+    if payload.startswith(_HTTP_STARTS):
+        return payload.split(b"\r\n", 1)[0].decode("latin-1")
+    return None
+
+
+def _describe_dns(payload: bytes, pkt: Packet) -> str | None:
+    from scapy.layers.dns import DNS
+
+    if DNS in pkt:
+        dns = pkt[DNS]
+        kind = "response" if dns.qr else "query"
+        name = dns.qd[0].qname.decode(errors="replace") if dns.qdcount and dns.qd else "?"
+        answers = []
+        for i in range(dns.ancount or 0):
+            rr = dns.an[i]
+            answers.append(str(rr.rdata))
+        tail = f" → {', '.join(answers)}" if answers else ""
+        return f"DNS {kind} {name}{tail}"
+    return None
+
+
+def _describe_bytes(payload: bytes, pkt: Packet) -> str | None:
+    if not payload:
+        return ""
+    shown = payload[:24]
+    more = f" … (+{len(payload) - 24} bytes)" if len(payload) > 24 else ""
+    return repr(shown) + more
+
+
+PAYLOAD_DESCRIBERS.extend([_describe_http, _describe_dns])
+
+
+def describe_payload(payload: bytes, pkt: Packet) -> str:
+    for describe in PAYLOAD_DESCRIBERS:
+        text = describe(payload, pkt)
+        if text is not None:
+            return text
+    return _describe_bytes(payload, pkt)
+
+
+def flag_names(flags) -> str:
+    """``'SA'`` → ``'SYN-ACK'``, ``'PA'`` → ``'PSH-ACK'``."""
+    text = str(flags)
+    return "-".join(name for letter, name in _FLAG_ORDER if letter in text)
+
+
+@dataclass
+class Segment:
+    """One captured packet, told as a fact of the conversation."""
+
+    index: int
+    time: float            # seconds since the first packet of the capture
+    src: str               # role name, e.g. "client"
+    dst: str
+    proto: str             # "TCP", "UDP" or "ICMP"
+    flags: str = ""        # "SYN-ACK", ... (TCP only)
+    seq: int | None = None  # relative, as Wireshark shows it
+    ack: int | None = None
+    length: int = 0        # payload bytes
+    summary: str = ""
+    packet: Packet | None = field(default=None, repr=False)
+
+    @property
+    def label(self) -> str:
+        """Arrow text for a ladder diagram: ``'PSH-ACK len=5 seq=1 ack=1'``."""
+        if self.proto == "TCP":
+            head = self.flags + (f" len={self.length}" if self.length else "")
+            nums = f"seq={self.seq}" + (f" ack={self.ack}" if self.ack is not None else "")
+            return f"{head} {nums}"
+        if self.proto == "UDP":
+            return f"UDP len={self.length}"
+        return self.summary
+
+
+def _ip_layer(pkt: Packet):
+    if IP in pkt:
+        return pkt[IP]
+    if IPv6 in pkt:
+        return pkt[IPv6]
+    return None
+
+
+class _Roles:
+    """Names endpoints: known listening ports get their server's name; others are clients."""
+
+    def __init__(self, roles: dict[int, str]):
+        self.by_port = dict(roles)
+        self.clients: dict[tuple[str, int], str] = {}
+
+    def name(self, ip: str, port: int | None) -> str:
+        if port in self.by_port:
+            return self.by_port[port]
+        key = (ip, port)
+        if key not in self.clients:
+            n = len(self.clients) + 1
+            self.clients[key] = "client" if n == 1 else f"client {n}"
+        return self.clients[key]
+
+    def client_port(self, name: str = "client") -> int | None:
+        for (_ip, port), role in self.clients.items():
+            if role == name:
+                return port
+        return None
+
+
+def segments(packets, roles: dict[int, str]) -> list[Segment]:
+    """Describe every packet (IPv4/IPv6 TCP, UDP, ICMP) with roles and relative numbers."""
+    names = _Roles(roles)
+    isn: dict[tuple, int] = {}   # (src ip, sport, dst ip, dport) -> first seq seen
+    out: list[Segment] = []
+    t0 = float(packets[0].time) if len(packets) else 0.0
+    for pkt in packets:
+        ip = _ip_layer(pkt)
+        if ip is None:
+            continue
+        t = float(pkt.time) - t0
+        i = len(out)
+        if TCP in pkt and not isinstance(pkt[TCP].underlayer, (TCPerror, UDPerror)):
+            tcp = pkt[TCP]
+            key = (ip.src, tcp.sport, ip.dst, tcp.dport)
+            back = (ip.dst, tcp.dport, ip.src, tcp.sport)
+            if "S" in str(tcp.flags) or key not in isn:
+                isn.setdefault(key, tcp.seq)
+            payload = bytes(tcp.payload)
+            ack = None
+            if "A" in str(tcp.flags):
+                ack = (tcp.ack - isn[back]) % 2**32 if back in isn else tcp.ack
+            out.append(Segment(
+                i, t, names.name(ip.src, tcp.sport), names.name(ip.dst, tcp.dport), "TCP",
+                flag_names(tcp.flags), (tcp.seq - isn[key]) % 2**32, ack, len(payload),
+                describe_payload(payload, pkt), pkt))
+        elif UDP in pkt and ICMP not in pkt:
+            udp = pkt[UDP]
+            payload = bytes(udp.payload)
+            out.append(Segment(
+                i, t, names.name(ip.src, udp.sport), names.name(ip.dst, udp.dport), "UDP",
+                length=len(payload), summary=describe_payload(payload, pkt), packet=pkt))
+        elif ICMP in pkt:
+            out.append(_icmp_segment(i, t, pkt, names))
+    return out
+
+
+def _icmp_segment(i: int, t: float, pkt: Packet, names: _Roles) -> Segment:
+    icmp = pkt[ICMP]
+    text = {(3, 3): "port unreachable", (3, 1): "host unreachable",
+            (8, 0): "echo request", (0, 0): "echo reply"}.get((icmp.type, icmp.code),
+                                                             f"type={icmp.type} code={icmp.code}")
+    inner = icmp.payload
+    if UDPerror in pkt:
+        # The error quotes the datagram that caused it: name both ends from that.
+        err = pkt[UDPerror]
+        src = names.name(inner.dst, err.dport) if err.dport in names.by_port else "kernel"
+        dst = names.name(inner.src, err.sport)
+        text += f" (quotes UDP to port {err.dport})"
+    else:
+        src, dst = pkt[IP].src, pkt[IP].dst
+    return Segment(i, t, src, dst, "ICMP", summary=f"ICMP {text}", packet=pkt)
+
+
+class TcpTracker:
+    """Knows, packet by packet, whether every TCP conversation seen has settled.
+
+    Settled means: every SYN, FIN and data byte sent has been acknowledged (or the
+    connection was reset), and no connection is half-closed.  A capture waits for
+    this before it stops, so the last ACK of a teardown is never cut off.
+    """
+
+    def __init__(self):
+        self._next_seq: dict[tuple, int] = {}  # direction -> seq after the last byte/flag sent
+        self._acked: dict[tuple, int] = {}     # direction -> highest ack received for it
+        self._fins: dict[tuple, set] = {}      # connection -> directions that sent FIN
+        self._reset: set[tuple] = set()
+
+    @staticmethod
+    def _conn(key):
+        a, b = key[:2], key[2:]
+        return (a, b) if a <= b else (b, a)
+
+    def add(self, pkt: Packet) -> None:
+        ip = _ip_layer(pkt)
+        if ip is None or TCP not in pkt or isinstance(pkt[TCP].underlayer, TCPerror):
+            return
+        tcp = pkt[TCP]
+        flags = str(tcp.flags)
+        key = (ip.src, tcp.sport, ip.dst, tcp.dport)
+        back = (ip.dst, tcp.dport, ip.src, tcp.sport)
+        conn = self._conn(key)
+        if "R" in flags:
+            self._reset.add(conn)
+            return
+        used = len(tcp.payload) + ("S" in flags) + ("F" in flags)
+        if used:
+            end = (tcp.seq + used) % 2**32
+            self._next_seq[key] = end
+        if "F" in flags:
+            self._fins.setdefault(conn, set()).add(key)
+        if "A" in flags:
+            self._acked[back] = tcp.ack
+
+    def settled(self) -> bool:
+        for key, end in self._next_seq.items():
+            conn = self._conn(key)
+            if conn in self._reset:
+                continue
+            acked = self._acked.get(key)
+            if acked is None or 0 < (end - acked) % 2**32 < 2**31:
+                return False  # something this side sent is not acknowledged yet
+        return all(len(dirs) != 1 for conn, dirs in self._fins.items() if conn not in self._reset)

@@ -1,0 +1,48 @@
+"""Run notebooks top to bottom in record mode: every named Capture also writes
+``data/<name>.pcapng`` for replay mode, from the very run whose outputs are kept.
+
+    $ python -m labkit record                     # refresh every recording
+    $ python -m labkit record --inplace notebooks/01-Watch-A-TCP-Handshake.ipynb
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+CELL_TIMEOUT = 300  # seconds; a lesson cell that takes longer is a bug
+
+
+def execute(path: Path, *, inplace: bool, mode: str = "record") -> float:
+    """Execute one notebook with LABKIT_CAPTURE=mode; returns seconds taken."""
+    nb = nbformat.read(path, as_version=4)
+    env_before = os.environ.get("LABKIT_CAPTURE")
+    os.environ["LABKIT_CAPTURE"] = mode  # inherited by the kernel process
+    started = time.monotonic()
+    try:
+        NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+    finally:
+        if env_before is None:
+            os.environ.pop("LABKIT_CAPTURE", None)
+        else:
+            os.environ["LABKIT_CAPTURE"] = env_before
+    if inplace:
+        nbformat.write(nb, path)
+    return time.monotonic() - started
+
+
+def record(paths: list[str], *, inplace: bool) -> int:
+    targets = [Path(p) for p in paths] or sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
+    missing = [str(p) for p in targets if not p.exists()]
+    if missing:
+        raise SystemExit(f"no such notebook: {', '.join(missing)}")
+    for path in targets:
+        seconds = execute(path, inplace=inplace)
+        print(f"recorded {path.name} in {seconds:.1f}s" + (" (outputs saved)" if inplace else ""))
+    return 0

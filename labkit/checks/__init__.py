@@ -1,0 +1,54 @@
+"""Exercise checks that answer back: passed, or what is wrong plus a hint.
+
+A check returns a :class:`Verdict` instead of raising, so a student's "Run all"
+keeps going and the notebook shows the verdict under the exercise.
+
+    >>> verdict(2 + 2 == 4, "2 + 2 is 4", wrong="2 + 2 is not 5", hint="count again")
+    ✅ Right: 2 + 2 is 4
+
+One module per lesson (``lesson01`` for notebook 01, ...) holds that lesson's checks.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+__all__ = ["Verdict", "verdict", "first_failure"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    message: str
+    hint: str = ""
+
+    def __bool__(self):
+        return self.passed
+
+    def __str__(self):
+        if self.passed:
+            return f"✅ Right: {self.message}"
+        text = f"❌ Not yet: {self.message}"
+        return text + (f"\n💡 Hint: {self.hint}" if self.hint else "")
+
+    __repr__ = __str__
+
+    def _repr_html_(self):
+        color, bg = ("#1b7837", "#e7f5e9") if self.passed else ("#b2182b", "#fdecea")
+        lines = html.escape(str(self)).replace("\n", "<br>")
+        return (f"<div style='border-left:6px solid {color};background:{bg};padding:8px 12px;"
+                f"font-size:115%'>{lines}</div>")
+
+
+def verdict(ok: bool, right: str, *, wrong: str, hint: str = "") -> Verdict:
+    """Passed with ``right``, or failed with ``wrong`` and ``hint``."""
+    return Verdict(True, right) if ok else Verdict(False, wrong, hint)
+
+
+def first_failure(*verdicts: Verdict, right: str) -> Verdict:
+    """The first failing verdict, or one passed verdict saying ``right``."""
+    for v in verdicts:
+        if not v.passed:
+            return v
+    return Verdict(True, right)
