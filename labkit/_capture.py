@@ -26,6 +26,7 @@ from pathlib import Path
 from scapy.arch.linux import L2ListenSocket
 from scapy.config import conf
 from scapy.data import MTU
+from scapy.layers.inet import UDP
 from scapy.plist import PacketList
 from scapy.sendrecv import AsyncSniffer
 from scapy.utils import rdpcap, wrpcapng
@@ -100,7 +101,7 @@ def _roles_of(targets) -> dict[int, str]:
             roles.update({int(p): str(n) for p, n in target.items()})
         elif hasattr(target, "roles"):
             roles.update(target.roles)
-        elif hasattr(target, "port") and hasattr(target, "name"):
+        elif hasattr(type(target), "port") and hasattr(target, "name"):
             try:
                 roles[target.port] = target.name
             except RuntimeError as exc:  # a server that is not running has no port
@@ -142,13 +143,16 @@ class Capture:
         self._changed = threading.Condition()
         self._sniffer: AsyncSniffer | None = None
         self._sock: _DirectionalListenSocket | None = None
+        self._fence: socket.socket | None = None
+        self._fence_port = 0
+        self._fence_seen = False
         self._done = False
 
     # -- starting and stopping ------------------------------------------------
     @property
     def bpf(self) -> str:
         ports = " or ".join(f"port {p}" for p in sorted(self.roles))
-        return f"({ports}) or icmp or icmp6"
+        return f"({ports}) or icmp or icmp6 or (udp and dst port {self._fence_port})"
 
     @property
     def recording(self) -> Path | None:
@@ -160,6 +164,11 @@ class Capture:
             print(f"▶ replay: showing the recording {where} ({self.reason}); "
                   "for live capture see `python -m labkit doctor`")
             return self
+        # The fence: a datagram we send to ourselves on exit.  Once its arriving copy
+        # is read, every packet sent before it has been read too (one FIFO queue).
+        self._fence = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._fence.bind(("127.0.0.1", 0))
+        self._fence_port = self._fence.getsockname()[1]
         self._sock = sock = _DirectionalListenSocket(iface=self.iface, filter=self.bpf)
         ready = threading.Event()
         self._sniffer = AsyncSniffer(opened_socket=sock, prn=self._on_packet, store=False,
@@ -175,7 +184,9 @@ class Capture:
     def _on_packet(self, pkt) -> None:
         outgoing = self._sock.last_outgoing  # set by the recv that produced pkt
         with self._changed:
-            if outgoing:
+            if UDP in pkt and pkt[UDP].dport == self._fence_port:
+                self._fence_seen = self._fence_seen or not outgoing
+            elif outgoing:
                 self._sent += 1
             else:
                 self._arrived += 1
@@ -184,7 +195,7 @@ class Capture:
             self._changed.notify_all()
 
     def _quiet(self) -> bool:
-        return self._arrived >= self._sent and self._tracker.settled()
+        return self._fence_seen and self._arrived >= self._sent and self._tracker.settled()
 
     def __exit__(self, exc_type, *_):
         if self._done:
@@ -193,6 +204,7 @@ class Capture:
         if self.mode == "replay":
             self._load_recording()
             return False
+        self._fence.sendto(b"labkit fence", ("127.0.0.1", self._fence_port))
         with self._changed:
             # Wait for every packet already sent to arrive, and for the final ACKs of
             # anything that needs one (a condition, not a sleep).
@@ -200,6 +212,7 @@ class Capture:
             self.complete = self._changed.wait_for(self._quiet, timeout)
         self._sniffer.stop()
         self._sock.close()
+        self._fence.close()
         if self.mode == "record" and self.name:
             self._save_recording()
         return False

@@ -149,7 +149,7 @@ def segments(packets, roles: dict[int, str]) -> list[Segment]:
         ip = _ip_layer(pkt)
         if ip is None:
             continue
-        t = float(pkt.time) - t0
+        t = round(float(pkt.time) - t0, 6)  # pcapng keeps microseconds: so do we
         i = len(out)
         if TCP in pkt and not isinstance(pkt[TCP].underlayer, (TCPerror, UDPerror)):
             tcp = pkt[TCP]

@@ -1,0 +1,413 @@
+"""Run a student's server in a thread, and put a bounded load on it.
+
+    >>> def echo_server(listener, stop):          # the student's code: plain sockets
+    ...     while not stop.is_set():
+    ...         conn, addr = listener.accept()
+    ...         with conn:
+    ...             while data := conn.recv(4096):
+    ...                 conn.sendall(data)
+    >>> with BackgroundServer(echo_server) as server:
+    ...     result = load(server, clients=8, requests=50)
+    >>> result.rps, result.p50_ms, result.p99_ms
+
+:class:`BackgroundServer` hands ``serve(listener, stop)`` a listening socket on
+127.0.0.1 and a stop event (``threading.Event``, or ``asyncio.Event`` when ``serve``
+is ``async def``, then run by ``asyncio.run`` in its own thread).
+
+:func:`load` runs the clients in a separate Python process (asyncio, one task per
+client), so the clients never compete with the server for the notebook's GIL.  Every
+run is bounded: at most ``clients * requests`` requests and at most ``timeout``
+seconds, after which it stops by itself and reports what it got.
+
+This file is also the client program itself: it imports only the standard library
+at module level, so ``python _load.py`` starts in milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import ipaddress
+import json
+import math
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+__all__ = ["BackgroundServer", "load", "LoadResult", "percentile", "SlowReader", "plot_load"]
+
+MAX_CLIENTS = 1000
+MAX_REQUESTS = 200_000     # clients * requests, in one run
+MAX_TIMEOUT = 120.0
+JOIN_TIMEOUT = 5.0
+
+
+# -- percentiles ---------------------------------------------------------------------------
+def percentile(values, q: float) -> float:
+    """The ``q``-th percentile (0-100) of ``values``, interpolating between ranks.
+
+    Same definition as ``numpy.percentile``'s default ("linear"): sort, then the
+    value at fractional rank ``(n - 1) * q / 100``.
+    """
+    if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 <= q <= 100:
+        raise ValueError(f"percentile q must be a number from 0 to 100 (50 = median), not {q!r}")
+    data = sorted(values)
+    if not data:
+        raise ValueError("percentile of no values: run some requests first (the list is empty)")
+    rank = (len(data) - 1) * q / 100
+    lo, hi = math.floor(rank), math.ceil(rank)
+    return data[lo] + (data[hi] - data[lo]) * (rank - lo)
+
+
+# -- the student's server, in a thread --------------------------------------------------------
+class BackgroundServer:
+    """Run ``serve(listener, stop)`` in a thread; a context manager like every lab server.
+
+    ``listener`` is a TCP socket already listening on 127.0.0.1 (port chosen by the
+    OS, ``backlog`` pending connections), so clients may connect as soon as
+    ``__enter__`` returns.  ``stop`` is set on exit; ``serve`` must then return.  A
+    blocking ``accept()`` is woken on exit (the listener is shut down, which raises
+    ``OSError`` in ``serve``; that is expected and not reported).  Any other exception
+    comes back to the ``with`` block as :class:`~labkit.ServerError`.
+    """
+
+    def __init__(self, serve, *, name: str = "server", backlog: int = 128):
+        if not callable(serve):
+            raise TypeError(
+                f"BackgroundServer needs a function serve(listener, stop), not {type(serve).__name__}"
+            )
+        if isinstance(backlog, bool) or not isinstance(backlog, int) or not 1 <= backlog <= 4096:
+            raise ValueError(f"backlog must be an int from 1 to 4096, not {backlog!r}")
+        self.serve = serve
+        self.name = name
+        self.backlog = backlog
+        self.is_async = inspect.iscoroutinefunction(serve)
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._async_stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        if self._listener is None:
+            raise RuntimeError("BackgroundServer is not running: use it in a `with` block")
+        return self._listener.getsockname()[:2]
+
+    @property
+    def port(self) -> int:
+        return self.address[1]
+
+    def __enter__(self) -> "BackgroundServer":
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=self.backlog)
+        self._thread = threading.Thread(target=self._run, name=f"{self.name}-serve", daemon=True)
+        self._thread.start()
+        if self.is_async and not self._started.wait(JOIN_TIMEOUT):
+            raise RuntimeError(f"{self.name}: the asyncio loop did not start within {JOIN_TIMEOUT}s")
+        return self
+
+    def _run(self) -> None:
+        try:
+            if self.is_async:
+                asyncio.run(self._run_async())
+            else:
+                self.serve(self._listener, self._stop)
+        except BaseException as exc:  # noqa: BLE001 - reported to the owning cell
+            if not (self._stop.is_set() and isinstance(exc, OSError)):
+                self._error = exc
+        finally:
+            self._started.set()
+
+    async def _run_async(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._async_stop = asyncio.Event()
+        self._started.set()
+        await self.serve(self._listener, self._async_stop)
+
+    def stop(self) -> None:
+        if self._listener is None:
+            return
+        self._stop.set()
+        if self.is_async:
+            if self._loop is not None and not self._loop.is_closed():
+                try:
+                    self._loop.call_soon_threadsafe(self._async_stop.set)
+                except RuntimeError:
+                    pass  # the loop already finished
+        else:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes a blocking accept()
+            except OSError:
+                pass
+        self._thread.join(JOIN_TIMEOUT)
+        self._listener.close()
+        self._listener = None
+        if self._thread.is_alive():
+            raise RuntimeError(
+                f"{self.name}: serve() did not return within {JOIN_TIMEOUT}s of stop being set; "
+                "check `stop.is_set()` in its loop (or `await stop.wait()` when it is async), "
+                "and close client connections first"
+            )
+
+    def raise_errors(self) -> None:
+        from ._servers import ServerError
+
+        if self._error is not None:
+            exc, self._error = self._error, None
+            raise ServerError(f"{self.name} raised {type(exc).__name__}: {exc}") from exc
+
+    def __exit__(self, exc_type, *_):
+        self.stop()
+        if exc_type is None:
+            self.raise_errors()
+        return False
+
+    def __repr__(self):
+        where = f"127.0.0.1:{self.port}" if self._listener else "stopped"
+        return f"<BackgroundServer {self.name!r} {where}>"
+
+
+# -- the load generator ------------------------------------------------------------------------
+@dataclass
+class LoadResult:
+    """What one :func:`load` run measured.  Latencies are in seconds, sorted."""
+
+    clients: int
+    requests: int                 # per client
+    completed: int                # requests answered correctly
+    elapsed: float                # seconds from the first connect to the last answer
+    latencies: list[float] = field(repr=False, default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)   # kind of failure -> clients
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """Every request of every client was answered correctly, in time."""
+        return self.completed == self.clients * self.requests and not self.errors
+
+    @property
+    def rps(self) -> float:
+        """Requests answered per second."""
+        return self.completed / self.elapsed if self.elapsed > 0 else 0.0
+
+    def latency_ms(self, q: float) -> float:
+        return percentile(self.latencies, q) * 1000
+
+    @property
+    def p50_ms(self) -> float:
+        return self.latency_ms(50)
+
+    @property
+    def p99_ms(self) -> float:
+        return self.latency_ms(99)
+
+    def __str__(self):
+        text = (f"{self.clients} clients × {self.requests} requests: "
+                f"{self.completed}/{self.clients * self.requests} answered in {self.elapsed:.2f} s")
+        if self.latencies:
+            text += f", {self.rps:,.0f} req/s, p50 {self.p50_ms:.2f} ms, p99 {self.p99_ms:.2f} ms"
+        if self.errors:
+            text += f", errors {dict(sorted(self.errors.items()))}"
+        if self.timed_out:
+            text += " (stopped at the time limit)"
+        return text
+
+
+def _check_target(target) -> tuple[str, int]:
+    address = getattr(target, "address", target)
+    if not (isinstance(address, tuple) and len(address) >= 2 and isinstance(address[1], int)):
+        raise TypeError(
+            f"load() needs a server or a (host, port) tuple, not {type(target).__name__}"
+        )
+    host, port = address[0], address[1]
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"load() only targets loopback addresses like '127.0.0.1', not {host!r}")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range 1-65535")
+    return host, port
+
+
+def _check_count(name: str, value, top: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+        raise ValueError(f"{name} must be an int from 1 to {top}, not {value!r}")
+    return value
+
+
+def load(target, *, clients: int = 10, requests: int = 100, message: bytes = b"ping\n",
+         expect: bytes | None = None, hold_open: bool = False,
+         timeout: float = 10.0) -> LoadResult:
+    """Run ``clients`` concurrent connections, each sending ``message`` ``requests`` times.
+
+    Each request writes ``message`` and waits for ``len(expect)`` bytes that must equal
+    ``expect`` (default: the message itself, i.e. an echo).  The latency of a request is
+    from its write to its full answer.  With ``hold_open``, every client keeps its
+    connection open until all clients have finished (a server that serves one
+    connection at a time cannot pass that).  The run stops by itself after
+    ``timeout`` seconds at most; the clients run in a child process.
+    """
+    host, port = _check_target(target)
+    _check_count("clients", clients, MAX_CLIENTS)
+    _check_count("requests", requests, MAX_REQUESTS)
+    if clients * requests > MAX_REQUESTS:
+        raise ValueError(
+            f"clients * requests = {clients * requests} is more than {MAX_REQUESTS} per run; "
+            "use fewer requests per client"
+        )
+    expect = message if expect is None else expect
+    for name, value in (("message", message), ("expect", expect)):
+        if not isinstance(value, (bytes, bytearray)) or not 1 <= len(value) <= 65536:
+            raise TypeError(f"{name} must be 1 to 65536 bytes (e.g. b'ping\\n'), not {value!r:.40}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+            or not 0 < timeout <= MAX_TIMEOUT:
+        raise ValueError(f"timeout must be seconds, more than 0 and at most {MAX_TIMEOUT}, not {timeout!r}")
+    job = {"host": host, "port": port, "clients": clients, "requests": requests,
+           "message": bytes(message).hex(), "expect": bytes(expect).hex(),
+           "hold_open": bool(hold_open), "timeout": float(timeout)}
+    try:
+        done = subprocess.run([sys.executable, "-I", "-S", __file__], input=json.dumps(job),
+                              capture_output=True, text=True, timeout=timeout + 15)
+    except subprocess.TimeoutExpired:  # run() has killed the child
+        raise RuntimeError(f"the load generator did not stop within {timeout + 15:.0f}s") from None
+    if done.returncode != 0:
+        raise RuntimeError(f"the load generator failed: {done.stderr.strip()[-400:]}")
+    out = json.loads(done.stdout)
+    return LoadResult(clients, requests, out["completed"], out["elapsed"],
+                      sorted(out["latencies"]), out["errors"], out["timed_out"])
+
+
+async def _client(job, message, expect, barrier, latencies, errors) -> None:
+    writer = None
+    try:
+        try:
+            reader, writer = await asyncio.open_connection(job["host"], job["port"])
+            for _ in range(job["requests"]):
+                started = time.perf_counter()
+                writer.write(message)
+                reply = await reader.readexactly(len(expect))
+                if reply != expect:
+                    errors["wrong answer"] = errors.get("wrong answer", 0) + 1
+                    break
+                latencies.append(time.perf_counter() - started)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            kind = "connection closed early" if isinstance(exc, asyncio.IncompleteReadError) \
+                else type(exc).__name__
+            errors[kind] = errors.get(kind, 0) + 1
+        if barrier is not None:
+            await barrier.wait()  # hold the connection open until everybody is done
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+async def _run_job(job) -> dict:
+    message, expect = bytes.fromhex(job["message"]), bytes.fromhex(job["expect"])
+    barrier = asyncio.Barrier(job["clients"]) if job["hold_open"] else None
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    started = time.perf_counter()
+    tasks = [asyncio.create_task(_client(job, message, expect, barrier, latencies, errors))
+             for _ in range(job["clients"])]
+    finished, pending = await asyncio.wait(tasks, timeout=job["timeout"])
+    elapsed = time.perf_counter() - started
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+    return {"completed": len(latencies), "elapsed": elapsed, "latencies": latencies,
+            "errors": errors, "timed_out": bool(pending)}
+
+
+# -- a client that stops reading -----------------------------------------------------------------
+class SlowReader:
+    """A client that sends to an echo server and never reads the answers.
+
+    On enter it sends ``chunk``-sized blocks without blocking until the connection is
+    full in both directions: its socket refuses more bytes for ``quiet`` seconds
+    (the server stopped reading from it), or ``max_bytes`` were sent.  It keeps the
+    connection open, unread, until exit.  ``stuck`` says the server stopped reading.
+    """
+
+    def __init__(self, target, *, max_bytes: int = 64 * 2**20, quiet: float = 0.2):
+        self.target = _check_target(target)
+        _check_count("max_bytes", max_bytes, 2**31)
+        self.max_bytes, self.quiet = max_bytes, quiet
+        self.bytes_sent = 0
+        self.stuck = False
+        self._sock: socket.socket | None = None
+
+    def __enter__(self) -> "SlowReader":
+        import select
+
+        self._sock = sock = socket.create_connection(self.target, timeout=5)
+        sock.setblocking(False)
+        block = b"x" * 65536
+        while self.bytes_sent < self.max_bytes:
+            try:
+                self.bytes_sent += sock.send(block)
+            except BlockingIOError:
+                _, writable, _ = select.select([], [sock], [], self.quiet)
+                if not writable:
+                    self.stuck = True
+                    break
+        return self
+
+    def __exit__(self, *exc):
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        return False
+
+
+# -- a picture of a sweep --------------------------------------------------------------------------
+def plot_load(results: dict[str, dict[int, LoadResult]], *, title: str):
+    """Throughput and p50/p99 latency versus concurrent clients, one line per design.
+
+    ``results`` maps a design name to ``{clients: LoadResult}``.
+    """
+    import matplotlib.pyplot as plt
+
+    from ._views import plt as _plt  # noqa: F401 - picks the Agg backend outside Jupyter
+
+    if not results:
+        raise ValueError("plot_load needs results: {design: {clients: LoadResult}}")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 6.5))
+    plt.close(fig)
+    colors = ["#d01c8b", "#2166ac", "#1b7837", "#e66101", "#5e3c99", "#555555"]
+    for (design, runs), color in zip(results.items(), colors * 2):
+        xs = sorted(runs)
+        ax1.plot(xs, [runs[x].rps for x in xs], "o-", color=color, lw=3, ms=8, label=design)
+        ax2.plot(xs, [runs[x].p50_ms for x in xs], "o-", color=color, lw=3, ms=8,
+                 label=f"{design} p50")
+        ax2.plot(xs, [runs[x].p99_ms for x in xs], "s--", color=color, lw=2, ms=7,
+                 label=f"{design} p99")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent clients", fontsize=15)
+        ax.tick_params(labelsize=13)
+        ax.grid(True, alpha=0.3, which="both")
+        xs = sorted({x for runs in results.values() for x in runs})
+        ax.set_xticks(xs, [str(x) for x in xs])
+    ax1.set_ylabel("throughput (requests/s)", fontsize=15)
+    ax1.set_ylim(bottom=0)
+    ax1.set_title("throughput", fontsize=16)
+    ax1.legend(fontsize=13)
+    ax2.set_yscale("log")
+    ax2.set_ylabel("latency (ms, log scale)", fontsize=15)
+    ax2.set_title("latency: p50 (solid) and p99 (dashed)", fontsize=16)
+    ax2.legend(fontsize=10, ncol=2)
+    fig.suptitle(title, fontsize=17, fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+if __name__ == "__main__":  # the child process of load()
+    print(json.dumps(asyncio.run(_run_job(json.loads(sys.stdin.read())))))

@@ -1,0 +1,202 @@
+"""A throwaway certificate authority and TLS servers for the TLS lessons.
+
+:class:`LocalCA` is built on ``trustme``: its keys live in memory and in a temp
+dir that disappears with it, so nothing secret is ever committed.  Contexts it
+makes are ordinary :mod:`ssl` contexts; the client one verifies certificates and
+host names exactly like ``ssl.create_default_context()`` (it *is* one, trusting
+the lab CA).
+
+    >>> with LocalCA() as ca, TLSServer(ca) as server:
+    ...     ctx = ssl.create_default_context(cafile=ca.cafile)
+    ...     with socket.create_connection(server.address) as raw, \\
+    ...          ctx.wrap_socket(raw, server_hostname="localhost") as s:
+    ...         s.sendall(b"hi"); s.recv(10)
+    b'hi'
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import shutil
+import socket
+import ssl
+import tempfile
+import threading
+from pathlib import Path
+
+import trustme
+
+from ._servers import TCPServer
+
+__all__ = ["LocalCA", "TLSServer", "HTTPSServer", "LAB_HOSTS"]
+
+LAB_HOSTS = ("localhost", "127.0.0.1")
+
+
+def _utcnow() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+
+
+class LocalCA:
+    """A certificate authority for the lab only; trust it and lab servers verify.
+
+    ``ca.cafile`` is the CA certificate (PEM) to trust; :meth:`server_context` and
+    :meth:`client_context` give ready :class:`ssl.SSLContext` objects.  Use it as a
+    context manager (or call :meth:`close`) to delete its temp dir.
+    """
+
+    def __init__(self, name: str = "netlab lab CA"):
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"the CA needs a non-empty name, not {name!r}")
+        self.name = name
+        self._ca = trustme.CA(organization_name=name)
+        self._dir = Path(tempfile.mkdtemp(prefix="labkit-ca-"))
+        self.cafile = self._dir / "lab-ca.pem"
+        self._ca.cert_pem.write_to_path(str(self.cafile))
+        self._leaves: dict[tuple, trustme.LeafCert] = {}
+
+    # -- context manager -----------------------------------------------------
+    def __enter__(self) -> "LocalCA":
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def close(self) -> None:
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __repr__(self):
+        return f"<LocalCA {self.name!r}>"
+
+    # -- certificates --------------------------------------------------------
+    @property
+    def cert_pem(self) -> bytes:
+        """The CA certificate, PEM encoded (public: safe to show and share)."""
+        return self._ca.cert_pem.bytes()
+
+    def issue(self, *hosts: str, expired: bool = False, days: int = 30) -> trustme.LeafCert:
+        """A server certificate (trustme ``LeafCert``) for ``hosts``.
+
+        ``expired=True`` gives one whose validity ended yesterday (for the failure demo).
+        """
+        hosts = hosts or LAB_HOSTS
+        for host in hosts:
+            if not isinstance(host, str) or not host:
+                raise ValueError(f"host names must be non-empty strings, not {host!r}")
+        if not isinstance(days, int) or days < 1:
+            raise ValueError(f"days must be a positive int, not {days!r}")
+        key = (hosts, expired, days)
+        if key not in self._leaves:
+            now = _utcnow().replace(microsecond=0)
+            if expired:
+                not_before, not_after = now - _dt.timedelta(days=days + 1), now - _dt.timedelta(days=1)
+            else:
+                not_before, not_after = now - _dt.timedelta(hours=1), now + _dt.timedelta(days=days)
+            self._leaves[key] = self._ca.issue_cert(*hosts, not_before=not_before,
+                                                    not_after=not_after)
+        return self._leaves[key]
+
+    def certificate(self, *hosts: str, expired: bool = False):
+        """The server certificate for ``hosts`` as a ``cryptography`` x509.Certificate."""
+        from cryptography import x509
+
+        leaf = self.issue(*hosts, expired=expired)
+        return x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes())
+
+    def server_context(self, *hosts: str, expired: bool = False) -> ssl.SSLContext:
+        """A server-side context presenting a certificate for ``hosts``.
+
+        Default hosts are ``localhost`` and ``127.0.0.1``; give others (e.g.
+        ``"www.example.org"``) for the wrong-host demo, or ``expired=True``.
+        """
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.issue(*hosts, expired=expired).configure_cert(ctx)
+        return ctx
+
+    def client_context(self, keylog=None) -> ssl.SSLContext:
+        """``ssl.create_default_context(cafile=ca.cafile)``: verifies certificate and host name.
+
+        ``keylog`` (a path) makes it append its session secrets there in the
+        NSS key log format Wireshark reads (like ``SSLKEYLOGFILE``).
+        """
+        ctx = ssl.create_default_context(cafile=str(self.cafile))
+        if keylog is not None:
+            ctx.keylog_filename = str(keylog)
+        return ctx
+
+
+def _tls_context(ca, context) -> ssl.SSLContext:
+    if context is not None:
+        if not isinstance(context, ssl.SSLContext):
+            raise TypeError(f"context must be an ssl.SSLContext, not {type(context).__name__}")
+        return context
+    if ca is None:
+        raise ValueError("a TLS server needs a certificate: pass a LocalCA "
+                         "(TLSServer(ca)) or a server context (TLSServer(context=...))")
+    if not isinstance(ca, LocalCA):
+        raise TypeError(f"ca must be a LocalCA, not {type(ca).__name__}")
+    return ca.server_context()
+
+
+class TLSServer(TCPServer):
+    """A :class:`TCPServer` whose connections are wrapped in TLS before the handler runs.
+
+    ``TLSServer(ca)`` presents a certificate for localhost/127.0.0.1 issued by ``ca``;
+    ``TLSServer(context=ctx)`` uses your own server context (e.g. one limited to
+    TLS 1.2).  The handler gets the :class:`ssl.SSLSocket`.  A handshake that fails
+    (the client rejected the certificate, spoke another version ...) is not a
+    server bug: it is kept in ``server.tls_errors`` and the server keeps serving.
+    """
+
+    def __init__(self, ca: LocalCA | None = None, handler="echo", *,
+                 context: ssl.SSLContext | None = None, name: str = "server", **kwargs):
+        super().__init__(handler, name=name, **kwargs)
+        self.context = _tls_context(ca, context)
+        self.tls_errors: list[str] = []
+        self._handshakes = threading.Condition(self._lock)
+        self.handshakes = 0   # handshakes that completed or failed
+
+    def _serve(self, conn: socket.socket, addr) -> None:
+        tls = self.context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+        with self._lock:  # stop() must shut down the TLS socket (conn is detached now)
+            self._conns.discard(conn)
+            self._conns.add(tls)
+        try:
+            tls.do_handshake()
+        except (ssl.SSLError, ConnectionError, OSError) as exc:
+            with self._lock:
+                if not self._stopping.is_set():
+                    self.tls_errors.append(_describe_error(exc))
+                self.handshakes += 1
+                self._handshakes.notify_all()
+                self._conns.discard(tls)
+                self._idle.notify_all()
+            tls.close()
+            return
+        with self._lock:
+            self.handshakes += 1
+            self._handshakes.notify_all()
+        try:
+            super()._serve(tls, addr)
+        except ssl.SSLError as exc:  # the peer broke the protocol: an alert, not a crash
+            with self._lock:
+                self.tls_errors.append(_describe_error(exc))
+
+    def wait_handshakes(self, n: int = 1, timeout: float = 2.0) -> bool:
+        """Wait until ``n`` handshakes have finished (well or not) on the server side."""
+        with self._lock:
+            return self._handshakes.wait_for(lambda: self.handshakes >= n, timeout)
+
+
+def _describe_error(exc: BaseException) -> str:
+    text = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+def HTTPSServer(ca: LocalCA | None = None, *args, context: ssl.SSLContext | None = None,
+                **kwargs):
+    """The lab's :class:`HTTPServer` speaking HTTPS (a certificate from ``ca``)."""
+    from ._http import HTTPServer
+
+    return HTTPServer(*args, ssl_context=_tls_context(ca, context), **kwargs)

@@ -1,0 +1,44 @@
+"""Shared fixtures for labkit's unit tests."""
+
+import os
+import shutil
+import socket
+
+import pytest
+
+from labkit import _capture
+
+
+def can_capture() -> bool:
+    try:
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW).close()
+        return True
+    except PermissionError:
+        return False
+
+
+needs_capture = pytest.mark.skipif(not can_capture(), reason="live capture needs CAP_NET_RAW")
+
+
+def require_tool(name: str) -> str:
+    """Path of a system tool; in CI its absence is a failure, elsewhere a skip."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is missing: .ci/run (make system-tools) must install it")
+        pytest.skip(f"{name} not installed (apt-get install {name})")
+    return path
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """A private recordings folder, so tests never touch the committed data/."""
+    monkeypatch.setattr(_capture, "DATA_DIR", tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def live(monkeypatch):
+    if not can_capture():
+        pytest.skip("live capture needs CAP_NET_RAW")
+    monkeypatch.setenv("LABKIT_CAPTURE", "live")

@@ -1,0 +1,94 @@
+"""Conversation facts from hand-built packets: no network needed."""
+
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.l2 import Ether
+
+from labkit import flag_names
+from labkit._flows import TcpTracker, segments
+
+C, S = ("127.0.0.1", 40000), ("127.0.0.1", 8080)
+ISN_C, ISN_S = 1_000_000, 4_294_967_000  # the server's numbers wrap around 2**32
+
+
+def tcp(src, dst, flags, seq, ack=0, payload=b"", t=0.0):
+    pkt = Ether() / IP(src=src[0], dst=dst[0]) / TCP(sport=src[1], dport=dst[1], flags=flags,
+                                                     seq=seq % 2**32, ack=ack % 2**32) / payload
+    pkt.time = t
+    return pkt
+
+
+def conversation():
+    return [
+        tcp(C, S, "S", ISN_C, t=10.0),
+        tcp(S, C, "SA", ISN_S, ISN_C + 1, t=10.001),
+        tcp(C, S, "A", ISN_C + 1, ISN_S + 1, t=10.002),
+        tcp(C, S, "PA", ISN_C + 1, ISN_S + 1, b"hello", t=10.003),
+        tcp(S, C, "PA", ISN_S + 1, ISN_C + 6, b"HELLO", t=10.004),
+        tcp(C, S, "FA", ISN_C + 6, ISN_S + 6, t=10.005),
+        tcp(S, C, "FA", ISN_S + 6, ISN_C + 7, t=10.006),
+        tcp(C, S, "A", ISN_C + 7, ISN_S + 7, t=10.007),
+    ]
+
+
+def test_flag_names_follow_wireshark():
+    assert [flag_names(f) for f in ("S", "SA", "A", "PA", "FA", "R", "RA", "FPA")] == [
+        "SYN", "SYN-ACK", "ACK", "PSH-ACK", "FIN-ACK", "RST", "RST-ACK", "FIN-PSH-ACK"]
+
+
+def test_relative_numbers_roles_and_labels():
+    segs = segments(conversation(), {8080: "server"})
+    assert [(s.src, s.dst, s.flags, s.seq, s.ack, s.length) for s in segs] == [
+        ("client", "server", "SYN", 0, None, 0),
+        ("server", "client", "SYN-ACK", 0, 1, 0),
+        ("client", "server", "ACK", 1, 1, 0),
+        ("client", "server", "PSH-ACK", 1, 1, 5),
+        ("server", "client", "PSH-ACK", 1, 6, 5),
+        ("client", "server", "FIN-ACK", 6, 6, 0),
+        ("server", "client", "FIN-ACK", 6, 7, 0),
+        ("client", "server", "ACK", 7, 7, 0),
+    ]
+    assert segs[0].label == "SYN seq=0"
+    assert segs[3].label == "PSH-ACK len=5 seq=1 ack=1"
+    assert segs[3].summary == "b'hello'"
+    assert [s.time for s in segs][:2] == [0.0, 0.001]
+
+
+def test_second_client_and_http_summary():
+    other = ("127.0.0.1", 40001)
+    pkts = [tcp(C, S, "S", 1), tcp(other, S, "S", 5),
+            tcp(other, S, "PA", 6, 0, b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")]
+    segs = segments(pkts, {8080: "web"})
+    assert [s.src for s in segs] == ["client", "client 2", "client 2"]
+    assert segs[2].summary == "GET /hello HTTP/1.1"
+
+
+def test_udp_and_icmp_port_unreachable():
+    dgram = Ether() / IP(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=40000, dport=9999) / b"hi"
+    icmp = (Ether() / IP(src="127.0.0.1", dst="127.0.0.1") / ICMP(type=3, code=3)
+            / IP(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=40000, dport=9999) / b"hi")
+    icmp = Ether(bytes(icmp))  # dissect as a capture would
+    for p in (dgram, icmp):
+        p.time = 0
+    segs = segments([dgram, icmp], {9999: "nobody"})
+    assert [(s.src, s.dst, s.proto) for s in segs] == [
+        ("client", "nobody", "UDP"), ("nobody", "client", "ICMP")]
+    assert segs[1].summary == "ICMP port unreachable (quotes UDP to port 9999)"
+    assert segs[0].label == "UDP len=2"
+
+
+def test_tracker_waits_for_every_ack_and_both_fins():
+    tracker = TcpTracker()
+    states = []
+    for pkt in conversation():
+        tracker.add(pkt)
+        states.append(tracker.settled())
+    # settled after the handshake's ACK, unsettled while data/FINs are unacknowledged
+    assert states == [False, False, True, False, False, False, False, True]
+
+
+def test_tracker_reset_settles_a_refused_connection():
+    tracker = TcpTracker()
+    tracker.add(tcp(C, S, "S", 10))
+    assert not tracker.settled()
+    tracker.add(tcp(S, C, "RA", 0, 11))
+    assert tracker.settled()
