@@ -43,6 +43,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 conf.verb = 0
 
+# Functions (packets, meta) run before a capture's packets are described, e.g. TLS
+# record naming and decryption with meta["tls_keylog"] (labkit._tlsview adds one).
+ANALYSERS: list = []
+
 
 def capture_mode() -> tuple[str, str]:
     """Return ``(mode, reason)``: which capture mode applies here, and why."""
@@ -123,9 +127,11 @@ class Capture:
     """Packets exchanged with the given servers (or ports), as table, ladder or pcapng.
 
     ``name`` names the recording shown in replay mode (``data/<name>.pcapng``).
+    ``keylog`` is a TLS key log file (``SSLContext.keylog_filename``): read on exit into
+    ``meta["tls_keylog"]``, it decrypts TLS in the views and travels with recordings.
     """
 
-    def __init__(self, *targets, name: str | None = None, iface: str = "lo"):
+    def __init__(self, *targets, name: str | None = None, iface: str = "lo", keylog=None):
         if name is not None and not _NAME.match(name):
             raise ValueError(
                 f"recording name {name!r} must be letters, digits, '-', '_' or '.', "
@@ -136,6 +142,7 @@ class Capture:
         self.iface = iface
         self.mode, self.reason = capture_mode()
         self.meta: dict = {}       # saved beside a recording (e.g. a TLS key log)
+        self.keylog = keylog       # path of a TLS key log to read on exit (live modes)
         self.complete = True       # False if the exit gave up waiting for in-flight packets
         self._packets: list = []
         self._tracker = TcpTracker()
@@ -213,9 +220,18 @@ class Capture:
         self._sniffer.stop()
         self._sock.close()
         self._fence.close()
+        if self.keylog is not None:
+            self._read_keylog()
         if self.mode == "record" and self.name:
             self._save_recording()
         return False
+
+    def _read_keylog(self) -> None:
+        from ._tlsview import keylog_for
+
+        path = Path(self.keylog)
+        text = path.read_text() if path.exists() else ""
+        self.meta["tls_keylog"] = keylog_for(self._packets, text)  # this capture's sessions only
 
     # -- recordings -------------------------------------------------------------
     def _save_recording(self) -> None:
@@ -253,7 +269,10 @@ class Capture:
     @property
     def segments(self) -> list[Segment]:
         """Each packet as a :class:`Segment`: roles, flags, relative seq/ack, length, summary."""
-        return segments(self.packets, self.roles)
+        packets = self.packets
+        for analyse in ANALYSERS:
+            analyse(packets, self.meta)
+        return segments(packets, self.roles)
 
     def table(self, *, start: int = 0, stop: int | None = None):
         """One row per packet; ``start``/``stop`` pick a slice of rows."""
@@ -268,11 +287,19 @@ class Capture:
         return ladder(self.segments[start:stop], title=title)
 
     def save(self, path) -> Path:
-        """Write the packets as pcapng (opens in Wireshark); returns the path."""
+        """Write the packets as pcapng (opens in Wireshark); returns the path.
+
+        With a TLS key log (``meta["tls_keylog"]``) the file embeds it in a Decryption
+        Secrets Block, so Wireshark and tshark decrypt the TLS with no settings.
+        """
         self._require_finished()
         path = Path(path)
         if path.suffix != ".pcapng":
             raise ValueError(f"save() writes pcapng: give a path ending in .pcapng, not {path.name!r}")
+        if self.meta.get("tls_keylog"):
+            from ._tlsview import save_with_keylog
+
+            return save_with_keylog(path, self._packets, self.meta["tls_keylog"])
         wrpcapng(str(path), self._packets)
         return path
 

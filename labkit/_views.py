@@ -26,6 +26,19 @@ COLORS = {"SYN": "#1b7837", "FIN": "#e66101", "RST": "#d01c8b", "data": "#2166ac
           "ACK": "#555555", "UDP": "#5e3c99", "ICMP": "#d01c8b"}
 
 
+# Functions segment -> ladder arrow text or None; the first answer wins, else seg.label.
+# Other modules (TLS) put theirs in front with ``LABELLERS.insert(0, f)``.
+LABELLERS: list = []
+
+
+def _label(seg: Segment) -> str:
+    for label in LABELLERS:
+        text = label(seg)
+        if text is not None:
+            return text
+    return seg.label
+
+
 def _row(seg: Segment) -> list[str]:
     num = lambda v: "" if v is None else str(v)  # noqa: E731
     flags = seg.flags if seg.proto == "TCP" else seg.proto
@@ -108,7 +121,7 @@ def ladder(segs: list[Segment], *, title: str | None = None):
             x1 = x0 + 0.3
         ax.add_patch(FancyArrowPatch((x0, row), (x1, row + 0.35), arrowstyle="-|>",
                                      mutation_scale=22, lw=2.2, color=color, zorder=3))
-        ax.text((x0 + x1) / 2, row + 0.1, seg.label, ha="center", va="bottom", fontsize=12,
+        ax.text((x0 + x1) / 2, row + 0.1, _label(seg), ha="center", va="bottom", fontsize=12,
                 color=color, zorder=4,
                 bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
         ax.text(-0.35, row + 0.18, f"{seg.time * 1000:.2f} ms", ha="right", va="center",

@@ -1,0 +1,35 @@
+"""Checks for 00-Start-Here."""
+
+from __future__ import annotations
+
+from .._capture import capture_mode
+from . import Verdict, first_failure, verdict
+
+
+def check_mode_answer(answer) -> Verdict:
+    """The student reads the doctor's report and names the capture mode."""
+    mode, _ = capture_mode()
+    if not isinstance(answer, str):
+        return Verdict(False, f"give the mode as a string such as 'live', not {answer!r}",
+                       "copy the word after 'capture mode :' in the doctor's report")
+    return verdict(answer.strip().lower() == mode,
+                   "that is the mode the doctor reports for this kernel",
+                   wrong=f"you said {answer!r}, but the doctor reports {mode!r}",
+                   hint="the first line of the report: 'capture mode : <mode> — <why>'")
+
+
+def check_first_capture(wire) -> Verdict:
+    """A capture holding a handshake and the 4 bytes b'ping' sent by the client."""
+    try:
+        segs = wire.segments
+    except (AttributeError, RuntimeError) as exc:
+        return Verdict(False, f"that is not a finished capture ({exc})",
+                       "pass the `wire` from `with ... Capture(server, ...) as wire:`")
+    flags = [s.flags for s in segs[:3]]
+    sent = b"".join(bytes(s.packet["TCP"].payload) for s in segs if s.src == "client")
+    return first_failure(
+        verdict(flags == ["SYN", "SYN-ACK", "ACK"], "", wrong=f"the capture starts {flags}",
+                hint="open the connection inside the `with Capture(...)` block"),
+        verdict(sent == b"ping", "", wrong=f"the client sent {sent!r}, not b'ping'",
+                hint="sock.sendall(b'ping') inside the block"),
+        right="a handshake, then your 4 bytes: you captured your first TCP connection")

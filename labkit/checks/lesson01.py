@@ -1,0 +1,101 @@
+"""Checks for 01-Watch-A-TCP-Handshake."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+from .._kernel import settled_tcp_states
+from .._servers import TCPServer
+from . import Verdict, first_failure, verdict
+
+
+def acks_after_client_data(wire) -> list[int]:
+    """The server's ACK number that answers each client data segment, in order."""
+    segs = wire.segments
+    acks = []
+    for i, seg in enumerate(segs):
+        if seg.src == "client" and seg.length:
+            reply = next((s for s in segs[i + 1:] if s.src == "server" and s.ack is not None
+                          and s.ack >= seg.seq + seg.length), None)
+            acks.append(reply.ack if reply else None)
+    return acks
+
+
+def check_ack_predictions(predicted, wire) -> Verdict:
+    """Compare the student's predicted ACK numbers with the ones in the capture."""
+    if not isinstance(predicted, (list, tuple)) or not all(isinstance(n, int) for n in predicted):
+        return Verdict(False, f"give a list of whole numbers, not {predicted!r}",
+                       "one ACK number per message the client sent, e.g. [5, 15, 16]")
+    actual = acks_after_client_data(wire)
+    if len(predicted) != len(actual):
+        return Verdict(False, f"you gave {len(predicted)} numbers, but the client sent "
+                       f"{len(actual)} messages", "one ACK number per client message")
+    for n, (p, a) in enumerate(zip(predicted, actual), 1):
+        if p != a:
+            return Verdict(False, f"message {n}: you predicted ack={p}, the server sent ack={a}",
+                           "the ACK names the next byte the server expects: the client's first "
+                           "data byte is seq 1 (the SYN used 0), and each byte adds one")
+    return Verdict(True, f"the server acknowledged {actual}: each ACK is 1 + every byte so far")
+
+
+def check_is_port_open(is_port_open) -> Verdict:
+    """``is_port_open(host, port)`` must say True for a listening port, False for a closed one."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]  # nobody listens once the probe is closed
+    try:
+        with TCPServer("echo") as server:
+            when_open = is_port_open("127.0.0.1", server.port)
+        when_closed = is_port_open("127.0.0.1", closed)
+    except NotImplementedError:
+        return Verdict(False, "is_port_open is not written yet", "replace the NotImplementedError")
+    except ConnectionRefusedError:
+        return Verdict(False, "is_port_open let ConnectionRefusedError escape",
+                       "catch ConnectionRefusedError (the RST) and return False")
+    return first_failure(
+        verdict(when_open is True, "", wrong=f"for a listening port it returned {when_open!r}",
+                hint="return True once create_connection() succeeds (and close the socket)"),
+        verdict(when_closed is False, "", wrong=f"for a closed port it returned {when_closed!r}",
+                hint="the kernel answers a SYN to a closed port with RST: "
+                     "that is ConnectionRefusedError"),
+        right="True for a listening port, False when the SYN is answered by RST")
+
+
+def check_server_closes_first(handler) -> Verdict:
+    """Run ``handler`` as the server; the client waits for EOF, then closes.
+
+    Passes if the kernel then holds the *server's* end of the connection in TIME-WAIT.
+    """
+    if not callable(handler):
+        return Verdict(False, f"pass your handler function, not {handler!r}",
+                       "def server_closes_first(conn, addr): ...")
+    finished = threading.Event()
+
+    def run(conn, addr):
+        try:
+            handler(conn, addr)
+        finally:
+            finished.set()
+
+    with TCPServer(run) as server:
+        with socket.create_connection(server.address, timeout=3) as client:
+            client_port = client.getsockname()[1]
+            try:
+                while client.recv(4096):  # read until the server closes (EOF)
+                    pass
+            except TimeoutError:
+                return Verdict(False, "the client waited 3 s and the server never closed",
+                               "the handler must close the connection itself: return from it "
+                               "(labkit closes conn then) or call conn.close()")
+        finished.wait(3)
+        states = {s.local[1]: s.state for s in settled_tcp_states(client_port, server.port)}
+    server_side = [state for port, state in states.items() if port != client_port]
+    client_side = states.get(client_port, "gone")
+    if "TIME-WAIT" in server_side:
+        return Verdict(True, "the server closed first, so the server's end is in TIME-WAIT "
+                       f"(client's end: {client_side})")
+    return Verdict(False, f"the client's end is {client_side}, the server's end "
+                   f"{server_side[0] if server_side else 'gone'}",
+                   "whoever sends the first FIN waits in TIME-WAIT: the server must close "
+                   "before the client does (send a greeting, then return)")

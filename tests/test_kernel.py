@@ -1,0 +1,49 @@
+import socket
+
+import pytest
+
+from labkit import TCPServer, tcp_states
+
+SAMPLE = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1
+   1: 0100007F:9C40 0100007F:1F90 06 00000000:00000000 03:00001770 00000000     0        0 0 3
+   2: 0100007F:1234 0100007F:4321 01 00000000:00000000 00:00000000 00000000     0        0 2 1
+"""
+
+
+def test_parses_the_kernel_table(tmp_path):
+    (tmp_path / "tcp").write_text(SAMPLE)
+    states = tcp_states(8080, proc=tmp_path)
+    assert [(s.local, s.remote, s.state) for s in states] == [
+        (("127.0.0.1", 8080), ("0.0.0.0", 0), "LISTEN"),
+        (("127.0.0.1", 40000), ("127.0.0.1", 8080), "TIME-WAIT")]
+    assert [s.state for s in tcp_states(8080, 40000, proc=tmp_path)] == ["TIME-WAIT"]
+
+
+def test_live_sockets_listen_then_established():
+    with TCPServer("echo") as server:
+        assert [s.state for s in tcp_states(server.port)] == ["LISTEN"]
+        with socket.create_connection(server.address) as c:
+            c.sendall(b"x")
+            c.recv(1)
+            states = sorted(s.state for s in tcp_states(server.port))
+    assert states == ["ESTAB", "ESTAB", "LISTEN"]
+
+
+@pytest.mark.parametrize("bad", [0, 70000, "80", True])
+def test_bad_port(bad):
+    with pytest.raises(ValueError, match="port must be an int"):
+        tcp_states(bad)
+
+
+def test_settled_states_after_the_client_closes_first():
+    from labkit._kernel import settled_tcp_states
+
+    with TCPServer("echo") as server:
+        with socket.create_connection(server.address) as c:
+            port = c.getsockname()[1]
+            c.sendall(b"x")
+            c.recv(1)
+        assert server.wait_idle(2)
+        states = {s.local[1]: s.state for s in settled_tcp_states(port, server.port)}
+    assert states == {port: "TIME-WAIT"}  # the server's end is gone: it closed second
