@@ -30,7 +30,8 @@ system-tools:
 
 lab: $(STAMP)
 	$(BIN)/python -m labkit doctor
-	$(BIN)/jupyter lab --no-browser --ip=127.0.0.1 --notebook-dir=notebooks
+	$(BIN)/jupyter lab --no-browser --ip=127.0.0.1 --ServerApp.root_dir=notebooks \
+	  $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 test: $(STAMP) system-tools
 	$(BIN)/pytest $(PYTEST_ARGS)

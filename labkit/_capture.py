@@ -26,7 +26,8 @@ from pathlib import Path
 from scapy.arch.linux import L2ListenSocket
 from scapy.config import conf
 from scapy.data import MTU
-from scapy.layers.inet import UDP
+from scapy.layers.inet import ICMP, TCP, UDP
+from scapy.layers.inet6 import ICMPv6DestUnreach
 from scapy.plist import PacketList
 from scapy.sendrecv import AsyncSniffer
 from scapy.utils import rdpcap, wrpcapng
@@ -90,6 +91,25 @@ class _DirectionalListenSocket(L2ListenSocket):
             ts = get_last_packet_timestamp(self.ins)
         self.last_outgoing = sa_ll[2] == socket.PACKET_OUTGOING
         return self.LL, pkt, ts
+
+
+SOL_PACKET, PACKET_STATISTICS = 263, 6
+SO_RCVBUFFORCE = 33  # Linux; not exported by Python's socket module
+CAPTURE_BUFFER = 32 * 1024 * 1024  # bytes: a bulk transfer on lo must not overflow it
+
+
+def _enlarge_receive_buffer(sock: socket.socket) -> None:
+    """Ask for a big queue; SO_RCVBUFFORCE (root) may exceed the rmem_max limit."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, CAPTURE_BUFFER)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CAPTURE_BUFFER)
+
+
+def _kernel_drops(sock: socket.socket) -> int:
+    """Packets the kernel dropped because our queue was full (PACKET_STATISTICS)."""
+    stats = sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+    return int.from_bytes(stats[4:8], sys.byteorder)
 
 
 def _roles_of(targets) -> dict[int, str]:
@@ -177,6 +197,8 @@ class Capture:
         self._fence.bind(("127.0.0.1", 0))
         self._fence_port = self._fence.getsockname()[1]
         self._sock = sock = _DirectionalListenSocket(iface=self.iface, filter=self.bpf)
+        _enlarge_receive_buffer(sock.ins)
+        _kernel_drops(sock.ins)  # reading the statistics resets them: count from here on
         ready = threading.Event()
         self._sniffer = AsyncSniffer(opened_socket=sock, prn=self._on_packet, store=False,
                                      started_callback=ready.set)
@@ -188,8 +210,21 @@ class Capture:
         print(f"● live capture on {self.iface}: {ports}")
         return self
 
+    def _is_ours(self, pkt) -> bool:
+        """Re-check the filter: a raw socket sees every packet from its creation until
+        Scapy attaches the BPF filter, so a few strangers can slip in first."""
+        if ICMP in pkt or ICMPv6DestUnreach in pkt:
+            return True
+        for layer in (TCP, UDP):
+            if layer in pkt:
+                ports = {pkt[layer].sport, pkt[layer].dport}
+                return bool(ports & (self.roles.keys() | {self._fence_port}))
+        return False
+
     def _on_packet(self, pkt) -> None:
         outgoing = self._sock.last_outgoing  # set by the recv that produced pkt
+        if not self._is_ours(pkt):
+            return
         with self._changed:
             if UDP in pkt and pkt[UDP].dport == self._fence_port:
                 self._fence_seen = self._fence_seen or not outgoing
@@ -218,6 +253,11 @@ class Capture:
             timeout = 0.2 if exc_type else SETTLE_TIMEOUT
             self.complete = self._changed.wait_for(self._quiet, timeout)
         self._sniffer.stop()
+        dropped = _kernel_drops(self._sock.ins)
+        if dropped:
+            self.complete = False
+            print(f"⚠ the kernel dropped {dropped} packets before the capture could read them: "
+                  "this capture is incomplete (the machine is busy; run the cell again)")
         self._sock.close()
         self._fence.close()
         if self.keylog is not None:

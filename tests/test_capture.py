@@ -43,7 +43,8 @@ def test_one_copy_per_packet_same_as_tcpdump(live):
     tcpdump = require_tool("tcpdump")
     with TCPServer("echo") as server:
         proc = subprocess.Popen(
-            [tcpdump, "-i", "lo", "-Q", "in", "--immediate-mode", "-U", "-n", "-w", "-",
+            [tcpdump, "-i", "lo", "-Q", "in", "--immediate-mode", "-B", "65536", "-U", "-n",
+             "-w", "-",
              f"port {server.port}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             assert b"listening on" in proc.stderr.readline()  # its socket is open now
@@ -160,3 +161,24 @@ def test_looking_inside_the_with_block_is_an_error(monkeypatch):
     with Capture(5000) as wire:
         with pytest.raises(RuntimeError, match="after its `with` block"):
             wire.packets
+
+
+def test_strangers_that_slip_in_before_the_filter_are_dropped():
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    wire = Capture(8080)
+    ours = Ether() / IP() / TCP(sport=40000, dport=8080)
+    stranger = Ether() / IP() / TCP(sport=40000, dport=5555)
+    assert wire._is_ours(ours) and not wire._is_ours(stranger)
+
+
+@needs_capture
+def test_kernel_drops_are_reported_not_hidden(live, monkeypatch, capsys):
+    from labkit import _capture
+
+    with TCPServer("echo") as server, Capture(server) as wire:
+        monkeypatch.setattr(_capture, "_kernel_drops", lambda sock: 7)
+        echo_exchange(server)
+    assert not wire.complete
+    assert "the kernel dropped 7 packets" in capsys.readouterr().out
