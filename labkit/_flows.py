@@ -132,12 +132,6 @@ class _Roles:
             self.clients[key] = "client" if n == 1 else f"client {n}"
         return self.clients[key]
 
-    def client_port(self, name: str = "client") -> int | None:
-        for (_ip, port), role in self.clients.items():
-            if role == name:
-                return port
-        return None
-
 
 def segments(packets, roles: dict[int, str]) -> list[Segment]:
     """Describe every packet (IPv4/IPv6 TCP, UDP, ICMP) with roles and relative numbers."""
