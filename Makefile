@@ -37,7 +37,7 @@ test: $(STAMP) system-tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 notebooks: $(STAMP)
-	$(BIN)/python -m labkit record --inplace
+	$(BIN)/python -m labkit record
 
 handout: $(STAMP)
 	$(BIN)/python -m labkit handout handout

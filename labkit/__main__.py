@@ -1,4 +1,4 @@
-"""``python -m labkit doctor | record [--inplace] [NOTEBOOK...] | handout [DIR]``."""
+"""``python -m labkit doctor | record [NOTEBOOK...] | handout [DIR]``."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("doctor", help="capture mode and why, versions, what to fix")
-    rec = sub.add_parser("record", help="re-run notebooks in record mode to refresh data/")
-    rec.add_argument("--inplace", action="store_true",
-                     help="also save the executed notebooks (their outputs match the recordings)")
+    rec = sub.add_parser("record", help="re-run notebooks in record mode: refresh data/ "
+                         "and the stored outputs together")
     rec.add_argument("notebooks", nargs="*", help="default: every notebook in notebooks/")
     hand = sub.add_parser("handout", help="write the student edition (solutions removed)")
     hand.add_argument("outdir", nargs="?", default="handout")
@@ -25,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "record":
         from ._record import record
 
-        return record(args.notebooks, inplace=args.inplace)
+        return record(args.notebooks)
     from ._handout import write_handout
 
     for path in write_handout(args.outdir):

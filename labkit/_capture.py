@@ -26,7 +26,7 @@ from pathlib import Path
 from scapy.arch.linux import L2ListenSocket
 from scapy.config import conf
 from scapy.data import MTU
-from scapy.layers.inet import ICMP, TCP, UDP
+from scapy.layers.inet import ICMP, TCP, UDP, TCPerror, UDPerror
 from scapy.layers.inet6 import ICMPv6DestUnreach
 from scapy.plist import PacketList
 from scapy.sendrecv import AsyncSniffer
@@ -179,7 +179,13 @@ class Capture:
     @property
     def bpf(self) -> str:
         ports = " or ".join(f"port {p}" for p in sorted(self.roles))
-        return f"({ports}) or icmp or icmp6 or (udp and dst port {self._fence_port})"
+        # ICMP errors only when they quote one of our ports (anyone's ICMP on lo would
+        # otherwise join the capture): the quoted TCP/UDP header follows the 8-byte ICMP
+        # header and the quoted IP header (20 bytes IPv4, 40 bytes IPv6).
+        icmp = " or ".join(f"icmp[28:2] = {p} or icmp[30:2] = {p}" for p in sorted(self.roles))
+        icmp6 = " or ".join(f"icmp6[48:2] = {p} or icmp6[50:2] = {p}" for p in sorted(self.roles))
+        return (f"({ports}) or (icmp and ({icmp})) or (icmp6 and ({icmp6}))"
+                f" or (udp and dst port {self._fence_port})")
 
     @property
     def recording(self) -> Path | None:
@@ -211,14 +217,16 @@ class Capture:
         return self
 
     def _is_ours(self, pkt) -> bool:
-        """Re-check the filter: a raw socket sees every packet from its creation until
-        Scapy attaches the BPF filter, so a few strangers can slip in first."""
+        """Is this packet to or from our ports?  BPF can't look inside an ICMP error for
+        the ports of the packet it quotes (other labs' errors share ``lo``), and a raw
+        socket sees every packet until Scapy attaches its filter."""
+        ours = self.roles.keys() | {self._fence_port}
         if ICMP in pkt or ICMPv6DestUnreach in pkt:
-            return True
+            quoted = next((pkt[q] for q in (UDPerror, TCPerror) if q in pkt), None)
+            return quoted is not None and bool({quoted.sport, quoted.dport} & ours)
         for layer in (TCP, UDP):
             if layer in pkt:
-                ports = {pkt[layer].sport, pkt[layer].dport}
-                return bool(ports & (self.roles.keys() | {self._fence_port}))
+                return bool({pkt[layer].sport, pkt[layer].dport} & ours)
         return False
 
     def _on_packet(self, pkt) -> None:

@@ -30,6 +30,7 @@ function or a Flask app) with ``wsgiref`` the same way.
 from __future__ import annotations
 
 import email.utils
+import io
 import http
 import json
 import re
@@ -44,7 +45,7 @@ from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler
 from wsgiref.simple_server import WSGIServer as _WsgirefServer
 
-from ._servers import JOIN_TIMEOUT, ServerError, TCPServer, _check_host
+from ._servers import JOIN_TIMEOUT, TCPServer, _check_host, raise_first
 
 __all__ = ["HTTPServer", "WSGIServer", "serve_in_thread", "Request"]
 
@@ -109,6 +110,12 @@ class _Reader:
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.buf = b""
+        self.taken = bytearray()  # what the current request consumed, exactly as received
+
+    def _take(self, n: int) -> bytes:
+        data, self.buf = self.buf[:n], self.buf[n:]
+        self.taken += data
+        return data
 
     def _fill(self) -> bool:
         data = self.sock.recv(65536)
@@ -119,9 +126,8 @@ class _Reader:
         """Request line + headers + blank line, or None if the client closed first."""
         while True:
             end = _head_end(self.buf)
-            if end is not None:
-                head, self.buf = self.buf[:end], self.buf[end:]
-                return head
+            if end is not None and end <= MAX_HEAD:
+                return self._take(end)
             if len(self.buf) > MAX_HEAD:
                 raise BadRequest(f"request line and headers are larger than {MAX_HEAD} bytes")
             if not self._fill():
@@ -135,8 +141,7 @@ class _Reader:
             if not self._fill():
                 raise BadRequest(f"the body ended after {len(self.buf)} of {n} bytes "
                                  "promised by Content-Length")
-        data, self.buf = self.buf[:n], self.buf[n:]
-        return data
+        return self._take(n)
 
     def line(self) -> bytes:
         while b"\r\n" not in self.buf:
@@ -144,8 +149,7 @@ class _Reader:
                 raise BadRequest("a chunk-size line is longer than 1024 bytes")
             if not self._fill():
                 raise BadRequest("the connection closed in the middle of a chunked body")
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
+        return self._take(self.buf.index(b"\r\n") + 2)[:-2]
 
 
 def _head_end(buf: bytes) -> int | None:
@@ -169,7 +173,7 @@ def parse_head(head: bytes) -> tuple[str, str, str, list[tuple[str, str]]]:
         raise BadRequest(f"method {method[:40]!r} is not a token (letters like GET)")
     if not _TARGET.match(target):
         raise BadRequest(f"request target {target[:80]!r} has spaces, controls or non-ASCII")
-    if not (target.startswith(b"/") or target == b"*" or target.startswith((b"http://", b"https://"))):
+    if not (target.startswith((b"/", b"http://", b"https://")) or target == b"*"):
         raise BadRequest(f"request target {target[:80]!r} must start with '/'")
     m = _VERSION.match(version)
     if not m:
@@ -373,6 +377,7 @@ class HTTPServer(TCPServer):
     def _request_loop(self, conn: socket.socket) -> None:
         reader = _Reader(conn)
         while not self._stopping.is_set():
+            reader.taken = bytearray()
             try:
                 head = reader.head()
                 if head is None:
@@ -380,8 +385,7 @@ class HTTPServer(TCPServer):
                 method, target, version, headers = parse_head(head)
                 framing = _body_length(method, version, headers)
                 body = _read_chunked(reader) if framing == "chunked" else reader.exactly(framing)
-                raw = head + (reader_raw_body(body, framing))
-                request = Request(method, target, version, headers, body, raw)
+                request = Request(method, target, version, headers, body, bytes(reader.taken))
             except BadRequest as bad:
                 self._refuse(conn, reader, bad)
                 return
@@ -391,7 +395,8 @@ class HTTPServer(TCPServer):
             with self._lock:
                 self.requests_served += 1
             if not keep:
-                conn.shutdown(socket.SHUT_WR)
+                if not isinstance(conn, ssl.SSLSocket):
+                    conn.shutdown(socket.SHUT_WR)
                 return
 
     def _refuse(self, conn: socket.socket, reader: _Reader, bad: BadRequest) -> None:
@@ -401,6 +406,8 @@ class HTTPServer(TCPServer):
         head = _head_bytes(bad.status, self._common("text/plain; charset=utf-8", len(body))
                            + [("Connection", "close")])
         conn.sendall(head + body)
+        if isinstance(conn, ssl.SSLSocket):
+            return
         # Lingering close: stop sending, then read (bounded) what the client still sends,
         # so closing does not reset the connection before the client read the 400.
         conn.shutdown(socket.SHUT_WR)
@@ -426,6 +433,8 @@ class HTTPServer(TCPServer):
             resp = self._route(req)
         except BadRequest as bad:
             resp = _text(bad.status, f"{bad.status} {http.HTTPStatus(bad.status).phrase}: {bad}\n")
+        except OSError:
+            raise  # the connection broke or the server is stopping
         except Exception as exc:  # a bug in an endpoint: answer 500, report to the cell
             with self._lock:
                 self._errors.append(exc)
@@ -446,8 +455,11 @@ class HTTPServer(TCPServer):
         head = _head_bytes(resp.status, headers)
         if no_body:
             conn.sendall(head)
+        elif not chunked and len(resp.body) <= 65536:
+            conn.sendall(head + resp.body)  # one write: a small response is one segment
         elif not chunked:
-            conn.sendall(head + resp.body)
+            conn.sendall(head)
+            conn.sendall(resp.body)         # no 20 MB copy just to glue the head on
         else:
             conn.sendall(head)
             for i, piece in enumerate(resp.body):
@@ -545,13 +557,6 @@ class HTTPServer(TCPServer):
                          content_type=kind.get(target.suffix, "application/octet-stream"))
 
 
-def reader_raw_body(body: bytes, framing) -> bytes:
-    """The body as it travelled: re-chunked if it came chunked (one chunk + last-chunk)."""
-    if framing == "chunked":
-        return (f"{len(body):x}\r\n".encode() + body + b"\r\n" if body else b"") + b"0\r\n\r\n"
-    return body
-
-
 # -- any socketserver in a thread ------------------------------------------------
 class serve_in_thread:
     """Run a ``socketserver``/``http.server`` server's ``serve_forever`` in a thread.
@@ -585,7 +590,8 @@ class serve_in_thread:
             if isinstance(exc, (ConnectionError, TimeoutError)):
                 return  # the client went away: not the handler's bug
             self.errors.append(exc)
-            if original.__func__ is not socketserver.BaseServer.handle_error:
+            custom = getattr(original, "__func__", None)
+            if custom not in (None, socketserver.BaseServer.handle_error):
                 original(request, client_address)
 
         server.handle_error = handle_error  # the default prints to stderr
@@ -605,13 +611,8 @@ class serve_in_thread:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(JOIN_TIMEOUT)
-        if isinstance(self.server, socketserver.ThreadingMixIn):
-            for thread in list(getattr(self.server, "_threads", None) or []):
-                thread.join(JOIN_TIMEOUT)
-        if exc_type is None and self.errors:
-            first = self.errors[0]
-            raise ServerError(f"{type(self.server).__name__} handler raised "
-                              f"{type(first).__name__}: {first}") from first
+        if exc_type is None:
+            raise_first(self.errors, f"{type(self.server).__name__} handler")
         return False
 
 
@@ -621,6 +622,9 @@ class _QuietHandler(WSGIRequestHandler):
 
     def log_message(self, format, *args):  # noqa: A002 - wsgiref's signature
         self.server.log.append(format % args)
+
+    def get_stderr(self):
+        return io.StringIO()  # app tracebacks: reported to the cell on exit instead
 
 
 class _ThreadingWSGIServer(socketserver.ThreadingMixIn, _WsgirefServer):
@@ -649,7 +653,8 @@ class WSGIServer:
                             f"app(environ, start_response) or a Flask app, not "
                             f"{type(app).__name__}")
         if not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ValueError(f"port must be an int from 0 to 65535 (0 = any free port), not {port!r}")
+            raise ValueError(f"port must be an int from 0 to 65535 (0 = any free port), "
+                             f"not {port!r}")
         self.app = app
         self.host = _check_host(host)
         self.name = name
@@ -661,10 +666,27 @@ class WSGIServer:
 
     def _wrapped(self, environ, start_response):
         try:
-            return self.app(environ, start_response)
+            result = self.app(environ, start_response)
         except Exception as exc:
             self._errors.append(exc)
             raise  # wsgiref answers 500
+        return self._checked(result)
+
+    def _checked(self, result):
+        """Pass the body through, recording what wsgiref would only print to stderr."""
+        try:
+            for item in result:
+                if not isinstance(item, bytes):
+                    raise TypeError(f"the app's body contained a {type(item).__name__} "
+                                    f"({item!r:.40}); a WSGI body is an iterable of bytes, "
+                                    "e.g. [text.encode()]")
+                yield item
+        except Exception as exc:
+            self._errors.append(exc)
+            raise  # wsgiref answers 500 if nothing was sent yet
+        finally:
+            if hasattr(result, "close"):
+                result.close()
 
     def _flask_errors(self):
         try:
@@ -712,11 +734,8 @@ class WSGIServer:
         finally:
             self._disconnect()
             self._server = None
-        if exc_type is None and self._errors:
-            first = self._errors[0]
-            more = f" (and {len(self._errors) - 1} more)" if len(self._errors) > 1 else ""
-            raise ServerError(f"the WSGI app raised {type(first).__name__}: {first}{more}") \
-                from first
+        if exc_type is None:
+            raise_first(self._errors, "the WSGI app")
         return False
 
     def __repr__(self):

@@ -77,7 +77,8 @@ class BackgroundServer:
     def __init__(self, serve, *, name: str = "server", backlog: int = 128):
         if not callable(serve):
             raise TypeError(
-                f"BackgroundServer needs a function serve(listener, stop), not {type(serve).__name__}"
+                "BackgroundServer needs a function serve(listener, stop), "
+                f"not {type(serve).__name__}"
             )
         if isinstance(backlog, bool) or not isinstance(backlog, int) or not 1 <= backlog <= 4096:
             raise ValueError(f"backlog must be an int from 1 to 4096, not {backlog!r}")
@@ -108,7 +109,8 @@ class BackgroundServer:
         self._thread = threading.Thread(target=self._run, name=f"{self.name}-serve", daemon=True)
         self._thread.start()
         if self.is_async and not self._started.wait(JOIN_TIMEOUT):
-            raise RuntimeError(f"{self.name}: the asyncio loop did not start within {JOIN_TIMEOUT}s")
+            raise RuntimeError(
+                f"{self.name}: the asyncio loop did not start within {JOIN_TIMEOUT}s")
         return self
 
     def _run(self) -> None:
@@ -268,7 +270,8 @@ def load(target, *, clients: int = 10, requests: int = 100, message: bytes = b"p
             raise TypeError(f"{name} must be 1 to 65536 bytes (e.g. b'ping\\n'), not {value!r:.40}")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
             or not 0 < timeout <= MAX_TIMEOUT:
-        raise ValueError(f"timeout must be seconds, more than 0 and at most {MAX_TIMEOUT}, not {timeout!r}")
+        raise ValueError(
+            f"timeout must be seconds, more than 0 and at most {MAX_TIMEOUT}, not {timeout!r}")
     job = {"host": host, "port": port, "clients": clients, "requests": requests,
            "message": bytes(message).hex(), "expect": bytes(expect).hex(),
            "hold_open": bool(hold_open), "timeout": float(timeout)}
@@ -373,9 +376,7 @@ def plot_load(results: dict[str, dict[int, LoadResult]], *, title: str):
 
     ``results`` maps a design name to ``{clients: LoadResult}``.
     """
-    import matplotlib.pyplot as plt
-
-    from ._views import plt as _plt  # noqa: F401 - picks the Agg backend outside Jupyter
+    from ._views import plt  # importing _views picks the Agg backend outside Jupyter
 
     if not results:
         raise ValueError("plot_load needs results: {design: {clients: LoadResult}}")
@@ -403,7 +404,7 @@ def plot_load(results: dict[str, dict[int, LoadResult]], *, title: str):
     ax2.set_yscale("log")
     ax2.set_ylabel("latency (ms, log scale)", fontsize=15)
     ax2.set_title("latency: p50 (solid) and p99 (dashed)", fontsize=16)
-    ax2.legend(fontsize=10, ncol=2)
+    ax2.legend(fontsize=11, ncol=2)
     fig.suptitle(title, fontsize=17, fontweight="bold")
     fig.tight_layout()
     return fig

@@ -1,8 +1,9 @@
 """Run notebooks top to bottom in record mode: every named Capture also writes
-``data/<name>.pcapng`` for replay mode, from the very run whose outputs are kept.
+``data/<name>.pcapng`` for replay mode, and the notebook is saved with the outputs
+of that same run, so replay mode shows exactly what the stored outputs say.
 
-    $ python -m labkit record                     # refresh every recording
-    $ python -m labkit record --inplace notebooks/01-Watch-A-TCP-Handshake.ipynb
+    $ python -m labkit record                     # every notebook
+    $ python -m labkit record notebooks/01-Watch-A-TCP-Handshake.ipynb
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 CELL_TIMEOUT = 300  # seconds; a lesson cell that takes longer is a bug
 
 
-def execute(path: Path, *, inplace: bool, mode: str = "record") -> float:
-    """Execute one notebook with LABKIT_CAPTURE=mode; returns seconds taken."""
+def execute(path: Path, *, mode: str = "record") -> float:
+    """Execute one notebook with LABKIT_CAPTURE=mode and save it; returns seconds taken."""
     nb = nbformat.read(path, as_version=4)
     env_before = os.environ.get("LABKIT_CAPTURE")
     os.environ["LABKIT_CAPTURE"] = mode  # inherited by the kernel process
@@ -32,17 +33,16 @@ def execute(path: Path, *, inplace: bool, mode: str = "record") -> float:
             os.environ.pop("LABKIT_CAPTURE", None)
         else:
             os.environ["LABKIT_CAPTURE"] = env_before
-    if inplace:
-        nbformat.write(nb, path)
+    nbformat.write(nb, path)
     return time.monotonic() - started
 
 
-def record(paths: list[str], *, inplace: bool) -> int:
+def record(paths: list[str]) -> int:
     targets = [Path(p) for p in paths] or sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
     missing = [str(p) for p in targets if not p.exists()]
     if missing:
         raise SystemExit(f"no such notebook: {', '.join(missing)}")
     for path in targets:
-        seconds = execute(path, inplace=inplace)
-        print(f"recorded {path.name} in {seconds:.1f}s" + (" (outputs saved)" if inplace else ""))
+        seconds = execute(path)
+        print(f"recorded {path.name} in {seconds:.1f}s (recordings and outputs saved)")
     return 0

@@ -26,6 +26,14 @@ class ServerError(RuntimeError):
     """A handler running in a server thread raised; the original is the __cause__."""
 
 
+def raise_first(errors: list[BaseException], who: str) -> None:
+    """Raise :class:`ServerError` for the first of ``errors`` (if any), naming ``who``."""
+    if errors:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ServerError(f"{who} raised {type(first).__name__}: {first}{more}") from first
+
+
 def _echo(conn: socket.socket, addr) -> None:
     while data := conn.recv(65536):
         conn.sendall(data)
@@ -123,12 +131,7 @@ class _ThreadedServer:
         """Re-raise the first exception a handler raised (called on exit, too)."""
         with self._lock:
             errors, self._errors = self._errors, []
-        if errors:
-            first = errors[0]
-            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-            raise ServerError(
-                f"{self.name} handler raised {type(first).__name__}: {first}{more}"
-            ) from first
+        raise_first(errors, f"{self.name} handler")
 
     def _join_all(self) -> None:
         with self._lock:

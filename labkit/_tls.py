@@ -49,7 +49,8 @@ class LocalCA:
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"the CA needs a non-empty name, not {name!r}")
         self.name = name
-        self._ca = trustme.CA(organization_name=name)
+        # Fixed names (trustme would add random text): what the lesson prints stays the same
+        self._ca = trustme.CA(organization_name="netlab", organization_unit_name=name)
         self._dir = Path(tempfile.mkdtemp(prefix="labkit-ca-"))
         self.cafile = self._dir / "lab-ca.pem"
         self._ca.cert_pem.write_to_path(str(self.cafile))
@@ -90,11 +91,13 @@ class LocalCA:
         if key not in self._leaves:
             now = _utcnow().replace(microsecond=0)
             if expired:
-                not_before, not_after = now - _dt.timedelta(days=days + 1), now - _dt.timedelta(days=1)
+                not_before = now - _dt.timedelta(days=days + 1)
+                not_after = now - _dt.timedelta(days=1)
             else:
                 not_before, not_after = now - _dt.timedelta(hours=1), now + _dt.timedelta(days=days)
-            self._leaves[key] = self._ca.issue_cert(*hosts, not_before=not_before,
-                                                    not_after=not_after)
+            self._leaves[key] = self._ca.issue_cert(
+                *hosts, common_name=hosts[0], organization_name="netlab",
+                organization_unit_name="lab server", not_before=not_before, not_after=not_after)
         return self._leaves[key]
 
     def certificate(self, *hosts: str, expired: bool = False):

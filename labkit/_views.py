@@ -31,11 +31,18 @@ COLORS = {"SYN": "#1b7837", "FIN": "#e66101", "RST": "#d01c8b", "data": "#2166ac
 LABELLERS: list = []
 
 
+LABEL_PREVIEW = 44  # characters of payload summary shown under a data arrow
+
+
 def _label(seg: Segment) -> str:
     for label in LABELLERS:
         text = label(seg)
         if text is not None:
             return text
+    if seg.length and seg.summary and seg.proto in ("TCP", "UDP"):
+        summary = seg.summary if len(seg.summary) <= LABEL_PREVIEW else \
+            seg.summary[:LABEL_PREVIEW - 1] + "…"
+        return f"{seg.label}\n{summary}"  # what was said, under how it travelled
     return seg.label
 
 
@@ -106,7 +113,13 @@ def ladder(segs: list[Segment], *, title: str | None = None):
     """
     roles = _lifelines(segs) or ["client", "server"]
     x = {role: i for i, role in enumerate(roles)}
-    n = len(segs)
+    labels = [_label(seg) for seg in segs]
+    ys, y = [], 0.0  # a row per packet; a label of k lines pushes its row down (k-1)/2
+    for text in labels:
+        y += 0.5 * text.count("\n")
+        ys.append(y)
+        y += 1
+    n = y
     width = max(9.0, 4.5 * len(roles))
     fig, ax = plt.subplots(figsize=(width, 1.6 + 0.5 * max(n, 1)))
     plt.close(fig)  # returned, not auto-shown: the notebook displays it once
@@ -114,19 +127,19 @@ def ladder(segs: list[Segment], *, title: str | None = None):
     for role, xi in x.items():
         ax.plot([xi, xi], [top, bottom], color="#999999", lw=2, zorder=1)
         ax.text(xi, top - 0.15, role, ha="center", va="bottom", fontsize=15, fontweight="bold")
-    for row, seg in enumerate(segs):
+    for row, label, seg in zip(ys, labels, segs):
         x0, x1 = x[seg.src], x[seg.dst]
         color = COLORS[_kind(seg)]
         if x0 == x1:  # a packet from a host to itself (rare): draw a short loop
             x1 = x0 + 0.3
-        ax.add_patch(FancyArrowPatch((x0, row), (x1, row + 0.35), arrowstyle="-|>",
+        ax.add_patch(FancyArrowPatch((x0, row + 0.12), (x1, row + 0.36), arrowstyle="-|>",
                                      mutation_scale=22, lw=2.2, color=color, zorder=3))
-        ax.text((x0 + x1) / 2, row + 0.1, _label(seg), ha="center", va="bottom", fontsize=12,
+        ax.text((x0 + x1) / 2, row + 0.1, label, ha="center", va="bottom", fontsize=12,
                 color=color, zorder=4,
                 bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
-        ax.text(-0.35, row + 0.18, f"{seg.time * 1000:.2f} ms", ha="right", va="center",
+        ax.text(-0.12, row + 0.24, f"{seg.time * 1000:.2f} ms", ha="right", va="center",
                 fontsize=10, color="#666666")
-    ax.set_xlim(-0.9, len(roles) - 0.5)
+    ax.set_xlim(-0.55, len(roles) - 0.75)
     ax.set_ylim(bottom + 0.3, top - 0.7)  # inverted: time runs downwards
     ax.axis("off")
     if title:

@@ -1,5 +1,4 @@
 import json
-import signal
 import socket
 import subprocess
 
@@ -171,6 +170,20 @@ def test_strangers_that_slip_in_before_the_filter_are_dropped():
     ours = Ether() / IP() / TCP(sport=40000, dport=8080)
     stranger = Ether() / IP() / TCP(sport=40000, dport=5555)
     assert wire._is_ours(ours) and not wire._is_ours(stranger)
+
+
+def test_only_icmp_errors_about_our_ports_are_kept():
+    from scapy.layers.inet import ICMP, IP, UDP
+    from scapy.layers.l2 import Ether
+
+    def unreachable(port):
+        pkt = Ether() / IP() / ICMP(type=3, code=3) / IP() / UDP(sport=40000, dport=port)
+        return Ether(bytes(pkt))  # dissected as captured: the quote is IPerror/UDPerror
+
+    wire = Capture(8080)
+    assert wire._is_ours(unreachable(8080))
+    assert not wire._is_ours(unreachable(9999))  # another lab's error on the same lo
+    assert not wire._is_ours(Ether() / IP() / ICMP(type=8))
 
 
 @needs_capture

@@ -1,0 +1,158 @@
+"""A small authoritative DNS server on loopback, for watching a real UDP protocol.
+
+    >>> with DNSServer({"www.netlab.test": "10.0.0.7"}) as dns:
+    ...     q = dnslib.DNSRecord.question("www.netlab.test")
+    ...     sock.sendto(q.pack(), dns.address)
+
+It answers A and AAAA questions for the names it was given (NXDOMAIN for others),
+built and parsed with dnslib.  A datagram that is not DNS gets a FORMERR answer (when
+it is long enough to carry a query id) and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSHeader, DNSQuestion, DNSRecord
+from dnslib.dns import DNSBuffer
+
+from ._flows import PAYLOAD_DESCRIBERS
+from ._servers import UDPServer
+
+__all__ = ["DNSServer", "parse_dns", "describe_dns"]
+
+
+def _zone(records) -> dict[str, list]:
+    if not isinstance(records, dict) or not records:
+        raise TypeError(
+            "records must be a non-empty dict like {'www.netlab.test': '10.0.0.7'}, "
+            f"not {records!r}"
+        )
+    zone: dict[str, list] = {}
+    for name, values in records.items():
+        if not isinstance(name, str) or not name.strip(". "):
+            raise ValueError(f"record names must be domain names like 'www.netlab.test', "
+                             f"not {name!r}")
+        if isinstance(values, str):
+            values = [values]
+        addresses = []
+        for value in values:
+            try:
+                addresses.append(ipaddress.ip_address(value))
+            except (ValueError, TypeError):
+                raise ValueError(
+                    f"{name!r} maps to {value!r}, which is not an IP address; "
+                    "give addresses like '10.0.0.7' or '2001:db8::7'"
+                ) from None
+        zone[name.lower().rstrip(".") + "."] = addresses
+    return zone
+
+
+def parse_dns(payload: bytes) -> DNSRecord | None:
+    """The DNS message in a UDP payload, or None if it is not exactly one DNS message.
+
+    Strict on purpose (it describes every UDP payload in a capture): opcode QUERY,
+    1-4 questions, every section parses and nothing is left over.
+    """
+    if len(payload) < 17:  # a 12-byte header and the shortest question
+        return None
+    try:
+        buf = DNSBuffer(payload)
+        header = DNSHeader.parse(buf)
+        if header.opcode != 0 or not 1 <= header.q <= 4 or header.a + header.auth + header.ar > 64:
+            return None
+        counts = header.q, header.a, header.auth, header.ar  # DNSRecord() recounts them
+        questions = [DNSQuestion.parse(buf) for _ in range(counts[0])]
+        sections = [[RR.parse(buf) for _ in range(n)] for n in counts[1:]]
+        if buf.remaining():
+            return None
+        return DNSRecord(header, questions=questions, rr=sections[0], auth=sections[1],
+                         ar=sections[2])
+    except Exception:  # noqa: BLE001 - not DNS
+        return None
+
+
+def describe_dns(payload: bytes, pkt) -> str | None:
+    """Table summary for a DNS message on any UDP port: ``DNS query id=7 www.x. A``."""
+    from scapy.layers.inet import UDP
+
+    if UDP not in pkt or (record := parse_dns(payload)) is None:
+        return None
+    h = record.header
+    q = record.questions[0]
+    text = f"DNS {'response' if h.qr else 'query'} id={h.id} {q.qname} {QTYPE[q.qtype]}"
+    if h.qr and h.rcode:
+        text += f" {RCODE[h.rcode]}"
+    if record.rr:
+        text += " → " + ", ".join(str(rr.rdata) for rr in record.rr)
+    return text
+
+
+PAYLOAD_DESCRIBERS.insert(0, describe_dns)
+
+
+class DNSServer:
+    """Answer A/AAAA questions for ``records`` ({name: address or [addresses]}).
+
+    ``queries`` lists ``(name, type)`` of every question answered, in order.
+    """
+
+    def __init__(self, records: dict, *, ttl: int = 300, name: str = "dns"):
+        self.zone = _zone(records)
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl < 2**31:
+            raise ValueError(f"ttl must be whole seconds from 0 to 2**31-1, not {ttl!r}")
+        self.ttl = ttl
+        self.name = name
+        self.queries: list[tuple[str, str]] = []
+        self.errors = 0
+        self._server = UDPServer(handler=self._answer, name=name)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._server.address
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    @property
+    def roles(self) -> dict[int, str]:
+        return {self.port: self.name}
+
+    def __enter__(self) -> "DNSServer":
+        self._server.__enter__()
+        return self
+
+    def __exit__(self, *exc_info):
+        return self._server.__exit__(*exc_info)
+
+    def _answer(self, data: bytes, addr) -> bytes | None:
+        try:
+            query = DNSRecord.parse(data)
+        except Exception:  # dnslib raises DNSError, and struct or index errors, on garbage
+            self.errors += 1
+            if len(data) < 2:
+                return None  # not even a query id to answer to
+            qid = int.from_bytes(data[:2], "big")
+            return DNSRecord(DNSHeader(id=qid, qr=1, rcode=RCODE.FORMERR)).pack()
+        reply = query.reply()  # same id and question, qr=1, aa=1
+        reply.header.ra = 0    # authoritative only: no recursion offered
+        if query.header.qr or query.header.opcode != 0:
+            reply.header.rcode = RCODE.NOTIMP if not query.header.qr else RCODE.FORMERR
+            return reply.pack()
+        for question in query.questions:
+            qname = str(question.qname).lower()
+            qtype = QTYPE[question.qtype]
+            self.queries.append((qname, qtype))
+            if qname not in self.zone:
+                reply.header.rcode = RCODE.NXDOMAIN
+                continue
+            for ip in self.zone[qname]:
+                if qtype in ("A", "ANY") and ip.version == 4:
+                    reply.add_answer(RR(qname, QTYPE.A, rdata=A(str(ip)), ttl=self.ttl))
+                elif qtype in ("AAAA", "ANY") and ip.version == 6:
+                    reply.add_answer(RR(qname, QTYPE.AAAA, rdata=AAAA(str(ip)), ttl=self.ttl))
+        return reply.pack()
+
+    def __repr__(self):
+        return f"<DNSServer {sorted(self.zone)}>"

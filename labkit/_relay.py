@@ -1,0 +1,265 @@
+"""A lossy UDP path you can reproduce, and a stop-and-wait receiver to send through it.
+
+:class:`UDPRelay` sits between a client and a UDP server and forwards datagrams both
+ways, dropping, duplicating and reordering some of them.  Every decision comes from
+a random generator seeded with ``seed`` (one per direction), so the n-th datagram in
+each direction meets the same fate on every run.
+
+    >>> with UDPServer("echo") as server, UDPRelay(server, drop=0.2, seed=1) as relay:
+    ...     sock.sendto(b"hi", relay.address)       # may or may not come back
+
+:class:`AckReceiver` is a UDP server handler for the stop-and-wait exercise: a
+datagram is a 4-byte big-endian sequence number followed by the message; it answers
+each one with an ACK (the 4-byte sequence number) and delivers every message once,
+in order.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import struct
+import threading
+from collections import Counter
+
+from ._servers import JOIN_TIMEOUT, ServerError, _check_host
+
+__all__ = ["UDPRelay", "AckReceiver"]
+
+SEQ = struct.Struct("!I")
+ACTIONS = ("forward", "drop", "duplicate", "hold")
+
+
+def _probability(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a probability from 0 to 1, not {value!r}")
+    if not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a probability from 0 to 1, not {value!r}")
+    return float(value)
+
+
+def _target_address(target) -> tuple[tuple[str, int], str]:
+    if isinstance(target, tuple) and len(target) == 2:
+        host, port = target
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ValueError(f"target port must be an int from 1 to 65535, not {port!r}")
+        return (_check_host(host), port), "server"
+    if hasattr(type(target), "address"):  # a property: asking the instance may raise
+        try:
+            address = target.address
+        except RuntimeError as exc:
+            raise ValueError(f"{target!r} is not running: start it before the relay, "
+                             "e.g. `with UDPServer() as server, UDPRelay(server) as relay:`"
+                             ) from exc
+        return (_check_host(address[0]), address[1]), getattr(target, "name", "server")
+    raise TypeError(
+        f"target must be a running server or a (host, port) tuple, not {type(target).__name__}"
+    )
+
+
+class UDPRelay:
+    """Forward UDP between one client and ``target``, impairing the path reproducibly.
+
+    ``drop``, ``duplicate`` and ``reorder`` are probabilities per datagram (their sum
+    at most 1).  A reordered datagram is held back and sent after the next datagram
+    that goes through in the same direction (or after ``hold`` seconds if none does).  ``log`` lists
+    ``(direction, n, action)`` for every datagram; ``stats`` counts the actions.
+    Datagrams to the relay's ``address`` go to the target; the target's replies go to
+    the client that sent last.
+    """
+
+    def __init__(self, target, *, drop: float = 0.0, duplicate: float = 0.0,
+                 reorder: float = 0.0, seed: int = 0, hold: float = 0.1,
+                 name: str = "relay"):
+        self.target, self.target_name = _target_address(target)
+        self.drop = _probability(drop, "drop")
+        self.duplicate = _probability(duplicate, "duplicate")
+        self.reorder = _probability(reorder, "reorder")
+        if self.drop + self.duplicate + self.reorder > 1 + 1e-9:
+            raise ValueError(
+                f"drop + duplicate + reorder = {self.drop + self.duplicate + self.reorder:g} "
+                "is more than 1: lower one of them"
+            )
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int (the same seed gives the same run), not {seed!r}")
+        if isinstance(hold, bool) or not isinstance(hold, (int, float)) or not 0 < hold <= 2:
+            raise ValueError(f"hold must be seconds, more than 0 and at most 2, not {hold!r}")
+        self.seed, self.hold, self.name = seed, float(hold), name
+        self.log: list[tuple[str, int, str]] = []
+        self._front: socket.socket | None = None
+        self._back: socket.socket | None = None
+        self._client: tuple[str, int] | None = None
+        self._threads: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    # -- addresses and names ---------------------------------------------------
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where clients send: ``(host, port)`` of the relay's front socket."""
+        if self._front is None:
+            raise RuntimeError("UDPRelay is not running: use it in a `with` block")
+        return self._front.getsockname()[:2]
+
+    @property
+    def port(self) -> int:
+        return self.address[1]
+
+    @property
+    def roles(self) -> dict[int, str]:
+        """``{port: name}`` for Capture: both relay sockets are the relay, then the target."""
+        if self._front is None:
+            raise RuntimeError("UDPRelay is not running: start it before the Capture")
+        return {self._front.getsockname()[1]: self.name,
+                self._back.getsockname()[1]: self.name,
+                self.target[1]: self.target_name}
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """How many datagrams met each fate, e.g. ``{'forward': 9, 'drop': 2, ...}``."""
+        with self._lock:
+            counts = Counter(action for _d, _n, action in self.log)
+        return {action: counts.get(action, 0) for action in ACTIONS}
+
+    # -- running ---------------------------------------------------------------
+    def __enter__(self) -> "UDPRelay":
+        self._front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._front.bind(("127.0.0.1", 0))
+        self._back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._back.bind(("127.0.0.1", 0))
+        self._back.connect(self.target)
+        for direction, src, send in (("up", self._front, self._to_target),
+                                     ("down", self._back, self._to_client)):
+            rng = random.Random(f"{self.seed}:{direction}")
+            thread = threading.Thread(target=self._run, args=(direction, src, send, rng),
+                                      name=f"{self.name}-{direction}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        return self  # both sockets are bound: datagrams queue from now on
+
+    def _to_target(self, data: bytes) -> None:
+        try:
+            self._back.send(data)
+        except ConnectionRefusedError:
+            pass  # an ICMP error from an earlier datagram: nobody listens there
+
+    def _to_client(self, data: bytes) -> None:
+        if self._client is not None:
+            self._front.sendto(data, self._client)
+
+    def _fate(self, rng: random.Random) -> str:
+        r = rng.random()  # exactly one draw per datagram: the n-th always gets the same
+        if r < self.drop:
+            return "drop"
+        if r < self.drop + self.duplicate:
+            return "duplicate"
+        if r < self.drop + self.duplicate + self.reorder:
+            return "hold"
+        return "forward"
+
+    def _run(self, direction: str, src: socket.socket, send, rng: random.Random) -> None:
+        held: list[bytes] = []  # reordered datagrams, sent after the next one that goes through
+        n = 0
+        try:
+            while True:
+                src.settimeout(self.hold if held else None)
+                try:
+                    if direction == "up":
+                        data, addr = src.recvfrom(65535)
+                        self._client = addr
+                    else:
+                        data = src.recv(65535)
+                except TimeoutError:
+                    for late in held:  # nothing came after them: release them now
+                        send(late)
+                    held = []
+                    continue
+                except ConnectionRefusedError:
+                    continue  # ICMP port unreachable from the target: a relay drops it
+                except OSError:
+                    return  # stop() shut the socket down
+                if self._stopping.is_set():
+                    return
+                fate = self._fate(rng)
+                with self._lock:
+                    self.log.append((direction, n, fate))
+                n += 1
+                if fate == "hold":
+                    held.append(data)
+                    continue
+                if fate == "drop":
+                    continue
+                send(data)
+                if fate == "duplicate":
+                    send(data)
+                for late in held:
+                    send(late)
+                held = []
+        except BaseException as exc:  # noqa: BLE001 - reported to the owning cell
+            if not self._stopping.is_set():
+                with self._lock:
+                    self._errors.append(exc)
+
+    def stop(self) -> None:
+        if self._front is None:
+            return
+        self._stopping.set()
+        for sock in (self._front, self._back):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes recv() on Linux
+            except OSError:
+                pass
+        for thread in self._threads:
+            thread.join(JOIN_TIMEOUT)
+        self._front.close()
+        self._back.close()
+        self._front = self._back = None
+        self._threads = []
+
+    def __exit__(self, exc_type, *_):
+        self.stop()
+        if exc_type is None and self._errors:
+            first = self._errors[0]
+            raise ServerError(f"{self.name} raised {type(first).__name__}: {first}") from first
+        return False
+
+    def __repr__(self):
+        return (f"<UDPRelay drop={self.drop} duplicate={self.duplicate} "
+                f"reorder={self.reorder} seed={self.seed}>")
+
+
+class AckReceiver:
+    """A stop-and-wait receiver, as a :class:`~labkit.UDPServer` handler.
+
+    Datagram in: 4-byte big-endian sequence number + message.  Reply: the 4-byte
+    sequence number (the ACK).  Sequence numbers start at 0; the expected one is
+    delivered, an old one (a duplicate) is acknowledged again but not delivered, a
+    future one is ignored.  ``delivered`` holds the messages in order;
+    ``garbage`` counts datagrams too short to carry a sequence number.
+    """
+
+    def __init__(self):
+        self.delivered: list[bytes] = []
+        self.duplicates = 0
+        self.garbage = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, data: bytes, addr) -> bytes | None:
+        if len(data) < SEQ.size:
+            with self._lock:
+                self.garbage += 1
+            return None
+        (seq,) = SEQ.unpack_from(data)
+        with self._lock:
+            expected = len(self.delivered)
+            if seq == expected:
+                self.delivered.append(data[SEQ.size:])
+            elif seq < expected:
+                self.duplicates += 1
+            else:
+                return None  # from the future: a stop-and-wait sender never does this
+        return SEQ.pack(seq)
+
+    def __repr__(self):
+        return f"<AckReceiver delivered={len(self.delivered)} duplicates={self.duplicates}>"

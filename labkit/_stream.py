@@ -1,0 +1,263 @@
+"""TCP peers that show what a byte stream really does, and plots of two measurements.
+
+Handlers for :class:`~labkit.TCPServer` (pass an instance as ``handler=``):
+
+* :class:`Dribbler`     - sends a message in small pieces with pauses, then closes
+  (or waits for the client to close): ``recv()`` returns whatever has arrived.
+* :class:`SlowConsumer`   - reads a little, pauses, reads a little: the sender's buffers
+  fill up, so ``send()`` takes less than it was asked to.
+* :class:`ByteCounter`  - reads until the client shuts down its side, then answers
+  with the number of bytes it got (``b"1000000\\n"``): for throughput measurements.
+* :class:`FramedEcho`   - a length-prefixed echo (4-byte big-endian length, then the
+  body): the request/response peer for round-trip measurements.
+
+    >>> with TCPServer(handler=Dribbler(b"HELLO WORLD", piece=4, pause=0.05)) as server:
+    ...     with socket.create_connection(server.address) as s:
+    ...         s.recv(100)        # b'HELL' - only what has arrived so far
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+
+__all__ = ["Dribbler", "SlowConsumer", "ByteCounter", "FramedEcho",
+           "rtt_figure", "throughput_figure"]
+
+MAX_DRIBBLE_SECONDS = 3.0   # pieces x pause: a lesson demo, not a soak test
+MAX_FRAME = 1 << 20         # FramedEcho refuses longer frames (garbage, most likely)
+FRAME_HEADER = struct.Struct("!I")
+
+
+def _number(value, name: str, low: float, high: float, *, integer: bool = False):
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        kind = "an int" if integer else "a number"
+        raise TypeError(f"{name} must be {kind}, not {type(value).__name__} {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be from {low} to {high}, not {value!r}")
+    return value
+
+
+class _Handler:
+    """Counts connections; subclasses implement ``serve(conn)``."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.connections = 0
+
+    def __call__(self, conn: socket.socket, addr) -> None:
+        with self._lock:
+            self.connections += 1
+        try:
+            self.serve(conn)
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # the client went away: that is its right, not a server error
+
+    def serve(self, conn: socket.socket) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Dribbler(_Handler):
+    """Send ``data`` in pieces of ``piece`` bytes with ``pause`` seconds between them.
+
+    ``data`` is bytes (cut into equal pieces) or a list of bytes (sent exactly as
+    those pieces).  ``then="close"`` closes the connection after the last piece (a
+    peer that may close early); ``then="wait"`` keeps it open until the client closes.
+    ``sends`` counts the ``send()`` calls made, over all connections.
+    """
+
+    def __init__(self, data, *, piece: int = 4, pause: float = 0.05, then: str = "close"):
+        super().__init__()
+        if isinstance(data, (bytes, bytearray)):
+            piece = _number(piece, "piece", 1, 1 << 20, integer=True)
+            self.pieces = [bytes(data[i:i + piece]) for i in range(0, len(data), piece)]
+        elif isinstance(data, (list, tuple)) and all(isinstance(p, (bytes, bytearray))
+                                                      for p in data):
+            self.pieces = [bytes(p) for p in data if p]
+        else:
+            raise TypeError(
+                f"data must be bytes such as b'HELLO' or a list of bytes pieces, "
+                f"not {type(data).__name__}; encode text first: 'hi'.encode()"
+            )
+        self.pause = _number(pause, "pause", 0, MAX_DRIBBLE_SECONDS)
+        if then not in ("close", "wait"):
+            raise ValueError(f"then must be 'close' or 'wait', not {then!r}")
+        if self.pause * max(len(self.pieces) - 1, 0) > MAX_DRIBBLE_SECONDS:
+            raise ValueError(
+                f"{len(self.pieces)} pieces with pause={self.pause} take longer than "
+                f"{MAX_DRIBBLE_SECONDS}s: use bigger pieces or a shorter pause"
+            )
+        self.then = then
+        self.sends = 0
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.pieces)
+
+    def serve(self, conn: socket.socket) -> None:
+        for i, piece in enumerate(self.pieces):
+            if i and self.pause:
+                time.sleep(self.pause)  # the lesson: a sender that dribbles
+            conn.sendall(piece)
+            with self._lock:
+                self.sends += 1
+        if self.then == "wait":
+            while conn.recv(65536):
+                pass
+
+    def __repr__(self):
+        return (f"Dribbler({len(self.data)} bytes in {len(self.pieces)} pieces, "
+                f"pause={self.pause}s, then={self.then!r})")
+
+
+class SlowConsumer(_Handler):
+    """Read ``chunk`` bytes, pause ``pause`` seconds, repeat until the client closes.
+
+    ``received`` counts the bytes read over all connections.
+    """
+
+    def __init__(self, *, chunk: int = 16384, pause: float = 0.005):
+        super().__init__()
+        self.chunk = _number(chunk, "chunk", 1, 1 << 20, integer=True)
+        self.pause = _number(pause, "pause", 0, 1.0)
+        self.received = 0
+
+    def serve(self, conn: socket.socket) -> None:
+        while data := conn.recv(self.chunk):
+            with self._lock:
+                self.received += len(data)
+            time.sleep(self.pause)  # the lesson: a reader slower than its sender
+
+    def __repr__(self):
+        return f"SlowConsumer(chunk={self.chunk}, pause={self.pause}s)"
+
+
+class ByteCounter(_Handler):
+    """Read until the client shuts down its sending side, then reply ``b"<count>\\n"``."""
+
+    def __init__(self):
+        super().__init__()
+        self.received = 0  # bytes of the last connection that finished
+
+    def serve(self, conn: socket.socket) -> None:
+        total = 0
+        buf = bytearray(1 << 18)
+        while n := conn.recv_into(buf):
+            total += n
+        self.received = total
+        conn.sendall(b"%d\n" % total)
+
+
+class FramedEcho(_Handler):
+    """Echo length-prefixed messages: 4-byte big-endian length, then that many bytes.
+
+    A frame longer than ``MAX_FRAME`` (1 MiB) is answered with the frame
+    ``b"error: frame too long"`` and the connection is closed; other clients carry on.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.messages = 0
+        self.errors = 0
+
+    @staticmethod
+    def _exactly(conn: socket.socket, n: int) -> bytes | None:
+        buf = bytearray()
+        while len(buf) < n:
+            data = conn.recv(n - len(buf))
+            if not data:
+                return None
+            buf += data
+        return bytes(buf)
+
+    def serve(self, conn: socket.socket) -> None:
+        while (head := self._exactly(conn, 4)) is not None:
+            (size,) = FRAME_HEADER.unpack(head)
+            if size > MAX_FRAME:
+                err = b"error: frame too long"
+                conn.sendall(FRAME_HEADER.pack(len(err)) + err)
+                with self._lock:
+                    self.errors += 1
+                # Close gently: FIN, then discard what the client still sends (closing
+                # with unread bytes would send a RST, and the client might lose our answer).
+                conn.shutdown(socket.SHUT_WR)
+                conn.settimeout(1.0)
+                try:
+                    while conn.recv(65536):
+                        pass
+                except OSError:
+                    pass
+                return
+            body = self._exactly(conn, size)
+            if body is None:
+                return
+            conn.sendall(head + body)
+            with self._lock:
+                self.messages += 1
+
+
+# -- figures ------------------------------------------------------------------------
+def _plt():
+    from ._views import plt  # the backend choice lives in _views
+
+    return plt
+
+
+def rtt_figure(rtts: dict[str, list[float]], *, title: str | None = None):
+    """Round-trip times in seconds per setting -> a strip plot in ms (log scale)."""
+    if not rtts or not all(rtts.values()):
+        raise ValueError("rtt_figure needs {setting: [round-trip seconds, ...]} with data")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    plt.close(fig)
+    medians = {}
+    for i, (label, values) in enumerate(rtts.items()):
+        ms = sorted(v * 1000 for v in values)
+        medians[label] = ms[len(ms) // 2]
+        color = ["#d01c8b", "#1b7837", "#2166ac"][i % 3]
+        ax.scatter([i] * len(ms), ms, s=80, alpha=0.6, color=color)
+        ax.text(i + 0.08, medians[label], f"median {medians[label]:.2f} ms",
+                fontsize=15, va="center")
+    ax.set_xticks(range(len(rtts)), list(rtts), fontsize=15)
+    ax.set_xlim(-0.5, len(rtts) - 0.1)
+    ax.set_yscale("log")
+    ax.set_ylabel("round-trip time (ms, log scale)", fontsize=15)
+    ax.tick_params(axis="y", labelsize=13)
+    ax.grid(axis="y", alpha=0.3)
+    if title is None:
+        slow, fast = max(medians.values()), min(medians.values())
+        title = f"Small request/response on loopback: {slow / fast:.0f}× slower with Nagle"
+    ax.set_title(title, fontsize=16)
+    fig.tight_layout()
+    return fig
+
+
+def throughput_figure(sizes: list[int], rates: list[float], *, title: str | None = None):
+    """Write size (bytes) vs throughput (bytes/s) -> a log-x line plot in MB/s."""
+    if len(sizes) != len(rates) or not sizes:
+        raise ValueError("throughput_figure needs one rate per write size, and at least one")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    plt.close(fig)
+    mbs = [r / 1e6 for r in rates]
+    ax.plot(sizes, mbs, "o-", lw=3, ms=10, color="#2166ac")
+    for x, y in zip(sizes, mbs):
+        ax.annotate(f"{y:,.0f}", (x, y), textcoords="offset points", xytext=(0, 10),
+                    ha="center", fontsize=13)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [f"{s // 1024} KiB" if s >= 1024 else f"{s} B" for s in sizes],
+                  fontsize=13)
+    ax.set_xlabel("bytes per send() call", fontsize=15)
+    ax.set_ylabel("throughput (MB/s)", fontsize=15)
+    ax.tick_params(axis="y", labelsize=13)
+    ax.set_ylim(0, max(mbs) * 1.2)
+    ax.grid(alpha=0.3)
+    if title is None:
+        title = (f"Same loopback, same bytes: {max(mbs) / min(mbs):.0f}× more throughput "
+                 "with big writes")
+    ax.set_title(title, fontsize=16)
+    fig.tight_layout()
+    return fig

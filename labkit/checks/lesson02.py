@@ -1,0 +1,191 @@
+"""Checks for 02-Frame-Messages-On-A-TCP-Stream.
+
+Each check runs the student's function against a labkit server that dribbles its
+bytes in small pieces, and against one that closes early.  A function that loops
+forever on ``b''`` or waits for bytes that never come is stopped and explained,
+never left hanging.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+
+from .._servers import TCPServer
+from .._stream import Dribbler
+from . import Verdict, first_failure
+
+__all__ = ["check_recv_exactly", "check_read_message"]
+
+WAIT = 3.0          # seconds a recv() may block before we call it a hang
+MAX_EMPTY = 3       # recv() returning b'' more often than this: looping on a closed peer
+MAX_CALLS = 100_000
+
+
+class _Spinning(BaseException):
+    """recv() returned b'' again and again (a BaseException, so `except Exception` can't eat it)."""
+
+
+class _Watched:
+    """The real socket, with recv()/recv_into() watched for looping on b''."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+        self._empty = 0
+        self._calls = 0
+
+    def _count(self, got: int) -> None:
+        self._calls += 1
+        if got == 0:
+            self._empty += 1
+        if self._empty > MAX_EMPTY or self._calls > MAX_CALLS:
+            raise _Spinning()
+
+    def recv(self, bufsize, flags=0):
+        data = self._sock.recv(bufsize, flags)
+        self._count(len(data) or (bufsize == 0))
+        return data
+
+    def recv_into(self, buffer, nbytes=0, flags=0):
+        n = self._sock.recv_into(buffer, nbytes, flags)
+        self._count(n)
+        return n
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+def _call(fn, sock, *args):
+    """("ok", value) | ("raised", exc) | ("spun", None) | ("hung", None)."""
+    try:
+        return "ok", fn(sock, *args)
+    except _Spinning:
+        return "spun", None
+    except TimeoutError:
+        return "hung", None
+    except Exception as exc:  # noqa: BLE001 - the student's exception is the answer
+        return "raised", exc
+
+
+def _session(dribbler: Dribbler, fn, calls):
+    """Connect to a dribbling server and call ``fn(sock, *args)`` for each args tuple."""
+    results = []
+    with TCPServer(handler=dribbler, name="dribbler") as server:
+        with socket.create_connection(server.address, timeout=WAIT) as raw:
+            sock = _Watched(raw)
+            for args in calls:
+                outcome = _call(fn, sock, *args)
+                results.append(outcome)
+                if outcome[0] != "ok":
+                    break
+    return results
+
+
+_EOF_HINT = ("recv() returns b'' when the peer has closed the connection: then no more "
+             "bytes will ever come, so raise EOFError (or ConnectionError) with a message "
+             "saying how many bytes were missing")
+
+
+def _expect_eof(outcome, what: str) -> Verdict:
+    kind, value = outcome
+    if kind == "spun":
+        return Verdict(False, f"{what}: your function kept calling recv() after it returned "
+                              "b'' (the peer had closed) - it would loop forever", _EOF_HINT)
+    if kind == "hung":
+        return Verdict(False, f"{what}: your function waited more than {WAIT:.0f}s for bytes "
+                              "from a peer that had already closed", _EOF_HINT)
+    if kind == "ok":
+        return Verdict(False, f"{what}: your function returned {value!r} instead of raising",
+                       _EOF_HINT)
+    if not isinstance(value, (EOFError, ConnectionError)):
+        return Verdict(False, f"{what}: your function raised {type(value).__name__}: {value}",
+                       "raise EOFError (or ConnectionError) when recv() returns b''")
+    return Verdict(True, f"{what}: raised {type(value).__name__}")
+
+
+def _expect_values(results, wanted: list, what: str, hint: str) -> Verdict:
+    for i, (outcome, want) in enumerate(zip(results, wanted)):
+        kind, value = outcome
+        call = f"call {i + 1}"
+        if kind == "spun":
+            return Verdict(False, f"{what}, {call}: recv() kept returning b''", _EOF_HINT)
+        if kind == "hung":
+            return Verdict(False, f"{what}, {call}: waited more than {WAIT:.0f}s for bytes that "
+                                  "were never sent - did you ask recv() for more than you need?",
+                           hint)
+        if kind == "raised":
+            return Verdict(False, f"{what}, {call}: raised {type(value).__name__}: {value}", hint)
+        if not isinstance(value, (bytes, bytearray)):
+            return Verdict(False, f"{what}, {call}: returned {type(value).__name__}, not bytes",
+                           "return the bytes you collected, e.g. bytes(buf)")
+        if bytes(value) != want:
+            return Verdict(False, f"{what}, {call}: expected {want!r}, got {bytes(value)!r}", hint)
+    return Verdict(True, what)
+
+
+def _run_in_thread(body, limit: float = 15.0) -> Verdict:
+    box: list = []
+    thread = threading.Thread(target=lambda: box.append(body()), daemon=True)
+    thread.start()
+    thread.join(limit)
+    if not box:
+        return Verdict(False, f"the check did not finish within {limit:.0f}s",
+                       "make sure every loop ends: on b'' from recv(), raise EOFError")
+    return box[0]
+
+
+def check_recv_exactly(recv_exactly) -> Verdict:
+    """``recv_exactly(sock, n)`` returns exactly n bytes, or raises EOFError if the peer closes."""
+    if not callable(recv_exactly):
+        return Verdict(False, "recv_exactly is not a function", "define def recv_exactly(sock, n):")
+    hint = ("one recv() returns whatever has arrived (maybe fewer bytes than asked): "
+            "loop, asking only for what is still missing, until you have n bytes")
+
+    def body():
+        data = b"HELLO, WORLD! 0123456789"
+        results = _session(Dribbler(data, piece=3, pause=0.01, then="wait"), recv_exactly,
+                           [(5,), (8,), (11,)])
+        pieces = _expect_values(results, [b"HELLO", b", WORLD!", b" 0123456789"],
+                                "dribbled in 3-byte pieces", hint)
+        early = _session(Dribbler(b"abcde", piece=2, pause=0.01, then="close"), recv_exactly,
+                         [(10,)])
+        closes = _expect_eof(early[0], "asked for 10 bytes from a peer that sends 5 and closes")
+        return first_failure(
+            pieces, closes,
+            right="recv_exactly collects dribbled pieces into exactly n bytes, never reads "
+                  "past them, and raises when the peer closes early")
+
+    return _run_in_thread(body)
+
+
+def _frame(message: bytes) -> bytes:
+    return struct.pack("!I", len(message)) + message
+
+
+def check_read_message(read_message) -> Verdict:
+    """``read_message(sock)`` reads one length-prefixed message (4-byte big-endian length)."""
+    if not callable(read_message):
+        return Verdict(False, "read_message is not a function", "define def read_message(sock):")
+    hint = ("read the 4-byte header with recv_exactly(sock, 4), unpack it with "
+            "struct.unpack('!I', header), then recv_exactly(sock, length)")
+    messages = [b"hi", b"", "héllo wörld".encode(), b"x" * 3000, b"last"]
+    stream = b"".join(_frame(m) for m in messages)
+    # Cut so that a header is split, two frames share a piece, and a body spans pieces.
+    cuts = [2, 5, 9, 30, 1000, 2000, len(stream)]
+    pieces = [stream[a:b] for a, b in zip([0] + cuts, cuts)]
+
+    def body():
+        results = _session(Dribbler(pieces, pause=0.01, then="wait"), read_message,
+                           [()] * len(messages))
+        many = _expect_values(results, messages,
+                              "5 messages (one empty, one of 3000 bytes) in uneven pieces", hint)
+        cut = _frame(b"0123456789")[:9]
+        early = _session(Dribbler(cut, piece=3, pause=0.01, then="close"), read_message, [()])
+        closes = _expect_eof(early[0], "a peer that announces 10 bytes, sends 5 and closes")
+        return first_failure(
+            many, closes,
+            right="read_message gets every message whole however the bytes arrive, "
+                  "and raises when the peer closes mid-message")
+
+    return _run_in_thread(body)

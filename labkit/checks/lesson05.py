@@ -1,0 +1,92 @@
+"""Checks for notebook 05 (build an HTTP server)."""
+
+from __future__ import annotations
+
+import http.client
+
+from .._servers import ServerError
+from . import Verdict
+
+__all__ = ["check_greet"]
+
+# (method, target, expected status, expected body or None for "any")
+REQUESTS = [
+    ("GET", "/greet?name=Ada", 200, b"Hello, Ada!\n"),
+    ("GET", "/greet?name=Grace%20Hopper", 200, b"Hello, Grace Hopper!\n"),
+    ("GET", "/greet", 400, None),
+    ("GET", "/nowhere", 404, None),
+]
+
+HINTS = {
+    ("/greet?name=Ada", "status"): "route on environ['PATH_INFO'] (the path without the "
+                                   "query) and answer start_response('200 OK', ...)",
+    ("/greet?name=Ada", "body"): "the body must be exactly b'Hello, Ada!\\n': the name from "
+                                 "the query string, an exclamation mark and a newline",
+    ("/greet?name=Grace%20Hopper", "body"): "decode the query: urllib.parse.parse_qs("
+                                            "environ['QUERY_STRING']) turns %20 into a space",
+    ("/greet", "status"): "no name in the query is the client's mistake: 400 Bad Request",
+    ("/nowhere", "status"): "any other path is 404 Not Found",
+}
+
+
+def _ask(server, method: str, target: str):
+    conn = http.client.HTTPConnection(*server.address, timeout=5)
+    try:
+        conn.request(method, target)
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("Content-Type") or "", resp.getheader(
+            "Content-Length"), resp.read()
+    finally:
+        conn.close()
+
+
+def _check_answers(server) -> Verdict | None:
+    for method, target, status, body in REQUESTS:
+        try:
+            got_status, ctype, length, got_body = _ask(server, method, target)
+        except (OSError, http.client.HTTPException) as exc:
+            return Verdict(False, f"{method} {target}: the server gave no HTTP answer "
+                                  f"({type(exc).__name__}: {exc})",
+                           "call start_response(status, headers) once, then return a list "
+                           "of bytes")
+        if got_status != status:
+            return Verdict(False, f"{method} {target} answered {got_status}, expected {status}",
+                           HINTS.get((target, "status"), ""))
+        if body is not None and got_body != body:
+            return Verdict(False, f"{method} {target} answered the body {got_body[:60]!r}, "
+                                  f"expected {body!r}", HINTS.get((target, "body"), ""))
+        if status == 200 and not ctype.startswith("text/plain"):
+            return Verdict(False, f"{method} {target} has Content-Type {ctype or 'missing'!r}",
+                           "add ('Content-Type', 'text/plain; charset=utf-8') to the headers")
+        if length is not None and int(length) != len(got_body):
+            return Verdict(False, f"{method} {target} says Content-Length {length} but sent "
+                                  f"{len(got_body)} bytes",
+                           "compute it from the encoded body: str(len(body))")
+    return None
+
+
+def check_greet(app) -> Verdict:
+    """Serve ``app`` (a WSGI callable or a Flask app) and send it real requests."""
+    from .._http import WSGIServer
+
+    if not callable(app):
+        return Verdict(False, f"expected a WSGI app (a function of environ, start_response), "
+                              f"got {type(app).__name__}",
+                       "define `def greet_app(environ, start_response):`")
+    problem = None
+    try:
+        with WSGIServer(app, name="your app") as server:
+            problem = _check_answers(server)
+    except ServerError as err:
+        cause = err.__cause__
+        if isinstance(cause, NotImplementedError):
+            return Verdict(False, "greet_app is not written yet (it raises NotImplementedError)",
+                           "replace the `raise` with your code")
+        hint = "a WSGI app returns a list of bytes, e.g. [body.encode()]" \
+            if isinstance(cause, (AssertionError, TypeError)) else \
+            "read the error: it happened while your app answered one of the requests"
+        return Verdict(False, f"your app raised {type(cause).__name__}: {cause} "
+                              "(the client got 500 Internal Server Error)", hint)
+    if problem is not None:
+        return problem
+    return Verdict(True, f"all {len(REQUESTS)} requests got the right status, body and headers")

@@ -1,0 +1,118 @@
+"""Checks for 08-Talk-Over-WebSockets."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+
+from .._servers import ServerError
+from .._websocket import WebSocketServer
+from . import Verdict, verdict
+
+__all__ = ["check_unmask", "check_named_chat"]
+
+
+def _client_frame(payload: bytes) -> bytes:
+    """A FIN text frame as a client sends it (masked with a random key), built by websockets."""
+    from websockets.frames import Frame, Opcode
+
+    return Frame(Opcode.TEXT, payload).serialize(mask=True)
+
+
+CASES = [  # (what it is, payload, how the length is written)
+    ("a 5-byte text frame", b"hello", "in the low 7 bits of byte 2"),
+    ("a 125-byte frame", b"x" * 125, "in the low 7 bits of byte 2 (125 is the largest that fits)"),
+    ("a 300-byte frame", bytes(range(256)) + b"y" * 44,
+     "126 in byte 2 means: the length is the next 2 bytes, big-endian"),
+    ("a 70000-byte frame", b"z" * 70000, "127 in byte 2 means: the length is the next 8 bytes"),
+]
+
+
+def check_unmask(unmask) -> Verdict:
+    """``unmask(frame: bytes) -> bytes`` returns the payload of one masked client frame."""
+    if not callable(unmask):
+        return Verdict(False, f"give the function itself, not {type(unmask).__name__}",
+                       "check_unmask(unmask), without parentheses after the name")
+    for what, payload, where in CASES:
+        frame = _client_frame(payload)
+        try:
+            got = unmask(frame)
+        except Exception as exc:  # noqa: BLE001 - the student's code
+            return Verdict(False, f"unmask() raised {type(exc).__name__}: {exc} on {what}",
+                           f"the payload length is {where}; then come 4 mask bytes")
+        if got != payload:
+            shown = got[:12] if isinstance(got, (bytes, bytearray)) else got
+            return Verdict(False, f"for {what} you returned {shown!r}…, not the payload",
+                           f"the length is {where}; the 4-byte mask follows it, then the payload: "
+                           "byte i XOR mask[i % 4]")
+    return Verdict(True, "you unmasked client frames of every length encoding "
+                         "(7-bit, 16-bit, 64-bit)")
+
+
+async def _named_chat_scenario(url: str) -> str | None:
+    """Run the scenario; None if it went right, else what went wrong."""
+    from websockets.asyncio.client import connect
+
+    async def next_message(ws, who):
+        try:
+            return await asyncio.wait_for(ws.recv(), 2)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"{who} waited 2 s and got no message") from None
+
+    names = ["ann", "ben", "cid"]
+    conns = [await connect(url, compression=None) for _ in names]
+    try:
+        for ws, name in zip(conns, names):
+            await ws.send(name)
+            got = await next_message(ws, name)
+            if got != f"welcome {name}":
+                return f"after sending her name, {name} got {got!r}, not 'welcome {name}'"
+        ann, ben, cid = conns
+        await ann.send("hello")
+        for ws, name in ((ben, "ben"), (cid, "cid")):
+            got = await next_message(ws, name)
+            if got != "ann: hello":
+                return f"ann said 'hello' and {name} got {got!r}, not 'ann: hello'"
+        await ben.send("hi ann")
+        got = await next_message(ann, "ann")
+        if got != "ben: hi ann":
+            return (f"ann's next message was {got!r}, not 'ben: hi ann'"
+                    + (" (she got her own message back)" if got == "ann: hello" else ""))
+        await next_message(cid, "cid")          # 'ben: hi ann'
+        cid.transport.abort()                    # cid vanishes: no close frame
+        await ben.send("still here?")
+        got = await next_message(ann, "ann")
+        if got != "ben: still here?":
+            return f"after cid vanished, ann got {got!r}, not 'ben: still here?'"
+        return None
+    except AssertionError as exc:
+        return str(exc)
+    finally:
+        for ws in conns:
+            await ws.close()
+
+
+async def check_named_chat(handler) -> Verdict:
+    """``handler(websocket)``: first message is a name; then 'name: text' goes to the others."""
+    if not inspect.iscoroutinefunction(handler):
+        return Verdict(False, f"{getattr(handler, '__name__', handler)!r} is not `async def`",
+                       "write `async def named_chat(websocket):`")
+    try:
+        with WebSocketServer(handler, name=handler.__name__) as server:
+            wrong = await asyncio.wait_for(_named_chat_scenario(server.url), 15)
+    except ServerError as exc:
+        return Verdict(False, f"your handler raised: {exc}",
+                       "a client that vanishes ends `async for` (or makes recv() raise "
+                       "ConnectionClosed): remove it from your dict in a `finally:`")
+    except asyncio.TimeoutError:
+        return Verdict(False, "the scenario did not finish within 15 s",
+                       "does every message reach the others with websockets.broadcast()?")
+    return verdict(
+        wrong is None,
+        "names, welcomes, fan-out to the others (not the sender), and a vanished client "
+        "did not stop the chat",
+        wrong=wrong or "",
+        hint="`name = await websocket.recv()`, `await websocket.send(f'welcome {name}')`, keep "
+             "{websocket: name}, then `async for text in websocket:` broadcast f'{name}: {text}' "
+             "to every other websocket",
+    )

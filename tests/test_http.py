@@ -1,0 +1,387 @@
+"""labkit._http: HTTPServer endpoints, robustness against garbage, TLS, WSGI serving."""
+
+import http.client
+import http.server
+import json
+import random
+import socket
+import ssl
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from labkit import HTTPServer, ServerError, WSGIServer, serve_in_thread
+from labkit._http import MAX_BODY, MAX_HEAD
+
+CLIENT_TIMEOUT = 5.0
+
+
+def exchange(address, raw: bytes) -> bytes:
+    """Send raw bytes, half-close, read until the server closes."""
+    with socket.create_connection(address, timeout=CLIENT_TIMEOUT) as s:
+        s.sendall(raw)
+        try:
+            s.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+@pytest.fixture
+def server(tmp_path):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "index.html").write_text("<h1>hi</h1>\n")
+    (tmp_path / "secret.txt").write_text("top secret\n")
+    with HTTPServer(static=tmp_path / "site") as srv:
+        yield srv
+
+
+def get(server, path, method="GET", **kw):
+    conn = http.client.HTTPConnection(*server.address, timeout=CLIENT_TIMEOUT)
+    try:
+        conn.request(method, path, **kw)
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+# -- endpoints -------------------------------------------------------------------
+def test_hello_and_index(server):
+    assert get(server, "/hello")[::2] == (200, b"Hello, world!\n")
+    status, headers, body = get(server, "/")
+    assert status == 200 and b"/slow" in body
+    assert headers["Content-Length"] == str(len(body))
+
+
+def test_echo_returns_the_request_exactly_as_received(server):
+    raw = b"GET /echo?x=1 HTTP/1.1\r\nHost: lab\r\nX-Odd-Case: yes \r\nConnection: close\r\n\r\n"
+    response = exchange(server.address, raw)
+    assert response.split(b"\r\n\r\n", 1)[1] == raw
+
+
+def test_echo_shows_a_chunked_request_body_as_sent(server):
+    raw = (b"POST /echo HTTP/1.1\r\nHost: lab\r\nTransfer-Encoding: chunked\r\n"
+           b"Connection: close\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n")
+    assert exchange(server.address, raw).split(b"\r\n\r\n", 1)[1] == raw
+
+
+def test_chunked_response_framing(server):
+    raw = exchange(server.address, b"GET /chunked?n=2 HTTP/1.1\r\nHost: lab\r\n"
+                                   b"Connection: close\r\n\r\n")
+    head, body = raw.split(b"\r\n\r\n", 1)
+    assert b"Transfer-Encoding: chunked" in head and b"Content-Length" not in head
+    assert body == b"d\r\nchunk 1 of 2\n\r\nd\r\nchunk 2 of 2\n\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize("n", [0, 1, 100_000])
+def test_bytes_gives_exactly_n(server, n):
+    status, headers, body = get(server, f"/bytes?n={n}")
+    assert status == 200 and len(body) == n == int(headers["Content-Length"])
+
+
+def test_status_codes_and_no_body_codes(server):
+    assert get(server, "/status/418")[0] == 418
+    status, headers, body = get(server, "/status/204")
+    assert (status, body) == (204, b"") and "Content-Length" not in headers
+    assert get(server, "/status/99")[0] == 400
+    assert get(server, "/nothing-here")[0] == 404
+
+
+def test_redirect_and_urllib_follows_it(server):
+    status, headers, _ = get(server, "/redirect?to=/hello")
+    assert status == 302 and headers["Location"] == "/hello"
+    assert get(server, "/redirect?to=http://evil.example/")[0] == 400
+    with urllib.request.urlopen(server.url + "/redirect?to=/hello", timeout=5) as resp:
+        assert resp.url.endswith("/hello") and resp.read() == b"Hello, world!\n"
+
+
+def test_head_has_headers_but_no_body(server):
+    status, headers, body = get(server, "/hello", method="HEAD")
+    assert (status, body, headers["Content-Length"]) == (200, b"", "14")
+
+
+def test_post_json(server):
+    status, headers, body = get(server, "/json", method="POST", body=json.dumps({"n": 3}),
+                                headers={"Content-Type": "application/json"})
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert json.loads(body)["received"] == {"n": 3}
+    assert get(server, "/json", method="POST", body="{nope")[0] == 400
+    assert get(server, "/json")[0] == 405
+    assert get(server, "/hello", method="DELETE")[0] == 405
+
+
+def test_slow_waits(server):
+    started = time.perf_counter()
+    assert get(server, "/slow?delay=0.2")[0] == 200
+    assert time.perf_counter() - started >= 0.2
+    assert get(server, "/slow?delay=100")[0] == 400
+
+
+def test_keep_alive_three_requests_one_connection(server):
+    conn = http.client.HTTPConnection(*server.address, timeout=CLIENT_TIMEOUT)
+    for _ in range(3):
+        conn.request("GET", "/hello")
+        assert conn.getresponse().read() == b"Hello, world!\n"
+    conn.close()
+    for _ in range(3):
+        assert get(server, "/hello", headers={"Connection": "close"})[0] == 200
+    assert server.wait_idle()
+    assert server.connections_served == 4 and server.requests_served == 6
+
+
+def test_pipelined_requests_in_one_send(server):
+    one = b"GET /hello HTTP/1.1\r\nHost: lab\r\n\r\n"
+    raw = exchange(server.address, one * 2 + b"GET /hello HTTP/1.1\r\nHost: lab\r\n"
+                                              b"Connection: close\r\n\r\n")
+    assert raw.count(b"HTTP/1.1 200 OK") == 3
+
+
+# -- static files ------------------------------------------------------------------
+def test_static_file(server):
+    status, headers, body = get(server, "/static/index.html")
+    assert (status, body) == (200, b"<h1>hi</h1>\n")
+    assert headers["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize("path", [
+    "/static/../secret.txt", "/static/../../etc/passwd", "/static/%2e%2e/secret.txt",
+    "/static/%2e%2e%2fsecret.txt", "/static/..%2f..%2fetc%2fpasswd",
+    "/static/%2E%2E%2F%2E%2E%2Fetc/passwd", "/static//etc/passwd",
+])
+def test_static_refuses_paths_outside_its_root(server, path):
+    status, _, body = get(server, path)
+    assert status == 403 and b"outside the static directory" in body and b"secret" not in body[-12:]
+
+
+def test_static_double_encoding_is_just_a_missing_file(server):
+    assert get(server, "/static/%252e%252e%252fsecret.txt")[0] == 404
+
+
+def test_bad_arguments_name_the_fix(tmp_path):
+    with pytest.raises(ValueError, match="not a directory"):
+        HTTPServer(static=tmp_path / "missing")
+    with pytest.raises(TypeError, match="ssl.SSLContext"):
+        HTTPServer(ssl_context="yes please")
+    with pytest.raises(ValueError, match="loopback"):
+        HTTPServer(host="0.0.0.0")
+    with pytest.raises(TypeError, match="WSGI application"):
+        WSGIServer("app")
+
+
+# -- garbage in, 400 out, and the server keeps serving -------------------------------
+VALID = b"GET /hello HTTP/1.1\r\nHost: lab\r\n\r\n"
+
+
+def malformed_requests(count: int, seed: int = 4) -> list[tuple[str, bytes]]:
+    """``count`` requests that are each malformed, in several families, seeded."""
+    rng = random.Random(seed)
+
+    def token(n):
+        return bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(n))
+
+    def junk():
+        return bytes([rng.randrange(0, 32)]) + rng.randbytes(rng.randrange(0, 200))
+
+    families = {
+        "binary junk": junk,
+        "junk head": lambda: junk().replace(b"\r\n\r\n", b"") + b"\r\n\r\n",
+        "bare LF": lambda: b"GET /" + token(5) + b" HTTP/1.1\nHost: lab\n\n",
+        "no Host": lambda: b"GET /" + token(5) + b" HTTP/1.1\r\n\r\n",
+        "two spaces": lambda: b"GET  /" + token(3) + b" HTTP/1.1\r\nHost: lab\r\n\r\n",
+        "missing version": lambda: b"GET /" + token(4) + b"\r\nHost: lab\r\n\r\n",
+        "bad version": lambda: b"GET / HTTP/" + token(3) + b"\r\nHost: lab\r\n\r\n",
+        "lower-case version": lambda: b"GET / http/1.1\r\nHost: lab\r\n\r\n",
+        "bad method": lambda: b"G(" + token(2) + b") / HTTP/1.1\r\nHost: lab\r\n\r\n",
+        "target without /": lambda: b"GET " + token(6) + b" HTTP/1.1\r\nHost: lab\r\n\r\n",
+        "control in target": lambda: b"GET /a\x01" + token(3) + b" HTTP/1.1\r\nHost: lab\r\n\r\n",
+        "header without colon": lambda: VALID[:-2] + token(8) + b"\r\n\r\n",
+        "space before colon": lambda: VALID[:-2] + b"X-" + token(3) + b" : 1\r\n\r\n",
+        "empty header name": lambda: VALID[:-2] + b": " + token(3) + b"\r\n\r\n",
+        "obs-fold": lambda: VALID[:-2] + b"X-A: 1\r\n  " + token(4) + b"\r\n\r\n",
+        "NUL in value": lambda: VALID[:-2] + b"X-A: a\x00" + token(2) + b"\r\n\r\n",
+        "two Hosts": lambda: VALID[:-2] + b"Host: " + token(4) + b"\r\n\r\n",
+        "CL not a number": lambda: VALID[:-2] + b"Content-Length: " + token(3) + b"\r\n\r\n",
+        "CL negative": lambda: VALID[:-2] + b"Content-Length: -%d\r\n\r\n" % rng.randrange(1, 99),
+        "CL conflicting": lambda: VALID[:-2] + b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        "CL too large": lambda: VALID[:-2] + b"Content-Length: %d\r\n\r\n" % (MAX_BODY + 1),
+        "CL short body": lambda: VALID[:-2] + b"Content-Length: 50\r\n\r\n" + token(10),
+        "CL and TE": lambda: VALID[:-2] + b"Content-Length: 3\r\nTransfer-Encoding: chunked"
+                                          b"\r\n\r\n0\r\n\r\n",
+        "TE unknown": lambda: VALID[:-2] + b"Transfer-Encoding: " + token(4) + b"\r\n\r\nab",
+        "bad chunk size": lambda: VALID[:-2] + b"Transfer-Encoding: chunked\r\n\r\nzz"
+                                              + token(2) + b"\r\n",
+        "chunk without CRLF": lambda: VALID[:-2] + b"Transfer-Encoding: chunked\r\n\r\n"
+                                                  b"3\r\nabcXY0\r\n\r\n",
+        "huge header": lambda: VALID[:-2] + b"X-Big: " + b"a" * (MAX_HEAD + rng.randrange(99))
+                                           + b"\r\n\r\n",
+        "huge target": lambda: b"GET /" + b"a" * (MAX_HEAD + 10) + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        "endless head": lambda: b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * (MAX_HEAD // 6 + 10),
+        "closed mid-head": lambda: b"GET /hello HTTP/1.1\r\nHost: lab\r\n",
+    }
+    names = sorted(families)
+    return [(name, families[name]()) for name in (names[i % len(names)] for i in range(count))]
+
+
+def test_fuzz_1000_malformed_requests_then_a_valid_one(server, capsys):
+    cases = malformed_requests(1000)
+    started = time.perf_counter()
+    statuses: dict[int, int] = {}
+    wrong = []
+    for family, raw in cases:
+        assert time.perf_counter() - started < 120, "fuzz loop ran out of its time budget"
+        response = exchange(server.address, raw)
+        status = status_of(response) if response.startswith(b"HTTP/1.1 ") else None
+        statuses[status] = statuses.get(status, 0) + 1
+        if status != 400:
+            wrong.append((family, raw[:60], response[:60]))
+    assert not wrong, f"not answered 400: {wrong[:5]}"
+    assert get(server, "/hello")[::2] == (200, b"Hello, world!\n")
+    refused = sum(entry.startswith("(bad request) → 400") for entry in server.log)
+    with capsys.disabled():
+        print(f"\nfuzz: {len(cases)} malformed requests in "
+              f"{len({f for f, _ in cases})} families → {statuses}; server logged "
+              f"{refused} refusals; then a valid GET → 200 "
+              f"({time.perf_counter() - started:.1f}s)")
+    assert refused == 1000 and statuses == {400: 1000}
+
+
+def test_unsupported_major_version_is_505(server):
+    assert status_of(exchange(server.address, b"GET / HTTP/2.0\r\nHost: x\r\n\r\n")) == 505
+
+
+def test_stop_interrupts_a_slow_request():
+    with HTTPServer() as srv:
+        s = socket.create_connection(srv.address, timeout=CLIENT_TIMEOUT)
+        s.sendall(b"GET /slow?delay=9 HTTP/1.1\r\nHost: x\r\n\r\n")
+        started = time.perf_counter()
+    assert time.perf_counter() - started < 3
+    s.close()
+
+
+def test_endpoint_bug_is_500_and_raised_in_the_cell(monkeypatch):
+    def broken(self, text):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(HTTPServer, "_status", broken)
+    with pytest.raises(ServerError, match="ZeroDivisionError"):
+        with HTTPServer() as srv:
+            assert get(srv, "/status/200")[0] == 500
+            assert get(srv, "/hello")[0] == 200
+
+
+# -- TLS ---------------------------------------------------------------------------
+def test_https_with_an_ssl_context():
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    with HTTPServer(ssl_context=server_ctx) as srv:
+        assert srv.url.startswith("https://127.0.0.1:")
+        with urllib.request.urlopen(srv.url + "/hello", context=client_ctx, timeout=5) as r:
+            assert r.read() == b"Hello, world!\n"
+        conn = http.client.HTTPSConnection(*srv.address, context=client_ctx, timeout=5)
+        for _ in range(2):  # keep-alive over TLS
+            conn.request("GET", "/chunked?n=2")
+            assert conn.getresponse().read() == b"chunk 1 of 2\nchunk 2 of 2\n"
+        # a client that does not trust the CA: its handshake fails, the server carries on
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(srv.url + "/hello", timeout=5)
+        conn.request("GET", "/hello")
+        assert conn.getresponse().read() == b"Hello, world!\n"
+        conn.close()
+        # plain HTTP to the HTTPS port is garbage to it, not a server error
+        try:
+            exchange(srv.address, VALID)
+        except ConnectionResetError:
+            pass  # the server may reset: it closed with our bytes unread
+    assert any("TLS handshake failed" in line for line in srv.log)
+    assert srv.connections_served == 4
+
+
+# -- serving http.server handlers and WSGI apps --------------------------------------
+class Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/boom":
+            raise RuntimeError("handler bug")
+        body = b"hi\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):
+        pass
+
+
+def test_serve_in_thread_runs_http_server():
+    with serve_in_thread(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)) as srv:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/"
+        assert urllib.request.urlopen(url, timeout=5).read() == b"hi\n"
+
+
+def test_serve_in_thread_reports_handler_errors():
+    with pytest.raises(ServerError, match="handler bug"):
+        with serve_in_thread(http.server.HTTPServer(("127.0.0.1", 0), Hello)) as srv:
+            with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+                conn = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=5)
+                conn.request("GET", "/boom")
+                conn.getresponse()
+    with pytest.raises(TypeError, match="socketserver"):
+        serve_in_thread("server")
+
+
+def wsgi_app(environ, start_response):
+    if environ["PATH_INFO"] == "/boom":
+        raise KeyError("missing")
+    body = f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}\n".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def test_wsgi_server_serves_a_function():
+    with WSGIServer(wsgi_app) as srv:
+        assert urllib.request.urlopen(srv.url + "/x", timeout=5).read() == b"GET /x\n"
+        # http.server answers a broken request line HTML-only (HTTP/0.9 style): look for 400
+        assert b"400" in exchange(srv.address, b"GET / HTTP/1.1 extra\r\n\r\n")
+        assert urllib.request.urlopen(srv.url + "/y", timeout=5).read() == b"GET /y\n"
+    assert any("/x" in line for line in srv.log)
+
+
+def test_wsgi_app_errors_are_500_and_raised_on_exit(capfd):
+    with pytest.raises(ServerError, match="KeyError"):
+        with WSGIServer(wsgi_app) as srv:
+            with pytest.raises(urllib.error.HTTPError) as info:
+                urllib.request.urlopen(srv.url + "/boom", timeout=5)
+            assert info.value.code == 500
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_wsgi_server_serves_flask():
+    flask = pytest.importorskip("flask")
+    app = flask.Flask("t")
+
+    @app.get("/hi/<name>")
+    def hi(name):
+        return f"hi {name}\n"
+
+    @app.get("/boom")
+    def boom():
+        raise ValueError("flask bug")
+
+    with pytest.raises(ServerError, match="flask bug"):
+        with WSGIServer(app) as srv:
+            assert urllib.request.urlopen(srv.url + "/hi/ada", timeout=5).read() == b"hi ada\n"
+            with pytest.raises(urllib.error.HTTPError):
+                urllib.request.urlopen(srv.url + "/boom", timeout=5)

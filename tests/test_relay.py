@@ -1,0 +1,128 @@
+"""labkit._relay: the seeded lossy UDP relay and the stop-and-wait receiver."""
+
+import socket
+import struct
+
+import pytest
+
+from labkit import AckReceiver, Capture, UDPRelay, UDPServer
+
+from conftest import needs_capture
+
+
+def through(seed, count=20, **impair):
+    """Send 0..count-1 through a relay to a plain socket; what arrived, and the relay log."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(0.3)
+        with UDPRelay(receiver.getsockname(), seed=seed, **impair) as relay:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+                for i in range(count):
+                    sender.sendto(b"%d" % i, relay.address)
+            arrived = []
+            try:
+                while True:
+                    arrived.append(int(receiver.recv(100)))
+            except TimeoutError:
+                pass
+        return arrived, list(relay.log), relay.stats
+
+
+def test_a_clean_relay_forwards_both_ways():
+    with UDPServer("upper") as server, UDPRelay(server) as relay:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(2)
+            for word in (b"one", b"two"):
+                sock.sendto(word, relay.address)
+                assert sock.recvfrom(100) == (word.upper(), relay.address)
+    assert relay.stats == {"forward": 4, "drop": 0, "duplicate": 0, "hold": 0}
+
+
+def test_the_same_seed_gives_the_same_run_and_another_seed_another():
+    impair = dict(drop=0.2, duplicate=0.15, reorder=0.2)
+    first = through(5, **impair)
+    assert through(5, **impair) == first
+    assert through(6, **impair)[1] != first[1]
+    arrived, log, stats = first
+    # What arrived follows from the log: dropped never, duplicated twice, held later.
+    dropped = {n for _, n, a in log if a == "drop"}
+    doubled = {n for _, n, a in log if a == "duplicate"}
+    assert sorted(set(arrived)) == sorted(set(range(20)) - dropped)
+    assert all(arrived.count(n) == 2 for n in doubled)
+    assert stats["drop"] and stats["duplicate"] and stats["hold"]  # seed 5 exercises all three
+    assert arrived != sorted(arrived)
+
+
+def test_drop_everything_is_a_black_hole():
+    arrived, log, _ = through(0, count=5, drop=1.0)
+    assert arrived == [] and [a for _, _, a in log] == ["drop"] * 5
+
+
+def test_a_held_datagram_with_nothing_after_it_is_released():
+    arrived, _, _ = through(0, count=1, reorder=1.0, hold=0.05)
+    assert arrived == [0]
+
+
+def test_relay_to_a_dead_port_keeps_running():
+    target = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    target.bind(("127.0.0.1", 0))
+    address = target.getsockname()
+    target.close()                                 # nobody listens there now
+    with UDPRelay(address) as relay, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _ in range(3):                         # ICMP errors come back to the relay
+            sock.sendto(b"anyone?", relay.address)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as revived:
+            revived.bind(address)                  # someone listens again
+            revived.settimeout(2)
+            sock.sendto(b"\x00" * 3, relay.address)  # garbage is just bytes to a relay
+            while (data := revived.recv(100)) == b"anyone?":
+                pass                               # one of the first three may still arrive
+            assert data == b"\x00" * 3
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"drop": 1.5}, ValueError, "probability"),
+    ({"drop": "lots"}, TypeError, "probability"),
+    ({"drop": 0.6, "duplicate": 0.6}, ValueError, "more than 1"),
+    ({"seed": 1.5}, TypeError, "seed must be an int"),
+    ({"hold": 0}, ValueError, "hold"),
+])
+def test_bad_arguments_say_what_to_do(kwargs, error, words):
+    with pytest.raises(error, match=words):
+        UDPRelay(("127.0.0.1", 9), **kwargs)
+
+
+def test_bad_targets():
+    with pytest.raises(TypeError, match=r"\(host, port\)"):
+        UDPRelay("localhost:53")
+    with pytest.raises(ValueError, match="loopback"):
+        UDPRelay(("8.8.8.8", 53))
+    with pytest.raises(ValueError, match="not running"):
+        UDPRelay(UDPServer())
+    with pytest.raises(RuntimeError, match="with"):
+        UDPRelay(("127.0.0.1", 9)).address
+
+
+@needs_capture
+def test_roles_name_both_hops(live):
+    with UDPServer("echo", name="echo") as server, UDPRelay(server) as relay, \
+            Capture(relay) as wire:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(2)
+            sock.sendto(b"hi", relay.address)
+            sock.recv(10)
+    hops = [(s.src, s.dst) for s in wire.segments]
+    assert sorted(hops) == sorted([("client", "relay"), ("relay", "echo"),
+                                   ("echo", "relay"), ("relay", "client")])
+
+
+def test_ack_receiver_delivers_once_in_order_and_ignores_garbage():
+    receiver = AckReceiver()
+    seq = lambda n: struct.pack("!I", n)  # noqa: E731
+    assert receiver(seq(0) + b"a", None) == seq(0)
+    assert receiver(seq(0) + b"a", None) == seq(0)     # duplicate: ACKed again
+    assert receiver(seq(2) + b"c", None) is None       # from the future: ignored
+    assert receiver(seq(1) + b"b", None) == seq(1)
+    assert receiver(b"\x01", None) is None             # too short to be anything
+    assert receiver.delivered == [b"a", b"b"]
+    assert receiver.duplicates == 1 and receiver.garbage == 1
