@@ -1,6 +1,6 @@
 """A small authoritative DNS server on loopback, for watching a real UDP protocol.
 
-    >>> with DNSServer({"www.netlab.test": "10.0.0.7"}) as dns:
+    >>> with DNSServer({"www.netlab.test": "127.0.0.7"}) as dns:
     ...     q = dnslib.DNSRecord.question("www.netlab.test")
     ...     sock.sendto(q.pack(), dns.address)
 
@@ -25,7 +25,7 @@ __all__ = ["DNSServer", "parse_dns", "describe_dns"]
 def _zone(records) -> dict[str, list]:
     if not isinstance(records, dict) or not records:
         raise TypeError(
-            "records must be a non-empty dict like {'www.netlab.test': '10.0.0.7'}, "
+            "records must be a non-empty dict like {'www.netlab.test': '127.0.0.7'}, "
             f"not {records!r}"
         )
     zone: dict[str, list] = {}
@@ -42,7 +42,7 @@ def _zone(records) -> dict[str, list]:
             except (ValueError, TypeError):
                 raise ValueError(
                     f"{name!r} maps to {value!r}, which is not an IP address; "
-                    "give addresses like '10.0.0.7' or '2001:db8::7'"
+                    "give addresses like '127.0.0.7' or '2001:db8::7'"
                 ) from None
         zone[name.lower().rstrip(".") + "."] = addresses
     return zone

@@ -10,7 +10,7 @@ from labkit._dns import describe_dns, parse_dns
 
 from conftest import needs_capture
 
-ZONE = {"www.netlab.test": ["10.0.0.7", "2001:db8::7"], "Mail.Netlab.Test.": "10.0.0.25"}
+ZONE = {"www.netlab.test": ["127.0.0.7", "2001:db8::7"], "Mail.Netlab.Test.": "127.0.0.25"}
 
 
 def ask(dns, name, qtype="A", qid=99):
@@ -30,9 +30,9 @@ def test_answers_a_and_aaaa_nxdomain_for_unknown_names():
         missing = ask(dns, "nowhere.netlab.test")
         no_v6 = ask(dns, "mail.netlab.test", "AAAA")
     assert a.header.id == 99 and a.header.aa and not a.header.ra
-    assert [(str(r.rdata), r.ttl, QTYPE[r.rtype]) for r in a.rr] == [("10.0.0.7", 60, "A")]
+    assert [(str(r.rdata), r.ttl, QTYPE[r.rtype]) for r in a.rr] == [("127.0.0.7", 60, "A")]
     assert [str(r.rdata) for r in aaaa.rr] == ["2001:db8::7"]
-    assert [str(r.rdata) for r in mail.rr] == ["10.0.0.25"]
+    assert [str(r.rdata) for r in mail.rr] == ["127.0.0.25"]
     assert missing.header.rcode == RCODE.NXDOMAIN and not missing.rr
     assert no_v6.header.rcode == RCODE.NOERROR and not no_v6.rr
     assert dns.queries[0] == ("www.netlab.test.", "A")
@@ -46,7 +46,7 @@ def test_garbage_gets_formerr_and_the_server_keeps_serving():
             reply = DNSRecord.parse(sock.recv(512))
             sock.sendto(b"x", dns.address)          # too short to answer: ignored
         assert reply.header.id == 0x1234 and reply.header.rcode == RCODE.FORMERR
-        assert [str(r.rdata) for r in ask(dns, "www.netlab.test").rr] == ["10.0.0.7"]
+        assert [str(r.rdata) for r in ask(dns, "www.netlab.test").rr] == ["127.0.0.7"]
     assert dns.errors == 2
 
 
@@ -54,7 +54,7 @@ def test_garbage_gets_formerr_and_the_server_keeps_serving():
     ({}, TypeError, "non-empty dict"),
     (["www.x"], TypeError, "non-empty dict"),
     ({"www.x": "not-an-ip"}, ValueError, "not an IP address"),
-    ({"": "10.0.0.1"}, ValueError, "domain names"),
+    ({"": "127.0.0.1"}, ValueError, "domain names"),
 ])
 def test_bad_zones_say_what_to_do(records, error, words):
     with pytest.raises(error, match=words):
@@ -81,7 +81,7 @@ def test_capture_describes_dns_on_any_port(live):
         ask(dns, "www.netlab.test", qid=7)
     assert [s.summary for s in wire.segments] == [
         "DNS query id=7 www.netlab.test. A",
-        "DNS response id=7 www.netlab.test. A → 10.0.0.7",
+        "DNS response id=7 www.netlab.test. A → 127.0.0.7",
     ]
     assert [(s.src, s.dst) for s in wire.segments] == [("client", "dns"), ("dns", "client")]
     assert describe_dns(b"hello", wire.packets[0]) is None
