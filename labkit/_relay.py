@@ -22,7 +22,7 @@ import struct
 import threading
 from collections import Counter
 
-from ._servers import JOIN_TIMEOUT, ServerError, _check_host
+from ._servers import JOIN_TIMEOUT, _check_host, raise_first
 
 __all__ = ["UDPRelay", "AckReceiver"]
 
@@ -139,10 +139,14 @@ class UDPRelay:
         return self  # both sockets are bound: datagrams queue from now on
 
     def _to_target(self, data: bytes) -> None:
-        try:
-            self._back.send(data)
-        except ConnectionRefusedError:
-            pass  # an ICMP error from an earlier datagram: nobody listens there
+        # An ICMP error left by an earlier datagram (nobody listened then) fails the next
+        # send() once, and that send is lost: try again, the error is cleared by now.
+        for _ in range(2):
+            try:
+                self._back.send(data)
+                return
+            except ConnectionRefusedError:
+                continue
 
     def _to_client(self, data: bytes) -> None:
         if self._client is not None:
@@ -219,9 +223,8 @@ class UDPRelay:
 
     def __exit__(self, exc_type, *_):
         self.stop()
-        if exc_type is None and self._errors:
-            first = self._errors[0]
-            raise ServerError(f"{self.name} raised {type(first).__name__}: {first}") from first
+        if exc_type is None:
+            raise_first(self._errors, self.name)
         return False
 
     def __repr__(self):

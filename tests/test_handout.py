@@ -1,6 +1,7 @@
 import nbformat
 import pytest
 
+from labkit import _handout
 from labkit._handout import strip_solutions, write_handout
 
 
@@ -28,3 +29,29 @@ def test_handout_clears_outputs(tmp_path):
     cell = nbformat.read(out, as_version=4).cells[0]
     assert cell.source == "# YOUR CODE HERE\nraise NotImplementedError()"
     assert cell.outputs == [] and cell.execution_count is None
+
+
+NOTEBOOKS = sorted(_handout.NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem[:2] for p in NOTEBOOKS])
+def test_the_student_edition_answers_back(path, tmp_path):
+    """With every solution removed, each check says what is missing instead of crashing."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.source = strip_solutions(cell.source)
+    NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    verdicts, crashes = [], []
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            if out.output_type == "error" and out.ename != "NotImplementedError":
+                crashes.append(f"cell {i}: {out.ename}: {out.evalue}")
+            text = out.get("data", {}).get("text/plain", "")
+            if text.startswith(("✅", "❌")):
+                verdicts.append(text.splitlines()[0])
+    assert not crashes
+    assert verdicts and all(v.startswith("❌ Not yet") for v in verdicts), verdicts

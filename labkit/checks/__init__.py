@@ -11,10 +11,12 @@ One module per lesson (``lesson01`` for notebook 01, ...) holds that lesson's ch
 
 from __future__ import annotations
 
+import functools
 import html
+import inspect
 from dataclasses import dataclass
 
-__all__ = ["Verdict", "verdict", "first_failure"]
+__all__ = ["Verdict", "verdict", "first_failure", "answers_back", "unfinished", "NOT_WRITTEN"]
 
 
 @dataclass(frozen=True)
@@ -52,3 +54,47 @@ def first_failure(*verdicts: Verdict, right: str) -> Verdict:
         if not v.passed:
             return v
     return Verdict(True, right)
+
+
+NOT_WRITTEN = Verdict(False, "your code is not written yet (it raises NotImplementedError)",
+                      "replace `raise NotImplementedError()` with your solution, run that cell, "
+                      "then run this check again")
+
+
+def unfinished(exc: BaseException | None) -> bool:
+    """Did this come from a ``raise NotImplementedError()`` (maybe in a server thread)?"""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, NotImplementedError):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def answers_back(check):
+    """Decorate a check so a student's unfinished code gets :data:`NOT_WRITTEN`, not a traceback.
+
+        >>> @answers_back
+        ... def check_f(f): return verdict(f() == 1, "f gives 1", wrong="...")
+    """
+    if inspect.iscoroutinefunction(check):
+        @functools.wraps(check)
+        async def run_async(*args, **kwargs):
+            try:
+                return await check(*args, **kwargs)
+            except Exception as exc:
+                if unfinished(exc):
+                    return NOT_WRITTEN
+                raise
+        return run_async
+
+    @functools.wraps(check)
+    def run(*args, **kwargs):
+        try:
+            return check(*args, **kwargs)
+        except Exception as exc:
+            if unfinished(exc):
+                return NOT_WRITTEN
+            raise
+    return run

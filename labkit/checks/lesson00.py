@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from .._capture import capture_mode
-from . import Verdict, first_failure, verdict
+from . import Verdict, answers_back, first_failure, verdict
 
 
+@answers_back
 def check_mode_answer(answer) -> Verdict:
     """The student reads the doctor's report and names the capture mode."""
     mode, _ = capture_mode()
@@ -18,6 +19,7 @@ def check_mode_answer(answer) -> Verdict:
                    hint="the first line of the report: 'capture mode : <mode> — <why>'")
 
 
+@answers_back
 def check_first_capture(wire) -> Verdict:
     """A capture holding a handshake and the 4 bytes b'ping' sent by the client."""
     try:

@@ -14,7 +14,7 @@ import threading
 
 from .._servers import TCPServer
 from .._stream import Dribbler
-from . import Verdict, first_failure
+from . import Verdict, answers_back, first_failure
 
 __all__ = ["check_recv_exactly", "check_read_message"]
 
@@ -135,6 +135,7 @@ def _run_in_thread(body, limit: float = 15.0) -> Verdict:
     return box[0]
 
 
+@answers_back
 def check_recv_exactly(recv_exactly) -> Verdict:
     """``recv_exactly(sock, n)`` returns exactly n bytes, or raises EOFError if the peer closes."""
     if not callable(recv_exactly):
@@ -163,6 +164,7 @@ def _frame(message: bytes) -> bytes:
     return struct.pack("!I", len(message)) + message
 
 
+@answers_back
 def check_read_message(read_message) -> Verdict:
     """``read_message(sock)`` reads one length-prefixed message (4-byte big-endian length)."""
     if not callable(read_message):

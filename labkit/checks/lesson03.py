@@ -12,7 +12,7 @@ import threading
 
 from .._relay import AckReceiver, UDPRelay
 from .._servers import UDPServer
-from . import Verdict, first_failure
+from . import Verdict, answers_back, first_failure
 
 __all__ = ["check_send_reliably", "LOSSY"]
 
@@ -68,6 +68,7 @@ def _delivery(outcome, value, receiver, messages) -> Verdict:
     return Verdict(False, f"the receiver got {got!r}, not {messages!r}", hint_seq)
 
 
+@answers_back
 def check_send_reliably(send_reliably) -> Verdict:
     """``send_reliably(sock, messages)`` on a UDP socket connected to a lossy relay."""
     if not callable(send_reliably):

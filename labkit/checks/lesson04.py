@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from . import Verdict, verdict
+from . import Verdict, answers_back, verdict
 
 __all__ = ["check_dechunk"]
 
@@ -50,6 +50,7 @@ def _live_case(n: int = 20) -> tuple[str, bytes, bytes]:
     return (f"the real /chunked?n={n} response from HTTPServer", body, expected)
 
 
+@answers_back
 def check_dechunk(dechunk) -> Verdict:
     """Run ``dechunk(body) -> bytes`` on chunked bodies, ending with a real server's."""
     if not callable(dechunk):

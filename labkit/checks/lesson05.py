@@ -5,7 +5,7 @@ from __future__ import annotations
 import http.client
 
 from .._servers import ServerError
-from . import Verdict
+from . import Verdict, answers_back
 
 __all__ = ["check_greet"]
 
@@ -65,6 +65,7 @@ def _check_answers(server) -> Verdict | None:
     return None
 
 
+@answers_back
 def check_greet(app) -> Verdict:
     """Serve ``app`` (a WSGI callable or a Flask app) and send it real requests."""
     from .._http import WSGIServer

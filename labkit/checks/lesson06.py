@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import ssl
 
-from . import Verdict, verdict
+from . import Verdict, answers_back, verdict
 
 __all__ = ["check_trusts_lab_ca", "check_sni", "check_tls13_only"]
 
@@ -41,6 +41,7 @@ def _handshake(ctx: ssl.SSLContext, server, host: str = "localhost") -> str:
             return tls.version()
 
 
+@answers_back
 def check_trusts_lab_ca(ctx, ca) -> Verdict:
     """``ctx`` verifies certificates and host names, and trusts the lab CA ``ca``."""
     from .._tls import TLSServer
@@ -60,6 +61,7 @@ def check_trusts_lab_ca(ctx, ca) -> Verdict:
                          f"and spoke {version}")
 
 
+@answers_back
 def check_sni(answer, wire) -> Verdict:
     """``answer`` is the host name the client asked for in its ClientHello (SNI)."""
     from .._tlsview import client_hello
@@ -79,6 +81,7 @@ def check_sni(answer, wire) -> Verdict:
                         "bytes for a dot-separated name)")
 
 
+@answers_back
 def check_tls13_only(ctx, ca) -> Verdict:
     """``ctx`` verifies as before, and refuses any server that cannot speak TLS 1.3."""
     from .._tls import TLSServer

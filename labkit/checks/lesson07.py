@@ -7,13 +7,14 @@ import inspect
 
 from .. import _load
 from .._servers import ServerError
-from . import Verdict, verdict
+from . import NOT_WRITTEN, Verdict, answers_back, unfinished, verdict
 
 __all__ = ["check_asyncio_upper", "check_does_not_block"]
 
 CLIENTS = 50
 
 
+@answers_back
 def check_asyncio_upper(serve) -> Verdict:
     """``serve(listener, stop)`` is asyncio and answers 50 concurrent clients in upper case."""
     if not callable(serve):
@@ -50,14 +51,24 @@ def check_asyncio_upper(serve) -> Verdict:
     )
 
 
+@answers_back
 def check_does_not_block(handler, *, service_time: float = 0.1, clients: int = 6) -> Verdict:
     """``handler(reader, writer)`` does its 'work' without blocking the event loop."""
     if not inspect.iscoroutinefunction(handler):
         return Verdict(False, f"{getattr(handler, '__name__', handler)!r} is not `async def`",
                        "keep `async def slow_echo(reader, writer):`")
 
+    raised: list[BaseException] = []
+
+    async def guarded(reader, writer):  # asyncio would only log a handler's exception
+        try:
+            await handler(reader, writer)
+        except Exception as exc:
+            raised.append(exc)
+            writer.close()
+
     async def serve(listener, stop):
-        server = await asyncio.start_server(handler, sock=listener)
+        server = await asyncio.start_server(guarded, sock=listener)
         async with server:
             await stop.wait()
 
@@ -67,6 +78,11 @@ def check_does_not_block(handler, *, service_time: float = 0.1, clients: int = 6
                                 timeout=5)
     except ServerError as exc:
         return Verdict(False, f"your handler raised: {exc}", "")
+    if raised:
+        if unfinished(raised[0]):
+            return NOT_WRITTEN
+        return Verdict(False, f"your handler raised {type(raised[0]).__name__}: {raised[0]}",
+                       "read with `await reader.read(...)`, write back, `await writer.drain()`")
     if not result.ok:
         return Verdict(False, f"not every client got its echo back: {result}",
                        "write back exactly what you read, then `await writer.drain()`")

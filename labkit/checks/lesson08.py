@@ -7,7 +7,7 @@ import inspect
 
 from .._servers import ServerError
 from .._websocket import WebSocketServer
-from . import Verdict, verdict
+from . import NOT_WRITTEN, Verdict, answers_back, unfinished, verdict
 
 __all__ = ["check_unmask", "check_named_chat"]
 
@@ -28,6 +28,7 @@ CASES = [  # (what it is, payload, how the length is written)
 ]
 
 
+@answers_back
 def check_unmask(unmask) -> Verdict:
     """``unmask(frame: bytes) -> bytes`` returns the payload of one masked client frame."""
     if not callable(unmask):
@@ -92,15 +93,23 @@ async def _named_chat_scenario(url: str) -> str | None:
             await ws.close()
 
 
+@answers_back
 async def check_named_chat(handler) -> Verdict:
     """``handler(websocket)``: first message is a name; then 'name: text' goes to the others."""
     if not inspect.iscoroutinefunction(handler):
         return Verdict(False, f"{getattr(handler, '__name__', handler)!r} is not `async def`",
                        "write `async def named_chat(websocket):`")
+    from websockets.exceptions import ConnectionClosed
+
     try:
         with WebSocketServer(handler, name=handler.__name__) as server:
-            wrong = await asyncio.wait_for(_named_chat_scenario(server.url), 15)
+            try:
+                wrong = await asyncio.wait_for(_named_chat_scenario(server.url), 15)
+            except ConnectionClosed as exc:  # the handler's error comes next, on exit
+                wrong = f"the server closed a connection in the middle of the chat ({exc})"
     except ServerError as exc:
+        if unfinished(exc):
+            return NOT_WRITTEN
         return Verdict(False, f"your handler raised: {exc}",
                        "a client that vanishes ends `async for` (or makes recv() raise "
                        "ConnectionClosed): remove it from your dict in a `finally:`")
