@@ -117,6 +117,16 @@ def test_replay_of_a_missing_recording_says_how_to_make_it(data_dir, monkeypatch
             pass
 
 
+def test_replay_of_a_block_that_raised_shows_nothing(data_dir, monkeypatch):
+    """The recording shows code that ran to the end; a block that failed did something else."""
+    (data_dir / "t-ok.pcapng").write_bytes(b"")  # would be read (and fail) if it were used
+    monkeypatch.setenv("LABKIT_CAPTURE", "replay")
+    with pytest.raises(ConnectionRefusedError):
+        with Capture(5000, name="t-ok") as wire:
+            raise ConnectionRefusedError()
+    assert len(wire.packets) == 0
+
+
 def test_replay_without_a_name_is_empty_and_says_so(monkeypatch, capsys):
     monkeypatch.setenv("LABKIT_CAPTURE", "replay")
     with Capture(5000) as wire:
