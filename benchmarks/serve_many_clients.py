@@ -1,6 +1,6 @@
 """Throughput and latency of five server designs against concurrency (notebook 07, long run).
 
-    $ .venv/bin/python benchmarks/serve_many_clients.py            # about 30-60 s
+    $ .venv/bin/python benchmarks/serve_many_clients.py            # about 10 s on 2 cores
     $ .venv/bin/python benchmarks/serve_many_clients.py --quick    # a few seconds
     $ .venv/bin/python benchmarks/serve_many_clients.py --plot /tmp/serve.png
 
