@@ -14,7 +14,7 @@ from ._doctor import report as doctor
 from ._flows import Segment, flag_names
 from ._kernel import SocketState, tcp_states
 from ._load import BackgroundServer, LoadResult, SlowReader, load, percentile, plot_load
-from ._http import HTTPServer, WSGIServer, serve_in_thread
+from ._http import HTTPServer
 from ._servers import ServerError, TCPServer, UDPServer
 from ._stream import (ByteCounter, Dribbler, FramedEcho, SlowConsumer, rtt_figure,
                       throughput_figure)
@@ -25,6 +25,7 @@ from ._tlsview import (TLSRecord, client_hello, handshake, handshake_round_trips
                        server_hello, tls_records)
 from ._websocket import Frame, WebSocketServer, parse_frames, websocket_frames
 from ._views import Table, ladder
+from ._wsgi import WSGIServer, serve_in_thread
 from ._waterfall import Timing, waterfall
 
 __all__ = [

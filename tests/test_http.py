@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from labkit import HTTPServer, ServerError, WSGIServer, serve_in_thread
+from labkit import HTTPServer, ServerError
 from labkit._http import MAX_BODY, MAX_HEAD
 
 CLIENT_TIMEOUT = 5.0
@@ -174,8 +174,6 @@ def test_bad_arguments_name_the_fix(tmp_path):
         HTTPServer(ssl_context="yes please")
     with pytest.raises(ValueError, match="loopback"):
         HTTPServer(host="0.0.0.0")
-    with pytest.raises(TypeError, match="WSGI application"):
-        WSGIServer("app")
 
 
 # -- garbage in, 400 out, and the server keeps serving -------------------------------
@@ -308,80 +306,3 @@ def test_https_with_an_ssl_context():
             pass  # the server may reset: it closed with our bytes unread
     assert any("TLS handshake failed" in line for line in srv.log)
     assert srv.connections_served == 4
-
-
-# -- serving http.server handlers and WSGI apps --------------------------------------
-class Hello(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        if self.path == "/boom":
-            raise RuntimeError("handler bug")
-        body = b"hi\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format, *args):
-        pass
-
-
-def test_serve_in_thread_runs_http_server():
-    with serve_in_thread(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)) as srv:
-        url = f"http://127.0.0.1:{srv.server_address[1]}/"
-        assert urllib.request.urlopen(url, timeout=5).read() == b"hi\n"
-
-
-def test_serve_in_thread_reports_handler_errors():
-    with pytest.raises(ServerError, match="handler bug"):
-        with serve_in_thread(http.server.HTTPServer(("127.0.0.1", 0), Hello)) as srv:
-            with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
-                conn = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=5)
-                conn.request("GET", "/boom")
-                conn.getresponse()
-    with pytest.raises(TypeError, match="socketserver"):
-        serve_in_thread("server")
-
-
-def wsgi_app(environ, start_response):
-    if environ["PATH_INFO"] == "/boom":
-        raise KeyError("missing")
-    body = f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}\n".encode()
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-    return [body]
-
-
-def test_wsgi_server_serves_a_function():
-    with WSGIServer(wsgi_app) as srv:
-        assert urllib.request.urlopen(srv.url + "/x", timeout=5).read() == b"GET /x\n"
-        # http.server answers a broken request line HTML-only (HTTP/0.9 style): look for 400
-        assert b"400" in exchange(srv.address, b"GET / HTTP/1.1 extra\r\n\r\n")
-        assert urllib.request.urlopen(srv.url + "/y", timeout=5).read() == b"GET /y\n"
-    assert any("/x" in line for line in srv.log)
-
-
-def test_wsgi_app_errors_are_500_and_raised_on_exit(capfd):
-    with pytest.raises(ServerError, match="KeyError"):
-        with WSGIServer(wsgi_app) as srv:
-            with pytest.raises(urllib.error.HTTPError) as info:
-                urllib.request.urlopen(srv.url + "/boom", timeout=5)
-            assert info.value.code == 500
-    assert "Traceback" not in capfd.readouterr().err
-
-
-def test_wsgi_server_serves_flask():
-    flask = pytest.importorskip("flask")
-    app = flask.Flask("t")
-
-    @app.get("/hi/<name>")
-    def hi(name):
-        return f"hi {name}\n"
-
-    @app.get("/boom")
-    def boom():
-        raise ValueError("flask bug")
-
-    with pytest.raises(ServerError, match="flask bug"):
-        with WSGIServer(app) as srv:
-            assert urllib.request.urlopen(srv.url + "/hi/ada", timeout=5).read() == b"hi ada\n"
-            with pytest.raises(urllib.error.HTTPError):
-                urllib.request.urlopen(srv.url + "/boom", timeout=5)

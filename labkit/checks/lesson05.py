@@ -68,7 +68,7 @@ def _check_answers(server) -> Verdict | None:
 @answers_back
 def check_greet(app) -> Verdict:
     """Serve ``app`` (a WSGI callable or a Flask app) and send it real requests."""
-    from .._http import WSGIServer
+    from .._wsgi import WSGIServer
 
     if not callable(app):
         return Verdict(False, f"expected a WSGI app (a function of environ, start_response), "
