@@ -22,7 +22,7 @@ import struct
 import threading
 from collections import Counter
 
-from ._servers import JOIN_TIMEOUT, _check_host, raise_first
+from ._servers import JOIN_TIMEOUT, LoopbackAddress, _check_host, raise_first
 
 __all__ = ["UDPRelay", "AckReceiver"]
 
@@ -57,7 +57,7 @@ def _target_address(target) -> tuple[tuple[str, int], str]:
     )
 
 
-class UDPRelay:
+class UDPRelay(LoopbackAddress):
     """Forward UDP between one client and ``target``, impairing the path reproducibly.
 
     ``drop``, ``duplicate`` and ``reorder`` are probabilities per datagram (their sum
@@ -95,16 +95,9 @@ class UDPRelay:
         self._stopping = threading.Event()
 
     # -- addresses and names ---------------------------------------------------
-    @property
-    def address(self) -> tuple[str, int]:
-        """Where clients send: ``(host, port)`` of the relay's front socket."""
-        if self._front is None:
-            raise RuntimeError("UDPRelay is not running: use it in a `with` block")
-        return self._front.getsockname()[:2]
-
-    @property
-    def port(self) -> int:
-        return self.address[1]
+    def _bound_address(self):
+        """Where clients send: the relay's front socket."""
+        return self._front.getsockname() if self._front else None
 
     @property
     def roles(self) -> dict[int, str]:

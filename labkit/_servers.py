@@ -51,6 +51,28 @@ UDP_HANDLERS: dict[str, Callable] = {
 }
 
 
+class LoopbackAddress:
+    """``address`` and ``port`` of a running lab server.
+
+    A subclass says where it is bound in ``_bound_address()`` (None while stopped).
+    """
+
+    def _bound_address(self):
+        raise NotImplementedError
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` the server really listens on."""
+        bound = self._bound_address()
+        if bound is None:
+            raise RuntimeError(f"{type(self).__name__} is not running: use it in a `with` block")
+        return tuple(bound[:2])
+
+    @property
+    def port(self) -> int:
+        return self.address[1]
+
+
 def _pick_handler(handler, table: dict[str, Callable], kind: str) -> Callable:
     if isinstance(handler, str):
         if handler not in table:
@@ -81,7 +103,7 @@ def _check_host(host: str) -> str:
     return host
 
 
-class _ThreadedServer:
+class _ThreadedServer(LoopbackAddress):
     """What TCP and UDP servers share: address, error collection, start/stop."""
 
     kind = "server"
@@ -98,16 +120,8 @@ class _ThreadedServer:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
 
-    @property
-    def address(self) -> tuple[str, int]:
-        """``(host, port)`` the server really listens on."""
-        if self._sock is None:
-            raise RuntimeError(f"{type(self).__name__} is not running: use it in a `with` block")
-        return self._sock.getsockname()[:2]
-
-    @property
-    def port(self) -> int:
-        return self.address[1]
+    def _bound_address(self):
+        return self._sock.getsockname() if self._sock else None
 
     def _family(self) -> socket.AddressFamily:
         return socket.AF_INET6 if ":" in self.host else socket.AF_INET

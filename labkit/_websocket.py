@@ -24,7 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from ._flows import PAYLOAD_DESCRIBERS
-from ._servers import ServerError, _check_host, raise_first
+from ._servers import LoopbackAddress, ServerError, _check_host, raise_first
 
 __all__ = ["WebSocketServer", "Frame", "parse_frames", "websocket_frames", "OPCODES"]
 
@@ -34,7 +34,7 @@ OPCODES = {0x0: "continuation", 0x1: "text", 0x2: "binary",
 
 
 # -- the server -----------------------------------------------------------------------------------
-class WebSocketServer:
+class WebSocketServer(LoopbackAddress):
     """Serve ``handler(websocket)`` (plain ``websockets`` code) on loopback, in a thread.
 
     The server runs ``websockets.asyncio.server.serve`` on its own event loop in a
@@ -70,15 +70,8 @@ class WebSocketServer:
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
 
-    @property
-    def address(self) -> tuple[str, int]:
-        if self._server is None:
-            raise RuntimeError("WebSocketServer is not running: use it in a `with` block")
-        return self._server.sockets[0].getsockname()[:2]
-
-    @property
-    def port(self) -> int:
-        return self.address[1]
+    def _bound_address(self):
+        return self._server.sockets[0].getsockname() if self._server else None
 
     @property
     def url(self) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from wsgiref.simple_server import WSGIRequestHandler
 from wsgiref.simple_server import WSGIServer as _WsgirefServer
 
-from ._servers import JOIN_TIMEOUT, _check_host, raise_first
+from ._servers import JOIN_TIMEOUT, LoopbackAddress, _check_host, raise_first
 
 __all__ = ["serve_in_thread", "WSGIServer"]
 
@@ -98,7 +98,7 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, _WsgirefServer):
     block_on_close = True
 
 
-class WSGIServer:
+class WSGIServer(LoopbackAddress):
     """Serve a WSGI application (a function or a Flask app) with ``wsgiref`` in threads.
 
         >>> def app(environ, start_response):
@@ -166,15 +166,8 @@ class WSGIServer:
             flask.got_request_exception.connect(record, self.app, weak=False)
             self._disconnect = lambda: flask.got_request_exception.disconnect(record, self.app)
 
-    @property
-    def address(self) -> tuple[str, int]:
-        if self._server is None:
-            raise RuntimeError("WSGIServer is not running: use it in a `with` block")
-        return self._server.server_address[:2]
-
-    @property
-    def port(self) -> int:
-        return self.address[1]
+    def _bound_address(self):
+        return self._server.server_address if self._server else None
 
     @property
     def url(self) -> str:
