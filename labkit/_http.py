@@ -28,8 +28,10 @@ To host a server *you* wrote (``http.server``, WSGI, Flask) see ``_wsgi``.
 from __future__ import annotations
 
 import email.utils
+import errno
 import http
 import json
+import os
 import re
 import socket
 import ssl
@@ -42,12 +44,17 @@ from ._servers import TCPServer
 
 __all__ = ["HTTPServer", "Request"]
 
-MAX_HEAD = 16 * 1024          # bytes of request line + headers
-MAX_BODY = 1024 * 1024        # bytes of request body
+MAX_REQUEST_LINE = 8 * 1024   # bytes of the request line (longer: 414 URI Too Long)
+MAX_HEAD = 16 * 1024          # bytes of request line + headers, and of chunked trailers (431)
+MAX_BODY = 1024 * 1024        # bytes of request body (413)
+MAX_CHUNKED = 8 * MAX_BODY    # bytes of a chunked body *with* its framing (sizes, extensions)
+MAX_CHUNK_LINE = 1024         # bytes of one chunk-size line
+MAX_JSON_DEPTH = 100          # nesting of arrays/objects POSTed to /json
 MAX_BYTES = 100 * 1024 * 1024  # largest /bytes?n=
 MAX_DELAY = 10.0              # longest /slow?delay= (and /chunked delay) in seconds
 MAX_CHUNKS = 1000
 IDLE_TIMEOUT = 10.0           # seconds a connection may sit idle between requests
+HANDSHAKE_TIMEOUT = 5.0       # seconds a TLS client gets for its whole handshake
 LOG_LIMIT = 10_000            # entries kept in HTTPServer.log
 SERVER_NAME = "labkit"
 
@@ -55,7 +62,10 @@ _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _VERSION = re.compile(rb"^HTTP/(\d)\.(\d)$")
 _TARGET = re.compile(rb"^[\x21-\x7e]+$")          # visible ASCII, no spaces or controls
 _FIELD_VALUE = re.compile(rb"^[\t\x20-\x7e\x80-\xff]*$")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_STARTS_LIKE_A_REQUEST = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ /")
 _LETTERS = b"abcdefghijklmnopqrstuvwxyz"
+_PATTERN = _LETTERS * 2521    # 65,546 bytes: a whole number of alphabets, so pieces join up
 
 
 class BadRequest(Exception):
@@ -80,9 +90,13 @@ class Request:
     query: dict[str, str] = field(init=False)
 
     def __post_init__(self):
-        split = urllib.parse.urlsplit(self.target)
-        self.path = split.path or "/"
-        self.query = dict(urllib.parse.parse_qsl(split.query, keep_blank_values=True))
+        if self.target.startswith("/"):  # origin-form: "//x" is a path here, not a host
+            path, _, query = self.target.partition("?")
+        else:                            # absolute-form (parse_head checked it) or "*"
+            split = urllib.parse.urlsplit(self.target)
+            path, query = split.path, split.query
+        self.path = path or "/"
+        self.query = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """The value of header ``name`` (case-insensitive), or ``default``."""
@@ -102,27 +116,49 @@ class _Reader:
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
-        self.buf = b""
+        self.buf = bytearray()    # bytearray: del buf[:n] is cheap, so many small reads stay linear
         self.taken = bytearray()  # what the current request consumed, exactly as received
 
     def _take(self, n: int) -> bytes:
-        data, self.buf = self.buf[:n], self.buf[n:]
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
         self.taken += data
         return data
 
     def _fill(self) -> bool:
-        data = self.sock.recv(65536)
+        try:
+            data = self.sock.recv(65536)
+        except TimeoutError:
+            if self.buf.strip(b"\r\n") or self.taken:  # a request started, then stalled
+                raise BadRequest(f"the request stalled: nothing arrived for {IDLE_TIMEOUT:g} s",
+                                 408) from None
+            raise  # idle between requests: the caller closes quietly
         self.buf += data
         return bool(data)
 
     def head(self) -> bytes | None:
-        """Request line + headers + blank line, or None if the client closed first."""
+        """Request line + headers + blank line, or None if the client closed first.
+
+        Refuses as soon as the bytes so far are wrong (a bare LF, a line too long), so a
+        client waiting for an answer gets it now, not when the idle timeout closes it.
+        """
         while True:
-            end = _head_end(self.buf)
-            if end is not None and end <= MAX_HEAD:
-                return self._take(end)
-            if len(self.buf) > MAX_HEAD:
-                raise BadRequest(f"request line and headers are larger than {MAX_HEAD} bytes")
+            end = self.buf.find(b"\r\n\r\n")
+            head = self.buf[:end + 4] if end >= 0 else self.buf
+            if _BARE_LF.search(head):
+                raise BadRequest("lines must end with CRLF (\\r\\n); found a bare \\n")
+            line_end = head.find(b"\r\n")
+            if (line_end if line_end >= 0 else len(head)) > MAX_REQUEST_LINE:
+                if _STARTS_LIKE_A_REQUEST.match(head):
+                    raise BadRequest(f"the request line is longer than {MAX_REQUEST_LINE} bytes: "
+                                     "use a shorter URL", status=414)
+                raise BadRequest(f"the first line is longer than {MAX_REQUEST_LINE} bytes "
+                                 "and is not a request line")
+            if len(head) > MAX_HEAD:
+                raise BadRequest(f"the request line and headers are larger than {MAX_HEAD} "
+                                 "bytes", status=431)
+            if end >= 0:
+                return self._take(end + 4)
             if not self._fill():
                 if not self.buf.strip(b"\r\n"):
                     return None  # closed between requests: the normal end of keep-alive
@@ -136,26 +172,20 @@ class _Reader:
                                  "promised by Content-Length")
         return self._take(n)
 
-    def line(self) -> bytes:
-        while b"\r\n" not in self.buf:
-            if len(self.buf) > 1024:
-                raise BadRequest("a chunk-size line is longer than 1024 bytes")
+    def line(self, limit: int, what: str, status: int = 400) -> bytes:
+        """One CRLF-terminated line (without the CRLF) of at most ``limit`` bytes."""
+        while (end := self.buf.find(b"\r\n")) < 0 and len(self.buf) <= limit:
             if not self._fill():
                 raise BadRequest("the connection closed in the middle of a chunked body")
-        return self._take(self.buf.index(b"\r\n") + 2)[:-2]
-
-
-def _head_end(buf: bytes) -> int | None:
-    crlf, lf = buf.find(b"\r\n\r\n"), buf.find(b"\n\n")
-    ends = [i + 4 for i in [crlf] if i >= 0] + [i + 2 for i in [lf] if i >= 0]
-    return min(ends) if ends else None
+        if end < 0 or end > limit:
+            raise BadRequest(f"{what} is longer than {limit} bytes", status)
+        return self._take(end + 2)[:-2]
 
 
 def parse_head(head: bytes) -> tuple[str, str, str, list[tuple[str, str]]]:
-    """Check and split a request head; raise :class:`BadRequest` saying what is wrong."""
-    if re.search(rb"(?<!\r)\n", head):
-        raise BadRequest("lines must end with CRLF (\\r\\n); found a bare \\n")
-    lines = head[:-4].split(b"\r\n") if head.endswith(b"\r\n\r\n") else head.split(b"\r\n")
+    """Check and split a request head (ending in CRLF CRLF, no bare LF: ``_Reader.head``
+    saw to that); raise :class:`BadRequest` saying what is wrong."""
+    lines = head[:-4].split(b"\r\n")
     request_line = lines[0]
     parts = request_line.split(b" ")
     if len(parts) != 3:
@@ -168,6 +198,13 @@ def parse_head(head: bytes) -> tuple[str, str, str, list[tuple[str, str]]]:
         raise BadRequest(f"request target {target[:80]!r} has spaces, controls or non-ASCII")
     if not (target.startswith((b"/", b"http://", b"https://")) or target == b"*"):
         raise BadRequest(f"request target {target[:80]!r} must start with '/'")
+    if target.startswith((b"http://", b"https://")):  # absolute-form, as sent to a proxy
+        try:
+            host = urllib.parse.urlsplit(target.decode("ascii")).netloc
+        except ValueError as exc:  # e.g. http://[/ : "Invalid IPv6 URL"
+            raise BadRequest(f"request target {target[:80]!r} is not a valid URL: {exc}") from None
+        if not host:
+            raise BadRequest(f"request target {target[:80]!r} has no host after '//'")
     m = _VERSION.match(version)
     if not m:
         raise BadRequest(f"version {version[:40]!r} is not HTTP/x.y")
@@ -210,39 +247,55 @@ def _body_length(method: str, version: str, headers: list[tuple[str, str]]) -> i
     if not cl:
         return 0
     values = {v.strip() for item in cl for v in item.split(",")}
-    if len(values) != 1 or not next(iter(values)).isdigit() or not next(iter(values)).isascii():
-        raise BadRequest(f"Content-Length {', '.join(cl)!r} is not one decimal number")
-    length = int(values.pop())
-    if length > MAX_BODY:
-        raise BadRequest(f"Content-Length {length} is larger than the {MAX_BODY}-byte limit")
-    return length
+    if len(values) != 1 or not re.fullmatch(r"[0-9]+", next(iter(values))):
+        raise BadRequest(f"Content-Length {', '.join(cl)[:40]!r} is not one decimal number")
+    text = values.pop().lstrip("0") or "0"
+    if len(text) > len(str(MAX_BODY)) or int(text) > MAX_BODY:  # (int() refuses 4,301 digits)
+        raise BadRequest(f"Content-Length {text[:20]}{'…' if len(text) > 20 else ''} is larger "
+                         f"than the {MAX_BODY}-byte limit", status=413)
+    return int(text)
 
 
 def _read_chunked(reader: _Reader) -> bytes:
-    body = b""
+    body = bytearray()
     while True:
-        line = reader.line()
+        line = reader.line(MAX_CHUNK_LINE, "a chunk-size line")
         size_text = line.split(b";", 1)[0].strip()
         if not size_text or not re.fullmatch(rb"[0-9A-Fa-f]{1,8}", size_text):
             raise BadRequest(f"chunk size {line[:20]!r} is not a hexadecimal number")
         size = int(size_text, 16)
         if len(body) + size > MAX_BODY:
-            raise BadRequest(f"chunked body is larger than the {MAX_BODY}-byte limit")
+            raise BadRequest(f"chunked body is larger than the {MAX_BODY}-byte limit", 413)
+        if len(reader.taken) > MAX_CHUNKED:  # tiny chunks with long extensions add up
+            raise BadRequest(f"the chunked body with its chunk-size lines is larger than "
+                             f"{MAX_CHUNKED} bytes", 413)
         if size == 0:
-            while reader.line():  # trailer fields, up to the blank line
-                pass
-            return body
+            trailers = 0  # trailer fields, up to the blank line: bounded like the headers
+            while line := reader.line(MAX_HEAD, "a trailer line", 431):
+                trailers += len(line) + 2
+                if trailers > MAX_HEAD:
+                    raise BadRequest(f"the trailer fields after the last chunk are larger "
+                                     f"than {MAX_HEAD} bytes", 431)
+            return bytes(body)
         body += reader.exactly(size)
         if reader.exactly(2) != b"\r\n":
             raise BadRequest("chunk data is not followed by CRLF")
 
 
-def _status_line(code: int) -> bytes:
+# RFC 9110's names, which Python only adopted in 3.13: the same text on every interpreter.
+_PHRASES = {413: "Content Too Large", 414: "URI Too Long", 416: "Range Not Satisfiable",
+            422: "Unprocessable Content"}
+
+
+def _phrase(code: int) -> str:
     try:
-        phrase = http.HTTPStatus(code).phrase
+        return _PHRASES.get(code) or http.HTTPStatus(code).phrase
     except ValueError:
-        phrase = "Unknown"
-    return f"HTTP/1.1 {code} {phrase}\r\n".encode()
+        return "Unknown"
+
+
+def _status_line(code: int) -> bytes:
+    return f"HTTP/1.1 {code} {_phrase(code)}\r\n".encode()
 
 
 def _head_bytes(code: int, headers: list[tuple[str, str]]) -> bytes:
@@ -252,11 +305,24 @@ def _head_bytes(code: int, headers: list[tuple[str, str]]) -> bytes:
 
 @dataclass
 class _Response:
+    """What to answer.  ``body`` is bytes, or an open binary file or pieces sent as they
+    come: framed by ``length`` (Content-Length) if given, else chunked.  A body with
+    ``close()`` (a file, a generator) is closed once sent, even if the client went away."""
+
     status: int
     body: bytes | Iterable[bytes] = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: list[tuple[str, str]] = field(default_factory=list)
     chunk_delay: float = 0.0
+    length: int | None = None
+
+
+def _letters(n: int) -> Iterable[bytes]:
+    """n bytes of abc…z abc…, in pieces of at most 64 KiB: never the whole body in memory."""
+    while n > 0:
+        piece = _PATTERN[:min(n, len(_PATTERN))]
+        n -= len(piece)
+        yield piece
 
 
 def _text(status: int, text: str, **kw) -> _Response:
@@ -289,11 +355,40 @@ INDEX = """labkit HTTP server. Endpoints:
 """
 
 
+def _static_root(static) -> Path:
+    """The folder ``static=`` names, resolved; refuse one that would expose the user's files."""
+    if not isinstance(static, (str, os.PathLike)):
+        raise TypeError(f"static must be a folder path (str or pathlib.Path), "
+                        f"not {type(static).__name__}")
+    root = Path(static)
+    if not root.is_dir():
+        raise ValueError(f"static={str(static)!r} is not a directory: pass the folder "
+                         "whose files /static/ should serve")
+    root = root.resolve()
+    try:
+        home = Path.home().resolve()
+    except (RuntimeError, KeyError):  # no HOME and no passwd entry: only "/" is known to be wrong
+        home = Path(root.anchor)
+    if root == Path(root.anchor) or root == home or root in home.parents:
+        what = ("the whole file system" if root == Path(root.anchor) else
+                "your home directory" if root == home else f"{root}, above your home directory")
+        raise ValueError(f"static={str(static)!r} would serve {what} (keys, passwords, "
+                         "history) to any client: pass a folder made for the lab's files, "
+                         "e.g. a new folder 'public' next to the notebook")
+    return root
+
+
+def _cut(text: str, limit: int = 80) -> str:
+    """text, shortened: an answer or log line must not echo a 4 KB name back."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 class HTTPServer(TCPServer):
     """An HTTP/1.1 server on loopback with teaching endpoints (see the module doc).
 
-    ``static`` is a directory served under ``/static/``; ``ssl_context`` (an
-    ``ssl.SSLContext`` with a certificate loaded) makes it an HTTPS server.
+    ``static`` is a directory served under ``/static/`` (not ``/``, your home
+    directory or a folder above it); ``ssl_context`` (an ``ssl.SSLContext`` with a
+    certificate loaded) makes it an HTTPS server.
     ``server.log`` lists what it answered (``'GET /hello → 200'``),
     ``server.connections_served`` how many TCP connections it accepted.
     """
@@ -304,13 +399,7 @@ class HTTPServer(TCPServer):
         if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
             raise TypeError(f"ssl_context must be an ssl.SSLContext (e.g. ca.server_context()), "
                             f"not {type(ssl_context).__name__}")
-        self.static: Path | None = None
-        if static is not None:
-            root = Path(static)
-            if not root.is_dir():
-                raise ValueError(f"static={str(static)!r} is not a directory: pass the folder "
-                                 "whose files /static/ should serve")
-            self.static = root.resolve()
+        self.static: Path | None = None if static is None else _static_root(static)
         super().__init__(self._serve_connection, host=host, port=port, name=name,
                          backlog=backlog)
         self.ssl_context = ssl_context
@@ -356,15 +445,22 @@ class HTTPServer(TCPServer):
         with self._lock:  # stop() must shut down the TLS socket, not the detached plain one
             self._conns.discard(conn)
             self._conns.add(tls)
+        # One deadline for the whole handshake: a silent or trickling client is let go.
+        tls.settimeout(HANDSHAKE_TIMEOUT)
         try:
             tls.do_handshake()
         except (OSError, ValueError) as exc:
-            self._note(f"(TLS handshake failed: {getattr(exc, 'reason', None) or exc})")
+            reason = (f"no handshake within {HANDSHAKE_TIMEOUT:g} s"
+                      if isinstance(exc, TimeoutError)
+                      else getattr(exc, "reason", None) or exc)
+            if not self._stopping.is_set():
+                self._note(f"(TLS handshake failed: {reason})")
             tls.close()
             with self._lock:
                 self._conns.discard(tls)
                 self._idle.notify_all()
             return None
+        tls.settimeout(IDLE_TIMEOUT)
         return tls
 
     def _request_loop(self, conn: socket.socket) -> None:
@@ -380,7 +476,7 @@ class HTTPServer(TCPServer):
                 body = _read_chunked(reader) if framing == "chunked" else reader.exactly(framing)
                 request = Request(method, target, version, headers, body, bytes(reader.taken))
             except BadRequest as bad:
-                self._refuse(conn, reader, bad)
+                self._refuse(conn, bad)
                 return
             except TimeoutError:
                 return  # idle keep-alive connection: close it quietly
@@ -392,10 +488,11 @@ class HTTPServer(TCPServer):
                     conn.shutdown(socket.SHUT_WR)
                 return
 
-    def _refuse(self, conn: socket.socket, reader: _Reader, bad: BadRequest) -> None:
+    def _refuse(self, conn: socket.socket, bad: BadRequest) -> None:
+        """Answer a request that could not be read, then close the connection."""
         reason = str(bad)
         self._note(f"(bad request) → {bad.status}: {reason}")
-        body = f"{bad.status} {http.HTTPStatus(bad.status).phrase}: {reason}\n".encode()
+        body = f"{bad.status} {_phrase(bad.status)}: {reason}\n".encode()
         head = _head_bytes(bad.status, self._common("text/plain; charset=utf-8", len(body))
                            + [("Connection", "close")])
         conn.sendall(head + body)
@@ -406,11 +503,11 @@ class HTTPServer(TCPServer):
         conn.shutdown(socket.SHUT_WR)
         conn.settimeout(1.0)
         drained = 0
-        while drained < MAX_HEAD * 4:
-            data = conn.recv(65536)
-            if not data:
-                break
-            drained += len(data)
+        try:
+            while drained < MAX_HEAD * 4 and (data := conn.recv(65536)):
+                drained += len(data)
+        except OSError:
+            pass  # the client did not close within a second, or reset: we close anyway
 
     @staticmethod
     def _common(content_type: str | None, length: int | None) -> list[tuple[str, str]]:
@@ -422,22 +519,29 @@ class HTTPServer(TCPServer):
         return headers
 
     def _answer(self, conn: socket.socket, req: Request) -> bool:
+        """Route and send one response; True if the connection stays open."""
         try:
             resp = self._route(req)
         except BadRequest as bad:
-            resp = _text(bad.status, f"{bad.status} {http.HTTPStatus(bad.status).phrase}: {bad}\n")
-        except OSError:
-            raise  # the connection broke or the server is stopping
+            resp = _text(bad.status, f"{bad.status} {_phrase(bad.status)}: {bad}\n")
         except Exception as exc:  # a bug in an endpoint: answer 500, report to the cell
             with self._lock:
                 self._errors.append(exc)
             resp = _text(500, f"500 Internal Server Error: {type(exc).__name__}\n")
+        try:
+            return self._send(conn, req, resp)
+        finally:
+            if hasattr(resp.body, "close"):
+                resp.body.close()  # an open file or a generator: release it even on error
+
+    def _send(self, conn: socket.socket, req: Request, resp: _Response) -> bool:
         keep = req.keep_alive and resp.status < 500
-        self._note(f"{req.method} {req.target} → {resp.status}")
+        self._note(f"{req.method} {_cut(req.target, 200)} → {resp.status}")
         no_body = req.method == "HEAD" or resp.status in (204, 304)
-        chunked = not isinstance(resp.body, bytes)
+        length = len(resp.body) if isinstance(resp.body, bytes) else resp.length
+        chunked = length is None
         headers = self._common(resp.content_type if resp.status != 204 else None,
-                               None if chunked or resp.status in (204, 304) else len(resp.body))
+                               None if chunked or resp.status in (204, 304) else length)
         headers += resp.headers
         if chunked:
             headers.append(("Transfer-Encoding", "chunked"))
@@ -446,16 +550,27 @@ class HTTPServer(TCPServer):
         elif req.version == "HTTP/1.0":
             headers.append(("Connection", "keep-alive"))
         head = _head_bytes(resp.status, headers)
+        body = resp.body
         if no_body:
             conn.sendall(head)
-        elif not chunked and len(resp.body) <= 65536:
-            conn.sendall(head + resp.body)  # one write: a small response is one segment
-        elif not chunked:
+        elif isinstance(body, bytes) and length <= 65536:
+            conn.sendall(head + body)  # one write: a small response is one segment
+        elif isinstance(body, bytes):
             conn.sendall(head)
-            conn.sendall(resp.body)         # no 20 MB copy just to glue the head on
+            conn.sendall(body)         # no 20 MB copy just to glue the head on
+        elif not chunked:              # streamed with a Content-Length: /bytes, a file
+            conn.sendall(head)
+            sent = 0
+            pieces = iter(lambda: body.read(65536), b"") if hasattr(body, "read") else body
+            for piece in pieces:
+                piece = piece[:length - sent]  # a file that grew while we sent it
+                conn.sendall(piece)
+                sent += len(piece)
+            if sent < length:
+                return False  # a file that shrank: only closing tells the client it is short
         else:
             conn.sendall(head)
-            for i, piece in enumerate(resp.body):
+            for i, piece in enumerate(body):
                 if i and resp.chunk_delay and self._stopping.wait(resp.chunk_delay):
                     return False
                 conn.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
@@ -484,28 +599,33 @@ class HTTPServer(TCPServer):
         if path == "/slow":
             delay = _number(q, "delay", 0.5, float, 0.0, MAX_DELAY)
             if self._stopping.wait(delay):  # a lesson's deliberate wait; wakes on stop()
-                raise OSError("server stopping")
+                return _text(503, "503 Service Unavailable: the server is stopping\n")
             return _text(200, f"waited {delay:g} s\n")
         if path == "/bytes":
             n = _number(q, "n", 1000, int, 0, MAX_BYTES)
-            body = (_LETTERS * (n // len(_LETTERS) + 1))[:n]
-            return _Response(200, body, content_type="application/octet-stream")
+            body = _PATTERN[:n] if n <= len(_PATTERN) else _letters(n)
+            return _Response(200, body, content_type="application/octet-stream", length=n)
         if path.startswith("/status/"):
             return self._status(path.removeprefix("/status/"))
         if path == "/redirect":
             return self._redirect(q)
         if path.startswith("/static/") and self.static is not None:
             return self._static(path.removeprefix("/static/"))
-        return _text(404, f"404 Not Found: no endpoint {path}; GET / lists them\n")
+        return _text(404, f"404 Not Found: no endpoint {_cut(path)}; GET / lists them\n")
 
     def _json(self, req: Request) -> _Response:
         if req.method != "POST":
             return _text(405, "405 Method Not Allowed: POST a JSON body to /json\n",
                          headers=[("Allow", "POST")])
+        too_deep = BadRequest(f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep")
         try:
             value = json.loads(req.body)
+        except RecursionError:  # deeper than the parser's own limit (about 1,000)
+            raise too_deep from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"the body is not JSON: {exc}") from None
+        if _depth(value) > MAX_JSON_DEPTH:  # json.dumps below recurses as deep: refuse first
+            raise too_deep
         answer = {"content_type": req.header("Content-Type"), "length": len(req.body),
                   "received": value}
         return _Response(200, json.dumps(answer, sort_keys=True).encode() + b"\n",
@@ -514,37 +634,72 @@ class HTTPServer(TCPServer):
     @staticmethod
     def _status(text: str) -> _Response:
         if not text.isdigit() or not 200 <= int(text) <= 599:
-            raise BadRequest(f"/status/{text}: use a final status code 200-599, like /status/404")
+            raise BadRequest(f"/status/{text[:20]}: use a final status code 200-599, "
+                             "like /status/404")
         code = int(text)
-        try:
-            phrase = http.HTTPStatus(code).phrase
-        except ValueError:
-            phrase = "Unknown"
-        body = b"" if code in (204, 304) else f"{code} {phrase}\n".encode()
+        body = b"" if code in (204, 304) else f"{code} {_phrase(code)}\n".encode()
         return _Response(code, body)
 
     @staticmethod
     def _redirect(q: dict) -> _Response:
         to = q.get("to", "/hello")
+        if re.search(r"[\x00-\x1f\x7f\\]", to):
+            # CR/LF would end the Location header and start the attacker's own; browsers
+            # drop tabs and read "\" as "/", so "/\evil" and "/<TAB>/evil" mean //evil.
+            raise BadRequest(f"to={_cut(to)!r}: a redirect target must not contain control "
+                             "characters (CR, LF, tab) or backslashes")
         if not to.startswith("/") or to.startswith("//"):
-            raise BadRequest(f"to={to!r}: redirect only to a path on this server, like to=/hello")
+            raise BadRequest(f"to={_cut(to)!r}: redirect only to a path on this server, "
+                             "like to=/hello (not //host or http://…)")
         code = _number(q, "code", 302, int, 300, 308)
         if code not in (301, 302, 303, 307, 308):
             raise BadRequest(f"code={code}: use 301, 302, 303, 307 or 308")
-        return _text(code, f"{code} {http.HTTPStatus(code).phrase}: see {to}\n",
-                     headers=[("Location", to)])
+        # Location is ASCII: percent-encode the rest (é → %C3%A9), as browsers do.
+        location = urllib.parse.quote(to, safe="/?#[]@!$&'()*+,;=:%~")
+        return _text(code, f"{code} {_phrase(code)}: see {location}\n",
+                     headers=[("Location", location)])
 
     def _static(self, rel: str) -> _Response:
         name = urllib.parse.unquote(rel)
         if "\x00" in name:
             return _text(400, "400 Bad Request: NUL byte in the path\n")
-        target = (self.static / name).resolve()
-        if not target.is_relative_to(self.static):
-            return _text(403, f"403 Forbidden: {name!r} resolves outside the static "
-                              "directory\n")
-        if not target.is_file():
-            return _text(404, f"404 Not Found: no file {name!r} in the static directory\n")
+        try:
+            target = (self.static / name).resolve()
+            if not target.is_relative_to(self.static):
+                return _text(403, f"403 Forbidden: {_cut(name)!r} resolves outside the static "
+                                  "directory\n")
+            if not target.is_file():
+                return _text(404, f"404 Not Found: no file {_cut(name)!r} in the static "
+                                  "directory\n")
+            file = target.open("rb")
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+            return self._file_error(name, exc)
         kind = {".html": "text/html; charset=utf-8", ".txt": "text/plain; charset=utf-8",
                 ".json": "application/json", ".css": "text/css", ".png": "image/png"}
-        return _Response(200, target.read_bytes(),
+        return _Response(200, file, length=os.fstat(file.fileno()).st_size,
                          content_type=kind.get(target.suffix, "application/octet-stream"))
+
+    @staticmethod
+    def _file_error(name: str, exc: Exception) -> _Response:
+        """Why a static file cannot be served: the file system's problem, not the client's."""
+        code = getattr(exc, "errno", None)
+        why = getattr(exc, "strerror", None) or "a symlink loop"  # (no server paths in answers)
+        if code in (errno.EACCES, errno.EPERM):
+            return _text(403, f"403 Forbidden: the server may not read {_cut(name)!r} "
+                              f"({why})\n")
+        if code in (errno.ENAMETOOLONG, errno.ELOOP, errno.ENOENT, errno.ENOTDIR, None):
+            return _text(404, f"404 Not Found: no file {_cut(name)!r} in the static "
+                              f"directory ({why})\n")
+        return _text(500, f"500 Internal Server Error: cannot read {_cut(name)!r} ({why})\n")
+
+
+def _depth(value) -> int:
+    """How deeply lists and dicts nest in a parsed JSON value (without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1)
+                         for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
