@@ -6,7 +6,12 @@
 
 It answers A and AAAA questions for the names it was given (NXDOMAIN for others),
 built and parsed with dnslib.  A datagram that is not DNS gets a FORMERR answer (when
-it is long enough to carry a query id) and the server keeps serving.
+it is long enough to carry a query id) and the server keeps serving.  Like real
+servers it answers exactly one question per query (FORMERR otherwise), and a reply
+bigger than the client can take over UDP (512 bytes, or the size its EDNS record
+offers) goes out truncated: the TC bit set and no answers, so the client knows to ask
+again over TCP (RFC 1035 4.2.1, RFC 6891).  A DNSServer runs once, like every labkit
+server: entering it again raises ``RuntimeError``.
 """
 
 from __future__ import annotations
@@ -17,9 +22,12 @@ from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSHeader, DNSQuestion, DNSRecord
 from dnslib.dns import DNSBuffer
 
 from ._flows import PAYLOAD_DESCRIBERS
-from ._servers import UDPServer
+from ._servers import UDPServer, check_name, claim_run, log
 
 __all__ = ["DNSServer", "parse_dns", "describe_dns"]
+
+UDP_LIMIT = 512        # bytes a DNS reply over UDP may have without EDNS (RFC 1035)
+MAX_UDP_PAYLOAD = 65507
 
 
 def _zone(records) -> dict[str, list]:
@@ -102,7 +110,8 @@ class DNSServer:
         if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl < 2**31:
             raise ValueError(f"ttl must be whole seconds from 0 to 2**31-1, not {ttl!r}")
         self.ttl = ttl
-        self.name = name
+        self.name = check_name(name)
+        self.truncated = 0     # replies sent with TC set (too big for the client's UDP limit)
         self.queries: list[tuple[str, str]] = []
         self.errors = 0
         self._server = UDPServer(handler=self._answer, name=name)
@@ -120,6 +129,7 @@ class DNSServer:
         return {self.port: self.name}
 
     def __enter__(self) -> "DNSServer":
+        claim_run(self)
         self._server.__enter__()
         return self
 
@@ -128,6 +138,8 @@ class DNSServer:
 
     def _answer(self, data: bytes, addr) -> bytes | None:
         try:
+            if DNSHeader.parse(DNSBuffer(data)).q != 1:  # checked first: cheap to refuse
+                raise ValueError("a query has exactly one question")
             query = DNSRecord.parse(data)
         except Exception:  # dnslib raises DNSError, and struct or index errors, on garbage
             self.errors += 1
@@ -135,11 +147,28 @@ class DNSServer:
                 return None  # not even a query id to answer to
             qid = int.from_bytes(data[:2], "big")
             return DNSRecord(DNSHeader(id=qid, qr=1, rcode=RCODE.FORMERR)).pack()
+        return self._fit(query, self._reply(query))
+
+    def _fit(self, query: DNSRecord, reply: DNSRecord) -> bytes:
+        """The reply packed, truncated (TC, no answers) if the client cannot take it all."""
+        packed = reply.pack()
+        edns = [rr.rclass for rr in query.ar if rr.rtype == QTYPE.OPT]
+        limit = min(max(UDP_LIMIT, edns[0] if edns else 0), MAX_UDP_PAYLOAD)
+        if len(packed) <= limit:
+            return packed
+        self.truncated += 1
+        log.warning("%s: a %d-byte answer is over the client's %d-byte UDP limit: "
+                    "sent truncated (TC)", self.name, len(packed), limit)
+        short = DNSRecord(DNSHeader(id=reply.header.id, qr=1, aa=1, ra=0, tc=1,
+                                    rcode=reply.header.rcode), questions=reply.questions)
+        return short.pack()
+
+    def _reply(self, query: DNSRecord) -> DNSRecord:
         reply = query.reply()  # same id and question, qr=1, aa=1
         reply.header.ra = 0    # authoritative only: no recursion offered
         if query.header.qr or query.header.opcode != 0:
             reply.header.rcode = RCODE.NOTIMP if not query.header.qr else RCODE.FORMERR
-            return reply.pack()
+            return reply
         for question in query.questions:
             qname = str(question.qname).lower()
             qtype = QTYPE[question.qtype]
@@ -152,7 +181,7 @@ class DNSServer:
                     reply.add_answer(RR(qname, QTYPE.A, rdata=A(str(ip)), ttl=self.ttl))
                 elif qtype in ("AAAA", "ANY") and ip.version == 6:
                     reply.add_answer(RR(qname, QTYPE.AAAA, rdata=AAAA(str(ip)), ttl=self.ttl))
-        return reply.pack()
+        return reply
 
     def __repr__(self):
         return f"<DNSServer {sorted(self.zone)}>"

@@ -71,7 +71,8 @@ class BackgroundServer:
     ``__enter__`` returns.  ``stop`` is set on exit; ``serve`` must then return.  A
     blocking ``accept()`` is woken on exit (the listener is shut down, which raises
     ``OSError`` in ``serve``; that is expected and not reported).  Any other exception
-    comes back to the ``with`` block as :class:`~labkit.ServerError`.
+    comes back to the ``with`` block as :class:`~labkit.ServerError`.  Like every
+    labkit server it runs once: entering it again raises ``RuntimeError``.
     """
 
     def __init__(self, serve, *, name: str = "server", backlog: int = 128):
@@ -82,6 +83,10 @@ class BackgroundServer:
             )
         if isinstance(backlog, bool) or not isinstance(backlog, int) or not 1 <= backlog <= 4096:
             raise ValueError(f"backlog must be an int from 1 to 4096, not {backlog!r}")
+        if not isinstance(name, str) or not name.strip() or not name.isprintable() \
+                or len(name) > 64:
+            raise ValueError(f"name must be short printable text such as 'echo' "
+                             f"(1 to 64 characters, no newlines), not {name!r}")
         self.serve = serve
         self.name = name
         self.backlog = backlog
@@ -93,6 +98,7 @@ class BackgroundServer:
         self._async_stop: asyncio.Event | None = None
         self._started = threading.Event()
         self._error: BaseException | None = None
+        self._ran = False
 
     @property
     def address(self) -> tuple[str, int]:
@@ -105,10 +111,19 @@ class BackgroundServer:
         return self.address[1]
 
     def __enter__(self) -> "BackgroundServer":
+        if self._ran:  # the stop event stays set: a second run would never serve
+            raise RuntimeError(
+                f"BackgroundServer {self.name!r} was already started (a server object runs "
+                "once); create a new BackgroundServer(...) for another run")
+        self._ran = True
         self._listener = socket.create_server(("127.0.0.1", 0), backlog=self.backlog)
         self._thread = threading.Thread(target=self._run, name=f"{self.name}-serve", daemon=True)
         self._thread.start()
         if self.is_async and not self._started.wait(JOIN_TIMEOUT):
+            try:
+                self.stop()
+            except RuntimeError:
+                pass  # the error below says what went wrong
             raise RuntimeError(
                 f"{self.name}: the asyncio loop did not start within {JOIN_TIMEOUT}s")
         return self
@@ -222,9 +237,10 @@ class LoadResult:
 
 def _check_target(target) -> tuple[str, int]:
     address = getattr(target, "address", target)
-    if not (isinstance(address, tuple) and len(address) >= 2 and isinstance(address[1], int)):
+    if not (isinstance(address, tuple) and len(address) >= 2 and isinstance(address[1], int)
+            and not isinstance(address[1], bool)):
         raise TypeError(
-            f"load() needs a server or a (host, port) tuple, not {type(target).__name__}"
+            f"load() needs a server or a (host, port) tuple, not {target!r:.60}"
         )
     host, port = address[0], address[1]
     try:
@@ -234,7 +250,7 @@ def _check_target(target) -> tuple[str, int]:
     if not loopback:
         raise ValueError(f"load() only targets loopback addresses like '127.0.0.1', not {host!r}")
     if not 1 <= port <= 65535:
-        raise ValueError(f"port {port} is out of range 1-65535")
+        raise ValueError(f"port must be an int from 1 to 65535, not {port!r}")
     return host, port
 
 
@@ -333,34 +349,46 @@ async def _run_job(job) -> dict:
 class SlowReader:
     """A client that sends to an echo server and never reads the answers.
 
-    On enter it sends ``chunk``-sized blocks without blocking until the connection is
-    full in both directions: its socket refuses more bytes for ``quiet`` seconds
-    (the server stopped reading from it), or ``max_bytes`` were sent.  It keeps the
-    connection open, unread, until exit.  ``stuck`` says the server stopped reading.
+    On enter it sends 64 KiB blocks until the connection is full in both directions:
+    its socket refuses more bytes for ``quiet`` seconds (the server stopped reading
+    from it), or ``max_bytes`` were sent, or ``FILL_LIMIT`` seconds passed (a server
+    that reads, but slowly).  It keeps the connection open, unread, until exit.
+    ``stuck`` says the server stopped reading.  Use each SlowReader once.
     """
+
+    FILL_LIMIT = 30.0
 
     def __init__(self, target, *, max_bytes: int = 64 * 2**20, quiet: float = 0.2):
         self.target = _check_target(target)
         _check_count("max_bytes", max_bytes, 2**31)
-        self.max_bytes, self.quiet = max_bytes, quiet
+        if isinstance(quiet, bool) or not isinstance(quiet, (int, float)) \
+                or not 0 < quiet <= 10:
+            raise ValueError(f"quiet must be seconds, more than 0 and at most 10 "
+                             f"(e.g. 0.2), not {quiet!r}")
+        self.max_bytes, self.quiet = max_bytes, float(quiet)
         self.bytes_sent = 0
         self.stuck = False
         self._sock: socket.socket | None = None
+        self._used = False
 
     def __enter__(self) -> "SlowReader":
-        import select
-
+        if self._used:
+            raise RuntimeError("this SlowReader was already used; create a new SlowReader(...)")
+        self._used = True
         self._sock = sock = socket.create_connection(self.target, timeout=5)
-        sock.setblocking(False)
+        sock.settimeout(self.quiet)  # send() waits at most this long for room in the buffer
         block = b"x" * 65536
-        while self.bytes_sent < self.max_bytes:
-            try:
-                self.bytes_sent += sock.send(block)
-            except BlockingIOError:
-                _, writable, _ = select.select([], [sock], [], self.quiet)
-                if not writable:
+        deadline = time.monotonic() + self.FILL_LIMIT
+        try:
+            while self.bytes_sent < self.max_bytes and time.monotonic() < deadline:
+                try:
+                    self.bytes_sent += sock.send(block)
+                except TimeoutError:
                     self.stuck = True
                     break
+        except BaseException:
+            self.__exit__()  # e.g. the server reset the connection: do not leak the socket
+            raise
         return self
 
     def __exit__(self, *exc):

@@ -12,17 +12,24 @@ each direction meets the same fate on every run.
 datagram is a 4-byte big-endian sequence number followed by the message; it answers
 each one with an ACK (the 4-byte sequence number) and delivers every message once,
 in order.
+
+Like every labkit server, a relay runs once: entering it again raises ``RuntimeError``.
+A datagram the relay cannot pass on (say, too big for one datagram) is logged on the
+``labkit`` logger and counted in ``undeliverable``; the relay keeps forwarding.
 """
 
 from __future__ import annotations
 
+import errno
 import random
 import socket
 import struct
 import threading
 from collections import Counter
 
-from ._servers import JOIN_TIMEOUT, LoopbackAddress, _check_host, raise_first
+from . import _servers
+from ._servers import (MAX_ERRORS, LoopbackAddress, _check_host, check_name, check_port,
+                       claim_run, join_all, log, raise_first)
 
 __all__ = ["UDPRelay", "AckReceiver"]
 
@@ -41,9 +48,7 @@ def _probability(value, name: str) -> float:
 def _target_address(target) -> tuple[tuple[str, int], str]:
     if isinstance(target, tuple) and len(target) == 2:
         host, port = target
-        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-            raise ValueError(f"target port must be an int from 1 to 65535, not {port!r}")
-        return (_check_host(host), port), "server"
+        return (_check_host(host), check_port(port, "target port", low=1)), "server"
     if hasattr(type(target), "address"):  # a property: asking the instance may raise
         try:
             address = target.address
@@ -84,13 +89,14 @@ class UDPRelay(LoopbackAddress):
             raise TypeError(f"seed must be an int (the same seed gives the same run), not {seed!r}")
         if isinstance(hold, bool) or not isinstance(hold, (int, float)) or not 0 < hold <= 2:
             raise ValueError(f"hold must be seconds, more than 0 and at most 2, not {hold!r}")
-        self.seed, self.hold, self.name = seed, float(hold), name
+        self.seed, self.hold, self.name = seed, float(hold), check_name(name)
         self.log: list[tuple[str, int, str]] = []
         self._front: socket.socket | None = None
         self._back: socket.socket | None = None
         self._client: tuple[str, int] | None = None
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
+        self.undeliverable = 0   # datagrams that could not be sent on (logged)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
 
@@ -117,11 +123,21 @@ class UDPRelay(LoopbackAddress):
 
     # -- running ---------------------------------------------------------------
     def __enter__(self) -> "UDPRelay":
-        self._front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._front.bind(("127.0.0.1", 0))
-        self._back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._back.bind(("127.0.0.1", 0))
-        self._back.connect(self.target)
+        claim_run(self)
+        # Both sides speak the target's IP version: what one side receives fits the other.
+        family, here = ((socket.AF_INET6, "::1") if ":" in self.target[0]
+                        else (socket.AF_INET, "127.0.0.1"))
+        front = socket.socket(family, socket.SOCK_DGRAM)
+        back = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            front.bind((here, 0))
+            back.bind((here, 0))
+            back.connect(self.target)
+        except BaseException:
+            front.close()
+            back.close()
+            raise
+        self._front, self._back = front, back
         for direction, src, send in (("up", self._front, self._to_target),
                                      ("down", self._back, self._to_client)):
             rng = random.Random(f"{self.seed}:{direction}")
@@ -144,6 +160,25 @@ class UDPRelay(LoopbackAddress):
     def _to_client(self, data: bytes) -> None:
         if self._client is not None:
             self._front.sendto(data, self._client)
+
+    def _record(self, exc: BaseException) -> None:
+        with self._lock:
+            if len(self._errors) < MAX_ERRORS:
+                self._errors.append(exc)
+
+    def _pass_on(self, send, data: bytes, direction: str) -> None:
+        """Send one datagram on; one that cannot go is logged and counted, not fatal."""
+        try:
+            send(data)
+        except OSError as exc:
+            if self._stopping.is_set():
+                return
+            with self._lock:
+                self.undeliverable += 1
+            log.warning("%s: could not pass a %d-byte datagram %s (%s): dropped",
+                        self.name, len(data), direction, exc)
+            if exc.errno != errno.EMSGSIZE:
+                self._record(exc)  # not the datagram's fault: tell the owner at exit
 
     def _fate(self, rng: random.Random) -> str:
         r = rng.random()  # exactly one draw per datagram: the n-th always gets the same
@@ -169,13 +204,15 @@ class UDPRelay(LoopbackAddress):
                         data = src.recv(65535)
                 except TimeoutError:
                     for late in held:  # nothing came after them: release them now
-                        send(late)
+                        self._pass_on(send, late, direction)
                     held = []
                     continue
                 except ConnectionRefusedError:
                     continue  # ICMP port unreachable from the target: a relay drops it
                 except OSError:
-                    return  # stop() shut the socket down
+                    if self._stopping.is_set():
+                        return  # stop() shut the socket down
+                    raise  # unexpected: reported at exit
                 if self._stopping.is_set():
                     return
                 fate = self._fate(rng)
@@ -187,16 +224,12 @@ class UDPRelay(LoopbackAddress):
                     continue
                 if fate == "drop":
                     continue
-                send(data)
-                if fate == "duplicate":
-                    send(data)
-                for late in held:
-                    send(late)
+                for item in [data] * (2 if fate == "duplicate" else 1) + held:
+                    self._pass_on(send, item, direction)
                 held = []
         except BaseException as exc:  # noqa: BLE001 - reported to the owning cell
             if not self._stopping.is_set():
-                with self._lock:
-                    self._errors.append(exc)
+                self._record(exc)
 
     def stop(self) -> None:
         if self._front is None:
@@ -207,12 +240,14 @@ class UDPRelay(LoopbackAddress):
                 sock.shutdown(socket.SHUT_RDWR)  # wakes recv() on Linux
             except OSError:
                 pass
-        for thread in self._threads:
-            thread.join(JOIN_TIMEOUT)
+        stuck = join_all(self._threads, _servers.JOIN_TIMEOUT)
         self._front.close()
         self._back.close()
         self._front = self._back = None
         self._threads = []
+        if stuck:  # a send blocked for seconds on loopback: not expected, but never a hang
+            raise RuntimeError(f"{self.name}: relay threads {stuck} did not stop within "
+                               f"{_servers.JOIN_TIMEOUT}s")
 
     def __exit__(self, exc_type, *_):
         self.stop()

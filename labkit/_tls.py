@@ -1,7 +1,9 @@
 """A throwaway certificate authority and TLS servers for the TLS lessons.
 
-:class:`LocalCA` is built on ``trustme``: its keys live in memory and in a temp
-dir that disappears with it, so nothing secret is ever committed.  Contexts it
+:class:`LocalCA` is built on ``trustme``: its keys live in memory and in a private
+temp dir that disappears with it (on ``close()``, or when the object is garbage
+collected or the interpreter exits), so nothing secret is ever committed or left
+behind.  Contexts it
 makes are ordinary :mod:`ssl` contexts; the client one verifies certificates and
 host names exactly like ``ssl.create_default_context()`` (it *is* one, trusting
 the lab CA).
@@ -22,6 +24,7 @@ import socket
 import ssl
 import tempfile
 import threading
+import weakref
 from pathlib import Path
 
 import trustme
@@ -31,6 +34,7 @@ from ._servers import TCPServer
 __all__ = ["LocalCA", "TLSServer", "HTTPSServer", "LAB_HOSTS"]
 
 LAB_HOSTS = ("localhost", "127.0.0.1")
+HANDSHAKE_TIMEOUT = 3.0  # seconds a client gets to finish its TLS handshake
 
 
 def _utcnow() -> _dt.datetime:
@@ -42,7 +46,8 @@ class LocalCA:
 
     ``ca.cafile`` is the CA certificate (PEM) to trust; :meth:`server_context` and
     :meth:`client_context` give ready :class:`ssl.SSLContext` objects.  Use it as a
-    context manager (or call :meth:`close`) to delete its temp dir.
+    context manager (or call :meth:`close`) to delete its temp dir at once; a
+    finaliser deletes it anyway when the CA is garbage collected or Python exits.
     """
 
     def __init__(self, name: str = "netlab lab CA"):
@@ -51,7 +56,8 @@ class LocalCA:
         self.name = name
         # Fixed names (trustme would add random text): what the lesson prints stays the same
         self._ca = trustme.CA(organization_name="netlab", organization_unit_name=name)
-        self._dir = Path(tempfile.mkdtemp(prefix="labkit-ca-"))
+        self._dir = Path(tempfile.mkdtemp(prefix="labkit-ca-"))  # mode 0700: private
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self._dir), ignore_errors=True)
         self.cafile = self._dir / "lab-ca.pem"
         self._ca.cert_pem.write_to_path(str(self.cafile))
         self._leaves: dict[tuple, trustme.LeafCert] = {}
@@ -65,7 +71,7 @@ class LocalCA:
         return False
 
     def close(self) -> None:
-        shutil.rmtree(self._dir, ignore_errors=True)
+        self._cleanup()  # runs rmtree once; later calls (and the finaliser) do nothing
 
     def __repr__(self):
         return f"<LocalCA {self.name!r}>"
@@ -150,6 +156,8 @@ class TLSServer(TCPServer):
     TLS 1.2).  The handler gets the :class:`ssl.SSLSocket`.  A handshake that fails
     (the client rejected the certificate, spoke another version ...) is not a
     server bug: it is kept in ``server.tls_errors`` and the server keeps serving.
+    A client that does not finish its handshake within ``HANDSHAKE_TIMEOUT`` seconds
+    is disconnected the same way.
     """
 
     def __init__(self, ca: LocalCA | None = None, handler="echo", *,
@@ -166,8 +174,12 @@ class TLSServer(TCPServer):
             self._conns.discard(conn)
             self._conns.add(tls)
         try:
+            tls.settimeout(HANDSHAKE_TIMEOUT)  # a silent client must not hold a thread
             tls.do_handshake()
+            tls.settimeout(None)               # the handler gets a blocking socket, as in TCP
         except (ssl.SSLError, ConnectionError, OSError) as exc:
+            if isinstance(exc, TimeoutError):
+                exc = TimeoutError(f"no TLS handshake within {HANDSHAKE_TIMEOUT}s")
             with self._lock:
                 if not self._stopping.is_set():
                     self.tls_errors.append(_describe_error(exc))

@@ -24,11 +24,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from ._flows import PAYLOAD_DESCRIBERS
-from ._servers import LoopbackAddress, ServerError, _check_host, raise_first
+from ._servers import (MAX_ERRORS, LoopbackAddress, ServerError, _check_host, check_name,
+                       claim_run, raise_first)
 
 __all__ = ["WebSocketServer", "Frame", "parse_frames", "websocket_frames", "OPCODES"]
 
-JOIN_TIMEOUT = 5.0
+JOIN_TIMEOUT = 5.0    # seconds to start, and to stop on top of the closing handshakes
+CLOSE_TIMEOUT = 1.0   # seconds a client gets to answer the server's close frame
 OPCODES = {0x0: "continuation", 0x1: "text", 0x2: "binary",
            0x8: "close", 0x9: "ping", 0xA: "pong"}
 
@@ -39,10 +41,13 @@ class WebSocketServer(LoopbackAddress):
 
     The server runs ``websockets.asyncio.server.serve`` on its own event loop in a
     background thread, so the notebook's own loop (top-level ``await``) is free for
-    clients.  Ready when ``__enter__`` returns; on exit it closes every connection
-    (close code 1001, going away) and joins.  ``options`` go to ``serve()``;
-    compression is off unless asked for, so frames on the wire are readable.
-    An exception raised by the handler comes back to the ``with`` block.
+    clients.  Ready when ``__enter__`` returns (an error starting it is raised there);
+    on exit it closes every connection (close code 1001, going away; a client that
+    does not answer within ``close_timeout``, default 1 s, is disconnected) and joins.
+    ``options`` go to ``serve()``; compression is off unless asked for, so frames on
+    the wire are readable.  An exception raised by the handler comes back to the
+    ``with`` block.  Like every labkit server it runs once: entering it again raises
+    ``RuntimeError``.
     """
 
     def __init__(self, handler, *, host: str = "127.0.0.1", name: str = "server", **options):
@@ -60,8 +65,8 @@ class WebSocketServer(LoopbackAddress):
             raise ValueError("WebSocketServer picks a free loopback port itself; drop port=/sock=")
         self.handler = handler
         self.host = _check_host(host)
-        self.name = name
-        self.options = {"compression": None, **options}
+        self.name = check_name(name)
+        self.options = {"compression": None, "close_timeout": CLOSE_TIMEOUT, **options}
         self.errors: list[BaseException] = []
         self._server = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -69,6 +74,7 @@ class WebSocketServer(LoopbackAddress):
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
+        self._stuck = False   # handlers still running when the server had to be done
 
     def _bound_address(self):
         return self._server.sockets[0].getsockname() if self._server else None
@@ -87,42 +93,63 @@ class WebSocketServer(LoopbackAddress):
         except ConnectionClosed:
             pass  # the client went away: normal life for a server
         except Exception as exc:
-            self.errors.append(exc)
+            if len(self.errors) < MAX_ERRORS:
+                self.errors.append(exc)
             raise  # websockets closes that connection with 1011 (internal error)
+
+    def _grace(self) -> float:
+        """Seconds the closing handshakes get (all at once) before connections are cut."""
+        return float(self.options.get("close_timeout") or 0) + 1.0
 
     async def _main(self) -> None:
         from websockets.asyncio.server import serve
 
         self._loop = asyncio.get_running_loop()
         self._stopped = self._loop.create_future()
-        try:
-            async with serve(self._guarded, self.host, 0, **self.options) as server:
-                self._server = server
-                self._ready.set()
-                await self._stopped
-        finally:
-            self._ready.set()
+        server = await serve(self._guarded, self.host, 0, **self.options)
+        self._server = server
+        self._ready.set()
+        await self._stopped
+        server.close()  # stop accepting; close every connection with 1001 (going away)
+        closed = asyncio.ensure_future(server.wait_closed())
+        if not (await asyncio.wait({closed}, timeout=self._grace()))[0]:
+            for connection in list(server.all_connections):
+                connection.transport.abort()  # silent clients, in the handshake or after it
+            # Handlers see their connection closed now; one that still runs is stuck
+            # (asyncio.run cancels it when we return).
+            self._stuck = not (await asyncio.wait({closed}, timeout=JOIN_TIMEOUT))[0]
 
     def _run(self) -> None:
         try:
             asyncio.run(self._main())
         except BaseException as exc:  # noqa: BLE001 - reported to the owning cell
-            self._startup_error = exc
-            self._ready.set()
+            if self._ready.is_set():
+                self.errors.append(exc)
+            else:
+                self._startup_error = exc
+        finally:
+            self._ready.set()  # only now: __enter__ sees the startup error, if any
 
     def __enter__(self) -> "WebSocketServer":
+        claim_run(self)
+        import websockets.asyncio.server  # noqa: F401 - imported here, not in the start timeout
+
         self._thread = threading.Thread(target=self._run, name=f"{self.name}-websocket",
                                         daemon=True)
         self._thread.start()
         if not self._ready.wait(JOIN_TIMEOUT):
+            self._thread = None  # a daemon thread stuck starting: nothing left to stop
             raise RuntimeError(
                 f"{self.name}: the WebSocket server did not start in {JOIN_TIMEOUT}s")
         if self._startup_error is not None:
+            self._thread.join(JOIN_TIMEOUT)
+            self._thread = None
             raise ServerError(f"{self.name} could not start: {self._startup_error}") \
                 from self._startup_error
         return self
 
     def stop(self) -> None:
+        """Close every connection, stop the loop and join it (bounded)."""
         if self._thread is None:
             return
         loop, stopped = self._loop, self._stopped
@@ -131,14 +158,15 @@ class WebSocketServer(LoopbackAddress):
                 loop.call_soon_threadsafe(lambda: stopped.done() or stopped.set_result(None))
             except RuntimeError:
                 pass  # the loop has just finished
-        self._thread.join(JOIN_TIMEOUT)
+        self._thread.join(self._grace() + 2 * JOIN_TIMEOUT)
         alive = self._thread.is_alive()
         self._thread = None
         self._server = None
-        if alive:
+        if alive or self._stuck:
             raise RuntimeError(
-                f"{self.name}: the WebSocket server did not stop within {JOIN_TIMEOUT}s; "
-                "a handler must return (or await the connection) when the client goes away"
+                f"{self.name}: a handler did not return within {JOIN_TIMEOUT:g}s of the "
+                "server closing its connection; a handler must return (or await the "
+                "connection) when the client goes away"
             )
 
     def raise_errors(self) -> None:
