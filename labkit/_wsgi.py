@@ -47,6 +47,7 @@ class serve_in_thread:
         self.server = server
         self.errors: list[BaseException] = []
         self._thread: threading.Thread | None = None
+        self._stopped = False
         original = server.handle_error
 
         def handle_error(request, client_address):
@@ -67,6 +68,10 @@ class serve_in_thread:
         return self.server.server_address[1]
 
     def __enter__(self):
+        if self._thread is not None:
+            raise RuntimeError(
+                "this serve_in_thread is already running or has stopped (its server is closed): "
+                "make a new server and a new serve_in_thread(server) for another `with` block")
         self._thread = threading.Thread(target=self.server.serve_forever,
                                         kwargs={"poll_interval": 0.05},
                                         name=f"serve-{type(self.server).__name__}", daemon=True)
@@ -74,9 +79,24 @@ class serve_in_thread:
         return self.server
 
     def __exit__(self, exc_type, *_):
-        self.server.shutdown()
+        if self._thread is None:  # shutdown() would wait forever for a loop that never ran
+            raise RuntimeError("serve_in_thread was never started: use it as "
+                               "`with serve_in_thread(server) as server:`")
+        if self._stopped:
+            return False
+        self._stopped = True
+        # shutdown() waits for serve_forever, which waits for a running request: a
+        # single-threaded server stuck in a handler would block the cell for ever.
+        stopper = threading.Thread(target=self.server.shutdown, daemon=True)
+        stopper.start()
+        stopper.join(JOIN_TIMEOUT)
         self.server.server_close()
         self._thread.join(JOIN_TIMEOUT)
+        if self._thread.is_alive():
+            raise RuntimeError(
+                f"{type(self.server).__name__} did not stop within {JOIN_TIMEOUT:g} s: a request "
+                "handler is still running (a client that keeps its connection open, or a "
+                "handler that never returns); use ThreadingHTTPServer or end the handler")
         if exc_type is None:
             raise_first(self.errors, f"{type(self.server).__name__} handler")
         return False
@@ -175,6 +195,9 @@ class WSGIServer(LoopbackAddress):
         return f"http://{host}:{port}"
 
     def __enter__(self) -> "WSGIServer":
+        if self._runner is not None:
+            raise RuntimeError(f"{self!r} was already started (it serves one `with` block): "
+                               "make a new WSGIServer(app) for another one")
         server = _ThreadingWSGIServer((self.host, self._requested_port), _QuietHandler)
         server.set_app(self._wrapped)
         server.log = self.log
@@ -188,6 +211,11 @@ class WSGIServer(LoopbackAddress):
         return self
 
     def __exit__(self, exc_type, *_):
+        if self._runner is None:
+            raise RuntimeError("WSGIServer was never started: use it as "
+                               "`with WSGIServer(app) as server:`")
+        if self._server is None:
+            return False  # already stopped
         try:
             self._runner.__exit__(exc_type)
         finally:

@@ -1,11 +1,14 @@
 """labkit._wsgi: serve_in_thread (socketserver/http.server) and WSGIServer (wsgiref, Flask)."""
 
 import http.server
+import socket
+import threading
 import urllib.error
 import urllib.request
 
 import pytest
 
+import labkit._wsgi
 from labkit import ServerError, WSGIServer, serve_in_thread
 from test_http import exchange
 
@@ -91,3 +94,61 @@ def test_wsgi_server_serves_flask():
             assert urllib.request.urlopen(srv.url + "/hi/ada", timeout=5).read() == b"hi ada\n"
             with pytest.raises(urllib.error.HTTPError):
                 urllib.request.urlopen(srv.url + "/boom", timeout=5)
+
+
+# -- misuse: a clear error, never a hang -------------------------------------------
+def test_serve_in_thread_exit_without_enter_or_twice():
+    runner = serve_in_thread(http.server.HTTPServer(("127.0.0.1", 0), Hello))
+    with pytest.raises(RuntimeError, match="never started"):
+        runner.__exit__(None, None, None)
+    with runner:
+        pass
+    assert runner.__exit__(None, None, None) is False  # a second exit: already stopped
+    with pytest.raises(RuntimeError, match="new serve_in_thread"):
+        runner.__enter__()
+
+
+def test_serve_in_thread_nested_enter_is_refused():
+    runner = serve_in_thread(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello))
+    with runner as srv:
+        with pytest.raises(RuntimeError, match="already running"):
+            runner.__enter__()
+        url = f"http://127.0.0.1:{srv.server_address[1]}/"
+        assert urllib.request.urlopen(url, timeout=5).read() == b"hi\n"
+
+
+def test_serve_in_thread_exit_is_bounded_when_a_handler_is_stuck(monkeypatch):
+    """A single-threaded server busy with a half-sent request cannot stop: say so, in time."""
+    monkeypatch.setattr(labkit._wsgi, "JOIN_TIMEOUT", 0.3)
+    handling = threading.Event()
+
+    class Stuck(Hello):
+        def handle(self):
+            handling.set()
+            super().handle()  # waits for the rest of the request head
+
+    runner = serve_in_thread(http.server.HTTPServer(("127.0.0.1", 0), Stuck))
+    server = runner.__enter__()
+    client = socket.create_connection(server.server_address, timeout=5)
+    client.sendall(b"GET / HTTP/1.1\r\n")
+    try:
+        assert handling.wait(5)
+        with pytest.raises(RuntimeError, match="did not stop within 0.3 s"):
+            runner.__exit__(None, None, None)
+    finally:
+        client.close()  # the handler sees EOF, serve_forever sees the shutdown request
+        runner._thread.join(5)
+    assert not runner._thread.is_alive()
+
+
+def test_wsgi_server_exit_without_enter_and_reentry():
+    server = WSGIServer(wsgi_app)
+    with pytest.raises(RuntimeError, match="never started"):
+        server.__exit__(None, None, None)
+    with server:
+        with pytest.raises(RuntimeError, match="already started"):
+            server.__enter__()
+        assert urllib.request.urlopen(server.url + "/x", timeout=5).read() == b"GET /x\n"
+    assert server.__exit__(None, None, None) is False
+    with pytest.raises(RuntimeError, match="new WSGIServer"):
+        server.__enter__()
