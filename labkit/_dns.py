@@ -133,6 +133,9 @@ class DNSServer:
         self._server.__enter__()
         return self
 
+    def stop(self) -> None:
+        self._server.stop()
+
     def __exit__(self, *exc_info):
         return self._server.__exit__(*exc_info)
 

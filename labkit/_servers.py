@@ -214,14 +214,9 @@ class _ThreadedServer(LoopbackAddress):
                     self._threads.discard(thread)
 
         thread = threading.Thread(target=run, name=f"{self.name}-{target.__name__}", daemon=True)
-        with self._lock:
-            self._threads.add(thread)
-        try:
+        with self._lock:  # registered and started at once: stop() never sees it unstarted
             thread.start()
-        except BaseException:
-            with self._lock:
-                self._threads.discard(thread)
-            raise
+            self._threads.add(thread)
         return thread
 
     def raise_errors(self) -> None:

@@ -85,3 +85,39 @@ def test_capture_describes_dns_on_any_port(live):
     ]
     assert [(s.src, s.dst) for s in wire.segments] == [("client", "dns"), ("dns", "client")]
     assert describe_dns(b"hello", wire.packets[0]) is None
+
+
+def test_thousands_of_compressed_questions_get_formerr_not_a_dead_server():
+    """5,000 questions pointing at one name: 30 KB in, and a reply 2.7x that would not fit."""
+    import struct
+
+    first = DNSRecord.question("www.netlab.test").pack()          # header + one question
+    pointer = struct.pack("!HHH", 0xC00C, 1, 1)                   # "the name at byte 12", A, IN
+    query = b"\x13\x37" + first[2:4] + struct.pack("!HHHH", 5000, 0, 0, 0) + first[12:] \
+        + pointer * 4999
+    assert len(query) > 30_000
+    with DNSServer(ZONE) as dns, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.sendto(query, dns.address)
+        reply = DNSRecord.parse(sock.recv(65535))
+        assert reply.header.id == 0x1337 and reply.header.rcode == RCODE.FORMERR
+        assert [str(r.rdata) for r in ask(dns, "www.netlab.test").rr] == ["127.0.0.7"]
+
+
+def test_an_answer_too_big_for_udp_is_truncated_like_a_real_server(caplog):
+    from dnslib import EDNS0
+
+    many = {"big.netlab.test": [f"127.0.1.{i}" for i in range(1, 61)]}   # 60 A records
+    with DNSServer(many) as dns, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.sendto(DNSRecord.question("big.netlab.test").pack(), dns.address)
+        raw = sock.recv(65535)
+        short = DNSRecord.parse(raw)
+        query = DNSRecord.question("big.netlab.test")
+        query.add_ar(EDNS0(udp_len=4096))                          # "I can take 4096 bytes"
+        sock.sendto(query.pack(), dns.address)
+        full = DNSRecord.parse(sock.recv(65535))
+    assert len(raw) <= 512 and short.header.tc and not short.rr    # TC: ask again over TCP
+    assert str(short.q.qname) == "big.netlab.test."
+    assert not full.header.tc and len(full.rr) == 60
+    assert dns.truncated == 1 and "sent truncated (TC)" in caplog.text

@@ -126,3 +126,34 @@ def test_ack_receiver_delivers_once_in_order_and_ignores_garbage():
     assert receiver(b"\x01", None) is None             # too short to be anything
     assert receiver.delivered == [b"a", b"b"]
     assert receiver.duplicates == 1 and receiver.garbage == 1
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+def test_a_relay_in_front_of_an_ipv6_server_speaks_ipv6():
+    with UDPServer("upper", host="::1") as server, UDPRelay(server) as relay:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(5)
+            sock.sendto(b"six", relay.address)
+            assert sock.recv(100) == b"SIX"
+
+
+def test_a_datagram_that_cannot_be_passed_on_is_logged_and_the_relay_goes_on(caplog):
+    import errno
+
+    with UDPServer("echo") as server:
+        relay = UDPRelay(server)
+        real, failed = relay._to_target, []
+
+        def too_big_once(data):
+            if not failed:
+                failed.append(data)
+                raise OSError(errno.EMSGSIZE, "Message too long")
+            real(data)
+
+        relay._to_target = too_big_once
+        with relay, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(5)
+            sock.sendto(b"first", relay.address)     # lost: could not be sent on
+            sock.sendto(b"second", relay.address)
+            assert sock.recv(100) == b"second"
+    assert relay.undeliverable == 1 and "could not pass a 5-byte datagram up" in caplog.text

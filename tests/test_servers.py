@@ -1,10 +1,16 @@
+import errno
+import json
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from labkit import ServerError, TCPServer, UDPServer
+from labkit import ServerError, TCPServer, UDPServer, load
 
 
 def test_tcp_server_is_ready_when_enter_returns():
@@ -130,3 +136,165 @@ def test_stuck_handler_is_reported_not_hung(monkeypatch):
             assert running.wait(2)
     release.set()
     assert time.monotonic() - started < 3
+
+
+def test_stop_gives_all_stuck_handlers_one_deadline_not_one_each(monkeypatch):
+    from labkit import _servers
+
+    monkeypatch.setattr(_servers, "JOIN_TIMEOUT", 0.2)
+    release = threading.Event()
+    running = threading.Semaphore(0)
+
+    def stuck(conn, addr):
+        running.release()
+        release.wait(30)  # ignores its connection closing
+
+    server = TCPServer(stuck)
+    try:
+        with server:
+            clients = [socket.create_connection(server.address, timeout=5) for _ in range(30)]
+            assert all(running.acquire(timeout=10) for _ in clients)
+            started = time.monotonic()
+            with pytest.raises(RuntimeError, match=r"30 handler thread\(s\).*within 0.2s"):
+                server.stop()
+            elapsed = time.monotonic() - started
+    finally:
+        release.set()
+        for c in clients:
+            c.close()
+    assert elapsed < 3, f"one deadline for all 30 (0.2 s), not 0.2 s each (6 s): {elapsed:.1f}s"
+
+
+def test_finished_connection_threads_are_not_kept():
+    with TCPServer("echo") as server:
+        for _ in range(300):
+            with socket.create_connection(server.address, timeout=5) as s:
+                s.sendall(b"x")
+                assert s.recv(1) == b"x"
+        assert server.wait_idle(10)
+        assert len(server._threads) < 10, "a finished connection's thread must be let go"
+        assert server.connections_served == 300
+
+
+def test_a_thousand_concurrent_clients_are_all_served():
+    """The default backlog queues a burst of 1,000 connects (16 left hundreds unserved)."""
+    with TCPServer("echo") as server:
+        result = load(server, clients=1000, requests=1, hold_open=True, timeout=60)
+    assert result.ok, str(result)
+
+
+@pytest.mark.parametrize("backlog", [-5, 0, True, 1.5, "16"])
+def test_backlog_must_be_a_positive_int(backlog):
+    with pytest.raises(ValueError, match=f"backlog must be a positive int.*not {backlog!r}"):
+        TCPServer(backlog=backlog)
+
+
+def test_an_unexpected_accept_error_surfaces_at_exit(monkeypatch):
+    real_accept = socket.socket.accept
+    broken, listener = threading.Event(), {}
+
+    def accept(sock):
+        if broken.is_set() and sock.fileno() == listener.get("fd"):
+            raise OSError(errno.EIO, "simulated accept failure")
+        return real_accept(sock)
+
+    monkeypatch.setattr(socket.socket, "accept", accept)
+    with pytest.raises(ServerError, match="OSError: .*simulated accept failure"):
+        with TCPServer("echo") as server:
+            listener["fd"] = server._sock.fileno()
+            broken.set()
+            with socket.create_connection(server.address, timeout=5) as s:  # wakes accept()
+                s.sendall(b"x")
+                assert s.recv(1) == b"x"
+
+
+def test_a_client_gone_before_accept_is_not_an_error(monkeypatch):
+    real_accept = socket.socket.accept
+    failures = [OSError(errno.ECONNABORTED, "Software caused connection abort")]
+
+    def accept(sock):
+        if failures:
+            raise failures.pop()
+        return real_accept(sock)
+
+    monkeypatch.setattr(socket.socket, "accept", accept)
+    with TCPServer("echo") as server:
+        with socket.create_connection(server.address, timeout=5) as s:
+            s.sendall(b"x")
+            assert s.recv(1) == b"x"
+    assert not failures
+
+
+EMFILE_SCRIPT = textwrap.dedent("""
+    import json, logging, os, resource, socket, threading
+    from labkit import ServerError, TCPServer
+
+    logged = threading.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record):
+            if "cannot take a new connection" in record.getMessage():
+                logged.set()
+
+    logging.getLogger("labkit").addHandler(Watch())
+    result = {}
+    server = TCPServer("echo").__enter__()
+    resource.setrlimit(resource.RLIMIT_NOFILE,
+                       (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    fillers = []
+    for _ in range(300):                      # use up every descriptor the limit allows
+        try:
+            fillers.append(open(os.devnull))
+        except OSError:
+            break
+    fillers.pop().close()                     # one left: the client's socket
+    client = socket.create_connection(server.address, timeout=10)  # queued by the kernel
+    result["logged"] = logged.wait(10)        # the server could not accept() it
+    for f in fillers:
+        f.close()
+    client.sendall(b"still there?")           # descriptors are free again: served
+    result["echo"] = client.recv(100).decode()
+    client.close()
+    try:
+        server.__exit__(None, None, None)
+        result["exit"] = "no error"
+    except ServerError as exc:
+        result["exit"] = str(exc)
+    print(json.dumps(result))
+""")
+
+
+def test_out_of_file_descriptors_is_logged_retried_and_reported_at_exit():
+    done = subprocess.run([sys.executable, "-c", EMFILE_SCRIPT], capture_output=True,
+                          text=True, timeout=60, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["logged"] and result["echo"] == "still there?"
+    assert "Too many open files" in result["exit"], result["exit"]
+
+
+def test_udp_reply_too_big_is_refused_logged_and_the_server_keeps_serving(caplog):
+    def amplify(data, addr):
+        return data * 100 if data == b"big" * 1000 else data
+
+    with UDPServer(amplify) as server, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        s.sendto(b"big" * 1000, server.address)     # 300,000-byte reply: cannot be sent
+        s.sendto(b"small", server.address)
+        assert s.recvfrom(100)[0] == b"small"
+    assert server.replies_refused == 1
+    assert "300000-byte reply" in caplog.text and "not sent" in caplog.text
+
+
+def test_udp_handler_returning_the_wrong_type_is_reported_and_serving_goes_on():
+    def wrong(data, addr):
+        return "text, not bytes" if data == b"bad" else data
+
+    with pytest.raises(ServerError, match=r"TypeError.*\(and 149 more\)"):
+        with UDPServer(wrong) as server, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(5)
+            for _ in range(150):
+                s.sendto(b"bad", server.address)
+            s.sendto(b"good", server.address)
+            assert s.recvfrom(100)[0] == b"good"     # served after 150 failures, in order
+            assert len(server._errors) <= 100          # kept: bounded; the rest counted

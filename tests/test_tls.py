@@ -155,3 +155,38 @@ def test_checks_accept_right_answers_and_explain_wrong_ones(ca):
     assert not check_tls13_only(good, ca)
     good.minimum_version = ssl.TLSVersion.TLSv1_3
     assert check_tls13_only(good, ca)
+
+
+def test_local_ca_temp_dir_goes_away_without_close():
+    import gc
+
+    ca = LocalCA()
+    folder = ca.cafile.parent
+    assert folder.stat().st_mode & 0o077 == 0          # private: the keys are only ours
+    del ca
+    gc.collect()
+    assert not folder.exists()
+
+
+def test_local_ca_temp_dir_goes_away_when_python_exits():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = "from labkit import LocalCA; ca = LocalCA(); print(ca.cafile.parent)"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert not Path(done.stdout.strip()).exists()
+
+
+def test_a_silent_tls_client_is_let_go_and_the_server_keeps_serving(ca, monkeypatch):
+    from labkit import _tls
+
+    monkeypatch.setattr(_tls, "HANDSHAKE_TIMEOUT", 0.3)
+    with TLSServer(ca) as server:
+        with socket.create_connection(server.address, timeout=10) as silent:
+            assert silent.recv(10) == b""              # disconnected, not held forever
+        assert server.wait_handshakes(1, timeout=10)
+        assert talk(server, ca.client_context())[0] == b"hello"
+    assert server.tls_errors == ["TimeoutError: no TLS handshake within 0.3s"]
