@@ -6,8 +6,10 @@
 
 :class:`HTTPServer` speaks HTTP/1.1 itself (no http.server underneath), so what
 it does on the wire is exactly what its code says: keep-alive unless the client
-asks to close, ``Content-Length`` framing except on ``/chunked``, and a 400 with
-the reason for anything malformed, after which it keeps serving everyone else.
+asks to close, ``Content-Length`` framing except on ``/chunked``, and for anything
+it cannot serve an answer with the reason (400 malformed, 408 stalled, 413/414/431
+too large), after which it keeps serving everyone else.  Every limit is a constant
+below; no client can make it buffer more, or make the owning cell raise.
 Endpoints (``GET /`` lists them):
 
 ====================  ==============================================================
@@ -16,9 +18,9 @@ Endpoints (``GET /`` lists them):
 ``/json``             POST a JSON body; answers what it parsed
 ``/chunked?n=3``      ``Transfer-Encoding: chunked`` response with n chunks
 ``/slow?delay=0.5``   waits ``delay`` seconds, then answers (server "think time")
-``/bytes?n=1000``     a body of exactly n bytes
+``/bytes?n=1000``     a body of exactly n bytes (sent in 64 KiB pieces)
 ``/status/<code>``    answers with that status code
-``/redirect?to=/x``   302 Found pointing to ``/x`` (``&code=301`` etc.)
+``/redirect?to=/x``   302 Found pointing to ``/x``, a path on this server (``&code=301`` etc.)
 ``/static/<path>``    files under the ``static=`` directory (never outside it)
 ====================  ==============================================================
 
@@ -656,7 +658,7 @@ class HTTPServer(TCPServer):
             raise BadRequest(f"code={code}: use 301, 302, 303, 307 or 308")
         # Location is ASCII: percent-encode the rest (é → %C3%A9), as browsers do.
         location = urllib.parse.quote(to, safe="/?#[]@!$&'()*+,;=:%~")
-        return _text(code, f"{code} {_phrase(code)}: see {location}\n",
+        return _text(code, f"{code} {_phrase(code)}: see {_cut(location)}\n",
                      headers=[("Location", location)])
 
     def _static(self, rel: str) -> _Response:

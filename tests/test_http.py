@@ -3,6 +3,7 @@
 import http.client
 import http.server
 import json
+import os
 import random
 import socket
 import ssl
@@ -167,9 +168,40 @@ def test_static_double_encoding_is_just_a_missing_file(server):
     assert get(server, "/static/%252e%252e%252fsecret.txt")[0] == 404
 
 
+def test_static_files_are_streamed_and_closed(server, tmp_path):
+    big = bytes(range(256)) * 1000  # 256 kB: sent in pieces
+    (tmp_path / "site" / "big.bin").write_bytes(big)
+    fds = len(os.listdir("/proc/self/fd"))
+    status, headers, body = get(server, "/static/big.bin")
+    assert (status, body, headers["Content-Length"]) == (200, big, str(len(big)))
+    status, headers, body = get(server, "/static/big.bin", method="HEAD")
+    assert (status, body, headers["Content-Length"]) == (200, b"", str(len(big)))
+    assert server.wait_idle() and len(os.listdir("/proc/self/fd")) <= fds  # files closed
+
+
+def test_static_must_not_expose_the_users_files(tmp_path, monkeypatch):
+    home = tmp_path / "home" / "ada"
+    (home / "public").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    with pytest.raises(ValueError, match="the whole file system.*a folder made for the lab"):
+        HTTPServer(static="/")
+    with pytest.raises(ValueError, match="would serve your home directory"):
+        HTTPServer(static=home)
+    with pytest.raises(ValueError, match="above your home directory"):
+        HTTPServer(static=tmp_path / "home")
+    with pytest.raises(ValueError, match="above your home directory"):
+        HTTPServer(static=home / "public" / ".." / "..")
+    assert HTTPServer(static=home / "public").static == (home / "public").resolve()
+
+
 def test_bad_arguments_name_the_fix(tmp_path):
     with pytest.raises(ValueError, match="not a directory"):
         HTTPServer(static=tmp_path / "missing")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(ValueError, match="not a directory"):
+        HTTPServer(static=tmp_path / "file.txt")
+    with pytest.raises(TypeError, match="folder path"):
+        HTTPServer(static=42)
     with pytest.raises(TypeError, match="ssl.SSLContext"):
         HTTPServer(ssl_context="yes please")
     with pytest.raises(ValueError, match="loopback"):
