@@ -15,19 +15,23 @@ Modes (``LABKIT_CAPTURE``, or chosen by :func:`capture_mode`):
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
 import socket
+import socketserver
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import NamedTuple
 
 from scapy.arch.linux import L2ListenSocket
 from scapy.config import conf
 from scapy.data import MTU
-from scapy.layers.inet import ICMP, TCP, UDP, TCPerror, UDPerror
-from scapy.layers.inet6 import ICMPv6DestUnreach
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror
+from scapy.layers.inet6 import ICMPv6DestUnreach, IPerror6, IPv6
 from scapy.plist import PacketList
 from scapy.sendrecv import AsyncSniffer
 from scapy.utils import rdpcap, wrpcapng
@@ -40,7 +44,10 @@ DATA_DIR = Path(os.environ.get("LABKIT_DATA", Path(__file__).resolve().parent.pa
 MODES = ("auto", "live", "replay", "record")
 READY_TIMEOUT = 5.0   # seconds for the sniffer to open its socket
 SETTLE_TIMEOUT = 2.0  # seconds to wait for in-flight packets and final ACKs on exit
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+STOP_TIMEOUT = 5.0    # seconds for the sniffer thread to end once told to
+# A name becomes a file name, data/<name>.pcapng: no separators, no leading dot or dash.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
+ONE_BLOCK = "a Capture records one `with` block; create a new Capture(...) for another"
 
 conf.verb = 0
 
@@ -112,52 +119,198 @@ def _kernel_drops(sock: socket.socket) -> int:
     return int.from_bytes(stats[4:8], sys.byteorder)
 
 
-def _roles_of(targets) -> dict[int, str]:
-    roles: dict[int, str] = {}
+PROTOCOLS = ("tcp", "udp")
+_IP_PROTO = {"tcp": 6, "udp": 17}  # the protocol byte of an IP header quoted in an ICMP error
+
+
+class _Endpoint(NamedTuple):
+    """One watched socket as it shows on the wire: protocol, address and port.
+
+    ``protocol`` None means TCP and UDP, ``host`` None any address: that is all a bare
+    port number tells us.  A server tells both, so packets that merely share its port
+    number (another process, another loopback address, the other protocol) stay out.
+    """
+
+    port: int
+    protocol: str | None = None
+    host: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+
+    def matches(self, protocol: str, src: str, sport: int, dst: str, dport: int) -> bool:
+        if self.protocol not in (None, protocol):
+            return False
+        return any(port == self.port and (self.host is None or _ip(addr) == self.host)
+                   for addr, port in ((src, sport), (dst, dport)))
+
+    def bpf(self) -> str:
+        """Packets of this socket, and ICMP errors quoting one (e.g. port unreachable)."""
+        proto = self.protocol or "(tcp or udp)"
+        if self.host is None:
+            clauses = [f"({proto} and port {self.port})"]
+        else:
+            h, p = self.host, self.port
+            clauses = [f"({proto} and ((src host {h} and src port {p})"
+                       f" or (dst host {h} and dst port {p})))"]
+        # The quoted IP header follows the 8-byte ICMP header (20 bytes for IPv4, 40 for
+        # IPv6), then the quoted TCP/UDP ports; BPF compares at most 4 bytes at a time.
+        for icmp, version, proto_at, src_at, dst_at, ports_at in (
+                ("icmp", 4, 17, 20, 24, 28), ("icmp6", 6, 14, 16, 32, 48)):
+            if self.host is not None and self.host.version != version:
+                continue
+            tests = [f"{icmp}[{proto_at}] = {_IP_PROTO[self.protocol]}"] if self.protocol else []
+            sport = f"{icmp}[{ports_at}:2] = {self.port}"
+            dport = f"{icmp}[{ports_at + 2}:2] = {self.port}"
+            if self.host is None:
+                tests.append(f"({sport} or {dport})")
+            else:
+                src = _bpf_address(icmp, src_at, self.host)
+                dst = _bpf_address(icmp, dst_at, self.host)
+                tests.append(f"(({src} and {sport}) or ({dst} and {dport}))")
+            clauses.append(f"({icmp} and {' and '.join(tests)})")
+        return " or ".join(clauses)
+
+
+def _ip(address: str):
+    ip = ipaddress.ip_address(address.split("%")[0])  # drop an IPv6 scope ("fe80::1%lo")
+    if ip.version == 6 and ip.ipv4_mapped:
+        return ip.ipv4_mapped  # ::ffff:127.0.0.1 travels as IPv4
+    return ip
+
+
+def _bpf_address(icmp: str, offset: int, ip) -> str:
+    words = [ip.packed[i:i + 4] for i in range(0, len(ip.packed), 4)]
+    return " and ".join(f"{icmp}[{offset + 4 * i}:4] = 0x{w.hex()}" for i, w in enumerate(words))
+
+
+def _host_of(address) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP a server is bound to; None (any address) for a wildcard or a name."""
+    try:
+        ip = _ip(str(address[0]))
+    except (ValueError, TypeError, IndexError):
+        return None
+    return None if ip.is_unspecified else ip
+
+
+def _protocol_of(server) -> str | None:
+    """'tcp' or 'udp' for a server; None if it does not tell (then both are watched).
+
+    In order: a ``protocol`` attribute (for servers written elsewhere), the type of a
+    ``socket`` attribute (socketserver servers), then the lab servers by class - they
+    keep their sockets private, and none of them can switch protocol.
+    """
+    declared = getattr(server, "protocol", None)
+    if declared in PROTOCOLS:
+        return declared
+    sock = getattr(server, "socket", None)
+    if isinstance(sock, socket.socket):
+        return {socket.SOCK_STREAM: "tcp", socket.SOCK_DGRAM: "udp"}.get(sock.type)
+    from ._dns import DNSServer
+    from ._load import BackgroundServer
+    from ._relay import UDPRelay
+    from ._servers import TCPServer, UDPServer
+    from ._websocket import WebSocketServer
+    from ._wsgi import WSGIServer
+
+    if isinstance(server, (TCPServer, WebSocketServer, WSGIServer, BackgroundServer)):
+        return "tcp"  # TCPServer covers HTTPServer, TLSServer and HTTPSServer
+    if isinstance(server, (UDPServer, UDPRelay, DNSServer)):
+        return "udp"
+    return None
+
+
+def _port_number(port) -> int:
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"Capture takes servers or port numbers, not {port!r}")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range 1-65535")
+    return port
+
+
+def _server_endpoints(server, protocol: str | None) -> dict[int, tuple[str, _Endpoint]]:
+    """{port: (role, endpoint)} of a running server object."""
+    if isinstance(server, socketserver.BaseServer):  # e.g. http.server.HTTPServer
+        address = server.server_address
+        roles = {address[1]: "server"}
+    else:
+        try:
+            if hasattr(type(server), "roles"):
+                roles = dict(server.roles)
+            else:
+                roles = {server.port: server.name}
+            address = getattr(server, "address", None)
+        except RuntimeError as exc:  # a server that is not running has no port
+            raise ValueError(
+                f"{server!r} is not running: start it first, "
+                "e.g. `with TCPServer() as server, Capture(server) as wire:`"
+            ) from exc
+    protocol = _protocol_of(server) or protocol
+    # A relay's roles include its target, which may listen on another loopback address.
+    target = getattr(server, "target", None)
+    found = {}
+    for port, role in roles.items():
+        where = target if isinstance(target, tuple) and target[1:2] == (port,) else address
+        found[_port_number(port)] = (str(role), _Endpoint(port, protocol, _host_of(where or ())))
+    return found
+
+
+def _watch(targets, protocol: str | None) -> tuple[dict[int, str], list[_Endpoint]]:
+    """``({port: role}, endpoints)`` for Capture's arguments."""
+    if protocol not in (None, *PROTOCOLS):
+        raise ValueError(f"protocol must be 'tcp', 'udp' or None (both), not {protocol!r}")
+    found: dict[int, tuple[str, _Endpoint]] = {}
     for target in targets:
-        if isinstance(target, bool):
-            raise TypeError("Capture takes servers or port numbers, not a bool")
-        if isinstance(target, int):
-            if not 1 <= target <= 65535:
-                raise ValueError(f"port {target} is out of range 1-65535")
-            roles[target] = "server" if not roles else f"server {len(roles) + 1}"
+        if isinstance(getattr(target, "server", None), socketserver.BaseServer):
+            target = target.server  # serve_in_thread(...) itself rather than what it returns
+        if isinstance(target, (int, bool)):
+            port = _port_number(target)
+            role = "server" if not found else f"server {len(found) + 1}"
+            found[port] = (role, _Endpoint(port, protocol))
         elif isinstance(target, dict):
-            roles.update({int(p): str(n) for p, n in target.items()})
-        elif hasattr(target, "roles"):
-            roles.update(target.roles)
-        elif hasattr(type(target), "port") and hasattr(target, "name"):
-            try:
-                roles[target.port] = target.name
-            except RuntimeError as exc:  # a server that is not running has no port
-                raise ValueError(
-                    f"{target!r} is not running: start it first, "
-                    "e.g. `with TCPServer() as server, Capture(server) as wire:`"
-                ) from exc
+            for port, role in target.items():
+                found[_port_number(port)] = (str(role), _Endpoint(port, protocol))
+        elif (isinstance(target, socketserver.BaseServer) or hasattr(type(target), "roles")
+              or (hasattr(type(target), "port") and hasattr(target, "name"))):
+            found.update(_server_endpoints(target, protocol))
         else:
             raise TypeError(
                 f"Capture takes servers, port numbers or {{port: name}} dicts, "
                 f"not {type(target).__name__}"
             )
-    if not roles:
+    if not found:
         raise ValueError("Capture needs at least one server or port to watch, e.g. Capture(server)")
-    return roles
+    return {port: role for port, (role, _e) in found.items()}, [e for _r, e in found.values()]
+
+
+def _check_name(name) -> None:
+    if name is None:
+        return
+    if not isinstance(name, str):
+        raise TypeError(f"recording name must be a str like '01-handshake', not {name!r}")
+    if not _NAME.fullmatch(name) or ".." in name:
+        raise ValueError(
+            f"recording name {name!r} is not allowed: it names the file data/<name>.pcapng, "
+            "so use 1-80 letters, digits, '-', '_' or '.', starting with a letter or digit, "
+            "without '..', like '01-handshake'"
+        )
 
 
 class Capture:
     """Packets exchanged with the given servers (or ports), as table, ladder or pcapng.
 
+    A server is watched by protocol, address and port: packets that only share its
+    port number stay out.  A bare port number (or ``{port: name}``) watches TCP and
+    UDP on any address; ``protocol="tcp"`` or ``"udp"`` narrows it.  ICMP errors
+    quoting a watched packet (e.g. port unreachable) are captured too.
+
     ``name`` names the recording shown in replay mode (``data/<name>.pcapng``).
     ``keylog`` is a TLS key log file (``SSLContext.keylog_filename``): read on exit into
     ``meta["tls_keylog"]``, it decrypts TLS in the views and travels with recordings.
+    A Capture records one ``with`` block; entering it again raises RuntimeError.
     """
 
-    def __init__(self, *targets, name: str | None = None, iface: str = "lo", keylog=None):
-        if name is not None and not _NAME.match(name):
-            raise ValueError(
-                f"recording name {name!r} must be letters, digits, '-', '_' or '.', "
-                "like '01-handshake'"
-            )
-        self.roles = _roles_of(targets)
+    def __init__(self, *targets, name: str | None = None, iface: str = "lo", keylog=None,
+                 protocol: str | None = None):
+        _check_name(name)
+        self.roles, self._endpoints = _watch(targets, protocol)
         self.name = name
         self.iface = iface
         self.mode, self.reason = capture_mode()
@@ -173,30 +326,41 @@ class Capture:
         self._fence: socket.socket | None = None
         self._fence_port = 0
         self._fence_seen = False
-        self._done = False
+        self._state = "new"  # -> "running" -> "stopping" -> "done"; never back
 
     # -- starting and stopping ------------------------------------------------
     @property
     def bpf(self) -> str:
-        ports = " or ".join(f"port {p}" for p in sorted(self.roles))
-        # ICMP errors only when they quote one of our ports (anyone's ICMP on lo would
-        # otherwise join the capture): the quoted TCP/UDP header follows the 8-byte ICMP
-        # header and the quoted IP header (20 bytes IPv4, 40 bytes IPv6).
-        icmp = " or ".join(f"icmp[28:2] = {p} or icmp[30:2] = {p}" for p in sorted(self.roles))
-        icmp6 = " or ".join(f"icmp6[48:2] = {p} or icmp6[50:2] = {p}" for p in sorted(self.roles))
-        return (f"({ports}) or (icmp and ({icmp})) or (icmp6 and ({icmp6}))"
-                f" or (udp and dst port {self._fence_port})")
+        """The kernel's filter: our endpoints, ICMP errors quoting them, and the fence."""
+        ours = " or ".join(e.bpf() for e in self._endpoints)
+        return f"{ours} or (udp and dst host 127.0.0.1 and dst port {self._fence_port})"
 
     @property
     def recording(self) -> Path | None:
         return DATA_DIR / f"{self.name}.pcapng" if self.name else None
 
     def __enter__(self) -> "Capture":
+        with self._changed:  # one block per Capture: a second sniffer would leak
+            if self._state != "new":
+                where = "is already recording" if self._state == "running" else "has ended"
+                raise RuntimeError(f"this Capture {where}: {ONE_BLOCK}")
+            self._state = "running"
         if self.mode == "replay":
             where = self.recording.relative_to(DATA_DIR.parent) if self.recording else None
             print(f"▶ replay: showing the recording {where} ({self.reason}); "
                   "for live capture see `python -m labkit doctor`")
             return self
+        try:
+            self._start_sniffer()
+        except BaseException:
+            self._shutdown()  # no thread or raw socket outlives a failed start
+            self._state = "done"
+            raise
+        ports = ", ".join(f"{n} port {p}" for p, n in self.roles.items())
+        print(f"● live capture on {self.iface}: {ports}")
+        return self
+
+    def _start_sniffer(self) -> None:
         # The fence: a datagram we send to ourselves on exit.  Once its arriving copy
         # is read, every packet sent before it has been read too (one FIFO queue).
         self._fence = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -210,31 +374,36 @@ class Capture:
                                      started_callback=ready.set)
         self._sniffer.start()
         if not ready.wait(READY_TIMEOUT):
-            self._sniffer.stop(join=False)
-            raise RuntimeError(f"the sniffer on {self.iface} did not start within {READY_TIMEOUT}s")
-        ports = ", ".join(f"{n} port {p}" for p, n in self.roles.items())
-        print(f"● live capture on {self.iface}: {ports}")
-        return self
+            raise RuntimeError(
+                f"the sniffer on {self.iface} did not start within {READY_TIMEOUT}s")
 
     def _is_ours(self, pkt) -> bool:
-        """Is this packet to or from our ports?  BPF can't look inside an ICMP error for
-        the ports of the packet it quotes (other labs' errors share ``lo``), and a raw
-        socket sees every packet until Scapy attaches its filter."""
-        ours = self.roles.keys() | {self._fence_port}
-        if ICMP in pkt or ICMPv6DestUnreach in pkt:
-            quoted = next((pkt[q] for q in (UDPerror, TCPerror) if q in pkt), None)
-            return quoted is not None and bool({quoted.sport, quoted.dport} & ours)
-        for layer in (TCP, UDP):
-            if layer in pkt:
-                return bool({pkt[layer].sport, pkt[layer].dport} & ours)
-        return False
+        """Does this packet belong to our endpoints (or the fence)?  BPF can't parse an
+        ICMP error's quote as Scapy does, and a raw socket sees every packet until Scapy
+        attaches its filter: this check is the filter's twin, in Python."""
+        quoted = ICMP in pkt or ICMPv6DestUnreach in pkt  # an error: judge the packet it quotes
+        if quoted:
+            ips, layers = (IPerror, IPerror6), (TCPerror, UDPerror)
+        else:
+            ips, layers = (IP, IPv6), (TCP, UDP)
+        ip = next((pkt[layer] for layer in ips if layer in pkt), None)
+        seg = next((pkt[layer] for layer in layers if layer in pkt), None)
+        if ip is None or seg is None:
+            return False
+        protocol = "tcp" if isinstance(seg, TCP) else "udp"
+        return self._is_fence(pkt) or any(e.matches(protocol, ip.src, seg.sport, ip.dst, seg.dport)
+                   for e in self._endpoints)
+
+    def _is_fence(self, pkt) -> bool:
+        return (UDP in pkt and IP in pkt and pkt[UDP].dport == self._fence_port
+                and pkt[IP].dst == "127.0.0.1")
 
     def _on_packet(self, pkt) -> None:
         outgoing = self._sock.last_outgoing  # set by the recv that produced pkt
         if not self._is_ours(pkt):
             return
         with self._changed:
-            if UDP in pkt and pkt[UDP].dport == self._fence_port:
+            if self._is_fence(pkt):
                 self._fence_seen = self._fence_seen or not outgoing
             elif outgoing:
                 self._sent += 1
@@ -248,32 +417,62 @@ class Capture:
         return self._fence_seen and self._arrived >= self._sent and self._tracker.settled()
 
     def __exit__(self, exc_type, *_):
-        if self._done:
-            return False
-        self._done = True
+        with self._changed:
+            if self._state == "new":
+                raise RuntimeError("this Capture was never entered: use it as "
+                                   "`with Capture(server) as wire:`")
+            if self._state != "running":
+                return False  # already stopped (an explicit second __exit__)
+            self._state = "stopping"
         if self.mode == "replay":
+            self._state = "done"
             if exc_type is None:  # a block that raised did not do what was recorded
                 self._load_recording()
             return False
-        self._fence.sendto(b"labkit fence", ("127.0.0.1", self._fence_port))
-        with self._changed:
-            # Wait for every packet already sent to arrive, and for the final ACKs of
-            # anything that needs one (a condition, not a sleep).
-            timeout = 0.2 if exc_type else SETTLE_TIMEOUT
-            self.complete = self._changed.wait_for(self._quiet, timeout)
-        self._sniffer.stop()
-        dropped = _kernel_drops(self._sock.ins)
-        if dropped:
-            self.complete = False
-            print(f"⚠ the kernel dropped {dropped} packets before the capture could read them: "
-                  "this capture is incomplete (the machine is busy; run the cell again)")
-        self._sock.close()
-        self._fence.close()
+        try:
+            self._fence.sendto(b"labkit fence", ("127.0.0.1", self._fence_port))
+            with self._changed:
+                # Wait for every packet already sent to arrive, and for the final ACKs of
+                # anything that needs one (a condition, not a sleep).
+                timeout = 0.2 if exc_type else SETTLE_TIMEOUT
+                self.complete = self._changed.wait_for(self._quiet, timeout)
+        finally:
+            self._shutdown()
+            self._state = "done"
         if self.keylog is not None:
             self._read_keylog()
         if self.mode == "record" and self.name:
             self._save_recording()
         return False
+
+    def _shutdown(self) -> None:
+        """Stop the sniffer thread (bounded wait) and close both sockets; safe to repeat."""
+        sniffer, self._sniffer = self._sniffer, None
+        thread = sniffer.thread if sniffer is not None else None
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while thread is not None and thread.is_alive() and time.monotonic() < deadline:
+            try:  # repeated: a sniffer still starting up may miss the first stop
+                sniffer.stop(join=False)  # wakes its select() through Scapy's pipe
+            except Exception:  # noqa: BLE001 - not running yet, or already ended
+                pass
+            thread.join(0.05)
+        if thread is not None and thread.is_alive():
+            self.complete = False
+            print(f"⚠ the sniffer did not stop within {STOP_TIMEOUT}s: this capture may be "
+                  "incomplete")
+        if self._sock is not None:
+            if self._sock.closed:  # Scapy closes a socket whose reading raised
+                self.complete = False
+                print("⚠ the sniffer stopped early after an error: this capture is incomplete")
+            elif dropped := _kernel_drops(self._sock.ins):
+                self.complete = False
+                print(f"⚠ the kernel dropped {dropped} packets before the capture could read "
+                      "them: this capture is incomplete (the machine is busy; run the cell again)")
+            self._sock.close()
+            self._sock = None
+        if self._fence is not None:
+            self._fence.close()
+            self._fence = None
 
     def _read_keylog(self) -> None:
         from ._tlsview import keylog_for
@@ -306,7 +505,10 @@ class Capture:
 
     # -- what the student looks at ---------------------------------------------------
     def _require_finished(self) -> None:
-        if not self._done:
+        if self._state == "new":
+            raise RuntimeError("this Capture has not run yet: use it as "
+                               "`with Capture(server) as wire:`, then look at wire")
+        if self._state != "done":
             raise RuntimeError("the capture is still running: look at it after its `with` block")
 
     @property

@@ -1,12 +1,21 @@
+import http.server
 import json
+import os
+import re
 import socket
 import subprocess
+import threading
+from pathlib import Path
 
 import pytest
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6
+from scapy.layers.l2 import Ether
 from scapy.utils import PcapReader, rdpcap
 
 from conftest import needs_capture, require_tool
-from labkit import Capture, TCPServer, UDPServer, capture_mode
+from labkit import (BackgroundServer, Capture, DNSServer, HTTPServer, TCPServer, UDPRelay,
+                    UDPServer, WebSocketServer, WSGIServer, capture_mode, serve_in_thread)
 
 
 def echo_exchange(server, messages=(b"hello",)):
@@ -173,9 +182,6 @@ def test_looking_inside_the_with_block_is_an_error(monkeypatch):
 
 
 def test_strangers_that_slip_in_before_the_filter_are_dropped():
-    from scapy.layers.inet import IP, TCP
-    from scapy.layers.l2 import Ether
-
     wire = Capture(8080)
     ours = Ether() / IP() / TCP(sport=40000, dport=8080)
     stranger = Ether() / IP() / TCP(sport=40000, dport=5555)
@@ -183,9 +189,6 @@ def test_strangers_that_slip_in_before_the_filter_are_dropped():
 
 
 def test_only_icmp_errors_about_our_ports_are_kept():
-    from scapy.layers.inet import ICMP, IP, UDP
-    from scapy.layers.l2 import Ether
-
     def unreachable(port):
         pkt = Ether() / IP() / ICMP(type=3, code=3) / IP() / UDP(sport=40000, dport=port)
         return Ether(bytes(pkt))  # dissected as captured: the quote is IPerror/UDPerror
@@ -205,3 +208,302 @@ def test_kernel_drops_are_reported_not_hidden(live, monkeypatch, capsys):
         echo_exchange(server)
     assert not wire.complete
     assert "the kernel dropped 7 packets" in capsys.readouterr().out
+
+
+# -- what a capture lets in: protocol, address and port, not the port number alone ----------
+def knock(host, port, protocol):
+    """Traffic to (host, port) that no capture of ours should show: refused or ignored."""
+    if protocol == "tcp":
+        try:
+            socket.create_connection((host, port), timeout=2).close()
+        except ConnectionRefusedError:
+            pass  # SYN and RST crossed lo: that is what we want the filter to face
+    else:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"stranger", (host, port))  # nobody there: an ICMP error comes back
+
+
+def udp_exchange(server):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(2)
+        s.sendto(b"ping", server.address)
+        s.recvfrom(100)
+
+
+def wire_facts(packets):
+    """{(protocol, src, dst)} of the packets: enough to spot a stranger."""
+    return {("ICMP" if ICMP in p else "TCP" if TCP in p else "UDP", p[IP].src, p[IP].dst)
+            for p in packets}
+
+
+@needs_capture
+@pytest.mark.parametrize("server_class, other", [(UDPServer, "tcp"), (TCPServer, "udp")])
+def test_a_server_capture_ignores_strangers_on_its_port_number(live, server_class, other):
+    """Same port number, other protocol or other loopback address: not the server's packets.
+
+    A capture of the bare port number, around it, is the witness that they did cross lo.
+    """
+    own = "udp" if server_class is UDPServer else "tcp"
+    exchange = udp_exchange if own == "udp" else echo_exchange
+    with server_class("echo") as server:
+        port = server.port
+        with Capture(port) as witness, Capture(server) as wire:
+            knock("127.0.0.1", port, other)   # the other protocol, same address and port
+            knock("127.0.0.2", port, own)     # same protocol and port, another address
+            knock("127.0.0.2", port, other)
+            exchange(server)
+    assert wire_facts(wire.packets) == {(own.upper(), "127.0.0.1", "127.0.0.1")}
+    assert wire.complete
+    seen = wire_facts(witness.packets)
+    assert (other.upper(), "127.0.0.1", "127.0.0.1") in seen
+    assert {(own.upper(), "127.0.0.2"), (other.upper(), "127.0.0.2")} <= {
+        (proto, dst) for proto, _src, dst in seen}
+
+
+@needs_capture
+def test_an_ipv6_server_capture_ignores_ipv4_on_its_port_number(live):
+    try:
+        server = TCPServer("echo", host="::1").__enter__()
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    try:
+        with Capture(server) as wire:
+            knock("127.0.0.1", server.port, "tcp")
+            echo_exchange(server)
+    finally:
+        server.__exit__(None, None, None)
+    assert [s.flags for s in wire.segments[:3]] == ["SYN", "SYN-ACK", "ACK"]
+    assert all(IPv6 in p for p in wire.packets)  # not the IPv4 SYN and RST on the same port
+
+
+@needs_capture
+def test_port_unreachable_is_kept_and_a_protocol_hint_narrows_a_bare_port(live):
+    """Notebook 03 watches a dead port for the ICMP error; protocol="udp" drops TCP noise."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    with Capture({dead: "nobody"}, protocol="udp") as wire:
+        knock("127.0.0.1", dead, "tcp")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("127.0.0.1", dead))
+            s.send(b"anyone there?")
+            with pytest.raises(ConnectionRefusedError):
+                s.recv(100)  # the ICMP error arrived: it is in the queue before the fence
+    assert [(s.src, s.dst, s.proto) for s in wire.segments][:1] == [("client", "nobody", "UDP")]
+    assert wire_facts(wire.packets) == {("UDP", "127.0.0.1", "127.0.0.1"),
+                                        ("ICMP", "127.0.0.1", "127.0.0.1")}
+
+
+class _DeclaredServer:
+    """A server from elsewhere that says its protocol and address (duck typing)."""
+
+    name = "server"
+
+    def __init__(self, protocol, address):
+        self.protocol, self.address = protocol, address
+
+    @property
+    def port(self):
+        return self.address[1]
+
+
+def crafted(port=8080, host="127.0.0.2"):
+    """One packet of each kind a capture of UDP 127.0.0.1:port must tell apart."""
+    def unreachable(quote):
+        pkt = Ether() / IP() / ICMP(type=3, code=3) / quote
+        return Ether(bytes(pkt))  # dissected as captured: the quote is IPerror/UDPerror
+
+    six = IPv6(src="::1", dst="::1")
+
+    return {
+        "udp to it": (True, Ether() / IP() / UDP(sport=40000, dport=port)),
+        "udp from it": (True, Ether() / IP() / UDP(sport=port, dport=40000)),
+        "icmp about udp to it": (True, unreachable(IP() / UDP(sport=40000, dport=port))),
+        "tcp to its port": (False, Ether() / IP() / TCP(sport=40000, dport=port)),
+        "udp to another address": (False, Ether() / IP(dst=host) / UDP(dport=port)),
+        "udp from another address": (False, Ether() / IP(src=host) / UDP(sport=port)),
+        "icmp about tcp to it": (False, unreachable(IP() / TCP(sport=40000, dport=port))),
+        "icmp about udp elsewhere": (False, unreachable(IP(dst=host) / UDP(dport=port))),
+        "another port": (False, Ether() / IP() / UDP(sport=40000, dport=port + 1)),
+        "udp over ipv6": (False, Ether() / six / UDP(sport=40000, dport=port)),
+        "icmpv6 about udp over ipv6": (False, Ether(bytes(
+            Ether() / six / ICMPv6DestUnreach(code=4) / six / UDP(sport=40000, dport=port)))),
+    }
+
+
+def test_a_udp_server_capture_keeps_only_its_own_packets():
+    wire = Capture(_DeclaredServer("udp", ("127.0.0.1", 8080)))
+    kept = {what: wire._is_ours(pkt) for what, (_ours, pkt) in crafted().items()}
+    assert kept == {what: ours for what, (ours, _pkt) in crafted().items()}
+
+
+def test_the_kernel_filter_and_its_python_twin_agree(tmp_path):
+    """The BPF program, run by tcpdump over the crafted packets, keeps what _is_ours keeps
+    (for a UDP server on IPv4 and on IPv6, a bare port, a bare port with a protocol hint)."""
+    from scapy.utils import wrpcap
+
+    tcpdump = require_tool("tcpdump")
+    packets = [pkt for _ours, pkt in crafted().values()]
+    wrpcap(str(tmp_path / "crafted.pcap"), packets)
+    for wire in (Capture(_DeclaredServer("udp", ("127.0.0.1", 8080))),
+                 Capture(_DeclaredServer("udp", ("::1", 8080))),
+                 Capture(8080), Capture(8080, protocol="tcp")):
+        kept = tmp_path / "kept.pcap"
+        subprocess.run([tcpdump, "-r", str(tmp_path / "crafted.pcap"), "-w", str(kept), wire.bpf],
+                       capture_output=True, check=True, timeout=30)
+        kernel = [bytes(p) for p in rdpcap(str(kept))]
+        assert kernel == [bytes(p) for p in packets if wire._is_ours(p)], wire.bpf
+
+
+async def _ws_echo(websocket):
+    async for message in websocket:
+        await websocket.send(message)
+
+
+@pytest.mark.parametrize("make, protocol", [
+    (lambda: UDPServer(), "udp"),
+    (lambda: TCPServer(host="::1"), "tcp"),
+    (lambda: HTTPServer(), "tcp"),
+    (lambda: DNSServer({"a.netlab.test": "127.0.0.7"}), "udp"),
+    (lambda: UDPRelay(("127.0.0.1", 9)), "udp"),
+    (lambda: WebSocketServer(_ws_echo), "tcp"),
+    (lambda: WSGIServer(lambda environ, start_response: []), "tcp"),
+    (lambda: BackgroundServer(lambda listener, stop: stop.wait()), "tcp"),
+    (lambda: serve_in_thread(http.server.HTTPServer(("127.0.0.1", 0),
+                                                    http.server.BaseHTTPRequestHandler)), "tcp"),
+], ids=["UDPServer", "TCPServer-ipv6", "HTTPServer", "DNSServer", "UDPRelay",
+        "WebSocketServer", "WSGIServer", "BackgroundServer", "serve_in_thread"])
+def test_every_lab_server_says_its_protocol_and_address(make, protocol):
+    """No server needs a new attribute: Capture derives protocol and address itself."""
+    with make() as server:
+        endpoints = Capture(server)._endpoints
+        host, port = server.server_address if hasattr(server, "server_address") else server.address
+    assert endpoints[0][:2] == (port, protocol) and str(endpoints[0].host) == host
+    assert {e.protocol for e in endpoints} == {protocol}  # a relay: its two sockets and target
+
+
+# -- misuse: one `with` block per Capture, and nothing left running ---------------------------
+def open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def datagrams(port, n=3):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for i in range(n):
+            s.sendto(b"%d" % i, ("127.0.0.1", port))
+
+
+@pytest.fixture
+def receiver():
+    """A UDP socket on loopback that datagrams can go to (and that nobody reads)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+@needs_capture
+@pytest.mark.parametrize("mode", ["live", "record"])
+def test_a_capture_entered_twice_raises_and_leaks_nothing(mode, receiver, data_dir, monkeypatch):
+    monkeypatch.setenv("LABKIT_CAPTURE", mode)
+    threads, fds = set(threading.enumerate()), open_fds()
+    wire = Capture(receiver, name="t-twice")
+    with wire:
+        datagrams(receiver)
+        with pytest.raises(RuntimeError, match="already recording: a Capture records one `with` "
+                                               r"block; create a new Capture\(...\) for another"):
+            with wire:
+                pass
+    assert len(wire) == 3 and wire.complete
+    with pytest.raises(RuntimeError, match="this Capture has ended: a Capture records one"):
+        with wire:
+            datagrams(receiver)
+    assert len(wire) == 3  # nothing more was recorded
+    assert set(threading.enumerate()) <= threads and open_fds() == fds
+    if mode == "record":
+        assert len(rdpcap(str(data_dir / "t-twice.pcapng"))) == 3
+
+
+def test_a_replayed_capture_entered_twice_raises(data_dir, monkeypatch):
+    monkeypatch.setenv("LABKIT_CAPTURE", "replay")
+    wire = Capture(5000)
+    with wire:
+        with pytest.raises(RuntimeError, match="already recording: a Capture records one"):
+            with wire:
+                pass
+    with pytest.raises(RuntimeError, match="has ended: a Capture records one `with` block"):
+        with wire:
+            pass
+
+
+def test_a_capture_used_outside_a_with_block_says_how(monkeypatch):
+    monkeypatch.setenv("LABKIT_CAPTURE", "replay")
+    wire = Capture(5000)
+    with pytest.raises(RuntimeError, match="has not run yet: use it as `with Capture"):
+        wire.packets
+    with pytest.raises(RuntimeError, match="never entered: use it as `with Capture"):
+        wire.__exit__(None, None, None)
+
+
+@needs_capture
+def test_a_failed_start_leaks_nothing(live, monkeypatch, receiver):
+    """A sniffer that never reports ready: the error is clear, thread and sockets are gone."""
+    from labkit import _capture
+
+    threads, fds = set(threading.enumerate()), open_fds()
+    monkeypatch.setattr(_capture, "READY_TIMEOUT", 0.01)
+    real_start = _capture.AsyncSniffer.start
+    monkeypatch.setattr(_capture.AsyncSniffer, "start", lambda self: None)  # never starts
+    wire = Capture(receiver)
+    with pytest.raises(RuntimeError, match="did not start within"):
+        wire.__enter__()
+    monkeypatch.setattr(_capture.AsyncSniffer, "start", real_start)
+    assert set(threading.enumerate()) <= threads and open_fds() == fds
+    with pytest.raises(RuntimeError, match="has ended: a Capture records one"):
+        wire.__enter__()
+
+
+@needs_capture
+def test_a_sniffer_that_dies_ends_the_capture_incomplete_not_hung(live, receiver, capsys):
+    """Scapy closes the socket of a sniffer whose callback raised; the exit still returns."""
+    threads, fds = set(threading.enumerate()), open_fds()
+    with Capture(receiver) as wire:
+        def broken(pkt):
+            raise ValueError("a packet the tracker cannot read")
+
+        wire._tracker.add = broken
+        datagrams(receiver, 1)
+        wire._sniffer.thread.join(30)  # it ends on that datagram (bounded: no hang if not)
+    assert not wire.complete
+    assert "stopped early after an error" in capsys.readouterr().out
+    assert set(threading.enumerate()) <= threads and open_fds() == fds
+
+
+# -- recording names become file names ---------------------------------------------------------
+@pytest.mark.parametrize("name", [
+    "ok\n", "../escape", "a/b", "a\\b", ".hidden", "-flag", "a..b", "", "x" * 81, "a b",
+    "ça", "nul\x00", "tab\t",
+])
+def test_unsafe_recording_names_are_refused(name):
+    with pytest.raises(ValueError, match="is not allowed: it names the file") as info:
+        Capture(5000, name=name)
+    assert repr(name) in str(info.value) and "like '01-handshake'" in str(info.value)
+
+
+def test_a_recording_name_must_be_text():
+    with pytest.raises(TypeError, match="must be a str like '01-handshake', not 7"):
+        Capture(5000, name=7)
+
+
+def test_every_name_the_notebooks_and_recordings_use_is_valid():
+    root = Path(__file__).resolve().parent.parent
+    names = {m for nb in (root / "notebooks").glob("*.ipynb")
+             for m in re.findall(r'name=\\"([^"\\]*)\\"', nb.read_text())}
+    names |= {p.stem for p in (root / "data").glob("*.pcapng")}
+    assert len(names) > 20
+    for name in sorted(names):
+        assert Capture(5000, name=name).name == name
+
+
+def test_a_bad_protocol_hint_is_refused():
+    with pytest.raises(ValueError, match="protocol must be 'tcp', 'udp' or None"):
+        Capture(5000, protocol="icmp")
