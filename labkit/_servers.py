@@ -96,14 +96,20 @@ def join_all(threads, timeout: float) -> list[str]:
     return [thread.name for thread in threads if thread.is_alive()]
 
 
+def _send_back(conn: socket.socket, change) -> None:
+    try:
+        while data := conn.recv(65536):
+            conn.sendall(change(data))
+    except (ConnectionResetError, BrokenPipeError):
+        pass  # the client went away without reading: its right, not a server bug
+
+
 def _echo(conn: socket.socket, addr) -> None:
-    while data := conn.recv(65536):
-        conn.sendall(data)
+    _send_back(conn, lambda data: data)
 
 
 def _upper(conn: socket.socket, addr) -> None:
-    while data := conn.recv(65536):
-        conn.sendall(data.upper())
+    _send_back(conn, bytes.upper)
 
 
 TCP_HANDLERS: dict[str, Callable] = {"echo": _echo, "upper": _upper}

@@ -298,3 +298,17 @@ def test_udp_handler_returning_the_wrong_type_is_reported_and_serving_goes_on():
             s.sendto(b"good", server.address)
             assert s.recvfrom(100)[0] == b"good"     # served after 150 failures, in order
             assert len(server._errors) <= 100          # kept: bounded; the rest counted
+
+
+@pytest.mark.parametrize("handler", ["echo", "upper"])
+def test_a_client_that_resets_is_not_a_server_error(handler):
+    with TCPServer(handler) as server:
+        for _ in range(20):
+            s = socket.create_connection(server.address, timeout=5)
+            s.sendall(b"x" * 200_000)     # the answer is never read: closing resets
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.close()
+        assert server.wait_idle(10)
+        with socket.create_connection(server.address, timeout=5) as s:
+            s.sendall(b"ok")
+            assert s.recv(10) in (b"ok", b"OK")
