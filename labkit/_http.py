@@ -397,7 +397,7 @@ class HTTPServer(TCPServer):
 
     def __init__(self, static=None, *, ssl_context: ssl.SSLContext | None = None,
                  host: str = "127.0.0.1", port: int = 0, name: str = "server",
-                 backlog: int = 64):
+                 backlog: int = socket.SOMAXCONN):
         if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
             raise TypeError(f"ssl_context must be an ssl.SSLContext (e.g. ca.server_context()), "
                             f"not {type(ssl_context).__name__}")
@@ -422,13 +422,14 @@ class HTTPServer(TCPServer):
 
     # -- one connection ----------------------------------------------------------
     def _serve_connection(self, conn: socket.socket, addr) -> None:
-        conn.settimeout(IDLE_TIMEOUT)
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.ssl_context is not None:
-            conn = self._start_tls(conn)
-            if conn is None:
-                return
+        tls = None
         try:
+            conn.settimeout(IDLE_TIMEOUT)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.ssl_context is not None:
+                conn = tls = self._start_tls(conn)
+                if tls is None:
+                    return
             self._request_loop(conn)
         except (OSError, ValueError) as exc:
             # The client went away, reset, timed out or broke TLS: not a server bug.
@@ -436,34 +437,39 @@ class HTTPServer(TCPServer):
             if not self._stopping.is_set():
                 self._note(f"(connection ended: {type(exc).__name__})")
         finally:
-            if self.ssl_context is not None:
-                conn.close()
-                with self._lock:
-                    self._conns.discard(conn)
-                    self._idle.notify_all()
+            if tls is not None:
+                self._close_tls(tls)
 
-    def _start_tls(self, conn: socket.socket):
-        tls = self.ssl_context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
-        with self._lock:  # stop() must shut down the TLS socket, not the detached plain one
-            self._conns.discard(conn)
-            self._conns.add(tls)
-        # One deadline for the whole handshake: a silent or trickling client is let go.
-        tls.settimeout(HANDSHAKE_TIMEOUT)
+    def _start_tls(self, conn: socket.socket) -> ssl.SSLSocket | None:
+        """The TLS socket once its handshake is done, or None (noted in the log)."""
+        tls = None
         try:
-            tls.do_handshake()
-        except (OSError, ValueError) as exc:
+            tls = self.ssl_context.wrap_socket(conn, server_side=True,
+                                               do_handshake_on_connect=False)
+            with self._lock:  # stop() must shut down the TLS socket, not the detached plain one
+                self._conns.discard(conn)
+                self._conns.add(tls)
+            tls.settimeout(HANDSHAKE_TIMEOUT)  # one deadline for the whole handshake: a
+            tls.do_handshake()                 # silent or trickling client is let go
+            tls.settimeout(IDLE_TIMEOUT)
+            return tls
+        except (OSError, ValueError) as exc:  # (wrap_socket fails if the client reset first)
             reason = (f"no handshake within {HANDSHAKE_TIMEOUT:g} s"
                       if isinstance(exc, TimeoutError)
                       else getattr(exc, "reason", None) or exc)
             if not self._stopping.is_set():
                 self._note(f"(TLS handshake failed: {reason})")
-            tls.close()
-            with self._lock:
-                self._conns.discard(tls)
-                self._idle.notify_all()
+            if tls is not None:
+                self._close_tls(tls)
+            else:
+                _close_left_behind(exc)
             return None
-        tls.settimeout(IDLE_TIMEOUT)
-        return tls
+
+    def _close_tls(self, tls: ssl.SSLSocket) -> None:
+        tls.close()  # TCPServer closes and forgets only the plain socket it accepted
+        with self._lock:
+            self._conns.discard(tls)
+            self._idle.notify_all()
 
     def _request_loop(self, conn: socket.socket) -> None:
         reader = _Reader(conn)
@@ -635,7 +641,7 @@ class HTTPServer(TCPServer):
 
     @staticmethod
     def _status(text: str) -> _Response:
-        if not text.isdigit() or not 200 <= int(text) <= 599:
+        if not (len(text) == 3 and text.isdigit() and 200 <= int(text) <= 599):
             raise BadRequest(f"/status/{text[:20]}: use a final status code 200-599, "
                              "like /status/404")
         code = int(text)
@@ -693,6 +699,21 @@ class HTTPServer(TCPServer):
             return _text(404, f"404 Not Found: no file {_cut(name)!r} in the static "
                               f"directory ({why})\n")
         return _text(500, f"500 Internal Server Error: cannot read {_cut(name)!r} ({why})\n")
+
+
+def _close_left_behind(exc: BaseException) -> None:
+    """Close the socket a failed ``wrap_socket()`` made and left in its frame.
+
+    When the client reset first, CPython's ``SSLSocket._create`` raises with its new
+    socket held in a reference cycle (frame ↔ exception): one descriptor per such
+    client until the next garbage collection, unless we close it here.
+    """
+    tb = exc.__traceback__
+    while tb is not None:
+        left = tb.tb_frame.f_locals.get("self")
+        if isinstance(left, ssl.SSLSocket):
+            left.close()
+        tb = tb.tb_next
 
 
 def _depth(value) -> int:

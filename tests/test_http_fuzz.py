@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import ssl
+import struct
 import threading
 import time
 import tracemalloc
@@ -353,6 +354,23 @@ def stalled(server, site, monkeypatch):
     return results
 
 
+def reset(address, data: bytes) -> None:
+    """Connect, send ``data``, then abort the connection (RST instead of FIN)."""
+    s = socket.create_connection(address, timeout=CLIENT_TIMEOUT)
+    s.sendall(data)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
+def resets(server, site, monkeypatch):
+    """90 clients that reset at once, mid-head or mid-response: no error, nothing left open."""
+    sends = [b"", b"GET /hel", b"GET /bytes?n=10000000 HTTP/1.1\r\nHost: lab\r\n\r\n"]
+    for i in range(90):
+        reset(server.address, sends[i % 3])
+    assert eventually(lambda: server.connections_served >= 90) and server.wait_idle(10)
+    return []
+
+
 def mutations(server, site, monkeypatch):
     """300 valid requests with random bytes flipped, inserted or deleted (seeded): each
     gets a well-formed answer, none a 500."""
@@ -388,7 +406,7 @@ def mutations(server, site, monkeypatch):
 
 FAMILIES = [static_traversal, long_names, unreadable_file, absolute_form, bare_lf,
             redirect_targets, chunked_trailers, deep_json, bytes_streamed, huge_heads,
-            pipelined, stalled, mutations]
+            pipelined, stalled, resets, mutations]
 
 
 @pytest.mark.parametrize("family", FAMILIES, ids=[f.__name__ for f in FAMILIES])
@@ -418,6 +436,10 @@ def test_tls_silent_clients_are_let_go(monkeypatch, capsys):
              b"GET /hello HTTP/1.1\r\nHost: lab\r\n\r\n"]                # plain HTTP
     with HTTPServer(ssl_context=server_ctx) as server:
         fds, threads = fd_count(), threading.active_count()
+        for data in [b"", b"\x16\x03\x01\x00\x05hello"] * 20:  # reset before the handshake
+            reset(server.address, data)
+        assert server.wait_idle(10)
+        server.log.clear()
         clients = [socket.create_connection(server.address, timeout=CLIENT_TIMEOUT)
                    for _ in sends]
         ended = []
@@ -440,7 +462,7 @@ def test_tls_silent_clients_are_let_go(monkeypatch, capsys):
 
         health = check_health(server, fds, threads, client=https_hello)
     with capsys.disabled():
-        print(f"\ntls_silent_clients | {len(sends)} connections | all closed by the server "
+        print(f"\ntls_silent_clients | {len(sends)} + 40 reset connections | all let go "
               f"| {health}", end="")
 
 
