@@ -241,14 +241,16 @@ EMFILE_SCRIPT = textwrap.dedent("""
     server = TCPServer("echo").__enter__()
     resource.setrlimit(resource.RLIMIT_NOFILE,
                        (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    client = socket.socket()                  # made (and the idna codec loaded) while
+    client.settimeout(10)                     # descriptors are still free
+    socket.getaddrinfo(*server.address)
     fillers = []
     for _ in range(300):                      # use up every descriptor the limit allows
         try:
             fillers.append(open(os.devnull))
         except OSError:
             break
-    fillers.pop().close()                     # one left: the client's socket
-    client = socket.create_connection(server.address, timeout=10)  # queued by the kernel
+    client.connect(server.address)            # queued by the kernel, not accepted
     result["logged"] = logged.wait(10)        # the server could not accept() it
     for f in fillers:
         f.close()
