@@ -42,7 +42,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._servers import TCPServer
+from ._servers import HANDSHAKE_TIMEOUT, TCPServer
 
 __all__ = ["HTTPServer", "Request"]
 
@@ -56,7 +56,6 @@ MAX_BYTES = 100 * 1024 * 1024  # largest /bytes?n=
 MAX_DELAY = 10.0              # longest /slow?delay= (and /chunked delay) in seconds
 MAX_CHUNKS = 1000
 IDLE_TIMEOUT = 10.0           # seconds a connection may sit idle between requests
-HANDSHAKE_TIMEOUT = 5.0       # seconds a TLS client gets for its whole handshake
 LOG_LIMIT = 10_000            # entries kept in HTTPServer.log
 SERVER_NAME = "labkit"
 
@@ -466,10 +465,7 @@ class HTTPServer(TCPServer):
             return None
 
     def _close_tls(self, tls: ssl.SSLSocket) -> None:
-        tls.close()  # TCPServer closes and forgets only the plain socket it accepted
-        with self._lock:
-            self._conns.discard(tls)
-            self._idle.notify_all()
+        self._forget(tls)  # TCPServer closes and forgets only the plain socket it accepted
 
     def _request_loop(self, conn: socket.socket) -> None:
         reader = _Reader(conn)
@@ -533,8 +529,7 @@ class HTTPServer(TCPServer):
         except BadRequest as bad:
             resp = _text(bad.status, f"{bad.status} {_phrase(bad.status)}: {bad}\n")
         except Exception as exc:  # a bug in an endpoint: answer 500, report to the cell
-            with self._lock:
-                self._errors.append(exc)
+            self._record_error(exc)
             resp = _text(500, f"500 Internal Server Error: {type(exc).__name__}\n")
         try:
             return self._send(conn, req, resp)

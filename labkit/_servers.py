@@ -33,6 +33,7 @@ from collections.abc import Callable
 __all__ = ["TCPServer", "UDPServer", "ServerError"]
 
 JOIN_TIMEOUT = 5.0  # seconds all threads together get to finish once connections are shut down
+HANDSHAKE_TIMEOUT = 3.0  # seconds a TLS client gets for its whole handshake (TLS and HTTPS servers)
 MAX_ERRORS = 100    # exceptions kept for the report; later ones are only counted
 RETRY_PAUSE = 0.05  # seconds between accept() attempts while the process is out of descriptors
 # accept() errors that mean "out of resources": wait and retry, the server is not broken

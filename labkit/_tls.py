@@ -29,12 +29,11 @@ from pathlib import Path
 
 import trustme
 
-from ._servers import TCPServer
+from ._servers import HANDSHAKE_TIMEOUT, TCPServer
 
 __all__ = ["LocalCA", "TLSServer", "HTTPSServer", "LAB_HOSTS"]
 
 LAB_HOSTS = ("localhost", "127.0.0.1")
-HANDSHAKE_TIMEOUT = 3.0  # seconds a client gets to finish its TLS handshake
 
 
 def _utcnow() -> _dt.datetime:
