@@ -17,6 +17,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/python -m labkit kernel install   # "Python 3 (netlab)": every notebook's kernel
 	touch $(STAMP)
 
 system-tools:

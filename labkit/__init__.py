@@ -7,40 +7,52 @@ network code being taught stays plain standard library in the notebooks.
     >>> with TCPServer("echo") as server, Capture(server, name="demo") as wire:
     ...     ...   # the student's socket code
     >>> wire.table()
+
+Names are imported on first use (PEP 562), so ``import labkit`` — and the lab
+kernel's launcher, ``python -m labkit.net.namespace`` — start without loading
+Scapy or matplotlib.
 """
 
-from ._capture import Capture, capture_mode
-from ._doctor import report as doctor
-from ._flows import Segment, flag_names
-from ._kernel import SocketState, tcp_states
-from ._load import BackgroundServer, LoadResult, SlowReader, load, percentile, plot_load
-from ._http import HTTPServer
-from ._servers import ServerError, TCPServer, UDPServer
-from ._stream import (ByteCounter, Dribbler, FramedEcho, SlowConsumer, rtt_figure,
-                      throughput_figure)
-from ._relay import AckReceiver, UDPRelay
-from ._dns import DNSServer
-from ._tls import HTTPSServer, LocalCA, TLSServer
-from ._tlsview import (TLSRecord, client_hello, handshake, handshake_round_trips,
-                       server_hello, tls_records)
-from ._websocket import Frame, WebSocketServer, parse_frames, websocket_frames
-from ._views import Table, ladder
-from ._wsgi import WSGIServer, serve_in_thread
-from ._waterfall import Timing, waterfall
+from __future__ import annotations
 
-__all__ = [
-    "Capture", "capture_mode", "doctor",
-    "Segment", "flag_names",
-    "SocketState", "tcp_states",
-    "ServerError", "TCPServer", "UDPServer",
-    "Dribbler", "SlowConsumer", "ByteCounter", "FramedEcho", "rtt_figure", "throughput_figure",
-    "UDPRelay", "AckReceiver", "DNSServer",
-    "LocalCA", "TLSServer", "HTTPSServer",
-    "TLSRecord", "tls_records", "client_hello", "server_hello", "handshake",
-    "handshake_round_trips",
-    "Table", "ladder",
-    "HTTPServer", "WSGIServer", "serve_in_thread",
-    "Timing", "waterfall",
-    "BackgroundServer", "LoadResult", "SlowReader", "load", "percentile", "plot_load",
-    "WebSocketServer", "Frame", "parse_frames", "websocket_frames",
-]
+import importlib
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "_capture": ["Capture", "capture_mode"],
+    "_doctor": [("doctor", "report")],
+    "_flows": ["Segment", "flag_names"],
+    "_kernel": ["SocketState", "tcp_states"],
+    "_servers": ["ServerError", "TCPServer", "UDPServer"],
+    "_stream": ["Dribbler", "SlowConsumer", "ByteCounter", "FramedEcho", "rtt_figure",
+                "throughput_figure"],
+    "_relay": ["UDPRelay", "AckReceiver"],
+    "_dns": ["DNSServer"],
+    "_tls": ["LocalCA", "TLSServer", "HTTPSServer"],
+    "_tlsview": ["TLSRecord", "tls_records", "client_hello", "server_hello", "handshake",
+                 "handshake_round_trips"],
+    "_views": ["Table", "ladder"],
+    "_http": ["HTTPServer"],
+    "_wsgi": ["WSGIServer", "serve_in_thread"],
+    "_waterfall": ["Timing", "waterfall"],
+    "_load": ["BackgroundServer", "LoadResult", "SlowReader", "load", "percentile", "plot_load"],
+    "_websocket": ["WebSocketServer", "Frame", "parse_frames", "websocket_frames"],
+}
+_WHERE = {(name if isinstance(name, str) else name[0]): (module, name if isinstance(name, str)
+                                                         else name[1])
+          for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'labkit' has no attribute {name!r}")
+    module, attr = _WHERE[name]
+    value = getattr(importlib.import_module(f".{module}", __name__), attr)
+    globals()[name] = value  # next time, a plain lookup
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,4 +1,4 @@
-"""``python -m labkit doctor | record [NOTEBOOK...] | handout [DIR]``."""
+"""``python -m labkit doctor | record [NOTEBOOK...] | handout [DIR] | kernel install``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("notebooks", nargs="*", help="default: every notebook in notebooks/")
     hand = sub.add_parser("handout", help="write the student edition (solutions removed)")
     hand.add_argument("outdir", nargs="?", default="handout")
+    kern = sub.add_parser("kernel", help="install the 'Python 3 (netlab)' lab kernel")
+    kern.add_argument("action", choices=["install"])
+    kern.add_argument("--prefix", default=sys.prefix,
+                      help="where to install the kernelspec (default: this venv)")
     args = parser.parse_args(argv)
     if args.command == "doctor":
         from ._doctor import report
@@ -25,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
         from ._record import record
 
         return record(args.notebooks)
+    if args.command == "kernel":
+        from .net.kernel import install
+
+        print(f"installed the lab kernel in {install(args.prefix)}")
+        return 0
     from ._handout import write_handout
 
     for path in write_handout(args.outdir):

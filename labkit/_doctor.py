@@ -2,7 +2,12 @@
 
     $ python -m labkit doctor
     capture mode : live — this Python may open raw sockets (CAP_NET_RAW)
+    network      : private — this kernel has its own network namespace (the lab kernel)
     ...
+
+The usual way to live capture is the lab kernel, ``Python 3 (netlab)``: every notebook
+kernel gets its own user + network namespace (see :mod:`labkit.net`). Where a machine
+refuses namespaces, :func:`diagnose` names the reason and the exact fix.
 """
 
 from __future__ import annotations
@@ -12,9 +17,66 @@ import platform
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from ._capture import DATA_DIR, capture_mode
+from .net.namespace import ENV
+
+SEES_IN_REPLAY = ("the student sees recordings (▶ replay) in the packet views; servers, "
+                  "sockets and exercises still run live")
+SYSCTL = Path("/proc/sys")
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    case: str   # what refuses namespaces
+    fix: str    # the exact change that allows them
+
+
+def _sysctl(name: str, root: Path = SYSCTL) -> str | None:
+    try:
+        return (root / name.replace(".", "/")).read_text().strip()
+    except OSError:
+        return None
+
+
+def _in_container() -> bool:
+    return (Path("/.dockerenv").exists() or Path("/run/.containerenv").exists()
+            or "container" in os.environ)
+
+
+def diagnose(refusal: str, *, sysctl_root: Path = SYSCTL, container: bool | None = None
+             ) -> Diagnosis:
+    """Why ``unshare(CLONE_NEWUSER | CLONE_NEWNET)`` failed, from its ``refusal`` text
+    ('host: EPERM: ...') and the machine's settings, and what fixes it."""
+    container = _in_container() if container is None else container
+    if _sysctl("user.max_user_namespaces", sysctl_root) == "0":
+        return Diagnosis("user namespaces are switched off (user.max_user_namespaces = 0)",
+                         "sudo sysctl -w user.max_user_namespaces=15000 (and the same line "
+                         "in /etc/sysctl.d/99-netlab.conf to keep it)")
+    if _sysctl("kernel.apparmor_restrict_unprivileged_userns", sysctl_root) == "1":
+        return Diagnosis(
+            "AppArmor restricts unprivileged user namespaces (Ubuntu 23.10 and later)",
+            "allow them for the lab's Python only, with an AppArmor profile (README, "
+            "'Namespaces refused'), or for the whole machine: "
+            "sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0")
+    if _sysctl("kernel.unprivileged_userns_clone", sysctl_root) == "0":
+        return Diagnosis("unprivileged user namespaces are switched off "
+                         "(kernel.unprivileged_userns_clone = 0)",
+                         "sudo sysctl -w kernel.unprivileged_userns_clone=1")
+    if "ENOSPC" in refusal:
+        return Diagnosis("this user has made as many user namespaces as allowed",
+                         "stop unused lab kernels, or raise user.max_user_namespaces")
+    if container:
+        return Diagnosis(
+            "the container's seccomp profile (or missing capabilities) blocks unshare()",
+            "start the container with --security-opt seccomp=unconfined (Docker/Podman), "
+            "or securityContext.seccompProfile.type: Unconfined (Kubernetes), or a seccomp "
+            "profile that allows unshare and clone with CLONE_NEWUSER")
+    return Diagnosis(f"the kernel refused a user + network namespace ({refusal})",
+                     "ask the machine's administrator to allow unprivileged user namespaces")
 
 
 def _version(package: str) -> str:
@@ -24,28 +86,41 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def _namespaces() -> str:
-    """Can this user make a private network namespace (where raw capture is allowed)?"""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        return "unknown (no `unshare` command)"
+def namespace_probe() -> str:
+    """LABKIT_NETWORK as a lab kernel started now would see it: 'private' or 'host: ...'."""
+    code = f"import os; print(os.environ[{ENV!r}])"
     try:
-        done = subprocess.run([unshare, "-rn", "true"], capture_output=True, timeout=5)
+        done = subprocess.run([sys.executable, "-m", "labkit.net.namespace", "--",
+                               sys.executable, "-c", code],
+                              capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"no ({exc})"
-    if done.returncode == 0:
-        return "yes (user + network namespaces: `unshare -rn`)"
-    return f"no ({done.stderr.decode(errors='replace').strip() or 'unshare failed'})"
+        return f"host: error: {exc}"
+    return done.stdout.strip() or f"host: error: {done.stderr.strip()[-200:]}"
+
+
+def network_lines() -> list[str]:
+    """The 'network' part of the report: where this kernel runs, and what to do about it."""
+    here = os.environ.get(ENV)
+    if here == "private":
+        return ["network      : private — this kernel has its own network namespace "
+                "(the lab kernel): live capture, any port, nobody else's packets"]
+    refusal = here or namespace_probe()
+    if refusal == "private":
+        return ["network      : host — this is not the lab kernel, but this machine allows it",
+                "               choose the kernel 'Python 3 (netlab)' (Kernel › Change Kernel)"]
+    found = diagnose(refusal)
+    where = "this kernel runs" if here else "a lab kernel would run"
+    return [f"network      : host — {where} on the machine's network: {found.case}",
+            f"namespaces   : fix: {found.fix}",
+            f"               until then {SEES_IN_REPLAY}"]
 
 
 def fix_for(mode: str) -> str:
-    python = os.path.realpath(sys.executable)
     if mode == "replay" and os.environ.get("LABKIT_CAPTURE", "").lower() == "replay":
-        return "unset LABKIT_CAPTURE to capture live where this Python is allowed to"
+        return "unset LABKIT_CAPTURE to capture live where this kernel is allowed to"
     if mode == "replay":
-        return (f"let this interpreter capture without running Jupyter as root:\n"
-                f"    sudo setcap cap_net_raw+eip {python}\n"
-                "  then restart the notebook kernel (`make lab` again)")
+        return ("use the lab kernel 'Python 3 (netlab)' where namespaces are allowed (see "
+                "'network'); last resort: README, 'setcap, a last resort'")
     return "nothing to do: captures show the packets of this very run"
 
 
@@ -55,12 +130,12 @@ def report() -> str:
     lines = [
         f"capture mode : {mode} — {reason}",
         f"fix          : {fix_for(mode)}",
+        *network_lines(),
         f"recordings   : {len(recordings)} in {DATA_DIR} (replay mode shows these)",
         f"python       : {platform.python_version()} ({os.path.realpath(sys.executable)})",
         f"scapy        : {_version('scapy')}",
         f"jupyterlab   : {_version('jupyterlab')}",
         f"matplotlib   : {_version('matplotlib')}",
-        f"namespaces   : {_namespaces()}",
         f"tcpdump      : {shutil.which('tcpdump') or 'not found (apt-get install tcpdump)'}",
         f"tshark       : {shutil.which('tshark') or 'not found (apt-get install tshark)'}",
     ]

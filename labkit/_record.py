@@ -15,6 +15,8 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+from .net.kernel import KERNEL_NAME
+
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 CELL_TIMEOUT = 300  # seconds; a lesson cell that takes longer is a bug
 
@@ -26,7 +28,7 @@ def execute(path: Path, *, mode: str = "record") -> float:
     os.environ["LABKIT_CAPTURE"] = mode  # inherited by the kernel process
     started = time.monotonic()
     try:
-        NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
+        NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name=KERNEL_NAME,
                        resources={"metadata": {"path": str(path.parent)}}).execute()
     finally:
         if env_before is None:

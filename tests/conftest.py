@@ -30,6 +30,15 @@ def require_tool(name: str) -> str:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _unit_tests_run_outside_the_lab_kernel(monkeypatch):
+    """``LABKIT_CAPTURE=live`` (CI's run without root) demands live capture in the notebooks'
+    lab kernels; these unit tests run in pytest's own process, which has no namespace of its
+    own, so there they fall back to the usual automatic choice (and capture tests skip)."""
+    if os.environ.get("LABKIT_CAPTURE", "").lower() == "live" and not can_capture():
+        monkeypatch.delenv("LABKIT_CAPTURE")
+
+
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch):
     """A private recordings folder, so tests never touch the committed data/."""

@@ -1,20 +1,31 @@
 import subprocess
 import sys
 
-from labkit._doctor import fix_for, report
+from labkit._doctor import fix_for, network_lines, report
 
 
 def test_report_names_mode_reason_fix_and_versions(monkeypatch):
     monkeypatch.setenv("LABKIT_CAPTURE", "replay")
     text = report()
     assert text.splitlines()[0] == "capture mode : replay — LABKIT_CAPTURE=replay asks for recordings"
-    for field in ("fix", "recordings", "python", "scapy", "jupyterlab", "namespaces", "tcpdump"):
+    for field in ("fix", "network", "recordings", "python", "scapy", "jupyterlab", "tcpdump"):
         assert f"\n{field}" in text
 
 
-def test_fix_without_privilege_is_setcap_on_the_real_interpreter(monkeypatch):
+def test_fix_without_privilege_is_the_lab_kernel_and_setcap_only_a_last_resort(monkeypatch):
     monkeypatch.delenv("LABKIT_CAPTURE", raising=False)
-    assert "sudo setcap cap_net_raw+eip /" in fix_for("replay")
+    fix = fix_for("replay")
+    assert "Python 3 (netlab)" in fix and "last resort" in fix and "sudo setcap" not in fix
+
+
+def test_network_line_in_the_lab_kernel_and_outside_it(monkeypatch):
+    monkeypatch.setenv("LABKIT_NETWORK", "private")
+    assert network_lines()[0].startswith("network      : private — this kernel has its own")
+    monkeypatch.delenv("LABKIT_NETWORK")
+    # not the lab kernel (pytest itself): this machine allows namespaces, so say which kernel
+    assert network_lines() == [
+        "network      : host — this is not the lab kernel, but this machine allows it",
+        "               choose the kernel 'Python 3 (netlab)' (Kernel › Change Kernel)"]
 
 
 def test_command_line():

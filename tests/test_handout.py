@@ -3,6 +3,7 @@ import pytest
 
 from labkit import _handout
 from labkit._handout import strip_solutions, write_handout
+from labkit.net.kernel import KERNEL_NAME
 
 
 def test_solution_becomes_a_prompt_with_its_indentation():
@@ -43,7 +44,7 @@ def test_the_student_edition_answers_back(path, tmp_path):
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.source = strip_solutions(cell.source)
-    NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
+    NotebookClient(nb, timeout=120, kernel_name=KERNEL_NAME, allow_errors=True,
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     verdicts, crashes = [], []
     for i, cell in enumerate(nb.cells):

@@ -72,3 +72,7 @@ def test_ignored_outputs_are_marked_exactly(notebook):
             if "NBVAL_IGNORE_OUTPUT" in line:
                 assert line.strip() == "# NBVAL_IGNORE_OUTPUT", f"cell {i}: {line!r}"
 
+
+
+def test_every_notebook_runs_in_the_lab_kernel(notebook):
+    assert notebook.metadata.kernelspec.name == "netlab", "set the kernel to 'Python 3 (netlab)'"

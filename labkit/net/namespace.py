@@ -1,0 +1,89 @@
+"""Run a command in a private network namespace of its own, without root.
+
+    $ python -m labkit.net.namespace -- python -m ipykernel_launcher -f kernel.json
+
+A new *user* namespace makes this process root over a new *network* namespace, which
+has nothing in it but its own loopback: there ``CAP_NET_RAW`` is allowed (live capture),
+any port may be bound (80, 443 ...), and no other process on the machine — another
+student's kernel included — sees its traffic. Files it writes still belong to the user.
+
+Where the machine refuses namespaces (AppArmor on Ubuntu 24.04, a container's seccomp
+profile, ``user.max_user_namespaces=0``) the command still runs, on the host network,
+and ``LABKIT_NETWORK`` tells labkit (and ``python -m labkit doctor``) why::
+
+    LABKIT_NETWORK=private                           the lab's own network
+    LABKIT_NETWORK=host: <errno name>: <message>     namespaces were refused
+
+This module imports only the standard library: it runs before every kernel starts.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import socket
+import struct
+import sys
+from pathlib import Path
+
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+ENV = "LABKIT_NETWORK"
+
+
+def enter_private_network() -> None:
+    """Move this process into a new user + network namespace with loopback up.
+
+    Raises OSError (with the kernel's errno) when the machine refuses.
+    """
+    uid, gid = os.getuid(), os.getgid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    try:
+        # Map our own user to root inside, as `unshare --map-root-user` does. setgroups
+        # must be denied before an unprivileged process may write its gid_map.
+        Path("/proc/self/setgroups").write_text("deny")
+        Path("/proc/self/uid_map").write_text(f"0 {uid} 1")
+        Path("/proc/self/gid_map").write_text(f"0 {gid} 1")
+        _bring_up("lo")
+    except OSError as exc:  # inside already: there is no host network to fall back to
+        raise SystemExit(f"labkit: the private network namespace could not be set up "
+                         f"({exc}); run `python -m labkit doctor` and report it") from exc
+
+
+def _bring_up(interface: str) -> None:
+    """``ip link set <interface> up``, with an ioctl (no iproute2 needed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14x", interface.encode(), 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", interface.encode(),
+                                                    flags | IFF_UP))
+
+
+def refusal(exc: OSError) -> str:
+    """The value of LABKIT_NETWORK after ``exc``: 'host: EPERM: Operation not permitted'."""
+    name = errno.errorcode.get(exc.errno or 0, "error")
+    return f"host: {name}: {exc.strerror or exc}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--"]:
+        args = args[1:]
+    if not args:
+        raise SystemExit("usage: python -m labkit.net.namespace -- COMMAND [ARG ...]")
+    try:
+        enter_private_network()
+        os.environ[ENV] = "private"
+    except OSError as exc:  # refused: run on the host network, and say why
+        os.environ[ENV] = refusal(exc)
+    os.execvp(args[0], args)  # same PID: Jupyter's interrupt and shutdown signals reach it
+
+
+if __name__ == "__main__":
+    main()
