@@ -52,6 +52,11 @@ def diagnose(refusal: str, *, sysctl_root: Path = SYSCTL, container: bool | None
     """Why ``unshare(CLONE_NEWUSER | CLONE_NEWNET)`` failed, from its ``refusal`` text
     ('host: EPERM: ...') and the machine's settings, and what fixes it."""
     container = _in_container() if container is None else container
+    if refusal.startswith("host: TCP:"):
+        return Diagnosis("this kernel was started without the netlab provisioner (VS Code, "
+                         "for one, launches kernels itself, over TCP)",
+                         "open the notebooks in JupyterLab (`make lab`), or point VS Code at "
+                         "that Jupyter server (Select Kernel › Existing Jupyter Server)")
     if _sysctl("user.max_user_namespaces", sysctl_root) == "0":
         return Diagnosis("user namespaces are switched off (user.max_user_namespaces = 0)",
                          "sudo sysctl -w user.max_user_namespaces=15000 (and the same line "

@@ -125,3 +125,17 @@ def test_without_a_command_it_says_how_to_use_it():
     done = subprocess.run([sys.executable, "-m", "labkit.net.namespace"], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 1 and "usage: python -m labkit.net.namespace -- COMMAND" in done.stderr
+
+
+def test_a_kernel_launched_over_tcp_stays_on_the_host_network(tmp_path):
+    """VS Code starts the kernelspec's argv itself with a TCP connection file: a kernel in a
+    namespace would be unreachable, so it runs on the host network and says why."""
+    connection = tmp_path / "kernel.json"
+    connection.write_text('{"transport": "tcp", "ip": "127.0.0.1", "shell_port": 1}')
+    done = in_lab_namespace(sys.executable, "-c", SHOW_NETWORK, "-f", str(connection))
+    assert done.stdout.startswith("host: TCP: this kernel was started without the netlab")
+    found = diagnose(done.stdout.strip(), container=False)
+    assert "VS Code" in found.case and "make lab" in found.fix
+    connection.write_text('{"transport": "ipc", "ip": "/run/x/kernel"}')
+    done = in_lab_namespace(sys.executable, "-c", SHOW_NETWORK, "-f", str(connection))
+    assert done.stdout.strip() == "private"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import json
 import os
 import socket
 import struct
@@ -71,17 +72,40 @@ def refusal(exc: OSError) -> str:
     return f"host: {name}: {exc.strerror or exc}"
 
 
+NOT_PROVISIONED = ("host: TCP: this kernel was started without the netlab provisioner "
+                   "(its client connects over TCP, which cannot reach into a namespace)")
+
+
+def _tcp_kernel(args: list[str]) -> bool:
+    """Is this a kernel whose ``-f`` connection file asks for TCP?
+
+    The lab kernel's provisioner always chooses ``ipc``. A client that launches the
+    kernelspec's argv itself (VS Code does) writes ``tcp``, and would never reach a kernel
+    inside a namespace: that kernel must stay on the host network.
+    """
+    if "-f" not in args[:-1]:
+        return False
+    try:
+        info = json.loads(Path(args[args.index("-f") + 1]).read_text())
+    except (OSError, ValueError):
+        return False
+    return info.get("transport", "tcp") == "tcp"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--"]:
         args = args[1:]
     if not args:
         raise SystemExit("usage: python -m labkit.net.namespace -- COMMAND [ARG ...]")
-    try:
-        enter_private_network()
-        os.environ[ENV] = "private"
-    except OSError as exc:  # refused: run on the host network, and say why
-        os.environ[ENV] = refusal(exc)
+    if _tcp_kernel(args):
+        os.environ[ENV] = NOT_PROVISIONED
+    else:
+        try:
+            enter_private_network()
+            os.environ[ENV] = "private"
+        except OSError as exc:  # refused: run on the host network, and say why
+            os.environ[ENV] = refusal(exc)
     os.execvp(args[0], args)  # same PID: Jupyter's interrupt and shutdown signals reach it
 
 
