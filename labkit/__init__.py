@@ -37,6 +37,7 @@ _EXPORTS = {
     "_waterfall": ["Timing", "waterfall"],
     "_load": ["BackgroundServer", "LoadResult", "SlowReader", "load", "percentile", "plot_load"],
     "_websocket": ["WebSocketServer", "Frame", "parse_frames", "websocket_frames"],
+    "net.namespace": ["textbook_port"],
 }
 _WHERE = {(name if isinstance(name, str) else name[0]): (module, name if isinstance(name, str)
                                                          else name[1])

@@ -66,6 +66,17 @@ def _bring_up(interface: str) -> None:
                                                     flags | IFF_UP))
 
 
+def textbook_port(port: int) -> int:
+    """``port`` inside the lab's own network, where any port is free to take; else 0.
+
+    Outside it (the host network) ports below 1024 need root and others may be taken by
+    another program, so a lab server there takes any free port instead.
+
+        >>> HTTPServer(port=textbook_port(80))    # http://127.0.0.1/ in the lab kernel
+    """
+    return port if os.environ.get(ENV) == "private" else 0
+
+
 def refusal(exc: OSError) -> str:
     """The value of LABKIT_NETWORK after ``exc``: 'host: EPERM: Operation not permitted'."""
     name = errno.errorcode.get(exc.errno or 0, "error")
