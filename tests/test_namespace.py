@@ -139,3 +139,12 @@ def test_a_kernel_launched_over_tcp_stays_on_the_host_network(tmp_path):
     connection.write_text('{"transport": "ipc", "ip": "/run/x/kernel"}')
     done = in_lab_namespace(sys.executable, "-c", SHOW_NETWORK, "-f", str(connection))
     assert done.stdout.strip() == "private"
+
+
+def test_textbook_ports_inside_the_lab_network_any_free_port_outside(monkeypatch):
+    from labkit import textbook_port
+
+    code = "from labkit import textbook_port; print(textbook_port(80), textbook_port(443))"
+    assert in_lab_namespace(sys.executable, "-c", code).stdout.strip() == "80 443"
+    monkeypatch.setenv("LABKIT_NETWORK", "host: EPERM: Operation not permitted")
+    assert textbook_port(80) == 0
