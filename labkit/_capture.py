@@ -11,10 +11,21 @@ Modes (``LABKIT_CAPTURE``, or chosen by :func:`capture_mode`):
 * ``replay`` - no privilege: the packet views show ``data/<name>.pcapng``, recorded by
   ``python -m labkit record`` running the same notebook cell.  Servers still run live.
 * ``record`` - live, and the capture is also written to ``data/`` for replay mode.
+
+Replay never passes a recording off as the student's run.  A recording's ``.json``
+keeps a summary of its conversation (per server: payload bytes each way per TCP
+connection, UDP datagram sizes each way, a digest of what clients sent), and lab
+servers count the same things live (``server.conversation()``).  When a replayed
+``with`` block ends, the two are compared: ``wire.matches_recording`` is True or
+False, and a difference is printed in one line (``wire.difference``); it is None
+(nothing printed) when a watched target cannot count - a port number, or a server
+labkit does not run the I/O for (BackgroundServer, serve_in_thread, WSGIServer,
+WebSocketServer, UDPRelay).  ``wire.live_summary`` is what the servers saw.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
@@ -37,6 +48,7 @@ from scapy.sendrecv import AsyncSniffer
 from scapy.utils import rdpcap, wrpcapng
 
 from ._flows import Segment, TcpTracker, segments
+from ._servers import content_digest, conversation_entry, name_digest
 
 __all__ = ["Capture", "capture_mode", "DATA_DIR"]
 
@@ -48,6 +60,7 @@ STOP_TIMEOUT = 5.0    # seconds for the sniffer thread to end once told to
 # A name becomes a file name, data/<name>.pcapng: no separators, no leading dot or dash.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 ONE_BLOCK = "a Capture records one `with` block; create a new Capture(...) for another"
+LIVE_HOW = "run with the lab kernel to see your own packets (`python -m labkit doctor` says how)"
 
 conf.verb = 0
 
@@ -293,6 +306,166 @@ def _check_name(name) -> None:
         )
 
 
+# -- what a recording shows, in the terms lab servers count in --------------------------------
+def summarize(packets, roles: dict[int, str]) -> dict[str, dict]:
+    """{server name: conversation entry} of captured packets (see ``conversation_entry``).
+
+    Per TCP connection to a watched port (one the server answered with SYN-ACK), the
+    payload bytes each way, counted once (by sequence number: retransmissions don't
+    add); per UDP datagram its size; and a digest of what clients sent.
+    """
+    conns: dict[tuple, dict] = {}   # (server ip, port, client ip, port) -> facts
+    udp: dict[int, dict] = {p: {"in": [], "out": [], "digests": []} for p in roles}
+    for pkt in packets:
+        ip = pkt[IP] if IP in pkt else pkt[IPv6] if IPv6 in pkt else None
+        if ip is None or ICMP in pkt or ICMPv6DestUnreach in pkt:
+            continue  # ICMP errors quote packets: not a conversation's own bytes
+        layer = pkt[TCP] if TCP in pkt else pkt[UDP] if UDP in pkt else None
+        if layer is None:
+            continue
+        inbound = layer.dport in roles
+        port = layer.dport if inbound else layer.sport
+        if port not in roles:
+            continue
+        payload = bytes(layer.payload)
+        if isinstance(layer, UDP):
+            udp[port]["in" if inbound else "out"].append(len(payload))
+            if inbound:
+                udp[port]["digests"].append(hashlib.sha256(payload).hexdigest())
+            continue
+        server_ip, client_ip = (ip.dst, ip.src) if inbound else (ip.src, ip.dst)
+        key = (server_ip, port, client_ip, layer.sport if inbound else layer.dport)
+        facts = conns.setdefault(key, {"answered": False, "in": {}, "out": {}, "base": {}})
+        side = "in" if inbound else "out"
+        flags = str(layer.flags)
+        if "S" in flags:
+            facts["base"][side] = layer.seq + 1  # data starts after the SYN
+            facts["answered"] |= not inbound and "A" in flags
+        if payload:
+            facts[side][layer.seq] = payload
+    streams = {key: (_stream(facts["in"], facts["base"].get("in")),
+                     _stream(facts["out"], facts["base"].get("out")))
+               for key, facts in conns.items() if facts["answered"]}  # else: refused, or
+    tls_names = _tls_names(packets, streams)  # begun before the capture: no server counted it
+    summary = {}
+    for port, name in roles.items():
+        connections, digests = [], []
+        for key, ((stream_in, count_in), (_s, count_out)) in streams.items():
+            if key[1] != port:
+                continue
+            connections.append((count_in, count_out))
+            digests.append(name_digest(tls_names[key]) if key in tls_names
+                           else hashlib.sha256(stream_in).hexdigest())
+        dgrams = udp[port]
+        entry = conversation_entry(connections, dgrams["in"], dgrams["out"],
+                                   content_digest(digests + dgrams["digests"]))
+        summary[name] = _merge(summary.get(name), entry)
+    return summary
+
+
+def _tls_names(packets, streams: dict) -> dict[tuple, str]:
+    """{connection: the name its TLS ClientHello asks for}, for the TLS connections."""
+    if not any(s[0][0][:1] == b"\x16" for s in streams.values()):
+        return {}  # no stream starts with a TLS handshake record: skip the TLS dissector
+    from ._tlsdissect import connections, hello_facts
+
+    names = {}
+    for conn in connections(packets):
+        if conn.hello is not None:
+            client_ip, client_port, server_ip, server_port = conn.client_key
+            names[(server_ip, server_port, client_ip, client_port)] = hello_facts(
+                conn.hello, client=True).get("sni", "")
+    return names
+
+
+def _stream(pieces: dict[int, bytes], base: int | None) -> tuple[bytes, int]:
+    """One direction of a TCP connection: its bytes in order, and how many there were."""
+    if not pieces:
+        return b"", 0
+    base = min(pieces) if base is None else base  # (seq wrap-around aside: loopback is short)
+    stream = bytearray()
+    for offset, data in sorted(((seq - base) % 2**32, data) for seq, data in pieces.items()):
+        if offset + len(data) > len(stream):  # a retransmission adds nothing new
+            stream += data[max(0, len(stream) - offset):]
+    return bytes(stream), len(stream)
+
+
+def _merge(old: dict | None, new: dict) -> dict:
+    """Two servers (or ports) with one name count as one."""
+    if old is None:
+        return new
+    both = [old["content_in"], new["content_in"]]
+    return conversation_entry(old["connections"] + new["connections"],
+                              old["datagrams_in"] + new["datagrams_in"],
+                              old["datagrams_out"] + new["datagrams_out"],
+                              content_digest(both) if None not in both else None)
+
+
+def _difference(live: list[dict], recorded: list[dict]) -> str | None:
+    """What differs between two lists of conversation entries, in words; None if nothing."""
+    mine, theirs = _totals(live), _totals(recorded)
+    said = []
+    for key, text in (("connections", "your run opened {} TCP connection(s)"),
+                      ("bytes_in", "your run sent {} bytes"),
+                      ("bytes_out", "the server sent {} bytes back"),
+                      ("datagrams_in", "your run sent {} datagram(s) of {} bytes"),
+                      ("datagrams_out", "the server sent {} datagram(s) of {} bytes")):
+        a, b = mine[key], theirs[key]
+        if a is None or b is None or _overlap(a, b):  # None: unknown (a TLS server's bytes)
+            continue
+        a, b = (text.format(*(_words(x) for x in v)) for v in (a, b))
+        said.append(f"{a} (this recording: {b.split(' ', 3)[3]})")  # b: "your run sent 5 bytes"
+    if said:
+        return "; ".join(said)
+    if not _same_shapes(mine["shapes"], theirs["shapes"]):
+        return "your run split the same bytes differently (other message or connection sizes)"
+    if None not in (mine["content"], theirs["content"]) and mine["content"] != theirs["content"]:
+        return "your run sent other bytes than this recording (of the same sizes)"
+    return None
+
+
+def _span(value) -> tuple[int, int] | None:
+    """A count as (low, high): the kernel may not know one FIN byte (see tcp_payload_counts)."""
+    if value is None:
+        return None
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
+
+
+def _totals(entries: list[dict]) -> dict:
+    conns = [(_span(c[0]), _span(c[1])) for e in entries for c in e["connections"]]
+    dgrams = {side: [n for e in entries for n in e[f"datagrams_{side}"]] for side in ("in", "out")}
+    outs = [c[1] for c in conns]
+    contents = [e["content_in"] for e in entries]
+    point = lambda n: (n, n)  # noqa: E731
+    return {"connections": (point(len(conns)),),
+            "bytes_in": (tuple(map(sum, zip((0, 0), *(c[0] for c in conns)))),),
+            "bytes_out": None if None in outs else (tuple(map(sum, zip((0, 0), *outs))),),
+            "datagrams_in": (point(len(dgrams["in"])), point(sum(dgrams["in"]))),
+            "datagrams_out": (point(len(dgrams["out"])), point(sum(dgrams["out"]))),
+            "shapes": (sorted(conns, key=lambda c: c[0]), sorted(dgrams["in"]),
+                       sorted(dgrams["out"])),
+            "content": None if None in contents else content_digest(contents)}
+
+
+def _overlap(a: tuple, b: tuple) -> bool:
+    """Could two tuples of (low, high) counts be the same counts?"""
+    return all(x[0] <= y[1] and y[0] <= x[1] for x, y in zip(a, b))
+
+
+def _words(span: tuple[int, int]) -> str:
+    return str(span[0]) if span[0] == span[1] else f"{span[0]} or {span[1]}"
+
+
+def _same_shapes(mine: tuple, theirs: tuple) -> bool:
+    """Same sizes per connection (each way) and per datagram, in any order."""
+    conns_a, conns_b = mine[0], theirs[0]
+    if len(conns_a) != len(conns_b) or mine[1:] != theirs[1:]:
+        return False
+    return all(_overlap((a[0],), (b[0],)) and (a[1] is None or b[1] is None
+                                               or _overlap((a[1],), (b[1],)))
+               for a, b in zip(conns_a, conns_b))
+
+
 class Capture:
     """Packets exchanged with the given servers (or ports), as table, ladder or pcapng.
 
@@ -305,18 +478,30 @@ class Capture:
     ``keylog`` is a TLS key log file (``SSLContext.keylog_filename``): read on exit into
     ``meta["tls_keylog"]``, it decrypts TLS in the views and travels with recordings.
     A Capture records one ``with`` block; entering it again raises RuntimeError.
+
+    In replay mode, ``matches_recording`` says whether the servers saw the conversation
+    the recording shows (None: cannot tell), ``difference`` what differs, in words.
     """
 
     def __init__(self, *targets, name: str | None = None, iface: str = "lo", keylog=None,
                  protocol: str | None = None):
         _check_name(name)
         self.roles, self._endpoints = _watch(targets, protocol)
+        self._targets = targets
         self.name = name
         self.iface = iface
         self.mode, self.reason = capture_mode()
         self.meta: dict = {}       # saved beside a recording (e.g. a TLS key log)
         self.keylog = keylog       # path of a TLS key log to read on exit (live modes)
         self.complete = True       # False if the exit gave up waiting for in-flight packets
+        # Replay mode: did labkit's servers see the conversation the recording shows?
+        # True / False, or None when that cannot be told (see the module docstring).
+        self.matches_recording: bool | None = None
+        self.live_summary: dict | None = None   # {server name: conversation entry}
+        self.difference: str | None = None      # what differs, in words
+        self._talkers = [t for t in targets if callable(getattr(t, "conversation", None))]
+        self._marks: list = []                  # where each server's count started
+        self._recorded_summary: dict = {}
         self._packets: list = []
         self._tracker = TcpTracker()
         self._sent = self._arrived = 0
@@ -346,9 +531,17 @@ class Capture:
                 raise RuntimeError(f"this Capture {where}: {ONE_BLOCK}")
             self._state = "running"
         if self.mode == "replay":
-            where = self.recording.relative_to(DATA_DIR.parent) if self.recording else None
+            if self.recording is None:
+                print(f"▶ replay: nothing to show — this capture has no name, so no recording "
+                      f"goes with it ({self.reason}); {LIVE_HOW}, or name it, "
+                      "e.g. Capture(server, name=\"my-try\"), and record it with "
+                      "`python -m labkit record`")
+                return self
+            where = self.recording.relative_to(DATA_DIR.parent)
             print(f"▶ replay: showing the recording {where} ({self.reason}); "
                   "for live capture see `python -m labkit doctor`")
+            if len(self._talkers) == len(self._targets):  # every target can count
+                self._marks = [t.conversation_mark() for t in self._talkers]
             return self
         try:
             self._start_sniffer()
@@ -428,6 +621,7 @@ class Capture:
             self._state = "done"
             if exc_type is None:  # a block that raised did not do what was recorded
                 self._load_recording()
+                self._compare_with_recording()
             return False
         try:
             self._fence.sendto(b"labkit fence", ("127.0.0.1", self._fence_port))
@@ -485,14 +679,13 @@ class Capture:
     def _save_recording(self) -> None:
         DATA_DIR.mkdir(parents=True, exist_ok=True)
         wrpcapng(str(self.recording), self._packets)
-        meta = {"roles": {str(p): n for p, n in self.roles.items()}, **self.meta}
+        meta = {"roles": {str(p): n for p, n in self.roles.items()},
+                "summary": summarize(self._packets, self.roles), **self.meta}
         self.recording.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True))
 
     def _load_recording(self) -> None:
         if self.recording is None:
-            print("▶ replay: this capture has no name, so there is no recording to show; "
-                  "its packet list is empty")
-            return
+            return  # said so on entry
         if not self.recording.exists():
             raise FileNotFoundError(
                 f"no recording {self.recording}: run `python -m labkit record` "
@@ -501,7 +694,35 @@ class Capture:
         self._packets = list(rdpcap(str(self.recording)))
         meta = json.loads(self.recording.with_suffix(".json").read_text())
         self.roles = {int(p): n for p, n in meta.pop("roles").items()}
+        # Recordings made before summaries were saved: the packets say the same.
+        self._recorded_summary = meta.pop("summary", None) or summarize(self._packets, self.roles)
         self.meta = meta
+
+    def _compare_with_recording(self) -> None:
+        """Set matches_recording and live_summary; print one line if the runs differ."""
+        if not self._marks or self.recording is None or not self.recording.exists():
+            return  # some target cannot count, or nothing was shown
+        live: dict[str, dict] = {}
+        for server, mark in zip(self._talkers, self._marks):
+            entry = server.conversation(mark, settle=SETTLE_TIMEOUT)
+            if entry is None:
+                return  # this server cannot tell: no comparison, no claim
+            live[server.name] = _merge(live.get(server.name), entry)
+        self.live_summary = live
+        recorded = self._recorded_summary
+        if set(live) <= set(recorded):  # compare the same servers (a relay adds its target)
+            recorded = {name: recorded[name] for name in live}
+        self.difference = _difference(list(live.values()), list(recorded.values()))
+        self.matches_recording = self.difference is None
+        moved = [f"your {server.name} listens on port {server.port}, the recording's on {port}"
+                 for server in self._talkers for port, name in self.roles.items()
+                 if name == server.name and port != server.port
+                 and min(port, server.port) < 1024]  # a well-known port: textbook_port()
+        if self.difference and moved:  # a URL or Host header that names the port changes bytes
+            self.difference += f" ({'; '.join(moved)})"
+        if self.difference:
+            print(f"⚠ {self.difference} — the table and ladder show the recording, "
+                  f"not your run; {LIVE_HOW}")
 
     # -- what the student looks at ---------------------------------------------------
     def _require_finished(self) -> None:

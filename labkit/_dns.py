@@ -128,6 +128,13 @@ class DNSServer:
     def roles(self) -> dict[int, str]:
         return {self.port: self.name}
 
+    def conversation_mark(self):
+        """What the UDP server underneath saw (see :meth:`UDPServer.conversation`)."""
+        return self._server.conversation_mark()
+
+    def conversation(self, since=(0, 0), settle: float = 0.0) -> dict | None:
+        return self._server.conversation(since, settle)
+
     def __enter__(self) -> "DNSServer":
         claim_run(self)
         self._server.__enter__()

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import trustme
 
-from ._servers import HANDSHAKE_TIMEOUT, TCPServer
+from ._servers import HANDSHAKE_TIMEOUT, TCPServer, note_server_name
 
 __all__ = ["LocalCA", "TLSServer", "HTTPSServer", "LAB_HOSTS"]
 
@@ -135,6 +135,18 @@ class LocalCA:
 
 
 def _tls_context(ca, context) -> ssl.SSLContext:
+    return _noting_names(_pick_context(ca, context))
+
+
+def _noting_names(ctx: ssl.SSLContext) -> ssl.SSLContext:
+    """Let the server remember each client's SNI (replay mode compares it with recordings);
+    a context with its own sni_callback keeps it."""
+    if ctx.sni_callback is None:
+        ctx.sni_callback = note_server_name
+    return ctx
+
+
+def _pick_context(ca, context) -> ssl.SSLContext:
     if context is not None:
         if not isinstance(context, ssl.SSLContext):
             raise TypeError(f"context must be an ssl.SSLContext, not {type(context).__name__}")
@@ -186,6 +198,7 @@ class TLSServer(TCPServer):
                 self._handshakes.notify_all()
                 self._conns.discard(tls)
                 self._idle.notify_all()
+            self._tally(tls)  # a failed handshake is a connection too (replay compares counts)
             tls.close()
             return
         with self._lock:

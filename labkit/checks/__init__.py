@@ -7,6 +7,15 @@ keeps going and the notebook shows the verdict under the exercise.
     ✅ Right: 2 + 2 is 4
 
 One module per lesson (``lesson01`` for notebook 01, ...) holds that lesson's checks.
+
+A check never grades a recording.  Checks that read a capture call
+:func:`not_a_recording` first: a live capture is the student's own run; a replayed
+one (no capture privilege) shows the author's recorded packets, so it is graded
+only when labkit's servers saw the very same conversation in the student's run
+(``wire.matches_recording``: connections, bytes each way and, where the server read
+them itself, their content).  Otherwise the verdict is "not yet", saying the check
+cannot see the student's packets and how to get a live capture.  The normal case -
+the exercise cell run as written - matches, so it is graded as in live mode.
 """
 
 from __future__ import annotations
@@ -16,7 +25,8 @@ import html
 import inspect
 from dataclasses import dataclass
 
-__all__ = ["Verdict", "verdict", "first_failure", "answers_back", "unfinished", "NOT_WRITTEN"]
+__all__ = ["Verdict", "verdict", "first_failure", "answers_back", "unfinished", "NOT_WRITTEN",
+           "not_a_recording"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,30 @@ def first_failure(*verdicts: Verdict, right: str) -> Verdict:
 NOT_WRITTEN = Verdict(False, "your code is not written yet (it raises NotImplementedError)",
                       "replace `raise NotImplementedError()` with your solution, run that cell, "
                       "then run this check again")
+
+
+LIVE_HINT = ("in replay mode a check cannot see your own packets: run this notebook with the "
+             "lab kernel, Python 3 (netlab), so captures are live (`python -m labkit doctor` "
+             "says how), then run the exercise cell and this check again")
+
+
+def not_a_recording(wire) -> Verdict | None:
+    """None if ``wire`` may be graded; else a failed Verdict saying why it may not.
+
+    A live capture shows the student's run.  A replayed one shows a recording: it may be
+    graded only if the student's run was the same conversation (``matches_recording``).
+    """
+    if getattr(wire, "mode", None) != "replay":
+        return None
+    matches = getattr(wire, "matches_recording", None)
+    if matches is True:
+        return None
+    if matches is False:
+        return Verdict(False, "this capture replays a recording, and your run was different: "
+                       f"{wire.difference}", LIVE_HINT)
+    return Verdict(False, "this capture replays a recording, and labkit cannot tell whether "
+                   "your run was the same (it compares what lab servers saw with the recording)",
+                   LIVE_HINT)
 
 
 def unfinished(exc: BaseException | None) -> bool:

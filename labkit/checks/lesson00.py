@@ -1,9 +1,14 @@
-"""Checks for 00-Start-Here."""
+"""Checks for 00-Start-Here.
+
+``check_first_capture`` reads a capture: in replay mode it grades the recording only
+when the student's run was the same conversation (see :func:`not_a_recording`), so
+sending b"pong" is never passed on the strength of the author's b"ping".
+"""
 
 from __future__ import annotations
 
 from .._capture import capture_mode
-from . import Verdict, answers_back, first_failure, verdict
+from . import Verdict, answers_back, first_failure, not_a_recording, verdict
 
 
 @answers_back
@@ -27,6 +32,9 @@ def check_first_capture(wire) -> Verdict:
     except (AttributeError, RuntimeError) as exc:
         return Verdict(False, f"that is not a finished capture ({exc})",
                        "pass the `wire` from `with ... Capture(server, ...) as wire:`")
+    refused = not_a_recording(wire)
+    if refused is not None:  # (a failed Verdict is falsy)
+        return refused
     flags = [s.flags for s in segs[:3]]
     sent = b"".join(bytes(s.packet["TCP"].payload) for s in segs if s.src == "client")
     return first_failure(

@@ -1,4 +1,8 @@
-"""Checks for 01-Watch-A-TCP-Handshake."""
+"""Checks for 01-Watch-A-TCP-Handshake.
+
+``check_ack_predictions`` reads a capture: in replay mode only one of the student's
+own conversation (see :func:`not_a_recording`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import threading
 
 from .._kernel import settled_tcp_states
 from .._servers import TCPServer
-from . import Verdict, answers_back, first_failure, verdict
+from . import Verdict, answers_back, first_failure, not_a_recording, verdict
 
 
 def acks_after_client_data(wire) -> list[int]:
@@ -28,6 +32,9 @@ def check_ack_predictions(predicted, wire) -> Verdict:
     if not isinstance(predicted, (list, tuple)) or not all(isinstance(n, int) for n in predicted):
         return Verdict(False, f"give a list of whole numbers, not {predicted!r}",
                        "one ACK number per message the client sent, e.g. [5, 15, 16]")
+    refused = not_a_recording(wire)
+    if refused is not None:  # (a failed Verdict is falsy)
+        return refused
     actual = acks_after_client_data(wire)
     if len(predicted) != len(actual):
         return Verdict(False, f"you gave {len(predicted)} numbers, but the client sent "

@@ -1,11 +1,16 @@
-"""Checks for notebook 06, Secure a connection with TLS."""
+"""Checks for notebook 06, Secure a connection with TLS.
+
+``check_sni`` reads a capture: in replay mode only one whose handshake the student's
+run repeated (same connections, same bytes from the client; see
+:func:`not_a_recording`).
+"""
 
 from __future__ import annotations
 
 import socket
 import ssl
 
-from . import Verdict, answers_back, verdict
+from . import Verdict, answers_back, not_a_recording, verdict
 
 __all__ = ["check_trusts_lab_ca", "check_sni", "check_tls13_only"]
 
@@ -66,13 +71,16 @@ def check_sni(answer, wire) -> Verdict:
     """``answer`` is the host name the client asked for in its ClientHello (SNI)."""
     from .._tlsview import client_hello
 
-    expected = client_hello(wire).get("sni")
     if isinstance(answer, bytes):
         return Verdict(False, f"{answer!r} is bytes; the answer is the name as a str",
                        "decode it: answer.decode()")
     if not isinstance(answer, str):
         return Verdict(False, f"expected the host name as a str, got {type(answer).__name__}",
                        "the name is inside the server_name extension of the ClientHello")
+    refused = not_a_recording(wire)
+    if refused is not None:  # (a failed Verdict is falsy)
+        return refused
+    expected = client_hello(wire).get("sni")
     return verdict(answer.strip().lower() == expected,
                    f"the client asked for {expected!r}, in plaintext, before any encryption",
                    wrong=f"{answer!r} is not the name in the ClientHello's server_name extension",

@@ -1,0 +1,274 @@
+"""Replay mode never passes a recording off as the student's run, and checks never grade one.
+
+Each test records a private conversation (record mode: live capture, needs CAP_NET_RAW),
+then replays it with the same or different client code, as a student without
+privilege would (LABKIT_CAPTURE=replay: servers and sockets still run live).
+"""
+
+import json
+import socket
+
+import pytest
+
+from conftest import needs_capture
+from labkit import Capture, DNSServer, HTTPServer, LocalCA, TCPServer, TLSServer, UDPServer
+from labkit._capture import _difference, summarize
+from labkit.checks.lesson00 import check_first_capture
+from labkit.checks.lesson01 import check_ack_predictions
+from labkit.checks.lesson06 import check_sni
+
+pytestmark = needs_capture
+
+
+def echo_cell(name, *messages, server=None):
+    """Notebook 01's echo cell: send each message, read its echo."""
+    with (server or TCPServer("echo")) as server, Capture(server, name=name) as wire:
+        with socket.create_connection(server.address, timeout=3) as sock:
+            for message in messages:
+                sock.sendall(message)
+                got = b""
+                while len(got) < len(message):
+                    got += sock.recv(1024)
+    return wire
+
+
+@pytest.fixture
+def record(data_dir, monkeypatch):
+    """Run a cell in record mode, then switch to replay mode for the rest of the test."""
+    def run(cell, *args, **kwargs):
+        monkeypatch.setenv("LABKIT_CAPTURE", "record")
+        try:
+            return cell(*args, **kwargs)
+        finally:
+            monkeypatch.setenv("LABKIT_CAPTURE", "replay")
+    return run
+
+
+# -- the view --------------------------------------------------------------------------------
+def test_a_different_message_is_named_next_to_the_picture(record, capsys):
+    record(echo_cell, "t-echo", b"hello")
+    capsys.readouterr()
+    student = b"a completely different message from the student"
+    wire = echo_cell("t-echo", student)
+    banner, warning = capsys.readouterr().out.splitlines()
+    assert banner.startswith("▶ replay: showing the recording")
+    assert warning == (
+        f"⚠ your run sent {len(student)} bytes (this recording: 5 bytes); the server sent "
+        f"{len(student)} bytes back (this recording: 5 bytes back) — the table and ladder "
+        "show the recording, not your run; run with the lab kernel to see your own packets "
+        "(`python -m labkit doctor` says how)")
+    assert wire.matches_recording is False and f"sent {len(student)} bytes" in wire.difference
+    assert wire.live_summary["server"]["connections"] == [[len(student)] * 2]
+    assert b"hello" in bytes(wire.packets[3])  # the views still show the recording: said so
+
+
+def test_the_same_conversation_prints_nothing_more(record, capsys):
+    record(echo_cell, "t-echo", b"hello")
+    capsys.readouterr()
+    wire = echo_cell("t-echo", b"hello")
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) == 1 and out.startswith("▶ replay: showing the recording")
+    assert wire.matches_recording is True and wire.difference is None
+
+
+def test_same_sizes_other_bytes_differ_too(record, capsys):
+    record(echo_cell, "t-echo", b"hello")
+    wire = echo_cell("t-echo", b"jello")
+    assert wire.matches_recording is False
+    assert "other bytes than this recording (of the same sizes)" in capsys.readouterr().out
+
+
+def test_more_connections_and_datagrams_are_named(record, capsys):
+    def two_connections():
+        with TCPServer("echo") as server, Capture(server, name="t-two") as wire:
+            for _ in range(2):
+                with socket.create_connection(server.address, timeout=3) as sock:
+                    sock.sendall(b"hi")
+                    sock.recv(10)
+        return wire
+
+    record(echo_cell, "t-two", b"hi")
+    capsys.readouterr()
+    assert two_connections().matches_recording is False
+    out = capsys.readouterr().out
+    assert "your run opened 2 TCP connection(s) (this recording: 1 TCP connection(s))" in out
+
+    def datagrams(words):
+        with UDPServer("upper") as server, Capture(server, name="t-udp") as wire:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.settimeout(3)
+                for word in words:
+                    sock.sendto(word, server.address)
+                    sock.recvfrom(100)
+        return wire
+
+    record(datagrams, [b"one", b"two", b"three"])
+    assert datagrams([b"one", b"two", b"three"]).matches_recording is True
+    capsys.readouterr()
+    assert datagrams([b"one", b"two"]).matches_recording is False
+    out = capsys.readouterr().out
+    assert "your run sent 2 datagram(s) of 6 bytes (this recording: 3 datagram(s) of 11 " in out
+    assert "the server sent 2 datagram(s) of 6 bytes (this recording: 3 datagram(s) of " in out
+
+
+def test_a_recording_without_a_saved_summary_is_summarized_from_its_packets(record, data_dir):
+    record(echo_cell, "t-old", b"hello")
+    meta = data_dir / "t-old.json"
+    saved = json.loads(meta.read_text())
+    meta.write_text(json.dumps({"roles": saved["roles"]}))  # as recorded before summaries
+    assert echo_cell("t-old", b"hello").matches_recording is True
+    assert echo_cell("t-old", b"hellooo").matches_recording is False
+
+
+def test_targets_that_cannot_count_make_no_claim(record, capsys):
+    """A port number: labkit does not know what the socket behind it saw."""
+    def by_port(message):
+        with TCPServer("echo") as server, Capture(server.port, name="t-port") as wire:
+            with socket.create_connection(server.address, timeout=3) as sock:
+                sock.sendall(message)
+                sock.recv(100)
+        return wire
+
+    record(by_port, b"hello")
+    capsys.readouterr()
+    wire = by_port(b"something else")
+    assert wire.matches_recording is None and wire.live_summary is None
+    assert len(capsys.readouterr().out.splitlines()) == 1  # the banner only
+
+
+def test_an_unnamed_capture_says_there_is_nothing_to_show_and_how_to_see_packets(
+        data_dir, monkeypatch, capsys):
+    monkeypatch.setenv("LABKIT_CAPTURE", "replay")
+    with TCPServer("echo") as server, Capture(server) as wire:
+        with socket.create_connection(server.address, timeout=3) as sock:
+            sock.sendall(b"hi")
+            sock.recv(10)
+    out = capsys.readouterr().out
+    assert "None" not in out and "has no name" in out and "nothing to show" in out
+    assert "lab kernel" in out and 'name="' in out and "python -m labkit record" in out
+    assert len(wire.packets) == 0 and wire.matches_recording is None
+
+
+# -- the servers count what the packets show ------------------------------------------------------
+def count_then_reply(conn, addr):
+    total = 0
+    while data := conn.recv(4096):
+        total += len(data)
+    conn.sendall(b"received %d bytes" % total)
+
+
+def greet_and_close(conn, addr):
+    conn.sendall(b"hello, I close first\n" * 3)
+
+
+@pytest.mark.parametrize("handler, talk", [
+    ("echo", lambda s: (s.sendall(b"x" * 100_000), s.shutdown(socket.SHUT_WR),
+                        [None for _ in iter(lambda: s.recv(65536), b"")])),
+    (count_then_reply, lambda s: (s.sendall(b"x" * 3000), s.shutdown(socket.SHUT_WR),
+                                  s.recv(100))),
+    (greet_and_close, lambda s: [None for _ in iter(lambda: s.recv(100), b"")]),
+    ("upper", lambda s: s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,  # a reset, no FIN
+                                     b"\1\0\0\0\0\0\0\0") or s.sendall(b"abc") or s.recv(3)),
+], ids=["echo-100k", "half-close", "server-closes-first", "client-resets"])
+def test_a_tcp_server_counts_exactly_what_the_packets_show(live, handler, talk):
+    with TCPServer(handler) as server, Capture(server) as wire:
+        mark = server.conversation_mark()
+        with socket.create_connection(server.address, timeout=3) as sock:
+            talk(sock)
+    seen = server.conversation(mark)
+    assert seen["connections"] == summarize(wire.packets, wire.roles)["server"]["connections"]
+
+
+def test_tls_and_http_servers_count_what_the_packets_show(live):
+    with LocalCA() as ca, TLSServer(ca) as server, Capture(server) as wire:
+        ctx = ca.client_context()
+        for _ in range(2):  # closes with the session tickets unread: a reset
+            with socket.create_connection(server.address) as raw, \
+                    ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"ping")
+                tls.recv(10)
+    seen, recorded = server.conversation(), summarize(wire.packets, wire.roles)["server"]
+    for (low_high, out), (got, _out) in zip(seen["connections"], recorded["connections"]):
+        # the client's FIN came, then its reset: the kernel does not say whether it counted
+        # the FIN, so the server gives a range
+        assert low_high in (got, [got, got + 1]) and out is None  # (certificates vary in size)
+    assert seen["content_in"] == recorded["content_in"]  # the name asked for: localhost
+    assert _difference([seen], [recorded]) is None
+
+    with HTTPServer() as server, Capture(server) as wire:
+        for target in ("/hello", "/bytes?n=40000"):
+            with socket.create_connection(server.address, timeout=3) as sock:
+                sock.sendall(f"GET {target} HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n"
+                             .encode())
+                while sock.recv(65536):
+                    pass
+    assert server.conversation() == summarize(wire.packets, wire.roles)["server"] | {
+        "content_in": None}  # the HTTP server reads through its own parser: sizes only
+
+
+def test_a_dns_server_counts_what_the_packets_show(live):
+    from dnslib import DNSRecord
+
+    with DNSServer({"www.netlab.test": "127.0.0.7"}) as dns, Capture(dns) as wire:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(3)
+            for name in ("www.netlab.test", "nowhere.netlab.test"):
+                sock.sendto(DNSRecord.question(name).pack(), dns.address)
+                sock.recv(512)
+    assert dns.conversation() == summarize(wire.packets, wire.roles)["dns"]
+
+
+# -- checks never grade a recording -----------------------------------------------------------
+def test_lesson00_first_capture_judges_the_students_bytes_in_replay(record):
+    record(echo_cell, "t-00", b"ping")
+    assert check_first_capture(echo_cell("t-00", b"ping")).passed
+    verdict = check_first_capture(echo_cell("t-00", b"pong"))
+    assert not verdict.passed and "lab kernel" in verdict.hint
+    assert "other bytes" in verdict.message and str(verdict).startswith("❌")
+    assert not check_first_capture(echo_cell("t-00", b"ping, pong")).passed
+
+
+def test_lesson00_first_capture_cannot_judge_a_port_number_in_replay(record):
+    def by_port():
+        with TCPServer("echo") as server, Capture(server.port, name="t-00p") as wire:
+            with socket.create_connection(server.address, timeout=3) as sock:
+                sock.sendall(b"ping")
+                sock.recv(10)
+        return wire
+
+    record(by_port)
+    verdict = check_first_capture(by_port())
+    assert not verdict.passed and "cannot tell" in verdict.message
+
+
+def test_lesson01_ack_predictions_are_not_graded_on_someone_elses_packets(record):
+    messages = (b"ping", b"0123456789", b"!")
+    record(echo_cell, "t-01", *messages)
+    assert check_ack_predictions([5, 15, 16], echo_cell("t-01", *messages)).passed
+    other = echo_cell("t-01", b"pi", b"0123456789", b"!!!")  # same total: other ACKs
+    assert other.matches_recording is False
+    assert not check_ack_predictions([5, 15, 16], other).passed
+
+
+def test_lesson06_sni_is_not_graded_on_someone_elses_handshake(record, data_dir):
+    def mystery(name):
+        with LocalCA() as ca, TLSServer(context=ca.server_context(name)) as server, \
+                Capture(server, name="t-06") as wire:
+            ctx = ca.client_context()
+            with socket.create_connection(server.address) as raw:
+                with ctx.wrap_socket(raw, server_hostname=name):
+                    pass
+        return wire
+
+    record(mystery, "intranet.netlab.test")
+    assert check_sni("intranet.netlab.test", mystery("intranet.netlab.test")).passed
+    other = mystery("www.netlab.test")
+    assert other.matches_recording is False
+    assert not check_sni("intranet.netlab.test", other).passed
+
+
+def test_checks_still_grade_live_captures(live):
+    assert check_first_capture(echo_cell(None, b"ping")).passed
+    assert not check_first_capture(echo_cell(None, b"pong")).passed
+    assert check_ack_predictions([3, 4], echo_cell(None, b"pi", b"!")).passed
+
