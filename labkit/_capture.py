@@ -83,11 +83,12 @@ def capture_mode() -> tuple[str, str]:
     except PermissionError:
         if wanted != "auto":
             raise PermissionError(
-                f"LABKIT_CAPTURE={wanted} needs CAP_NET_RAW to sniff packets; run as root, "
-                f"or `sudo setcap cap_net_raw+eip {os.path.realpath(sys.executable)}`, "
-                "or unset LABKIT_CAPTURE to fall back to recordings"
+                f"LABKIT_CAPTURE={wanted} needs CAP_NET_RAW to sniff packets, which the lab "
+                "kernel 'Python 3 (netlab)' has in its own network; this kernel has not "
+                "(`python -m labkit doctor` says why and what to change), so use the lab "
+                "kernel, or unset LABKIT_CAPTURE to fall back to recordings"
             ) from None
-        return "replay", "this Python may not open raw sockets (no CAP_NET_RAW)"
+        return "replay", "this kernel may not open raw sockets (no CAP_NET_RAW)"
     if wanted == "record":
         return "record", "LABKIT_CAPTURE=record writes recordings to data/"
     return "live", "this Python may open raw sockets (CAP_NET_RAW)"
