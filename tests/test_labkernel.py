@@ -32,7 +32,9 @@ def test_the_venv_has_the_lab_kernel_with_its_provisioner():
 
 @pytest.fixture
 def lab_kernel():
-    manager, client = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=60)
+    # the kernel decides its capture mode itself (CI's replay run sets LABKIT_CAPTURE)
+    env = {k: v for k, v in os.environ.items() if k != "LABKIT_CAPTURE"}
+    manager, client = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=60, env=env)
     yield manager, client
     client.stop_channels()
     if manager.has_kernel:
@@ -59,8 +61,11 @@ print(os.environ["LABKIT_NETWORK"], port, wire.mode, [x.flags for x in wire.segm
 def test_interrupt_restart_and_shutdown_leave_nothing_behind(lab_kernel):
     manager, client = lab_kernel
     runtime, first_pid = Path(manager.ip).parent, manager.provisioner.pid
-    client.execute("import time; time.sleep(60)")
-    client.get_iopub_msg(timeout=30)                 # the kernel says it is busy: it has begun
+    client.execute("import time; print('sleeping', flush=True); time.sleep(60)")
+    while True:                       # wait until the cell itself runs, then interrupt it
+        msg = client.get_iopub_msg(timeout=30)
+        if msg["msg_type"] == "stream" and "sleeping" in msg["content"]["text"]:
+            break
     manager.interrupt_kernel()
     reply = client.get_shell_msg(timeout=30)
     assert reply["content"]["ename"] == "KeyboardInterrupt"
