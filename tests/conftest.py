@@ -20,6 +20,16 @@ def can_capture() -> bool:
 needs_capture = pytest.mark.skipif(not can_capture(), reason="live capture needs CAP_NET_RAW")
 
 
+def echo_exchange(server, messages=(b"hello",)):
+    """Send each message to an echo ``server`` and read its echo back in full."""
+    with socket.create_connection(server.address, timeout=3) as s:
+        for m in messages:
+            s.sendall(m)
+            got = b""
+            while len(got) < len(m):
+                got += s.recv(1024)
+
+
 def require_tool(name: str) -> str:
     """Path of a system tool; in CI its absence is a failure, elsewhere a skip."""
     path = shutil.which(name)

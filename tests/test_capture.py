@@ -13,18 +13,10 @@ from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6
 from scapy.layers.l2 import Ether
 from scapy.utils import PcapReader, rdpcap
 
-from conftest import needs_capture, require_tool
+from conftest import echo_exchange, needs_capture, require_tool
 from labkit import (BackgroundServer, Capture, DNSServer, HTTPServer, TCPServer, UDPRelay,
                     UDPServer, WebSocketServer, WSGIServer, capture_mode, serve_in_thread)
 
-
-def echo_exchange(server, messages=(b"hello",)):
-    with socket.create_connection(server.address, timeout=2) as s:
-        for m in messages:
-            s.sendall(m)
-            got = b""
-            while len(got) < len(m):
-                got += s.recv(1024)
 
 
 @needs_capture

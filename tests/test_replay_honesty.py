@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from conftest import needs_capture
+from conftest import echo_exchange, needs_capture
 from labkit import Capture, DNSServer, HTTPServer, LocalCA, TCPServer, TLSServer, UDPServer
 from labkit._capture import _difference, summarize
 from labkit.checks.lesson00 import check_first_capture
@@ -23,12 +23,7 @@ pytestmark = needs_capture
 def echo_cell(name, *messages, server=None):
     """Notebook 01's echo cell: send each message, read its echo."""
     with (server or TCPServer("echo")) as server, Capture(server, name=name) as wire:
-        with socket.create_connection(server.address, timeout=3) as sock:
-            for message in messages:
-                sock.sendall(message)
-                got = b""
-                while len(got) < len(message):
-                    got += sock.recv(1024)
+        echo_exchange(server, messages)
     return wire
 
 
