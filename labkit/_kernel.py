@@ -13,6 +13,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._servers import check_port
+
 __all__ = ["SocketState", "tcp_states", "settled_tcp_states"]
 
 # include/net/tcp_states.h; names as `ss` prints them
@@ -38,11 +40,6 @@ def _address(text: str) -> tuple[str, int]:
     return ip, int(hexport, 16)
 
 
-def _check_port(port) -> None:
-    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-        raise ValueError(f"port must be an int from 1 to 65535, not {port!r}")
-
-
 def tcp_states(port: int, peer_port: int | None = None, *,
                proc: Path = Path("/proc/net")) -> list[SocketState]:
     """Every TCP socket with ``port`` at one end (and ``peer_port`` at the other, if given).
@@ -50,9 +47,9 @@ def tcp_states(port: int, peer_port: int | None = None, *,
     Name both ports to pick one connection: an ephemeral port still in TIME-WAIT
     from an earlier connection may already be reused for a new one.
     """
-    _check_port(port)
+    check_port(port, low=1)
     if peer_port is not None:
-        _check_port(peer_port)
+        check_port(peer_port, low=1)
     found = []
     for name in ("tcp", "tcp6"):
         table = proc / name

@@ -24,12 +24,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from ._flows import PAYLOAD_DESCRIBERS
-from ._servers import (MAX_ERRORS, LoopbackAddress, ServerError, _check_host, check_name,
-                       claim_run, raise_first)
+from ._servers import (JOIN_TIMEOUT, MAX_ERRORS, LoopbackAddress, ServerError, _check_host,
+                       check_name, claim_run, raise_first)
 
 __all__ = ["WebSocketServer", "Frame", "parse_frames", "websocket_frames", "OPCODES"]
 
-JOIN_TIMEOUT = 5.0    # seconds to start, and to stop on top of the closing handshakes
 CLOSE_TIMEOUT = 1.0   # seconds a client gets to answer the server's close frame
 OPCODES = {0x0: "continuation", 0x1: "text", 0x2: "binary",
            0x8: "close", 0x9: "ping", 0xA: "pong"}

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from wsgiref.simple_server import WSGIRequestHandler
 from wsgiref.simple_server import WSGIServer as _WsgirefServer
 
-from ._servers import JOIN_TIMEOUT, LoopbackAddress, _check_host, raise_first
+from ._servers import JOIN_TIMEOUT, LoopbackAddress, _check_host, check_port, raise_first
 
 __all__ = ["serve_in_thread", "WSGIServer"]
 
@@ -138,9 +138,7 @@ class WSGIServer(LoopbackAddress):
             raise TypeError(f"WSGIServer needs a WSGI application: a function "
                             f"app(environ, start_response) or a Flask app, not "
                             f"{type(app).__name__}")
-        if not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ValueError(f"port must be an int from 0 to 65535 (0 = any free port), "
-                             f"not {port!r}")
+        check_port(port)
         self.app = app
         self.host = _check_host(host)
         self.name = name

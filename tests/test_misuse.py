@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from labkit import (BackgroundServer, DNSServer, HTTPServer, LocalCA, ServerError, SlowReader,
+from labkit import (BackgroundServer, WSGIServer, DNSServer, HTTPServer, LocalCA, ServerError, SlowReader,
                     TCPServer, TLSServer, UDPRelay, UDPServer, WebSocketServer, load)
 
 
@@ -90,6 +90,8 @@ ECHO = lambda data, addr: data  # noqa: E731
     (lambda: TCPServer(port="8080"), ValueError, "not '8080'"),
     (lambda: UDPServer(port=False), ValueError, "port must be an int from 0 to 65535"),
     (lambda: HTTPServer(port=True), ValueError, "port must be an int from 0 to 65535"),
+    (lambda: WSGIServer(lambda env, start: [], port=True), ValueError,
+     "port must be an int from 0 to 65535"),
     (lambda: TCPServer(backlog=-5), ValueError, "backlog must be a positive int"),
     (lambda: TCPServer(backlog=0), ValueError, "backlog must be a positive int"),
     (lambda: TCPServer(name="a\nb"), ValueError, "name must be short printable text"),
