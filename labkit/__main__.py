@@ -21,12 +21,12 @@ def main(argv: list[str] | None = None) -> int:
                       help="where to install the kernelspec (default: this venv)")
     args = parser.parse_args(argv)
     if args.command == "doctor":
-        from ._doctor import report
+        from labkit.tools.doctor import report
 
         print(report())
         return 0
     if args.command == "record":
-        from ._record import record
+        from labkit.tools.record import record
 
         return record(args.notebooks)
     if args.command == "kernel":
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"installed the lab kernel in {install(args.prefix)}")
         return 0
-    from ._handout import write_handout
+    from labkit.tools.handout import write_handout
 
     for path in write_handout(args.outdir):
         print(f"wrote {path}")

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from labkit import _capture
+from labkit.capture import capture as _capture
 
 
 def can_capture() -> bool:

@@ -193,7 +193,7 @@ def test_only_icmp_errors_about_our_ports_are_kept():
 
 @needs_capture
 def test_kernel_drops_are_reported_not_hidden(live, monkeypatch, capsys):
-    from labkit import _capture
+    from labkit.capture import capture as _capture
 
     with TCPServer("echo") as server, Capture(server) as wire:
         monkeypatch.setattr(_capture, "_kernel_drops", lambda sock: 7)
@@ -439,7 +439,7 @@ def test_a_capture_used_outside_a_with_block_says_how(monkeypatch):
 @needs_capture
 def test_a_failed_start_leaks_nothing(live, monkeypatch, receiver):
     """A sniffer that never reports ready: the error is clear, thread and sockets are gone."""
-    from labkit import _capture
+    from labkit.capture import capture as _capture
 
     threads, fds = set(threading.enumerate()), open_fds()
     monkeypatch.setattr(_capture, "READY_TIMEOUT", 0.01)

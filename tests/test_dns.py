@@ -1,4 +1,4 @@
-"""labkit._dns: the local DNS server and the DNS payload describer."""
+"""labkit.servers.dns: the local DNS server and the DNS payload describer."""
 
 import socket
 
@@ -6,7 +6,7 @@ import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
 from labkit import Capture, DNSServer
-from labkit._dns import describe_dns, parse_dns
+from labkit.servers.dns import describe_dns, parse_dns
 
 from conftest import needs_capture
 

@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from labkit._doctor import fix_for, network_lines, report
+from labkit.tools.doctor import fix_for, network_lines, report
 
 
 def test_report_names_mode_reason_fix_and_versions(monkeypatch):

@@ -4,7 +4,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from labkit import flag_names
-from labkit._flows import TcpTracker, segments
+from labkit.capture.flows import TcpTracker, segments
 
 C, S = ("127.0.0.1", 40000), ("127.0.0.1", 8080)
 ISN_C, ISN_S = 1_000_000, 4_294_967_000  # the server's numbers wrap around 2**32

@@ -1,8 +1,8 @@
 import nbformat
 import pytest
 
-from labkit import _handout
-from labkit._handout import strip_solutions, write_handout
+from labkit.tools import handout as _handout
+from labkit.tools.handout import strip_solutions, write_handout
 from labkit.net.kernel import KERNEL_NAME
 
 

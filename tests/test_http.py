@@ -1,4 +1,4 @@
-"""labkit._http: HTTPServer endpoints, robustness against garbage, TLS, WSGI serving."""
+"""labkit.servers.http: HTTPServer endpoints, robustness against garbage, TLS, WSGI serving."""
 
 import http.client
 import http.server
@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from labkit import HTTPServer, ServerError
-from labkit._http import MAX_BODY, MAX_HEAD
+from labkit.servers.http import MAX_BODY, MAX_HEAD
 
 CLIENT_TIMEOUT = 5.0
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-import labkit._http
+import labkit.servers.http
 from labkit import HTTPServer
-from labkit._http import MAX_BODY, MAX_JSON_DEPTH, MAX_REQUEST_LINE
+from labkit.servers.http import MAX_BODY, MAX_JSON_DEPTH, MAX_REQUEST_LINE
 
 CLIENT_TIMEOUT = 5.0  # well under the server's IDLE_TIMEOUT: an answer must not wait for it
 SECRET = "top secret\n"
@@ -347,7 +347,7 @@ def pipelined(server, site, monkeypatch):
 def stalled(server, site, monkeypatch):
     """A request that stops half-way gets 408 after the idle timeout; an idle connection
     is closed quietly."""
-    monkeypatch.setattr(labkit._http, "IDLE_TIMEOUT", 0.3)
+    monkeypatch.setattr(labkit.servers.http, "IDLE_TIMEOUT", 0.3)
     results = []
     for raw in [b"GET /hello HTTP/1.1\r\nHost:", b"POST /echo HTTP/1.1\r\nHost: lab\r\n"
                 b"Content-Length: 10\r\n\r\nabc", b"POST /echo HTTP/1.1\r\nHost: lab\r\n"
@@ -435,7 +435,7 @@ def test_tls_silent_clients_are_let_go(monkeypatch, capsys):
     ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
-    monkeypatch.setattr(labkit._http, "HANDSHAKE_TIMEOUT", 0.3)
+    monkeypatch.setattr(labkit.servers.http, "HANDSHAKE_TIMEOUT", 0.3)
     sends = [b"", b"", b"", b"\x16\x03\x01\x40\x00" + b"\x01" * 100,  # silent; half a hello
              b"GET /hello HTTP/1.1\r\nHost: lab\r\n\r\n"]                # plain HTTP
     with HTTPServer(ssl_context=server_ctx) as server:

@@ -39,7 +39,7 @@ def test_bad_port(bad):
 
 
 def test_settled_states_after_the_client_closes_first():
-    from labkit._kernel import settled_tcp_states
+    from labkit.capture.sockets import settled_tcp_states
 
     with TCPServer("echo") as server:
         with socket.create_connection(server.address) as c:

@@ -1,4 +1,4 @@
-"""labkit._load: BackgroundServer, load(), percentile(), SlowReader, plot_load()."""
+"""labkit.servers.load: BackgroundServer, load(), percentile(), SlowReader, plot_load()."""
 
 import asyncio
 import socket
@@ -181,7 +181,7 @@ def test_background_server_rejects_bad_arguments():
 
 
 def test_background_server_names_a_serve_that_ignores_stop(monkeypatch):
-    import labkit._load as mod
+    import labkit.servers.load as mod
 
     monkeypatch.setattr(mod, "JOIN_TIMEOUT", 0.3)
     release = threading.Event()

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from labkit._doctor import diagnose
+from labkit.tools.doctor import diagnose
 
 SHOW_NETWORK = "import os; print(os.environ['LABKIT_NETWORK'])"
 
@@ -91,7 +91,7 @@ def test_a_seccomp_filter_that_blocks_unshare_is_named_with_its_fix():
         assert libc.prctl(22, 2, ctypes.c_char_p(fprog), 0, 0) == 0  # seccomp filter
         os.execv(sys.executable, sys.argv[1:])
     """)
-    report = "from labkit._doctor import network_lines; print('\\n'.join(network_lines()))"
+    report = "from labkit.tools.doctor import network_lines; print('\\n'.join(network_lines()))"
     env = {**os.environ, "container": "docker"}
     env.pop("LABKIT_NETWORK", None)
     done = in_lab_namespace(sys.executable, "-c", report,

@@ -1,7 +1,7 @@
 import nbformat
 
 from conftest import needs_capture
-from labkit._record import record
+from labkit.tools.record import record
 
 CELL = '''import socket
 from labkit import Capture, TCPServer

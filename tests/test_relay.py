@@ -1,4 +1,4 @@
-"""labkit._relay: the seeded lossy UDP relay and the stop-and-wait receiver."""
+"""labkit.servers.relay: the seeded lossy UDP relay and the stop-and-wait receiver."""
 
 import socket
 import struct

@@ -120,7 +120,7 @@ def test_udp_handler_error_does_not_stop_the_server():
 
 
 def test_stuck_handler_is_reported_not_hung(monkeypatch):
-    from labkit import _servers
+    from labkit.servers import base as _servers
 
     monkeypatch.setattr(_servers, "JOIN_TIMEOUT", 0.2)
     running, release = threading.Event(), threading.Event()
@@ -139,7 +139,7 @@ def test_stuck_handler_is_reported_not_hung(monkeypatch):
 
 
 def test_stop_gives_all_stuck_handlers_one_deadline_not_one_each(monkeypatch):
-    from labkit import _servers
+    from labkit.servers import base as _servers
 
     monkeypatch.setattr(_servers, "JOIN_TIMEOUT", 0.2)
     release = threading.Event()

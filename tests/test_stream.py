@@ -1,4 +1,4 @@
-"""labkit._stream: dribbling, slow and counting TCP peers, and their figures."""
+"""labkit.servers.stream: dribbling, slow and counting TCP peers, and their figures."""
 
 import socket
 import struct

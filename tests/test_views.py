@@ -1,7 +1,7 @@
 from matplotlib.patches import FancyArrowPatch
 
 from labkit import Table, ladder
-from labkit._flows import segments
+from labkit.capture.flows import segments
 from test_flows import C, S, conversation, tcp
 
 

@@ -1,4 +1,4 @@
-"""labkit._waterfall: Timing arithmetic and the waterfall figure."""
+"""labkit.views.waterfall: Timing arithmetic and the waterfall figure."""
 
 import pytest
 

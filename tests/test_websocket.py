@@ -1,4 +1,4 @@
-"""labkit._websocket: WebSocketServer, parse_frames, the capture describer."""
+"""labkit.servers.websocket: WebSocketServer, parse_frames, the capture describer."""
 
 import asyncio
 import base64
@@ -11,7 +11,7 @@ from scapy.layers.inet import IP, TCP
 from websockets.asyncio.client import connect
 
 from labkit import ServerError, WebSocketServer, parse_frames, websocket_frames
-from labkit._flows import describe_payload, segments
+from labkit.capture.flows import describe_payload, segments
 
 
 async def echo(ws):
@@ -188,7 +188,7 @@ def test_accept_value_the_library_sends_is_rfc6455s():
 
 
 def test_ladder_labels_say_what_websocket_packets_carry():
-    from labkit._views import _label
+    from labkit.views.ladder import _label
 
     request = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"
     answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"

@@ -1,4 +1,4 @@
-"""labkit._wsgi: serve_in_thread (socketserver/http.server) and WSGIServer (wsgiref, Flask)."""
+"""labkit.servers.wsgi: serve_in_thread (socketserver/http.server) and WSGIServer (wsgiref, Flask)."""
 
 import http.server
 import socket
@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-import labkit._wsgi
+import labkit.servers.wsgi
 from labkit import ServerError, WSGIServer, serve_in_thread
 from test_http import exchange
 
@@ -119,7 +119,7 @@ def test_serve_in_thread_nested_enter_is_refused():
 
 def test_serve_in_thread_exit_is_bounded_when_a_handler_is_stuck(monkeypatch):
     """A single-threaded server busy with a half-sent request cannot stop: say so, in time."""
-    monkeypatch.setattr(labkit._wsgi, "JOIN_TIMEOUT", 0.3)
+    monkeypatch.setattr(labkit.servers.wsgi, "JOIN_TIMEOUT", 0.3)
     handling = threading.Event()
 
     class Stuck(Hello):

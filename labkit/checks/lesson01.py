@@ -9,8 +9,8 @@ from __future__ import annotations
 import socket
 import threading
 
-from .._kernel import settled_tcp_states
-from .._servers import TCPServer
+from labkit.capture.sockets import settled_tcp_states
+from labkit.servers.base import TCPServer
 from . import Verdict, answers_back, first_failure, not_a_recording, verdict
 
 

@@ -12,8 +12,8 @@ import socket
 import struct
 import threading
 
-from .._servers import TCPServer
-from .._stream import Dribbler
+from labkit.servers.base import TCPServer
+from labkit.servers.stream import Dribbler
 from . import Verdict, answers_back, first_failure
 
 __all__ = ["check_recv_exactly", "check_read_message"]

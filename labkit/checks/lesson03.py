@@ -10,8 +10,8 @@ from __future__ import annotations
 import socket
 import threading
 
-from .._relay import AckReceiver, UDPRelay
-from .._servers import UDPServer
+from labkit.servers.relay import AckReceiver, UDPRelay
+from labkit.servers.base import UDPServer
 from . import Verdict, answers_back, first_failure
 
 __all__ = ["check_send_reliably", "LOSSY"]

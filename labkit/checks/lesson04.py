@@ -37,7 +37,7 @@ HINTS = {
 
 def _live_case(n: int = 20) -> tuple[str, bytes, bytes]:
     """The /chunked body as the labkit server really sends it."""
-    from .._http import HTTPServer
+    from labkit.servers.http import HTTPServer
 
     request = f"GET /chunked?n={n} HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n".encode()
     with HTTPServer() as server, socket.create_connection(server.address, timeout=5) as s:

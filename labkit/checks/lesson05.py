@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import http.client
 
-from .._servers import ServerError
+from labkit.servers.base import ServerError
 from . import Verdict, answers_back
 
 __all__ = ["check_greet"]
@@ -68,7 +68,7 @@ def _check_answers(server) -> Verdict | None:
 @answers_back
 def check_greet(app) -> Verdict:
     """Serve ``app`` (a WSGI callable or a Flask app) and send it real requests."""
-    from .._wsgi import WSGIServer
+    from labkit.servers.wsgi import WSGIServer
 
     if not callable(app):
         return Verdict(False, f"expected a WSGI app (a function of environ, start_response), "

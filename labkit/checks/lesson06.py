@@ -49,7 +49,7 @@ def _handshake(ctx: ssl.SSLContext, server, host: str = "localhost") -> str:
 @answers_back
 def check_trusts_lab_ca(ctx, ca) -> Verdict:
     """``ctx`` verifies certificates and host names, and trusts the lab CA ``ca``."""
-    from .._tls import TLSServer
+    from labkit.servers.tls import TLSServer
 
     off = _verification_off(ctx)
     if off is not None:
@@ -69,7 +69,7 @@ def check_trusts_lab_ca(ctx, ca) -> Verdict:
 @answers_back
 def check_sni(answer, wire) -> Verdict:
     """``answer`` is the host name the client asked for in its ClientHello (SNI)."""
-    from .._tlsview import client_hello
+    from labkit.protocols.tls import client_hello
 
     if isinstance(answer, bytes):
         return Verdict(False, f"{answer!r} is bytes; the answer is the name as a str",
@@ -92,7 +92,7 @@ def check_sni(answer, wire) -> Verdict:
 @answers_back
 def check_tls13_only(ctx, ca) -> Verdict:
     """``ctx`` verifies as before, and refuses any server that cannot speak TLS 1.3."""
-    from .._tls import TLSServer
+    from labkit.servers.tls import TLSServer
 
     off = _verification_off(ctx)
     if off is not None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 
-from .. import _load
-from .._servers import ServerError
+from labkit.servers import load as _load
+from labkit.servers.base import ServerError
 from . import NOT_WRITTEN, Verdict, answers_back, unfinished, verdict
 
 __all__ = ["check_asyncio_upper", "check_does_not_block"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 
-from .._servers import ServerError
-from .._websocket import WebSocketServer
+from labkit.servers.base import ServerError
+from labkit.servers.websocket import WebSocketServer
 from . import NOT_WRITTEN, Verdict, answers_back, unfinished, verdict
 
 __all__ = ["check_unmask", "check_named_chat"]

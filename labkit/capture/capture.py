@@ -47,12 +47,12 @@ from scapy.plist import PacketList
 from scapy.sendrecv import AsyncSniffer
 from scapy.utils import rdpcap, wrpcapng
 
-from ._flows import Segment, TcpTracker, segments
-from ._servers import content_digest, conversation_entry, name_digest
+from labkit.capture.flows import Segment, TcpTracker, segments
+from labkit.servers.base import content_digest, conversation_entry, name_digest
 
 __all__ = ["Capture", "capture_mode", "DATA_DIR"]
 
-DATA_DIR = Path(os.environ.get("LABKIT_DATA", Path(__file__).resolve().parent.parent / "data"))
+DATA_DIR = Path(os.environ.get("LABKIT_DATA", Path(__file__).resolve().parents[2] / "data"))
 MODES = ("auto", "live", "replay", "record")
 READY_TIMEOUT = 5.0   # seconds for the sniffer to open its socket
 SETTLE_TIMEOUT = 2.0  # seconds to wait for in-flight packets and final ACKs on exit
@@ -65,7 +65,7 @@ LIVE_HOW = "run with the lab kernel to see your own packets (`python -m labkit d
 conf.verb = 0
 
 # Functions (packets, meta) run before a capture's packets are described, e.g. TLS
-# record naming and decryption with meta["tls_keylog"] (labkit._tlsview adds one).
+# record naming and decryption with meta["tls_keylog"] (labkit.protocols.tls adds one).
 ANALYSERS: list = []
 
 
@@ -217,12 +217,12 @@ def _protocol_of(server) -> str | None:
     sock = getattr(server, "socket", None)
     if isinstance(sock, socket.socket):
         return {socket.SOCK_STREAM: "tcp", socket.SOCK_DGRAM: "udp"}.get(sock.type)
-    from ._dns import DNSServer
-    from ._load import BackgroundServer
-    from ._relay import UDPRelay
-    from ._servers import TCPServer, UDPServer
-    from ._websocket import WebSocketServer
-    from ._wsgi import WSGIServer
+    from labkit.servers.dns import DNSServer
+    from labkit.servers.load import BackgroundServer
+    from labkit.servers.relay import UDPRelay
+    from labkit.servers.base import TCPServer, UDPServer
+    from labkit.servers.websocket import WebSocketServer
+    from labkit.servers.wsgi import WSGIServer
 
     if isinstance(server, (TCPServer, WebSocketServer, WSGIServer, BackgroundServer)):
         return "tcp"  # TCPServer covers HTTPServer, TLSServer and HTTPSServer
@@ -368,7 +368,7 @@ def _tls_names(packets, streams: dict) -> dict[tuple, str]:
     """{connection: the name its TLS ClientHello asks for}, for the TLS connections."""
     if not any(s[0][0][:1] == b"\x16" for s in streams.values()):
         return {}  # no stream starts with a TLS handshake record: skip the TLS dissector
-    from ._tlsdissect import connections, hello_facts
+    from labkit.protocols.tlsdissect import connections, hello_facts
 
     names = {}
     for conn in connections(packets):
@@ -670,7 +670,7 @@ class Capture:
             self._fence = None
 
     def _read_keylog(self) -> None:
-        from ._tlsview import keylog_for
+        from labkit.protocols.tls import keylog_for
 
         path = Path(self.keylog)
         text = path.read_text() if path.exists() else ""
@@ -749,13 +749,13 @@ class Capture:
 
     def table(self, *, start: int = 0, stop: int | None = None):
         """One row per packet; ``start``/``stop`` pick a slice of rows."""
-        from ._views import Table
+        from labkit.views.ladder import Table
 
         return Table(self.segments[start:stop])
 
     def ladder(self, *, start: int = 0, stop: int | None = None, title: str | None = None):
         """A sequence diagram of the packets (a matplotlib Figure)."""
-        from ._views import ladder
+        from labkit.views.ladder import ladder
 
         return ladder(self.segments[start:stop], title=title)
 
@@ -770,7 +770,7 @@ class Capture:
         if path.suffix != ".pcapng":
             raise ValueError(f"save() writes pcapng: give a path ending in .pcapng, not {path.name!r}")
         if self.meta.get("tls_keylog"):
-            from ._tlsview import save_with_keylog
+            from labkit.protocols.tls import save_with_keylog
 
             return save_with_keylog(path, self._packets, self.meta["tls_keylog"])
         wrpcapng(str(path), self._packets)

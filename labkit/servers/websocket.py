@@ -23,8 +23,8 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from ._flows import PAYLOAD_DESCRIBERS
-from ._servers import (JOIN_TIMEOUT, MAX_ERRORS, LoopbackAddress, ServerError, _check_host,
+from labkit.capture.flows import PAYLOAD_DESCRIBERS
+from labkit.servers.base import (JOIN_TIMEOUT, MAX_ERRORS, LoopbackAddress, ServerError, _check_host,
                        check_name, claim_run, raise_first)
 
 __all__ = ["WebSocketServer", "Frame", "parse_frames", "websocket_frames", "OPCODES"]
@@ -281,7 +281,7 @@ _MAX_UPGRADED = 4096
 def _connection(pkt):
     from scapy.layers.inet import TCP
 
-    from ._flows import _ip_layer
+    from labkit.capture.flows import _ip_layer
 
     ip = _ip_layer(pkt)
     if ip is None or TCP not in pkt:
@@ -345,7 +345,7 @@ def _ladder_label(seg) -> str | None:
 
 
 try:
-    from ._views import LABELLERS as _LABELLERS
+    from labkit.views.ladder import LABELLERS as _LABELLERS
 except ImportError:  # an older labkit without ladder labellers: plain TCP labels
     _LABELLERS = []
 if _ladder_label not in _LABELLERS:

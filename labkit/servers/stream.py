@@ -201,7 +201,7 @@ class FramedEcho(_Handler):
 
 # -- figures ------------------------------------------------------------------------
 def _plt():
-    from ._views import plt  # the backend choice lives in _views
+    from labkit.views.ladder import plt  # the backend choice lives in _views
 
     return plt
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import nbformat
 
-from ._record import NOTEBOOKS
+from labkit.tools.record import NOTEBOOKS
 
 _SOLUTION = re.compile(r"(?ms)^([ \t]*)### BEGIN SOLUTION\s*$.*?^[ \t]*### END SOLUTION[ \t]*$")
 

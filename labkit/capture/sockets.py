@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._servers import check_port
+from labkit.servers.base import check_port
 
 __all__ = ["SocketState", "tcp_states", "settled_tcp_states"]
 

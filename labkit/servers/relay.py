@@ -27,8 +27,8 @@ import struct
 import threading
 from collections import Counter
 
-from . import _servers
-from ._servers import (MAX_ERRORS, LoopbackAddress, _check_host, check_name, check_port,
+from labkit.servers import base as _servers
+from labkit.servers.base import (MAX_ERRORS, LoopbackAddress, _check_host, check_name, check_port,
                        claim_run, join_all, log, raise_first)
 
 __all__ = ["UDPRelay", "AckReceiver"]

@@ -21,8 +21,8 @@ import ipaddress
 from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSHeader, DNSQuestion, DNSRecord
 from dnslib.dns import DNSBuffer
 
-from ._flows import PAYLOAD_DESCRIBERS
-from ._servers import UDPServer, check_name, claim_run, log
+from labkit.capture.flows import PAYLOAD_DESCRIBERS
+from labkit.servers.base import UDPServer, check_name, claim_run, log
 
 __all__ = ["DNSServer", "parse_dns", "describe_dns"]
 

@@ -42,7 +42,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._servers import HANDSHAKE_TIMEOUT, TCPServer
+from labkit.servers.base import HANDSHAKE_TIMEOUT, TCPServer
 
 __all__ = ["HTTPServer", "Request"]
 

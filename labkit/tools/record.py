@@ -15,9 +15,9 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from .net.kernel import KERNEL_NAME
+from labkit.net.kernel import KERNEL_NAME
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 CELL_TIMEOUT = 300  # seconds; a lesson cell that takes longer is a bug
 
 

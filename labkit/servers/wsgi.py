@@ -18,7 +18,7 @@ from collections.abc import Callable
 from wsgiref.simple_server import WSGIRequestHandler
 from wsgiref.simple_server import WSGIServer as _WsgirefServer
 
-from ._servers import JOIN_TIMEOUT, LoopbackAddress, _check_host, check_port, raise_first
+from labkit.servers.base import JOIN_TIMEOUT, LoopbackAddress, _check_host, check_port, raise_first
 
 __all__ = ["serve_in_thread", "WSGIServer"]
 

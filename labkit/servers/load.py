@@ -172,7 +172,7 @@ class BackgroundServer:
             )
 
     def raise_errors(self) -> None:
-        from ._servers import ServerError
+        from labkit.servers.base import ServerError
 
         if self._error is not None:
             exc, self._error = self._error, None
@@ -404,7 +404,7 @@ def plot_load(results: dict[str, dict[int, LoadResult]], *, title: str):
 
     ``results`` maps a design name to ``{clients: LoadResult}``.
     """
-    from ._views import plt  # importing _views picks the Agg backend outside Jupyter
+    from labkit.views.ladder import plt  # importing _views picks the Agg backend outside Jupyter
 
     if not results:
         raise ValueError("plot_load needs results: {design: {clients: LoadResult}}")

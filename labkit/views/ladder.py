@@ -15,7 +15,7 @@ if not matplotlib.get_backend().lower().startswith(("module://", "nbagg", "ipymp
 import matplotlib.pyplot as plt
 from matplotlib.patches import FancyArrowPatch
 
-from ._flows import Segment
+from labkit.capture.flows import Segment
 
 __all__ = ["Table", "ladder", "COLORS"]
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import trustme
 
-from ._servers import HANDSHAKE_TIMEOUT, TCPServer, note_server_name
+from labkit.servers.base import HANDSHAKE_TIMEOUT, TCPServer, note_server_name
 
 __all__ = ["LocalCA", "TLSServer", "HTTPSServer", "LAB_HOSTS"]
 
@@ -231,6 +231,6 @@ def _describe_error(exc: BaseException) -> str:
 def HTTPSServer(ca: LocalCA | None = None, *args, context: ssl.SSLContext | None = None,
                 **kwargs):
     """The lab's :class:`HTTPServer` speaking HTTPS (a certificate from ``ca``)."""
-    from ._http import HTTPServer
+    from labkit.servers.http import HTTPServer
 
     return HTTPServer(*args, ssl_context=_tls_context(ca, context), **kwargs)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from ._capture import DATA_DIR, capture_mode
-from .net.namespace import ENV
+from labkit.capture.capture import DATA_DIR, capture_mode
+from labkit.net.namespace import ENV
 
 SEES_IN_REPLAY = ("the student sees recordings (▶ replay) in the packet views; servers, "
                   "sockets and exercises still run live")

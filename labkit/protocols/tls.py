@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import html
 
-from ._tlsdissect import (TLS13, TLSConnection, TLSRecord, connections, hello_facts,
+from labkit.protocols.tlsdissect import (TLS13, TLSConnection, TLSRecord, connections, hello_facts,
                           keylog_for, parse_keylog, save_with_keylog, show_data)
 
 __all__ = ["TLSRecord", "RecordTable", "analyse", "tls_records", "handshake", "client_hello",
@@ -126,7 +126,7 @@ def tls_records(wire, *, decrypt: bool = True) -> RecordTable:
 
     ``decrypt=False`` shows what an observer without the key log sees.
     """
-    from ._flows import segments
+    from labkit.capture.flows import segments
 
     packets = wire.packets
     analyse(packets, _capture_meta(wire) if decrypt else {})
@@ -214,7 +214,9 @@ def handshake_round_trips(wire, connection: int = 0) -> int:
 
 def _register() -> None:
     """Teach the capture, the flows and the views about TLS (idempotent)."""
-    from . import _capture, _flows, _views
+    from labkit.capture import capture as _capture
+    from labkit.capture import flows as _flows
+    from labkit.views import ladder as _views
 
     if _describe_tls not in _flows.PAYLOAD_DESCRIBERS:
         _flows.PAYLOAD_DESCRIBERS.insert(0, _describe_tls)

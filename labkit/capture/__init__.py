@@ -1,0 +1,1 @@
+"""Capturing what crossed the wire (live, replayed or recorded) and following TCP."""

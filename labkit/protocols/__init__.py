@@ -1,0 +1,1 @@
+"""What labkit knows about each protocol it names on the wire."""

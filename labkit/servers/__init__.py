@@ -1,0 +1,1 @@
+"""Servers the lessons talk to: one lifecycle, loopback only."""

@@ -1,0 +1,1 @@
+"""Maintainer and set-up tools: the doctor, recording notebooks, the student edition."""

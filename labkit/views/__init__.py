@@ -1,0 +1,1 @@
+"""Tables, ladder diagrams and figures of captures and measurements."""
