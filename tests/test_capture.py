@@ -177,7 +177,7 @@ def test_strangers_that_slip_in_before_the_filter_are_dropped():
     wire = Capture(8080)
     ours = Ether() / IP() / TCP(sport=40000, dport=8080)
     stranger = Ether() / IP() / TCP(sport=40000, dport=5555)
-    assert wire._is_ours(ours) and not wire._is_ours(stranger)
+    assert wire._live.is_ours(ours) and not wire._live.is_ours(stranger)
 
 
 def test_only_icmp_errors_about_our_ports_are_kept():
@@ -186,17 +186,17 @@ def test_only_icmp_errors_about_our_ports_are_kept():
         return Ether(bytes(pkt))  # dissected as captured: the quote is IPerror/UDPerror
 
     wire = Capture(8080)
-    assert wire._is_ours(unreachable(8080))
-    assert not wire._is_ours(unreachable(9999))  # another lab's error on the same lo
-    assert not wire._is_ours(Ether() / IP() / ICMP(type=8))
+    assert wire._live.is_ours(unreachable(8080))
+    assert not wire._live.is_ours(unreachable(9999))  # another lab's error on the same lo
+    assert not wire._live.is_ours(Ether() / IP() / ICMP(type=8))
 
 
 @needs_capture
 def test_kernel_drops_are_reported_not_hidden(live, monkeypatch, capsys):
-    from labkit.capture import capture as _capture
+    from labkit.capture import live as _live
 
     with TCPServer("echo") as server, Capture(server) as wire:
-        monkeypatch.setattr(_capture, "_kernel_drops", lambda sock: 7)
+        monkeypatch.setattr(_live, "_kernel_drops", lambda sock: 7)
         echo_exchange(server)
     assert not wire.complete
     assert "the kernel dropped 7 packets" in capsys.readouterr().out
@@ -325,7 +325,7 @@ def crafted(port=8080, host="127.0.0.2"):
 
 def test_a_udp_server_capture_keeps_only_its_own_packets():
     wire = Capture(_DeclaredServer("udp", ("127.0.0.1", 8080)))
-    kept = {what: wire._is_ours(pkt) for what, (_ours, pkt) in crafted().items()}
+    kept = {what: wire._live.is_ours(pkt) for what, (_ours, pkt) in crafted().items()}
     assert kept == {what: ours for what, (ours, _pkt) in crafted().items()}
 
 
@@ -344,7 +344,7 @@ def test_the_kernel_filter_and_its_python_twin_agree(tmp_path):
         subprocess.run([tcpdump, "-r", str(tmp_path / "crafted.pcap"), "-w", str(kept), wire.bpf],
                        capture_output=True, check=True, timeout=30)
         kernel = [bytes(p) for p in rdpcap(str(kept))]
-        assert kernel == [bytes(p) for p in packets if wire._is_ours(p)], wire.bpf
+        assert kernel == [bytes(p) for p in packets if wire._live.is_ours(p)], wire.bpf
 
 
 async def _ws_echo(websocket):
@@ -439,16 +439,16 @@ def test_a_capture_used_outside_a_with_block_says_how(monkeypatch):
 @needs_capture
 def test_a_failed_start_leaks_nothing(live, monkeypatch, receiver):
     """A sniffer that never reports ready: the error is clear, thread and sockets are gone."""
-    from labkit.capture import capture as _capture
+    from labkit.capture import live as _live
 
     threads, fds = set(threading.enumerate()), open_fds()
-    monkeypatch.setattr(_capture, "READY_TIMEOUT", 0.01)
-    real_start = _capture.AsyncSniffer.start
-    monkeypatch.setattr(_capture.AsyncSniffer, "start", lambda self: None)  # never starts
+    monkeypatch.setattr(_live, "READY_TIMEOUT", 0.01)
+    real_start = _live.AsyncSniffer.start
+    monkeypatch.setattr(_live.AsyncSniffer, "start", lambda self: None)  # never starts
     wire = Capture(receiver)
     with pytest.raises(RuntimeError, match="did not start within"):
         wire.__enter__()
-    monkeypatch.setattr(_capture.AsyncSniffer, "start", real_start)
+    monkeypatch.setattr(_live.AsyncSniffer, "start", real_start)
     assert set(threading.enumerate()) <= threads and open_fds() == fds
     with pytest.raises(RuntimeError, match="has ended: a Capture records one"):
         wire.__enter__()
@@ -462,9 +462,9 @@ def test_a_sniffer_that_dies_ends_the_capture_incomplete_not_hung(live, receiver
         def broken(pkt):
             raise ValueError("a packet the tracker cannot read")
 
-        wire._tracker.add = broken
+        wire._live.tracker.add = broken
         datagrams(receiver, 1)
-        wire._sniffer.thread.join(30)  # it ends on that datagram (bounded: no hang if not)
+        wire._live.sniffer.thread.join(30)  # it ends on that datagram (bounded: no hang if not)
     assert not wire.complete
     assert "stopped early after an error" in capsys.readouterr().out
     assert set(threading.enumerate()) <= threads and open_fds() == fds

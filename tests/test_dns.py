@@ -1,4 +1,4 @@
-"""labkit.servers.dns: the local DNS server and the DNS payload describer."""
+"""labkit.servers.dns (the local DNS server) and labkit.protocols.dns (DNS in captures)."""
 
 import socket
 
@@ -6,7 +6,7 @@ import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
 from labkit import Capture, DNSServer
-from labkit.servers.dns import describe_dns, parse_dns
+from labkit.protocols.dns import describe_dns, parse_dns
 
 from conftest import needs_capture
 

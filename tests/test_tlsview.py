@@ -10,7 +10,7 @@ import pytest
 from conftest import needs_capture, require_tool
 from labkit import (Capture, HTTPSServer, LocalCA, TCPServer, TLSServer, client_hello,
                     handshake, handshake_round_trips, server_hello, tls_records)
-from labkit.protocols.tls import keylog_for, parse_keylog
+from labkit.protocols.tlsdissect import keylog_for, parse_keylog
 
 
 @pytest.fixture(scope="module")
@@ -193,10 +193,8 @@ def test_a_record_split_across_segments_is_reassembled(ca, tmp_path, live):
                             meta=wire.meta)
     assert [r.text for r in tls_records(split)] == [r.text for r in tls_records(wire)]
     from labkit.capture.flows import segments
-    from labkit.protocols.tls import analyse
 
-    analyse(split.packets, split.meta)
-    assert segments(split.packets, split.roles)[i].summary == "TLS (part of a record)"
+    assert segments(split.packets, split.roles, split.meta)[i].summary == "TLS (part of a record)"
 
 
 @needs_capture

@@ -1,4 +1,4 @@
-"""labkit.servers.websocket: WebSocketServer, parse_frames, the capture describer."""
+"""WebSocketServer (labkit.servers.websocket); frames in captures (labkit.protocols.websocket)."""
 
 import asyncio
 import base64
@@ -11,7 +11,7 @@ from scapy.layers.inet import IP, TCP
 from websockets.asyncio.client import connect
 
 from labkit import ServerError, WebSocketServer, parse_frames, websocket_frames
-from labkit.capture.flows import describe_payload, segments
+from labkit.capture.flows import segments
 
 
 async def echo(ws):
@@ -155,7 +155,8 @@ def _pkt(sport, dport, payload):
 def test_describer_reads_frames_only_after_101():
     frame = bytes.fromhex("810548656c6c6f")
     # no upgrade on this connection: the bytes are just bytes
-    assert not describe_payload(frame, _pkt(40001, 8001, frame)).startswith("WebSocket")
+    assert not segments([_pkt(40001, 8001, frame)], {8001: "server"})[0].summary.startswith(
+        "WebSocket")
     answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"
     pkts = [_pkt(8002, 40002, answer), _pkt(8002, 40002, frame), _pkt(40002, 8002, b"\x81\x05Hel")]
     segs = segments(pkts, {8002: "server"})

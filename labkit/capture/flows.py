@@ -12,50 +12,28 @@ Wireshark shows them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP, UDPerror, TCPerror
 from scapy.layers.inet6 import IPv6
 from scapy.packet import Packet
 
-__all__ = ["Segment", "segments", "flag_names", "TcpTracker", "PAYLOAD_DESCRIBERS"]
+from labkit.protocols import PROTOCOLS
+from labkit.protocols.base import Dissection, ip_layer as _ip_layer
+
+__all__ = ["Segment", "segments", "flag_names", "TcpTracker", "dissect"]
 
 # Wireshark's order: what the segment is first, then what it acknowledges.
 _FLAG_ORDER = [("S", "SYN"), ("F", "FIN"), ("R", "RST"), ("P", "PSH"), ("U", "URG"),
                ("A", "ACK"), ("E", "ECE"), ("C", "CWR")]
 
-# Functions payload, packet -> short text or None; the first answer wins.  Other
-# modules (TLS, HTTP, WebSocket) put theirs in front with ``PAYLOAD_DESCRIBERS.insert(0, f)``.
-PAYLOAD_DESCRIBERS: list[Callable[[bytes, Packet], str | None]] = []
 
-_HTTP_STARTS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ",
-                b"HTTP/1.")
+def dissect(packets, meta: dict | None = None) -> Dissection:
+    """One look at ``packets`` through every registered protocol view (fresh state)."""
+    return Dissection(PROTOCOLS, packets, meta)
 
 
-def _describe_http(payload: bytes, pkt: Packet) -> str | None:
-    if payload.startswith(_HTTP_STARTS):
-        return payload.split(b"\r\n", 1)[0].decode("latin-1")
-    return None
-
-
-def _describe_dns(payload: bytes, pkt: Packet) -> str | None:
-    from scapy.layers.dns import DNS
-
-    if DNS in pkt:
-        dns = pkt[DNS]
-        kind = "response" if dns.qr else "query"
-        name = dns.qd[0].qname.decode(errors="replace") if dns.qdcount and dns.qd else "?"
-        answers = []
-        for i in range(dns.ancount or 0):
-            rr = dns.an[i]
-            answers.append(str(rr.rdata))
-        tail = f" → {', '.join(answers)}" if answers else ""
-        return f"DNS {kind} {name}{tail}"
-    return None
-
-
-def _describe_bytes(payload: bytes, pkt: Packet) -> str | None:
+def _describe_bytes(payload: bytes) -> str:
     if not payload:
         return ""
     shown = payload[:24]
@@ -63,15 +41,9 @@ def _describe_bytes(payload: bytes, pkt: Packet) -> str | None:
     return repr(shown) + more
 
 
-PAYLOAD_DESCRIBERS.extend([_describe_http, _describe_dns])
-
-
-def describe_payload(payload: bytes, pkt: Packet) -> str:
-    for describe in PAYLOAD_DESCRIBERS:
-        text = describe(payload, pkt)
-        if text is not None:
-            return text
-    return _describe_bytes(payload, pkt)
+def _describe(payload: bytes, pkt: Packet, dissection: Dissection) -> str:
+    text = dissection.describe(payload, pkt)
+    return _describe_bytes(payload) if text is None else text
 
 
 def flag_names(flags) -> str:
@@ -95,6 +67,8 @@ class Segment:
     length: int = 0        # payload bytes
     summary: str = ""
     packet: Packet | None = field(default=None, repr=False)
+    # the protocol views that described it (they label its ladder arrow); None: plain
+    dissection: Dissection | None = field(default=None, repr=False, compare=False)
 
     @property
     def label(self) -> str:
@@ -106,14 +80,6 @@ class Segment:
         if self.proto == "UDP":
             return f"UDP len={self.length}"
         return self.summary
-
-
-def _ip_layer(pkt: Packet):
-    if IP in pkt:
-        return pkt[IP]
-    if IPv6 in pkt:
-        return pkt[IPv6]
-    return None
 
 
 class _Roles:
@@ -133,8 +99,15 @@ class _Roles:
         return self.clients[key]
 
 
-def segments(packets, roles: dict[int, str]) -> list[Segment]:
-    """Describe every packet (IPv4/IPv6 TCP, UDP, ICMP) with roles and relative numbers."""
+def segments(packets, roles: dict[int, str], meta: dict | None = None, *,
+             dissection: Dissection | None = None) -> list[Segment]:
+    """Describe every packet (IPv4/IPv6 TCP, UDP, ICMP) with roles and relative numbers.
+
+    Payloads are described by the protocol views (``meta``, e.g. a TLS key log, goes
+    to them), or by ``dissection`` if the caller has already made one of ``packets``.
+    """
+    if dissection is None:
+        dissection = dissect(packets, meta)
     names = _Roles(roles)
     isn: dict[tuple, int] = {}   # (src ip, sport, dst ip, dport) -> first seq seen
     out: list[Segment] = []
@@ -158,13 +131,14 @@ def segments(packets, roles: dict[int, str]) -> list[Segment]:
             out.append(Segment(
                 i, t, names.name(ip.src, tcp.sport), names.name(ip.dst, tcp.dport), "TCP",
                 flag_names(tcp.flags), (tcp.seq - isn[key]) % 2**32, ack, len(payload),
-                describe_payload(payload, pkt), pkt))
+                _describe(payload, pkt, dissection), pkt, dissection))
         elif UDP in pkt and ICMP not in pkt:
             udp = pkt[UDP]
             payload = bytes(udp.payload)
             out.append(Segment(
                 i, t, names.name(ip.src, udp.sport), names.name(ip.dst, udp.dport), "UDP",
-                length=len(payload), summary=describe_payload(payload, pkt), packet=pkt))
+                length=len(payload), summary=_describe(payload, pkt, dissection), packet=pkt,
+                dissection=dissection))
         elif ICMP in pkt:
             out.append(_icmp_segment(i, t, pkt, names))
     return out

@@ -1,56 +1,50 @@
-"""TLS in captures: name every record, decrypt with a key log, save pcapng with the keys.
+"""TLS in captures: name every record, decrypt with a key log, facts of the handshake.
 
 TLS is recognised by content, on any port: a TCP stream whose client starts with a
 ClientHello.  Each record is named (``ClientHello``, ``ServerHello``, ``ChangeCipherSpec``,
 ...) and encrypted records are marked 🔒; given the session's key log (NSS format, as
 written by ``SSLContext.keylog_filename`` / ``SSLKEYLOGFILE``) Scapy's TLS layer decrypts
 them, so TLS 1.3's hidden ``EncryptedExtensions``/``Certificate``/``Finished`` and the
-application data show up too.  Dissection lives in ``_tlsdissect``; this module turns
-its records into the views and facts the notebooks show.
+application data show up too.  Dissection lives in :mod:`labkit.protocols.tlsdissect`
+(loaded only when a capture has TLS in it); this module turns its records into the
+views and facts the notebooks show.
 
     >>> tls_records(wire)            # one row per TLS record
     >>> client_hello(wire)           # SNI, ALPN, versions, key share ... (stable facts)
-    >>> save_with_keylog("x.pcapng", packets, keylog_text)   # Wireshark decrypts it as is
 """
 
 from __future__ import annotations
 
-import html
+from labkit.protocols.base import ProtocolView
+from labkit.views.table import html_table, text_table
 
-from labkit.protocols.tlsdissect import (TLS13, TLSConnection, TLSRecord, connections, hello_facts,
-                          keylog_for, parse_keylog, save_with_keylog, show_data)
-
-__all__ = ["TLSRecord", "RecordTable", "analyse", "tls_records", "handshake", "client_hello",
-           "server_hello", "handshake_round_trips", "save_with_keylog", "keylog_for",
-           "parse_keylog"]
+__all__ = ["TLSView", "RecordTable", "tls_records", "handshake", "client_hello",
+           "server_hello", "handshake_round_trips"]
 
 
-# -- analysis of a capture -------------------------------------------------------------
-ATTR = "labkit_tls"   # attribute set on each Scapy packet: list of TLSRecord, or None
+def _might_be_tls(packets) -> bool:
+    """Cheap test before loading Scapy's TLS layer: does any TCP payload start a record?"""
+    from scapy.layers.inet import TCP
+
+    return any(TCP in pkt and bytes(pkt[TCP].payload)[:2] == b"\x16\x03" for pkt in packets)
 
 
-def analyse(packets, meta: dict | None = None) -> list[TLSConnection]:
-    """Find TLS connections in ``packets`` and annotate each packet with its records.
+def _connections(packets, keylog: str = "") -> list:
+    """The TLS connections in ``packets``, their records numbered by connection."""
+    if not _might_be_tls(packets):
+        return []
+    from labkit.protocols.tlsdissect import connections
 
-    ``meta["tls_keylog"]`` (NSS key log text) decrypts what it has keys for.
-    Registered with the capture module, so every ``Capture.segments`` runs it.
-    """
-    for pkt in packets:
-        setattr(pkt, ATTR, None)
-    conns = connections(packets, (meta or {}).get("tls_keylog", ""))
+    conns = connections(packets, keylog)
     for n, conn in enumerate(conns):
         for rec in conn.records:
             rec.connection = n
-            recs = getattr(rec.packet, ATTR) or []
-            recs.append(rec)
-            setattr(rec.packet, ATTR, recs)
-        for pkt in conn.partial:
-            if getattr(pkt, ATTR) is None:
-                setattr(pkt, ATTR, [])
     return conns
 
 
-def _packet_text(recs: list[TLSRecord], *, lock: bool = True) -> str:
+def _packet_text(recs: list, *, lock: bool = True) -> str:
+    from labkit.protocols.tlsdissect import show_data
+
     if not recs:
         return "TLS (part of a record)"
     parts: list[list] = []  # [text, count]
@@ -64,23 +58,46 @@ def _packet_text(recs: list[TLSRecord], *, lock: bool = True) -> str:
     return " · ".join(t + (f" ×{n}" if n > 1 else "") for t, n in parts)
 
 
-def _describe_tls(payload: bytes, pkt) -> str | None:
-    recs = getattr(pkt, ATTR, None)
-    if recs is None:
-        return None
-    return _packet_text(recs)
+class TLSView(ProtocolView):
+    """TLS records named (and decrypted with ``meta["tls_keylog"]``) on the packets
+    that carry each record's last byte; a packet in the middle of a record says so."""
 
+    name = "TLS"
 
-def _ladder_label(seg) -> str | None:
-    recs = getattr(seg.packet, ATTR, None) if seg.packet is not None else None
-    if recs is None:
-        return None
-    plain = [r for r in recs if not r.encrypted]
-    secret = [r for r in recs if r.encrypted]
-    text = _packet_text(plain, lock=False) if plain else ""
-    if secret:
-        text += ("\n" if plain else "") + "encrypted: " + _packet_text(secret, lock=False)
-    return text or _packet_text(recs, lock=False)
+    def __init__(self):
+        self.connections: list = []
+        self._packets: list = []          # held, so the ids below stay theirs
+        self._records: dict[int, list] = {}  # id(packet) -> TLS records it completes
+
+    def analyse(self, packets, meta: dict) -> None:
+        self._packets = list(packets)
+        self.connections = _connections(self._packets, meta.get("tls_keylog", ""))
+        for conn in self.connections:
+            for pkt in conn.partial:
+                self._records.setdefault(id(pkt), [])
+            for rec in conn.records:
+                self._records.setdefault(id(rec.packet), []).append(rec)
+
+    def records(self, pkt) -> list | None:
+        """The TLS records a packet completes ([] for part of one); None: not TLS."""
+        return self._records.get(id(pkt))
+
+    def recognises(self, payload: bytes, pkt) -> bool:
+        return id(pkt) in self._records
+
+    def describe(self, payload: bytes, pkt) -> str:
+        return _packet_text(self._records[id(pkt)])
+
+    def label(self, seg) -> str | None:
+        recs = self._records.get(id(seg.packet)) if seg.packet is not None else None
+        if recs is None:
+            return None
+        plain = [r for r in recs if not r.encrypted]
+        secret = [r for r in recs if r.encrypted]
+        text = _packet_text(plain, lock=False) if plain else ""
+        if secret:
+            text += ("\n" if plain else "") + "encrypted: " + _packet_text(secret, lock=False)
+        return text or _packet_text(recs, lock=False)
 
 
 def _capture_meta(wire) -> dict:
@@ -91,34 +108,19 @@ class RecordTable(list):
     """TLS records of a capture, one per row (text, and HTML in Jupyter)."""
 
     COLUMNS = ("from → to", "TLS record")
+    EMPTY = "(no TLS records)"
 
     def rows(self) -> list[list[str]]:
         return [[f"{r.src} → {r.dst}", r.text] for r in self]
 
     def __str__(self):
-        rows = self.rows()
-        if not rows:
-            return "(no TLS records)"
-        widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(self.COLUMNS)]
-
-        def line(cells):
-            return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
-
-        return "\n".join([line(self.COLUMNS), line(["-" * w for w in widths])]
-                         + [line(r) for r in rows])
+        return text_table(self.COLUMNS, self.rows(), empty=self.EMPTY)
 
     __repr__ = __str__
 
     def _repr_html_(self):
-        if not self:
-            return "<p><em>(no TLS records)</em></p>"
-        head = "".join(f"<th style='text-align:left'>{c}</th>" for c in self.COLUMNS)
-        body = "".join(
-            f"<tr style='color:{'#b2182b' if r.encrypted else '#1b7837'}'>"
-            + "".join(f"<td style='text-align:left'>{html.escape(c)}</td>" for c in row) + "</tr>"
-            for r, row in zip(self, self.rows()))
-        return ("<table style='font-family:monospace;font-size:110%'>"
-                f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        colors = ["#b2182b" if r.encrypted else "#1b7837" for r in self]
+        return html_table(self.COLUMNS, self.rows(), colors, empty=self.EMPTY)
 
 
 def tls_records(wire, *, decrypt: bool = True) -> RecordTable:
@@ -126,13 +128,14 @@ def tls_records(wire, *, decrypt: bool = True) -> RecordTable:
 
     ``decrypt=False`` shows what an observer without the key log sees.
     """
-    from labkit.capture.flows import segments
+    from labkit.capture.flows import dissect, segments
 
     packets = wire.packets
-    analyse(packets, _capture_meta(wire) if decrypt else {})
+    dissection = dissect(packets, _capture_meta(wire) if decrypt else {})
+    tls = dissection.find(TLSView)
     out = RecordTable()
-    for seg in segments(packets, wire.roles):
-        for rec in getattr(seg.packet, ATTR, None) or []:
+    for seg in segments(packets, wire.roles, dissection=dissection):
+        for rec in tls.records(seg.packet) or []:
             rec.index, rec.src, rec.dst = seg.index, seg.src, seg.dst
             out.append(rec)
     return out
@@ -155,8 +158,8 @@ def handshake(wire, connection: int = 0) -> dict[str, list[str]]:
     return out
 
 
-def _conn(wire, which: int) -> TLSConnection:
-    conns = analyse(wire.packets, _capture_meta(wire))
+def _conn(wire, which: int):
+    conns = _connections(wire.packets, _capture_meta(wire).get("tls_keylog", ""))
     if not conns:
         raise ValueError("no TLS connection in this capture: did the client speak TLS "
                          "to a server the capture watches?")
@@ -171,6 +174,8 @@ def client_hello(wire, connection: int = 0) -> dict:
     conn = _conn(wire, connection)
     if conn.hello is None:
         raise ValueError("the capture has no complete ClientHello")
+    from labkit.protocols.tlsdissect import hello_facts
+
     return hello_facts(conn.hello, client=True)
 
 
@@ -179,6 +184,8 @@ def server_hello(wire, connection: int = 0) -> dict:
     conn = _conn(wire, connection)
     if conn.server_hello is None:
         raise ValueError("the capture has no ServerHello: did the handshake fail first?")
+    from labkit.protocols.tlsdissect import hello_facts
+
     facts = hello_facts(conn.server_hello, client=False)
     facts.pop("cipher_suite_id")
     facts.pop("version_id")
@@ -193,6 +200,8 @@ def handshake_round_trips(wire, connection: int = 0) -> int:
     client does not wait for it).  Add one for TCP's own handshake.
     """
     conn = _conn(wire, connection)
+    from labkit.protocols.tlsdissect import TLS13
+
     if conn.version == TLS13 and not any(r.decrypted for r in conn.records):
         raise ValueError("in TLS 1.3 application data looks like every other encrypted "
                          "record: give the capture the session's key log (Capture(keylog=...))")
@@ -210,20 +219,3 @@ def handshake_round_trips(wire, connection: int = 0) -> int:
             return flights
     raise ValueError("the client sent no application data in this capture")
 
-
-
-def _register() -> None:
-    """Teach the capture, the flows and the views about TLS (idempotent)."""
-    from labkit.capture import capture as _capture
-    from labkit.capture import flows as _flows
-    from labkit.views import ladder as _views
-
-    if _describe_tls not in _flows.PAYLOAD_DESCRIBERS:
-        _flows.PAYLOAD_DESCRIBERS.insert(0, _describe_tls)
-    if _ladder_label not in _views.LABELLERS:
-        _views.LABELLERS.insert(0, _ladder_label)
-    if analyse not in _capture.ANALYSERS:
-        _capture.ANALYSERS.append(analyse)
-
-
-_register()

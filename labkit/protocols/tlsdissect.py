@@ -17,14 +17,12 @@ from pathlib import Path
 
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
-from scapy.layers.tls.basefields import _tls_version
-from scapy.layers.tls.crypto.groups import _tls_named_groups
-from scapy.layers.tls.crypto.suites import _tls_cipher_suites
-from scapy.layers.tls.extensions import _tls_ext
-from scapy.layers.tls.record import TLS, TLSAlert, TLSApplicationData, _tls_alert_description
+from scapy.layers.tls.record import TLS, TLSAlert, TLSApplicationData
 from scapy.layers.tls.session import parse_nss_keys, tlsSession
 from scapy.packet import Raw
 from scapy.utils import PcapNgWriter
+
+from labkit.protocols.scapy_compat import tls_names
 
 __all__ = ["TLSRecord", "TLSConnection", "connections", "hello_facts", "parse_keylog",
            "keylog_for", "save_with_keylog"]
@@ -95,7 +93,7 @@ def show_data(data: bytes) -> str:
 def _message_name(msg) -> str:
     """Scapy's message -> Wireshark's name: TLS13ServerHello -> ServerHello."""
     if isinstance(msg, TLSAlert):
-        return f"Alert {_tls_alert_description.get(msg.descr, msg.descr)}"
+        return f"Alert {tls_names()['alerts'].get(msg.descr, msg.descr)}"
     if isinstance(msg, TLSApplicationData):
         return "Application Data"
     return re.sub(r"^TLS(13)?", "", type(msg).__name__)
@@ -248,14 +246,14 @@ def _named(table: dict, ids) -> list[str]:
 def hello_facts(msg, *, client: bool) -> dict:
     """Stable facts of Scapy's ClientHello/ServerHello (no randoms, no key bytes)."""
     exts = {ext.type: ext for ext in msg.ext or []}
-    facts: dict = {"legacy_version": _tls_version.get(msg.version, "?"),
+    facts: dict = {"legacy_version": tls_names()["versions"].get(msg.version, "?"),
                    "session_id_bytes": len(msg.sid or b"")}
     if client:
-        facts["cipher_suites"] = _named(_tls_cipher_suites, msg.ciphers or [])
+        facts["cipher_suites"] = _named(tls_names()["cipher_suites"], msg.ciphers or [])
     else:
         facts["cipher_suite_id"] = msg.cipher
-        facts["cipher_suite"] = _named(_tls_cipher_suites, [msg.cipher])[0]
-    facts["extensions"] = [_tls_ext.get(k, str(k)) for k in exts]
+        facts["cipher_suite"] = _named(tls_names()["cipher_suites"], [msg.cipher])[0]
+    facts["extensions"] = [tls_names()["extensions"].get(k, str(k)) for k in exts]
     if 0 in exts:
         names = exts[0].servernames
         facts["sni"] = (names[0].servername.decode() if names else "") if client else True
@@ -263,17 +261,17 @@ def hello_facts(msg, *, client: bool) -> dict:
         facts["alpn"] = [p.protocol.decode() for p in exts[16].protocols]
     if 43 in exts:
         versions = exts[43].versions if client else [exts[43].version]
-        facts["supported_versions"] = _named(_tls_version, versions)
+        facts["supported_versions"] = _named(tls_names()["versions"], versions)
     if 10 in exts and client:
-        facts["supported_groups"] = _named(_tls_named_groups, exts[10].groups)
+        facts["supported_groups"] = _named(tls_names()["named_groups"], exts[10].groups)
     if 51 in exts:
         shares = exts[51].client_shares if client else [exts[51].server_share]
-        facts["key_share"] = [f"{_named(_tls_named_groups, [s.group])[0]} "
+        facts["key_share"] = [f"{_named(tls_names()['named_groups'], [s.group])[0]} "
                               f"({s.kxlen}-byte public key)" for s in shares]
     facts["pre_shared_key"] = 41 in exts
     if not client:
         facts["version_id"] = exts[43].version if 43 in exts else msg.version
-        facts["version"] = _named(_tls_version, [facts["version_id"]])[0]
+        facts["version"] = _named(tls_names()["versions"], [facts["version_id"]])[0]
     return facts
 
 

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import ipaddress
 
-from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSHeader, DNSQuestion, DNSRecord
+from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSHeader, DNSRecord
 from dnslib.dns import DNSBuffer
 
-from labkit.capture.flows import PAYLOAD_DESCRIBERS
 from labkit.servers.base import UDPServer, check_name, claim_run, log
 
-__all__ = ["DNSServer", "parse_dns", "describe_dns"]
+__all__ = ["DNSServer"]
 
 UDP_LIMIT = 512        # bytes a DNS reply over UDP may have without EDNS (RFC 1035)
 MAX_UDP_PAYLOAD = 65507
@@ -54,49 +53,6 @@ def _zone(records) -> dict[str, list]:
                 ) from None
         zone[name.lower().rstrip(".") + "."] = addresses
     return zone
-
-
-def parse_dns(payload: bytes) -> DNSRecord | None:
-    """The DNS message in a UDP payload, or None if it is not exactly one DNS message.
-
-    Strict on purpose (it describes every UDP payload in a capture): opcode QUERY,
-    1-4 questions, every section parses and nothing is left over.
-    """
-    if len(payload) < 17:  # a 12-byte header and the shortest question
-        return None
-    try:
-        buf = DNSBuffer(payload)
-        header = DNSHeader.parse(buf)
-        if header.opcode != 0 or not 1 <= header.q <= 4 or header.a + header.auth + header.ar > 64:
-            return None
-        counts = header.q, header.a, header.auth, header.ar  # DNSRecord() recounts them
-        questions = [DNSQuestion.parse(buf) for _ in range(counts[0])]
-        sections = [[RR.parse(buf) for _ in range(n)] for n in counts[1:]]
-        if buf.remaining():
-            return None
-        return DNSRecord(header, questions=questions, rr=sections[0], auth=sections[1],
-                         ar=sections[2])
-    except Exception:  # noqa: BLE001 - not DNS
-        return None
-
-
-def describe_dns(payload: bytes, pkt) -> str | None:
-    """Table summary for a DNS message on any UDP port: ``DNS query id=7 www.x. A``."""
-    from scapy.layers.inet import UDP
-
-    if UDP not in pkt or (record := parse_dns(payload)) is None:
-        return None
-    h = record.header
-    q = record.questions[0]
-    text = f"DNS {'response' if h.qr else 'query'} id={h.id} {q.qname} {QTYPE[q.qtype]}"
-    if h.qr and h.rcode:
-        text += f" {RCODE[h.rcode]}"
-    if record.rr:
-        text += " → " + ", ".join(str(rr.rdata) for rr in record.rr)
-    return text
-
-
-PAYLOAD_DESCRIBERS.insert(0, describe_dns)
 
 
 class DNSServer:

@@ -404,7 +404,7 @@ def plot_load(results: dict[str, dict[int, LoadResult]], *, title: str):
 
     ``results`` maps a design name to ``{clients: LoadResult}``.
     """
-    from labkit.views.ladder import plt  # importing _views picks the Agg backend outside Jupyter
+    from labkit.views.plotting import plt  # the one place that picks the backend
 
     if not results:
         raise ValueError("plot_load needs results: {design: {clients: LoadResult}}")

@@ -201,7 +201,7 @@ class FramedEcho(_Handler):
 
 # -- figures ------------------------------------------------------------------------
 def _plt():
-    from labkit.views.ladder import plt  # the backend choice lives in _views
+    from labkit.views.plotting import plt  # the one place that picks the backend
 
     return plt
 

@@ -1,42 +1,28 @@
-"""Pictures and tables of captured conversations, sized for a projector.
+"""Ladder (sequence) diagrams of captured conversations, sized for a projector.
 
-    >>> Table(wire.segments)          # one row per packet (text and HTML)
-    >>> ladder(wire.segments)         # matplotlib sequence diagram
+    >>> ladder(wire.segments)         # matplotlib Figure: one lifeline per role
+
+Each arrow says how a packet travelled (flags, seq, ack, len) and, for data, what it
+carried; a protocol view may say more (TLS records, WebSocket frames): see
+:class:`labkit.protocols.base.ProtocolView.label`.
 """
 
 from __future__ import annotations
 
-import html
-
-import matplotlib
-
-if not matplotlib.get_backend().lower().startswith(("module://", "nbagg", "ipympl", "widget")):
-    matplotlib.use("Agg")  # no display here; notebooks keep their inline backend
-import matplotlib.pyplot as plt
 from matplotlib.patches import FancyArrowPatch
 
 from labkit.capture.flows import Segment
+from labkit.views.plotting import plt
+from labkit.views.table import COLORS, kind
 
-__all__ = ["Table", "ladder", "COLORS"]
-
-COLUMNS = ("#", "t (s)", "from → to", "flags", "seq", "ack", "len", "summary")
-
-# One colour per kind of packet, readable on a projector and by most colour-blind viewers.
-COLORS = {"SYN": "#1b7837", "FIN": "#e66101", "RST": "#d01c8b", "data": "#2166ac",
-          "ACK": "#555555", "UDP": "#5e3c99", "ICMP": "#d01c8b"}
-
-
-# Functions segment -> ladder arrow text or None; the first answer wins, else seg.label.
-# Other modules (TLS) put theirs in front with ``LABELLERS.insert(0, f)``.
-LABELLERS: list = []
-
+__all__ = ["ladder"]
 
 LABEL_PREVIEW = 44  # characters of payload summary shown under a data arrow
 
 
 def _label(seg: Segment) -> str:
-    for label in LABELLERS:
-        text = label(seg)
+    if seg.dissection is not None:
+        text = seg.dissection.label(seg)  # the protocol views of seg's capture
         if text is not None:
             return text
     if seg.length and seg.summary and seg.proto in ("TCP", "UDP"):
@@ -44,55 +30,6 @@ def _label(seg: Segment) -> str:
             seg.summary[:LABEL_PREVIEW - 1] + "…"
         return f"{seg.label}\n{summary}"  # what was said, under how it travelled
     return seg.label
-
-
-def _row(seg: Segment) -> list[str]:
-    num = lambda v: "" if v is None else str(v)  # noqa: E731
-    flags = seg.flags if seg.proto == "TCP" else seg.proto
-    return [str(seg.index), f"{seg.time:.6f}", f"{seg.src} → {seg.dst}", flags,
-            num(seg.seq), num(seg.ack), str(seg.length), seg.summary]
-
-
-class Table:
-    """Rows of a capture; shows as a text table (and HTML in Jupyter)."""
-
-    def __init__(self, segs: list[Segment]):
-        self.segments = list(segs)
-        self.rows = [_row(s) for s in self.segments]
-
-    def __len__(self):
-        return len(self.rows)
-
-    def __str__(self):
-        if not self.rows:
-            return "(no packets)"
-        widths = [max(len(c), *(len(r[i]) for r in self.rows)) for i, c in enumerate(COLUMNS)]
-        line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-        return "\n".join([line(COLUMNS), line(["-" * w for w in widths])]
-                         + [line(r) for r in self.rows])
-
-    __repr__ = __str__
-
-    def _repr_html_(self):
-        if not self.rows:
-            return "<p><em>(no packets)</em></p>"
-        head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in COLUMNS)
-        body = []
-        for seg, row in zip(self.segments, self.rows):
-            color = COLORS[_kind(seg)]
-            cells = "".join(f"<td style='text-align:left'>{html.escape(c)}</td>" for c in row)
-            body.append(f"<tr style='color:{color}'>{cells}</tr>")
-        return ("<table style='font-family:monospace;font-size:110%'>"
-                f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
-
-
-def _kind(seg: Segment) -> str:
-    if seg.proto != "TCP":
-        return seg.proto
-    for flag in ("SYN", "RST", "FIN"):
-        if flag in seg.flags.split("-"):
-            return flag
-    return "data" if seg.length else "ACK"
 
 
 def _lifelines(segs: list[Segment]) -> list[str]:
@@ -129,7 +66,7 @@ def ladder(segs: list[Segment], *, title: str | None = None):
         ax.text(xi, top - 0.15, role, ha="center", va="bottom", fontsize=15, fontweight="bold")
     for row, label, seg in zip(ys, labels, segs):
         x0, x1 = x[seg.src], x[seg.dst]
-        color = COLORS[_kind(seg)]
+        color = COLORS[kind(seg)]
         if x0 == x1:  # a packet from a host to itself (rare): draw a short loop
             x1 = x0 + 0.3
         ax.add_patch(FancyArrowPatch((x0, row + 0.12), (x1, row + 0.36), arrowstyle="-|>",

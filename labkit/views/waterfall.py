@@ -13,12 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import matplotlib
-
-if not matplotlib.get_backend().lower().startswith(("module://", "nbagg", "ipympl", "widget")):
-    matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 from matplotlib.patches import Patch
+
+from labkit.views.plotting import plt
 
 __all__ = ["Timing", "waterfall", "PHASES"]
 

@@ -1,0 +1,208 @@
+"""Recordings for replay mode: pcapng + JSON files, and what a recording shows.
+
+    >>> save(path, packets, roles, meta)        # data/<name>.pcapng and data/<name>.json
+    >>> packets, roles, summary, meta = load(path)
+    >>> difference(live_entries, recorded_entries)   # None, or what differs in words
+
+Replay never passes a recording off as the student's run: a recording keeps a summary
+of its conversation in the terms lab servers count in (``server.conversation()``),
+and :func:`difference` compares the two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6
+from scapy.utils import rdpcap, wrpcapng
+
+from labkit.servers.base import content_digest, conversation_entry, name_digest
+
+__all__ = ["save", "load", "summarize", "difference", "merge"]
+
+
+def save(path: Path, packets: list, roles: dict[int, str], meta: dict) -> None:
+    """Write the packets (pcapng) and, beside them, roles, summary and ``meta`` (JSON)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wrpcapng(str(path), packets)
+    data = {"roles": {str(p): n for p, n in roles.items()},
+            "summary": summarize(packets, roles), **meta}
+    path.with_suffix(".json").write_text(json.dumps(data, indent=1, sort_keys=True))
+
+
+def load(path: Path) -> tuple[list, dict[int, str], dict, dict]:
+    """``(packets, roles, summary, meta)`` of a recording written by :func:`save`."""
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no recording {path}: run `python -m labkit record` "
+            "(as root) to make the recordings"
+        )
+    packets = list(rdpcap(str(path)))
+    meta = json.loads(path.with_suffix(".json").read_text())
+    roles = {int(p): n for p, n in meta.pop("roles").items()}
+    # Recordings made before summaries were saved: the packets say the same.
+    summary = meta.pop("summary", None) or summarize(packets, roles)
+    return packets, roles, summary, meta
+
+
+# -- what a recording shows, in the terms lab servers count in --------------------------------
+def summarize(packets, roles: dict[int, str]) -> dict[str, dict]:
+    """{server name: conversation entry} of captured packets (see ``conversation_entry``).
+
+    Per TCP connection to a watched port (one the server answered with SYN-ACK), the
+    payload bytes each way, counted once (by sequence number: retransmissions don't
+    add); per UDP datagram its size; and a digest of what clients sent.
+    """
+    conns: dict[tuple, dict] = {}   # (server ip, port, client ip, port) -> facts
+    udp: dict[int, dict] = {p: {"in": [], "out": [], "digests": []} for p in roles}
+    for pkt in packets:
+        ip = pkt[IP] if IP in pkt else pkt[IPv6] if IPv6 in pkt else None
+        if ip is None or ICMP in pkt or ICMPv6DestUnreach in pkt:
+            continue  # ICMP errors quote packets: not a conversation's own bytes
+        layer = pkt[TCP] if TCP in pkt else pkt[UDP] if UDP in pkt else None
+        if layer is None:
+            continue
+        inbound = layer.dport in roles
+        port = layer.dport if inbound else layer.sport
+        if port not in roles:
+            continue
+        payload = bytes(layer.payload)
+        if isinstance(layer, UDP):
+            udp[port]["in" if inbound else "out"].append(len(payload))
+            if inbound:
+                udp[port]["digests"].append(hashlib.sha256(payload).hexdigest())
+            continue
+        server_ip, client_ip = (ip.dst, ip.src) if inbound else (ip.src, ip.dst)
+        key = (server_ip, port, client_ip, layer.sport if inbound else layer.dport)
+        facts = conns.setdefault(key, {"answered": False, "in": {}, "out": {}, "base": {}})
+        side = "in" if inbound else "out"
+        flags = str(layer.flags)
+        if "S" in flags:
+            facts["base"][side] = layer.seq + 1  # data starts after the SYN
+            facts["answered"] |= not inbound and "A" in flags
+        if payload:
+            facts[side][layer.seq] = payload
+    streams = {key: (_stream(facts["in"], facts["base"].get("in")),
+                     _stream(facts["out"], facts["base"].get("out")))
+               for key, facts in conns.items() if facts["answered"]}  # else: refused, or
+    tls_names = _tls_names(packets, streams)  # begun before the capture: no server counted it
+    summary = {}
+    for port, name in roles.items():
+        connections, digests = [], []
+        for key, ((stream_in, count_in), (_s, count_out)) in streams.items():
+            if key[1] != port:
+                continue
+            connections.append((count_in, count_out))
+            digests.append(name_digest(tls_names[key]) if key in tls_names
+                           else hashlib.sha256(stream_in).hexdigest())
+        dgrams = udp[port]
+        entry = conversation_entry(connections, dgrams["in"], dgrams["out"],
+                                   content_digest(digests + dgrams["digests"]))
+        summary[name] = merge(summary.get(name), entry)
+    return summary
+
+
+def _tls_names(packets, streams: dict) -> dict[tuple, str]:
+    """{connection: the name its TLS ClientHello asks for}, for the TLS connections."""
+    if not any(s[0][0][:1] == b"\x16" for s in streams.values()):
+        return {}  # no stream starts with a TLS handshake record: skip the TLS dissector
+    from labkit.protocols.tlsdissect import connections, hello_facts
+
+    names = {}
+    for conn in connections(packets):
+        if conn.hello is not None:
+            client_ip, client_port, server_ip, server_port = conn.client_key
+            names[(server_ip, server_port, client_ip, client_port)] = hello_facts(
+                conn.hello, client=True).get("sni", "")
+    return names
+
+
+def _stream(pieces: dict[int, bytes], base: int | None) -> tuple[bytes, int]:
+    """One direction of a TCP connection: its bytes in order, and how many there were."""
+    if not pieces:
+        return b"", 0
+    base = min(pieces) if base is None else base  # (seq wrap-around aside: loopback is short)
+    stream = bytearray()
+    for offset, data in sorted(((seq - base) % 2**32, data) for seq, data in pieces.items()):
+        if offset + len(data) > len(stream):  # a retransmission adds nothing new
+            stream += data[max(0, len(stream) - offset):]
+    return bytes(stream), len(stream)
+
+
+def merge(old: dict | None, new: dict) -> dict:
+    """Two servers (or ports) with one name count as one."""
+    if old is None:
+        return new
+    both = [old["content_in"], new["content_in"]]
+    return conversation_entry(old["connections"] + new["connections"],
+                              old["datagrams_in"] + new["datagrams_in"],
+                              old["datagrams_out"] + new["datagrams_out"],
+                              content_digest(both) if None not in both else None)
+
+
+def difference(live: list[dict], recorded: list[dict]) -> str | None:
+    """What differs between two lists of conversation entries, in words; None if nothing."""
+    mine, theirs = _totals(live), _totals(recorded)
+    said = []
+    for key, text in (("connections", "your run opened {} TCP connection(s)"),
+                      ("bytes_in", "your run sent {} bytes"),
+                      ("bytes_out", "the server sent {} bytes back"),
+                      ("datagrams_in", "your run sent {} datagram(s) of {} bytes"),
+                      ("datagrams_out", "the server sent {} datagram(s) of {} bytes")):
+        a, b = mine[key], theirs[key]
+        if a is None or b is None or _overlap(a, b):  # None: unknown (a TLS server's bytes)
+            continue
+        a, b = (text.format(*(_words(x) for x in v)) for v in (a, b))
+        said.append(f"{a} (this recording: {b.split(' ', 3)[3]})")  # b: "your run sent 5 bytes"
+    if said:
+        return "; ".join(said)
+    if not _same_shapes(mine["shapes"], theirs["shapes"]):
+        return "your run split the same bytes differently (other message or connection sizes)"
+    if None not in (mine["content"], theirs["content"]) and mine["content"] != theirs["content"]:
+        return "your run sent other bytes than this recording (of the same sizes)"
+    return None
+
+
+def _span(value) -> tuple[int, int] | None:
+    """A count as (low, high): the kernel may not know one FIN byte (see tcp_payload_counts)."""
+    if value is None:
+        return None
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
+
+
+def _totals(entries: list[dict]) -> dict:
+    conns = [(_span(c[0]), _span(c[1])) for e in entries for c in e["connections"]]
+    dgrams = {side: [n for e in entries for n in e[f"datagrams_{side}"]] for side in ("in", "out")}
+    outs = [c[1] for c in conns]
+    contents = [e["content_in"] for e in entries]
+    point = lambda n: (n, n)  # noqa: E731
+    return {"connections": (point(len(conns)),),
+            "bytes_in": (tuple(map(sum, zip((0, 0), *(c[0] for c in conns)))),),
+            "bytes_out": None if None in outs else (tuple(map(sum, zip((0, 0), *outs))),),
+            "datagrams_in": (point(len(dgrams["in"])), point(sum(dgrams["in"]))),
+            "datagrams_out": (point(len(dgrams["out"])), point(sum(dgrams["out"]))),
+            "shapes": (sorted(conns, key=lambda c: c[0]), sorted(dgrams["in"]),
+                       sorted(dgrams["out"])),
+            "content": None if None in contents else content_digest(contents)}
+
+
+def _overlap(a: tuple, b: tuple) -> bool:
+    """Could two tuples of (low, high) counts be the same counts?"""
+    return all(x[0] <= y[1] and y[0] <= x[1] for x, y in zip(a, b))
+
+
+def _words(span: tuple[int, int]) -> str:
+    return str(span[0]) if span[0] == span[1] else f"{span[0]} or {span[1]}"
+
+
+def _same_shapes(mine: tuple, theirs: tuple) -> bool:
+    """Same sizes per connection (each way) and per datagram, in any order."""
+    conns_a, conns_b = mine[0], theirs[0]
+    if len(conns_a) != len(conns_b) or mine[1:] != theirs[1:]:
+        return False
+    return all(_overlap((a[0],), (b[0],)) and (a[1] is None or b[1] is None
+                                               or _overlap((a[1],), (b[1],)))
+               for a, b in zip(conns_a, conns_b))

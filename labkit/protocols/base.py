@@ -1,0 +1,112 @@
+"""What a protocol tells a capture: the one interface every protocol view implements.
+
+A capture is looked at through a :class:`Dissection`: one fresh instance of every
+registered view (see :mod:`labkit.protocols`), so whatever a view learns about one
+capture (which connections were upgraded, which packets carry TLS records) lives on
+that instance and never leaks into the next capture.
+
+    >>> class Echo(ProtocolView):
+    ...     name = "echo"
+    ...     def recognises(self, payload, pkt):
+    ...         return payload.startswith(b"ECHO ")
+    ...     def describe(self, payload, pkt):
+    ...         return "echo " + payload[5:].decode()
+    >>> Dissection([Echo], packets).describe(b"ECHO hi", pkt)
+    'echo hi'
+
+This module imports no Scapy layer and no other labkit module: the protocol views
+and the capture code both depend on it, never the other way round.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ProtocolView", "Dissection", "ip_layer", "tcp_connection"]
+
+
+class ProtocolView:
+    """One protocol as captures show it; subclass it and override what applies.
+
+    The capture calls, for each look at its packets (a new instance each time):
+    :meth:`analyse` once with all packets, then per packet :meth:`recognises` and, if
+    true, :meth:`describe` (the table's summary), then per ladder arrow :meth:`label`.
+    """
+
+    name = "protocol"
+
+    def analyse(self, packets, meta: dict) -> None:
+        """Look at the whole conversation first (e.g. reassemble streams, find upgrades).
+
+        ``meta`` is the capture's metadata, e.g. ``meta["tls_keylog"]``.
+        """
+
+    def recognises(self, payload: bytes, pkt) -> bool:
+        """Is this packet's payload (TCP or UDP, maybe empty) this protocol's?"""
+        return False
+
+    def describe(self, payload: bytes, pkt) -> str:
+        """The table's one-line summary of a packet this view recognised."""
+        raise NotImplementedError(f"{type(self).__name__} recognises packets but cannot "
+                                  "describe them: define describe()")
+
+    def label(self, seg) -> str | None:
+        """Ladder arrow text for a :class:`~labkit.capture.flows.Segment`; None: not mine."""
+        return None
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.name}>"
+
+
+class Dissection:
+    """One look at one capture through every view, in the given (fixed) order.
+
+    The first view that recognises a payload describes it; the first view with a
+    label for an arrow labels it.
+    """
+
+    def __init__(self, views, packets=(), meta: dict | None = None):
+        self.views = [view() for view in views]  # fresh state for this capture
+        for view in self.views:
+            view.analyse(packets, meta or {})
+
+    def describe(self, payload: bytes, pkt) -> str | None:
+        for view in self.views:
+            if view.recognises(payload, pkt):
+                return view.describe(payload, pkt)
+        return None
+
+    def find(self, kind: type) -> ProtocolView:
+        """This capture's instance of a view class, e.g. ``find(TLSView).connections``."""
+        return next(view for view in self.views if isinstance(view, kind))
+
+    def label(self, seg) -> str | None:
+        for view in self.views:
+            text = view.label(seg)
+            if text is not None:
+                return text
+        return None
+
+    def __repr__(self):
+        return f"<Dissection {' '.join(v.name for v in self.views)}>"
+
+
+def ip_layer(pkt):
+    """The IPv4 or IPv6 layer of a Scapy packet, or None."""
+    from scapy.layers.inet import IP
+    from scapy.layers.inet6 import IPv6
+
+    if IP in pkt:
+        return pkt[IP]
+    if IPv6 in pkt:
+        return pkt[IPv6]
+    return None
+
+
+def tcp_connection(pkt) -> frozenset | None:
+    """Both ends of the TCP connection a packet belongs to (the same either way), or None."""
+    from scapy.layers.inet import TCP
+
+    ip = ip_layer(pkt)
+    if ip is None or TCP not in pkt:
+        return None
+    tcp = pkt[TCP]
+    return frozenset({(ip.src, tcp.sport), (ip.dst, tcp.dport)})

@@ -1,0 +1,26 @@
+"""HTTP/1.x in captures: a request or status line names the packet that starts it.
+
+    >>> HTTPView().describe(b"GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n", pkt)
+    'GET / HTTP/1.1'
+
+Recognised by content on any port: a payload that starts like a request line or a
+status line.  Bodies and later pieces of a message stay plain bytes.
+"""
+
+from __future__ import annotations
+
+from labkit.protocols.base import ProtocolView
+
+__all__ = ["HTTPView"]
+
+STARTS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"HTTP/1.")
+
+
+class HTTPView(ProtocolView):
+    name = "HTTP"
+
+    def recognises(self, payload: bytes, pkt) -> bool:
+        return payload.startswith(STARTS)
+
+    def describe(self, payload: bytes, pkt) -> str:
+        return payload.split(b"\r\n", 1)[0].decode("latin-1")

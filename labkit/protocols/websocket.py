@@ -1,0 +1,178 @@
+"""WebSocket in captures: frames read off the wire, on connections upgraded by a 101.
+
+    >>> parse_frames(bytes.fromhex("810548656c6c6f"))[0].describe()
+    "WebSocket text FIN unmasked len=5 'Hello'"
+    >>> websocket_frames(wire.segments)          # [(segment, Frame), ...]
+
+The ``websockets`` library does the real framing; this module only *reads* frames
+for display, to show what the library put on the wire: the opcode, FIN, the client's
+mask and the masked bytes.  In a capture, a TCP connection whose server answered
+``101 Switching Protocols`` (with ``Upgrade: websocket``) shows its later payloads as
+frames, in tables and ladders.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from labkit.protocols.base import ProtocolView, tcp_connection
+
+__all__ = ["Frame", "parse_frames", "websocket_frames", "OPCODES", "WebSocketView"]
+
+OPCODES = {0x0: "continuation", 0x1: "text", 0x2: "binary",
+           0x8: "close", 0x9: "ping", 0xA: "pong"}
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One WebSocket frame as it was on the wire (RFC 6455 section 5.2)."""
+
+    fin: bool
+    rsv: int               # the three reserved bits (non-zero only with extensions)
+    opcode: int
+    masked: bool
+    mask: bytes | None     # the 4-byte masking key (client → server frames)
+    payload: bytes         # as on the wire: still masked if ``masked``
+    header_length: int
+
+    @property
+    def kind(self) -> str:
+        return OPCODES.get(self.opcode, f"opcode {self.opcode:#x}")
+
+    @property
+    def data(self) -> bytes:
+        """The payload unmasked: byte i XOR mask[i % 4]."""
+        if not self.mask:
+            return self.payload
+        return bytes(b ^ self.mask[i % 4] for i, b in enumerate(self.payload))
+
+    @property
+    def close_code(self) -> int | None:
+        if self.opcode == 0x8 and len(self.data) >= 2:
+            return struct.unpack("!H", self.data[:2])[0]
+        return None
+
+    def describe(self) -> str:
+        parts = ["WebSocket", self.kind]
+        if self.fin:
+            parts.append("FIN")
+        parts.append("masked" if self.masked else "unmasked")
+        data = self.data
+        if self.opcode == 0x8 and self.close_code is not None:
+            reason = data[2:].decode("utf-8", "replace")
+            parts.append(f"code={self.close_code}" + (f" reason={reason!r}" if reason else ""))
+        else:
+            parts.append(f"len={len(data)}")
+            if self.opcode in (0x1, 0x9, 0xA) and data:
+                text = data[:24].decode("utf-8", "replace")
+                parts.append(repr(text) + (" …" if len(data) > 24 else ""))
+            elif data:
+                parts.append(repr(data[:16]) + (" …" if len(data) > 16 else ""))
+        return " ".join(parts)
+
+
+def parse_frames(data: bytes) -> list[Frame]:
+    """Split ``data`` into whole WebSocket frames; ``ValueError`` if it is not exactly that."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"parse_frames needs bytes (a TCP payload), not {type(data).__name__}")
+    data = bytes(data)
+    frames: list[Frame] = []
+    i = 0
+    while i < len(data):
+        if len(data) - i < 2:
+            raise ValueError(f"a frame header needs 2 bytes at least; {len(data) - i} left at {i}")
+        b0, b1 = data[i], data[i + 1]
+        opcode, masked, length = b0 & 0x0F, bool(b1 & 0x80), b1 & 0x7F
+        if opcode not in OPCODES:
+            raise ValueError(f"byte {i}: opcode {opcode:#x} is reserved: not a WebSocket frame")
+        head = 2
+        if length == 126:
+            if len(data) - i < 4:
+                raise ValueError(f"byte {i}: the 16-bit length is cut off")
+            length = struct.unpack_from("!H", data, i + 2)[0]
+            head = 4
+        elif length == 127:
+            if len(data) - i < 10:
+                raise ValueError(f"byte {i}: the 64-bit length is cut off")
+            length = struct.unpack_from("!Q", data, i + 2)[0]
+            head = 10
+        if opcode >= 0x8 and (length > 125 or not b0 & 0x80):
+            raise ValueError(f"byte {i}: a control frame must be FIN and at most 125 bytes")
+        mask = None
+        if masked:
+            mask = data[i + head:i + head + 4]
+            head += 4
+        end = i + head + length
+        if end > len(data) or (mask is not None and len(mask) < 4):
+            raise ValueError(
+                f"byte {i}: the frame needs {end - i} bytes, only {len(data) - i} here")
+        frames.append(Frame(bool(b0 & 0x80), (b0 >> 4) & 0x7, opcode, masked, mask,
+                            data[i + head:end], head))
+        i = end
+    return frames
+
+
+def websocket_frames(segs) -> list[tuple]:
+    """``(segment, frame)`` for every WebSocket frame in captured segments, in order."""
+    from scapy.layers.inet import TCP
+
+    out = []
+    for seg in segs:
+        if seg.proto != "TCP" or not seg.length or not seg.summary.startswith("WebSocket "):
+            continue
+        try:
+            frames = parse_frames(bytes(seg.packet[TCP].payload))
+        except ValueError:
+            continue
+        out.extend((seg, frame) for frame in frames)
+    return out
+
+
+def _is_upgrade(payload: bytes) -> bool:
+    return payload.startswith(b"HTTP/1.1 101") and b"websocket" in payload.lower()
+
+
+class WebSocketView(ProtocolView):
+    """Frames on upgraded connections; the upgrade's GET and 101 marked on the ladder."""
+
+    name = "WebSocket"
+
+    def __init__(self):
+        self.upgraded: dict[frozenset, float] = {}  # TCP connection -> time of its 101
+
+    def analyse(self, packets, meta: dict) -> None:
+        from scapy.layers.inet import TCP, TCPerror
+
+        for pkt in packets:
+            if TCP not in pkt or isinstance(pkt[TCP], TCPerror):
+                continue  # a TCP header quoted by an ICMP error is not the connection's
+            if _is_upgrade(bytes(pkt[TCP].payload)):
+                # frames come after this moment; the first 101 of a connection counts
+                self.upgraded.setdefault(tcp_connection(pkt), float(pkt.time))
+
+    def recognises(self, payload: bytes, pkt) -> bool:
+        if not payload or _is_upgrade(payload):
+            return False  # the HTTP view names the response line
+        since = self.upgraded.get(tcp_connection(pkt))
+        return since is not None and float(pkt.time) > since  # not the HTTP handshake
+
+    def describe(self, payload: bytes, pkt) -> str:
+        try:
+            frames = parse_frames(payload)
+        except ValueError:
+            return f"WebSocket data, part of a frame ({len(payload)} bytes)"
+        return " + ".join(f.describe() for f in frames)
+
+    def label(self, seg) -> str | None:
+        """Ladder arrows on WebSocket connections say what they carry, not just TCP flags."""
+        if seg.proto != "TCP" or not seg.length or seg.packet is None:
+            return None
+        if seg.summary.startswith("WebSocket "):
+            return seg.summary.removeprefix("WebSocket ")
+        if tcp_connection(seg.packet) in self.upgraded:
+            if seg.summary.startswith("GET "):
+                return f"{seg.summary}  (Upgrade: websocket)"
+            if seg.summary.startswith("HTTP/1.1 101"):
+                return seg.summary
+        return None
