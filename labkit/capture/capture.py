@@ -31,7 +31,6 @@ import threading
 from pathlib import Path
 
 from labkit.capture.endpoints import check_name, watch
-from labkit.capture.flows import Segment, segments
 
 __all__ = ["Capture", "capture_mode", "DATA_DIR"]
 
@@ -245,8 +244,10 @@ class Capture:
         return PacketList(self._packets, name=self.name or "capture")
 
     @property
-    def segments(self) -> list[Segment]:
+    def segments(self) -> list:
         """Each packet as a :class:`Segment`: roles, flags, relative seq/ack, length, summary."""
+        from labkit.capture.flows import segments  # Scapy loads on first look, not on import
+
         return segments(self.packets, self.roles, self.meta)  # through every protocol view
 
     def table(self, *, start: int = 0, stop: int | None = None):
