@@ -29,7 +29,7 @@ _EXPORTS = {
     "servers.relay": ["UDPRelay", "AckReceiver"],
     "servers.dns": ["DNSServer"],
     "servers.tls": ["LocalCA", "TLSServer", "HTTPSServer"],
-    "protocols.tls": ["tls_records", "client_hello", "server_hello", "handshake",
+    "views.tls": ["tls_records", "client_hello", "server_hello", "handshake",
                       "handshake_round_trips"],
     "protocols.tlsdissect": ["TLSRecord"],
     "views.table": ["Table"],

@@ -69,7 +69,7 @@ def check_trusts_lab_ca(ctx, ca) -> Verdict:
 @answers_back
 def check_sni(answer, wire) -> Verdict:
     """``answer`` is the host name the client asked for in its ClientHello (SNI)."""
-    from labkit.protocols.tls import client_hello
+    from labkit.views.tls import client_hello
 
     if isinstance(answer, bytes):
         return Verdict(False, f"{answer!r} is bytes; the answer is the name as a str",
