@@ -66,6 +66,23 @@ def test_client_context_verifies_like_the_default_one(ca, tmp_path):
     assert "CLIENT_TRAFFIC_SECRET_0" in (tmp_path / "keys.log").read_text()
 
 
+def test_server_files_build_a_server_context_by_hand():
+    with LocalCA() as ca:
+        certfile, keyfile = ca.server_files()
+        assert keyfile.stat().st_mode & 0o777 == 0o600          # the private key: ours only
+        # the certificate server_context() presents, and the key that goes with it
+        assert x509.load_pem_x509_certificate(certfile.read_bytes()) == ca.certificate()
+        assert ca.server_files() == (certfile, keyfile)          # written once, then reused
+        assert ca.server_files(expired=True).certfile != certfile
+        hand_made = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        hand_made.load_cert_chain(certfile, keyfile)
+        with TLSServer(context=hand_made, handler="upper") as server:
+            assert talk(server, ca.client_context()) == (b"HELLO", "TLSv1.3")
+    assert not certfile.exists() and not keyfile.exists()       # gone with the CA
+    with pytest.raises(RuntimeError, match="closed"):
+        ca.server_files()
+
+
 @pytest.mark.parametrize("make, host, message", [
     (lambda ca: ca.server_context(), "localhost", "unable to get local issuer certificate"),
     (lambda ca: ca.server_context("www.example.org"), "localhost",

@@ -19,6 +19,7 @@ the lab CA).
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import shutil
 import socket
 import ssl
@@ -26,12 +27,13 @@ import tempfile
 import threading
 import weakref
 from pathlib import Path
+from typing import NamedTuple
 
 import trustme
 
 from labkit.servers.base import HANDSHAKE_TIMEOUT, TCPServer, note_server_name
 
-__all__ = ["LocalCA", "TLSServer", "HTTPSServer", "LAB_HOSTS"]
+__all__ = ["LocalCA", "CertFiles", "TLSServer", "HTTPSServer", "LAB_HOSTS"]
 
 LAB_HOSTS = ("localhost", "127.0.0.1")
 
@@ -40,13 +42,22 @@ def _utcnow() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
 
 
+class CertFiles(NamedTuple):
+    """A server certificate chain and its private key, as PEM files for ``load_cert_chain``."""
+
+    certfile: Path
+    keyfile: Path
+
+
 class LocalCA:
     """A certificate authority for the lab only; trust it and lab servers verify.
 
     ``ca.cafile`` is the CA certificate (PEM) to trust; :meth:`server_context` and
-    :meth:`client_context` give ready :class:`ssl.SSLContext` objects.  Use it as a
-    context manager (or call :meth:`close`) to delete its temp dir at once; a
-    finaliser deletes it anyway when the CA is garbage collected or Python exits.
+    :meth:`client_context` give ready :class:`ssl.SSLContext` objects, and
+    :meth:`server_files` the certificate and key files to build a server context
+    yourself.  Use it as a context manager (or call :meth:`close`) to delete its temp
+    dir at once; a finaliser deletes it anyway when the CA is garbage collected or
+    Python exits.
     """
 
     def __init__(self, name: str = "netlab lab CA"):
@@ -60,6 +71,7 @@ class LocalCA:
         self.cafile = self._dir / "lab-ca.pem"
         self._ca.cert_pem.write_to_path(str(self.cafile))
         self._leaves: dict[tuple, trustme.LeafCert] = {}
+        self._files: dict[trustme.LeafCert, CertFiles] = {}   # by leaf: written once
 
     # -- context manager -----------------------------------------------------
     def __enter__(self) -> "LocalCA":
@@ -111,6 +123,35 @@ class LocalCA:
 
         leaf = self.issue(*hosts, expired=expired)
         return x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes())
+
+    def server_files(self, *hosts: str, expired: bool = False) -> CertFiles:
+        """The server certificate for ``hosts`` as files: ``(certfile, keyfile)``.
+
+        For a server context written by hand, with the same certificate as
+        :meth:`server_context` (same hosts, same ``expired``):
+
+            >>> ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            >>> certfile, keyfile = ca.server_files()
+            >>> ctx.load_cert_chain(certfile, keyfile)
+
+        They live in the CA's private temp dir and go away with it; the key file is
+        readable by its owner only (mode 0600).
+        """
+        if not self._cleanup.alive:
+            raise RuntimeError("this LocalCA is closed and its files are deleted: "
+                               "make a new one, LocalCA()")
+        leaf = self.issue(*hosts, expired=expired)   # the one server_context() presents
+        if leaf not in self._files:
+            # Numbered, not named after the hosts: a host name is no safe file name
+            n = len(self._files) + 1
+            files = CertFiles(self._dir / f"server-{n}-cert.pem", self._dir / f"server-{n}-key.pem")
+            files.certfile.write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
+            # Created 0600 (not written, then chmod-ed): the key is never readable by others
+            fd = os.open(files.keyfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(leaf.private_key_pem.bytes())
+            self._files[leaf] = files
+        return self._files[leaf]
 
     def server_context(self, *hosts: str, expired: bool = False) -> ssl.SSLContext:
         """A server-side context presenting a certificate for ``hosts``.
