@@ -42,15 +42,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labkit.protocols import http_parser
+# The request limits live with the parser; named here too, read at each connection, so
+# patching labkit.servers.http.MAX_HEAD (say) changes what this server accepts.
+from labkit.protocols.http_parser import (MAX_BODY, MAX_CHUNK_LINE, MAX_CHUNKED, MAX_HEAD,
+                                          MAX_REQUEST_LINE, ParseError)
 from labkit.servers.base import HANDSHAKE_TIMEOUT, TCPServer
 
 __all__ = ["HTTPServer", "Request"]
 
-MAX_REQUEST_LINE = 8 * 1024   # bytes of the request line (longer: 414 URI Too Long)
-MAX_HEAD = 16 * 1024          # bytes of request line + headers, and of chunked trailers (431)
-MAX_BODY = 1024 * 1024        # bytes of request body (413)
-MAX_CHUNKED = 8 * MAX_BODY    # bytes of a chunked body *with* its framing (sizes, extensions)
-MAX_CHUNK_LINE = 1024         # bytes of one chunk-size line
 MAX_JSON_DEPTH = 100          # nesting of arrays/objects POSTed to /json
 MAX_BYTES = 100 * 1024 * 1024  # largest /bytes?n=
 MAX_DELAY = 10.0              # longest /slow?delay= (and /chunked delay) in seconds
@@ -59,12 +59,6 @@ IDLE_TIMEOUT = 10.0           # seconds a connection may sit idle between reques
 LOG_LIMIT = 10_000            # entries kept in HTTPServer.log
 SERVER_NAME = "labkit"
 
-_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_VERSION = re.compile(rb"^HTTP/(\d)\.(\d)$")
-_TARGET = re.compile(rb"^[\x21-\x7e]+$")          # visible ASCII, no spaces or controls
-_FIELD_VALUE = re.compile(rb"^[\t\x20-\x7e\x80-\xff]*$")
-_BARE_LF = re.compile(rb"(?<!\r)\n")
-_STARTS_LIKE_A_REQUEST = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ /")
 _LETTERS = b"abcdefghijklmnopqrstuvwxyz"
 _PATTERN = _LETTERS * 2521    # 65,546 bytes: a whole number of alphabets, so pieces join up
 
@@ -93,7 +87,7 @@ class Request:
     def __post_init__(self):
         if self.target.startswith("/"):  # origin-form: "//x" is a path here, not a host
             path, _, query = self.target.partition("?")
-        else:                            # absolute-form (parse_head checked it) or "*"
+        else:                            # absolute-form (the parser checked it) or "*"
             split = urllib.parse.urlsplit(self.target)
             path, query = split.path, split.query
         self.path = path or "/"
@@ -112,175 +106,30 @@ class Request:
         return "close" not in tokens
 
 
-class _Reader:
-    """Buffered reads from a socket; bytes past one request stay for the next one."""
-
-    def __init__(self, sock: socket.socket):
-        self.sock = sock
-        self.buf = bytearray()    # bytearray: del buf[:n] is cheap, so many small reads stay linear
-        self.taken = bytearray()  # what the current request consumed, exactly as received
-
-    def _take(self, n: int) -> bytes:
-        data = bytes(self.buf[:n])
-        del self.buf[:n]
-        self.taken += data
-        return data
-
-    def _fill(self) -> bool:
-        try:
-            data = self.sock.recv(65536)
-        except TimeoutError:
-            if self.buf.strip(b"\r\n") or self.taken:  # a request started, then stalled
-                raise BadRequest(f"the request stalled: nothing arrived for {IDLE_TIMEOUT:g} s",
-                                 408) from None
-            raise  # idle between requests: the caller closes quietly
-        self.buf += data
-        return bool(data)
-
-    def head(self) -> bytes | None:
-        """Request line + headers + blank line, or None if the client closed first.
-
-        Refuses as soon as the bytes so far are wrong (a bare LF, a line too long), so a
-        client waiting for an answer gets it now, not when the idle timeout closes it.
-        """
-        while True:
-            end = self.buf.find(b"\r\n\r\n")
-            head = self.buf[:end + 4] if end >= 0 else self.buf
-            if _BARE_LF.search(head):
-                raise BadRequest("lines must end with CRLF (\\r\\n); found a bare \\n")
-            line_end = head.find(b"\r\n")
-            if (line_end if line_end >= 0 else len(head)) > MAX_REQUEST_LINE:
-                if _STARTS_LIKE_A_REQUEST.match(head):
-                    raise BadRequest(f"the request line is longer than {MAX_REQUEST_LINE} bytes: "
-                                     "use a shorter URL", status=414)
-                raise BadRequest(f"the first line is longer than {MAX_REQUEST_LINE} bytes "
-                                 "and is not a request line")
-            if len(head) > MAX_HEAD:
-                raise BadRequest(f"the request line and headers are larger than {MAX_HEAD} "
-                                 "bytes", status=431)
-            if end >= 0:
-                return self._take(end + 4)
-            if not self._fill():
-                if not self.buf.strip(b"\r\n"):
-                    return None  # closed between requests: the normal end of keep-alive
-                raise BadRequest("the connection closed before the blank line that ends "
-                                 "the headers (\\r\\n\\r\\n)")
-
-    def exactly(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            if not self._fill():
-                raise BadRequest(f"the body ended after {len(self.buf)} of {n} bytes "
-                                 "promised by Content-Length")
-        return self._take(n)
-
-    def line(self, limit: int, what: str, status: int = 400) -> bytes:
-        """One CRLF-terminated line (without the CRLF) of at most ``limit`` bytes."""
-        while (end := self.buf.find(b"\r\n")) < 0 and len(self.buf) <= limit:
-            if not self._fill():
-                raise BadRequest("the connection closed in the middle of a chunked body")
-        if end < 0 or end > limit:
-            raise BadRequest(f"{what} is longer than {limit} bytes", status)
-        return self._take(end + 2)[:-2]
-
-
-def parse_head(head: bytes) -> tuple[str, str, str, list[tuple[str, str]]]:
-    """Check and split a request head (ending in CRLF CRLF, no bare LF: ``_Reader.head``
-    saw to that); raise :class:`BadRequest` saying what is wrong."""
-    lines = head[:-4].split(b"\r\n")
-    request_line = lines[0]
-    parts = request_line.split(b" ")
-    if len(parts) != 3:
-        raise BadRequest(f"the request line must be METHOD SP TARGET SP VERSION, "
-                         f"got {request_line[:80]!r}")
-    method, target, version = parts
-    if not _TOKEN.match(method):
-        raise BadRequest(f"method {method[:40]!r} is not a token (letters like GET)")
-    if not _TARGET.match(target):
-        raise BadRequest(f"request target {target[:80]!r} has spaces, controls or non-ASCII")
-    if not (target.startswith((b"/", b"http://", b"https://")) or target == b"*"):
-        raise BadRequest(f"request target {target[:80]!r} must start with '/'")
-    if target.startswith((b"http://", b"https://")):  # absolute-form, as sent to a proxy
-        try:
-            host = urllib.parse.urlsplit(target.decode("ascii")).netloc
-        except ValueError as exc:  # e.g. http://[/ : "Invalid IPv6 URL"
-            raise BadRequest(f"request target {target[:80]!r} is not a valid URL: {exc}") from None
-        if not host:
-            raise BadRequest(f"request target {target[:80]!r} has no host after '//'")
-    m = _VERSION.match(version)
-    if not m:
-        raise BadRequest(f"version {version[:40]!r} is not HTTP/x.y")
-    if m.group(1) != b"1":
-        raise BadRequest(f"{version.decode()} is not supported; this server speaks HTTP/1.1",
-                         status=505)
-    headers: list[tuple[str, str]] = []
-    for number, line in enumerate(lines[1:], start=2):
-        if line[:1] in (b" ", b"\t"):
-            raise BadRequest(f"line {number} starts with whitespace (obsolete line folding)")
-        name, colon, value = line.partition(b":")
-        if not colon:
-            raise BadRequest(f"header line {number} has no colon: {line[:60]!r}")
-        if not _TOKEN.match(name):
-            raise BadRequest(f"header name {name[:40]!r} on line {number} is empty or has "
-                             "spaces or controls (no space is allowed before the colon)")
-        value = value.strip(b" \t")
-        if not _FIELD_VALUE.match(value):
-            raise BadRequest(f"header {name.decode()} has control characters in its value")
-        headers.append((name.decode("ascii"), value.decode("latin-1")))
-    return method.decode("ascii"), target.decode("ascii"), version.decode("ascii"), headers
-
-
-def _body_length(method: str, version: str, headers: list[tuple[str, str]]) -> int | str:
-    """How the body is framed: a byte count, or ``"chunked"``."""
-    lower = [(n.lower(), v) for n, v in headers]
-    if version == "HTTP/1.1" and not any(n == "host" for n, _ in lower):
-        raise BadRequest("an HTTP/1.1 request must have a Host header")
-    if sum(n == "host" for n, _ in lower) > 1:
-        raise BadRequest("more than one Host header")
-    te = [v for n, v in lower if n == "transfer-encoding"]
-    cl = [v for n, v in lower if n == "content-length"]
-    if te:
-        if cl:
-            raise BadRequest("both Transfer-Encoding and Content-Length: refusing an "
-                             "ambiguous body (request smuggling)")
-        if ",".join(te).strip().lower() != "chunked":
-            raise BadRequest(f"Transfer-Encoding {', '.join(te)!r}: only 'chunked' is understood")
-        return "chunked"
-    if not cl:
-        return 0
-    values = {v.strip() for item in cl for v in item.split(",")}
-    if len(values) != 1 or not re.fullmatch(r"[0-9]+", next(iter(values))):
-        raise BadRequest(f"Content-Length {', '.join(cl)[:40]!r} is not one decimal number")
-    text = values.pop().lstrip("0") or "0"
-    if len(text) > len(str(MAX_BODY)) or int(text) > MAX_BODY:  # (int() refuses 4,301 digits)
-        raise BadRequest(f"Content-Length {text[:20]}{'…' if len(text) > 20 else ''} is larger "
-                         f"than the {MAX_BODY}-byte limit", status=413)
-    return int(text)
-
-
-def _read_chunked(reader: _Reader) -> bytes:
-    body = bytearray()
+def _read_request(conn: socket.socket, parser: http_parser.RequestParser) -> Request | None:
+    """Feed what arrives on ``conn`` to ``parser`` until one whole request; None if the
+    client closed, or stayed idle for IDLE_TIMEOUT, between requests.  Raises
+    ``ParseError`` (408 for a request that stalled half-way)."""
+    head, body = None, bytearray()
     while True:
-        line = reader.line(MAX_CHUNK_LINE, "a chunk-size line")
-        size_text = line.split(b";", 1)[0].strip()
-        if not size_text or not re.fullmatch(rb"[0-9A-Fa-f]{1,8}", size_text):
-            raise BadRequest(f"chunk size {line[:20]!r} is not a hexadecimal number")
-        size = int(size_text, 16)
-        if len(body) + size > MAX_BODY:
-            raise BadRequest(f"chunked body is larger than the {MAX_BODY}-byte limit", 413)
-        if len(reader.taken) > MAX_CHUNKED:  # tiny chunks with long extensions add up
-            raise BadRequest(f"the chunked body with its chunk-size lines is larger than "
-                             f"{MAX_CHUNKED} bytes", 413)
-        if size == 0:
-            trailers = 0  # trailer fields, up to the blank line: bounded like the headers
-            while line := reader.line(MAX_HEAD, "a trailer line", 431):
-                trailers += len(line) + 2
-                if trailers > MAX_HEAD:
-                    raise BadRequest(f"the trailer fields after the last chunk are larger "
-                                     f"than {MAX_HEAD} bytes", 431)
-            return bytes(body)
-        body += reader.exactly(size)
-        if reader.exactly(2) != b"\r\n":
-            raise BadRequest("chunk data is not followed by CRLF")
+        event = parser.next_event()
+        if event is http_parser.NEED_DATA:
+            try:
+                parser.feed(conn.recv(65536))
+            except TimeoutError:
+                if parser.in_progress:  # a request started, then stalled
+                    raise ParseError(f"the request stalled: nothing arrived for "
+                                     f"{IDLE_TIMEOUT:g} s", 408) from None
+                return None
+        elif event is http_parser.ConnectionClosed:
+            return None
+        elif isinstance(event, http_parser.Request):
+            head = event
+        elif isinstance(event, http_parser.Data):
+            body += event.data  # (the parser bounds it: MAX_BODY)
+        else:  # EndOfMessage
+            return Request(head.method, head.target, head.version, head.headers, bytes(body),
+                           event.raw)
 
 
 # RFC 9110's names, which Python only adopted in 3.13: the same text on every interpreter.
@@ -468,22 +317,17 @@ class HTTPServer(TCPServer):
         self._forget(tls)  # TCPServer closes and forgets only the plain socket it accepted
 
     def _request_loop(self, conn: socket.socket) -> None:
-        reader = _Reader(conn)
+        limits = http_parser.Limits(MAX_REQUEST_LINE, MAX_HEAD, MAX_BODY, MAX_CHUNKED,
+                                    MAX_CHUNK_LINE)
+        parser = http_parser.RequestParser(limits)
         while not self._stopping.is_set():
-            reader.taken = bytearray()
             try:
-                head = reader.head()
-                if head is None:
-                    return
-                method, target, version, headers = parse_head(head)
-                framing = _body_length(method, version, headers)
-                body = _read_chunked(reader) if framing == "chunked" else reader.exactly(framing)
-                request = Request(method, target, version, headers, body, bytes(reader.taken))
-            except BadRequest as bad:
+                request = _read_request(conn, parser)
+            except ParseError as bad:
                 self._refuse(conn, bad)
                 return
-            except TimeoutError:
-                return  # idle keep-alive connection: close it quietly
+            if request is None:
+                return  # closed, or idle between requests: close quietly
             keep = self._answer(conn, request)
             with self._lock:
                 self.requests_served += 1
@@ -492,7 +336,7 @@ class HTTPServer(TCPServer):
                     conn.shutdown(socket.SHUT_WR)
                 return
 
-    def _refuse(self, conn: socket.socket, bad: BadRequest) -> None:
+    def _refuse(self, conn: socket.socket, bad: ParseError) -> None:
         """Answer a request that could not be read, then close the connection."""
         reason = str(bad)
         self._note(f"(bad request) → {bad.status}: {reason}")
