@@ -1,3 +1,4 @@
+from checking import ca  # noqa: F401 - a fixture the wrong-answer tests of lesson 06 use
 from labkit.checks import Verdict, first_failure, verdict
 
 
@@ -50,3 +51,62 @@ def test_unfinished_code_gets_a_verdict_not_a_traceback():
     assert asyncio.run(check_async(todo)) is NOT_WRITTEN
     with pytest.raises(ZeroDivisionError):
         check_with_a_real_bug(todo)
+
+
+# -- every lesson check answers a wrong answer with ❌ (tests in test_lesson_checks_*.py) -------
+def registered_wrong_answer_tests():
+    """The registry, filled by importing every test_lesson_checks_*.py (pytest's own modules)."""
+    import importlib
+    from pathlib import Path
+
+    from checking import WRONG_ANSWER_TESTS
+
+    for path in sorted(Path(__file__).parent.glob("test_lesson_checks_*.py")):
+        importlib.import_module(path.stem)
+    return WRONG_ANSWER_TESTS
+
+
+def test_every_lesson_check_has_a_wrong_answer_test():
+    from checking import lesson_checks
+
+    checks = lesson_checks()
+    assert len(checks) >= 17 and "lesson00.check_mode_answer" in checks  # the scan finds them
+    untested = sorted(set(checks) - set(registered_wrong_answer_tests()))
+    assert not untested, ("give each of these checks a wrong answer in a "
+                          f"test_lesson_checks_*.py test, with @wrong_answer_to(check): {untested}")
+
+
+def test_a_check_that_always_says_right_fails_its_wrong_answer_tests(request, monkeypatch):
+    """Swap each check for one that passes everything: each of its wrong-answer tests must fail."""
+    import importlib
+    import inspect
+
+    import pytest
+
+    from checking import check_name
+
+    def always_right(*args, **kwargs):
+        return Verdict(True, "anything goes")
+
+    async def always_right_async(*args, **kwargs):
+        return Verdict(True, "anything goes")
+
+    ran = 0
+    for name, tests in registered_wrong_answer_tests().items():
+        lesson, check = name.split(".")
+        module = importlib.import_module(f"labkit.checks.{lesson}")
+        real = getattr(module, check)
+        stub = always_right_async if inspect.iscoroutinefunction(real) else always_right
+        for test in tests:
+            try:
+                fixtures = {arg: request.getfixturevalue(arg)
+                            for arg in inspect.signature(test).parameters}
+            except pytest.skip.Exception:
+                continue  # e.g. `live` without capture privilege
+            with monkeypatch.context() as patched:
+                patched.setattr(module, check, stub)
+                with pytest.raises(AssertionError, match="accepted a wrong answer"):
+                    test(**fixtures)
+            assert check_name(getattr(module, check)) == name   # the real check is back
+            ran += 1
+    assert ran >= len(registered_wrong_answer_tests())

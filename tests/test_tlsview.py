@@ -62,7 +62,11 @@ def test_tls13_records_named_observer_and_decrypted_views(ca, tmp_path, live):
     assert "ClientHello" in summaries
     assert any(s.startswith("ServerHello · ChangeCipherSpec · 🔒EncryptedExtensions")
                for s in summaries)
-    assert wire.ladder() is not None
+    labels = [t.get_text() for t in wire.ladder().axes[0].texts]   # what the ladder shows
+    assert "ClientHello" in labels
+    assert ("ServerHello · ChangeCipherSpec\nencrypted: EncryptedExtensions · Certificate · "
+            "CertificateVerify · Finished") in labels          # a second line for the 🔒 part
+    assert "encrypted: Application Data: 'GET /hello HTTP/1.1'" in labels
     assert handshake_round_trips(wire) == 1
     assert client_hello(wire)["sni"] == "localhost"
     assert server_hello(wire)["version"] == "TLS 1.3"

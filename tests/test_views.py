@@ -2,7 +2,7 @@ from matplotlib.patches import FancyArrowPatch
 
 from labkit import Table, ladder
 from labkit.capture.flows import segments
-from test_flows import C, S, conversation, tcp
+from packets import C, S, conversation, tcp
 
 
 def arrows(fig):

@@ -1,8 +1,6 @@
 """WebSocketServer (labkit.servers.websocket); frames in captures (labkit.protocols.websocket)."""
 
 import asyncio
-import base64
-import hashlib
 import socket
 import struct
 
@@ -181,11 +179,21 @@ def test_describer_is_the_same_the_second_time():
                               "WebSocket text FIN masked len=5 'Hello'"]
 
 
-def test_accept_value_the_library_sends_is_rfc6455s():
-    key = "dGhlIHNhbXBsZSBub25jZQ=="
-    guid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-    accept = base64.b64encode(hashlib.sha1((key + guid).encode()).digest()).decode()
-    assert accept == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+def test_server_answers_the_rfc6455_example_handshake():
+    # RFC 6455 section 1.3: this key must be answered with exactly this accept value
+    request = (b"GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               b"Sec-WebSocket-Version: 13\r\n\r\n")
+    with WebSocketServer(echo) as server, socket.create_connection(server.address, 5) as s:
+        s.sendall(request)
+        head = b""
+        while b"\r\n\r\n" not in head and (data := s.recv(4096)):
+            head += data
+    status, *fields = head.split(b"\r\n\r\n")[0].decode().split("\r\n")
+    headers = {name.lower(): value for name, value in (f.split(": ", 1) for f in fields)}
+    assert status == "HTTP/1.1 101 Switching Protocols"
+    assert headers["sec-websocket-accept"] == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    assert headers["upgrade"].lower() == "websocket"
 
 
 def test_ladder_labels_say_what_websocket_packets_carry():

@@ -13,6 +13,8 @@ from labkit.capture.sockets import settled_tcp_states
 from labkit.servers.base import TCPServer
 from . import Verdict, answers_back, first_failure, not_a_recording, verdict
 
+WAIT = 3.0  # seconds the check's client waits for the student's server to close
+
 
 def acks_after_client_data(wire) -> list[int]:
     """The server's ACK number that answers each client data segment, in order."""
@@ -87,16 +89,16 @@ def check_server_closes_first(handler) -> Verdict:
             finished.set()
 
     with TCPServer(run) as server:
-        with socket.create_connection(server.address, timeout=3) as client:
+        with socket.create_connection(server.address, timeout=WAIT) as client:
             client_port = client.getsockname()[1]
             try:
                 while client.recv(4096):  # read until the server closes (EOF)
                     pass
             except TimeoutError:
-                return Verdict(False, "the client waited 3 s and the server never closed",
+                return Verdict(False, f"the client waited {WAIT:g} s and the server never closed",
                                "the handler must close the connection itself: return from it "
                                "(labkit closes conn then) or call conn.close()")
-        finished.wait(3)
+        finished.wait(WAIT)
         states = {s.local[1]: s.state for s in settled_tcp_states(client_port, server.port)}
     server_side = [state for port, state in states.items() if port != client_port]
     client_side = states.get(client_port, "gone")

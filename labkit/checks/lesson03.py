@@ -19,6 +19,7 @@ __all__ = ["check_send_reliably", "LOSSY"]
 # The path the check uses: drops, duplicates and reorders in both directions.
 LOSSY = dict(drop=0.25, duplicate=0.2, reorder=0.15, seed=2)
 LIMIT = 15.0  # seconds the whole run may take
+HOLE_LIMIT = 5.0  # seconds the sender may take to give up on a black hole
 
 
 def _run(send_reliably, messages, relay_args, limit=LIMIT):
@@ -78,7 +79,8 @@ def check_send_reliably(send_reliably) -> Verdict:
     lossy = _delivery(*_run(send_reliably, messages, LOSSY), messages)
     if not lossy:
         return lossy
-    outcome, value, receiver = _run(send_reliably, [b"anyone there?"], dict(drop=1.0), limit=5)
+    outcome, value, receiver = _run(send_reliably, [b"anyone there?"], dict(drop=1.0),
+                                     limit=HOLE_LIMIT)
     if outcome == "timeout":
         hole = Verdict(False, "into a black hole (every datagram dropped) your sender never "
                               "gave up", "after `retries` sends without an ACK, raise TimeoutError")

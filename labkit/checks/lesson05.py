@@ -28,33 +28,49 @@ HINTS = {
     ("/nowhere", "status"): "any other path is 404 Not Found",
 }
 
+_HINT_ROUTES = "200 for /greet?name=..., 400 for /greet without a name, 404 for any other path"
+_HINT_BODY = "the body is f'Hello, {name}!\\n', encoded to bytes"
+
 
 def _ask(server, method: str, target: str):
-    conn = http.client.HTTPConnection(*server.address, timeout=5)
-    try:
-        conn.request(method, target)
-        resp = conn.getresponse()
-        return resp.status, resp.getheader("Content-Type") or "", resp.getheader(
-            "Content-Length"), resp.read()
-    finally:
-        conn.close()
+    """(status, Content-Type, Content-Length, every body byte sent before the server closed).
+
+    Read raw, not with http.client: a client stops at Content-Length, so a wrong one
+    would look like a wrong body.
+    """
+    import socket
+
+    request = f"{method} {target} HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(server.address, timeout=5) as sock:
+        sock.sendall(request.encode())
+        raw = b""
+        while data := sock.recv(65536):
+            raw += data
+    head, blank, body = raw.partition(b"\r\n\r\n")
+    if not blank:
+        raise http.client.BadStatusLine(repr(raw[:60]))
+    status_line, *fields = head.decode("iso-8859-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip()
+               for name, _, value in (field.partition(":") for field in fields)}
+    status = int(status_line.split()[1])
+    return status, headers.get("content-type", ""), headers.get("content-length"), body
 
 
 def _check_answers(server) -> Verdict | None:
     for method, target, status, body in REQUESTS:
         try:
             got_status, ctype, length, got_body = _ask(server, method, target)
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException, ValueError, IndexError) as exc:
             return Verdict(False, f"{method} {target}: the server gave no HTTP answer "
                                   f"({type(exc).__name__}: {exc})",
                            "call start_response(status, headers) once, then return a list "
                            "of bytes")
         if got_status != status:
             return Verdict(False, f"{method} {target} answered {got_status}, expected {status}",
-                           HINTS.get((target, "status"), ""))
+                           HINTS.get((target, "status"), _HINT_ROUTES))
         if body is not None and got_body != body:
             return Verdict(False, f"{method} {target} answered the body {got_body[:60]!r}, "
-                                  f"expected {body!r}", HINTS.get((target, "body"), ""))
+                                  f"expected {body!r}", HINTS.get((target, "body"), _HINT_BODY))
         if status == 200 and not ctype.startswith("text/plain"):
             return Verdict(False, f"{method} {target} has Content-Type {ctype or 'missing'!r}",
                            "add ('Content-Type', 'text/plain; charset=utf-8') to the headers")

@@ -22,6 +22,11 @@ def _verification_off(ctx) -> Verdict | None:
     if not isinstance(ctx, ssl.SSLContext):
         return Verdict(False, f"expected an ssl.SSLContext, got {type(ctx).__name__}",
                        _HINT_TRUST)
+    if ctx.protocol == ssl.PROTOCOL_TLS_SERVER:  # create_default_context(Purpose.CLIENT_AUTH)
+        return Verdict(False, "this context is for the server side of a connection (it "
+                              "authenticates clients), so it cannot verify a server",
+                       "leave out Purpose.CLIENT_AUTH: the default purpose, Purpose.SERVER_AUTH, "
+                       "makes a client context; " + _HINT_TRUST)
     if ctx.verify_mode != ssl.CERT_REQUIRED or not ctx.check_hostname:
         return Verdict(
             False,

@@ -25,8 +25,18 @@ def check_asyncio_upper(serve) -> Verdict:
                        "write `async def upper_server(listener, stop):` and inside it "
                        "`server = await asyncio.start_server(handle, sock=listener)`")
     message = b"hello from client\n"
+    returned_early = []
+
+    async def watched(listener, stop):
+        await serve(listener, stop)
+        if not stop.is_set():   # nobody serves now: refuse the clients instead of keeping them
+            import socket
+
+            returned_early.append(True)
+            listener.shutdown(socket.SHUT_RDWR)   # (not close(): the load still asks its port)
+
     try:
-        with _load.BackgroundServer(serve, name=serve.__name__) as server:
+        with _load.BackgroundServer(watched, name=serve.__name__) as server:
             result = _load.load(server, clients=CLIENTS, requests=3, message=message,
                                 expect=message.upper(), hold_open=True, timeout=5)
     except ServerError as exc:
@@ -34,6 +44,10 @@ def check_asyncio_upper(serve) -> Verdict:
                        "run it by hand: `with BackgroundServer(upper_server) as s:` and connect")
     except RuntimeError as exc:
         return Verdict(False, str(exc), "end with `async with server: await stop.wait()`")
+    if returned_early:
+        return Verdict(False, f"{serve.__name__} returned at once, before `stop` was set, so "
+                              "nobody served the clients",
+                       "end with `async with server: await stop.wait()`")
     if result.errors.get("wrong answer"):
         return Verdict(False, f"{result.errors['wrong answer']} clients got an answer that was "
                        "not their line in upper case",
@@ -138,7 +152,8 @@ def check_does_not_block(handler, *, clients: int = 6) -> Verdict:
             result = _load.load(server, clients=clients, requests=1, message=b"slow\n",
                                 timeout=10)
     except ServerError as exc:
-        return Verdict(False, f"your handler raised: {exc}", "")
+        return Verdict(False, f"your handler raised: {exc}",
+                       "read with `await reader.read(...)`, write back, `await writer.drain()`")
     if raised:
         if unfinished(raised[0]):
             return NOT_WRITTEN

@@ -19,12 +19,14 @@ def _client_frame(payload: bytes) -> bytes:
     return Frame(Opcode.TEXT, payload).serialize(mask=True)
 
 
-CASES = [  # (what it is, payload, how the length is written)
-    ("a 5-byte text frame", b"hello", "in the low 7 bits of byte 2"),
-    ("a 125-byte frame", b"x" * 125, "in the low 7 bits of byte 2 (125 is the largest that fits)"),
+_LOW_7_BITS = "the low 7 bits of byte 2 (byte 2 & 0x7F: its top bit is the MASK flag)"
+CASES = [  # (what it is, payload, where the length is written)
+    ("a 5-byte text frame", b"hello", _LOW_7_BITS),
+    ("a 125-byte frame", b"x" * 125, _LOW_7_BITS + "; 125 is the largest length that fits"),
     ("a 300-byte frame", bytes(range(256)) + b"y" * 44,
-     "126 in byte 2 means: the length is the next 2 bytes, big-endian"),
-    ("a 70000-byte frame", b"z" * 70000, "127 in byte 2 means: the length is the next 8 bytes"),
+     "126 in " + _LOW_7_BITS + " means: the length is the next 2 bytes, big-endian"),
+    ("a 70000-byte frame", b"z" * 70000,
+     "127 in " + _LOW_7_BITS + " means: the length is the next 8 bytes, big-endian"),
 ]
 
 
@@ -40,25 +42,44 @@ def check_unmask(unmask) -> Verdict:
             got = unmask(frame)
         except Exception as exc:  # noqa: BLE001 - the student's code
             return Verdict(False, f"unmask() raised {type(exc).__name__}: {exc} on {what}",
-                           f"the payload length is {where}; then come 4 mask bytes")
+                           f"where the payload length is: {where}; then come 4 mask bytes")
         if got != payload:
             shown = got[:12] if isinstance(got, (bytes, bytearray)) else got
             return Verdict(False, f"for {what} you returned {shown!r}…, not the payload",
-                           f"the length is {where}; the 4-byte mask follows it, then the payload: "
-                           "byte i XOR mask[i % 4]")
+                           f"where the length is: {where}; the 4-byte mask follows it, then the "
+                           "payload: byte i XOR mask[i % 4]")
     return Verdict(True, "you unmasked client frames of every length encoding "
                          "(7-bit, 16-bit, 64-bit)")
 
 
-async def _named_chat_scenario(url: str) -> str | None:
-    """Run the scenario; None if it went right, else what went wrong."""
+_HINT_CHAT = ("`name = await websocket.recv()`, `await websocket.send(f'welcome {name}')`, keep "
+              "{websocket: name}, then `async for text in websocket:` broadcast f'{name}: {text}' "
+              "to every other websocket")
+_HINT_VANISH = ("a client that vanishes makes `async for` (and recv()) raise ConnectionClosed "
+                "in its handler: remove it from your dict in a `finally:`; and "
+                "websockets.broadcast() skips closed connections where send() raises")
+
+
+async def _named_chat_scenario(url: str) -> tuple[str, str] | None:
+    """Run the scenario; None if it went right, else (what went wrong, the hint that fits)."""
     from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
 
     async def next_message(ws, who):
         try:
             return await asyncio.wait_for(ws.recv(), 2)
         except asyncio.TimeoutError:
             raise AssertionError(f"{who} waited 2 s and got no message") from None
+
+    async def after_cid_vanished(ann, ben):
+        # Both talk twice: a handler that still sends to cid may fail only on a later message.
+        for (sender, said), (reader, name) in [((ben, "ben"), (ann, "ann")),
+                                               ((ann, "ann"), (ben, "ben"))] * 2:
+            await sender.send("still here?")
+            got = await next_message(reader, name)
+            if got != f"{said}: still here?":
+                return f"{name} got {got!r}, not '{said}: still here?'"
+        return None
 
     names = ["ann", "ben", "cid"]
     conns = [await connect(url, compression=None) for _ in names]
@@ -67,30 +88,34 @@ async def _named_chat_scenario(url: str) -> str | None:
             await ws.send(name)
             got = await next_message(ws, name)
             if got != f"welcome {name}":
-                return f"after sending her name, {name} got {got!r}, not 'welcome {name}'"
+                return f"after sending her name, {name} got {got!r}, not 'welcome {name}'", \
+                    _HINT_CHAT
         ann, ben, cid = conns
         await ann.send("hello")
         for ws, name in ((ben, "ben"), (cid, "cid")):
             got = await next_message(ws, name)
             if got != "ann: hello":
-                return f"ann said 'hello' and {name} got {got!r}, not 'ann: hello'"
+                return f"ann said 'hello' and {name} got {got!r}, not 'ann: hello'", _HINT_CHAT
         await ben.send("hi ann")
         got = await next_message(ann, "ann")
         if got != "ben: hi ann":
             return (f"ann's next message was {got!r}, not 'ben: hi ann'"
-                    + (" (she got her own message back)" if got == "ann: hello" else ""))
+                    + (" (she got her own message back)" if got == "ann: hello" else ""),
+                    _HINT_CHAT)
         await next_message(cid, "cid")          # 'ben: hi ann'
-        cid.transport.abort()                    # cid vanishes: no close frame
-        await ben.send("still here?")
-        got = await next_message(ann, "ann")
-        if got != "ben: still here?":
-            return f"after cid vanished, ann got {got!r}, not 'ben: still here?'"
-        return None
     except AssertionError as exc:
-        return str(exc)
+        return str(exc), _HINT_CHAT
+    try:
+        cid.transport.abort()                    # cid vanishes: no close frame
+        wrong = await after_cid_vanished(ann, ben)
+    except AssertionError as exc:
+        wrong = str(exc)
+    except ConnectionClosed as exc:
+        wrong = f"the server closed a connection ({exc})"
     finally:
         for ws in conns:
             await ws.close()
+    return None if wrong is None else (f"after cid vanished, {wrong}", _HINT_VANISH)
 
 
 @answers_back
@@ -106,22 +131,18 @@ async def check_named_chat(handler) -> Verdict:
             try:
                 wrong = await asyncio.wait_for(_named_chat_scenario(server.url), 15)
             except ConnectionClosed as exc:  # the handler's error comes next, on exit
-                wrong = f"the server closed a connection in the middle of the chat ({exc})"
+                wrong = (f"the server closed a connection in the middle of the chat ({exc})",
+                         _HINT_CHAT)
     except ServerError as exc:
         if unfinished(exc):
             return NOT_WRITTEN
-        return Verdict(False, f"your handler raised: {exc}",
-                       "a client that vanishes ends `async for` (or makes recv() raise "
-                       "ConnectionClosed): remove it from your dict in a `finally:`")
+        return Verdict(False, f"your handler raised: {exc}", _HINT_VANISH)
     except asyncio.TimeoutError:
         return Verdict(False, "the scenario did not finish within 15 s",
                        "does every message reach the others with websockets.broadcast()?")
+    what, hint = wrong or ("", "")
     return verdict(
         wrong is None,
         "names, welcomes, fan-out to the others (not the sender), and a vanished client "
         "did not stop the chat",
-        wrong=wrong or "",
-        hint="`name = await websocket.recv()`, `await websocket.send(f'welcome {name}')`, keep "
-             "{websocket: name}, then `async for text in websocket:` broadcast f'{name}: {text}' "
-             "to every other websocket",
-    )
+        wrong=what, hint=hint)

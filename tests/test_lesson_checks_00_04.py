@@ -1,0 +1,309 @@
+"""Lessons 00-04: each check says ❌ with the fitting hint to a student's likely mistake.
+
+The wrong answers are small functions like those a student writes in the notebooks'
+exercise cells; they run against real labkit servers on loopback.  Checks that read a
+capture need live capture (the ``live`` fixture skips without CAP_NET_RAW).
+"""
+
+import socket
+import struct
+
+from checking import says_right, says_wrong, wrong_answer_to
+from labkit import Capture, TCPServer
+from labkit.capture.capture import capture_mode
+from labkit.checks import lesson00, lesson01, lesson02, lesson03, lesson04
+
+
+def echo_cell(*messages, connect=True):
+    """The notebooks' echo exercise: send each message and read its echo, under capture."""
+    with TCPServer("echo") as server, Capture(server) as wire:
+        if connect:
+            with socket.create_connection(server.address, timeout=3) as sock:
+                for message in messages:
+                    sock.sendall(message)
+                    sock.recv(1024)
+    return wire
+
+
+# -- 00 Start here ---------------------------------------------------------------------------
+@wrong_answer_to(lesson00.check_mode_answer)
+def test_mode_answer_left_as_none_or_cut_at_the_wrong_place():
+    says_wrong(lesson00.check_mode_answer(None), message="as a string",
+               hint="the word after 'capture mode :'")
+    mode = capture_mode()[0]
+    cut_badly = f" {mode} — because"    # first_line.split(":")[1], not cut down to the word
+    says_wrong(lesson00.check_mode_answer(cut_badly), message=f"the doctor reports {mode!r}",
+               hint="'capture mode : <mode> — <why>'")
+    says_right(lesson00.check_mode_answer(f" {mode.upper()}\n"))
+
+
+@wrong_answer_to(lesson00.check_first_capture)
+def test_first_capture_without_a_connection_or_with_other_bytes(live):
+    says_wrong(lesson00.check_first_capture(TCPServer("echo")), message="not a finished capture",
+               hint="pass the `wire`")
+    says_wrong(lesson00.check_first_capture(echo_cell(connect=False)),
+               message="the capture starts []", hint="open the connection inside")
+    says_wrong(lesson00.check_first_capture(echo_cell(b"pong")), message="b'pong'",
+               hint="sock.sendall(b'ping')")
+
+
+# -- 01 Watch a TCP handshake ----------------------------------------------------------------
+@wrong_answer_to(lesson01.check_ack_predictions)
+def test_ack_predictions_that_forget_the_syn_or_give_lengths(live):
+    wire = echo_cell(b"ping", b"0123456789", b"!")
+    says_wrong(lesson01.check_ack_predictions("5, 15, 16", wire), message="whole numbers",
+               hint="one ACK number per message")
+    says_wrong(lesson01.check_ack_predictions([], wire), message="you gave 0 numbers",
+               hint="one ACK number per client message")
+    for guess in ([4, 14, 15], [4, 10, 1]):     # the SYN's 1 forgotten; the message lengths
+        says_wrong(lesson01.check_ack_predictions(guess, wire),
+                   message="message 1: you predicted ack=4, the server sent ack=5",
+                   hint="the SYN used 0")
+
+
+def refusal_escapes(host, port):
+    with socket.create_connection((host, port), timeout=2):
+        return True
+
+
+def forgets_true(host, port):
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            pass                                   # no `return True`: None
+    except ConnectionRefusedError:
+        return False
+
+
+def returns_the_errno(host, port):
+    with socket.socket() as sock:
+        return sock.connect_ex((host, port))       # 0 when open, 111 when refused
+
+
+def is_port_open(host, port):
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except ConnectionRefusedError:
+        return False
+
+
+@wrong_answer_to(lesson01.check_is_port_open)
+def test_is_port_open_that_lets_rst_escape_or_returns_no_bool():
+    says_wrong(lesson01.check_is_port_open(refusal_escapes),
+               message="let ConnectionRefusedError escape", hint="catch ConnectionRefusedError")
+    says_wrong(lesson01.check_is_port_open(forgets_true), message="returned None",
+               hint="return True once create_connection() succeeds")
+    says_wrong(lesson01.check_is_port_open(returns_the_errno), message="returned 0",
+               hint="return True")
+    says_right(lesson01.check_is_port_open(is_port_open))
+
+
+@wrong_answer_to(lesson01.check_server_closes_first)
+def test_server_that_waits_for_the_client_to_close(monkeypatch):
+    def waits_for_client(conn, addr):
+        conn.sendall(b"hello\n")
+        while conn.recv(1024):                    # the client's FIN ends this, which never comes
+            pass
+
+    def greets_and_returns(conn, addr):
+        conn.sendall(b"hello\n")
+
+    monkeypatch.setattr(lesson01, "WAIT", 0.5)
+    says_wrong(lesson01.check_server_closes_first(waits_for_client),
+               message="the server never closed", hint="call conn.close()")
+    says_right(lesson01.check_server_closes_first(greets_and_returns))
+
+
+# -- 02 Frame messages on a TCP stream -------------------------------------------------------
+def recv_exactly(sock, n):
+    buf = bytearray()
+    while len(buf) < n:
+        data = sock.recv(n - len(buf))
+        if not data:
+            raise EOFError(f"peer closed after {len(buf)} of {n} bytes")
+        buf += data
+    return bytes(buf)
+
+
+def one_recv(sock, n):
+    return sock.recv(n)
+
+
+def loops_on_eof(sock, n):
+    buf = b""
+    while len(buf) < n:
+        buf += sock.recv(n - len(buf))            # b'' forever once the peer has closed
+    return buf
+
+
+def returns_short(sock, n):
+    buf = b""
+    while len(buf) < n and (data := sock.recv(n - len(buf))):
+        buf += data
+    return buf                                    # fewer than n bytes if the peer closed
+
+
+def raises_value_error(sock, n):
+    data = returns_short(sock, n)
+    if len(data) < n:
+        raise ValueError("short read")
+    return data
+
+
+@wrong_answer_to(lesson02.check_recv_exactly)
+def test_recv_exactly_with_one_recv_or_no_eof_handling():
+    says_wrong(lesson02.check_recv_exactly(one_recv), message="dribbled in 3-byte pieces",
+               hint="loop, asking only for what is still missing")
+    says_wrong(lesson02.check_recv_exactly(loops_on_eof), message="kept calling recv()",
+               hint="raise EOFError")
+    says_wrong(lesson02.check_recv_exactly(returns_short),
+               message="returned b'abcde' instead of raising",
+               hint="recv() returns b'' when the peer has closed")
+    says_wrong(lesson02.check_recv_exactly(raises_value_error), message="raised ValueError",
+               hint="raise EOFError (or ConnectionError)")
+    says_right(lesson02.check_recv_exactly(recv_exactly))
+
+
+def header_in_one_recv(sock):
+    (length,) = struct.unpack("!I", sock.recv(4))
+    return recv_exactly(sock, length)
+
+
+def body_in_one_recv(sock):
+    (length,) = struct.unpack("!I", recv_exactly(sock, 4))
+    return sock.recv(length)
+
+
+def little_endian(sock):
+    (length,) = struct.unpack("<I", recv_exactly(sock, 4))
+    return recv_exactly(sock, length)
+
+
+def swallows_eof(sock):
+    try:
+        (length,) = struct.unpack("!I", recv_exactly(sock, 4))
+        return recv_exactly(sock, length)
+    except EOFError:
+        return b""
+
+
+def read_message(sock):
+    (length,) = struct.unpack("!I", recv_exactly(sock, 4))
+    return recv_exactly(sock, length)
+
+
+@wrong_answer_to(lesson02.check_read_message)
+def test_read_message_that_trusts_one_recv_or_the_wrong_byte_order(monkeypatch):
+    says_wrong(lesson02.check_read_message(header_in_one_recv), message="raised error",
+               hint="read the 4-byte header with recv_exactly(sock, 4)")
+    says_wrong(lesson02.check_read_message(body_in_one_recv), message="in uneven pieces",
+               hint="then recv_exactly(sock, length)")
+    monkeypatch.setattr(lesson02, "WAIT", 0.3)      # the wait for 33 MB that never come
+    says_wrong(lesson02.check_read_message(little_endian),
+               message="did you ask recv() for more than you need?", hint="struct.unpack('!I'")
+    monkeypatch.undo()
+    says_wrong(lesson02.check_read_message(swallows_eof), message="returned b'' instead of raising",
+               hint="raise EOFError")
+    says_right(lesson02.check_read_message(read_message))
+
+
+# -- 03 Send UDP datagrams -------------------------------------------------------------------
+def gives_up_at_first_loss(sock, messages, timeout=0.05, retries=10):
+    sock.settimeout(timeout)
+    for seq, message in enumerate(messages):
+        sock.send(struct.pack("!I", seq) + message)
+        sock.recv(64)                              # TimeoutError on the first lost datagram
+
+
+def fire_and_forget(sock, messages, timeout=0.05, retries=10):
+    for seq, message in enumerate(messages):
+        sock.send(struct.pack("!I", seq) + message)
+
+
+def never_gives_up(sock, messages, timeout=0.05, retries=10):
+    sock.settimeout(timeout)
+    for seq, message in enumerate(messages):
+        datagram = struct.pack("!I", seq) + message
+        while True:
+            sock.send(datagram)
+            try:
+                while sock.recv(64) != datagram[:4]:
+                    pass
+                break
+            except TimeoutError:
+                continue
+
+
+def send_reliably(sock, messages, timeout=0.05, retries=10, *, give_up=TimeoutError):
+    sock.settimeout(timeout)
+    for seq, message in enumerate(messages):
+        datagram = struct.pack("!I", seq) + message
+        for _attempt in range(retries):
+            sock.send(datagram)
+            try:
+                while sock.recv(64) != datagram[:4]:
+                    pass
+                break
+            except TimeoutError:
+                continue
+        else:
+            if give_up:
+                raise give_up(f"no ACK for message {seq}")
+
+
+def forgets_the_for_else(sock, messages, timeout=0.05, retries=10):
+    send_reliably(sock, messages, timeout, retries, give_up=None)
+
+
+def raises_runtime_error(sock, messages, timeout=0.05, retries=10):
+    send_reliably(sock, messages, timeout, retries, give_up=RuntimeError)
+
+
+@wrong_answer_to(lesson03.check_send_reliably)
+def test_send_reliably_without_retries_or_without_giving_up(monkeypatch):
+    says_wrong(lesson03.check_send_reliably(gives_up_at_first_loss),
+               message="your sender raised TimeoutError", hint="a timeout means 'resend'")
+    says_wrong(lesson03.check_send_reliably(fire_and_forget), message="never reached the receiver",
+               hint="resend it after each timeout")
+    says_wrong(lesson03.check_send_reliably(forgets_the_for_else), message="returned normally",
+               hint="raise TimeoutError")
+    says_wrong(lesson03.check_send_reliably(raises_runtime_error), message="raised RuntimeError",
+               hint="raise TimeoutError")
+    monkeypatch.setattr(lesson03, "HOLE_LIMIT", 0.5)
+    says_wrong(lesson03.check_send_reliably(never_gives_up), message="never gave up",
+               hint="after `retries` sends without an ACK")
+    monkeypatch.undo()
+    says_right(lesson03.check_send_reliably(send_reliably))
+
+
+# -- 04 Speak HTTP from a raw socket ---------------------------------------------------------
+def dechunk(body, *, base=16, extensions=True, stop_at_zero=True):
+    out = b""
+    while body:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] if extensions else size_line, base)
+        if size == 0 and stop_at_zero:
+            return out
+        out += body[:size]
+        body = body[size + 2:]
+    return out
+
+
+def split_on_crlf(body):
+    return b"".join(body.split(b"\r\n")[1::2])
+
+
+@wrong_answer_to(lesson04.check_dechunk)
+def test_dechunk_mistakes_get_the_hint_for_their_case():
+    for wrong, case, hint in [
+            (lambda b: dechunk(b, base=10), "a size of 26 written in hex", "int(size, 16)"),
+            (split_on_crlf, "CRLF inside the chunk data", "do not split the data on CRLF"),
+            (lambda b: dechunk(b, extensions=False), "a chunk extension",
+             "keep only the part before ';'"),
+            (lambda b: dechunk(b, stop_at_zero=False), "trailer fields",
+             "stop at the chunk of size 0"),
+            (lambda b: dechunk(b).decode(), "a str", "work with bytes")]:
+        says_wrong(lesson04.check_dechunk(wrong), message=case, hint=hint)
+    says_wrong(lesson04.check_dechunk(b"5\r\nhello\r\n0\r\n\r\n"), message="not bytes",
+               hint="def dechunk(body: bytes)")
+    says_right(lesson04.check_dechunk(dechunk))

@@ -1,0 +1,213 @@
+"""Lessons 05-08: each check says ❌ with the fitting hint to a student's likely mistake.
+
+Right answers of lessons 06 and 07 are tested in test_tls.py and test_load.py.
+"""
+
+import asyncio
+import socket
+import ssl
+import time
+import urllib.parse
+
+from checking import ca, run, says_right, says_wrong, wrong_answer_to  # noqa: F401 (ca: a fixture)
+from labkit import Capture, TLSServer
+from labkit.checks import lesson05, lesson06, lesson07, lesson08
+
+
+# -- 05 Build an HTTP server -----------------------------------------------------------------
+def greet_app(environ, start_response, *, decode=True, require_name=True, route=True,
+              length=len, as_bytes=True):
+    """The exercise's app; each keyword turns one part of it into a student's mistake."""
+    if decode:
+        query = {key: values[0] for key, values in
+                 urllib.parse.parse_qs(environ["QUERY_STRING"]).items()}
+    else:
+        query = dict(pair.split("=", 1) for pair in environ["QUERY_STRING"].split("&") if pair)
+    if route and environ["PATH_INFO"] != "/greet":
+        status, text = "404 Not Found", "no such page\n"
+    elif require_name and "name" not in query:
+        status, text = "400 Bad Request", "say who to greet\n"
+    else:
+        status, text = "200 OK", f"Hello, {query.get('name', 'world')}!\n"
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
+                            ("Content-Length", str(length(text)))])
+    return [text.encode()] if as_bytes else [text]
+
+
+def mistake(**kwargs):
+    return lambda environ, start_response: greet_app(environ, start_response, **kwargs)
+
+
+@wrong_answer_to(lesson05.check_greet)
+def test_greet_app_mistakes_get_the_hint_for_their_request():
+    for wrong, message, hint in [
+            (mistake(decode=False), "Grace%20Hopper", "parse_qs"),
+            (mistake(require_name=False), "GET /greet answered 200, expected 400",
+             "400 Bad Request"),
+            (mistake(route=False), "GET /nowhere answered 400, expected 404", "404 Not Found"),
+            (mistake(as_bytes=False), "your app raised TypeError", "a list of bytes"),
+            (mistake(length=lambda text: len(text.strip())), "Content-Length 11",
+             "str(len(body))")]:
+        says_wrong(lesson05.check_greet(wrong), message=message, hint=hint)
+    says_wrong(lesson05.check_greet("greet_app"), message="expected a WSGI app",
+               hint="def greet_app(environ, start_response)")
+    says_right(lesson05.check_greet(greet_app))
+
+
+# -- 06 Secure a connection with TLS ---------------------------------------------------------
+@wrong_answer_to(lesson06.check_trusts_lab_ca)
+def test_contexts_that_trust_nobody_or_check_nothing(ca):
+    says_wrong(lesson06.check_trusts_lab_ca(None, ca), message="expected an ssl.SSLContext",
+               hint="ssl.create_default_context(cafile=ca.cafile)")
+    bare = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)          # verifies, but trusts no CA at all
+    says_wrong(lesson06.check_trusts_lab_ca(bare, ca), message="certificate was rejected",
+               hint="cafile=ca.cafile")
+    blind = ssl.create_default_context()
+    blind.check_hostname, blind.verify_mode = False, ssl.CERT_NONE   # "make the error go away"
+    says_wrong(lesson06.check_trusts_lab_ca(blind, ca), message="attacker included",
+               hint="never switch verification off")
+    for_servers = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ca.cafile)
+    says_wrong(lesson06.check_trusts_lab_ca(for_servers, ca), message="server side",
+               hint="Purpose.SERVER_AUTH")
+
+
+@wrong_answer_to(lesson06.check_sni)
+def test_sni_answers_as_bytes_or_another_name(ca, live):
+    name = "intranet.netlab.test"
+    with TLSServer(context=ca.server_context(name)) as server, Capture(server) as mystery:
+        with socket.create_connection(server.address, timeout=5) as raw:
+            with ca.client_context().wrap_socket(raw, server_hostname=name):
+                pass
+    says_wrong(lesson06.check_sni(name.encode(), mystery), message="is bytes", hint="decode it")
+    says_wrong(lesson06.check_sni(None, mystery), message="as a str", hint="server_name")
+    says_wrong(lesson06.check_sni("localhost", mystery), message="not the name in the ClientHello",
+               hint="server_name extension")
+    says_right(lesson06.check_sni(f" {name.upper()} ", mystery))
+
+
+@wrong_answer_to(lesson06.check_tls13_only)
+def test_tls13_only_with_the_maximum_instead_of_the_minimum(ca):
+    capped = ssl.create_default_context(cafile=ca.cafile)
+    capped.maximum_version = ssl.TLSVersion.TLSv1_3                # the wrong end of the range
+    says_wrong(lesson06.check_tls13_only(capped, ca),
+               message="accepted TLSv1.2 from a TLS 1.2-only server", hint="minimum_version")
+    old = ssl.create_default_context(cafile=ca.cafile)
+    old.maximum_version = ssl.TLSVersion.TLSv1_2
+    says_wrong(lesson06.check_tls13_only(old, ca), message="your client spoke TLSv1.2",
+               hint="ssl.TLSVersion.TLSv1_3")
+    untrusting = ssl.create_default_context()
+    untrusting.minimum_version = ssl.TLSVersion.TLSv1_3
+    says_wrong(lesson06.check_tls13_only(untrusting, ca), message="certificate was rejected",
+               hint="cafile=ca.cafile")
+
+
+# -- 07 Serve many clients -------------------------------------------------------------------
+async def one_line_each(listener, stop):
+    async def handle(reader, writer):
+        line = await reader.readline()            # no loop: the 2nd and 3rd lines go unanswered
+        writer.write(line.upper())
+        await writer.drain()
+        writer.close()
+
+    async with await asyncio.start_server(handle, sock=listener):
+        await stop.wait()
+
+
+async def returns_at_once(listener, stop):
+    await asyncio.start_server(lambda r, w: None, sock=listener)   # and returns: no stop.wait()
+
+
+@wrong_answer_to(lesson07.check_asyncio_upper)
+def test_asyncio_upper_that_answers_one_line_or_stops_at_once():
+    says_wrong(lesson07.check_asyncio_upper(one_line_each), message="of 150 answers arrived",
+               hint="while line := await reader.readline()")
+    says_wrong(lesson07.check_asyncio_upper(returns_at_once), message="returned at once",
+               hint="await stop.wait()")
+    called = one_line_each(None, None)                 # upper_server() instead of upper_server
+    says_wrong(lesson07.check_asyncio_upper(called), message="not coroutine",
+               hint="without parentheses")
+    called.close()
+
+
+async def shouts_back(reader, writer):
+    while data := await reader.read(4096):
+        await asyncio.sleep(0.01)
+        writer.write(data.upper())
+        await writer.drain()
+    writer.close()
+
+
+async def writes_str(reader, writer):
+    data = await reader.read(4096)
+    await asyncio.sleep(0.01)
+    writer.write(data.decode())
+    writer.close()
+
+
+def plain_def(reader, writer):
+    time.sleep(0.1)
+
+
+@wrong_answer_to(lesson07.check_does_not_block)
+def test_slow_echo_that_is_not_async_or_not_an_echo():
+    says_wrong(lesson07.check_does_not_block(plain_def), message="is not `async def`",
+               hint="async def slow_echo(reader, writer)")
+    says_wrong(lesson07.check_does_not_block(shouts_back), message="not every client got its echo",
+               hint="write back exactly what you read")
+    says_wrong(lesson07.check_does_not_block(writes_str), message="raised TypeError",
+               hint="await reader.read(...)")
+
+
+# -- 08 Talk over WebSockets -----------------------------------------------------------------
+def unmask(frame, *, mask_bit=True, extended=True, xor=True):
+    """The exercise's solution; each keyword turns one part of it into a student's mistake."""
+    length = frame[1] & 0x7F if mask_bit else frame[1]
+    start = 2
+    if extended and length == 126:
+        length, start = int.from_bytes(frame[2:4], "big"), 4
+    elif extended and length == 127:
+        length, start = int.from_bytes(frame[2:10], "big"), 10
+    mask = frame[start:start + 4]
+    payload = frame[start + 4:start + 4 + length]
+    return bytes(b ^ mask[i % 4] for i, b in enumerate(payload)) if xor else payload
+
+
+@wrong_answer_to(lesson08.check_unmask)
+def test_unmask_that_forgets_the_xor_or_the_longer_lengths():
+    for wrong, message, hint in [
+            (lambda f: unmask(f, xor=False), "for a 5-byte text frame", "byte i XOR mask[i % 4]"),
+            (lambda f: unmask(f, extended=False), "for a 300-byte frame",
+             "126 in the low 7 bits of byte 2 (byte 2 & 0x7F: its top bit is the MASK flag) means"),
+            (lambda f: unmask(f, mask_bit=False), "for a 300-byte frame", "byte 2 & 0x7F")]:
+        says_wrong(lesson08.check_unmask(wrong), message=message, hint=hint)
+    says_wrong(lesson08.check_unmask(b"\x81\x85"), message="give the function itself",
+               hint="without parentheses")
+    says_right(lesson08.check_unmask(unmask))
+
+
+def named_chat(*, to_sender=False, forget=True):
+    """The exercise's handler; the keywords make a student's mistakes."""
+    names = {}
+
+    async def handler(websocket):
+        name = await websocket.recv()
+        await websocket.send(f"welcome {name}")
+        names[websocket] = name
+        try:
+            async for text in websocket:
+                for other in list(names):
+                    if other is not websocket or to_sender:
+                        await other.send(f"{name}: {text}")   # raises for a vanished client
+        finally:
+            if forget:
+                del names[websocket]
+    return handler
+
+
+@wrong_answer_to(lesson08.check_named_chat)
+def test_named_chat_that_echoes_the_sender_or_keeps_vanished_clients():
+    says_wrong(run(lesson08.check_named_chat(named_chat(to_sender=True))),
+               message="she got her own message back", hint="to every other websocket")
+    says_wrong(run(lesson08.check_named_chat(named_chat(forget=False))),
+               message="after cid vanished", hint="remove it from your dict in a `finally:`")
+    says_right(run(lesson08.check_named_chat(named_chat())))
