@@ -47,7 +47,7 @@ def test_garbage_gets_formerr_and_the_server_keeps_serving():
             sock.sendto(b"x", dns.address)          # too short to answer: ignored
         assert reply.header.id == 0x1234 and reply.header.rcode == RCODE.FORMERR
         assert [str(r.rdata) for r in ask(dns, "www.netlab.test").rr] == ["127.0.0.7"]
-    assert dns.errors == 2
+    assert dns.malformed == 2
 
 
 @pytest.mark.parametrize("records, error, words", [

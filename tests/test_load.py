@@ -181,7 +181,7 @@ def test_background_server_rejects_bad_arguments():
 
 
 def test_background_server_names_a_serve_that_ignores_stop(monkeypatch):
-    import labkit.servers.load as mod
+    import labkit.servers.base as mod
 
     monkeypatch.setattr(mod, "JOIN_TIMEOUT", 0.3)
     release = threading.Event()

@@ -300,7 +300,7 @@ def test_udp_handler_returning_the_wrong_type_is_reported_and_serving_goes_on():
                 s.sendto(b"bad", server.address)
             s.sendto(b"good", server.address)
             assert s.recvfrom(100)[0] == b"good"     # served after 150 failures, in order
-            assert len(server._errors) <= 100          # kept: bounded; the rest counted
+            assert len(server.errors) <= 100          # kept: bounded; the rest counted
 
 
 @pytest.mark.parametrize("handler", ["echo", "upper"])

@@ -106,7 +106,7 @@ def test_framed_echo_echoes_frames_and_refuses_garbage_but_keeps_serving():
                 frame = struct.pack("!I", len(message)) + message
                 good.sendall(frame)
                 assert good.recv(len(frame), socket.MSG_WAITALL) == frame
-    assert echo.messages == 3 and echo.errors == 1
+    assert echo.messages == 3 and echo.refused == 1
 
 
 def test_figures_state_the_finding_and_refuse_empty_data():

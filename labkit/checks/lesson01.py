@@ -10,7 +10,7 @@ import socket
 import threading
 
 from labkit.capture.sockets import settled_tcp_states
-from labkit.servers.base import TCPServer
+from labkit.servers.tcp import TCPServer
 from . import Verdict, answers_back, first_failure, not_a_recording, verdict
 
 

@@ -12,7 +12,7 @@ import socket
 import struct
 import threading
 
-from labkit.servers.base import TCPServer
+from labkit.servers.tcp import TCPServer
 from labkit.servers.stream import Dribbler
 from . import Verdict, answers_back, first_failure
 
