@@ -106,7 +106,7 @@ class LabServer:
     a failed TLS handshake) are not errors: servers that see them keep serving.
     """
 
-    _called = property(lambda self: type(self).__name__)  # how users make one (in errors)
+    _called: str | None = None  # how users make one, if not by the class name (for errors)
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, name: str = "server"):
         self.host = check_host(host)
@@ -146,7 +146,7 @@ class LabServer:
 
     # -- the context manager ------------------------------------------------------------
     def __enter__(self):
-        kind = self._called
+        kind = self._called or type(self).__name__
         with _RUN_LOCK:
             if self._ran:
                 raise RuntimeError(
