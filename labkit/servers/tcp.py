@@ -244,11 +244,13 @@ class TCPServer(LabServer):
         """The TLS socket once its handshake is done, or None (described in tls_errors)."""
         tls = None
         try:
-            tls = self._tls_context.wrap_socket(conn, server_side=True,
-                                                do_handshake_on_connect=False)
-            with self._lock:  # stop() must shut down the TLS socket (conn is detached now)
-                self._conns.discard(conn)
+            with self._lock:  # wrapped and swapped at once: stop() shuts down one or the other
+                tls = self._tls_context.wrap_socket(conn, server_side=True,
+                                                    do_handshake_on_connect=False)
+                self._conns.discard(conn)  # detached now: the TLS socket has its descriptor
                 self._conns.add(tls)
+                if self._stopping.is_set():  # stop() may have missed both: do not wait for it
+                    raise ConnectionAbortedError("the server is stopping")
             timeout = tls.gettimeout()
             tls.settimeout(HANDSHAKE_TIMEOUT)  # one deadline for the whole handshake: a
             tls.do_handshake()                 # silent or trickling client is let go

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -97,18 +98,28 @@ class WebSocketServer(LabServer):
         return float(self.options.get("close_timeout") or 0) + 1.0
 
     async def _main(self) -> None:
-        from websockets.asyncio.server import serve
+        from websockets.asyncio.server import ServerConnection, serve
+
+        accepted = weakref.WeakSet()  # every TCP connection, in its opening handshake or after
+
+        class Tracked(ServerConnection):
+            # server.all_connections lists a connection only once its opening handshake is
+            # done: a client silent before that would hold stop() for open_timeout (10 s).
+            def connection_made(self, transport):
+                super().connection_made(transport)
+                accepted.add(self)
 
         self._loop = asyncio.get_running_loop()
         self._stopped = self._loop.create_future()
-        server = await serve(self._guarded, self.host, self._requested_port, **self.options)
+        server = await serve(self._guarded, self.host, 0,
+                             **{"create_connection": Tracked, **self.options})
         self._server = server
         self._ready.set()
         await self._stopped
         server.close()  # stop accepting; close every connection with 1001 (going away)
         closed = asyncio.ensure_future(server.wait_closed())
         if not (await asyncio.wait({closed}, timeout=self._grace()))[0]:
-            for connection in list(server.all_connections):
+            for connection in list(accepted):
                 connection.transport.abort()  # silent clients, in the handshake or after it
             # Handlers see their connection closed now; one that still runs is stuck
             # (asyncio.run cancels it when we return).
