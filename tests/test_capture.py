@@ -8,14 +8,25 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import echo_exchange, needs_capture, require_tool
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6
 from scapy.layers.l2 import Ether
 from scapy.utils import PcapReader, rdpcap
 
-from conftest import echo_exchange, needs_capture, require_tool
-from labkit import (BackgroundServer, Capture, DNSServer, HTTPServer, TCPServer, UDPRelay,
-                    UDPServer, WebSocketServer, WSGIServer, capture_mode, serve_in_thread)
+from labkit import (
+    BackgroundServer,
+    Capture,
+    DNSServer,
+    HTTPServer,
+    TCPServer,
+    UDPRelay,
+    UDPServer,
+    WebSocketServer,
+    WSGIServer,
+    capture_mode,
+    serve_in_thread,
+)
 from labkit.capture.live import LiveSniffer
 
 

@@ -1,4 +1,5 @@
 from checking import ca  # noqa: F401 - a fixture the wrong-answer tests of lesson 06 use
+
 from labkit.checks import Verdict, first_failure, verdict
 
 
@@ -82,7 +83,6 @@ def test_a_check_that_always_says_right_fails_its_wrong_answer_tests(request, mo
     import inspect
 
     import pytest
-
     from checking import check_name
 
     def always_right(*args, **kwargs):

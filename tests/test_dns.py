@@ -3,12 +3,11 @@
 import socket
 
 import pytest
+from conftest import needs_capture
 from dnslib import QTYPE, RCODE, DNSRecord
 
 from labkit import Capture, DNSServer
 from labkit.protocols.dns import describe_dns, parse_dns
-
-from conftest import needs_capture
 
 ZONE = {"www.netlab.test": ["127.0.0.7", "2001:db8::7"], "Mail.Netlab.Test.": "127.0.0.25"}
 
@@ -47,7 +46,7 @@ def test_garbage_gets_formerr_and_the_server_keeps_serving():
             sock.sendto(b"x", dns.address)          # too short to answer: ignored
         assert reply.header.id == 0x1234 and reply.header.rcode == RCODE.FORMERR
         assert [str(r.rdata) for r in ask(dns, "www.netlab.test").rr] == ["127.0.0.7"]
-    assert dns.errors == 2
+    assert dns.malformed == 2
 
 
 @pytest.mark.parametrize("records, error, words", [

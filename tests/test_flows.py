@@ -1,11 +1,11 @@
 """Conversation facts from hand-built packets: no network needed."""
 
+from packets import C, S, conversation, tcp
 from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.l2 import Ether
 
 from labkit import flag_names
 from labkit.capture.flows import TcpTracker, segments
-from packets import C, S, conversation, tcp
 
 
 def test_flag_names_follow_wireshark():

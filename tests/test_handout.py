@@ -1,9 +1,9 @@
 import nbformat
 import pytest
 
+from labkit.net.kernel import KERNEL_NAME
 from labkit.tools import handout as _handout
 from labkit.tools.handout import strip_solutions, write_handout
-from labkit.net.kernel import KERNEL_NAME
 
 
 def test_solution_becomes_a_prompt_with_its_indentation():

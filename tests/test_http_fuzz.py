@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 import labkit.servers.http
+import labkit.servers.tcp
 from labkit import HTTPServer
 from labkit.servers.http import MAX_BODY, MAX_JSON_DEPTH, MAX_REQUEST_LINE
 
@@ -435,7 +436,7 @@ def test_tls_silent_clients_are_let_go(monkeypatch, capsys):
     ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
-    monkeypatch.setattr(labkit.servers.http, "HANDSHAKE_TIMEOUT", 0.3)
+    monkeypatch.setattr(labkit.servers.tcp, "HANDSHAKE_TIMEOUT", 0.3)
     sends = [b"", b"", b"", b"\x16\x03\x01\x40\x00" + b"\x01" * 100,  # silent; half a hello
              b"GET /hello HTTP/1.1\r\nHost: lab\r\n\r\n"]                # plain HTTP
     with HTTPServer(ssl_context=server_ctx) as server:
@@ -455,7 +456,7 @@ def test_tls_silent_clients_are_let_go(monkeypatch, capsys):
                 ended.append(b"(reset)")
             client.close()
         assert all(e in (b"", b"(reset)") or e.startswith(b"\x15") for e in ended), ended
-        assert server.log.count("(TLS handshake failed: no handshake within 0.3 s)") == 4
+        assert server.tls_errors.count("TimeoutError: no TLS handshake within 0.3s") == 4
 
         def https_hello():
             conn = http.client.HTTPSConnection(*server.address, context=client_ctx, timeout=5)

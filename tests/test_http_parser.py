@@ -15,9 +15,19 @@ from dataclasses import dataclass
 import h11
 import pytest
 
-from labkit.protocols.http_parser import (MAX_BODY, MAX_HEAD, MAX_REQUEST_LINE, NEED_DATA,
-                                          ConnectionClosed, Data, EndOfMessage, Limits,
-                                          ParseError, Request, RequestParser)
+from labkit.protocols.http_parser import (
+    MAX_BODY,
+    MAX_HEAD,
+    MAX_REQUEST_LINE,
+    NEED_DATA,
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    Limits,
+    ParseError,
+    Request,
+    RequestParser,
+)
 
 
 @dataclass(frozen=True)

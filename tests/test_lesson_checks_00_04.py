@@ -9,6 +9,7 @@ import socket
 import struct
 
 from checking import says_right, says_wrong, wrong_answer_to
+
 from labkit import Capture, TCPServer
 from labkit.capture.capture import capture_mode
 from labkit.checks import lesson00, lesson01, lesson02, lesson03, lesson04

@@ -7,8 +7,15 @@ import time
 
 import pytest
 
-from labkit import (BackgroundServer, LoadResult, ServerError, SlowReader, load, percentile,
-                    plot_load)
+from labkit import (
+    BackgroundServer,
+    LoadResult,
+    ServerError,
+    SlowReader,
+    load,
+    percentile,
+    plot_load,
+)
 
 
 def handle(conn):
@@ -181,7 +188,7 @@ def test_background_server_rejects_bad_arguments():
 
 
 def test_background_server_names_a_serve_that_ignores_stop(monkeypatch):
-    import labkit.servers.load as mod
+    import labkit.servers.base as mod
 
     monkeypatch.setattr(mod, "JOIN_TIMEOUT", 0.3)
     release = threading.Event()
@@ -251,3 +258,18 @@ def test_lesson07_checks_say_right_and_wrong():
     blocked = check_does_not_block(blocking)
     assert not blocked.passed and "asyncio.sleep" in blocked.hint
     assert check_does_not_block(awaiting).passed
+
+
+def test_the_client_program_imports_only_the_standard_library():
+    """load() runs it with `python -I -S`: it must start without labkit or site-packages."""
+    import ast
+    import sys
+
+    import labkit.servers.loadclient as client
+
+    tree = ast.parse(open(client.__file__).read())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.level == 0}
+    assert imported and imported <= set(sys.stdlib_module_names) | {"__future__"}, imported

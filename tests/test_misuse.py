@@ -12,8 +12,21 @@ import time
 
 import pytest
 
-from labkit import (BackgroundServer, WSGIServer, DNSServer, HTTPServer, LocalCA, ServerError, SlowReader,
-                    TCPServer, TLSServer, UDPRelay, UDPServer, WebSocketServer, load)
+from labkit import (
+    BackgroundServer,
+    DNSServer,
+    HTTPServer,
+    LocalCA,
+    ServerError,
+    SlowReader,
+    TCPServer,
+    TLSServer,
+    UDPRelay,
+    UDPServer,
+    WebSocketServer,
+    WSGIServer,
+    load,
+)
 
 
 async def ws_echo(ws):
@@ -161,9 +174,9 @@ def test_websocket_exit_is_prompt_with_a_client_that_never_answers_the_close():
 
 
 def test_websocket_handler_that_ignores_the_close_is_named_and_the_thread_ends(monkeypatch):
-    from labkit.servers import websocket as _websocket
+    from labkit.servers import base
 
-    monkeypatch.setattr(_websocket, "JOIN_TIMEOUT", 0.5)
+    monkeypatch.setattr(base, "JOIN_TIMEOUT", 0.5)
 
     async def deaf(ws):
         await asyncio.sleep(60)   # never looks at its connection

@@ -1,6 +1,6 @@
 import nbformat
-
 from conftest import needs_capture
+
 from labkit.tools.record import record
 
 CELL = '''import socket

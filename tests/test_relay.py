@@ -4,10 +4,9 @@ import socket
 import struct
 
 import pytest
+from conftest import needs_capture
 
 from labkit import AckReceiver, Capture, UDPRelay, UDPServer
-
-from conftest import needs_capture
 
 
 def through(seed, count=20, **impair):

@@ -9,10 +9,11 @@ import json
 import socket
 
 import pytest
-
 from conftest import echo_exchange, needs_capture
+
 from labkit import Capture, DNSServer, HTTPServer, LocalCA, TCPServer, TLSServer, UDPServer
-from labkit.capture.recording import difference as _difference, summarize
+from labkit.capture.recording import difference as _difference
+from labkit.capture.recording import summarize
 from labkit.checks.lesson00 import check_first_capture
 from labkit.checks.lesson01 import check_ack_predictions
 from labkit.checks.lesson06 import check_sni

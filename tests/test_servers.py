@@ -300,7 +300,7 @@ def test_udp_handler_returning_the_wrong_type_is_reported_and_serving_goes_on():
                 s.sendto(b"bad", server.address)
             s.sendto(b"good", server.address)
             assert s.recvfrom(100)[0] == b"good"     # served after 150 failures, in order
-            assert len(server._errors) <= 100          # kept: bounded; the rest counted
+            assert len(server.errors) <= 100          # kept: bounded; the rest counted
 
 
 @pytest.mark.parametrize("handler", ["echo", "upper"])
@@ -315,3 +315,213 @@ def test_a_client_that_resets_is_not_a_server_error(handler):
         with socket.create_connection(server.address, timeout=5) as s:
             s.sendall(b"ok")
             assert s.recv(10) in (b"ok", b"OK")
+
+
+# -- the contract every lab server shares (labkit.servers.base.LabServer) ----------------
+import asyncio  # noqa: E402
+import http.server  # noqa: E402
+import ssl  # noqa: E402
+import urllib.request  # noqa: E402
+
+import labkit  # noqa: E402
+from labkit import (  # noqa: E402
+    BackgroundServer,
+    DNSServer,
+    HTTPServer,
+    HTTPSServer,
+    LocalCA,
+    TLSServer,
+    UDPRelay,
+    WebSocketServer,
+    WSGIServer,
+    serve_in_thread,
+)
+from labkit.servers.base import LabServer  # noqa: E402
+
+
+async def ws_echo(ws):
+    async for message in ws:
+        await ws.send(message)
+
+
+def serve_until_stopped(listener, stop):
+    while not stop.is_set():
+        conn, _ = listener.accept()
+        conn.close()
+
+
+def wsgi_hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hi\n"]
+
+
+@pytest.fixture(scope="module")
+def ca():
+    with LocalCA() as ca:
+        yield ca
+
+
+# Every public server, made with default arguments (kwargs: extra ones, e.g. port=).
+SERVERS = {
+    "TCPServer": lambda ca, **kw: TCPServer("echo", **kw),
+    "UDPServer": lambda ca, **kw: UDPServer("echo", **kw),
+    "TLSServer": lambda ca, **kw: TLSServer(ca, **kw),
+    "HTTPServer": lambda ca, **kw: HTTPServer(**kw),
+    "HTTPSServer": lambda ca, **kw: HTTPSServer(ca, **kw),
+    "WSGIServer": lambda ca, **kw: WSGIServer(wsgi_hello, **kw),
+    "WebSocketServer": lambda ca, **kw: WebSocketServer(ws_echo, **kw),
+    "BackgroundServer": lambda ca, **kw: BackgroundServer(serve_until_stopped, **kw),
+    "DNSServer": lambda ca, **kw: DNSServer({"www.netlab.test": "127.0.0.7"}, **kw),
+    "UDPRelay": lambda ca, **kw: UDPRelay(("127.0.0.1", 9), **kw),   # never sent to
+    "SocketServerThread": lambda ca, **kw: serve_in_thread(
+        http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)),
+}
+NOT_SERVERS = {"LocalCA", "SlowReader"}   # context managers in labkit.servers, not servers
+UDP = {"UDPServer", "DNSServer", "UDPRelay"}
+
+
+def test_every_public_server_is_a_lab_server_and_is_in_the_contract_table():
+    public = {name: getattr(labkit, name) for name in labkit.__all__}
+    servers = {name for name, obj in public.items()
+               if isinstance(obj, type) and obj.__module__.startswith("labkit.servers.")
+               and hasattr(obj, "__enter__") and name not in NOT_SERVERS}
+    servers.add(type(SERVERS["SocketServerThread"](None)).__name__)  # what serve_in_thread makes
+    assert servers == set(SERVERS)
+    for name in servers:
+        cls = public.get(name) or type(SERVERS[name](None))
+        assert issubclass(cls, LabServer), name
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_the_shared_contract(ca, kind):
+    """Loopback by default, ready on enter, stop bounded with a client still there, runs once."""
+    server = SERVERS[kind](ca)
+    lab = server if isinstance(server, LabServer) else None
+    with server as entered:
+        host, port = lab.address
+        assert host == "127.0.0.1" and port > 0 and lab.errors == []
+        if kind in UDP:  # ready: the socket is bound, so a datagram waits for it
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.sendto(b"x", (host, port))
+        else:            # ready: listening, so a client connects at once
+            client = socket.create_connection((host, port), timeout=2)
+        with pytest.raises(RuntimeError, match="already started"):
+            server.__enter__()
+        assert lab.address == (host, port)   # the running one is untouched
+        started = time.monotonic()
+    # bounded, though a client is still there (a WebSocket one first gets its close grace)
+    assert time.monotonic() - started < 3 + getattr(lab, "_grace", lambda: 0)()
+    if kind not in UDP:
+        client.close()
+    assert entered is (server.server if kind == "SocketServerThread" else server)
+    with pytest.raises(RuntimeError, match=r"create a new \w+\(\.\.\.\) for another run"):
+        server.__enter__()
+    assert server.__exit__(None, None, None) is False   # a second exit: already stopped
+
+
+@pytest.mark.parametrize("kind", sorted(set(SERVERS) - {"SocketServerThread", "WebSocketServer"}))
+def test_a_bool_is_not_a_port_anywhere(ca, kind):
+    with pytest.raises(ValueError, match="port must be an int from 0 to 65535"):
+        SERVERS[kind](ca, port=True)
+
+
+def test_a_websocket_server_takes_no_port_at_all():
+    with pytest.raises(ValueError, match="drop port"):
+        WebSocketServer(ws_echo, port=True)
+
+
+# -- IPv6 loopback ----------------------------------------------------------------------
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+needs_ipv6 = pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback (::1) here")
+
+
+@needs_ipv6
+def test_tcp_server_on_ipv6_loopback():
+    with TCPServer("upper", host="::1") as server:
+        assert server.address[0] == "::1"
+        with socket.create_connection(server.address, timeout=2) as s:
+            s.sendall(b"six")
+            assert s.recv(10) == b"SIX"
+        assert repr(server) == f"<TCPServer 'server' [::1]:{server.port}>"
+
+
+@needs_ipv6
+@pytest.mark.parametrize("make", [lambda: HTTPServer(host="::1"),
+                                  lambda: WSGIServer(wsgi_hello, host="::1")],
+                         ids=["HTTPServer", "WSGIServer"])
+def test_http_servers_on_ipv6_loopback_bracket_the_url(make):
+    with make() as server:
+        assert server.url == f"http://[::1]:{server.port}"
+        path = "/hello" if isinstance(server, HTTPServer) else "/"
+        assert urllib.request.urlopen(server.url + path, timeout=5).status == 200
+
+
+# -- one TLS path ----------------------------------------------------------------------------
+@pytest.mark.parametrize("make", [lambda ca: TLSServer(ca),
+                                  lambda ca: HTTPServer(ssl_context=ca.server_context()),
+                                  lambda ca: HTTPSServer(ca)],
+                         ids=["TLSServer", "HTTPServer(ssl_context)", "HTTPSServer"])
+def test_a_failed_handshake_lands_in_tls_errors_on_every_tls_server(ca, make):
+    untrusting = ssl.create_default_context()   # does not know the lab CA
+    with make(ca) as server:
+        with socket.create_connection(server.address, timeout=5) as raw:
+            with pytest.raises(ssl.SSLCertVerificationError):
+                untrusting.wrap_socket(raw, server_hostname="localhost")
+        assert server.wait_handshakes(1, timeout=5)
+    assert server.tls_errors == ["SSLError: TLSV1_ALERT_UNKNOWN_CA"]
+    assert server.errors == []                  # the client's doing: nothing raised at exit
+    assert getattr(server, "log", []) == []     # and nowhere else
+
+
+def test_a_handler_error_is_in_errors_on_every_kind_of_server_alike():
+    def broken(conn, addr):
+        raise KeyError("tcp bug")
+
+    async def ws_broken(ws):
+        raise KeyError("ws bug")
+
+    def serve_broken(listener, stop):
+        raise KeyError("serve bug")
+
+    with pytest.raises(ServerError, match="tcp bug"):
+        with TCPServer(broken) as tcp:
+            with socket.create_connection(tcp.address, timeout=5) as s:
+                assert s.recv(10) == b""   # the handler ran (and raised): it closed
+    with pytest.raises(ServerError, match="serve bug"):
+        with BackgroundServer(serve_broken) as background:
+            pass
+
+    async def talk(url):
+        from websockets.asyncio.client import connect
+
+        async with connect(url) as ws:
+            await ws.wait_closed()
+
+    with pytest.raises(ServerError, match="ws bug"):
+        with WebSocketServer(ws_broken) as ws_server:
+            asyncio.run(asyncio.wait_for(talk(ws_server.url), 10))
+    for server in (tcp, background, ws_server):
+        assert [type(e) for e in server.errors] == [KeyError]
+
+
+def test_dns_server_listens_on_the_port_it_is_given():
+    import dnslib
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]   # free a moment ago (a lesson would use textbook_port)
+    with DNSServer({"www.netlab.test": "127.0.0.7"}, port=port) as dns:
+        assert dns.address == ("127.0.0.1", port)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(5)
+            s.sendto(dnslib.DNSRecord.question("www.netlab.test").pack(), dns.address)
+            answer = dnslib.DNSRecord.parse(s.recvfrom(512)[0])
+    assert str(answer.rr[0].rdata) == "127.0.0.7"

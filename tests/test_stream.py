@@ -5,8 +5,15 @@ import struct
 
 import pytest
 
-from labkit import (ByteCounter, Dribbler, FramedEcho, SlowConsumer, TCPServer, rtt_figure,
-                    throughput_figure)
+from labkit import (
+    ByteCounter,
+    Dribbler,
+    FramedEcho,
+    SlowConsumer,
+    TCPServer,
+    rtt_figure,
+    throughput_figure,
+)
 
 
 def read_all(sock: socket.socket) -> list[bytes]:
@@ -106,7 +113,7 @@ def test_framed_echo_echoes_frames_and_refuses_garbage_but_keeps_serving():
                 frame = struct.pack("!I", len(message)) + message
                 good.sendall(frame)
                 assert good.recv(len(frame), socket.MSG_WAITALL) == frame
-    assert echo.messages == 3 and echo.errors == 1
+    assert echo.messages == 3 and echo.refused == 1
 
 
 def test_figures_state_the_finding_and_refuse_empty_data():

@@ -199,9 +199,9 @@ def test_local_ca_temp_dir_goes_away_when_python_exits():
 
 
 def test_a_silent_tls_client_is_let_go_and_the_server_keeps_serving(ca, monkeypatch):
-    from labkit.servers import tls as _tls
+    from labkit.servers import tcp
 
-    monkeypatch.setattr(_tls, "HANDSHAKE_TIMEOUT", 0.3)
+    monkeypatch.setattr(tcp, "HANDSHAKE_TIMEOUT", 0.3)
     with TLSServer(ca) as server:
         with socket.create_connection(server.address, timeout=10) as silent:
             assert silent.recv(10) == b""              # disconnected, not held forever

@@ -6,10 +6,20 @@ import struct
 import subprocess
 
 import pytest
-
 from conftest import needs_capture, require_tool
-from labkit import (Capture, HTTPSServer, LocalCA, TCPServer, TLSServer, client_hello,
-                    handshake, handshake_round_trips, server_hello, tls_records)
+
+from labkit import (
+    Capture,
+    HTTPSServer,
+    LocalCA,
+    TCPServer,
+    TLSServer,
+    client_hello,
+    handshake,
+    handshake_round_trips,
+    server_hello,
+    tls_records,
+)
 from labkit.protocols.tlsdissect import keylog_for, parse_keylog
 
 

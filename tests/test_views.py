@@ -1,8 +1,8 @@
 from matplotlib.patches import FancyArrowPatch
+from packets import C, S, conversation, tcp
 
 from labkit import Table, ladder
 from labkit.capture.flows import segments
-from packets import C, S, conversation, tcp
 
 
 def arrows(fig):

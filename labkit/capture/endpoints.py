@@ -109,7 +109,8 @@ def _protocol_of(server) -> str | None:
     from labkit.servers.dns import DNSServer
     from labkit.servers.load import BackgroundServer
     from labkit.servers.relay import UDPRelay
-    from labkit.servers.base import TCPServer, UDPServer
+    from labkit.servers.tcp import TCPServer
+    from labkit.servers.udp import UDPServer
     from labkit.servers.websocket import WebSocketServer
     from labkit.servers.wsgi import WSGIServer
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from scapy.layers.inet import ICMP, IP, TCP, UDP, UDPerror, TCPerror
+from scapy.layers.inet import ICMP, IP, TCP, UDP, TCPerror, UDPerror
 from scapy.layers.inet6 import IPv6
 from scapy.packet import Packet
 
 from labkit.protocols import PROTOCOLS
-from labkit.protocols.base import Dissection, ip_layer as _ip_layer
+from labkit.protocols.base import Dissection
+from labkit.protocols.base import ip_layer as _ip_layer
 
 __all__ = ["Segment", "segments", "flag_names", "TcpTracker", "dissect"]
 

@@ -19,7 +19,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6
 from scapy.utils import rdpcap, wrpcapng
 
-from labkit.servers.base import content_digest, conversation_entry, name_digest
+from labkit.servers.conversation import content_digest, conversation_entry, name_digest
 
 __all__ = ["save", "load", "summarize", "difference", "merge"]
 

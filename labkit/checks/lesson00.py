@@ -8,6 +8,7 @@ sending b"pong" is never passed on the strength of the author's b"ping".
 from __future__ import annotations
 
 from labkit.capture.capture import capture_mode
+
 from . import Verdict, answers_back, first_failure, not_a_recording, verdict
 
 

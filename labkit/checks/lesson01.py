@@ -10,7 +10,8 @@ import socket
 import threading
 
 from labkit.capture.sockets import settled_tcp_states
-from labkit.servers.base import TCPServer
+from labkit.servers.tcp import TCPServer
+
 from . import Verdict, answers_back, first_failure, not_a_recording, verdict
 
 WAIT = 3.0  # seconds the check's client waits for the student's server to close

@@ -12,8 +12,9 @@ import socket
 import struct
 import threading
 
-from labkit.servers.base import TCPServer
 from labkit.servers.stream import Dribbler
+from labkit.servers.tcp import TCPServer
+
 from . import Verdict, answers_back, first_failure
 
 __all__ = ["check_recv_exactly", "check_read_message"]

@@ -11,7 +11,8 @@ import socket
 import threading
 
 from labkit.servers.relay import AckReceiver, UDPRelay
-from labkit.servers.base import UDPServer
+from labkit.servers.udp import UDPServer
+
 from . import Verdict, answers_back, first_failure
 
 __all__ = ["check_send_reliably", "LOSSY"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 
 from labkit.servers.base import ServerError
+
 from . import Verdict, answers_back
 
 __all__ = ["check_greet"]

@@ -7,6 +7,7 @@ import inspect
 
 from labkit.servers import load as _load
 from labkit.servers.base import ServerError
+
 from . import NOT_WRITTEN, Verdict, answers_back, unfinished, verdict
 
 __all__ = ["check_asyncio_upper", "check_does_not_block"]

@@ -7,6 +7,7 @@ import inspect
 
 from labkit.servers.base import ServerError
 from labkit.servers.websocket import WebSocketServer
+
 from . import NOT_WRITTEN, Verdict, answers_back, unfinished, verdict
 
 __all__ = ["check_unmask", "check_named_chat"]

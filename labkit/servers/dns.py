@@ -21,7 +21,8 @@ import ipaddress
 from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSHeader, DNSRecord
 from dnslib.dns import DNSBuffer
 
-from labkit.servers.base import UDPServer, check_name, claim_run, log
+from labkit.servers.base import log
+from labkit.servers.udp import UDPServer
 
 __all__ = ["DNSServer"]
 
@@ -55,52 +56,29 @@ def _zone(records) -> dict[str, list]:
     return zone
 
 
-class DNSServer:
+class DNSServer(UDPServer):
     """Answer A/AAAA questions for ``records`` ({name: address or [addresses]}).
 
-    ``queries`` lists ``(name, type)`` of every question answered, in order.
+    A :class:`UDPServer` on ``host``/``port`` (default 127.0.0.1, any free port; a
+    lesson can ask for ``port=textbook_port(53)``).  ``queries`` lists ``(name, type)``
+    of every question answered, in order; ``malformed`` counts datagrams that were
+    not a DNS query (answered FORMERR when they carry a query id).
     """
 
-    def __init__(self, records: dict, *, ttl: int = 300, name: str = "dns"):
+    def __init__(self, records: dict, *, ttl: int = 300, host: str = "127.0.0.1",
+                 port: int = 0, name: str = "dns"):
         self.zone = _zone(records)
         if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl < 2**31:
             raise ValueError(f"ttl must be whole seconds from 0 to 2**31-1, not {ttl!r}")
+        super().__init__(self._answer, host=host, port=port, name=name)
         self.ttl = ttl
-        self.name = check_name(name)
         self.truncated = 0     # replies sent with TC set (too big for the client's UDP limit)
         self.queries: list[tuple[str, str]] = []
-        self.errors = 0
-        self._server = UDPServer(handler=self._answer, name=name)
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return self._server.address
-
-    @property
-    def port(self) -> int:
-        return self._server.port
+        self.malformed = 0
 
     @property
     def roles(self) -> dict[int, str]:
         return {self.port: self.name}
-
-    def conversation_mark(self):
-        """What the UDP server underneath saw (see :meth:`UDPServer.conversation`)."""
-        return self._server.conversation_mark()
-
-    def conversation(self, since=(0, 0), settle: float = 0.0) -> dict | None:
-        return self._server.conversation(since, settle)
-
-    def __enter__(self) -> "DNSServer":
-        claim_run(self)
-        self._server.__enter__()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __exit__(self, *exc_info):
-        return self._server.__exit__(*exc_info)
 
     def _answer(self, data: bytes, addr) -> bytes | None:
         try:
@@ -108,7 +86,7 @@ class DNSServer:
                 raise ValueError("a query has exactly one question")
             query = DNSRecord.parse(data)
         except Exception:  # dnslib raises DNSError, and struct or index errors, on garbage
-            self.errors += 1
+            self.malformed += 1
             if len(data) < 2:
                 return None  # not even a query id to answer to
             qid = int.from_bytes(data[:2], "big")

@@ -43,11 +43,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labkit.protocols import http_parser
+
 # The request limits live with the parser; named here too, read at each connection, so
 # patching labkit.servers.http.MAX_HEAD (say) changes what this server accepts.
-from labkit.protocols.http_parser import (MAX_BODY, MAX_CHUNK_LINE, MAX_CHUNKED, MAX_HEAD,
-                                          MAX_REQUEST_LINE, ParseError)
-from labkit.servers.base import HANDSHAKE_TIMEOUT, TCPServer
+from labkit.protocols.http_parser import (
+    MAX_BODY,
+    MAX_CHUNK_LINE,
+    MAX_CHUNKED,
+    MAX_HEAD,
+    MAX_REQUEST_LINE,
+    ParseError,
+)
+from labkit.servers.tcp import TCPServer
 
 __all__ = ["HTTPServer", "Request"]
 
@@ -240,7 +247,8 @@ class HTTPServer(TCPServer):
     directory or a folder above it); ``ssl_context`` (an ``ssl.SSLContext`` with a
     certificate loaded) makes it an HTTPS server.
     ``server.log`` lists what it answered (``'GET /hello → 200'``),
-    ``server.connections_served`` how many TCP connections it accepted.
+    ``server.connections_served`` how many TCP connections it accepted; TLS
+    handshakes that failed are described in ``server.tls_errors``, as on a TLSServer.
     """
 
     def __init__(self, static=None, *, ssl_context: ssl.SSLContext | None = None,
@@ -253,15 +261,15 @@ class HTTPServer(TCPServer):
         super().__init__(self._serve_connection, host=host, port=port, name=name,
                          backlog=backlog)
         self.ssl_context = ssl_context
+        if ssl_context is not None:
+            self._use_tls(ssl_context)  # TCPServer's TLS path, shared with TLSServer
         self.log: list[str] = []
         self.requests_served = 0
 
     @property
     def url(self) -> str:
         """``http://127.0.0.1:PORT`` (``https://`` with an ssl_context), no trailing slash."""
-        host, port = self.address
-        host = f"[{host}]" if ":" in host else host
-        return f"{'https' if self.ssl_context else 'http'}://{host}:{port}"
+        return self._url("https" if self.ssl_context else "http")
 
     def _note(self, text: str) -> None:
         with self._lock:
@@ -269,52 +277,18 @@ class HTTPServer(TCPServer):
                 self.log.append(text)
 
     # -- one connection ----------------------------------------------------------
+    def _accepted(self, conn: socket.socket) -> None:
+        conn.settimeout(IDLE_TIMEOUT)  # (TCPServer's TLS handshake has its own deadline)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def _serve_connection(self, conn: socket.socket, addr) -> None:
-        tls = None
         try:
-            conn.settimeout(IDLE_TIMEOUT)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.ssl_context is not None:
-                conn = tls = self._start_tls(conn)
-                if tls is None:
-                    return
             self._request_loop(conn)
         except (OSError, ValueError) as exc:
             # The client went away, reset, timed out or broke TLS: not a server bug.
             # (ValueError: a socket closed under us by stop().)
             if not self._stopping.is_set():
                 self._note(f"(connection ended: {type(exc).__name__})")
-        finally:
-            if tls is not None:
-                self._close_tls(tls)
-
-    def _start_tls(self, conn: socket.socket) -> ssl.SSLSocket | None:
-        """The TLS socket once its handshake is done, or None (noted in the log)."""
-        tls = None
-        try:
-            tls = self.ssl_context.wrap_socket(conn, server_side=True,
-                                               do_handshake_on_connect=False)
-            with self._lock:  # stop() must shut down the TLS socket, not the detached plain one
-                self._conns.discard(conn)
-                self._conns.add(tls)
-            tls.settimeout(HANDSHAKE_TIMEOUT)  # one deadline for the whole handshake: a
-            tls.do_handshake()                 # silent or trickling client is let go
-            tls.settimeout(IDLE_TIMEOUT)
-            return tls
-        except (OSError, ValueError) as exc:  # (wrap_socket fails if the client reset first)
-            reason = (f"no handshake within {HANDSHAKE_TIMEOUT:g} s"
-                      if isinstance(exc, TimeoutError)
-                      else getattr(exc, "reason", None) or exc)
-            if not self._stopping.is_set():
-                self._note(f"(TLS handshake failed: {reason})")
-            if tls is not None:
-                self._close_tls(tls)
-            else:
-                _close_left_behind(exc)
-            return None
-
-    def _close_tls(self, tls: ssl.SSLSocket) -> None:
-        self._forget(tls)  # TCPServer closes and forgets only the plain socket it accepted
 
     def _request_loop(self, conn: socket.socket) -> None:
         limits = http_parser.Limits(MAX_REQUEST_LINE, MAX_HEAD, MAX_BODY, MAX_CHUNKED,
@@ -373,7 +347,7 @@ class HTTPServer(TCPServer):
         except BadRequest as bad:
             resp = _text(bad.status, f"{bad.status} {_phrase(bad.status)}: {bad}\n")
         except Exception as exc:  # a bug in an endpoint: answer 500, report to the cell
-            self._record_error(exc)
+            self.record_error(exc)
             resp = _text(500, f"500 Internal Server Error: {type(exc).__name__}\n")
         try:
             return self._send(conn, req, resp)
@@ -538,21 +512,6 @@ class HTTPServer(TCPServer):
             return _text(404, f"404 Not Found: no file {_cut(name)!r} in the static "
                               f"directory ({why})\n")
         return _text(500, f"500 Internal Server Error: cannot read {_cut(name)!r} ({why})\n")
-
-
-def _close_left_behind(exc: BaseException) -> None:
-    """Close the socket a failed ``wrap_socket()`` made and left in its frame.
-
-    When the client reset first, CPython's ``SSLSocket._create`` raises with its new
-    socket held in a reference cycle (frame ↔ exception): one descriptor per such
-    client until the next garbage collection, unless we close it here.
-    """
-    tb = exc.__traceback__
-    while tb is not None:
-        left = tb.tb_frame.f_locals.get("self")
-        if isinstance(left, ssl.SSLSocket):
-            left.close()
-        tb = tb.tb_next
 
 
 def _depth(value) -> int:

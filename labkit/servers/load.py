@@ -19,15 +19,13 @@ client), so the clients never compete with the server for the notebook's GIL.  E
 run is bounded: at most ``clients * requests`` requests and at most ``timeout``
 seconds, after which it stops by itself and reports what it got.
 
-This file is also the client program itself: it imports only the standard library
-at module level, so ``python _load.py`` starts in milliseconds.
+The client program is :mod:`labkit.servers.loadclient` (standard library only).
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import ipaddress
 import json
 import math
 import socket
@@ -37,12 +35,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from labkit.servers import base, loadclient
+from labkit.servers.base import LabServer, check_host, check_port
+
 __all__ = ["BackgroundServer", "load", "LoadResult", "percentile", "SlowReader", "plot_load"]
 
 MAX_CLIENTS = 1000
 MAX_REQUESTS = 200_000     # clients * requests, in one run
 MAX_TIMEOUT = 120.0
-JOIN_TIMEOUT = 5.0
 
 
 # -- percentiles ---------------------------------------------------------------------------
@@ -63,19 +63,20 @@ def percentile(values, q: float) -> float:
 
 
 # -- the student's server, in a thread --------------------------------------------------------
-class BackgroundServer:
+class BackgroundServer(LabServer):
     """Run ``serve(listener, stop)`` in a thread; a context manager like every lab server.
 
     ``listener`` is a TCP socket already listening on 127.0.0.1 (port chosen by the
-    OS, ``backlog`` pending connections), so clients may connect as soon as
-    ``__enter__`` returns.  ``stop`` is set on exit; ``serve`` must then return.  A
-    blocking ``accept()`` is woken on exit (the listener is shut down, which raises
-    ``OSError`` in ``serve``; that is expected and not reported).  Any other exception
-    comes back to the ``with`` block as :class:`~labkit.ServerError`.  Like every
-    labkit server it runs once: entering it again raises ``RuntimeError``.
+    OS unless ``port`` is given, ``backlog`` pending connections), so clients may
+    connect as soon as ``__enter__`` returns.  ``stop`` is set on exit; ``serve`` must
+    then return.  A blocking ``accept()`` is woken on exit (the listener is shut down,
+    which raises ``OSError`` in ``serve``; that is expected and not reported).  Any
+    other exception comes back to the ``with`` block as :class:`~labkit.ServerError`.
+    Like every labkit server it runs once: entering it again raises ``RuntimeError``.
     """
 
-    def __init__(self, serve, *, name: str = "server", backlog: int = 128):
+    def __init__(self, serve, *, host: str = "127.0.0.1", port: int = 0, name: str = "server",
+                 backlog: int = 128):
         if not callable(serve):
             raise TypeError(
                 "BackgroundServer needs a function serve(listener, stop), "
@@ -83,60 +84,33 @@ class BackgroundServer:
             )
         if isinstance(backlog, bool) or not isinstance(backlog, int) or not 1 <= backlog <= 4096:
             raise ValueError(f"backlog must be an int from 1 to 4096, not {backlog!r}")
-        if not isinstance(name, str) or not name.strip() or not name.isprintable() \
-                or len(name) > 64:
-            raise ValueError(f"name must be short printable text such as 'echo' "
-                             f"(1 to 64 characters, no newlines), not {name!r}")
+        super().__init__(host=host, port=port, name=name)
         self.serve = serve
-        self.name = name
         self.backlog = backlog
         self.is_async = inspect.iscoroutinefunction(serve)
         self._listener: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._async_stop: asyncio.Event | None = None
         self._started = threading.Event()
-        self._error: BaseException | None = None
-        self._ran = False
 
-    @property
-    def address(self) -> tuple[str, int]:
-        if self._listener is None:
-            raise RuntimeError("BackgroundServer is not running: use it in a `with` block")
-        return self._listener.getsockname()[:2]
+    def _bound_address(self):
+        return self._listener.getsockname() if self._listener else None
 
-    @property
-    def port(self) -> int:
-        return self.address[1]
-
-    def __enter__(self) -> "BackgroundServer":
-        if self._ran:  # the stop event stays set: a second run would never serve
+    def _start(self) -> None:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        self._listener = socket.create_server((self.host, self._requested_port), family=family,
+                                              backlog=self.backlog)
+        self._spawn(self._run, name="serve")
+        if self.is_async and not self._started.wait(base.JOIN_TIMEOUT):
             raise RuntimeError(
-                f"BackgroundServer {self.name!r} was already started (a server object runs "
-                "once); create a new BackgroundServer(...) for another run")
-        self._ran = True
-        self._listener = socket.create_server(("127.0.0.1", 0), backlog=self.backlog)
-        self._thread = threading.Thread(target=self._run, name=f"{self.name}-serve", daemon=True)
-        self._thread.start()
-        if self.is_async and not self._started.wait(JOIN_TIMEOUT):
-            try:
-                self.stop()
-            except RuntimeError:
-                pass  # the error below says what went wrong
-            raise RuntimeError(
-                f"{self.name}: the asyncio loop did not start within {JOIN_TIMEOUT}s")
-        return self
+                f"{self.name}: the asyncio loop did not start within {base.JOIN_TIMEOUT}s")
 
     def _run(self) -> None:
         try:
             if self.is_async:
                 asyncio.run(self._run_async())
             else:
-                self.serve(self._listener, self._stop)
-        except BaseException as exc:  # noqa: BLE001 - reported to the owning cell
-            if not (self._stop.is_set() and isinstance(exc, OSError)):
-                self._error = exc
+                self.serve(self._listener, self._stopping)
         finally:
             self._started.set()
 
@@ -146,47 +120,31 @@ class BackgroundServer:
         self._started.set()
         await self.serve(self._listener, self._async_stop)
 
-    def stop(self) -> None:
-        if self._listener is None:
-            return
-        self._stop.set()
+    def _wake(self) -> None:
         if self.is_async:
             if self._loop is not None and not self._loop.is_closed():
                 try:
                     self._loop.call_soon_threadsafe(self._async_stop.set)
                 except RuntimeError:
                     pass  # the loop already finished
-        else:
+        elif self._listener is not None:
             try:
                 self._listener.shutdown(socket.SHUT_RDWR)  # wakes a blocking accept()
             except OSError:
                 pass
-        self._thread.join(JOIN_TIMEOUT)
-        self._listener.close()
-        self._listener = None
-        if self._thread.is_alive():
-            raise RuntimeError(
-                f"{self.name}: serve() did not return within {JOIN_TIMEOUT}s of stop being set; "
-                "check `stop.is_set()` in its loop (or `await stop.wait()` when it is async), "
-                "and close client connections first"
-            )
 
-    def raise_errors(self) -> None:
-        from labkit.servers.base import ServerError
+    def _close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
 
-        if self._error is not None:
-            exc, self._error = self._error, None
-            raise ServerError(f"{self.name} raised {type(exc).__name__}: {exc}") from exc
+    def _stuck_message(self, stuck: list[str]) -> str:
+        return (f"{self.name}: serve() did not return within {base.JOIN_TIMEOUT}s of stop being "
+                "set; check `stop.is_set()` in its loop (or `await stop.wait()` when it is "
+                "async), and close client connections first")
 
-    def __exit__(self, exc_type, *_):
-        self.stop()
-        if exc_type is None:
-            self.raise_errors()
-        return False
-
-    def __repr__(self):
-        where = f"127.0.0.1:{self.port}" if self._listener else "stopped"
-        return f"<BackgroundServer {self.name!r} {where}>"
+    def _who(self) -> str:
+        return self.name
 
 
 # -- the load generator ------------------------------------------------------------------------
@@ -242,16 +200,7 @@ def _check_target(target) -> tuple[str, int]:
         raise TypeError(
             f"load() needs a server or a (host, port) tuple, not {target!r:.60}"
         )
-    host, port = address[0], address[1]
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise ValueError(f"load() only targets loopback addresses like '127.0.0.1', not {host!r}")
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port must be an int from 1 to 65535, not {port!r}")
-    return host, port
+    return check_host(address[0]), check_port(address[1], low=1)
 
 
 def _check_count(name: str, value, top: int) -> int:
@@ -292,7 +241,8 @@ def load(target, *, clients: int = 10, requests: int = 100, message: bytes = b"p
            "message": bytes(message).hex(), "expect": bytes(expect).hex(),
            "hold_open": bool(hold_open), "timeout": float(timeout)}
     try:
-        done = subprocess.run([sys.executable, "-I", "-S", __file__], input=json.dumps(job),
+        done = subprocess.run([sys.executable, "-I", "-S", loadclient.__file__],
+                              input=json.dumps(job),
                               capture_output=True, text=True, timeout=timeout + 15)
     except subprocess.TimeoutExpired:  # run() has killed the child
         raise RuntimeError(f"the load generator did not stop within {timeout + 15:.0f}s") from None
@@ -301,48 +251,6 @@ def load(target, *, clients: int = 10, requests: int = 100, message: bytes = b"p
     out = json.loads(done.stdout)
     return LoadResult(clients, requests, out["completed"], out["elapsed"],
                       sorted(out["latencies"]), out["errors"], out["timed_out"])
-
-
-async def _client(job, message, expect, barrier, latencies, errors) -> None:
-    writer = None
-    try:
-        try:
-            reader, writer = await asyncio.open_connection(job["host"], job["port"])
-            for _ in range(job["requests"]):
-                started = time.perf_counter()
-                writer.write(message)
-                reply = await reader.readexactly(len(expect))
-                if reply != expect:
-                    errors["wrong answer"] = errors.get("wrong answer", 0) + 1
-                    break
-                latencies.append(time.perf_counter() - started)
-        except (OSError, asyncio.IncompleteReadError) as exc:
-            kind = "connection closed early" if isinstance(exc, asyncio.IncompleteReadError) \
-                else type(exc).__name__
-            errors[kind] = errors.get(kind, 0) + 1
-        if barrier is not None:
-            await barrier.wait()  # hold the connection open until everybody is done
-    finally:
-        if writer is not None:
-            writer.close()
-
-
-async def _run_job(job) -> dict:
-    message, expect = bytes.fromhex(job["message"]), bytes.fromhex(job["expect"])
-    barrier = asyncio.Barrier(job["clients"]) if job["hold_open"] else None
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    started = time.perf_counter()
-    tasks = [asyncio.create_task(_client(job, message, expect, barrier, latencies, errors))
-             for _ in range(job["clients"])]
-    finished, pending = await asyncio.wait(tasks, timeout=job["timeout"])
-    elapsed = time.perf_counter() - started
-    for task in pending:
-        task.cancel()
-    if pending:
-        await asyncio.wait(pending)
-    return {"completed": len(latencies), "elapsed": elapsed, "latencies": latencies,
-            "errors": errors, "timed_out": bool(pending)}
 
 
 # -- a client that stops reading -----------------------------------------------------------------
@@ -437,6 +345,3 @@ def plot_load(results: dict[str, dict[int, LoadResult]], *, title: str):
     fig.tight_layout()
     return fig
 
-
-if __name__ == "__main__":  # the child process of load()
-    print(json.dumps(asyncio.run(_run_job(json.loads(sys.stdin.read())))))

@@ -28,8 +28,7 @@ import threading
 from collections import Counter
 
 from labkit.servers import base as _servers
-from labkit.servers.base import (MAX_ERRORS, LoopbackAddress, _check_host, check_name, check_port,
-                       claim_run, join_all, log, raise_first)
+from labkit.servers.base import LabServer, check_host, check_port, log
 
 __all__ = ["UDPRelay", "AckReceiver"]
 
@@ -48,7 +47,7 @@ def _probability(value, name: str) -> float:
 def _target_address(target) -> tuple[tuple[str, int], str]:
     if isinstance(target, tuple) and len(target) == 2:
         host, port = target
-        return (_check_host(host), check_port(port, "target port", low=1)), "server"
+        return (check_host(host), check_port(port, "target port", low=1)), "server"
     if hasattr(type(target), "address"):  # a property: asking the instance may raise
         try:
             address = target.address
@@ -56,13 +55,13 @@ def _target_address(target) -> tuple[tuple[str, int], str]:
             raise ValueError(f"{target!r} is not running: start it before the relay, "
                              "e.g. `with UDPServer() as server, UDPRelay(server) as relay:`"
                              ) from exc
-        return (_check_host(address[0]), address[1]), getattr(target, "name", "server")
+        return (check_host(address[0]), address[1]), getattr(target, "name", "server")
     raise TypeError(
         f"target must be a running server or a (host, port) tuple, not {type(target).__name__}"
     )
 
 
-class UDPRelay(LoopbackAddress):
+class UDPRelay(LabServer):
     """Forward UDP between one client and ``target``, impairing the path reproducibly.
 
     ``drop``, ``duplicate`` and ``reorder`` are probabilities per datagram (their sum
@@ -70,13 +69,17 @@ class UDPRelay(LoopbackAddress):
     that goes through in the same direction (or after ``hold`` seconds if none does).  ``log`` lists
     ``(direction, n, action)`` for every datagram; ``stats`` counts the actions.
     Datagrams to the relay's ``address`` go to the target; the target's replies go to
-    the client that sent last.
+    the client that sent last.  The relay listens on ``port`` (default: any free
+    port) of the target's loopback address (127.0.0.1, or ::1 for an IPv6 target).
     """
 
     def __init__(self, target, *, drop: float = 0.0, duplicate: float = 0.0,
-                 reorder: float = 0.0, seed: int = 0, hold: float = 0.1,
+                 reorder: float = 0.0, seed: int = 0, hold: float = 0.1, port: int = 0,
                  name: str = "relay"):
         self.target, self.target_name = _target_address(target)
+        # Both sides speak the target's IP version: what one side receives fits the other.
+        super().__init__(host="::1" if ":" in self.target[0] else "127.0.0.1", port=port,
+                         name=name)
         self.drop = _probability(drop, "drop")
         self.duplicate = _probability(duplicate, "duplicate")
         self.reorder = _probability(reorder, "reorder")
@@ -89,16 +92,12 @@ class UDPRelay(LoopbackAddress):
             raise TypeError(f"seed must be an int (the same seed gives the same run), not {seed!r}")
         if isinstance(hold, bool) or not isinstance(hold, (int, float)) or not 0 < hold <= 2:
             raise ValueError(f"hold must be seconds, more than 0 and at most 2, not {hold!r}")
-        self.seed, self.hold, self.name = seed, float(hold), check_name(name)
+        self.seed, self.hold = seed, float(hold)
         self.log: list[tuple[str, int, str]] = []
         self._front: socket.socket | None = None
         self._back: socket.socket | None = None
         self._client: tuple[str, int] | None = None
-        self._threads: list[threading.Thread] = []
-        self._errors: list[BaseException] = []
         self.undeliverable = 0   # datagrams that could not be sent on (logged)
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
 
     # -- addresses and names ---------------------------------------------------
     def _bound_address(self):
@@ -122,30 +121,37 @@ class UDPRelay(LoopbackAddress):
         return {action: counts.get(action, 0) for action in ACTIONS}
 
     # -- running ---------------------------------------------------------------
-    def __enter__(self) -> "UDPRelay":
-        claim_run(self)
-        # Both sides speak the target's IP version: what one side receives fits the other.
-        family, here = ((socket.AF_INET6, "::1") if ":" in self.target[0]
-                        else (socket.AF_INET, "127.0.0.1"))
-        front = socket.socket(family, socket.SOCK_DGRAM)
-        back = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            front.bind((here, 0))
-            back.bind((here, 0))
-            back.connect(self.target)
-        except BaseException:
-            front.close()
-            back.close()
-            raise
-        self._front, self._back = front, back
+    def _start(self) -> None:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        self._front = socket.socket(family, socket.SOCK_DGRAM)
+        self._back = socket.socket(family, socket.SOCK_DGRAM)
+        self._front.bind((self.host, self._requested_port))
+        self._back.bind((self.host, 0))
+        self._back.connect(self.target)
         for direction, src, send in (("up", self._front, self._to_target),
                                      ("down", self._back, self._to_client)):
             rng = random.Random(f"{self.seed}:{direction}")
-            thread = threading.Thread(target=self._run, args=(direction, src, send, rng),
-                                      name=f"{self.name}-{direction}", daemon=True)
-            self._threads.append(thread)
-            thread.start()
-        return self  # both sockets are bound: datagrams queue from now on
+            self._spawn(self._run, direction, src, send, rng, name=direction)
+        # both sockets are bound: datagrams queue from now on
+
+    def _wake(self) -> None:
+        for sock in (self._front, self._back):
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes recv() on Linux
+                except OSError:
+                    pass
+
+    def _close(self) -> None:
+        for sock in (self._front, self._back):
+            if sock is not None:
+                sock.close()
+        self._front = self._back = None
+
+    def _stuck_message(self, stuck: list[str]) -> str:
+        # a send blocked for seconds on loopback: not expected, but never a hang
+        return (f"{self.name}: relay threads {stuck} did not stop within "
+                f"{_servers.JOIN_TIMEOUT}s")
 
     def _to_target(self, data: bytes) -> None:
         # An ICMP error left by an earlier datagram (nobody listened then) fails the next
@@ -161,11 +167,6 @@ class UDPRelay(LoopbackAddress):
         if self._client is not None:
             self._front.sendto(data, self._client)
 
-    def _record(self, exc: BaseException) -> None:
-        with self._lock:
-            if len(self._errors) < MAX_ERRORS:
-                self._errors.append(exc)
-
     def _pass_on(self, send, data: bytes, direction: str) -> None:
         """Send one datagram on; one that cannot go is logged and counted, not fatal."""
         try:
@@ -178,7 +179,7 @@ class UDPRelay(LoopbackAddress):
             log.warning("%s: could not pass a %d-byte datagram %s (%s): dropped",
                         self.name, len(data), direction, exc)
             if exc.errno != errno.EMSGSIZE:
-                self._record(exc)  # not the datagram's fault: tell the owner at exit
+                self.record_error(exc)  # not the datagram's fault: tell the owner at exit
 
     def _fate(self, rng: random.Random) -> str:
         r = rng.random()  # exactly one draw per datagram: the n-th always gets the same
@@ -229,31 +230,7 @@ class UDPRelay(LoopbackAddress):
                 held = []
         except BaseException as exc:  # noqa: BLE001 - reported to the owning cell
             if not self._stopping.is_set():
-                self._record(exc)
-
-    def stop(self) -> None:
-        if self._front is None:
-            return
-        self._stopping.set()
-        for sock in (self._front, self._back):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)  # wakes recv() on Linux
-            except OSError:
-                pass
-        stuck = join_all(self._threads, _servers.JOIN_TIMEOUT)
-        self._front.close()
-        self._back.close()
-        self._front = self._back = None
-        self._threads = []
-        if stuck:  # a send blocked for seconds on loopback: not expected, but never a hang
-            raise RuntimeError(f"{self.name}: relay threads {stuck} did not stop within "
-                               f"{_servers.JOIN_TIMEOUT}s")
-
-    def __exit__(self, exc_type, *_):
-        self.stop()
-        if exc_type is None:
-            raise_first(self._errors, self.name)
-        return False
+                self.record_error(exc)
 
     def __repr__(self):
         return (f"<UDPRelay drop={self.drop} duplicate={self.duplicate} "

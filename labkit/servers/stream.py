@@ -161,7 +161,7 @@ class FramedEcho(_Handler):
     def __init__(self):
         super().__init__()
         self.messages = 0
-        self.errors = 0
+        self.refused = 0   # frames refused as too long (the connection was closed)
 
     @staticmethod
     def _exactly(conn: socket.socket, n: int) -> bytes | None:
@@ -180,7 +180,7 @@ class FramedEcho(_Handler):
                 err = b"error: frame too long"
                 conn.sendall(FRAME_HEADER.pack(len(err)) + err)
                 with self._lock:
-                    self.errors += 1
+                    self.refused += 1
                 # Close gently: FIN, then discard what the client still sends (closing
                 # with unread bytes would send a RST, and the client might lose our answer).
                 conn.shutdown(socket.SHUT_WR)

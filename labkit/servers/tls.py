@@ -21,17 +21,16 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import shutil
-import socket
 import ssl
 import tempfile
-import threading
 import weakref
 from pathlib import Path
 from typing import NamedTuple
 
 import trustme
 
-from labkit.servers.base import HANDSHAKE_TIMEOUT, TCPServer, note_server_name
+from labkit.servers.http import HTTPServer
+from labkit.servers.tcp import TCPServer
 
 __all__ = ["LocalCA", "CertFiles", "TLSServer", "HTTPSServer", "LAB_HOSTS"]
 
@@ -182,18 +181,6 @@ class LocalCA:
         return ctx
 
 
-def _tls_context(ca, context) -> ssl.SSLContext:
-    return _noting_names(_pick_context(ca, context))
-
-
-def _noting_names(ctx: ssl.SSLContext) -> ssl.SSLContext:
-    """Let the server remember each client's SNI (replay mode compares it with recordings);
-    a context with its own sni_callback keeps it."""
-    if ctx.sni_callback is None:
-        ctx.sni_callback = note_server_name
-    return ctx
-
-
 def _pick_context(ca, context) -> ssl.SSLContext:
     if context is not None:
         if not isinstance(context, ssl.SSLContext):
@@ -213,65 +200,29 @@ class TLSServer(TCPServer):
     ``TLSServer(ca)`` presents a certificate for localhost/127.0.0.1 issued by ``ca``;
     ``TLSServer(context=ctx)`` uses your own server context (e.g. one limited to
     TLS 1.2).  The handler gets the :class:`ssl.SSLSocket`.  A handshake that fails
-    (the client rejected the certificate, spoke another version ...) is not a
-    server bug: it is kept in ``server.tls_errors`` and the server keeps serving.
-    A client that does not finish its handshake within ``HANDSHAKE_TIMEOUT`` seconds
-    is disconnected the same way.
+    (the client rejected the certificate, spoke another version, said nothing for
+    ``HANDSHAKE_TIMEOUT`` seconds) is not a server bug: it is described in
+    ``server.tls_errors`` (``'SSLError: TLSV1_ALERT_UNKNOWN_CA'``) and the server
+    keeps serving.  ``wait_handshakes(n)`` waits for n handshakes, good or failed.
     """
 
     def __init__(self, ca: LocalCA | None = None, handler="echo", *,
-                 context: ssl.SSLContext | None = None, name: str = "server", **kwargs):
-        super().__init__(handler, name=name, **kwargs)
-        self.context = _tls_context(ca, context)
-        self.tls_errors: list[str] = []
-        self._handshakes = threading.Condition(self._lock)
-        self.handshakes = 0   # handshakes that completed or failed
-
-    def _serve(self, conn: socket.socket, addr) -> None:
-        tls = self.context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
-        with self._lock:  # stop() must shut down the TLS socket (conn is detached now)
-            self._conns.discard(conn)
-            self._conns.add(tls)
-        try:
-            tls.settimeout(HANDSHAKE_TIMEOUT)  # a silent client must not hold a thread
-            tls.do_handshake()
-            tls.settimeout(None)               # the handler gets a blocking socket, as in TCP
-        except (ssl.SSLError, ConnectionError, OSError) as exc:
-            if isinstance(exc, TimeoutError):
-                exc = TimeoutError(f"no TLS handshake within {HANDSHAKE_TIMEOUT}s")
-            with self._lock:
-                if not self._stopping.is_set():
-                    self.tls_errors.append(_describe_error(exc))
-                self.handshakes += 1
-                self._handshakes.notify_all()
-                self._conns.discard(tls)
-                self._idle.notify_all()
-            self._tally(tls)  # a failed handshake is a connection too (replay compares counts)
-            tls.close()
-            return
-        with self._lock:
-            self.handshakes += 1
-            self._handshakes.notify_all()
-        try:
-            super()._serve(tls, addr)
-        except ssl.SSLError as exc:  # the peer broke the protocol: an alert, not a crash
-            with self._lock:
-                self.tls_errors.append(_describe_error(exc))
-
-    def wait_handshakes(self, n: int = 1, timeout: float = 2.0) -> bool:
-        """Wait until ``n`` handshakes have finished (well or not) on the server side."""
-        with self._lock:
-            return self._handshakes.wait_for(lambda: self.handshakes >= n, timeout)
+                 context: ssl.SSLContext | None = None, **kwargs):
+        super().__init__(handler, **kwargs)
+        self.context = _pick_context(ca, context)
+        self._use_tls(self.context)
 
 
-def _describe_error(exc: BaseException) -> str:
-    text = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"
+class HTTPSServer(HTTPServer):
+    """The lab's :class:`HTTPServer` speaking HTTPS, with a certificate from ``ca``.
 
+        >>> with HTTPSServer(ca) as server:                 # or HTTPSServer(context=ctx)
+        ...     urllib.request.urlopen(server.url + "/hello", context=ca.client_context())
 
-def HTTPSServer(ca: LocalCA | None = None, *args, context: ssl.SSLContext | None = None,
-                **kwargs):
-    """The lab's :class:`HTTPServer` speaking HTTPS (a certificate from ``ca``)."""
-    from labkit.servers.http import HTTPServer
+    ``HTTPSServer(ca, static, ...)`` takes HTTPServer's other arguments after ``ca``.
+    Failed handshakes land in ``server.tls_errors``, as on :class:`TLSServer`.
+    """
 
-    return HTTPServer(*args, ssl_context=_tls_context(ca, context), **kwargs)
+    def __init__(self, ca: LocalCA | None = None, *args, context: ssl.SSLContext | None = None,
+                 **kwargs):
+        super().__init__(*args, ssl_context=_pick_context(ca, context), **kwargs)

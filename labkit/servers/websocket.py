@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 
-from labkit.servers.base import (JOIN_TIMEOUT, MAX_ERRORS, LoopbackAddress, ServerError, _check_host,
-                       check_name, claim_run, raise_first)
+from labkit.servers import base
+from labkit.servers.base import LabServer, ServerError
 
 __all__ = ["WebSocketServer"]
 
@@ -26,7 +27,7 @@ CLOSE_TIMEOUT = 1.0   # seconds a client gets to answer the server's close frame
 
 
 # -- the server -----------------------------------------------------------------------------------
-class WebSocketServer(LoopbackAddress):
+class WebSocketServer(LabServer):
     """Serve ``handler(websocket)`` (plain ``websockets`` code) on loopback, in a thread.
 
     The server runs ``websockets.asyncio.server.serve`` on its own event loop in a
@@ -53,11 +54,9 @@ class WebSocketServer(LoopbackAddress):
             )
         if "port" in options or "sock" in options:
             raise ValueError("WebSocketServer picks a free loopback port itself; drop port=/sock=")
+        super().__init__(host=host, name=name)
         self.handler = handler
-        self.host = _check_host(host)
-        self.name = check_name(name)
         self.options = {"compression": None, "close_timeout": CLOSE_TIMEOUT, **options}
-        self.errors: list[BaseException] = []
         self._server = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Future | None = None
@@ -71,9 +70,8 @@ class WebSocketServer(LoopbackAddress):
 
     @property
     def url(self) -> str:
-        """``ws://127.0.0.1:PORT/``, for ``websockets.connect``."""
-        host, port = self.address
-        return f"ws://{host}:{port}/" if ":" not in host else f"ws://[{host}]:{port}/"
+        """``ws://127.0.0.1:PORT/`` (an IPv6 host in brackets), for ``websockets.connect``."""
+        return self._url("ws", "/")
 
     async def _guarded(self, websocket):
         from websockets.exceptions import ConnectionClosed
@@ -83,8 +81,7 @@ class WebSocketServer(LoopbackAddress):
         except ConnectionClosed:
             pass  # the client went away: normal life for a server
         except Exception as exc:
-            if len(self.errors) < MAX_ERRORS:
-                self.errors.append(exc)
+            self.record_error(exc)
             raise  # websockets closes that connection with 1011 (internal error)
 
     def _grace(self) -> float:
@@ -92,82 +89,81 @@ class WebSocketServer(LoopbackAddress):
         return float(self.options.get("close_timeout") or 0) + 1.0
 
     async def _main(self) -> None:
-        from websockets.asyncio.server import serve
+        from websockets.asyncio.server import ServerConnection, serve
+
+        accepted = weakref.WeakSet()  # every TCP connection, in its opening handshake or after
+
+        class Tracked(ServerConnection):
+            # server.all_connections lists a connection only once its opening handshake is
+            # done: a client silent before that would hold stop() for open_timeout (10 s).
+            def connection_made(self, transport):
+                super().connection_made(transport)
+                accepted.add(self)
 
         self._loop = asyncio.get_running_loop()
         self._stopped = self._loop.create_future()
-        server = await serve(self._guarded, self.host, 0, **self.options)
+        server = await serve(self._guarded, self.host, 0,
+                             **{"create_connection": Tracked, **self.options})
         self._server = server
         self._ready.set()
         await self._stopped
         server.close()  # stop accepting; close every connection with 1001 (going away)
         closed = asyncio.ensure_future(server.wait_closed())
         if not (await asyncio.wait({closed}, timeout=self._grace()))[0]:
-            for connection in list(server.all_connections):
+            for connection in list(accepted):
                 connection.transport.abort()  # silent clients, in the handshake or after it
             # Handlers see their connection closed now; one that still runs is stuck
             # (asyncio.run cancels it when we return).
-            self._stuck = not (await asyncio.wait({closed}, timeout=JOIN_TIMEOUT))[0]
+            self._stuck = not (await asyncio.wait({closed}, timeout=base.JOIN_TIMEOUT))[0]
 
     def _run(self) -> None:
         try:
             asyncio.run(self._main())
         except BaseException as exc:  # noqa: BLE001 - reported to the owning cell
             if self._ready.is_set():
-                self.errors.append(exc)
+                self.record_error(exc)
             else:
                 self._startup_error = exc
         finally:
             self._ready.set()  # only now: __enter__ sees the startup error, if any
 
-    def __enter__(self) -> "WebSocketServer":
-        claim_run(self)
+    def _start(self) -> None:
         import websockets.asyncio.server  # noqa: F401 - imported here, not in the start timeout
 
-        self._thread = threading.Thread(target=self._run, name=f"{self.name}-websocket",
-                                        daemon=True)
-        self._thread.start()
-        if not self._ready.wait(JOIN_TIMEOUT):
-            self._thread = None  # a daemon thread stuck starting: nothing left to stop
+        self._thread = self._spawn(self._run, name="websocket")
+        if not self._ready.wait(base.JOIN_TIMEOUT):
             raise RuntimeError(
-                f"{self.name}: the WebSocket server did not start in {JOIN_TIMEOUT}s")
+                f"{self.name}: the WebSocket server did not start in {base.JOIN_TIMEOUT}s")
         if self._startup_error is not None:
-            self._thread.join(JOIN_TIMEOUT)
-            self._thread = None
             raise ServerError(f"{self.name} could not start: {self._startup_error}") \
                 from self._startup_error
-        return self
 
-    def stop(self) -> None:
-        """Close every connection, stop the loop and join it (bounded)."""
-        if self._thread is None:
-            return
+    def _wake(self) -> None:
         loop, stopped = self._loop, self._stopped
         if loop is not None and not loop.is_closed():
             try:
                 loop.call_soon_threadsafe(lambda: stopped.done() or stopped.set_result(None))
             except RuntimeError:
                 pass  # the loop has just finished
-        self._thread.join(self._grace() + 2 * JOIN_TIMEOUT)
-        alive = self._thread.is_alive()
+
+    def _join_timeout(self) -> float:
+        return self._grace() + 2 * base.JOIN_TIMEOUT  # closing handshakes, then handlers
+
+    def _close(self) -> None:
         self._thread = None
         self._server = None
-        if alive or self._stuck:
-            raise RuntimeError(
-                f"{self.name}: a handler did not return within {JOIN_TIMEOUT:g}s of the "
+
+    def _stuck_message(self, stuck: list[str]) -> str:
+        return (f"{self.name}: a handler did not return within {base.JOIN_TIMEOUT:g}s of the "
                 "server closing its connection; a handler must return (or await the "
-                "connection) when the client goes away"
-            )
+                "connection) when the client goes away")
 
-    def raise_errors(self) -> None:
-        errors, self.errors = self.errors, []
-        raise_first(errors, f"{self.name} handler")
-
-    def __exit__(self, exc_type, *_):
-        self.stop()
-        if exc_type is None:
-            self.raise_errors()
-        return False
+    def stop(self) -> None:
+        """Close every connection, stop the loop and join it (bounded)."""
+        super().stop()
+        if self._stuck:  # the loop ended, but only by cancelling a handler that hung
+            self._stuck = False
+            raise RuntimeError(self._stuck_message([]))
 
     def __repr__(self):
         where = f"{self.url}" if self._server else "stopped"

@@ -1,0 +1,356 @@
+"""A TCP server on loopback with one thread per connection, optionally speaking TLS.
+
+    >>> with TCPServer(handler="echo") as server:
+    ...     with socket.create_connection(server.address) as s:
+    ...         s.sendall(b"hi"); s.recv(10)
+    b'hi'
+
+Problems a remote client causes are not the cell's fault: a client that resets is
+ignored, and an ``accept()`` that fails for lack of file descriptors is logged and
+retried, so the server serves again once descriptors are free (it is still reported
+as :class:`ServerError` at exit, since the lab machine ran out of them).
+
+This is also the one TLS path of labkit: :class:`~labkit.TLSServer` and
+:class:`~labkit.HTTPServer` with an ``ssl_context`` both wrap each accepted
+connection here, and a handshake that fails (the client rejected the certificate,
+spoke another version, said nothing for ``HANDSHAKE_TIMEOUT`` seconds) is described
+in ``server.tls_errors`` on both; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+
+from labkit.servers import base
+from labkit.servers.base import MAX_ERRORS, LabServer, log
+from labkit.servers.conversation import (
+    SERVER_NAMES,
+    _accept_queue,
+    _Heard,
+    _Recent,
+    content_digest,
+    conversation_entry,
+    name_digest,
+    note_server_name,
+    tcp_payload_counts,
+)
+
+__all__ = ["TCPServer"]
+
+HANDSHAKE_TIMEOUT = 3.0  # seconds a TLS client gets for its whole handshake
+RETRY_PAUSE = 0.05  # seconds between accept() attempts while the process is out of descriptors
+# accept() errors that mean "out of resources": wait and retry, the server is not broken
+OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+# accept() errors about the one connection being accepted (Linux reports them on accept)
+CLIENT_GONE = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENETDOWN, errno.ENOPROTOOPT,
+               errno.EHOSTDOWN, errno.ENONET, errno.EHOSTUNREACH, errno.ENETUNREACH}
+
+
+def _send_back(conn: socket.socket, change, heard=None) -> None:
+    try:
+        while data := conn.recv(65536):
+            if heard is not None:
+                heard(data)
+            conn.sendall(change(data))
+    except (ConnectionResetError, BrokenPipeError):
+        pass  # the client went away without reading: its right, not a server bug
+
+
+def _echo(conn: socket.socket, addr) -> None:
+    _send_back(conn, lambda data: data)
+
+
+def _upper(conn: socket.socket, addr) -> None:
+    _send_back(conn, bytes.upper)
+
+
+TCP_HANDLERS: dict[str, Callable] = {"echo": _echo, "upper": _upper}
+_CHANGES = {_echo: lambda data: data, _upper: bytes.upper}  # built-ins: the server does the I/O
+
+
+def pick_handler(handler, table: dict[str, Callable], kind: str) -> Callable:
+    """A built-in handler by name, or the function given."""
+    if isinstance(handler, str):
+        if handler not in table:
+            raise ValueError(f"unknown {kind} handler {handler!r}: use one of {sorted(table)} "
+                             "or pass a function")
+        return table[handler]
+    if not callable(handler):
+        raise TypeError(
+            f"handler must be a name like 'echo' or a function, not {type(handler).__name__}")
+    return handler
+
+
+def describe_tls_error(exc: BaseException) -> str:
+    """``'SSLError: UNKNOWN_CA'``: what a failed handshake says, short."""
+    text = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+def _left_behind(exc: BaseException) -> ssl.SSLSocket | None:
+    """The socket a failed ``wrap_socket()`` made and left in its frame.
+
+    When the client reset first, CPython's ``SSLSocket._create`` raises with its new
+    socket held in a reference cycle (frame ↔ exception): one descriptor per such
+    client until the next garbage collection, unless we close it.
+    """
+    tb = exc.__traceback__
+    while tb is not None:
+        left = tb.tb_frame.f_locals.get("self")
+        if isinstance(left, ssl.SSLSocket):
+            return left
+        tb = tb.tb_next
+    return None
+
+
+class TCPServer(LabServer):
+    """A TCP server on loopback with one thread per connection.
+
+    ``handler`` is ``"echo"``, ``"upper"`` or a function ``handler(conn, addr)``
+    that talks to one client over the connected socket ``conn``.  ``backlog``
+    (connections the kernel queues until they are accepted) defaults to the
+    system's maximum, so a burst of clients all get served.
+
+        >>> with TCPServer(handler="upper") as server:
+        ...     with socket.create_connection(server.address) as s:
+        ...         s.sendall(b"hi"); s.recv(10)
+        b'HI'
+    """
+
+    def __init__(self, handler="echo", *, host: str = "127.0.0.1", port: int = 0,
+                 name: str = "server", backlog: int = socket.SOMAXCONN):
+        super().__init__(host=host, port=port, name=name)
+        if isinstance(backlog, bool) or not isinstance(backlog, int) or not 1 <= backlog <= 65535:
+            raise ValueError(f"backlog must be a positive int (connections the kernel queues "
+                             f"before accept(), e.g. 128), not {backlog!r}")
+        self.handler = pick_handler(handler, TCP_HANDLERS, "TCP")
+        self.backlog = backlog
+        self._sock: socket.socket | None = None
+        self._conns: set[socket.socket] = set()
+        self._idle = threading.Condition(self._lock)
+        self.connections_served = 0
+        self._numbers: dict[int, int] = {}   # fd of an open connection -> its accept number
+        self._heard: dict[int, _Heard] = {}  # accept number -> what the client sent (built-ins)
+        self._finished = _Recent()           # (number, (bytes in, bytes out, digest)) as they end
+        # TLS (set by _use_tls): handshakes that failed, described; handshakes finished
+        self._tls_context: ssl.SSLContext | None = None
+        self.tls_errors: list[str] = []
+        self.handshakes = 0
+        self._handshakes = threading.Condition(self._lock)
+
+    def _use_tls(self, context: ssl.SSLContext) -> None:
+        """Wrap every connection in TLS with ``context`` before the handler runs."""
+        if context.sni_callback is None:  # remember each client's SNI (replay compares it);
+            context.sni_callback = note_server_name  # a context with its own callback keeps it
+        self._tls_context = context
+
+    # -- the lifecycle ------------------------------------------------------------
+    def _start(self) -> None:
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET,
+                             socket.SOCK_STREAM)
+        self._sock = sock
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self._requested_port))
+        sock.listen(self.backlog)  # listening now: clients can connect as soon as we return
+        self._spawn(self._accept_loop)
+
+    def _wake(self) -> None:
+        with self._lock:
+            socks = [self._sock, *self._conns]
+        for sock in socks:  # wakes accept() and every handler's recv() (they see b'')
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _bound_address(self):
+        return self._sock.getsockname() if self._sock else None
+
+    def _stuck_message(self, stuck: list[str]) -> str:
+        return (f"{self.name}: {len(stuck)} handler thread(s) {stuck[:5]} did not finish within "
+                f"{base.JOIN_TIMEOUT}s after their connections were closed; "
+                "a handler must return when recv() gives b''")
+
+    # -- accepting ----------------------------------------------------------------
+    def _accept_loop(self) -> None:
+        starved = False  # in a run of out-of-resources failures (reported once per run)
+        while not self._stopping.is_set():
+            try:
+                conn, addr = self._sock.accept()
+            except OSError as exc:
+                if self._stopping.is_set():
+                    return  # the listening socket was shut down by stop()
+                if exc.errno in CLIENT_GONE:
+                    continue  # that client is gone; the next one may be fine
+                if exc.errno not in OUT_OF_RESOURCES:
+                    raise  # unknown: end the loop, reported at exit
+                self._starving(exc, starved)
+                starved = True
+                continue
+            starved = False
+            with self._lock:
+                if self._stopping.is_set():
+                    conn.close()
+                    return
+                self._conns.add(conn)
+                self.connections_served += 1
+                self._numbers[conn.fileno()] = self.connections_served
+                self._idle.notify_all()  # conversation() waits for the accept queue to drain
+            try:
+                self._spawn(self._serve, conn, addr)
+            except RuntimeError as exc:  # "can't start new thread": drop this one, keep going
+                self._forget(conn)
+                self._starving(exc, starved)
+                starved = True
+
+    def _starving(self, exc: BaseException, reported: bool) -> None:
+        """Out of descriptors or threads: log and record it once, then wait a little."""
+        if not reported:
+            log.warning("%s: cannot take a new connection (%s); retrying every %ss",
+                        self.name, exc, RETRY_PAUSE)
+            self.record_error(exc)
+        self._stopping.wait(RETRY_PAUSE)  # the queued clients wait in the backlog meanwhile
+
+    # -- one connection ---------------------------------------------------------------
+    def _accepted(self, conn: socket.socket) -> None:
+        """Set socket options on a new connection, before anything is sent (a hook)."""
+
+    def _serve(self, conn: socket.socket, addr) -> None:
+        try:
+            self._accepted(conn)
+            if self._tls_context is not None:
+                tls = self._handshake(conn)
+                if tls is None:
+                    return  # described in tls_errors, closed and forgotten
+                conn = tls
+            change = _CHANGES.get(self.handler)
+            with self._lock:
+                number = self._numbers.get(conn.fileno())
+            if change is None or number is None or isinstance(conn, ssl.SSLSocket):
+                self.handler(conn, addr)  # TLS: the wire carries ciphertext, not what we read
+            else:
+                heard = self._heard[number] = _Heard()
+                _send_back(conn, change, heard.update)
+        except ssl.SSLError as exc:
+            if not isinstance(conn, ssl.SSLSocket):
+                raise  # the handler's own TLS code: reported at exit
+            self._tls_failed(exc, handshake=False)  # the peer broke TLS after the handshake
+        finally:
+            self._forget(conn)
+
+    def _handshake(self, conn: socket.socket) -> ssl.SSLSocket | None:
+        """The TLS socket once its handshake is done, or None (described in tls_errors)."""
+        tls = None
+        try:
+            with self._lock:  # wrapped and swapped at once: stop() shuts down one or the other
+                tls = self._tls_context.wrap_socket(conn, server_side=True,
+                                                    do_handshake_on_connect=False)
+                self._conns.discard(conn)  # detached now: the TLS socket has its descriptor
+                self._conns.add(tls)
+                if self._stopping.is_set():  # stop() may have missed both: do not wait for it
+                    raise ConnectionAbortedError("the server is stopping")
+            timeout = tls.gettimeout()
+            tls.settimeout(HANDSHAKE_TIMEOUT)  # one deadline for the whole handshake: a
+            tls.do_handshake()                 # silent or trickling client is let go
+            tls.settimeout(timeout)
+        except (OSError, ValueError) as exc:   # (wrap_socket fails if the client reset first)
+            if isinstance(exc, TimeoutError):
+                exc = TimeoutError(f"no TLS handshake within {HANDSHAKE_TIMEOUT}s")
+            self._tls_failed(exc, handshake=True)
+            left = tls if tls is not None else _left_behind(exc)
+            if left is not None:
+                self._forget(left)  # a failed handshake is a connection too (replay counts it)
+            return None
+        with self._lock:
+            self.handshakes += 1
+            self._handshakes.notify_all()
+        return tls
+
+    def _tls_failed(self, exc: BaseException, handshake: bool) -> None:
+        with self._lock:
+            if not self._stopping.is_set() and len(self.tls_errors) < MAX_ERRORS:
+                self.tls_errors.append(describe_tls_error(exc))
+            if handshake:
+                self.handshakes += 1
+                self._handshakes.notify_all()
+
+    def wait_handshakes(self, n: int = 1, timeout: float = 2.0) -> bool:
+        """Wait until ``n`` TLS handshakes have finished (well or not) on the server side."""
+        with self._lock:
+            return self._handshakes.wait_for(lambda: self.handshakes >= n, timeout)
+
+    def _forget(self, conn: socket.socket) -> None:
+        self._tally(conn)
+        conn.close()
+        with self._lock:
+            self._conns.discard(conn)
+            self._idle.notify_all()
+
+    # -- what it saw -----------------------------------------------------------------
+    def _counts(self, conn: socket.socket, number: int) -> tuple:
+        """(bytes in, bytes out, content digest) of one connection so far."""
+        counts = tcp_payload_counts(conn)
+        received, written = counts if counts else (None, None)
+        if isinstance(conn, ssl.SSLSocket):
+            # Certificates and signatures differ in size from run to run: the server's
+            # bytes are not comparable, only the client's.
+            written = None
+        heard = self._heard.get(number)
+        if heard is not None:
+            return heard.count, written, heard.hexdigest()  # read by the server itself: exact
+        name = SERVER_NAMES.get(conn) if isinstance(conn, ssl.SSLSocket) else None
+        return received, written, None if name is None else name_digest(name)
+
+    def _tally(self, conn: socket.socket) -> None:
+        """Remember what a connection carried, just before it is closed (once per connection)."""
+        with self._lock:
+            number = self._numbers.pop(conn.fileno(), None)
+            if number is None:
+                return  # a detached socket (wrapped in TLS), or counted already
+            self._finished.add(number, self._counts(conn, number))
+            self._heard.pop(number, None)
+
+    def conversation_mark(self) -> int:
+        """A point to count from: pass it to :meth:`conversation` as ``since``."""
+        with self._lock:
+            return self.connections_served
+
+    def conversation(self, since: int = 0, settle: float = 0.0) -> dict | None:
+        """What this server saw in the connections it accepted after ``since``.
+
+        A :func:`conversation_entry`: payload bytes each way per connection (open ones
+        so far), from the kernel's counters whatever the handler did.  ``settle``
+        seconds at most are given to connections still open or waiting to be accepted
+        (as a live capture waits for the last packets).  None if the server cannot
+        tell (too many connections since ``since``, or a kernel without the counters).
+        """
+        with self._lock:
+            self._idle.wait_for(lambda: not self._conns and not (
+                self._sock and _accept_queue(self._sock)), settle)
+            finished = self._finished.since(since)
+            if finished is None:
+                return None
+            still_open = [(n, self._counts(c, n)) for c in self._conns
+                          if (n := self._numbers.get(c.fileno())) is not None and n > since]
+        ordered = [counts for _n, counts in sorted(finished + still_open)]
+        if any(received is None for received, _w, _h in ordered):
+            return None
+        digests = [h for _r, _w, h in ordered]
+        return conversation_entry(
+            connections=[(received, written) for received, written, _h in ordered],
+            content_in=content_digest(digests) if None not in digests else None)
+
+    def wait_idle(self, timeout: float = 2.0) -> bool:
+        """Wait until no connection is open; True if that happened within ``timeout``."""
+        with self._lock:
+            return self._idle.wait_for(lambda: not self._conns, timeout)
