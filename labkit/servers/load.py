@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from labkit.servers import base, loadclient
 from labkit.servers.base import LabServer, check_host, check_port
 
-__all__ = ["BackgroundServer", "load", "LoadResult", "percentile", "SlowReader", "plot_load"]
+__all__ = ["BackgroundServer", "load", "LoadResult", "percentile", "SlowReader"]
 
 MAX_CLIENTS = 1000
 MAX_REQUESTS = 200_000     # clients * requests, in one run
@@ -304,44 +304,3 @@ class SlowReader:
             self._sock.close()
             self._sock = None
         return False
-
-
-# -- a picture of a sweep --------------------------------------------------------------------------
-def plot_load(results: dict[str, dict[int, LoadResult]], *, title: str):
-    """Throughput and p50/p99 latency versus concurrent clients, one line per design.
-
-    ``results`` maps a design name to ``{clients: LoadResult}``.
-    """
-    from labkit.views.plotting import plt  # the one place that picks the backend
-
-    if not results:
-        raise ValueError("plot_load needs results: {design: {clients: LoadResult}}")
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 6.5))
-    plt.close(fig)
-    colors = ["#d01c8b", "#2166ac", "#1b7837", "#e66101", "#5e3c99", "#555555"]
-    for (design, runs), color in zip(results.items(), colors * 2):
-        xs = sorted(runs)
-        ax1.plot(xs, [runs[x].rps for x in xs], "o-", color=color, lw=3, ms=8, label=design)
-        ax2.plot(xs, [runs[x].p50_ms for x in xs], "o-", color=color, lw=3, ms=8,
-                 label=f"{design} p50")
-        ax2.plot(xs, [runs[x].p99_ms for x in xs], "s--", color=color, lw=2, ms=7,
-                 label=f"{design} p99")
-    for ax in (ax1, ax2):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("concurrent clients", fontsize=15)
-        ax.tick_params(labelsize=13)
-        ax.grid(True, alpha=0.3, which="both")
-        xs = sorted({x for runs in results.values() for x in runs})
-        ax.set_xticks(xs, [str(x) for x in xs])
-    ax1.set_ylabel("throughput (requests/s)", fontsize=15)
-    ax1.set_ylim(bottom=0)
-    ax1.set_title("throughput", fontsize=16)
-    ax1.legend(fontsize=13)
-    ax2.set_yscale("log")
-    ax2.set_ylabel("latency (ms, log scale)", fontsize=15)
-    ax2.set_title("latency: p50 (solid) and p99 (dashed)", fontsize=16)
-    ax2.legend(fontsize=11, ncol=2)
-    fig.suptitle(title, fontsize=17, fontweight="bold")
-    fig.tight_layout()
-    return fig
-

@@ -1,4 +1,4 @@
-"""TCP peers that show what a byte stream really does, and plots of two measurements.
+"""TCP peers that show what a byte stream really does (their figures are in labkit.views.figures).
 
 Handlers for :class:`~labkit.TCPServer` (pass an instance as ``handler=``):
 
@@ -23,8 +23,7 @@ import struct
 import threading
 import time
 
-__all__ = ["Dribbler", "SlowConsumer", "ByteCounter", "FramedEcho",
-           "rtt_figure", "throughput_figure"]
+__all__ = ["Dribbler", "SlowConsumer", "ByteCounter", "FramedEcho"]
 
 MAX_DRIBBLE_SECONDS = 3.0   # pieces x pause: a lesson demo, not a soak test
 MAX_FRAME = 1 << 20         # FramedEcho refuses longer frames (garbage, most likely)
@@ -197,67 +196,3 @@ class FramedEcho(_Handler):
             conn.sendall(head + body)
             with self._lock:
                 self.messages += 1
-
-
-# -- figures ------------------------------------------------------------------------
-def _plt():
-    from labkit.views.plotting import plt  # the one place that picks the backend
-
-    return plt
-
-
-def rtt_figure(rtts: dict[str, list[float]], *, title: str | None = None):
-    """Round-trip times in seconds per setting -> a strip plot in ms (log scale)."""
-    if not rtts or not all(rtts.values()):
-        raise ValueError("rtt_figure needs {setting: [round-trip seconds, ...]} with data")
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(10, 5.5))
-    plt.close(fig)
-    medians = {}
-    for i, (label, values) in enumerate(rtts.items()):
-        ms = sorted(v * 1000 for v in values)
-        medians[label] = ms[len(ms) // 2]
-        color = ["#d01c8b", "#1b7837", "#2166ac"][i % 3]
-        ax.scatter([i] * len(ms), ms, s=80, alpha=0.6, color=color)
-        ax.text(i + 0.08, medians[label], f"median {medians[label]:.2f} ms",
-                fontsize=15, va="center")
-    ax.set_xticks(range(len(rtts)), list(rtts), fontsize=15)
-    ax.set_xlim(-0.5, len(rtts) - 0.1)
-    ax.set_yscale("log")
-    ax.set_ylabel("round-trip time (ms, log scale)", fontsize=15)
-    ax.tick_params(axis="y", labelsize=13)
-    ax.grid(axis="y", alpha=0.3)
-    if title is None:
-        slow, fast = max(medians.values()), min(medians.values())
-        title = f"Small request/response on loopback: {slow / fast:.0f}× slower with Nagle"
-    ax.set_title(title, fontsize=16)
-    fig.tight_layout()
-    return fig
-
-
-def throughput_figure(sizes: list[int], rates: list[float], *, title: str | None = None):
-    """Write size (bytes) vs throughput (bytes/s) -> a log-x line plot in MB/s."""
-    if len(sizes) != len(rates) or not sizes:
-        raise ValueError("throughput_figure needs one rate per write size, and at least one")
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(10, 5.5))
-    plt.close(fig)
-    mbs = [r / 1e6 for r in rates]
-    ax.plot(sizes, mbs, "o-", lw=3, ms=10, color="#2166ac")
-    for x, y in zip(sizes, mbs):
-        ax.annotate(f"{y:,.0f}", (x, y), textcoords="offset points", xytext=(0, 10),
-                    ha="center", fontsize=13)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sizes, [f"{s // 1024} KiB" if s >= 1024 else f"{s} B" for s in sizes],
-                  fontsize=13)
-    ax.set_xlabel("bytes per send() call", fontsize=15)
-    ax.set_ylabel("throughput (MB/s)", fontsize=15)
-    ax.tick_params(axis="y", labelsize=13)
-    ax.set_ylim(0, max(mbs) * 1.2)
-    ax.grid(alpha=0.3)
-    if title is None:
-        title = (f"Same loopback, same bytes: {max(mbs) / min(mbs):.0f}× more throughput "
-                 "with big writes")
-    ax.set_title(title, fontsize=16)
-    fig.tight_layout()
-    return fig
