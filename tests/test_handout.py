@@ -2,7 +2,6 @@ import symtable
 
 import nbformat
 import pytest
-from IPython.core.inputtransformer2 import TransformerManager
 
 from labkit.tools import handout as _handout
 from labkit.tools.handout import strip_solutions, write_handout
@@ -44,6 +43,8 @@ def test_handout_clears_outputs(tmp_path):
 
 def _bound_and_free(source: str) -> tuple[set[str], set[str]]:
     """Names a cell binds at top level, and the global names it reads without binding."""
+    from IPython.core.inputtransformer2 import TransformerManager  # %magics to Python
+
     top = symtable.symtable(TransformerManager().transform_cell(source), "<cell>", "exec")
     bound = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported()}
     read = {s.get_name() for s in top.get_symbols() if s.is_referenced()}
