@@ -38,8 +38,10 @@ def test_handout_clears_outputs(tmp_path):
 # Cells before a notebook's first exercise are the same in both editions, and nbval already
 # runs them (in the teacher's edition). So the student edition runs only what it changes —
 # every cell from the first exercise on — plus the earlier cells that define a name those
-# need, found by the names each cell binds and reads (Python's own symtable). A needed cell
-# the slice missed shows up as a NameError, which fails the test: it cannot pass wrongly.
+# need, found by the names each cell binds and reads (Python's own symtable). A definition
+# the slice missed shows up as a NameError, which fails the test. All nine share one lab
+# kernel, its namespace emptied (%reset -f) before each: the kernel's start and labkit's
+# imports are paid once, and no notebook can lean on another's names.
 
 def _bound_and_free(source: str) -> tuple[set[str], set[str]]:
     """Names a cell binds at top level, and the global names it reads without binding."""
@@ -60,7 +62,7 @@ def student_slice(nb) -> list[int]:
     """Indexes of the code cells to run: from the first exercise on, and what they need.
 
     >>> nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in (
-    ...     "import socket", "slow = 1", "### BEGIN SOLUTION\\ns = socket.socket\\n### END SOLUTION")])
+    ...     "import socket", "unused = 1", "### BEGIN SOLUTION\\ns = socket.socket\\n### END SOLUTION")])
     >>> student_slice(nb)
     [0, 2]
     """
@@ -114,6 +116,8 @@ def test_the_student_edition_answers_back(path, lab_kernel):
         cell.source = strip_solutions(cell.source)
     # a previous notebook's names must not stand in for one this notebook failed to define
     nb.cells.insert(0, nbformat.v4.new_code_cell("%reset -f"))
+    if not lab_kernel.is_alive():  # a previous notebook killed it: its failure stays its own
+        lab_kernel.restart_kernel(now=True)
     client = NotebookClient(nb, timeout=120, km=lab_kernel, allow_errors=True)
     try:
         client.execute()
