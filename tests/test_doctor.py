@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+from labkit.__main__ import main
 from labkit.tools.doctor import fix_for, network_lines, report
 
 
@@ -28,10 +29,11 @@ def test_network_line_in_the_lab_kernel_and_outside_it(monkeypatch):
         "               choose the kernel 'Python 3 (netlab)' (Kernel › Change Kernel)"]
 
 
-def test_command_line():
-    done = subprocess.run([sys.executable, "-m", "labkit", "doctor"], capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == 0 and done.stdout.startswith("capture mode : ")
+def test_command_line(capsys):
+    # in-process: the same main() that `python -m labkit` runs, without a second Scapy import
+    assert main(["doctor"]) == 0
+    assert capsys.readouterr().out.startswith("capture mode : ")
+    # one real `python -m labkit`: its exit code and message for a command it does not know
     bad = subprocess.run([sys.executable, "-m", "labkit", "fix-everything"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr

@@ -30,3 +30,20 @@ def test_record_names_a_missing_notebook(tmp_path):
 
     with pytest.raises(SystemExit, match="no such notebook"):
         record([str(tmp_path / "nope.ipynb")])
+
+
+def test_the_mode_goes_to_the_kernel_and_this_process_keeps_its_own(tmp_path, monkeypatch):
+    import os
+    from types import MappingProxyType
+
+    from labkit.tools.record import execute
+
+    monkeypatch.setenv("LABKIT_CAPTURE", "replay")
+    path = tmp_path / "99-Mode.ipynb"
+    cell = nbformat.v4.new_code_cell("import os; print(os.environ['LABKIT_CAPTURE'])")
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), path)
+    with monkeypatch.context() as patch:  # read-only while the notebook runs: a write raises
+        patch.setattr(os, "environ", MappingProxyType(dict(os.environ)))
+        execute(path, mode="record")
+    [out] = nbformat.read(path, as_version=4).cells[0].outputs
+    assert out.text == "record\n" and os.environ["LABKIT_CAPTURE"] == "replay"

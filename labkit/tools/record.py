@@ -24,17 +24,11 @@ CELL_TIMEOUT = 300  # seconds; a lesson cell that takes longer is a bug
 def execute(path: Path, *, mode: str = "record") -> float:
     """Execute one notebook with LABKIT_CAPTURE=mode and save it; returns seconds taken."""
     nb = nbformat.read(path, as_version=4)
-    env_before = os.environ.get("LABKIT_CAPTURE")
-    os.environ["LABKIT_CAPTURE"] = mode  # inherited by the kernel process
     started = time.monotonic()
-    try:
-        NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name=KERNEL_NAME,
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
-    finally:
-        if env_before is None:
-            os.environ.pop("LABKIT_CAPTURE", None)
-        else:
-            os.environ["LABKIT_CAPTURE"] = env_before
+    # the mode goes to the kernel's environment only: this process's own stays as it was
+    NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name=KERNEL_NAME,
+                   resources={"metadata": {"path": str(path.parent)}}
+                   ).execute(env={**os.environ, "LABKIT_CAPTURE": mode})
     nbformat.write(nb, path)
     return time.monotonic() - started
 
