@@ -29,12 +29,14 @@ def check_asyncio_upper(serve) -> Verdict:
     returned_early = []
 
     async def watched(listener, stop):
-        await serve(listener, stop)
-        if not stop.is_set():   # nobody serves now: refuse the clients instead of keeping them
-            import socket
+        try:
+            await serve(listener, stop)
+            returned_early.append(not stop.is_set())
+        finally:
+            if not stop.is_set():   # returned or raised: nobody serves now, so refuse the
+                import socket       # clients at once instead of letting them wait 5 s
 
-            returned_early.append(True)
-            listener.shutdown(socket.SHUT_RDWR)   # (not close(): the load still asks its port)
+                listener.shutdown(socket.SHUT_RDWR)   # (not close(): the load asks its port)
 
     try:
         with _load.BackgroundServer(watched, name=serve.__name__) as server:
@@ -45,7 +47,7 @@ def check_asyncio_upper(serve) -> Verdict:
                        "run it by hand: `with BackgroundServer(upper_server) as s:` and connect")
     except RuntimeError as exc:
         return Verdict(False, str(exc), "end with `async with server: await stop.wait()`")
-    if returned_early:
+    if any(returned_early):
         return Verdict(False, f"{serve.__name__} returned at once, before `stop` was set, so "
                               "nobody served the clients",
                        "end with `async with server: await stop.wait()`")
