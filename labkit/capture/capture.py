@@ -119,7 +119,7 @@ class Capture:
     def recording(self) -> Path | None:
         return DATA_DIR / f"{self.name}.pcapng" if self.name else None
 
-    def __enter__(self) -> "Capture":
+    def __enter__(self) -> Capture:
         with self._state_lock:  # one block per Capture: a second sniffer would leak
             if self._state != "new":
                 where = "is already recording" if self._state == "running" else "has ended"
@@ -206,7 +206,7 @@ class Capture:
         if not self._marks or self.recording is None or not self.recording.exists():
             return  # some target cannot count, or nothing was shown
         live: dict[str, dict] = {}
-        for server, mark in zip(self._talkers, self._marks):
+        for server, mark in zip(self._talkers, self._marks, strict=True):
             entry = server.conversation(mark, settle=SETTLE_TIMEOUT)
             if entry is None:
                 return  # this server cannot tell: no comparison, no claim
@@ -271,7 +271,8 @@ class Capture:
         self._require_finished()
         path = Path(path)
         if path.suffix != ".pcapng":
-            raise ValueError(f"save() writes pcapng: give a path ending in .pcapng, not {path.name!r}")
+            raise ValueError(
+                f"save() writes pcapng: give a path ending in .pcapng, not {path.name!r}")
         if self.meta.get("tls_keylog"):
             from labkit.protocols.tlsdissect import save_with_keylog
 

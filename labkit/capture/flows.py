@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP, TCPerror, UDPerror
-from scapy.layers.inet6 import IPv6
 from scapy.packet import Packet
 
 from labkit.protocols import PROTOCOLS

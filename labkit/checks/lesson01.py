@@ -42,7 +42,7 @@ def check_ack_predictions(predicted, wire) -> Verdict:
     if len(predicted) != len(actual):
         return Verdict(False, f"you gave {len(predicted)} numbers, but the client sent "
                        f"{len(actual)} messages", "one ACK number per client message")
-    for n, (p, a) in enumerate(zip(predicted, actual), 1):
+    for n, (p, a) in enumerate(zip(predicted, actual, strict=True), 1):
         if p != a:
             return Verdict(False, f"message {n}: you predicted ack={p}, the server sent ack={a}",
                            "the ACK names the next byte the server expects: the client's first "

@@ -2,8 +2,9 @@
 
     >>> parser = RequestParser()
     >>> parser.feed(b"POST /echo HTTP/1.1\\r\\nHost: lab\\r\\nContent-Length: 2\\r\\n\\r\\nhi")
-    >>> parser.next_event()
-    Request(method='POST', target='/echo', version='HTTP/1.1', headers=[('Host', 'lab'), ('Content-Length', '2')])
+    >>> request = parser.next_event()
+    >>> request.method, request.target, request.headers
+    ('POST', '/echo', [('Host', 'lab'), ('Content-Length', '2')])
     >>> parser.next_event(), parser.next_event(), parser.next_event()
     (Data(data=b'hi'), EndOfMessage(trailers=[]), NEED_DATA)
 

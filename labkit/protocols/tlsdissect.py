@@ -201,7 +201,7 @@ class TLSConnection:
 
 
 def _ip(pkt):
-    return pkt[IP] if IP in pkt else pkt[IPv6] if IPv6 in pkt else None
+    return pkt[IP] if IP in pkt else pkt[IPv6] if IPv6 in pkt else None  # noqa: SIM401 - a Scapy packet has no .get()
 
 
 def connections(packets, keylog_text: str = "") -> list[TLSConnection]:

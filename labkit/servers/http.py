@@ -315,8 +315,8 @@ class HTTPServer(TCPServer):
         reason = str(bad)
         self._note(f"(bad request) → {bad.status}: {reason}")
         body = f"{bad.status} {_phrase(bad.status)}: {reason}\n".encode()
-        head = _head_bytes(bad.status, self._common("text/plain; charset=utf-8", len(body))
-                           + [("Connection", "close")])
+        head = _head_bytes(bad.status, [*self._common("text/plain; charset=utf-8", len(body)),
+                                        ("Connection", "close")])
         conn.sendall(head + body)
         if isinstance(conn, ssl.SSLSocket):
             return
@@ -346,7 +346,7 @@ class HTTPServer(TCPServer):
             resp = self._route(req)
         except BadRequest as bad:
             resp = _text(bad.status, f"{bad.status} {_phrase(bad.status)}: {bad}\n")
-        except Exception as exc:  # a bug in an endpoint: answer 500, report to the cell
+        except Exception as exc:  # noqa: BLE001 - a bug in an endpoint: answer 500, report it
             self.record_error(exc)
             resp = _text(500, f"500 Internal Server Error: {type(exc).__name__}\n")
         try:

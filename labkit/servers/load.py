@@ -279,7 +279,7 @@ class SlowReader:
         self._sock: socket.socket | None = None
         self._used = False
 
-    def __enter__(self) -> "SlowReader":
+    def __enter__(self) -> SlowReader:
         if self._used:
             raise RuntimeError("this SlowReader was already used; create a new SlowReader(...)")
         self._used = True

@@ -93,7 +93,7 @@ class UDPServer(LabServer):
                 reply = self.handler(data, addr)
                 if reply is not None:
                     self._send_reply(reply, addr)
-            except Exception as exc:  # keep serving others; report on exit
+            except Exception as exc:  # noqa: BLE001 - keep serving others; report on exit
                 self.record_error(exc)
             finally:
                 with self._lock:

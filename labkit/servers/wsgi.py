@@ -116,7 +116,7 @@ def serve_in_thread(server: socketserver.BaseServer) -> SocketServerThread:
 class _QuietHandler(WSGIRequestHandler):
     """wsgiref's handler, logging into the server's list instead of stderr."""
 
-    def log_message(self, format, *args):  # noqa: A002 - wsgiref's signature
+    def log_message(self, format, *args):  # wsgiref's signature
         self.server.log.append(format % args)
 
     def get_stderr(self):
