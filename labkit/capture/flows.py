@@ -87,7 +87,7 @@ class _Roles:
 
     def __init__(self, roles: dict[int, str]):
         self.by_port = dict(roles)
-        self.clients: dict[tuple[str, int], str] = {}
+        self.clients: dict[tuple[str, int | None], str] = {}
 
     def name(self, ip: str, port: int | None) -> str:
         if port in self.by_port:

@@ -89,7 +89,7 @@ def summarize(packets, roles: dict[int, str]) -> dict[str, dict]:
                      _stream(facts["out"], facts["base"].get("out")))
                for key, facts in conns.items() if facts["answered"]}  # else: refused, or
     tls_names = _tls_names(packets, streams)  # begun before the capture: no server counted it
-    summary = {}
+    summary: dict[str, dict] = {}
     for port, name in roles.items():
         connections, digests = [], []
         for key, ((stream_in, count_in), (_s, count_out)) in streams.items():
@@ -111,7 +111,7 @@ def _tls_names(packets, streams: dict) -> dict[tuple, str]:
         return {}  # no stream starts with a TLS handshake record: skip the TLS dissector
     from labkit.protocols.tlsdissect import connections, hello_facts
 
-    names = {}
+    names: dict[tuple, str] = {}
     for conn in connections(packets):
         if conn.hello is not None:
             client_ip, client_port, server_ip, server_port = conn.client_key
@@ -166,15 +166,15 @@ def difference(live: list[dict], recorded: list[dict]) -> str | None:
     return None
 
 
-def _span(value) -> tuple[int, int] | None:
+def _span(value) -> tuple[int, int]:
     """A count as (low, high): the kernel may not know one FIN byte (see tcp_payload_counts)."""
-    if value is None:
-        return None
     return (value, value) if isinstance(value, int) else (value[0], value[1])
 
 
 def _totals(entries: list[dict]) -> dict:
-    conns = [(_span(c[0]), _span(c[1])) for e in entries for c in e["connections"]]
+    # bytes in are always counted; bytes out may be unknown (None: a TLS server's)
+    conns = [(_span(c[0]), None if c[1] is None else _span(c[1]))
+             for e in entries for c in e["connections"]]
     dgrams = {side: [n for e in entries for n in e[f"datagrams_{side}"]] for side in ("in", "out")}
     outs = [c[1] for c in conns]
     contents = [e["content_in"] for e in entries]

@@ -17,8 +17,9 @@ from . import Verdict, answers_back, first_failure, not_a_recording, verdict
 WAIT = 3.0  # seconds the check's client waits for the student's server to close
 
 
-def acks_after_client_data(wire) -> list[int]:
-    """The server's ACK number that answers each client data segment, in order."""
+def acks_after_client_data(wire) -> list[int | None]:
+    """The server's ACK number that answers each client data segment, in order (None: no
+    ACK in the capture answers it)."""
     segs = wire.segments
     acks = []
     for i, seg in enumerate(segs):

@@ -23,7 +23,7 @@ LIMIT = 15.0  # seconds the whole run may take
 HOLE_LIMIT = 5.0  # seconds the sender may take to give up on a black hole
 
 
-def _run(send_reliably, messages, relay_args, limit=LIMIT):
+def _run(send_reliably, messages, relay_args, limit=LIMIT) -> tuple[str, object, AckReceiver]:
     """Returns (outcome, value, receiver): outcome is ok / raised / timeout."""
     receiver = AckReceiver()
     box: list = []

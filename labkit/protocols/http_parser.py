@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 import urllib.parse
 from dataclasses import dataclass, field
+from typing import Literal
 
 __all__ = ["RequestParser", "Limits", "Request", "Data", "EndOfMessage", "ConnectionClosed",
            "NEED_DATA", "ParseError"]
@@ -339,7 +340,7 @@ def parse_field_line(line: bytes, what: str = "line", number: int | None = None
 
 
 def body_framing(version: str, headers: list[tuple[str, str]], limits: Limits = Limits()
-                 ) -> int | str:
+                 ) -> int | Literal["chunked"]:
     """How the body is framed (RFC 9112 §6.3): a byte count, or ``"chunked"``."""
     lower = [(n.lower(), v) for n, v in headers]
     hosts = sum(n == "host" for n, _ in lower)
