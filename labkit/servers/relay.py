@@ -128,8 +128,8 @@ class UDPRelay(LabServer):
         front.bind((self.host, self._requested_port))
         back.bind((self.host, 0))
         back.connect(self.target)
-        for direction, src, send in (("up", front, lambda data: self._to_target(back, data)),
-                                     ("down", back, lambda data: self._to_client(front, data))):
+        for direction, src, send in (("up", front, self._to_target),
+                                     ("down", back, self._to_client)):
             rng = random.Random(f"{self.seed}:{direction}")
             self._spawn(self._run, direction, src, send, rng, name=direction)
         # both sockets are bound: datagrams queue from now on
@@ -153,7 +153,8 @@ class UDPRelay(LabServer):
         return (f"{self.name}: relay threads {stuck} did not stop within "
                 f"{_servers.JOIN_TIMEOUT}s")
 
-    def _to_target(self, back: socket.socket, data: bytes) -> None:
+    def _to_target(self, data: bytes) -> None:
+        back = self._socket(self._back)
         # An ICMP error left by an earlier datagram (nobody listened then) fails the next
         # send() once, and that send is lost: try again, the error is cleared by now.
         for _ in range(2):
@@ -163,9 +164,18 @@ class UDPRelay(LabServer):
             except ConnectionRefusedError:
                 continue
 
-    def _to_client(self, front: socket.socket, data: bytes) -> None:
+    def _to_client(self, data: bytes) -> None:
+        front = self._socket(self._front)
         if self._client is not None:
             front.sendto(data, self._client)
+
+    @staticmethod
+    def _socket(sock: socket.socket | None) -> socket.socket:
+        """``sock``, or the OSError a closed one gives (a thread outliving stop()'s join
+        finds None there: _pass_on treats both alike while stopping)."""
+        if sock is None:
+            raise OSError(errno.EBADF, "the relay has stopped")
+        return sock
 
     def _pass_on(self, send, data: bytes, direction: str) -> None:
         """Send one datagram on; one that cannot go is logged and counted, not fatal."""
