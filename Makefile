@@ -13,7 +13,7 @@ PYTEST_ARGS ?= -n $(shell echo $$(( $$(nproc) + 1 ))) --dist loadscope
 # Debian tools the tests compare against (tcpdump, tshark); installed when we are root.
 SYSTEM_TOOLS := tcpdump tshark
 
-.PHONY: lab test notebooks handout system-tools doctor clean
+.PHONY: lab test lint notebooks handout system-tools doctor clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ lab: $(STAMP)
 
 test: $(STAMP) system-tools
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check labkit tests benchmarks
+	$(BIN)/mypy
 
 notebooks: $(STAMP)
 	$(BIN)/python -m labkit record

@@ -22,8 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from labkit import (ByteCounter, FramedEcho, TCPServer, rtt_figure,  # noqa: E402
-                    throughput_figure)
+from labkit import ByteCounter, FramedEcho, TCPServer, rtt_figure, throughput_figure
 
 SIZES = [16, 64, 256, 1024, 4096, 16384, 65536, 262144]
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from labkit import BackgroundServer, load, plot_load  # noqa: E402
+from labkit import BackgroundServer, load, plot_load
 
 
 def handle(conn):

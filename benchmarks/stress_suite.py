@@ -132,7 +132,8 @@ def main() -> int:
         mode = next(mode_cycle)
         load = args.load if run > args.runs - args.loaded else "none"
         log = log_dir / f"run{run:02d}-{mode}-{load}.log"
-        procs = start_load(load, args.seed + 10 * run, log_dir / "load.log") if load != "none" else []
+        procs = ([] if load == "none"
+                 else start_load(load, args.seed + 10 * run, log_dir / "load.log"))
         started = time.monotonic()
         try:
             proc = subprocess.run(PYTEST, cwd=ROOT, capture_output=True, text=True,

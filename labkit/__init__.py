@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 
 # public name -> the module that defines it
-_EXPORTS = {
+_EXPORTS: dict[str, list[str | tuple[str, str]]] = {
     "capture.capture": ["Capture", "capture_mode"],
     "tools.doctor": [("doctor", "report")],
     "capture.flows": ["Segment", "flag_names"],

@@ -21,10 +21,7 @@ import pkgutil
 import re
 from collections import defaultdict
 
-import pytest
-
 import labkit.checks
-from labkit import LocalCA
 from labkit.checks import Verdict
 
 # "lesson04.check_dechunk" -> the tests that feed it wrong answers
@@ -74,9 +71,3 @@ def run(coro):
     """Await an async check (lesson 08) from a plain test."""
     return asyncio.run(asyncio.wait_for(coro, 30))
 
-
-@pytest.fixture(scope="module")
-def ca():
-    """The lab CA of lesson 06 (a test module that uses it imports this fixture)."""
-    with LocalCA() as ca:
-        yield ca

@@ -6,6 +6,7 @@ import socket
 
 import pytest
 
+from labkit import LocalCA
 from labkit.capture import capture as _capture
 
 
@@ -54,6 +55,13 @@ def data_dir(tmp_path, monkeypatch):
     """A private recordings folder, so tests never touch the committed data/."""
     monkeypatch.setattr(_capture, "DATA_DIR", tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def ca():
+    """The lab CA of lesson 06, one per test module (modules may define their own)."""
+    with LocalCA() as ca:
+        yield ca
 
 
 @pytest.fixture

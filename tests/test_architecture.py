@@ -60,7 +60,7 @@ def _cycle(graph):
         stack.append(node)
         for dep in sorted(graph[node]):
             if state.get(dep) == "open":
-                return stack[stack.index(dep):] + [dep]
+                return [*stack[stack.index(dep):], dep]
             if dep not in state and (found := visit(dep)):
                 return found
         stack.pop()
@@ -147,7 +147,8 @@ def test_no_module_imports_from_a_layer_above_it():
 def test_the_layer_checker_sees_function_level_imports(tmp_path, monkeypatch):
     fake = tmp_path / "labkit"
     (fake / "protocols").mkdir(parents=True)
-    (fake / "protocols" / "x.py").write_text("def f():\n    from labkit.capture.flows import segments\n")
+    (fake / "protocols" / "x.py").write_text(
+        "def f():\n    from labkit.capture.flows import segments\n")
     monkeypatch.setattr(__import__(__name__), "ROOT", fake)
     assert layer_violations() == [("labkit.protocols.x", "labkit.capture.flows")]
 
@@ -159,7 +160,7 @@ def test_the_registry_is_one_fixed_explicit_order():
     assert [view.name for view in PROTOCOLS] == ["TLS", "WebSocket", "DNS", "HTTP"]
     assert all(issubclass(view, ProtocolView) for view in PROTOCOLS)
     # importing a server module adds nothing: the order cannot depend on imports
-    import labkit.servers.dns  # noqa: F401
+    import labkit.servers.dns
     import labkit.servers.websocket  # noqa: F401
     from labkit.protocols import PROTOCOLS as again
 

@@ -178,7 +178,7 @@ def test_save_writes_pcapng_and_refuses_other_suffixes(live, tmp_path):
     path = wire.save(tmp_path / "echo.pcapng")
     assert path.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a"  # pcapng section header block
     assert [bytes(p) for p in rdpcap(str(path))] == [bytes(p) for p in wire.packets]
-    with pytest.raises(ValueError, match="ending in .pcapng"):
+    with pytest.raises(ValueError, match=r"ending in \.pcapng"):
         wire.save(tmp_path / "echo.pcap")
 
 
@@ -186,7 +186,7 @@ def test_looking_inside_the_with_block_is_an_error(monkeypatch):
     monkeypatch.setenv("LABKIT_CAPTURE", "replay")
     with Capture(5000) as wire:
         with pytest.raises(RuntimeError, match="after its `with` block"):
-            wire.packets
+            _ = wire.packets
 
 
 def test_strangers_that_slip_in_before_the_filter_are_dropped():
@@ -447,7 +447,7 @@ def test_a_capture_used_outside_a_with_block_says_how(monkeypatch):
     monkeypatch.setenv("LABKIT_CAPTURE", "replay")
     wire = Capture(5000)
     with pytest.raises(RuntimeError, match="has not run yet: use it as `with Capture"):
-        wire.packets
+        _ = wire.packets
     with pytest.raises(RuntimeError, match="never entered: use it as `with Capture"):
         wire.__exit__(None, None, None)
 

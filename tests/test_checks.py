@@ -1,5 +1,3 @@
-from checking import ca  # noqa: F401 - a fixture the wrong-answer tests of lesson 06 use
-
 from labkit.checks import Verdict, first_failure, verdict
 
 

@@ -447,7 +447,7 @@ def test_tls_silent_clients_are_let_go(monkeypatch, capsys):
         clients = [socket.create_connection(server.address, timeout=CLIENT_TIMEOUT)
                    for _ in sends]
         ended = []
-        for client, data in zip(clients, sends):
+        for client, data in zip(clients, sends, strict=True):
             client.sendall(data)
         for client in clients:  # each is let go by the server, well before IDLE_TIMEOUT
             try:

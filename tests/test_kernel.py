@@ -8,7 +8,7 @@ SAMPLE = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when r
    0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1
    1: 0100007F:9C40 0100007F:1F90 06 00000000:00000000 03:00001770 00000000     0        0 0 3
    2: 0100007F:1234 0100007F:4321 01 00000000:00000000 00:00000000 00000000     0        0 2 1
-"""
+"""  # noqa: E501 - /proc/net/tcp's header line, verbatim
 
 
 def test_parses_the_kernel_table(tmp_path):

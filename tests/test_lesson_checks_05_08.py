@@ -9,7 +9,7 @@ import ssl
 import time
 import urllib.parse
 
-from checking import ca, run, says_right, says_wrong, wrong_answer_to  # noqa: F401 (ca: a fixture)
+from checking import run, says_right, says_wrong, wrong_answer_to
 
 from labkit import Capture, TLSServer
 from labkit.checks import lesson05, lesson06, lesson07, lesson08

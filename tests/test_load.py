@@ -220,7 +220,7 @@ def test_plot_load_draws_both_panels():
         plot_load({}, title="t")
 
 
-# -- the lesson 07 checks drive load() ---------------------------------------------------------------
+# -- the lesson 07 checks drive load() -------------------------------------------------------
 def test_lesson07_checks_say_right_and_wrong():
     from labkit.checks.lesson07 import check_asyncio_upper, check_does_not_block
 
@@ -264,10 +264,11 @@ def test_the_client_program_imports_only_the_standard_library():
     """load() runs it with `python -I -S`: it must start without labkit or site-packages."""
     import ast
     import sys
+    from pathlib import Path
 
     import labkit.servers.loadclient as client
 
-    tree = ast.parse(open(client.__file__).read())
+    tree = ast.parse(Path(client.__file__).read_text())
     imported = {alias.name.split(".")[0] for node in ast.walk(tree)
                 if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)

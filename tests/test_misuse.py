@@ -132,7 +132,7 @@ def test_a_websocket_startup_error_always_reaches_enter():
     """It used to lose a race with the server thread (2 of 20 entries said 'not running')."""
     for _ in range(20):
         server = WebSocketServer(ws_echo, bogus=1)
-        with pytest.raises(ServerError, match="could not start: .*bogus"):
+        with pytest.raises(ServerError, match=r"could not start: .*bogus"):
             server.__enter__()
         assert server._thread is None
 

@@ -124,7 +124,8 @@ def test_each_refusal_is_named_with_its_fix(tmp_path, settings, refusal, case, f
 def test_without_a_command_it_says_how_to_use_it():
     done = subprocess.run([sys.executable, "-m", "labkit.net.namespace"], capture_output=True,
                           text=True, timeout=60)
-    assert done.returncode == 1 and "usage: python -m labkit.net.namespace -- COMMAND" in done.stderr
+    assert done.returncode == 1
+    assert "usage: python -m labkit.net.namespace -- COMMAND" in done.stderr
 
 
 def test_a_kernel_launched_over_tcp_stays_on_the_host_network(tmp_path):

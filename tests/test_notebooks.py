@@ -21,7 +21,8 @@ def markdown(nb) -> str:
 
 def test_there_are_lessons():
     assert [p.name[:2] for p in NOTEBOOKS][:2] == ["00", "01"]
-    assert all(re.fullmatch(r"\d\d-[A-Z][A-Za-z]*(-[A-Z0-9][A-Za-z0-9]*)+", p.stem) for p in NOTEBOOKS)
+    lesson_name = r"\d\d-[A-Z][A-Za-z]*(-[A-Z0-9][A-Za-z0-9]*)+"
+    assert all(re.fullmatch(lesson_name, p.stem) for p in NOTEBOOKS)
 
 
 def test_opening_and_closing_sections(notebook):

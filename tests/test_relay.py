@@ -99,7 +99,7 @@ def test_bad_targets():
     with pytest.raises(ValueError, match="not running"):
         UDPRelay(UDPServer())
     with pytest.raises(RuntimeError, match="with"):
-        UDPRelay(("127.0.0.1", 9)).address
+        _ = UDPRelay(("127.0.0.1", 9)).address
 
 
 @needs_capture

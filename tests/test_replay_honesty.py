@@ -184,7 +184,8 @@ def test_tls_and_http_servers_count_what_the_packets_show(live):
                 tls.sendall(b"ping")
                 tls.recv(10)
     seen, recorded = server.conversation(), summarize(wire.packets, wire.roles)["server"]
-    for (low_high, out), (got, _out) in zip(seen["connections"], recorded["connections"]):
+    pairs = zip(seen["connections"], recorded["connections"], strict=True)
+    for (low_high, out), (got, _out) in pairs:
         # the client's FIN came, then its reset: the kernel does not say whether it counted
         # the FIN, so the server gives a range
         assert low_high in (got, [got, got + 1]) and out is None  # (certificates vary in size)

@@ -90,7 +90,7 @@ def test_bad_arguments_say_what_to_do(cls, kwargs, error, words):
 def test_address_outside_with_block_is_an_error():
     server = TCPServer()
     with pytest.raises(RuntimeError, match="use it in a `with` block"):
-        server.address
+        _ = server.address
 
 
 def test_udp_echo_and_ipv6_loopback():
@@ -130,7 +130,7 @@ def test_stuck_handler_is_reported_not_hung(monkeypatch):
         release.wait(5)  # ignores its connection closing
 
     started = time.monotonic()
-    with pytest.raises(RuntimeError, match="did not finish within 0.2s"):
+    with pytest.raises(RuntimeError, match=r"did not finish within 0\.2s"):
         with TCPServer(stuck) as server:
             socket.create_connection(server.address, timeout=2).close()
             assert running.wait(2)
@@ -199,7 +199,7 @@ def test_an_unexpected_accept_error_surfaces_at_exit(monkeypatch):
         return real_accept(sock)
 
     monkeypatch.setattr(socket.socket, "accept", accept)
-    with pytest.raises(ServerError, match="OSError: .*simulated accept failure"):
+    with pytest.raises(ServerError, match=r"OSError: .*simulated accept failure"):
         with TCPServer("echo", name="flaky") as server:
             listener["fd"] = server._sock.fileno()
             broken.set()

@@ -108,7 +108,7 @@ def test_tls_on_any_port_and_plain_tcp_untouched(ca, live):
                 t.recv(10)
     roles = {s.summary for s in wire.segments if s.length and "plain" in (s.src, s.dst)}
     assert roles == {repr(b"\x16\x03\x01 not really tls")}
-    assert [r.text for r in tls_records(wire)][0] == "ClientHello"
+    assert next(r.text for r in tls_records(wire)) == "ClientHello"
 
 
 @needs_capture

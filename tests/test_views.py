@@ -33,7 +33,7 @@ def test_ladder_stays_legible_at_40_packets():
     pkts = [tcp(C, S, "S", 0)] + [tcp(C, S, "PA", 1 + i, 0, b"x", t=i / 1000) for i in range(39)]
     fig = ladder(segments(pkts, {8080: "server"}))
     assert len(arrows(fig)) == 40
-    width, height = fig.get_size_inches()
+    _width, height = fig.get_size_inches()
     assert height / 40 >= 0.45  # at least ~0.45 inch per arrow row: labels never overlap
 
 

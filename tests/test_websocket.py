@@ -7,6 +7,7 @@ import struct
 import pytest
 from scapy.layers.inet import IP, TCP
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from labkit import ServerError, WebSocketServer, parse_frames, websocket_frames
 from labkit.capture.flows import segments
@@ -45,7 +46,7 @@ def test_server_stops_with_clients_still_connected():
             await ws.send("x")
             assert await ws.recv() == "x"
             await asyncio.to_thread(server.stop)           # closes with 1001 going away
-            with pytest.raises(Exception):
+            with pytest.raises(ConnectionClosed):
                 await ws.recv()
             return ws.close_code
 
@@ -78,7 +79,7 @@ def test_handler_errors_come_back_to_the_with_block():
     async def talk(url):
         async with connect(url) as ws:
             await ws.send("go")
-            with pytest.raises(Exception):
+            with pytest.raises(ConnectionClosed):
                 await ws.recv()
             return ws.close_code
 

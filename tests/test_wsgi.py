@@ -1,4 +1,5 @@
-"""labkit.servers.wsgi: serve_in_thread (socketserver/http.server) and WSGIServer (wsgiref, Flask)."""
+"""labkit.servers.wsgi: serve_in_thread (socketserver/http.server) and WSGIServer (wsgiref,
+Flask)."""
 
 import http.server
 import socket
@@ -132,7 +133,7 @@ def test_serve_in_thread_exit_is_bounded_when_a_handler_is_stuck(monkeypatch):
     client.sendall(b"GET / HTTP/1.1\r\n")
     try:
         assert handling.wait(5)
-        with pytest.raises(RuntimeError, match="did not stop within 0.3 s"):
+        with pytest.raises(RuntimeError, match=r"did not stop within 0\.3 s"):
             runner.__exit__(None, None, None)
     finally:
         client.close()  # the handler sees EOF, serve_forever sees the shutdown request

@@ -29,8 +29,12 @@ import os
 import socket
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from labkit.capture.endpoints import check_name, watch
+
+if TYPE_CHECKING:
+    from labkit.capture.live import LiveSniffer
 
 __all__ = ["Capture", "capture_mode", "DATA_DIR"]
 
@@ -103,7 +107,7 @@ class Capture:
         self._marks: list = []                  # where each server's count started
         self._recorded_summary: dict = {}
         self._packets: list = []
-        self._live = None          # the LiveSniffer (live modes), made on entry
+        self._live: LiveSniffer | None = None  # live modes: made on entry
         self._state_lock = threading.Lock()
         self._state = "new"  # -> "running" -> "stopping" -> "done"; never back
 
@@ -119,7 +123,7 @@ class Capture:
     def recording(self) -> Path | None:
         return DATA_DIR / f"{self.name}.pcapng" if self.name else None
 
-    def __enter__(self) -> "Capture":
+    def __enter__(self) -> Capture:
         with self._state_lock:  # one block per Capture: a second sniffer would leak
             if self._state != "new":
                 where = "is already recording" if self._state == "running" else "has ended"
@@ -132,20 +136,20 @@ class Capture:
                       "e.g. Capture(server, name=\"my-try\"), and record it with "
                       "`python -m labkit record`")
                 return self
-            where = self.recording.relative_to(DATA_DIR.parent)
-            print(f"▶ replay: showing the recording {where} ({self.reason}); "
+            shown = self.recording.relative_to(DATA_DIR.parent)
+            print(f"▶ replay: showing the recording {shown} ({self.reason}); "
                   "for live capture see `python -m labkit doctor`")
             if len(self._talkers) == len(self._targets):  # every target can count
                 self._marks = [t.conversation_mark() for t in self._talkers]
             return self
         from labkit.capture.live import LiveSniffer  # Scapy's sniffer: live modes only
 
-        self._live = LiveSniffer(self.iface, self._endpoints)
-        self._packets = self._live.packets  # filled as packets arrive
+        self._live = live = LiveSniffer(self.iface, self._endpoints)
+        self._packets = live.packets  # filled as packets arrive
         try:
-            self._live.start()
+            live.start()
         except BaseException:
-            self._live.stop()  # no thread or raw socket outlives a failed start
+            live.stop()  # no thread or raw socket outlives a failed start
             self._state = "done"
             raise
         ports = ", ".join(f"{n} port {p}" for p, n in self.roles.items())
@@ -166,16 +170,18 @@ class Capture:
                 self._load_recording()
                 self._compare_with_recording()
             return False
+        live = self._live
+        assert live is not None  # made on entry in the live modes
         try:
-            self._live.settle(0.2 if exc_type else SETTLE_TIMEOUT)
+            live.settle(0.2 if exc_type else SETTLE_TIMEOUT)
         finally:
-            self._live.stop()
-            self.complete = self._live.complete
+            live.stop()
+            self.complete = live.complete
             self._state = "done"
         if self.keylog is not None:
             self._read_keylog()
-        if self.mode == "record" and self.name:
-            self._save_recording()
+        if self.mode == "record" and self.recording is not None:  # only a named one records
+            self._save_recording(self.recording)
         return False
 
     def _read_keylog(self) -> None:
@@ -186,10 +192,10 @@ class Capture:
         self.meta["tls_keylog"] = keylog_for(self._packets, text)  # this capture's sessions only
 
     # -- recordings -------------------------------------------------------------
-    def _save_recording(self) -> None:
+    def _save_recording(self, path: Path) -> None:
         from labkit.capture import recording
 
-        recording.save(self.recording, self._packets, self.roles, self.meta)
+        recording.save(path, self._packets, self.roles, self.meta)
 
     def _load_recording(self) -> None:
         from labkit.capture import recording
@@ -206,7 +212,7 @@ class Capture:
         if not self._marks or self.recording is None or not self.recording.exists():
             return  # some target cannot count, or nothing was shown
         live: dict[str, dict] = {}
-        for server, mark in zip(self._talkers, self._marks):
+        for server, mark in zip(self._talkers, self._marks, strict=True):
             entry = server.conversation(mark, settle=SETTLE_TIMEOUT)
             if entry is None:
                 return  # this server cannot tell: no comparison, no claim
@@ -271,7 +277,8 @@ class Capture:
         self._require_finished()
         path = Path(path)
         if path.suffix != ".pcapng":
-            raise ValueError(f"save() writes pcapng: give a path ending in .pcapng, not {path.name!r}")
+            raise ValueError(
+                f"save() writes pcapng: give a path ending in .pcapng, not {path.name!r}")
         if self.meta.get("tls_keylog"):
             from labkit.protocols.tlsdissect import save_with_keylog
 

@@ -131,7 +131,11 @@ def _port_number(port) -> int:
 
 def _server_endpoints(server, protocol: str | None) -> dict[int, tuple[str, _Endpoint]]:
     """{port: (role, endpoint)} of a running server object."""
+    address: tuple | None
     if isinstance(server, socketserver.BaseServer):  # e.g. http.server.HTTPServer
+        if not isinstance(server.server_address, tuple):
+            raise ValueError(f"{server!r} listens on {server.server_address!r}, not an IP "
+                             "address and port: Capture watches TCP and UDP ports")
         address = server.server_address
         roles = {address[1]: "server"}
     else:
@@ -152,7 +156,8 @@ def _server_endpoints(server, protocol: str | None) -> dict[int, tuple[str, _End
     found = {}
     for port, role in roles.items():
         where = target if isinstance(target, tuple) and target[1:2] == (port,) else address
-        found[_port_number(port)] = (str(role), _Endpoint(port, protocol, _host_of(where or ())))
+        number = _port_number(port)
+        found[number] = (str(role), _Endpoint(number, protocol, _host_of(where or ())))
     return found
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP, TCPerror, UDPerror
-from scapy.layers.inet6 import IPv6
 from scapy.packet import Packet
 
 from labkit.protocols import PROTOCOLS
@@ -88,7 +87,7 @@ class _Roles:
 
     def __init__(self, roles: dict[int, str]):
         self.by_port = dict(roles)
-        self.clients: dict[tuple[str, int], str] = {}
+        self.clients: dict[tuple[str, int | None], str] = {}
 
     def name(self, ip: str, port: int | None) -> str:
         if port in self.by_port:

@@ -21,6 +21,7 @@ from scapy.config import conf
 from scapy.data import MTU
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror
 from scapy.layers.inet6 import ICMPv6DestUnreach, IPerror6, IPv6
+from scapy.packet import Packet
 from scapy.sendrecv import AsyncSniffer
 
 from labkit.capture.flows import TcpTracker
@@ -115,6 +116,8 @@ class LiveSniffer:
         ICMP error's quote as Scapy does, and a raw socket sees every packet until Scapy
         attaches its filter: this check is the filter's twin, in Python."""
         quoted = ICMP in pkt or ICMPv6DestUnreach in pkt  # an error: judge the packet it quotes
+        ips: tuple[type[Packet], ...]
+        layers: tuple[type[Packet], ...]
         if quoted:
             ips, layers = (IPerror, IPerror6), (TCPerror, UDPerror)
         else:
@@ -132,6 +135,7 @@ class LiveSniffer:
                 and pkt[IP].dst == "127.0.0.1")
 
     def _on_packet(self, pkt) -> None:
+        assert self._sock is not None  # opened in start(), before the sniffer that calls us
         outgoing = self._sock.last_outgoing  # set by the recv that produced pkt
         if not self.is_ours(pkt):
             return
@@ -152,6 +156,8 @@ class LiveSniffer:
     def settle(self, timeout: float) -> bool:
         """Wait (bounded) for every packet already sent to arrive, and for the final ACKs
         of anything that needs one (a condition, not a sleep).  False: gave up."""
+        if self._fence is None:
+            raise RuntimeError("settle() waits for packets of a started sniffer: start() first")
         self._fence.sendto(b"labkit fence", ("127.0.0.1", self._fence_port))
         with self._changed:
             settled = self._changed.wait_for(self._quiet, timeout)
@@ -163,7 +169,8 @@ class LiveSniffer:
         sniffer, self.sniffer = self.sniffer, None
         thread = sniffer.thread if sniffer is not None else None
         deadline = time.monotonic() + STOP_TIMEOUT
-        while thread is not None and thread.is_alive() and time.monotonic() < deadline:
+        while (sniffer is not None and thread is not None and thread.is_alive()
+               and time.monotonic() < deadline):
             try:  # repeated: a sniffer still starting up may miss the first stop
                 sniffer.stop(join=False)  # wakes its select() through Scapy's pipe
             except Exception:  # noqa: BLE001 - not running yet, or already ended

@@ -59,10 +59,10 @@ def summarize(packets, roles: dict[int, str]) -> dict[str, dict]:
     conns: dict[tuple, dict] = {}   # (server ip, port, client ip, port) -> facts
     udp: dict[int, dict] = {p: {"in": [], "out": [], "digests": []} for p in roles}
     for pkt in packets:
-        ip = pkt[IP] if IP in pkt else pkt[IPv6] if IPv6 in pkt else None
+        ip = pkt[IP] if IP in pkt else pkt[IPv6] if IPv6 in pkt else None  # noqa: SIM401 - a Scapy packet has no .get()
         if ip is None or ICMP in pkt or ICMPv6DestUnreach in pkt:
             continue  # ICMP errors quote packets: not a conversation's own bytes
-        layer = pkt[TCP] if TCP in pkt else pkt[UDP] if UDP in pkt else None
+        layer = pkt[TCP] if TCP in pkt else pkt[UDP] if UDP in pkt else None  # noqa: SIM401 - a Scapy packet has no .get()
         if layer is None:
             continue
         inbound = layer.dport in roles
@@ -89,7 +89,7 @@ def summarize(packets, roles: dict[int, str]) -> dict[str, dict]:
                      _stream(facts["out"], facts["base"].get("out")))
                for key, facts in conns.items() if facts["answered"]}  # else: refused, or
     tls_names = _tls_names(packets, streams)  # begun before the capture: no server counted it
-    summary = {}
+    summary: dict[str, dict] = {}
     for port, name in roles.items():
         connections, digests = [], []
         for key, ((stream_in, count_in), (_s, count_out)) in streams.items():
@@ -111,7 +111,7 @@ def _tls_names(packets, streams: dict) -> dict[tuple, str]:
         return {}  # no stream starts with a TLS handshake record: skip the TLS dissector
     from labkit.protocols.tlsdissect import connections, hello_facts
 
-    names = {}
+    names: dict[tuple, str] = {}
     for conn in connections(packets):
         if conn.hello is not None:
             client_ip, client_port, server_ip, server_port = conn.client_key
@@ -166,22 +166,23 @@ def difference(live: list[dict], recorded: list[dict]) -> str | None:
     return None
 
 
-def _span(value) -> tuple[int, int] | None:
+def _span(value) -> tuple[int, int]:
     """A count as (low, high): the kernel may not know one FIN byte (see tcp_payload_counts)."""
-    if value is None:
-        return None
     return (value, value) if isinstance(value, int) else (value[0], value[1])
 
 
 def _totals(entries: list[dict]) -> dict:
-    conns = [(_span(c[0]), _span(c[1])) for e in entries for c in e["connections"]]
+    # bytes in are always counted; bytes out may be unknown (None: a TLS server's)
+    conns = [(_span(c[0]), None if c[1] is None else _span(c[1]))
+             for e in entries for c in e["connections"]]
     dgrams = {side: [n for e in entries for n in e[f"datagrams_{side}"]] for side in ("in", "out")}
     outs = [c[1] for c in conns]
     contents = [e["content_in"] for e in entries]
     point = lambda n: (n, n)  # noqa: E731
+    added = lambda spans: (tuple(map(sum, zip((0, 0), *spans, strict=True))),)  # noqa: E731
     return {"connections": (point(len(conns)),),
-            "bytes_in": (tuple(map(sum, zip((0, 0), *(c[0] for c in conns)))),),
-            "bytes_out": None if None in outs else (tuple(map(sum, zip((0, 0), *outs))),),
+            "bytes_in": added(c[0] for c in conns),
+            "bytes_out": None if None in outs else added(outs),
             "datagrams_in": (point(len(dgrams["in"])), point(sum(dgrams["in"]))),
             "datagrams_out": (point(len(dgrams["out"])), point(sum(dgrams["out"]))),
             "shapes": (sorted(conns, key=lambda c: c[0]), sorted(dgrams["in"]),
@@ -191,7 +192,7 @@ def _totals(entries: list[dict]) -> dict:
 
 def _overlap(a: tuple, b: tuple) -> bool:
     """Could two tuples of (low, high) counts be the same counts?"""
-    return all(x[0] <= y[1] and y[0] <= x[1] for x, y in zip(a, b))
+    return all(x[0] <= y[1] and y[0] <= x[1] for x, y in zip(a, b, strict=True))
 
 
 def _words(span: tuple[int, int]) -> str:
@@ -205,4 +206,4 @@ def _same_shapes(mine: tuple, theirs: tuple) -> bool:
         return False
     return all(_overlap((a[0],), (b[0],)) and (a[1] is None or b[1] is None
                                                or _overlap((a[1],), (b[1],)))
-               for a, b in zip(conns_a, conns_b))
+               for a, b in zip(conns_a, conns_b, strict=True))

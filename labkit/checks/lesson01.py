@@ -17,8 +17,9 @@ from . import Verdict, answers_back, first_failure, not_a_recording, verdict
 WAIT = 3.0  # seconds the check's client waits for the student's server to close
 
 
-def acks_after_client_data(wire) -> list[int]:
-    """The server's ACK number that answers each client data segment, in order."""
+def acks_after_client_data(wire) -> list[int | None]:
+    """The server's ACK number that answers each client data segment, in order (None: no
+    ACK in the capture answers it)."""
     segs = wire.segments
     acks = []
     for i, seg in enumerate(segs):
@@ -42,7 +43,7 @@ def check_ack_predictions(predicted, wire) -> Verdict:
     if len(predicted) != len(actual):
         return Verdict(False, f"you gave {len(predicted)} numbers, but the client sent "
                        f"{len(actual)} messages", "one ACK number per client message")
-    for n, (p, a) in enumerate(zip(predicted, actual), 1):
+    for n, (p, a) in enumerate(zip(predicted, actual, strict=True), 1):
         if p != a:
             return Verdict(False, f"message {n}: you predicted ack={p}, the server sent ack={a}",
                            "the ACK names the next byte the server expects: the client's first "

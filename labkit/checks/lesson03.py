@@ -23,7 +23,7 @@ LIMIT = 15.0  # seconds the whole run may take
 HOLE_LIMIT = 5.0  # seconds the sender may take to give up on a black hole
 
 
-def _run(send_reliably, messages, relay_args, limit=LIMIT):
+def _run(send_reliably, messages, relay_args, limit=LIMIT) -> tuple[str, object, AckReceiver]:
     """Returns (outcome, value, receiver): outcome is ok / raised / timeout."""
     receiver = AckReceiver()
     box: list = []
@@ -80,8 +80,8 @@ def check_send_reliably(send_reliably) -> Verdict:
     lossy = _delivery(*_run(send_reliably, messages, LOSSY), messages)
     if not lossy:
         return lossy
-    outcome, value, receiver = _run(send_reliably, [b"anyone there?"], dict(drop=1.0),
-                                     limit=HOLE_LIMIT)
+    outcome, value, _receiver = _run(send_reliably, [b"anyone there?"], dict(drop=1.0),
+                                      limit=HOLE_LIMIT)
     if outcome == "timeout":
         hole = Verdict(False, "into a black hole (every datagram dropped) your sender never "
                               "gave up", "after `retries` sends without an ACK, raise TimeoutError")

@@ -62,7 +62,7 @@ def check_dechunk(dechunk) -> Verdict:
         except NotImplementedError:
             return Verdict(False, "dechunk is not written yet (it raises NotImplementedError)",
                            "replace the `raise` with your code")
-        except Exception as exc:  # the student's bug, reported as a verdict
+        except Exception as exc:  # noqa: BLE001 - the student's bug, reported as a verdict
             return Verdict(False, f"with {name}, dechunk({chunked[:40]!r}) raised "
                                   f"{type(exc).__name__}: {exc}",
                            HINTS.get(name, "read the size line, then exactly that many bytes, "

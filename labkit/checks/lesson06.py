@@ -42,8 +42,8 @@ def _rejected(exc: ssl.SSLCertVerificationError) -> Verdict:
                    _HINT_TRUST)
 
 
-def _handshake(ctx: ssl.SSLContext, server, host: str = "localhost") -> str:
-    """Connect and say hello through TLS; returns the negotiated version."""
+def _handshake(ctx: ssl.SSLContext, server, host: str = "localhost") -> str | None:
+    """Connect and say hello through TLS; returns the negotiated version (None: none)."""
     with socket.create_connection(server.address, timeout=5) as raw:
         with ctx.wrap_socket(raw, server_hostname=host) as tls:
             tls.sendall(b"ping")

@@ -69,7 +69,7 @@ async def _named_chat_scenario(url: str) -> tuple[str, str] | None:
     async def next_message(ws, who):
         try:
             return await asyncio.wait_for(ws.recv(), 2)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AssertionError(f"{who} waited 2 s and got no message") from None
 
     async def after_cid_vanished(ann, ben):
@@ -85,7 +85,7 @@ async def _named_chat_scenario(url: str) -> tuple[str, str] | None:
     names = ["ann", "ben", "cid"]
     conns = [await connect(url, compression=None) for _ in names]
     try:
-        for ws, name in zip(conns, names):
+        for ws, name in zip(conns, names, strict=True):
             await ws.send(name)
             got = await next_message(ws, name)
             if got != f"welcome {name}":
@@ -138,7 +138,7 @@ async def check_named_chat(handler) -> Verdict:
         if unfinished(exc):
             return NOT_WRITTEN
         return Verdict(False, f"your handler raised: {exc}", _HINT_VANISH)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return Verdict(False, "the scenario did not finish within 15 s",
                        "does every message reach the others with websockets.broadcast()?")
     what, hint = wrong or ("", "")

@@ -61,6 +61,7 @@ class LabKernelProvisioner(LocalProvisioner):
 
     async def pre_launch(self, **kwargs):
         km = self.parent
+        assert km is not None  # jupyter_client makes the kernel manager our parent
         # A restart keeps the connection info, so it keeps the directory it points into.
         if km.transport != "ipc" or not _ours(Path(km.ip).parent):
             runtime = Path(tempfile.mkdtemp(prefix=RUNTIME_PREFIX))  # mode 0700

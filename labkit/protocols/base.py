@@ -20,7 +20,11 @@ and the capture code both depend on it, never the other way round.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 __all__ = ["ProtocolView", "Dissection", "ip_layer", "tcp_connection"]
+
+V = TypeVar("V", bound="ProtocolView")
 
 
 class ProtocolView:
@@ -74,7 +78,7 @@ class Dissection:
                 return view.describe(payload, pkt)
         return None
 
-    def find(self, kind: type) -> ProtocolView:
+    def find(self, kind: type[V]) -> V:
         """This capture's instance of a view class, e.g. ``find(TLSView).connections``."""
         return next(view for view in self.views if isinstance(view, kind))
 

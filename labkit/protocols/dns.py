@@ -64,4 +64,7 @@ class DNSView(ProtocolView):
         return describe_dns(payload, pkt) is not None
 
     def describe(self, payload: bytes, pkt) -> str:
-        return describe_dns(payload, pkt)
+        text = describe_dns(payload, pkt)
+        if text is None:
+            raise ValueError("not a DNS message: describe() is for what recognises() accepted")
+        return text

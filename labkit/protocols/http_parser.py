@@ -2,8 +2,9 @@
 
     >>> parser = RequestParser()
     >>> parser.feed(b"POST /echo HTTP/1.1\\r\\nHost: lab\\r\\nContent-Length: 2\\r\\n\\r\\nhi")
-    >>> parser.next_event()
-    Request(method='POST', target='/echo', version='HTTP/1.1', headers=[('Host', 'lab'), ('Content-Length', '2')])
+    >>> request = parser.next_event()
+    >>> request.method, request.target, request.headers
+    ('POST', '/echo', [('Host', 'lab'), ('Content-Length', '2')])
     >>> parser.next_event(), parser.next_event(), parser.next_event()
     (Data(data=b'hi'), EndOfMessage(trailers=[]), NEED_DATA)
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 import re
 import urllib.parse
 from dataclasses import dataclass, field
+from typing import Literal
 
 __all__ = ["RequestParser", "Limits", "Request", "Data", "EndOfMessage", "ConnectionClosed",
            "NEED_DATA", "ParseError"]
@@ -338,7 +340,7 @@ def parse_field_line(line: bytes, what: str = "line", number: int | None = None
 
 
 def body_framing(version: str, headers: list[tuple[str, str]], limits: Limits = Limits()
-                 ) -> int | str:
+                 ) -> int | Literal["chunked"]:
     """How the body is framed (RFC 9112 §6.3): a byte count, or ``"chunked"``."""
     lower = [(n.lower(), v) for n, v in headers]
     hosts = sum(n == "host" for n, _ in lower)

@@ -6,8 +6,8 @@ ClientHello.  Each record is named (``ClientHello``, ``ServerHello``, ``ChangeCi
 written by ``SSLContext.keylog_filename`` / ``SSLKEYLOGFILE``) Scapy's TLS layer decrypts
 them, so TLS 1.3's hidden ``EncryptedExtensions``/``Certificate``/``Finished`` and the
 application data show up too.  Dissection lives in :mod:`labkit.protocols.tlsdissect`
-(loaded only when a capture has TLS in it); this module is TLS's protocol view.  The views of a whole
-capture (``tls_records``, ``client_hello`` ...) are in :mod:`labkit.views.tls`.
+(loaded only when a capture has TLS in it); this module is TLS's protocol view.  The views of
+a whole capture (``tls_records``, ``client_hello`` ...) are in :mod:`labkit.views.tls`.
 
     >>> view = TLSView(); view.analyse(packets, {"tls_keylog": keylog})
     >>> view.records(packets[3])     # the TLS records in that packet

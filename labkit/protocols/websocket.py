@@ -117,7 +117,7 @@ def websocket_frames(segs) -> list[tuple]:
     """``(segment, frame)`` for every WebSocket frame in captured segments, in order."""
     from scapy.layers.inet import TCP
 
-    out = []
+    out: list[tuple] = []
     for seg in segs:
         if seg.proto != "TCP" or not seg.length or not seg.summary.startswith("WebSocket "):
             continue
@@ -147,14 +147,16 @@ class WebSocketView(ProtocolView):
         for pkt in packets:
             if TCP not in pkt or isinstance(pkt[TCP], TCPerror):
                 continue  # a TCP header quoted by an ICMP error is not the connection's
-            if _is_upgrade(bytes(pkt[TCP].payload)):
+            connection = tcp_connection(pkt)
+            if connection is not None and _is_upgrade(bytes(pkt[TCP].payload)):
                 # frames come after this moment; the first 101 of a connection counts
-                self.upgraded.setdefault(tcp_connection(pkt), float(pkt.time))
+                self.upgraded.setdefault(connection, float(pkt.time))
 
     def recognises(self, payload: bytes, pkt) -> bool:
         if not payload or _is_upgrade(payload):
             return False  # the HTTP view names the response line
-        since = self.upgraded.get(tcp_connection(pkt))
+        connection = tcp_connection(pkt)
+        since = None if connection is None else self.upgraded.get(connection)
         return since is not None and float(pkt.time) > since  # not the HTTP handshake
 
     def describe(self, payload: bytes, pkt) -> str:

@@ -104,7 +104,7 @@ def conversation_entry(connections=(), datagrams_in=(), datagrams_out=(),
 
 # The name each TLS client asked for (SNI), by server-side socket: a TLS connection's
 # content on the wire is ciphertext, so its name is what replay compares (see _tls).
-SERVER_NAMES: "weakref.WeakKeyDictionary[ssl.SSLSocket, str]" = weakref.WeakKeyDictionary()
+SERVER_NAMES: weakref.WeakKeyDictionary[ssl.SSLSocket, str] = weakref.WeakKeyDictionary()
 
 
 def note_server_name(tls_socket, server_name, context) -> None:

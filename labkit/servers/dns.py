@@ -85,7 +85,7 @@ class DNSServer(UDPServer):
             if DNSHeader.parse(DNSBuffer(data)).q != 1:  # checked first: cheap to refuse
                 raise ValueError("a query has exactly one question")
             query = DNSRecord.parse(data)
-        except Exception:  # dnslib raises DNSError, and struct or index errors, on garbage
+        except Exception:  # noqa: BLE001 - dnslib raises DNSError, struct or index errors on garbage
             self.malformed += 1
             if len(data) < 2:
                 return None  # not even a query id to answer to

@@ -135,6 +135,7 @@ def _read_request(conn: socket.socket, parser: http_parser.RequestParser) -> Req
         elif isinstance(event, http_parser.Data):
             body += event.data  # (the parser bounds it: MAX_BODY)
         else:  # EndOfMessage
+            assert head is not None  # the parser gives a Request before its EndOfMessage
             return Request(head.method, head.target, head.version, head.headers, bytes(body),
                            event.raw)
 
@@ -315,8 +316,8 @@ class HTTPServer(TCPServer):
         reason = str(bad)
         self._note(f"(bad request) → {bad.status}: {reason}")
         body = f"{bad.status} {_phrase(bad.status)}: {reason}\n".encode()
-        head = _head_bytes(bad.status, self._common("text/plain; charset=utf-8", len(body))
-                           + [("Connection", "close")])
+        head = _head_bytes(bad.status, [*self._common("text/plain; charset=utf-8", len(body)),
+                                        ("Connection", "close")])
         conn.sendall(head + body)
         if isinstance(conn, ssl.SSLSocket):
             return
@@ -346,7 +347,7 @@ class HTTPServer(TCPServer):
             resp = self._route(req)
         except BadRequest as bad:
             resp = _text(bad.status, f"{bad.status} {_phrase(bad.status)}: {bad}\n")
-        except Exception as exc:  # a bug in an endpoint: answer 500, report to the cell
+        except Exception as exc:  # noqa: BLE001 - a bug in an endpoint: answer 500, report it
             self.record_error(exc)
             resp = _text(500, f"500 Internal Server Error: {type(exc).__name__}\n")
         try:
@@ -374,12 +375,12 @@ class HTTPServer(TCPServer):
         body = resp.body
         if no_body:
             conn.sendall(head)
-        elif isinstance(body, bytes) and length <= 65536:
+        elif isinstance(body, bytes) and len(body) <= 65536:
             conn.sendall(head + body)  # one write: a small response is one segment
         elif isinstance(body, bytes):
             conn.sendall(head)
             conn.sendall(body)         # no 20 MB copy just to glue the head on
-        elif not chunked:              # streamed with a Content-Length: /bytes, a file
+        elif length is not None:       # streamed with a Content-Length: /bytes, a file
             conn.sendall(head)
             sent = 0
             pieces = iter(lambda: body.read(65536), b"") if hasattr(body, "read") else body
@@ -431,7 +432,7 @@ class HTTPServer(TCPServer):
         if path == "/redirect":
             return self._redirect(q)
         if path.startswith("/static/") and self.static is not None:
-            return self._static(path.removeprefix("/static/"))
+            return self._static(self.static, path.removeprefix("/static/"))
         return _text(404, f"404 Not Found: no endpoint {_cut(path)}; GET / lists them\n")
 
     def _json(self, req: Request) -> _Response:
@@ -480,13 +481,13 @@ class HTTPServer(TCPServer):
         return _text(code, f"{code} {_phrase(code)}: see {_cut(location)}\n",
                      headers=[("Location", location)])
 
-    def _static(self, rel: str) -> _Response:
+    def _static(self, root: Path, rel: str) -> _Response:
         name = urllib.parse.unquote(rel)
         if "\x00" in name:
             return _text(400, "400 Bad Request: NUL byte in the path\n")
         try:
-            target = (self.static / name).resolve()
-            if not target.is_relative_to(self.static):
+            target = (root / name).resolve()
+            if not target.is_relative_to(root):
                 return _text(403, f"403 Forbidden: {_cut(name)!r} resolves outside the static "
                                   "directory\n")
             if not target.is_file():

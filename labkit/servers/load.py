@@ -115,16 +115,17 @@ class BackgroundServer(LabServer):
             self._started.set()
 
     async def _run_async(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._async_stop = asyncio.Event()
+        self._async_stop = stop = asyncio.Event()
+        self._loop = asyncio.get_running_loop()  # after the event: _wake() needs both
         self._started.set()
-        await self.serve(self._listener, self._async_stop)
+        await self.serve(self._listener, stop)
 
     def _wake(self) -> None:
         if self.is_async:
-            if self._loop is not None and not self._loop.is_closed():
+            loop, stop = self._loop, self._async_stop
+            if loop is not None and stop is not None and not loop.is_closed():
                 try:
-                    self._loop.call_soon_threadsafe(self._async_stop.set)
+                    loop.call_soon_threadsafe(stop.set)
                 except RuntimeError:
                     pass  # the loop already finished
         elif self._listener is not None:
@@ -279,7 +280,7 @@ class SlowReader:
         self._sock: socket.socket | None = None
         self._used = False
 
-    def __enter__(self) -> "SlowReader":
+    def __enter__(self) -> SlowReader:
         if self._used:
             raise RuntimeError("this SlowReader was already used; create a new SlowReader(...)")
         self._used = True

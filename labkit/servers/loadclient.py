@@ -48,7 +48,7 @@ async def _run_job(job) -> dict:
     started = time.perf_counter()
     tasks = [asyncio.create_task(_client(job, message, expect, barrier, latencies, errors))
              for _ in range(job["clients"])]
-    finished, pending = await asyncio.wait(tasks, timeout=job["timeout"])
+    _finished, pending = await asyncio.wait(tasks, timeout=job["timeout"])
     elapsed = time.perf_counter() - started
     for task in pending:
         task.cancel()

@@ -107,7 +107,7 @@ class UDPRelay(LabServer):
     @property
     def roles(self) -> dict[int, str]:
         """``{port: name}`` for Capture: both relay sockets are the relay, then the target."""
-        if self._front is None:
+        if self._front is None or self._back is None:
             raise RuntimeError("UDPRelay is not running: start it before the Capture")
         return {self._front.getsockname()[1]: self.name,
                 self._back.getsockname()[1]: self.name,
@@ -123,13 +123,13 @@ class UDPRelay(LabServer):
     # -- running ---------------------------------------------------------------
     def _start(self) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        self._front = socket.socket(family, socket.SOCK_DGRAM)
-        self._back = socket.socket(family, socket.SOCK_DGRAM)
-        self._front.bind((self.host, self._requested_port))
-        self._back.bind((self.host, 0))
-        self._back.connect(self.target)
-        for direction, src, send in (("up", self._front, self._to_target),
-                                     ("down", self._back, self._to_client)):
+        self._front = front = socket.socket(family, socket.SOCK_DGRAM)
+        self._back = back = socket.socket(family, socket.SOCK_DGRAM)
+        front.bind((self.host, self._requested_port))
+        back.bind((self.host, 0))
+        back.connect(self.target)
+        for direction, src, send in (("up", front, self._to_target),
+                                     ("down", back, self._to_client)):
             rng = random.Random(f"{self.seed}:{direction}")
             self._spawn(self._run, direction, src, send, rng, name=direction)
         # both sockets are bound: datagrams queue from now on
@@ -154,18 +154,28 @@ class UDPRelay(LabServer):
                 f"{_servers.JOIN_TIMEOUT}s")
 
     def _to_target(self, data: bytes) -> None:
+        back = self._socket(self._back)
         # An ICMP error left by an earlier datagram (nobody listened then) fails the next
         # send() once, and that send is lost: try again, the error is cleared by now.
         for _ in range(2):
             try:
-                self._back.send(data)
+                back.send(data)
                 return
             except ConnectionRefusedError:
                 continue
 
     def _to_client(self, data: bytes) -> None:
+        front = self._socket(self._front)
         if self._client is not None:
-            self._front.sendto(data, self._client)
+            front.sendto(data, self._client)
+
+    @staticmethod
+    def _socket(sock: socket.socket | None) -> socket.socket:
+        """``sock``, or the OSError a closed one gives (a thread outliving stop()'s join
+        finds None there: _pass_on treats both alike while stopping)."""
+        if sock is None:
+            raise OSError(errno.EBADF, "the relay has stopped")
+        return sock
 
     def _pass_on(self, send, data: bytes, direction: str) -> None:
         """Send one datagram on; one that cannot go is logged and counted, not fatal."""

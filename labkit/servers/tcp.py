@@ -156,7 +156,7 @@ class TCPServer(LabServer):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self._requested_port))
         sock.listen(self.backlog)  # listening now: clients can connect as soon as we return
-        self._spawn(self._accept_loop)
+        self._spawn(self._accept_loop, sock)
 
     def _wake(self) -> None:
         with self._lock:
@@ -182,11 +182,13 @@ class TCPServer(LabServer):
                 "a handler must return when recv() gives b''")
 
     # -- accepting ----------------------------------------------------------------
-    def _accept_loop(self) -> None:
+    def _accept_loop(self, sock: socket.socket) -> None:
+        # `sock`, not self._sock: a loop outliving stop()'s join meets a closed socket
+        # (OSError, expected while stopping), not None
         starved = False  # in a run of out-of-resources failures (reported once per run)
         while not self._stopping.is_set():
             try:
-                conn, addr = self._sock.accept()
+                conn, addr = sock.accept()
             except OSError as exc:
                 if self._stopping.is_set():
                     return  # the listening socket was shut down by stop()
@@ -228,8 +230,9 @@ class TCPServer(LabServer):
     def _serve(self, conn: socket.socket, addr) -> None:
         try:
             self._accepted(conn)
-            if self._tls_context is not None:
-                tls = self._handshake(conn)
+            context = self._tls_context
+            if context is not None:
+                tls = self._handshake(conn, context)
                 if tls is None:
                     return  # described in tls_errors, closed and forgotten
                 conn = tls
@@ -248,13 +251,12 @@ class TCPServer(LabServer):
         finally:
             self._forget(conn)
 
-    def _handshake(self, conn: socket.socket) -> ssl.SSLSocket | None:
+    def _handshake(self, conn: socket.socket, context: ssl.SSLContext) -> ssl.SSLSocket | None:
         """The TLS socket once its handshake is done, or None (described in tls_errors)."""
         tls = None
         try:
             with self._lock:  # wrapped and swapped at once: stop() shuts down one or the other
-                tls = self._tls_context.wrap_socket(conn, server_side=True,
-                                                    do_handshake_on_connect=False)
+                tls = context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
                 self._conns.discard(conn)  # detached now: the TLS socket has its descriptor
                 self._conns.add(tls)
                 if self._stopping.is_set():  # stop() may have missed both: do not wait for it

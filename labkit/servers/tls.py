@@ -38,7 +38,7 @@ LAB_HOSTS = ("localhost", "127.0.0.1")
 
 
 def _utcnow() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+    return _dt.datetime.now(_dt.UTC).replace(tzinfo=None)
 
 
 class CertFiles(NamedTuple):
@@ -73,7 +73,7 @@ class LocalCA:
         self._files: dict[trustme.LeafCert, CertFiles] = {}   # by leaf: written once
 
     # -- context manager -----------------------------------------------------
-    def __enter__(self) -> "LocalCA":
+    def __enter__(self) -> LocalCA:
         return self
 
     def __exit__(self, *exc):

@@ -56,9 +56,9 @@ class UDPServer(LabServer):
 
     def _start(self) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        self._sock = socket.socket(family, socket.SOCK_DGRAM)
-        self._sock.bind((self.host, self._requested_port))  # bound: datagrams queue from now on
-        self._spawn(self._receive_loop)
+        self._sock = sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.bind((self.host, self._requested_port))  # bound: datagrams queue from now on
+        self._spawn(self._receive_loop, sock)
 
     def _wake(self) -> None:
         if self._sock is not None:
@@ -75,10 +75,12 @@ class UDPServer(LabServer):
     def _bound_address(self):
         return self._sock.getsockname() if self._sock else None
 
-    def _receive_loop(self) -> None:
+    def _receive_loop(self, sock: socket.socket) -> None:
+        # `sock`, not self._sock: a handler outliving stop()'s join meets a closed socket
+        # (OSError, expected while stopping), not None
         while True:
             try:
-                data, addr = self._sock.recvfrom(65535)
+                data, addr = sock.recvfrom(65535)
             except OSError:
                 if self._stopping.is_set():
                     return  # stop() shut the socket down
@@ -92,17 +94,17 @@ class UDPServer(LabServer):
             try:
                 reply = self.handler(data, addr)
                 if reply is not None:
-                    self._send_reply(reply, addr)
-            except Exception as exc:  # keep serving others; report on exit
+                    self._send_reply(sock, reply, addr)
+            except Exception as exc:  # noqa: BLE001 - keep serving others; report on exit
                 self.record_error(exc)
             finally:
                 with self._lock:
                     self._busy = False
                     self._handled.notify_all()
 
-    def _send_reply(self, reply: bytes, addr) -> None:
+    def _send_reply(self, sock: socket.socket, reply: bytes, addr) -> None:
         try:
-            self._sock.sendto(reply, addr)
+            sock.sendto(reply, addr)
             with self._lock:
                 self._replies_sent += 1
                 self._out.add(self._replies_sent, len(reply))

@@ -17,9 +17,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
+from typing import TYPE_CHECKING
 
 from labkit.servers import base
 from labkit.servers.base import LabServer, ServerError
+
+if TYPE_CHECKING:
+    from websockets.asyncio.server import Server
 
 __all__ = ["WebSocketServer"]
 
@@ -57,7 +61,7 @@ class WebSocketServer(LabServer):
         super().__init__(host=host, name=name)
         self.handler = handler
         self.options = {"compression": None, "close_timeout": CLOSE_TIMEOUT, **options}
-        self._server = None
+        self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Future | None = None
         self._thread: threading.Thread | None = None
@@ -91,7 +95,8 @@ class WebSocketServer(LabServer):
     async def _main(self) -> None:
         from websockets.asyncio.server import ServerConnection, serve
 
-        accepted = weakref.WeakSet()  # every TCP connection, in its opening handshake or after
+        # every TCP connection, in its opening handshake or after
+        accepted: weakref.WeakSet[ServerConnection] = weakref.WeakSet()
 
         class Tracked(ServerConnection):
             # server.all_connections lists a connection only once its opening handshake is
@@ -100,13 +105,14 @@ class WebSocketServer(LabServer):
                 super().connection_made(transport)
                 accepted.add(self)
 
-        self._loop = asyncio.get_running_loop()
-        self._stopped = self._loop.create_future()
+        loop = asyncio.get_running_loop()
+        self._stopped = stopped = loop.create_future()
+        self._loop = loop  # after the future: _wake() needs both
         server = await serve(self._guarded, self.host, 0,
                              **{"create_connection": Tracked, **self.options})
         self._server = server
         self._ready.set()
-        await self._stopped
+        await stopped
         server.close()  # stop accepting; close every connection with 1001 (going away)
         closed = asyncio.ensure_future(server.wait_closed())
         if not (await asyncio.wait({closed}, timeout=self._grace()))[0]:
@@ -140,9 +146,13 @@ class WebSocketServer(LabServer):
 
     def _wake(self) -> None:
         loop, stopped = self._loop, self._stopped
-        if loop is not None and not loop.is_closed():
+        if loop is not None and stopped is not None and not loop.is_closed():
+            def wake() -> None:
+                if not stopped.done():  # stop() may wake it twice
+                    stopped.set_result(None)
+
             try:
-                loop.call_soon_threadsafe(lambda: stopped.done() or stopped.set_result(None))
+                loop.call_soon_threadsafe(wake)
             except RuntimeError:
                 pass  # the loop has just finished
 

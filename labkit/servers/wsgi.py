@@ -43,7 +43,7 @@ class _SocketServerHost(LabServer):
         # shutdown() waits for serve_forever, which waits for a running request: in a
         # thread of its own, so a single-threaded server stuck in a handler cannot block
         # the cell (both threads then get the same JOIN_TIMEOUT).
-        if self._thread is not None:
+        if self._thread is not None and self._socketserver is not None:
             self._spawn(self._socketserver.shutdown, name="shutdown")
 
     def _close(self) -> None:
@@ -51,7 +51,8 @@ class _SocketServerHost(LabServer):
             self._socketserver.server_close()
 
     def _bound_address(self):
-        return self._socketserver.server_address if self._running else None
+        server = self._socketserver
+        return server.server_address if self._running and server is not None else None
 
     def _stuck_message(self, stuck: list[str]) -> str:
         return (f"{type(self._socketserver).__name__} did not stop within "
@@ -60,8 +61,9 @@ class _SocketServerHost(LabServer):
                 "ThreadingHTTPServer or end the handler")
 
     def _record_handler_error(self, request, client_address) -> None:
-        exc = sys.exc_info()[1]
-        if not isinstance(exc, (ConnectionError, TimeoutError)):  # a client gone: not a bug
+        exc = sys.exc_info()[1]  # handle_error is called from an except block
+        gone = (ConnectionError, TimeoutError)  # a client gone: not a bug
+        if exc is not None and not isinstance(exc, gone):
             self.record_error(exc)
 
 
@@ -76,6 +78,9 @@ class SocketServerThread(_SocketServerHost):
             raise TypeError(f"serve_in_thread takes a socketserver server such as "
                             f"http.server.HTTPServer(('127.0.0.1', 0), Handler), "
                             f"not {type(server).__name__}")
+        if not isinstance(server.server_address, tuple):
+            raise TypeError(f"serve_in_thread serves a server on an IP address and port; "
+                            f"this one listens on {server.server_address!r}")
         host, port = server.server_address[:2]
         super().__init__(host=host, port=port, name=type(server).__name__[:64])
         self.server = server
@@ -87,7 +92,8 @@ class SocketServerThread(_SocketServerHost):
             if custom not in (None, socketserver.BaseServer.handle_error):
                 original(request, client_address)
 
-        server.handle_error = handle_error  # the default prints to stderr
+        # the default prints to stderr; patched on this one object, which the student made
+        server.handle_error = handle_error  # type: ignore[method-assign]
 
     def _make_server(self) -> socketserver.BaseServer:
         return self.server  # bound and listening since the student made it
@@ -116,7 +122,9 @@ def serve_in_thread(server: socketserver.BaseServer) -> SocketServerThread:
 class _QuietHandler(WSGIRequestHandler):
     """wsgiref's handler, logging into the server's list instead of stderr."""
 
-    def log_message(self, format, *args):  # noqa: A002 - wsgiref's signature
+    server: _ThreadingWSGIServer
+
+    def log_message(self, format, *args):  # wsgiref's signature
         self.server.log.append(format % args)
 
     def get_stderr(self):
@@ -126,6 +134,10 @@ class _QuietHandler(WSGIRequestHandler):
 class _ThreadingWSGIServer(socketserver.ThreadingMixIn, _WsgirefServer):
     daemon_threads = True
     block_on_close = True
+    log: list[str]  # the WSGIServer's, which _QuietHandler appends to
+
+    def handle_error(self, request, client_address) -> None:
+        """Silent: wsgiref would print app tracebacks to stderr; WSGIServer records them."""
 
 
 class _ThreadingWSGIServer6(_ThreadingWSGIServer):
@@ -171,8 +183,6 @@ class WSGIServer(_SocketServerHost):
         server = kind((self.host, self._requested_port), _QuietHandler)
         server.set_app(self._wrapped)
         server.log = self.log
-        # wsgiref prints app tracebacks to stderr itself; the wrapper records them instead.
-        server.handle_error = lambda request, client_address: None
         self._flask_errors()
         return server
 

@@ -10,6 +10,7 @@ notebook shows it once).
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING
 
 from labkit.views.plotting import plt
@@ -56,7 +57,7 @@ def throughput_figure(sizes: list[int], rates: list[float], *, title: str | None
     plt.close(fig)
     mbs = [r / 1e6 for r in rates]
     ax.plot(sizes, mbs, "o-", lw=3, ms=10, color="#2166ac")
-    for x, y in zip(sizes, mbs):
+    for x, y in zip(sizes, mbs, strict=True):
         ax.annotate(f"{y:,.0f}", (x, y), textcoords="offset points", xytext=(0, 10),
                     ha="center", fontsize=13)
     ax.set_xscale("log", base=2)
@@ -86,7 +87,7 @@ def plot_load(results: dict[str, dict[int, LoadResult]], *, title: str):
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 6.5))
     plt.close(fig)
     colors = ["#d01c8b", "#2166ac", "#1b7837", "#e66101", "#5e3c99", "#555555"]
-    for (design, runs), color in zip(results.items(), colors * 2):
+    for (design, runs), color in zip(results.items(), itertools.cycle(colors)):
         xs = sorted(runs)
         ax1.plot(xs, [runs[x].rps for x in xs], "o-", color=color, lw=3, ms=8, label=design)
         ax2.plot(xs, [runs[x].p50_ms for x in xs], "o-", color=color, lw=3, ms=8,

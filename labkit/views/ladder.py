@@ -64,8 +64,8 @@ def ladder(segs: list[Segment], *, title: str | None = None):
     for role, xi in x.items():
         ax.plot([xi, xi], [top, bottom], color="#999999", lw=2, zorder=1)
         ax.text(xi, top - 0.15, role, ha="center", va="bottom", fontsize=15, fontweight="bold")
-    for row, label, seg in zip(ys, labels, segs):
-        x0, x1 = x[seg.src], x[seg.dst]
+    for row, label, seg in zip(ys, labels, segs, strict=True):
+        x0, x1 = float(x[seg.src]), float(x[seg.dst])
         color = COLORS[kind(seg)]
         if x0 == x1:  # a packet from a host to itself (rare): draw a short loop
             x1 = x0 + 0.3

@@ -13,6 +13,6 @@ import matplotlib
 
 if not matplotlib.get_backend().lower().startswith(("module://", "nbagg", "ipympl", "widget")):
     matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - only after the backend is chosen
+import matplotlib.pyplot as plt  # only after the backend is chosen
 
 __all__ = ["plt"]

@@ -29,7 +29,7 @@ def text_table(columns, rows: list[list[str]], *, empty: str = "(no rows)") -> s
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
 
     def line(cells):
-        return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
 
     return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
@@ -41,7 +41,7 @@ def html_table(columns, rows: list[list[str]], colors: list[str], *,
         return f"<p><em>{empty}</em></p>"
     head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in columns)
     body = []
-    for color, row in zip(colors, rows):
+    for color, row in zip(colors, rows, strict=True):
         cells = "".join(f"<td style='text-align:left'>{html.escape(c)}</td>" for c in row)
         body.append(f"<tr style='color:{color}'>{cells}</tr>")
     return ("<table style='font-family:monospace;font-size:110%'>"

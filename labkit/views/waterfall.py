@@ -11,6 +11,7 @@ keeps the numbers in a :class:`Timing`; :func:`waterfall` only draws them.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from matplotlib.patches import Patch
@@ -42,7 +43,7 @@ class Timing:
 
     def __post_init__(self):
         marks = [self.start, self.connected, self.sent, self.first_byte, self.last_byte]
-        if any(later < earlier for earlier, later in zip(marks, marks[1:])):
+        if any(later < earlier for earlier, later in itertools.pairwise(marks)):
             raise ValueError(
                 f"Timing {self.label!r}: readings must not go back in time "
                 f"(start ≤ connected ≤ sent ≤ first_byte ≤ last_byte), got {marks}; "
@@ -59,7 +60,7 @@ class Timing:
     def total(self) -> float:
         return self.last_byte - self.start
 
-    def relative_to(self, t0: float, label: str | None = None) -> "Timing":
+    def relative_to(self, t0: float, label: str | None = None) -> Timing:
         """The same request with its clock readings counted from ``t0`` (to line up groups)."""
         return Timing(label or self.label, self.start - t0, self.connected - t0, self.sent - t0,
                       self.first_byte - t0, self.last_byte - t0, self.nbytes)
