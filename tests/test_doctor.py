@@ -8,7 +8,8 @@ from labkit.tools.doctor import fix_for, network_lines, report
 def test_report_names_mode_reason_fix_and_versions(monkeypatch):
     monkeypatch.setenv("LABKIT_CAPTURE", "replay")
     text = report()
-    assert text.splitlines()[0] == "capture mode : replay — LABKIT_CAPTURE=replay asks for recordings"
+    first = text.splitlines()[0]
+    assert first == "capture mode : replay — LABKIT_CAPTURE=replay asks for recordings"
     for field in ("fix", "network", "recordings", "python", "scapy", "jupyterlab", "tcpdump"):
         assert f"\n{field}" in text
 

@@ -62,7 +62,8 @@ def student_slice(nb) -> list[int]:
     """Indexes of the code cells to run: from the first exercise on, and what they need.
 
     >>> nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in (
-    ...     "import socket", "unused = 1", "### BEGIN SOLUTION\\ns = socket.socket\\n### END SOLUTION")])
+    ...     "import socket", "unused = 1",
+    ...     "### BEGIN SOLUTION\\ns = socket.socket\\n### END SOLUTION")])
     >>> student_slice(nb)
     [0, 2]
     """
@@ -125,7 +126,7 @@ def test_the_student_edition_answers_back(path, lab_kernel):
         if client.kc is not None:
             client.kc.stop_channels()
     verdicts, crashes = [], []
-    for i, cell in zip(["reset", *ran], nb.cells):
+    for i, cell in zip(["reset", *ran], nb.cells, strict=True):  # one label per cell
         for out in cell.get("outputs", []):
             if out.output_type == "error" and out.ename != "NotImplementedError":
                 crashes.append(f"cell {i}: {out.ename}: {out.evalue}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import socket
 
 from labkit.servers import load as _load
 from labkit.servers.base import ServerError
@@ -33,10 +34,10 @@ def check_asyncio_upper(serve) -> Verdict:
             await serve(listener, stop)
             returned_early.append(not stop.is_set())
         finally:
-            if not stop.is_set():   # returned or raised: nobody serves now, so refuse the
-                import socket       # clients at once instead of letting them wait 5 s
-
-                listener.shutdown(socket.SHUT_RDWR)   # (not close(): the load asks its port)
+            if not stop.is_set():
+                # returned or raised: nobody serves now, so refuse the clients at once
+                # instead of letting them wait 5 s (not close(): the load asks its port)
+                listener.shutdown(socket.SHUT_RDWR)
 
     try:
         with _load.BackgroundServer(watched, name=serve.__name__) as server:
