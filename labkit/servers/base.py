@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import threading
 import time
 
-__all__ = ["LabServer", "ServerError", "check_host", "check_port", "check_name", "url_host"]
+__all__ = ["LabServer", "ServerError", "check_host", "check_port", "check_name", "url_host",
+           "wake"]
 
 JOIN_TIMEOUT = 5.0  # seconds all threads together get to finish once they were woken
 MAX_ERRORS = 100    # exceptions kept in server.errors; later ones are only counted
@@ -74,6 +76,20 @@ def check_name(name) -> str:
 def url_host(host: str) -> str:
     """``host`` as a URL writes it: an IPv6 address in brackets (``[::1]``)."""
     return f"[{host}]" if ":" in host else host
+
+
+def wake(*socks) -> None:
+    """Shut sockets down to wake the threads blocked on them (accept/recv return at once).
+
+    On Linux, ``shutdown`` (unlike ``close``) wakes a thread blocked in ``accept()``,
+    ``recv()`` or ``recvfrom()`` on that socket; a socket already gone is skipped.
+    """
+    for sock in socks:
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # not connected, or already closed: nothing blocks on it
 
 
 def join_all(threads, timeout: float) -> list[str]:

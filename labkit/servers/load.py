@@ -128,11 +128,8 @@ class BackgroundServer(LabServer):
                     loop.call_soon_threadsafe(stop.set)
                 except RuntimeError:
                     pass  # the loop already finished
-        elif self._listener is not None:
-            try:
-                self._listener.shutdown(socket.SHUT_RDWR)  # wakes a blocking accept()
-            except OSError:
-                pass
+        else:
+            base.wake(self._listener)  # wakes a blocking accept()
 
     def _close(self) -> None:
         if self._listener is not None:

@@ -28,7 +28,7 @@ import threading
 from collections import Counter
 
 from labkit.servers import base as _servers
-from labkit.servers.base import LabServer, check_host, check_port, log
+from labkit.servers.base import LabServer, check_host, check_port, log, wake
 
 __all__ = ["UDPRelay", "AckReceiver"]
 
@@ -135,12 +135,7 @@ class UDPRelay(LabServer):
         # both sockets are bound: datagrams queue from now on
 
     def _wake(self) -> None:
-        for sock in (self._front, self._back):
-            if sock is not None:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)  # wakes recv() on Linux
-                except OSError:
-                    pass
+        wake(self._front, self._back)
 
     def _close(self) -> None:
         for sock in (self._front, self._back):

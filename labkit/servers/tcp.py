@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable
 
 from labkit.servers import base
-from labkit.servers.base import MAX_ERRORS, LabServer, log
+from labkit.servers.base import MAX_ERRORS, LabServer, log, wake
 from labkit.servers.conversation import (
     SERVER_NAMES,
     _accept_queue,
@@ -161,12 +161,7 @@ class TCPServer(LabServer):
     def _wake(self) -> None:
         with self._lock:
             socks = [self._sock, *self._conns]
-        for sock in socks:  # wakes accept() and every handler's recv() (they see b'')
-            if sock is not None:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+        wake(*socks)  # accept() and every handler's recv() (they see b'') return
 
     def _close(self) -> None:
         if self._sock is not None:

@@ -18,7 +18,7 @@ import socket
 import threading
 from collections.abc import Callable
 
-from labkit.servers.base import LabServer, log
+from labkit.servers.base import LabServer, log, wake
 from labkit.servers.conversation import _Recent, content_digest, conversation_entry
 from labkit.servers.tcp import pick_handler
 
@@ -61,11 +61,7 @@ class UDPServer(LabServer):
         self._spawn(self._receive_loop, sock)
 
     def _wake(self) -> None:
-        if self._sock is not None:
-            try:
-                self._sock.shutdown(socket.SHUT_RDWR)  # wakes recvfrom() on Linux
-            except OSError:
-                pass
+        wake(self._sock)  # recvfrom() returns
 
     def _close(self) -> None:
         if self._sock is not None:
