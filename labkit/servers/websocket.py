@@ -68,6 +68,8 @@ class WebSocketServer(LabServer):
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._stuck = False   # handlers still running when the server had to be done
+        self._handlers = 0     # handler calls running now
+        self._handlers_changed = threading.Condition()
 
     def _bound_address(self):
         return self._server.sockets[0].getsockname() if self._server else None
@@ -77,9 +79,24 @@ class WebSocketServer(LabServer):
         """``ws://127.0.0.1:PORT/`` (an IPv6 host in brackets), for ``websockets.connect``."""
         return self._url("ws", "/")
 
+    def wait_for_handlers(self, count: int, timeout: float) -> bool:
+        """Wait until exactly ``count`` handler calls are running; False after ``timeout`` s.
+
+        For a test or a check that must know the server saw a client go, e.g. after
+        ``ws.transport.abort()``: ``await asyncio.to_thread(server.wait_for_handlers, 2, 5)``.
+        """
+        with self._handlers_changed:
+            return self._handlers_changed.wait_for(lambda: self._handlers == count, timeout)
+
+    def _count_handlers(self, step: int) -> None:
+        with self._handlers_changed:
+            self._handlers += step
+            self._handlers_changed.notify_all()
+
     async def _guarded(self, websocket):
         from websockets.exceptions import ConnectionClosed
 
+        self._count_handlers(+1)
         try:
             await self.handler(websocket)
         except ConnectionClosed:
@@ -87,6 +104,8 @@ class WebSocketServer(LabServer):
         except Exception as exc:
             self.record_error(exc)
             raise  # websockets closes that connection with 1011 (internal error)
+        finally:
+            self._count_handlers(-1)
 
     def _grace(self) -> float:
         """Seconds the closing handshakes get (all at once) before connections are cut."""
