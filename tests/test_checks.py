@@ -89,7 +89,7 @@ def test_a_check_that_always_says_right_fails_its_wrong_answer_tests(request, mo
     async def always_right_async(*args, **kwargs):
         return Verdict(True, "anything goes")
 
-    ran = 0
+    ran = skipped = 0
     for name, tests in registered_wrong_answer_tests().items():
         lesson, check = name.split(".")
         module = importlib.import_module(f"labkit.checks.{lesson}")
@@ -100,11 +100,14 @@ def test_a_check_that_always_says_right_fails_its_wrong_answer_tests(request, mo
                 fixtures = {arg: request.getfixturevalue(arg)
                             for arg in inspect.signature(test).parameters}
             except pytest.skip.Exception:
-                continue  # e.g. `live` without capture privilege
+                skipped += 1  # e.g. `live` without capture privilege
+                continue
             with monkeypatch.context() as patched:
                 patched.setattr(module, check, stub)
                 with pytest.raises(AssertionError, match="accepted a wrong answer"):
                     test(**fixtures)
             assert check_name(getattr(module, check)) == name   # the real check is back
             ran += 1
-    assert ran >= len(registered_wrong_answer_tests())
+    # every registered test ran (or could not, here: no capture privilege), and most did
+    total = sum(len(tests) for tests in registered_wrong_answer_tests().values())
+    assert ran + skipped == total and ran > total // 2, (ran, skipped, total)

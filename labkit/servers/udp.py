@@ -105,6 +105,8 @@ class UDPServer(LabServer):
                 self._replies_sent += 1
                 self._out.add(self._replies_sent, len(reply))
         except OSError as exc:
+            if self._stopping.is_set():
+                return  # stop() shut the socket down while the handler ran: nobody to answer
             if exc.errno != errno.EMSGSIZE:
                 raise
             self.replies_refused += 1
