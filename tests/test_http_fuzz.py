@@ -26,7 +26,8 @@ import pytest
 import labkit.servers.http
 import labkit.servers.tcp
 from labkit import HTTPServer
-from labkit.servers.http import MAX_BODY, MAX_JSON_DEPTH, MAX_REQUEST_LINE
+from labkit.servers.http import MAX_BODY, MAX_REQUEST_LINE
+from labkit.servers.http_endpoints import MAX_JSON_DEPTH
 
 CLIENT_TIMEOUT = 5.0  # well under the server's IDLE_TIMEOUT: an answer must not wait for it
 SECRET = "top secret\n"
