@@ -232,3 +232,23 @@ def test_named_chat_check_explains_what_is_wrong():
     result = run(check_named_chat(everyone))
     assert not result.passed and "welcome ann" in result.message and result.hint
     assert not run(check_named_chat(lambda ws: None)).passed
+
+
+def test_frames_are_read_from_the_stream_not_one_segment_at_a_time():
+    from packets import C, S, tcp
+
+    answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"
+    hello, bye, ping = (bytes.fromhex("810548656c6c6f"), bytes.fromhex("8103627965"),
+                        bytes.fromhex("8900"))
+    seq = 500 + len(answer)
+    pkts = [tcp(S, C, "PA", 500, 1, answer, t=1.0),
+            tcp(S, C, "PA", seq, 1, hello[:3], t=1.1),                   # TCP split a frame
+            tcp(S, C, "PA", seq + 3, 1, hello[3:] + bye, t=1.2),         # ... and joined two
+            tcp(S, C, "PA", seq + 3, 1, hello[3:] + bye, t=1.3),         # a retransmission
+            tcp(S, C, "PA", seq + 12, 1, ping, t=1.4)]
+    segs = segments(pkts, {S[1]: "server"})
+    assert segs[1].summary.startswith("WebSocket data, part of a frame")
+    frames = [(seg.index, frame.kind, frame.data) for seg, frame in websocket_frames(segs)]
+    assert frames == [(2, "text", b"Hello"), (2, "text", b"bye"), (4, "ping", b"")]
+    assert segs[2].summary.startswith("WebSocket data, part of a frame")  # alone, it is not one
+    assert segs[4].summary == "WebSocket ping FIN unmasked len=0"

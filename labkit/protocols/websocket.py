@@ -74,14 +74,32 @@ class Frame:
 
 def parse_frames(data: bytes) -> list[Frame]:
     """Split ``data`` into whole WebSocket frames; ``ValueError`` if it is not exactly that."""
+    frames, used = _whole_frames(data)
+    if used < len(data):
+        _whole_frames(data[used:], strict=True)  # raises, saying what is wrong there
+    return frames
+
+
+def _whole_frames(data, *, strict: bool = False) -> tuple[list[Frame], int]:
+    """The whole frames at the start of ``data`` and how many bytes they use.
+
+    A cut-off frame at the end stops the split (``strict``: raises ``ValueError``);
+    bytes that cannot start a frame always raise.
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"parse_frames needs bytes (a TCP payload), not {type(data).__name__}")
     data = bytes(data)
     frames: list[Frame] = []
     i = 0
+
+    def cut(message: str) -> tuple[list[Frame], int]:
+        if strict:
+            raise ValueError(message)
+        return frames, i
+
     while i < len(data):
         if len(data) - i < 2:
-            raise ValueError(f"a frame header needs 2 bytes at least; {len(data) - i} left at {i}")
+            return cut(f"a frame header needs 2 bytes at least; {len(data) - i} left at {i}")
         b0, b1 = data[i], data[i + 1]
         opcode, masked, length = b0 & 0x0F, bool(b1 & 0x80), b1 & 0x7F
         if opcode not in OPCODES:
@@ -89,12 +107,12 @@ def parse_frames(data: bytes) -> list[Frame]:
         head = 2
         if length == 126:
             if len(data) - i < 4:
-                raise ValueError(f"byte {i}: the 16-bit length is cut off")
+                return cut(f"byte {i}: the 16-bit length is cut off")
             length = struct.unpack_from("!H", data, i + 2)[0]
             head = 4
         elif length == 127:
             if len(data) - i < 10:
-                raise ValueError(f"byte {i}: the 64-bit length is cut off")
+                return cut(f"byte {i}: the 64-bit length is cut off")
             length = struct.unpack_from("!Q", data, i + 2)[0]
             head = 10
         if opcode >= 0x8 and (length > 125 or not b0 & 0x80):
@@ -105,26 +123,42 @@ def parse_frames(data: bytes) -> list[Frame]:
             head += 4
         end = i + head + length
         if end > len(data) or (mask is not None and len(mask) < 4):
-            raise ValueError(
-                f"byte {i}: the frame needs {end - i} bytes, only {len(data) - i} here")
+            return cut(f"byte {i}: the frame needs {end - i} bytes, only {len(data) - i} here")
         frames.append(Frame(bool(b0 & 0x80), (b0 >> 4) & 0x7, opcode, masked, mask,
                             data[i + head:end], head))
         i = end
-    return frames
+    return frames, i
 
 
 def websocket_frames(segs) -> list[tuple]:
-    """``(segment, frame)`` for every WebSocket frame in captured segments, in order."""
+    """``(segment, frame)`` for every WebSocket frame in captured segments, in order.
+
+    Each direction of a connection is read as the byte stream it is: a frame that TCP
+    split over several segments is put together and listed with the segment it ends in,
+    and a retransmitted segment adds nothing.
+    """
     from scapy.layers.inet import TCP
 
     out: list[tuple] = []
+    streams: dict[tuple, tuple[int | None, bytes]] = {}  # direction -> (next seq, left over)
     for seg in segs:
         if seg.proto != "TCP" or not seg.length or not seg.summary.startswith("WebSocket "):
             continue
+        direction = (tcp_connection(seg.packet), seg.src)
+        payload = bytes(seg.packet[TCP].payload)
+        expected, pending = streams.get(direction, (seg.seq, b""))
+        end = None if seg.seq is None else seg.seq + len(payload)
+        if seg.seq is not None and expected is not None:
+            if end is not None and end <= expected:
+                continue                          # all of it seen before: a retransmission
+            payload = payload[max(0, expected - seg.seq):]
+        data = pending + payload
         try:
-            frames = parse_frames(bytes(seg.packet[TCP].payload))
+            frames, used = _whole_frames(data)
         except ValueError:
+            streams.pop(direction, None)          # not frames after all: start afresh
             continue
+        streams[direction] = (end, data[used:])
         out.extend((seg, frame) for frame in frames)
     return out
 
@@ -161,10 +195,14 @@ class WebSocketView(ProtocolView):
 
     def describe(self, payload: bytes, pkt) -> str:
         try:
-            frames = parse_frames(payload)
+            frames, used = _whole_frames(payload)
         except ValueError:
+            frames, used = [], 0
+        if not frames:
             return f"WebSocket data, part of a frame ({len(payload)} bytes)"
-        return " + ".join(f.describe() for f in frames)
+        rest = len(payload) - used
+        return " + ".join(f.describe() for f in frames) + (
+            f" + the start of a frame ({rest} bytes)" if rest else "")
 
     def label(self, seg) -> str | None:
         """Ladder arrows on WebSocket connections say what they carry, not just TCP flags."""
