@@ -6,7 +6,7 @@ run after run on a busy 2-core machine, not just once on a quiet one:
     .venv/bin/python benchmarks/stress_suite.py --runs 20 --loaded 10
     .venv/bin/python benchmarks/stress_suite.py --runs 4 --loaded 2 --load suite --modes replay
 
-Each run is the README's test command (``pytest -n auto --dist loadscope``) with
+Each run is the README's test command (``pytest -n <cores + 1> --dist loadscope``) with
 ``LABKIT_CAPTURE`` cycling through ``--modes``. The first ``--runs - --loaded`` runs are
 quiet; the rest run while a background load is on:
 
@@ -36,7 +36,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PYTEST = [sys.executable, "-m", "pytest", "-n", "auto", "--dist", "loadscope", "-q"]
+# the same workers as `make test` (its PYTEST_ARGS): one more than there are cores
+PYTEST = [sys.executable, "-m", "pytest", "-n", str((os.cpu_count() or 1) + 1), "--dist",
+          "loadscope", "-q"]
 UNIT_TESTS = [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "tests", "-x",
               "--deselect", "tests/test_handout.py"]
 LOADS = ("bursty", "suite", "mixed", "stress-ng")
