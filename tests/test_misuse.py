@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+from handlers import serve_until_stopped, ws_echo
 
 from labkit import (
     BackgroundServer,
@@ -27,17 +28,6 @@ from labkit import (
     WSGIServer,
     load,
 )
-
-
-async def ws_echo(ws):
-    async for message in ws:
-        await ws.send(message)
-
-
-def serve_until_stopped(listener, stop):
-    while not stop.is_set():
-        conn, _ = listener.accept()
-        conn.close()
 
 
 @pytest.fixture(scope="module")

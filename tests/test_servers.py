@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from handlers import serve_until_stopped, ws_echo
 
 from labkit import ServerError, TCPServer, UDPServer, load
 
@@ -337,17 +338,6 @@ from labkit import (  # noqa: E402
     serve_in_thread,
 )
 from labkit.servers.base import LabServer  # noqa: E402
-
-
-async def ws_echo(ws):
-    async for message in ws:
-        await ws.send(message)
-
-
-def serve_until_stopped(listener, stop):
-    while not stop.is_set():
-        conn, _ = listener.accept()
-        conn.close()
 
 
 def wsgi_hello(environ, start_response):

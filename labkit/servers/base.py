@@ -27,8 +27,8 @@ import socket
 import threading
 import time
 
-__all__ = ["LabServer", "ServerError", "check_host", "check_port", "check_name", "url_host",
-           "wake"]
+__all__ = ["LabServer", "SocketServer", "ServerError", "check_host", "check_port", "check_name",
+           "url_host", "wake"]
 
 JOIN_TIMEOUT = 5.0  # seconds all threads together get to finish once they were woken
 MAX_ERRORS = 100    # exceptions kept in server.errors; later ones are only counted
@@ -264,3 +264,18 @@ class LabServer:
     def __repr__(self):
         where = f"{url_host(self.host)}:{self.port}" if self._bound_address() else "stopped"
         return f"<{type(self).__name__} {self.name!r} {where}>"
+
+
+class SocketServer(LabServer):
+    """A :class:`LabServer` with one socket of its own (``_sock``), bound in ``_start``:
+    closing it and telling where it is bound are the same for TCP and UDP."""
+
+    _sock: socket.socket | None = None
+
+    def _close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _bound_address(self):
+        return self._sock.getsockname() if self._sock else None

@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable
 
 from labkit.servers import base
-from labkit.servers.base import MAX_ERRORS, LabServer, log, wake
+from labkit.servers.base import MAX_ERRORS, SocketServer, log, wake
 from labkit.servers.conversation import (
     SERVER_NAMES,
     _accept_queue,
@@ -107,7 +107,7 @@ def _left_behind(exc: BaseException) -> ssl.SSLSocket | None:
     return None
 
 
-class TCPServer(LabServer):
+class TCPServer(SocketServer):
     """A TCP server on loopback with one thread per connection.
 
     ``handler`` is ``"echo"``, ``"upper"`` or a function ``handler(conn, addr)``
@@ -162,14 +162,6 @@ class TCPServer(LabServer):
         with self._lock:
             socks = [self._sock, *self._conns]
         wake(*socks)  # accept() and every handler's recv() (they see b'') return
-
-    def _close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-    def _bound_address(self):
-        return self._sock.getsockname() if self._sock else None
 
     def _stuck_message(self, stuck: list[str]) -> str:
         return (f"{self.name}: {len(stuck)} handler thread(s) {stuck[:5]} did not finish within "

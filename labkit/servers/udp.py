@@ -18,7 +18,7 @@ import socket
 import threading
 from collections.abc import Callable
 
-from labkit.servers.base import LabServer, log, wake
+from labkit.servers.base import SocketServer, log, wake
 from labkit.servers.conversation import _Recent, content_digest, conversation_entry
 from labkit.servers.tcp import pick_handler
 
@@ -30,7 +30,7 @@ UDP_HANDLERS: dict[str, Callable] = {
 }
 
 
-class UDPServer(LabServer):
+class UDPServer(SocketServer):
     """A UDP server on loopback: ``handler(data, addr)`` returns the reply or None.
 
     A reply too big for one datagram is not sent: it is counted in
@@ -62,14 +62,6 @@ class UDPServer(LabServer):
 
     def _wake(self) -> None:
         wake(self._sock)  # recvfrom() returns
-
-    def _close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-    def _bound_address(self):
-        return self._sock.getsockname() if self._sock else None
 
     def _receive_loop(self, sock: socket.socket) -> None:
         # `sock`, not self._sock: a handler outliving stop()'s join meets a closed socket
