@@ -70,3 +70,19 @@ def test_tracker_reset_settles_a_refused_connection():
     assert not tracker.settled()
     tracker.add(tcp(S, C, "RA", 0, 11))
     assert tracker.settled()
+
+
+def test_a_retransmitted_segment_is_named_not_described_again():
+    from packets import ISN_C, ISN_S, C, S, tcp
+
+    pkts = [
+        *conversation()[:4],
+        tcp(C, S, "PA", ISN_C + 1, ISN_S + 1, b"hello", t=10.2),   # the same 5 bytes again
+        tcp(C, S, "PA", ISN_C + 6, ISN_S + 1, b"more", t=10.3),    # new bytes: not a retransmission
+    ]
+    segs = segments(pkts, {8080: "server"})
+    assert segs[4].summary == "TCP retransmission of bytes 1 to 5"
+    assert not segs[3].summary.startswith("TCP retransmission")
+    assert not segs[5].summary.startswith("TCP retransmission")
+    # without the handshake, sequence numbers prove nothing: hand-built or cut captures
+    assert not segments(pkts[3:], {8080: "server"})[1].summary.startswith("TCP retransmission")

@@ -110,6 +110,8 @@ def segments(packets, roles: dict[int, str], meta: dict | None = None, *,
         dissection = dissect(packets, meta)
     names = _Roles(roles)
     isn: dict[tuple, int] = {}   # (src ip, sport, dst ip, dport) -> first seq seen
+    sent: dict[tuple, int] = {}  # the same key -> relative seq just past the last new byte
+    opened: set[tuple] = set()   # keys whose SYN we saw: their seq numbers can be trusted
     out: list[Segment] = []
     t0 = float(packets[0].time) if len(packets) else 0.0
     for pkt in packets:
@@ -124,14 +126,22 @@ def segments(packets, roles: dict[int, str], meta: dict | None = None, *,
             back = (ip.dst, tcp.dport, ip.src, tcp.sport)
             if "S" in str(tcp.flags) or key not in isn:
                 isn.setdefault(key, tcp.seq)
+            if "S" in str(tcp.flags):
+                opened.add(key)
             payload = bytes(tcp.payload)
             ack = None
             if "A" in str(tcp.flags):
                 ack = (tcp.ack - isn[back]) % 2**32 if back in isn else tcp.ack
+            seq = (tcp.seq - isn[key]) % 2**32
+            if payload and key in opened and seq + len(payload) <= sent.get(key, 0):
+                # every byte was sent before: TCP is sending it again (an ACK was late or lost)
+                summary = f"TCP retransmission of bytes {seq} to {seq + len(payload) - 1}"
+            else:
+                summary = _describe(payload, pkt, dissection)
+                sent[key] = max(sent.get(key, 0), seq + len(payload))
             out.append(Segment(
                 i, t, names.name(ip.src, tcp.sport), names.name(ip.dst, tcp.dport), "TCP",
-                flag_names(tcp.flags), (tcp.seq - isn[key]) % 2**32, ack, len(payload),
-                _describe(payload, pkt, dissection), pkt, dissection))
+                flag_names(tcp.flags), seq, ack, len(payload), summary, pkt, dissection))
         elif UDP in pkt and ICMP not in pkt:
             udp = pkt[UDP]
             payload = bytes(udp.payload)
