@@ -15,12 +15,18 @@ SYSTEM_TOOLS := tcpdump tshark
 
 .PHONY: lab test lint notebooks handout system-tools doctor clean
 
+# pip's own output and progress bars, not --quiet: the first install takes minutes, and a
+# set-up that says nothing for minutes looks hung.
 $(STAMP): requirements.txt pyproject.toml
+	@echo "==> [1/3] creating $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
-	$(BIN)/python -m labkit kernel install   # "Python 3 (netlab)": every notebook's kernel
+	@echo "==> [2/3] installing requirements.txt (the first time takes a few minutes)"
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -r requirements.txt
+	@echo "==> [3/3] installing the lab kernel, Python 3 (netlab)"
+	$(BIN)/python -m labkit kernel install   # every notebook's kernel
 	touch $(STAMP)
+	@echo "==> set up: $(VENV) is ready"
 
 system-tools:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
@@ -33,8 +39,7 @@ system-tools:
 
 lab: $(STAMP)
 	$(BIN)/python -m labkit doctor
-	$(BIN)/jupyter lab --no-browser --ip=127.0.0.1 --ServerApp.root_dir=notebooks \
-	  $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+	@$(BIN)/python -m labkit lab notebooks   # JupyterLab, announced by one line: open: <URL>
 
 test: $(STAMP) system-tools
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -1,4 +1,5 @@
-"""``python -m labkit doctor | record [NOTEBOOK...] | handout [DIR] | kernel install``."""
+"""``python -m labkit doctor | record [NOTEBOOK...] | handout [DIR] | kernel install | lab [DIR]``.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     kern.add_argument("action", choices=["install"])
     kern.add_argument("--prefix", default=sys.prefix,
                       help="where to install the kernelspec (default: this venv)")
+    lab = sub.add_parser("lab", help="JupyterLab on DIR; prints one line, the URL to open")
+    lab.add_argument("root", nargs="?", default="notebooks", metavar="DIR")
+    lab.add_argument("jupyter_args", nargs=argparse.REMAINDER,
+                     help="passed on to jupyter lab (e.g. --ServerApp.log_level=INFO)")
     args = parser.parse_args(argv)
     if args.command == "doctor":
         from labkit.tools.doctor import report
@@ -29,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         from labkit.tools.record import record
 
         return record(args.notebooks)
+    if args.command == "lab":
+        from labkit.tools.lab import run_lab
+
+        run_lab(args.root, args.jupyter_args)  # until Ctrl-C
+        return 0
     if args.command == "kernel":
         from .net.kernel import install
 
