@@ -29,7 +29,9 @@ def echo_cell(*messages, connect=True):
 # -- 00 Start here ---------------------------------------------------------------------------
 @wrong_answer_to(lesson00.check_mode_answer)
 def test_mode_answer_left_as_none_or_cut_at_the_wrong_place():
-    says_wrong(lesson00.check_mode_answer(None), message="as a string",
+    says_wrong(lesson00.check_mode_answer(None), message="not written yet",
+               hint="write your answer in the cell above")
+    says_wrong(lesson00.check_mode_answer(0), message="as a string",
                hint="the word after 'capture mode :'")
     mode = capture_mode()[0]
     cut_badly = f" {mode} — because"    # first_line.split(":")[1], not cut down to the word
@@ -43,7 +45,7 @@ def test_first_capture_without_a_connection_or_with_other_bytes(live):
     says_wrong(lesson00.check_first_capture(TCPServer("echo")), message="not a finished capture",
                hint="pass the `wire`")
     says_wrong(lesson00.check_first_capture(echo_cell(connect=False)),
-               message="the capture starts []", hint="open the connection inside")
+               message="not written yet", hint="inside the `with` block")
     says_wrong(lesson00.check_first_capture(echo_cell(b"pong")), message="b'pong'",
                hint="sock.sendall(b'ping')")
 

@@ -59,7 +59,9 @@ def test_greet_app_mistakes_get_the_hint_for_their_request():
 # -- 06 Secure a connection with TLS ---------------------------------------------------------
 @wrong_answer_to(lesson06.check_trusts_lab_ca)
 def test_contexts_that_trust_nobody_or_check_nothing(ca):
-    says_wrong(lesson06.check_trusts_lab_ca(None, ca), message="expected an ssl.SSLContext",
+    says_wrong(lesson06.check_trusts_lab_ca(None, ca), message="not written yet",
+               hint="write your answer in the cell above")
+    says_wrong(lesson06.check_trusts_lab_ca("ctx", ca), message="expected an ssl.SSLContext",
                hint="ssl.create_default_context(cafile=ca.cafile)")
     bare = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)          # verifies, but trusts no CA at all
     says_wrong(lesson06.check_trusts_lab_ca(bare, ca), message="certificate was rejected",
@@ -81,7 +83,8 @@ def test_sni_answers_as_bytes_or_another_name(ca, live):
             with ca.client_context().wrap_socket(raw, server_hostname=name):
                 pass
     says_wrong(lesson06.check_sni(name.encode(), mystery), message="is bytes", hint="decode it")
-    says_wrong(lesson06.check_sni(None, mystery), message="as a str", hint="server_name")
+    says_wrong(lesson06.check_sni(None, mystery), message="not written yet", hint="the cell above")
+    says_wrong(lesson06.check_sni(1, mystery), message="as a str", hint="server_name")
     says_wrong(lesson06.check_sni("localhost", mystery), message="not the name in the ClientHello",
                hint="server_name extension")
     says_right(lesson06.check_sni(f" {name.upper()} ", mystery))

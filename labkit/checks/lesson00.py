@@ -33,6 +33,10 @@ def check_first_capture(wire) -> Verdict:
     except (AttributeError, RuntimeError) as exc:
         return Verdict(False, f"that is not a finished capture ({exc})",
                        "pass the `wire` from `with ... Capture(server, ...) as wire:`")
+    if _ran_nothing(wire):
+        return Verdict(False, "your code is not written yet (nothing connected during the "
+                       "capture)", "write the client inside the `with` block, run that cell, "
+                       "then run this check again")
     refused = not_a_recording(wire)
     if refused is not None:  # (a failed Verdict is falsy)
         return refused
@@ -44,3 +48,12 @@ def check_first_capture(wire) -> Verdict:
         verdict(sent == b"ping", "", wrong=f"the client sent {sent!r}, not b'ping'",
                 hint="sock.sendall(b'ping') inside the block"),
         right="a handshake, then your 4 bytes: you captured your first TCP connection")
+
+
+def _ran_nothing(wire) -> bool:
+    """Did the student's own run open no connection? (In replay mode the packets shown are
+    the recording's, so ask the servers, ``live_summary``, instead.)"""
+    if getattr(wire, "mode", None) == "replay":
+        seen = getattr(wire, "live_summary", None)
+        return seen is not None and not any(entry["connections"] for entry in seen.values())
+    return not wire.segments
