@@ -6,7 +6,7 @@ import pytest
 from labkit.net.kernel import KERNEL_NAME
 from labkit.tools import handout as _handout
 from labkit.tools.exercises import exercises
-from labkit.tools.handout import student_edition, strip_solutions, write_handout
+from labkit.tools.handout import strip_solutions, student_edition, write_handout
 
 
 def test_solution_in_a_function_raises_when_called():

@@ -16,7 +16,7 @@ import threading
 from labkit.servers.stream import Dribbler
 from labkit.servers.tcp import TCPServer
 
-from . import Verdict, answers_back, first_failure
+from . import NOT_WRITTEN, Verdict, answers_back, first_failure, unfinished
 
 __all__ = ["check_recv_exactly", "check_read_message"]
 
@@ -117,6 +117,8 @@ def _expect_values(results, wanted: list, what: str, hint: str) -> Verdict:
             return Verdict(False, f"{what}, {call}: waited more than {WAIT:.0f}s for bytes that "
                                   "were never sent - did you ask recv() for more than you need?",
                            hint)
+        if kind == "raised" and unfinished(value):
+            return NOT_WRITTEN
         if kind == "raised":
             return Verdict(False, f"{what}, {call}: raised {type(value).__name__}: {value}", hint)
         if not isinstance(value, (bytes, bytearray)):

@@ -13,7 +13,7 @@ import threading
 from labkit.servers.relay import AckReceiver, UDPRelay
 from labkit.servers.udp import UDPServer
 
-from . import Verdict, answers_back, first_failure
+from . import NOT_WRITTEN, Verdict, answers_back, first_failure, unfinished
 
 __all__ = ["check_send_reliably", "LOSSY"]
 
@@ -56,6 +56,8 @@ def _delivery(outcome, value, receiver, messages) -> Verdict:
         return Verdict(False, f"your sender was still running after {LIMIT:.0f}s",
                        "bound every loop: at most `retries` sends per message, each followed "
                        "by one recv() with sock.settimeout(timeout)")
+    if outcome == "raised" and unfinished(value):
+        return NOT_WRITTEN
     if outcome == "raised":
         return Verdict(False, f"on the lossy path your sender raised {type(value).__name__}: "
                               f"{value}", "a timeout means 'resend', not 'give up', until the "
