@@ -21,7 +21,7 @@ def check_mode_answer(answer) -> Verdict:
                        "copy the word after 'capture mode :' in the doctor's report")
     return verdict(answer.strip().lower() == mode,
                    "that is the mode the doctor reports for this kernel",
-                   wrong=f"you said {answer!r}, but the doctor reports {mode!r}",
+                   wrong=f"you said {answer!r}, which is not the mode the doctor reports",
                    hint="the first line of the report: 'capture mode : <mode> — <why>'")
 
 
@@ -46,7 +46,8 @@ def check_first_capture(wire) -> Verdict:
         verdict(flags == ["SYN", "SYN-ACK", "ACK"], "", wrong=f"the capture starts {flags}",
                 hint="open the connection inside the `with Capture(...)` block"),
         verdict(sent == b"ping", "", wrong=f"the client sent {sent!r}, not b'ping'",
-                hint="sock.sendall(b'ping') inside the block"),
+                hint="after connecting, send exactly the bytes the exercise names, on that "
+                     "socket, before the `with` block ends"),
         right="a handshake, then your 4 bytes: you captured your first TCP connection")
 
 

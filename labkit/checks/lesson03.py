@@ -49,7 +49,7 @@ def _run(send_reliably, messages, relay_args, limit=LIMIT) -> tuple[str, object,
 
 
 def _delivery(outcome, value, receiver, messages) -> Verdict:
-    hint_seq = ("put the sequence number in every datagram (struct.pack('!I', seq) + message), "
+    hint_seq = ("every datagram carries its sequence number, in the format the exercise gives; "
                 "resend it after each timeout, and move on only when an ACK carrying that same "
                 "sequence number comes back; ignore any other ACK (a late or duplicated one)")
     if outcome == "timeout":
