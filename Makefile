@@ -1,7 +1,8 @@
-# make lab        set up .venv and open JupyterLab on notebooks/ (prints the URL)
+# make lab        set up .venv and open JupyterLab on the student edition, handout/ (prints the URL)
+# make lab-instructor   the same on notebooks/: the teacher's edition, with every solution
 # make test       set up, then run labkit's unit tests and every notebook (nbval, strict)
 # make notebooks  re-run every notebook in record mode: fresh outputs + fresh data/ recordings
-# make handout    write the student edition (solutions removed) to handout/
+# make handout    write the student edition (solutions removed) to handout/, even if it is fresh
 
 PYTHON  ?= python3
 VENV    := .venv
@@ -13,7 +14,7 @@ PYTEST_ARGS ?= -n $(shell echo $$(( $$(nproc) + 1 ))) --dist loadscope
 # Debian tools the tests compare against (tcpdump, tshark); installed when we are root.
 SYSTEM_TOOLS := tcpdump tshark
 
-.PHONY: lab test lint notebooks handout system-tools doctor clean
+.PHONY: lab lab-instructor test lint notebooks handout system-tools doctor clean
 
 # pip's own output and progress bars, not --quiet: the first install takes minutes, and a
 # set-up that says nothing for minutes looks hung.
@@ -37,7 +38,20 @@ system-tools:
 	  echo "note: missing$$missing (sudo apt-get install$$missing); tests that compare against them will skip"; \
 	fi
 
-lab: $(STAMP)
+# The student edition is rebuilt when a notebook or the tool that strips them is newer.
+LESSONS := $(wildcard notebooks/[0-9][0-9]-*.ipynb)
+HANDOUT := handout/.built
+
+$(HANDOUT): $(STAMP) $(LESSONS) labkit/tools/handout.py labkit/tools/exercises.py
+	$(BIN)/python -m labkit handout handout   # also writes $(HANDOUT)
+
+# Students: the lessons without their solutions.
+lab: $(HANDOUT)
+	$(BIN)/python -m labkit doctor
+	@$(BIN)/python -m labkit lab handout   # JupyterLab, announced by one line: open: <URL>
+
+# Instructors: the lessons with every solution and its ✅.
+lab-instructor: $(STAMP)
 	$(BIN)/python -m labkit doctor
 	@$(BIN)/python -m labkit lab notebooks   # JupyterLab, announced by one line: open: <URL>
 

@@ -1,5 +1,5 @@
-"""``python -m labkit doctor | record [NOTEBOOK...] | handout [DIR] | kernel install | lab [DIR]``.
-"""
+"""``python -m labkit doctor | record [NOTEBOOK...] | handout [DIR] | exercises [--check] |
+kernel install | lab [DIR]``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("notebooks", nargs="*", help="default: every notebook in notebooks/")
     hand = sub.add_parser("handout", help="write the student edition (solutions removed)")
     hand.add_argument("outdir", nargs="?", default="handout")
+    exe = sub.add_parser("exercises", help="write nbgrader's metadata on every exercise's "
+                         "answer and check cells")
+    exe.add_argument("--check", action="store_true",
+                     help="only say which cells lack it (exit 1 if any do)")
     kern = sub.add_parser("kernel", help="install the 'Python 3 (netlab)' lab kernel")
     kern.add_argument("action", choices=["install"])
     kern.add_argument("--prefix", default=sys.prefix,
@@ -44,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"installed the lab kernel in {install(args.prefix)}")
         return 0
+    if args.command == "exercises":
+        from labkit.tools.exercises import main as mark_exercises
+
+        return mark_exercises(check_only=args.check)
     from labkit.tools.handout import write_handout
 
     for path in write_handout(args.outdir):

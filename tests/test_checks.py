@@ -52,6 +52,43 @@ def test_unfinished_code_gets_a_verdict_not_a_traceback():
         check_with_a_real_bug(todo)
 
 
+def test_an_answer_still_none_is_not_written_yet():
+    """The student edition leaves a top-level answer at None: that is unfinished, not wrong."""
+    import asyncio
+
+    from labkit.checks import NOT_ANSWERED, answers_back
+
+    @answers_back
+    def check_value(answer):
+        return verdict(answer == 4, "4", wrong=f"{answer!r} is not 4")
+
+    @answers_back
+    async def check_async(answer):
+        return verdict(answer == 4, "4", wrong=f"{answer!r} is not 4")
+
+    assert check_value(None) is NOT_ANSWERED and "not written yet" in str(NOT_ANSWERED)
+    assert asyncio.run(check_async(None)) is NOT_ANSWERED
+    assert not check_value(5) and check_value(4)
+
+
+def test_under_nbgrader_a_failed_check_raises_so_its_cell_scores_zero(monkeypatch):
+    import pytest
+
+    from labkit.checks import answers_back
+
+    @answers_back
+    def check_value(answer):
+        return verdict(answer == 4, "4 is right", wrong=f"{answer!r} is not 4", hint="add")
+
+    assert not check_value(5)                      # a student's run: a verdict, no exception
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    with pytest.raises(AssertionError, match="5 is not 4"):
+        check_value(5)
+    with pytest.raises(AssertionError, match="not written yet"):
+        check_value(None)
+    assert check_value(4)                          # a right answer passes as before
+
+
 # -- every lesson check answers a wrong answer with ❌ (tests in test_lesson_checks_*.py) -------
 def registered_wrong_answer_tests():
     """The registry, filled by importing every test_lesson_checks_*.py (pytest's own modules)."""

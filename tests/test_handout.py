@@ -5,13 +5,32 @@ import pytest
 
 from labkit.net.kernel import KERNEL_NAME
 from labkit.tools import handout as _handout
-from labkit.tools.handout import strip_solutions, write_handout
+from labkit.tools.exercises import exercises
+from labkit.tools.handout import strip_solutions, student_edition, write_handout
 
 
-def test_solution_becomes_a_prompt_with_its_indentation():
+def test_solution_in_a_function_raises_when_called():
     src = "def f():\n    ### BEGIN SOLUTION\n    return 42\n    ### END SOLUTION\nprint(f())"
     assert strip_solutions(src) == (
         "def f():\n    # YOUR CODE HERE\n    raise NotImplementedError()\nprint(f())")
+
+
+def test_solution_in_a_nested_block_of_a_function_raises_when_called():
+    src = ("async def f(x):\n    if x:\n        ### BEGIN SOLUTION\n        return 1\n"
+           "        ### END SOLUTION")
+    assert strip_solutions(src).endswith("        raise NotImplementedError()")
+
+
+@pytest.mark.parametrize("src, stub", [
+    ("answer = None\n### BEGIN SOLUTION\nanswer = 4\n### END SOLUTION", "\npass"),
+    ("with open(__file__) as f:\n    ### BEGIN SOLUTION\n    f.read()\n    ### END SOLUTION",
+     "\n    pass"),
+])
+def test_solution_at_top_level_leaves_the_answer_unwritten_without_raising(src, stub):
+    """Run All must go on past it: the answer stays None, and the check says so."""
+    out = strip_solutions(src)
+    assert out.endswith("# YOUR CODE HERE" + stub) and "raise" not in out
+    compile(out, "<cell>", "exec")
 
 
 def test_unterminated_solution_is_an_error():
@@ -19,19 +38,35 @@ def test_unterminated_solution_is_an_error():
         strip_solutions("### BEGIN SOLUTION\nx = 1\n")
 
 
-def test_handout_clears_outputs(tmp_path):
-    src = tmp_path / "nb"
-    src.mkdir()
+def _lesson(folder, cells):
+    folder.mkdir(exist_ok=True)
     nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION")
-    cell.outputs = [nbformat.v4.new_output("stream", text="1")]
-    cell.execution_count = 1
-    nb.cells = [cell]
-    nbformat.write(nb, src / "01-Test.ipynb")
-    [out] = write_handout(tmp_path / "out", notebooks=src)
-    cell = nbformat.read(out, as_version=4).cells[0]
-    assert cell.source == "# YOUR CODE HERE\nraise NotImplementedError()"
-    assert cell.outputs == [] and cell.execution_count is None
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    for n, cell in enumerate(nb.cells, 1):
+        cell.outputs = [nbformat.v4.new_output("stream", text=f"output {n}")]
+        cell.execution_count = n
+    nbformat.write(nb, folder / "01-Test.ipynb")
+
+
+def test_handout_keeps_the_lessons_outputs_and_clears_the_exercises(tmp_path):
+    _lesson(tmp_path / "nb", ["print('lesson')", "### BEGIN SOLUTION\nx = 1\n### END SOLUTION",
+                              "check_x(x)"])
+    [out] = write_handout(tmp_path / "out", notebooks=tmp_path / "nb")
+    lesson, answer, check = nbformat.read(out, as_version=4).cells
+    assert lesson.outputs[0].text == "output 1" and lesson.execution_count == 1
+    assert answer.source == "# YOUR CODE HERE\npass"
+    assert answer.outputs == check.outputs == [] and answer.execution_count is None
+
+
+def test_handout_keeps_a_notebook_the_student_changed(tmp_path):
+    _lesson(tmp_path / "nb", ["### BEGIN SOLUTION\nx = 1\n### END SOLUTION", "check_x(x)"])
+    [out] = write_handout(tmp_path / "out", notebooks=tmp_path / "nb")
+    write_handout(tmp_path / "out", notebooks=tmp_path / "nb")   # unchanged: just rewritten
+    assert sorted(p.name for p in out.parent.glob("*.ipynb")) == ["01-Test.ipynb"]
+    out.write_text(out.read_text().replace("pass", "x = 2"))    # the student's answer
+    write_handout(tmp_path / "out", notebooks=tmp_path / "nb")
+    assert "x = 2" in (out.parent / "01-Test.mine.ipynb").read_text()
+    assert "x = 2" not in out.read_text()
 
 
 # --- The student edition, executed -----------------------------------------------------
@@ -112,9 +147,9 @@ def test_the_student_edition_answers_back(path, lab_kernel):
 
     nb = nbformat.read(path, as_version=4)
     ran = student_slice(nb)
+    checks = [i for _, i in exercises(nb)]
     nb.cells = [nb.cells[i] for i in ran]
-    for cell in nb.cells:
-        cell.source = strip_solutions(cell.source)
+    student_edition(nb)
     # a previous notebook's names must not stand in for one this notebook failed to define
     nb.cells.insert(0, nbformat.v4.new_code_cell("%reset -f"))
     if not lab_kernel.is_alive():  # a previous notebook killed it: its failure stays its own
@@ -125,13 +160,14 @@ def test_the_student_edition_answers_back(path, lab_kernel):
     finally:
         if client.kc is not None:
             client.kc.stop_channels()
-    verdicts, crashes = [], []
+    verdicts, errors = {}, []
     for i, cell in zip(["reset", *ran], nb.cells, strict=True):  # one label per cell
         for out in cell.get("outputs", []):
-            if out.output_type == "error" and out.ename != "NotImplementedError":
-                crashes.append(f"cell {i}: {out.ename}: {out.evalue}")
+            if out.output_type == "error":
+                errors.append(f"cell {i}: {out.ename}: {out.evalue}")
             text = out.get("data", {}).get("text/plain", "")
             if text.startswith(("✅", "❌")):
-                verdicts.append(text.splitlines()[0])
-    assert not crashes
-    assert verdicts and all(v.startswith("❌ Not yet") for v in verdicts), verdicts
+                verdicts[i] = text.splitlines()[0]
+    assert not errors  # Run All reaches the end: no cell of the student edition raises
+    assert sorted(verdicts) == checks, "each exercise's check cell shows one verdict"
+    assert all("not written yet" in v for v in verdicts.values()), verdicts

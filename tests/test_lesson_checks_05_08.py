@@ -43,13 +43,13 @@ def mistake(**kwargs):
 @wrong_answer_to(lesson05.check_greet)
 def test_greet_app_mistakes_get_the_hint_for_their_request():
     for wrong, message, hint in [
-            (mistake(decode=False), "Grace%20Hopper", "parse_qs"),
+            (mistake(decode=False), "Grace%20Hopper", "percent-encoded"),
             (mistake(require_name=False), "GET /greet answered 200, expected 400",
              "400 Bad Request"),
             (mistake(route=False), "GET /nowhere answered 400, expected 404", "404 Not Found"),
             (mistake(as_bytes=False), "your app raised TypeError", "a list of bytes"),
             (mistake(length=lambda text: len(text.strip())), "Content-Length 11",
-             "str(len(body))")]:
+             "counts the bytes of the encoded body")]:
         says_wrong(lesson05.check_greet(wrong), message=message, hint=hint)
     says_wrong(lesson05.check_greet("greet_app"), message="expected a WSGI app",
                hint="def greet_app(environ, start_response)")
@@ -59,11 +59,13 @@ def test_greet_app_mistakes_get_the_hint_for_their_request():
 # -- 06 Secure a connection with TLS ---------------------------------------------------------
 @wrong_answer_to(lesson06.check_trusts_lab_ca)
 def test_contexts_that_trust_nobody_or_check_nothing(ca):
-    says_wrong(lesson06.check_trusts_lab_ca(None, ca), message="expected an ssl.SSLContext",
-               hint="ssl.create_default_context(cafile=ca.cafile)")
+    says_wrong(lesson06.check_trusts_lab_ca(None, ca), message="not written yet",
+               hint="write your answer in the cell above")
+    says_wrong(lesson06.check_trusts_lab_ca("ctx", ca), message="expected an ssl.SSLContext",
+               hint="the lab CA's certificate is the file `ca.cafile`")
     bare = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)          # verifies, but trusts no CA at all
     says_wrong(lesson06.check_trusts_lab_ca(bare, ca), message="certificate was rejected",
-               hint="cafile=ca.cafile")
+               hint="`ca.cafile`")
     blind = ssl.create_default_context()
     blind.check_hostname, blind.verify_mode = False, ssl.CERT_NONE   # "make the error go away"
     says_wrong(lesson06.check_trusts_lab_ca(blind, ca), message="attacker included",
@@ -73,18 +75,33 @@ def test_contexts_that_trust_nobody_or_check_nothing(ca):
                hint="Purpose.SERVER_AUTH")
 
 
-@wrong_answer_to(lesson06.check_sni)
-def test_sni_answers_as_bytes_or_another_name(ca, live):
+def server_name(hello: bytes, *, decode=True) -> str | bytes:
+    """The exercise's solution; decode=False is a student's mistake."""
+    from scapy.layers.tls.record import TLS
+
+    extension = next(e for e in TLS(hello).msg[0].ext if hasattr(e, "servernames"))
+    name = extension.servernames[0].servername
+    return name.decode() if decode else name
+
+
+@wrong_answer_to(lesson06.check_server_name)
+def test_server_name_as_bytes_hard_coded_or_guessed(ca, live):
     name = "intranet.netlab.test"
     with TLSServer(context=ca.server_context(name)) as server, Capture(server) as mystery:
         with socket.create_connection(server.address, timeout=5) as raw:
             with ca.client_context().wrap_socket(raw, server_hostname=name):
                 pass
-    says_wrong(lesson06.check_sni(name.encode(), mystery), message="is bytes", hint="decode it")
-    says_wrong(lesson06.check_sni(None, mystery), message="as a str", hint="server_name")
-    says_wrong(lesson06.check_sni("localhost", mystery), message="not the name in the ClientHello",
-               hint="server_name extension")
-    says_right(lesson06.check_sni(f" {name.upper()} ", mystery))
+    says_wrong(lesson06.check_server_name(lambda h: server_name(h, decode=False), mystery),
+               message="you returned bytes", hint="decode them")
+    says_wrong(lesson06.check_server_name(lambda h: name, mystery),    # read off the mystery
+               message="you returned 'intranet.netlab.test'", hint="server_name extension")
+    says_wrong(lesson06.check_server_name(lambda h: h[:4].decode("latin-1"), mystery),
+               message="you returned", hint="find that extension among the others")
+    says_wrong(lesson06.check_server_name(None, mystery), message="not written yet",
+               hint="the cell above")
+    says_wrong(lesson06.check_server_name(name, mystery), message="give the function itself",
+               hint="without parentheses")
+    says_right(lesson06.check_server_name(server_name, mystery))
 
 
 @wrong_answer_to(lesson06.check_tls13_only)
@@ -92,15 +109,16 @@ def test_tls13_only_with_the_maximum_instead_of_the_minimum(ca):
     capped = ssl.create_default_context(cafile=ca.cafile)
     capped.maximum_version = ssl.TLSVersion.TLSv1_3                # the wrong end of the range
     says_wrong(lesson06.check_tls13_only(capped, ca),
-               message="accepted TLSv1.2 from a TLS 1.2-only server", hint="minimum_version")
+               message="accepted TLSv1.2 from a TLS 1.2-only server",
+               hint="lowest TLS version it agrees to speak")
     old = ssl.create_default_context(cafile=ca.cafile)
     old.maximum_version = ssl.TLSVersion.TLSv1_2
     says_wrong(lesson06.check_tls13_only(old, ca), message="your client spoke TLSv1.2",
-               hint="ssl.TLSVersion.TLSv1_3")
+               hint="a lowest TLS version")
     untrusting = ssl.create_default_context()
     untrusting.minimum_version = ssl.TLSVersion.TLSv1_3
     says_wrong(lesson06.check_tls13_only(untrusting, ca), message="certificate was rejected",
-               hint="cafile=ca.cafile")
+               hint="`ca.cafile`")
 
 
 # -- 07 Serve many clients -------------------------------------------------------------------
@@ -119,12 +137,28 @@ async def returns_at_once(listener, stop):
     await asyncio.start_server(lambda r, w: None, sock=listener)   # and returns: no stop.wait()
 
 
+async def blocking_inside_async(listener, stop):
+    """The exercise's blocking server with `async` in front: it never lets the loop run."""
+    while not stop.is_set():
+        conn, _addr = listener.accept()
+        with conn, conn.makefile("rwb") as f:
+            for line in f:
+                f.write(line.upper())
+                f.flush()
+
+
+@wrong_answer_to(lesson07.check_asyncio_upper)
+def test_asyncio_upper_that_blocks_the_loop():
+    says_wrong(lesson07.check_asyncio_upper(blocking_inside_async),
+               message="a blocking call inside `async def`", hint="every wait is an `await`")
+
+
 @wrong_answer_to(lesson07.check_asyncio_upper)
 def test_asyncio_upper_that_answers_one_line_or_stops_at_once():
     says_wrong(lesson07.check_asyncio_upper(one_line_each), message="of 150 answers arrived",
-               hint="while line := await reader.readline()")
+               hint="answers every line until the client closes")
     says_wrong(lesson07.check_asyncio_upper(returns_at_once), message="returned at once",
-               hint="await stop.wait()")
+               hint="wait for `stop`")
     called = one_line_each(None, None)                 # upper_server() instead of upper_server
     says_wrong(lesson07.check_asyncio_upper(called), message="not coroutine",
                hint="without parentheses")
@@ -177,7 +211,8 @@ def unmask(frame, *, mask_bit=True, extended=True, xor=True):
 @wrong_answer_to(lesson08.check_unmask)
 def test_unmask_that_forgets_the_xor_or_the_longer_lengths():
     for wrong, message, hint in [
-            (lambda f: unmask(f, xor=False), "for a 5-byte text frame", "byte i XOR mask[i % 4]"),
+            (lambda f: unmask(f, xor=False), "for a 5-byte text frame",
+             "XORed with the mask bytes taken in turn"),
             (lambda f: unmask(f, extended=False), "for a 300-byte frame",
              "126 in the low 7 bits of byte 2 (byte 2 & 0x7F: its top bit is the MASK flag) means"),
             (lambda f: unmask(f, mask_bit=False), "for a 300-byte frame", "byte 2 & 0x7F")]:

@@ -16,7 +16,7 @@ from labkit.capture.recording import difference as _difference
 from labkit.capture.recording import summarize
 from labkit.checks.lesson00 import check_first_capture
 from labkit.checks.lesson01 import check_ack_predictions
-from labkit.checks.lesson06 import check_sni
+from labkit.checks.lesson06 import check_server_name
 
 pytestmark = needs_capture
 
@@ -247,7 +247,15 @@ def test_lesson01_ack_predictions_are_not_graded_on_someone_elses_packets(record
     assert not check_ack_predictions([5, 15, 16], other).passed
 
 
-def test_lesson06_sni_is_not_graded_on_someone_elses_handshake(record, data_dir):
+def test_lesson06_server_name_grades_the_function_not_the_recording(record, data_dir):
+    """The check feeds the student's parser ClientHellos of its own: a name read off the
+    recording (the one a replayed capture shows) is no answer, whatever the run did."""
+    from scapy.layers.tls.record import TLS
+
+    def server_name(hello):
+        extension = next(e for e in TLS(hello).msg[0].ext if hasattr(e, "servernames"))
+        return extension.servernames[0].servername.decode()
+
     def mystery(name):
         with LocalCA() as ca, TLSServer(context=ca.server_context(name)) as server, \
                 Capture(server, name="t-06") as wire:
@@ -258,10 +266,13 @@ def test_lesson06_sni_is_not_graded_on_someone_elses_handshake(record, data_dir)
         return wire
 
     record(mystery, "intranet.netlab.test")
-    assert check_sni("intranet.netlab.test", mystery("intranet.netlab.test")).passed
+    replayed = mystery("intranet.netlab.test")
+    assert replayed.mode == "replay"
+    assert check_server_name(server_name, replayed).passed
+    assert not check_server_name(lambda hello: "intranet.netlab.test", replayed).passed
     other = mystery("www.netlab.test")
     assert other.matches_recording is False
-    assert not check_sni("intranet.netlab.test", other).passed
+    assert check_server_name(server_name, other).passed
 
 
 def test_checks_still_grade_live_captures(live):

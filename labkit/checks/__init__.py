@@ -1,7 +1,11 @@
 """Exercise checks that answer back: passed, or what is wrong plus a hint.
 
 A check returns a :class:`Verdict` instead of raising, so a student's "Run all"
-keeps going and the notebook shows the verdict under the exercise.
+keeps going and the notebook shows the verdict under the exercise. An answer not
+written yet (a function that raises ``NotImplementedError``, or ``None``, the student
+edition's stubs) gets :data:`NOT_WRITTEN` or :data:`NOT_ANSWERED`. Under nbgrader's
+autograder (``NBGRADER_EXECUTION`` set) a failed check raises ``AssertionError`` with
+its verdict, so the check cell scores 0; the student's notebook stays free of asserts.
 
     >>> verdict(2 + 2 == 4, "2 + 2 is 4", wrong="2 + 2 is not 5", hint="count again")
     ✅ Right: 2 + 2 is 4
@@ -23,10 +27,11 @@ from __future__ import annotations
 import functools
 import html
 import inspect
+import os
 from dataclasses import dataclass
 
 __all__ = ["Verdict", "verdict", "first_failure", "answers_back", "unfinished", "NOT_WRITTEN",
-           "not_a_recording"]
+           "NOT_ANSWERED", "not_a_recording"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,11 @@ NOT_WRITTEN = Verdict(False, "your code is not written yet (it raises NotImpleme
                       "then run this check again")
 
 
+NOT_ANSWERED = Verdict(False, "your answer is not written yet (it is still None)",
+                       "write your answer in the cell above, run that cell, then run this "
+                       "check again")
+
+
 LIVE_HINT = ("in replay mode a check cannot see your own packets: run this notebook with the "
              "lab kernel, Python 3 (netlab), so captures are live (`python -m labkit doctor` "
              "says how), then run the exercise cell and this check again")
@@ -106,8 +116,23 @@ def unfinished(exc: BaseException | None) -> bool:
     return False
 
 
+def autograded() -> bool:
+    """Is nbgrader grading this run? (Its autograder and validator set NBGRADER_EXECUTION.)"""
+    return bool(os.environ.get("NBGRADER_EXECUTION"))
+
+
+def _graded(result: Verdict) -> Verdict:
+    if autograded() and not result.passed:
+        raise AssertionError(str(result))  # nbgrader scores a check cell that raised as 0
+    return result
+
+
 def answers_back(check):
-    """Decorate a check so a student's unfinished code gets :data:`NOT_WRITTEN`, not a traceback.
+    """Decorate a check so unfinished work gets a verdict, not a traceback.
+
+    ``raise NotImplementedError()`` in the student's code gives :data:`NOT_WRITTEN`, a first
+    argument (the student's answer) still ``None`` gives :data:`NOT_ANSWERED`; under
+    nbgrader a failed verdict raises (:func:`autograded`).
 
         >>> @answers_back
         ... def check_f(f): return verdict(f() == 1, "f gives 1", wrong="...")
@@ -115,20 +140,24 @@ def answers_back(check):
     if inspect.iscoroutinefunction(check):
         @functools.wraps(check)
         async def run_async(*args, **kwargs):
+            if args and args[0] is None:
+                return _graded(NOT_ANSWERED)
             try:
-                return await check(*args, **kwargs)
+                return _graded(await check(*args, **kwargs))
             except Exception as exc:
                 if unfinished(exc):
-                    return NOT_WRITTEN
+                    return _graded(NOT_WRITTEN)
                 raise
         return run_async
 
     @functools.wraps(check)
     def run(*args, **kwargs):
+        if args and args[0] is None:
+            return _graded(NOT_ANSWERED)
         try:
-            return check(*args, **kwargs)
+            return _graded(check(*args, **kwargs))
         except Exception as exc:
             if unfinished(exc):
-                return NOT_WRITTEN
+                return _graded(NOT_WRITTEN)
             raise
     return run

@@ -21,7 +21,7 @@ def check_mode_answer(answer) -> Verdict:
                        "copy the word after 'capture mode :' in the doctor's report")
     return verdict(answer.strip().lower() == mode,
                    "that is the mode the doctor reports for this kernel",
-                   wrong=f"you said {answer!r}, but the doctor reports {mode!r}",
+                   wrong=f"you said {answer!r}, which is not the mode the doctor reports",
                    hint="the first line of the report: 'capture mode : <mode> — <why>'")
 
 
@@ -33,6 +33,10 @@ def check_first_capture(wire) -> Verdict:
     except (AttributeError, RuntimeError) as exc:
         return Verdict(False, f"that is not a finished capture ({exc})",
                        "pass the `wire` from `with ... Capture(server, ...) as wire:`")
+    if _ran_nothing(wire):
+        return Verdict(False, "your code is not written yet (nothing connected during the "
+                       "capture)", "write the client inside the `with` block, run that cell, "
+                       "then run this check again")
     refused = not_a_recording(wire)
     if refused is not None:  # (a failed Verdict is falsy)
         return refused
@@ -42,5 +46,15 @@ def check_first_capture(wire) -> Verdict:
         verdict(flags == ["SYN", "SYN-ACK", "ACK"], "", wrong=f"the capture starts {flags}",
                 hint="open the connection inside the `with Capture(...)` block"),
         verdict(sent == b"ping", "", wrong=f"the client sent {sent!r}, not b'ping'",
-                hint="sock.sendall(b'ping') inside the block"),
+                hint="after connecting, send exactly the bytes the exercise names, on that "
+                     "socket, before the `with` block ends"),
         right="a handshake, then your 4 bytes: you captured your first TCP connection")
+
+
+def _ran_nothing(wire) -> bool:
+    """Did the student's own run open no connection? (In replay mode the packets shown are
+    the recording's, so ask the servers, ``live_summary``, instead.)"""
+    if getattr(wire, "mode", None) == "replay":
+        seen = getattr(wire, "live_summary", None)
+        return seen is not None and not any(entry["connections"] for entry in seen.values())
+    return not wire.segments

@@ -35,7 +35,7 @@ def check_ack_predictions(predicted, wire) -> Verdict:
     """Compare the student's predicted ACK numbers with the ones in the capture."""
     if not isinstance(predicted, (list, tuple)) or not all(isinstance(n, int) for n in predicted):
         return Verdict(False, f"give a list of whole numbers, not {predicted!r}",
-                       "one ACK number per message the client sent, e.g. [5, 15, 16]")
+                       "one ACK number per message the client sent, as a list of ints")
     refused = not_a_recording(wire)
     if refused is not None:  # (a failed Verdict is falsy)
         return refused
@@ -45,9 +45,10 @@ def check_ack_predictions(predicted, wire) -> Verdict:
                        f"{len(actual)} messages", "one ACK number per client message")
     for n, (p, a) in enumerate(zip(predicted, actual, strict=True), 1):
         if p != a:
-            return Verdict(False, f"message {n}: you predicted ack={p}, the server sent ack={a}",
+            return Verdict(False, f"message {n}: the server did not answer it with ack={p}",
                            "the ACK names the next byte the server expects: the client's first "
-                           "data byte is seq 1 (the SYN used 0), and each byte adds one")
+                           "data byte is seq 1 (the SYN used 0), and each byte adds one; count "
+                           "every byte the client has sent up to the end of this message")
     return Verdict(True, f"the server acknowledged {actual}: each ACK is 1 + every byte so far")
 
 
@@ -63,10 +64,12 @@ def check_is_port_open(is_port_open) -> Verdict:
         when_closed = is_port_open("127.0.0.1", closed)
     except ConnectionRefusedError:
         return Verdict(False, "is_port_open let ConnectionRefusedError escape",
-                       "catch ConnectionRefusedError (the RST) and return False")
+                       "a refused connection (the RST) reaches your code as an exception: "
+                       "that exception is the answer False, not an error to pass on")
     return first_failure(
         verdict(when_open is True, "", wrong=f"for a listening port it returned {when_open!r}",
-                hint="return True once create_connection() succeeds (and close the socket)"),
+                hint="a connection that was accepted means the port is open: say so with True "
+                     "(and close the socket)"),
         verdict(when_closed is False, "", wrong=f"for a closed port it returned {when_closed!r}",
                 hint="the kernel answers a SYN to a closed port with RST: "
                      "that is ConnectionRefusedError"),
@@ -110,4 +113,4 @@ def check_server_closes_first(handler) -> Verdict:
     return Verdict(False, f"the client's end is {client_side}, the server's end "
                    f"{server_side[0] if server_side else 'gone'}",
                    "whoever sends the first FIN waits in TIME-WAIT: the server must close "
-                   "before the client does (send a greeting, then return)")
+                   "before the client does, without waiting for the client to close")

@@ -16,7 +16,7 @@ import threading
 from labkit.servers.stream import Dribbler
 from labkit.servers.tcp import TCPServer
 
-from . import Verdict, answers_back, first_failure
+from . import NOT_WRITTEN, Verdict, answers_back, first_failure, unfinished
 
 __all__ = ["check_recv_exactly", "check_read_message"]
 
@@ -117,6 +117,8 @@ def _expect_values(results, wanted: list, what: str, hint: str) -> Verdict:
             return Verdict(False, f"{what}, {call}: waited more than {WAIT:.0f}s for bytes that "
                                   "were never sent - did you ask recv() for more than you need?",
                            hint)
+        if kind == "raised" and unfinished(value):
+            return NOT_WRITTEN
         if kind == "raised":
             return Verdict(False, f"{what}, {call}: raised {type(value).__name__}: {value}", hint)
         if not isinstance(value, (bytes, bytearray)):
@@ -172,8 +174,9 @@ def check_read_message(read_message) -> Verdict:
     """``read_message(sock)`` reads one length-prefixed message (4-byte big-endian length)."""
     if not callable(read_message):
         return Verdict(False, "read_message is not a function", "define def read_message(sock):")
-    hint = ("read the 4-byte header with recv_exactly(sock, 4), unpack it with "
-            "struct.unpack('!I', header), then recv_exactly(sock, length)")
+    hint = ("a message is a 4-byte header, the length as a big-endian number, then that many "
+            "bytes: read each part whole (the function you wrote above does that) and turn the "
+            "header into a number with the struct module")
     messages = [b"hi", b"", "héllo wörld".encode(), b"x" * 3000, b"last"]
     stream = b"".join(_frame(m) for m in messages)
     # Cut so that a header is split, two frames share a piece, and a body spans pieces.

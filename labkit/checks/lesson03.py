@@ -13,7 +13,7 @@ import threading
 from labkit.servers.relay import AckReceiver, UDPRelay
 from labkit.servers.udp import UDPServer
 
-from . import Verdict, answers_back, first_failure
+from . import NOT_WRITTEN, Verdict, answers_back, first_failure, unfinished
 
 __all__ = ["check_send_reliably", "LOSSY"]
 
@@ -49,13 +49,15 @@ def _run(send_reliably, messages, relay_args, limit=LIMIT) -> tuple[str, object,
 
 
 def _delivery(outcome, value, receiver, messages) -> Verdict:
-    hint_seq = ("put the sequence number in every datagram (struct.pack('!I', seq) + message), "
+    hint_seq = ("every datagram carries its sequence number, in the format the exercise gives; "
                 "resend it after each timeout, and move on only when an ACK carrying that same "
                 "sequence number comes back; ignore any other ACK (a late or duplicated one)")
     if outcome == "timeout":
         return Verdict(False, f"your sender was still running after {LIMIT:.0f}s",
                        "bound every loop: at most `retries` sends per message, each followed "
                        "by one recv() with sock.settimeout(timeout)")
+    if outcome == "raised" and unfinished(value):
+        return NOT_WRITTEN
     if outcome == "raised":
         return Verdict(False, f"on the lossy path your sender raised {type(value).__name__}: "
                               f"{value}", "a timeout means 'resend', not 'give up', until the "

@@ -24,8 +24,8 @@ CASES = [
 ]
 
 HINTS = {
-    "a size of 26 written in hex (1a)": "chunk sizes are hexadecimal: int(size, 16)",
-    "upper-case hex (1A)": "int(size, 16) reads both 1a and 1A",
+    "a size of 26 written in hex (1a)": "chunk sizes are written in hexadecimal, not decimal",
+    "upper-case hex (1A)": "hexadecimal digits may be upper or lower case: 1a and 1A are both 26",
     "CRLF inside the chunk data": "take exactly `size` bytes of data; do not split the data on "
                                   "CRLF, the size line tells you where the chunk ends",
     "a chunk extension (;name=value)": "the size line may carry ';extensions': keep only the "

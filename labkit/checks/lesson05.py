@@ -23,8 +23,9 @@ HINTS = {
                                    "query) and answer start_response('200 OK', ...)",
     ("/greet?name=Ada", "body"): "the body must be exactly b'Hello, Ada!\\n': the name from "
                                  "the query string, an exclamation mark and a newline",
-    ("/greet?name=Grace%20Hopper", "body"): "decode the query: urllib.parse.parse_qs("
-                                            "environ['QUERY_STRING']) turns %20 into a space",
+    ("/greet?name=Grace%20Hopper", "body"): "the query string arrives percent-encoded (%20 is "
+                                            "a space): decode it; urllib.parse splits and "
+                                            "decodes query strings",
     ("/greet", "status"): "no name in the query is the client's mistake: 400 Bad Request",
     ("/nowhere", "status"): "any other path is 404 Not Found",
 }
@@ -78,7 +79,8 @@ def _check_answers(server) -> Verdict | None:
         if length is not None and int(length) != len(got_body):
             return Verdict(False, f"{method} {target} says Content-Length {length} but sent "
                                   f"{len(got_body)} bytes",
-                           "compute it from the encoded body: str(len(body))")
+                           "Content-Length counts the bytes of the encoded body, exactly as "
+                           "you send them (not the characters of a str)")
     return None
 
 

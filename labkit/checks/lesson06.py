@@ -1,21 +1,23 @@
 """Checks for notebook 06, Secure a connection with TLS.
 
-``check_sni`` reads a capture: in replay mode only one whose handshake the student's
-run repeated (same connections, same bytes from the client; see
-:func:`not_a_recording`).
+``check_server_name`` tests the student's parser on ClientHellos it makes for names
+the student has never seen, then on the capture's own ClientHello (a recording's too:
+what is graded is the function, not the student's run).
 """
 
 from __future__ import annotations
 
+import secrets
 import socket
 import ssl
 
-from . import Verdict, answers_back, not_a_recording, verdict
+from . import NOT_WRITTEN, Verdict, answers_back, unfinished, verdict
 
-__all__ = ["check_trusts_lab_ca", "check_sni", "check_tls13_only"]
+__all__ = ["check_trusts_lab_ca", "check_server_name", "check_tls13_only"]
 
-_HINT_TRUST = ("start from ssl.create_default_context() and tell it to trust the lab CA: "
-               "ssl.create_default_context(cafile=ca.cafile)")
+_HINT_TRUST = ("start from ssl.create_default_context(), which verifies, and tell it which CA "
+               "to trust: the lab CA's certificate is the file `ca.cafile` (see that "
+               "function's parameters)")
 
 
 def _verification_off(ctx) -> Verdict | None:
@@ -66,32 +68,71 @@ def check_trusts_lab_ca(ctx, ca) -> Verdict:
             return _rejected(exc)
         except (ssl.SSLError, OSError) as exc:
             return Verdict(False, f"the TLS connection failed: {exc}",
-                           "use the context as it comes from create_default_context(cafile=...)")
+                           "use the context as create_default_context() makes it, trusting "
+                           "the lab CA, without changing its other settings")
     return Verdict(True, f"your client verified the lab server's certificate and its host name, "
                          f"and spoke {version}")
 
 
+_HINT_SNI = ("the host name is in the ClientHello's server_name extension: find that extension "
+             "among the others (their number and order change from client to client), then "
+             "the name inside it")
+
+
+def _client_hello(name: str, alpn: list[str] | None = None, tls12: bool = False) -> bytes:
+    """The first record a Python client sends to ``name``: its ClientHello, made in memory."""
+    ctx = ssl.create_default_context()
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    if tls12:
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    client = ctx.wrap_bio(ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(), server_hostname=name)
+    try:
+        client.do_handshake()
+    except ssl.SSLWantReadError:  # sent its ClientHello, waits for the (absent) server
+        pass
+    return outgoing.read()
+
+
 @answers_back
-def check_sni(answer, wire) -> Verdict:
-    """``answer`` is the host name the client asked for in its ClientHello (SNI)."""
+def check_server_name(server_name, wire) -> Verdict:
+    """``server_name(hello: bytes) -> str`` finds the SNI in ClientHellos it has never seen,
+    then names the server the ``wire``'s client asked for."""
     from labkit.views.tls import client_hello
 
-    if isinstance(answer, bytes):
-        return Verdict(False, f"{answer!r} is bytes; the answer is the name as a str",
-                       "decode it: answer.decode()")
-    if not isinstance(answer, str):
-        return Verdict(False, f"expected the host name as a str, got {type(answer).__name__}",
-                       "the name is inside the server_name extension of the ClientHello")
-    refused = not_a_recording(wire)
-    if refused is not None:  # (a failed Verdict is falsy)
-        return refused
+    if not callable(server_name):
+        return Verdict(False, f"give the function itself, not {type(server_name).__name__}",
+                       "check_server_name(server_name, mystery), without parentheses")
+    tag = secrets.token_hex(3)
+    cases = [(f"www-{tag}.example", None, False), (f"a.b-{tag}.test", ["h2", "http/1.1"], False),
+             (f"{'long-label-' * 5}{tag}.netlab.test", None, True)]
+    for name, alpn, tls12 in cases:
+        hello = _client_hello(name, alpn, tls12)
+        what = f"a ClientHello for {name!r}" + (" (TLS 1.2 at most)" if tls12 else "") \
+            + (f" (ALPN {alpn})" if alpn else "")
+        try:
+            got = server_name(hello)
+        except Exception as exc:  # noqa: BLE001 - the student's code
+            if unfinished(exc):
+                return NOT_WRITTEN
+            return Verdict(False, f"with {what}, server_name() raised {type(exc).__name__}: "
+                           f"{exc}", _HINT_SNI)
+        if isinstance(got, bytes):
+            return Verdict(False, f"with {what}, you returned bytes ({got!r}): the name is a str",
+                           "the name travels as ASCII bytes: decode them")
+        if got != name:
+            return Verdict(False, f"with {what}, you returned {got!r}", _HINT_SNI)
+    first = next((s for s in wire.segments if s.src == "client" and s.length), None)
+    if first is None:
+        return Verdict(False, "the capture holds no ClientHello",
+                       "pass the capture of the exercise, `mystery`")
     expected = client_hello(wire).get("sni")
-    return verdict(answer.strip().lower() == expected,
-                   f"the client asked for {expected!r}, in plaintext, before any encryption",
-                   wrong=f"{answer!r} is not the name in the ClientHello's server_name extension",
-                   hint="look at the first packet the client sends with data: parse it with "
-                        "TLS(bytes(...)) and find its server_name extension (or search its "
-                        "bytes for a dot-separated name)")
+    found = server_name(bytes(first.packet["TCP"].payload))
+    return verdict(found == expected,
+                   f"your function reads the server name from any ClientHello; the mystery "
+                   f"client asked for {expected!r}, in plaintext, before any encryption",
+                   wrong=f"in the mystery capture's ClientHello you found {found!r}",
+                   hint=_HINT_SNI)
 
 
 @answers_back
@@ -102,7 +143,8 @@ def check_tls13_only(ctx, ca) -> Verdict:
     off = _verification_off(ctx)
     if off is not None:
         return off
-    hint = "set ctx.minimum_version = ssl.TLSVersion.TLSv1_3 on a context that trusts the lab CA"
+    hint = ("a context has a lowest TLS version it agrees to speak (see ssl.TLSVersion): raise "
+            "it, on a context that still trusts the lab CA")
     old = ca.server_context()
     old.maximum_version = ssl.TLSVersion.TLSv1_2
     with TLSServer(ca) as modern, TLSServer(context=old) as legacy:

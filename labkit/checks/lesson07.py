@@ -24,16 +24,25 @@ def check_asyncio_upper(serve) -> Verdict:
                        "check_asyncio_upper(upper_server), without parentheses after the name")
     if not inspect.iscoroutinefunction(serve):
         return Verdict(False, f"{serve.__name__} is a plain `def`, so it still blocks one thread",
-                       "write `async def upper_server(listener, stop):` and inside it "
-                       "`server = await asyncio.start_server(handle, sock=listener)`")
+                       "make it an `async def` whose connections asyncio.start_server "
+                       "accepts (it can take the listening socket you are given)")
     message = b"hello from client\n"
     returned_early = []
+    loop_ran: list[bool] = []  # empty: serve() never gave the event loop control
+    blocked: list[bool] = []   # serve() ended (raised) before it ever did
+
+    def never_yielded() -> bool:
+        return bool(blocked) or not loop_ran
 
     async def watched(listener, stop):
+        # runs at the loop's next turn, i.e. as soon as serve() first awaits something
+        asyncio.get_running_loop().call_soon(loop_ran.append, True)
         try:
             await serve(listener, stop)
             returned_early.append(not stop.is_set())
         finally:
+            if not loop_ran:
+                blocked.append(True)
             if not stop.is_set():
                 # returned or raised: nobody serves now, so refuse the clients at once
                 # instead of letting them wait 5 s (not close(): the load asks its port)
@@ -44,18 +53,29 @@ def check_asyncio_upper(serve) -> Verdict:
             result = _load.load(server, clients=CLIENTS, requests=3, message=message,
                                 expect=message.upper(), hold_open=True, timeout=5)
     except ServerError as exc:
+        if unfinished(exc):
+            return NOT_WRITTEN
+        if never_yielded():
+            return _blocked_loop(serve)
         return Verdict(False, f"your server raised: {exc}",
-                       "run it by hand: `with BackgroundServer(upper_server) as s:` and connect")
+                       "read the error: it happened while your server answered the clients")
     except RuntimeError as exc:
-        return Verdict(False, str(exc), "end with `async with server: await stop.wait()`")
+        if never_yielded():
+            return _blocked_loop(serve)
+        return Verdict(False, str(exc), "keep serving until `stop` is set, then return: "
+                       "wait on the event instead of returning or looping on your own")
+    if never_yielded():
+        return _blocked_loop(serve)
     if any(returned_early):
         return Verdict(False, f"{serve.__name__} returned at once, before `stop` was set, so "
                               "nobody served the clients",
-                       "end with `async with server: await stop.wait()`")
+                       "the server serves only while your coroutine runs: wait for `stop` "
+                       "(an asyncio.Event) before returning")
     if result.errors.get("wrong answer"):
         return Verdict(False, f"{result.errors['wrong answer']} clients got an answer that was "
                        "not their line in upper case",
-                       "reply with `writer.write(line.upper())` for each `line` you read")
+                       "each reply is the very line the client sent (bytes, newline "
+                       "included), in upper case")
     total = CLIENTS * 3
     return verdict(
         result.ok,
@@ -64,9 +84,18 @@ def check_asyncio_upper(serve) -> Verdict:
               f"connected" + (" (it stopped at the 5 s limit)" if result.timed_out else "")
               + (f"; errors {result.errors}" if result.errors else ""),
         hint="each client needs its own coroutine: asyncio.start_server calls your handler once "
-             "per connection; inside it loop `while line := await reader.readline():` and "
-             "`await writer.drain()` after each write",
+             "per connection; the handler answers every line until the client closes (readline "
+             "gives b'' then), and awaits after each write so the loop can serve the others",
     )
+
+
+def _blocked_loop(serve) -> Verdict:
+    return Verdict(False, f"{serve.__name__} never let the event loop run: a blocking call "
+                   "inside `async def` (listener.accept(), a socket's recv(), time.sleep()) stops "
+                   "the whole loop, so no other client can be served",
+                   "in async code every wait is an `await`: asyncio.start_server accepts the "
+                   "connections for you (give it the listener), and its reader and writer "
+                   "streams read and write")
 
 
 class _LoopWatch:

@@ -42,20 +42,22 @@ def check_unmask(unmask) -> Verdict:
         try:
             got = unmask(frame)
         except Exception as exc:  # noqa: BLE001 - the student's code
+            if unfinished(exc):
+                return NOT_WRITTEN
             return Verdict(False, f"unmask() raised {type(exc).__name__}: {exc} on {what}",
                            f"where the payload length is: {where}; then come 4 mask bytes")
         if got != payload:
             shown = got[:12] if isinstance(got, (bytes, bytearray)) else got
             return Verdict(False, f"for {what} you returned {shown!r}…, not the payload",
                            f"where the length is: {where}; the 4-byte mask follows it, then the "
-                           "payload: byte i XOR mask[i % 4]")
+                           "payload, each byte XORed with the mask bytes taken in turn")
     return Verdict(True, "you unmasked client frames of every length encoding "
                          "(7-bit, 16-bit, 64-bit)")
 
 
-_HINT_CHAT = ("`name = await websocket.recv()`, `await websocket.send(f'welcome {name}')`, keep "
-              "{websocket: name}, then `async for text in websocket:` broadcast f'{name}: {text}' "
-              "to every other websocket")
+_HINT_CHAT = ("the first message is the name: answer it with the welcome, and remember which "
+              "websocket has which name; every later message goes, with the sender's name in "
+              "front, to every other websocket")
 _HINT_VANISH = ("a client that vanishes makes `async for` (and recv()) raise ConnectionClosed "
                 "in its handler: remove it from your dict in a `finally:`; and "
                 "websockets.broadcast() skips closed connections where send() raises")
