@@ -10,8 +10,10 @@ STAMP   := $(VENV)/.installed
 # One xdist worker more than there are cores: the suite waits more than it computes (kernels
 # starting, sockets, timeouts), so on 2 cores 3 workers take 42 s where 2 took 55 s.
 PYTEST_ARGS ?= -n $(shell echo $$(( $$(nproc) + 1 ))) --dist loadscope
-# Debian tools the tests compare against (tcpdump, tshark); installed when we are root.
-SYSTEM_TOOLS := tcpdump tshark
+# Debian tools the tests compare against (tcpdump, tshark) and the browser tests/test_browser.py
+# drives (chromium); installed when we are root, with an emoji font for the checks' ✅/❌ in
+# its screenshots. One apt-get update and install: about 50 s, most of it chromium.
+SYSTEM_TOOLS := tcpdump tshark chromium
 
 .PHONY: lab test lint notebooks handout system-tools doctor clean
 
@@ -26,7 +28,7 @@ system-tools:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing fonts-noto-color-emoji >/dev/null; \
 	else \
 	  echo "note: missing$$missing (sudo apt-get install$$missing); tests that compare against them will skip"; \
 	fi
