@@ -86,3 +86,10 @@ def test_a_retransmitted_segment_is_named_not_described_again():
     assert not segs[5].summary.startswith("TCP retransmission")
     # without the handshake, sequence numbers prove nothing: hand-built or cut captures
     assert not segments(pkts[3:], {8080: "server"})[1].summary.startswith("TCP retransmission")
+
+
+def test_times_never_run_backwards_down_the_table():
+    pkts = conversation()
+    pkts[4].time = pkts[3].time - 0.000012   # the reply stamped before the request (busy lo)
+    times = [s.time for s in segments(pkts, {8080: "server"})]
+    assert times == sorted(times) and times[4] == times[3]

@@ -114,11 +114,15 @@ def segments(packets, roles: dict[int, str], meta: dict | None = None, *,
     opened: set[tuple] = set()   # keys whose SYN we saw: their seq numbers can be trusted
     out: list[Segment] = []
     t0 = float(packets[0].time) if len(packets) else 0.0
+    t = 0.0
     for pkt in packets:
         ip = _ip_layer(pkt)
         if ip is None:
             continue
-        t = round(float(pkt.time) - t0, 6)  # pcapng keeps microseconds: so do we
+        # pcapng keeps microseconds: so do we.  Never earlier than the row above: on lo the
+        # kernel stamps packets at more than one point, so a busy machine can hand us a
+        # reply stamped a few microseconds before the request it answers (read in order).
+        t = max(t, round(float(pkt.time) - t0, 6))
         i = len(out)
         if TCP in pkt and not isinstance(pkt[TCP].underlayer, (TCPerror, UDPerror)):
             tcp = pkt[TCP]
