@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from labkit.capture.endpoints import check_name, watch
+from labkit.capture.frames import Frames
 
 if TYPE_CHECKING:
     from labkit.capture.live import LiveSniffer
@@ -40,7 +41,7 @@ __all__ = ["Capture", "capture_mode", "DATA_DIR"]
 
 DATA_DIR = Path(os.environ.get("LABKIT_DATA", Path(__file__).resolve().parents[2] / "data"))
 MODES = ("auto", "live", "replay", "record")
-SETTLE_TIMEOUT = 2.0  # seconds to wait for in-flight packets and final ACKs on exit
+SETTLE_TIMEOUT = 2.0  # seconds to wait for final ACKs on exit, once everything queued is read
 ONE_BLOCK = "a Capture records one `with` block; create a new Capture(...) for another"
 LIVE_HOW = "run with the lab kernel to see your own packets (`python -m labkit doctor` says how)"
 
@@ -97,7 +98,8 @@ class Capture:
         self.mode, self.reason = capture_mode()
         self.meta: dict = {}       # saved beside a recording (e.g. a TLS key log)
         self.keylog = keylog       # path of a TLS key log to read on exit (live modes)
-        self.complete = True       # False if the exit gave up waiting for in-flight packets
+        self.complete = True       # False if packets were lost or the exit gave up waiting
+        self.lost = 0              # packets the kernel dropped before the capture read them
         # Replay mode: did labkit's servers see the conversation the recording shows?
         # True / False, or None when that cannot be told (see the module docstring).
         self.matches_recording: bool | None = None
@@ -106,7 +108,7 @@ class Capture:
         self._talkers = [t for t in targets if callable(getattr(t, "conversation", None))]
         self._marks: list = []                  # where each server's count started
         self._recorded_summary: dict = {}
-        self._packets: list = []
+        self._frames = Frames()  # bytes as read; Scapy packets made when a view asks
         self._live: LiveSniffer | None = None  # live modes: made on entry
         self._state_lock = threading.Lock()
         self._state = "new"  # -> "running" -> "stopping" -> "done"; never back
@@ -145,7 +147,6 @@ class Capture:
         from labkit.capture.live import LiveSniffer  # Scapy's sniffer: live modes only
 
         self._live = live = LiveSniffer(self.iface, self._endpoints)
-        self._packets = live.packets  # filled as packets arrive
         try:
             live.start()
         except BaseException:
@@ -175,8 +176,9 @@ class Capture:
         try:
             live.settle(0.2 if exc_type else SETTLE_TIMEOUT)
         finally:
-            live.stop()
-            self.complete = live.complete
+            live.stop()  # prints the lost count, if any
+            self._frames = Frames(live.frames)
+            self.complete, self.lost = live.complete, live.lost
             self._state = "done"
         if self.keylog is not None:
             self._read_keylog()
@@ -189,21 +191,21 @@ class Capture:
 
         path = Path(self.keylog)
         text = path.read_text() if path.exists() else ""
-        self.meta["tls_keylog"] = keylog_for(self._packets, text)  # this capture's sessions only
+        self.meta["tls_keylog"] = keylog_for(self._frames, text)  # this capture's sessions only
 
     # -- recordings -------------------------------------------------------------
     def _save_recording(self, path: Path) -> None:
         from labkit.capture import recording
 
-        recording.save(path, self._packets, self.roles, self.meta)
+        recording.save(path, self._frames, self.roles, self.meta, iface=self.iface)
 
     def _load_recording(self) -> None:
         from labkit.capture import recording
 
         if self.recording is None:
             return  # said so on entry
-        self._packets, self.roles, self._recorded_summary, self.meta = \
-            recording.load(self.recording)
+        packets, self.roles, self._recorded_summary, self.meta = recording.load(self.recording)
+        self._frames = Frames.of_packets(packets)
 
     def _compare_with_recording(self) -> None:
         """Set matches_recording and live_summary; print one line if the runs differ."""
@@ -247,7 +249,7 @@ class Capture:
         from scapy.plist import PacketList
 
         self._require_finished()
-        return PacketList(self._packets, name=self.name or "capture")
+        return PacketList(list(self._frames), name=self.name or "capture")
 
     @property
     def segments(self) -> list:
@@ -256,40 +258,46 @@ class Capture:
 
         return segments(self.packets, self.roles, self.meta)  # through every protocol view
 
+    @property
+    def notice(self) -> str | None:
+        """What every view says first when packets were lost (None: nothing was)."""
+        from labkit.capture.live import lost_notice
+
+        return lost_notice(self.lost) if self.lost else None
+
     def table(self, *, start: int = 0, stop: int | None = None):
         """One row per packet; ``start``/``stop`` pick a slice of rows."""
         from labkit.views.table import Table
 
-        return Table(self.segments[start:stop])
+        return Table(self.segments[start:stop], notice=self.notice)
 
     def ladder(self, *, start: int = 0, stop: int | None = None, title: str | None = None):
         """A sequence diagram of the packets (a matplotlib Figure)."""
         from labkit.views.ladder import ladder
 
-        return ladder(self.segments[start:stop], title=title)
+        return ladder(self.segments[start:stop], title=title, notice=self.notice)
 
     def save(self, path) -> Path:
         """Write the packets as pcapng (opens in Wireshark); returns the path.
 
-        With a TLS key log (``meta["tls_keylog"]``) the file embeds it in a Decryption
-        Secrets Block, so Wireshark and tshark decrypt the TLS with no settings.
+        One interface (``lo``), the kernel's timestamps to the nanosecond, each frame
+        whole with its original length.  With a TLS key log (``meta["tls_keylog"]``)
+        the file embeds it in a Decryption Secrets Block, so Wireshark and tshark
+        decrypt the TLS with no settings.
         """
         self._require_finished()
         path = Path(path)
         if path.suffix != ".pcapng":
             raise ValueError(
                 f"save() writes pcapng: give a path ending in .pcapng, not {path.name!r}")
-        if self.meta.get("tls_keylog"):
-            from labkit.protocols.tlsdissect import save_with_keylog
+        from labkit.capture.pcapng import write
 
-            return save_with_keylog(path, self._packets, self.meta["tls_keylog"])
-        from scapy.utils import wrpcapng
-
-        wrpcapng(str(path), self._packets)
-        return path
+        return write(path, self._frames.frames, iface=self.iface,
+                     keylog=self.meta.get("tls_keylog") or "")
 
     def __len__(self):
-        return len(self._packets)
+        return len(self._frames)
 
     def __repr__(self):
-        return f"<Capture {self.mode} {self.name or ''} {len(self._packets)} packets>"
+        lost = f" ({self.notice})" if self.lost else ""
+        return f"<Capture {self.mode} {self.name or ''} {len(self._frames)} packets{lost}>"

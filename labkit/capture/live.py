@@ -1,91 +1,153 @@
-"""Live sniffing on ``lo``: a raw socket, a sniffer thread, and knowing when it is done.
+"""Live capture on ``lo``: read fast into bytes, dissect late, and know what was missed.
 
     >>> sniffer = LiveSniffer("lo", endpoints)     # endpoints: see labkit.capture.endpoints
     >>> sniffer.start(); ...; sniffer.settle(2.0); sniffer.stop()
-    >>> sniffer.packets                            # arriving copies, in order
+    >>> sniffer.frames, sniffer.lost               # arriving copies in order; packets missed
 
-Needs CAP_NET_RAW (the lab kernel has it).  The exit waits on a condition, never a
-sleep: a "fence" datagram sent to ourselves marks the end of the queue, and the
-:class:`~labkit.capture.flows.TcpTracker` says when every byte sent was acknowledged.
+Needs CAP_NET_RAW (the lab kernel has it).  A raw ``AF_PACKET`` socket with the port
+filter compiled to BPF runs in the kernel, so only our packets are queued, and only
+their arriving copies (on ``lo`` the kernel shows every packet leaving and arriving).
+A thread stores each frame's bytes, kernel timestamp (ns) and original length; Scapy
+dissects nothing until a view asks (see :mod:`labkit.capture.frames`).
+
+The exit waits on conditions, never a sleep: "fence" datagrams sent to ourselves, one
+from each CPU, mark the end of the kernel's queues, and the TCP tracker says when every
+byte sent was acknowledged.  Nothing queued is ever discarded; what the kernel dropped
+because the queue was full is counted (PACKET_STATISTICS) and reported as ``lost``.
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
 import socket
+import struct
 import sys
 import threading
 import time
-
-from scapy.arch.linux import L2ListenSocket
-from scapy.config import conf
-from scapy.data import MTU
-from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror
-from scapy.layers.inet6 import ICMPv6DestUnreach, IPerror6, IPv6
-from scapy.packet import Packet
-from scapy.sendrecv import AsyncSniffer
+from pathlib import Path
 
 from labkit.capture.flows import TcpTracker
-from labkit.protocols.scapy_compat import last_packet_timestamp
+from labkit.capture.frames import Frame, flow, tcp_facts
 
-__all__ = ["LiveSniffer"]
+__all__ = ["LiveSniffer", "lost_notice"]
 
-READY_TIMEOUT = 5.0   # seconds for the sniffer to open its socket
-STOP_TIMEOUT = 5.0    # seconds for the sniffer thread to end once told to
-SOL_PACKET, PACKET_STATISTICS = 263, 6
-SO_RCVBUFFORCE = 33  # Linux; not exported by Python's socket module
-CAPTURE_BUFFER = 32 * 1024 * 1024  # bytes: a bulk transfer on lo must not overflow it
-
-conf.verb = 0
-
-
-class _DirectionalListenSocket(L2ListenSocket):
-    """Like Scapy's listen socket, but remembers whether each packet was outgoing.
-
-    On ``lo`` the kernel hands a raw socket every packet twice: once as it leaves
-    (PACKET_OUTGOING) and once as it arrives.  We show only the arriving copy and
-    count the leaving ones to know when nothing is still in flight.
-    """
-
-    last_outgoing = False
-
-    def recv_raw(self, x=MTU):
-        pkt, sa_ll, ts = self._recv_raw(self.ins, x)  # private: see scapy_compat.PRIVATE
-        if ts is None:
-            ts = last_packet_timestamp(self.ins)
-        self.last_outgoing = sa_ll[2] == socket.PACKET_OUTGOING
-        return self.LL, pkt, ts
+STOP_TIMEOUT = 5.0     # seconds for the reader thread to end once told to
+DRAIN_STALL = 10.0     # seconds with no packet read before the drain is called a hang
+CAPTURE_BUFFER = 256 * 1024 * 1024  # bytes of kernel queue: 100 MB over lo fits in it
+ETH_P_ALL, ETH_HEADER = 3, 14
+SOL_PACKET, PACKET_STATISTICS, PACKET_OUTGOING = 263, 6, 4
+SO_ATTACH_FILTER, SO_RCVBUFFORCE, SO_TIMESTAMPNS = 26, 33, 35  # Linux; not all in `socket`
+SNAP_ALL = 0x40000     # a BPF "accept" returns how many bytes to keep: all of them
+_FENCE = b"labkit fence %06d %02d"   # round and CPU; a fixed size tells it apart quickly
+_FENCE_LEN = ETH_HEADER + 20 + 8 + len(_FENCE % (0, 0))
 
 
-def _enlarge_receive_buffer(sock: socket.socket) -> None:
-    """Ask for a big queue; SO_RCVBUFFORCE (root) may exceed the rmem_max limit."""
+def lost_notice(lost: int) -> str:
+    """The line every view shows for an incomplete capture."""
+    what = "1 packet was" if lost == 1 else f"{lost} packets were"
+    return (f"⚠ {what} lost: the kernel's queue for this capture overflowed before they "
+            "could be read (a busy machine); this capture is incomplete")
+
+
+def _bpf_program(expression: str, iface: str) -> bytes:
+    """The filter as classic BPF instructions, compiled by libpcap, with two changes:
+    outgoing copies are refused first (we keep arriving ones), and an accepted packet
+    is kept whole (libpcap's program keeps 65,535 bytes, lo frames reach 65,549)."""
+    from scapy.arch.common import compile_filter
+
+    compiled = compile_filter(expression, iface)
+    code = ctypes.string_at(ctypes.addressof(compiled.bf_insns.contents), compiled.bf_len * 8)
+    insns = [list(struct.unpack("HBBI", code[i:i + 8])) for i in range(0, len(code), 8)]
+    for insn in insns:
+        if insn[0] == 0x06 and insn[3]:  # BPF_RET|BPF_K with a snap length: keep all
+            insn[3] = SNAP_ALL
+    prefix = [(0x20, 0, 0, 0xFFFFF004),         # A = the packet's type (SKF_AD_PKTTYPE)
+              (0x15, 0, 1, PACKET_OUTGOING),    # outgoing? next; else skip the refusal
+              (0x06, 0, 0, 0)]                  # refuse it
+    return b"".join(struct.pack("HBBI", *insn) for insn in [*prefix, *insns])
+
+
+def _attach_filter(sock: socket.socket, program: bytes) -> ctypes.Array:
+    """SO_ATTACH_FILTER; returns the buffer, which must live while the kernel copies it."""
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(buffer))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    return buffer
+
+
+def _enlarge_receive_buffer(sock: socket.socket, size: int) -> None:
+    """Ask for a big queue; SO_RCVBUFFORCE (CAP_NET_ADMIN) may exceed rmem_max."""
     try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, CAPTURE_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
     except PermissionError:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CAPTURE_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
 def _kernel_drops(sock: socket.socket) -> int:
-    """Packets the kernel dropped because our queue was full (PACKET_STATISTICS)."""
+    """Packets dropped since the last call because our queue was full (PACKET_STATISTICS
+    resets its counters when read)."""
     stats = sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
     return int.from_bytes(stats[4:8], sys.byteorder)
 
 
-class LiveSniffer:
-    """The packets of some endpoints, read from ``iface`` by a Scapy sniffer thread."""
+def _frame_size(iface: str) -> int:
+    """The largest frame ``iface`` carries: its MTU plus link header (lo: 65,536 + 14)."""
+    try:
+        mtu = int(Path(f"/sys/class/net/{iface}/mtu").read_text())
+    except (OSError, ValueError):
+        mtu = 65536
+    return max(mtu, 65535) + ETH_HEADER + 4  # 4: a VLAN tag, on interfaces that have them
 
-    def __init__(self, iface: str, endpoints: list):
+
+class _FrameTracker(TcpTracker):
+    """The TCP tracker, fed header fields read from bytes instead of Scapy packets."""
+
+    def add_frame(self, data: bytes) -> None:
+        facts = tcp_facts(data)
+        if facts is None:
+            return
+        key, flags, seq, ack, size = facts
+        conn = self._conn(key)
+        if "R" in flags:
+            self._reset.add(conn)
+            return
+        used = size + ("S" in flags) + ("F" in flags)
+        if used:
+            self._next_seq[key] = (seq + used) % 2**32
+        if "F" in flags:
+            self._fins.setdefault(conn, set()).add(key)
+        if "A" in flags:
+            self._acked[(key[2], key[3], key[0], key[1])] = ack
+
+
+class LiveSniffer:
+    """The packets of some endpoints, read from ``iface`` by a thread that only stores bytes."""
+
+    def __init__(self, iface: str, endpoints: list, *, buffer: int | None = None):
         self.iface = iface
         self.endpoints = endpoints
-        self.packets: list = []
-        self.tracker = TcpTracker()
-        self.complete = True       # False once something was missed
-        self.sniffer: AsyncSniffer | None = None
-        self._sent = self._arrived = 0
+        self.buffer = buffer or CAPTURE_BUFFER
+        self.frames: list[Frame] = []  # filled by stop(): ours, in arrival order
+        self.tracker = _FrameTracker()
+        self.complete = True           # False once something was missed
+        self.lost = 0                  # packets the kernel dropped before we could read them
+        self.error: BaseException | None = None  # what ended the reader early
+        self._raw: list = []           # (bytes, ancillary data, original length), as read
+        self._tracked = 0              # how many of _raw the tracker has seen
         self._changed = threading.Condition()
-        self._sock: _DirectionalListenSocket | None = None
+        self._sock: socket.socket | None = None
         self._fence: socket.socket | None = None
         self._fence_port = 0
-        self._fence_seen = False
+        self._fences: dict[int, int] = {}   # round -> fences of that round read
+        self._fences_sent = 0
+        self._round_size = 1
+        self._drops = 0
+        self._idle = False             # the reader found the queue empty
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._verdicts: dict[tuple, bool] = {}
+        self._program: ctypes.Array | None = None
 
     @property
     def bpf(self) -> str:
@@ -94,102 +156,174 @@ class LiveSniffer:
         return f"{ours} or (udp and dst host 127.0.0.1 and dst port {self._fence_port})"
 
     def start(self) -> None:
-        """Open the socket and start the thread; on an error call :meth:`stop`."""
-        # The fence: a datagram we send to ourselves on exit.  Once its arriving copy
-        # is read, every packet sent before it has been read too (one FIFO queue).
+        """Open the socket and start the reader; on an error call :meth:`stop`."""
         self._fence = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._fence.bind(("127.0.0.1", 0))
         self._fence_port = self._fence.getsockname()[1]
-        self._sock = sock = _DirectionalListenSocket(iface=self.iface, filter=self.bpf)
-        _enlarge_receive_buffer(sock.ins)
-        _kernel_drops(sock.ins)  # reading the statistics resets them: count from here on
-        ready = threading.Event()
-        self.sniffer = AsyncSniffer(opened_socket=sock, prn=self._on_packet, store=False,
-                                    started_callback=ready.set)
-        self.sniffer.start()
-        if not ready.wait(READY_TIMEOUT):
-            raise RuntimeError(
-                f"the sniffer on {self.iface} did not start within {READY_TIMEOUT}s")
+        # Protocol 0: the socket sees nothing until bound, so no stranger slips in before
+        # the filter is attached.
+        self._sock = sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        self._program = _attach_filter(sock, _bpf_program(self.bpf, self.iface))
+        _enlarge_receive_buffer(sock, self.buffer)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 50_000))
+        sock.bind((self.iface, ETH_P_ALL))
+        _kernel_drops(sock)  # count from here on
+        self._thread = threading.Thread(target=self._read, args=(sock,), daemon=True,
+                                        name=f"labkit capture on {self.iface}")
+        self._thread.start()
 
-    def is_ours(self, pkt) -> bool:
-        """Does this packet belong to our endpoints (or the fence)?  BPF can't parse an
-        ICMP error's quote as Scapy does, and a raw socket sees every packet until Scapy
-        attaches its filter: this check is the filter's twin, in Python."""
-        quoted = ICMP in pkt or ICMPv6DestUnreach in pkt  # an error: judge the packet it quotes
-        ips: tuple[type[Packet], ...]
-        layers: tuple[type[Packet], ...]
-        if quoted:
-            ips, layers = (IPerror, IPerror6), (TCPerror, UDPerror)
-        else:
-            ips, layers = (IP, IPv6), (TCP, UDP)
-        ip = next((pkt[layer] for layer in ips if layer in pkt), None)
-        seg = next((pkt[layer] for layer in layers if layer in pkt), None)
-        if ip is None or seg is None:
-            return False
-        protocol = "tcp" if isinstance(seg, TCP) else "udp"
-        return self._is_fence(pkt) or any(e.matches(protocol, ip.src, seg.sport, ip.dst, seg.dport)
-                                          for e in self.endpoints)
+    def _read(self, sock: socket.socket) -> None:
+        """The reader: store each frame as it comes, notice fences, never dissect."""
+        size = _frame_size(self.iface)
+        buf = bytearray(size)
+        view, bufs, append = memoryview(buf), [buf], self._raw.append
+        ancillary = socket.CMSG_SPACE(16)
+        fence_port = self._fence_port.to_bytes(2, "big")
+        trunc, dontwait = socket.MSG_TRUNC, socket.MSG_TRUNC | socket.MSG_DONTWAIT
+        flags = dontwait
+        try:
+            while True:
+                try:
+                    n, anc, _flags, _address = sock.recvmsg_into(bufs, ancillary, flags)
+                except BlockingIOError:
+                    if flags == dontwait:  # the queue is empty: tell settle(), then wait
+                        if self._stopping:
+                            return
+                        with self._changed:
+                            self._idle = True
+                            self._changed.notify_all()
+                        flags = trunc
+                    else:  # a blocking wait timed out (SO_RCVTIMEO): look again
+                        flags = dontwait
+                    continue
+                flags = dontwait
+                if n == _FENCE_LEN and view[36:38] == fence_port and view[23] == 17:
+                    self._fence_read(bytes(view[42:n]))
+                    continue
+                append((bytes(view[:n]), anc, n))
+        except BaseException as exc:  # noqa: BLE001 - reported on exit, never lost
+            self.error = exc
+        finally:
+            with self._changed:
+                self._idle = True
+                self._changed.notify_all()
 
-    def _is_fence(self, pkt) -> bool:
-        return (UDP in pkt and IP in pkt and pkt[UDP].dport == self._fence_port
-                and pkt[IP].dst == "127.0.0.1")
-
-    def _on_packet(self, pkt) -> None:
-        assert self._sock is not None  # opened in start(), before the sniffer that calls us
-        outgoing = self._sock.last_outgoing  # set by the recv that produced pkt
-        if not self.is_ours(pkt):
-            return
+    def _fence_read(self, payload: bytes) -> None:
+        round_ = int(payload.split()[2])
         with self._changed:
-            if self._is_fence(pkt):
-                self._fence_seen = self._fence_seen or not outgoing
-            elif outgoing:
-                self._sent += 1
-            else:
-                self._arrived += 1
-                self.packets.append(pkt)
-                self.tracker.add(pkt)
+            self._fences[round_] = self._fences.get(round_, 0) + 1
             self._changed.notify_all()
 
-    def _quiet(self) -> bool:
-        return self._fence_seen and self._arrived >= self._sent and self.tracker.settled()
+    def _send_fences(self, round_: int) -> int:
+        """One fence datagram from each CPU we may run on: a CPU's backlog is one FIFO
+        queue, so once every fence is read, so is every packet queued before them."""
+        assert self._fence is not None
+        try:
+            cpus = sorted(os.sched_getaffinity(0))
+        except OSError:
+            cpus = []
+        address = ("127.0.0.1", self._fence_port)
+        if not cpus:
+            self._fence.sendto(_FENCE % (round_, 0), address)
+            return 1
+        try:
+            for cpu in cpus:
+                os.sched_setaffinity(0, {cpu})  # this thread only (Linux)
+                self._fence.sendto(_FENCE % (round_, cpu % 100), address)
+        finally:
+            os.sched_setaffinity(0, cpus)
+        return len(cpus)
+
+    def is_ours(self, pkt) -> bool:
+        """Does this frame (bytes, or a Scapy packet) belong to our endpoints?  The
+        kernel's filter twin, in Python: an ICMP error is judged by the packet it quotes."""
+        data = pkt if isinstance(pkt, bytes) else bytes(pkt)
+        facts = flow(data)
+        if facts is None:
+            return False
+        verdict = self._verdicts.get(facts)
+        if verdict is None:
+            verdict = self._verdicts[facts] = any(e.matches(*facts) for e in self.endpoints)
+        return verdict
+
+    def _track(self) -> bool:
+        """Feed the tracker what was read since; True when every TCP byte is acknowledged."""
+        raw, add = self._raw, self.tracker.add_frame
+        for i in range(self._tracked, len(raw)):
+            add(raw[i][0])
+        self._tracked = len(raw)
+        return self.tracker.settled()
+
+    def _drained(self) -> bool:
+        return any(n >= self._round_size for n in self._fences.values())
 
     def settle(self, timeout: float) -> bool:
-        """Wait (bounded) for every packet already sent to arrive, and for the final ACKs
-        of anything that needs one (a condition, not a sleep).  False: gave up."""
-        if self._fence is None:
+        """Read everything queued until now (bounded only against a hang), then wait up
+        to ``timeout`` for the final ACKs of anything that needs one.  False: gave up."""
+        if self._fence is None or self._thread is None:
             raise RuntimeError("settle() waits for packets of a started sniffer: start() first")
-        self._fence.sendto(b"labkit fence", ("127.0.0.1", self._fence_port))
+        round_, self._round_size = 0, self._send_fences(0)
+        self._fences_sent = self._round_size
+        progress, last = len(self._raw), time.monotonic()
         with self._changed:
-            settled = self._changed.wait_for(self._quiet, timeout)
-        self.complete = self.complete and settled
-        return settled
+            while not self._drained() and self._thread.is_alive():
+                self._idle = False
+                self._changed.wait(0.2)
+                if len(self._raw) != progress:
+                    progress, last = len(self._raw), time.monotonic()
+                elif time.monotonic() - last > DRAIN_STALL:
+                    break  # a hang, not a drain: stop() reads what is left
+                elif self._idle and self._sock is not None:
+                    # the queue is empty and a fence is missing: the kernel dropped it
+                    self._drops += _kernel_drops(self._sock)
+                    round_ += 1
+                    self._fences_sent += self._send_fences(round_)
+            drained = self._drained()
+            settled = self._changed.wait_for(self._track, timeout) if drained else False
+        self.complete = self.complete and drained and settled
+        return drained and settled
 
     def stop(self) -> None:
-        """Stop the sniffer thread (bounded wait) and close both sockets; safe to repeat."""
-        sniffer, self.sniffer = self.sniffer, None
-        thread = sniffer.thread if sniffer is not None else None
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while (sniffer is not None and thread is not None and thread.is_alive()
-               and time.monotonic() < deadline):
-            try:  # repeated: a sniffer still starting up may miss the first stop
-                sniffer.stop(join=False)  # wakes its select() through Scapy's pipe
-            except Exception:  # noqa: BLE001 - not running yet, or already ended
-                pass
-            thread.join(0.05)
-        if thread is not None and thread.is_alive():
+        """End the reader (bounded wait) after it has read everything queued, count what
+        the kernel dropped, keep our frames; close both sockets.  Safe to repeat."""
+        thread, self._thread = self._thread, None
+        self._stopping = True
+        if thread is not None:
+            thread.join(STOP_TIMEOUT)
+            if thread.is_alive():
+                self.complete = False
+                print(f"⚠ the capture's reader did not stop within {STOP_TIMEOUT}s: this "
+                      "capture may be incomplete")
+        if self.error is not None:
             self.complete = False
-            print(f"⚠ the sniffer did not stop within {STOP_TIMEOUT}s: this capture may be "
-                  "incomplete")
-        if self._sock is not None:
-            if self._sock.closed:  # Scapy closes a socket whose reading raised
-                self.complete = False
-                print("⚠ the sniffer stopped early after an error: this capture is incomplete")
-            elif dropped := _kernel_drops(self._sock.ins):
-                self.complete = False
-                print(f"⚠ the kernel dropped {dropped} packets before the capture could read "
-                      "them: this capture is incomplete (the machine is busy; run the cell again)")
-            self._sock.close()
-            self._sock = None
+            print(f"⚠ the capture's reader stopped early after an error ({self.error!r}): "
+                  "this capture is incomplete")
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            if sock.fileno() != -1:
+                self._drops += _kernel_drops(sock)
+            sock.close()
+        if self._raw:
+            self._keep_ours()
+        fences_read = sum(self._fences.values())
+        self.lost = max(0, self._drops - (self._fences_sent - fences_read))  # not our fences
+        if self.lost:
+            self.complete = False
+            print(lost_notice(self.lost))
         if self._fence is not None:
             self._fence.close()
             self._fence = None
+
+    def _keep_ours(self) -> None:
+        frames = self.frames
+        for data, anc, wirelen in self._raw:
+            if not self.is_ours(data):
+                continue  # e.g. read before the filter was attached
+            ns = time.time_ns()
+            for level, kind, value in anc:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    sec, nsec = struct.unpack("ll", value[:16])
+                    ns = sec * 1_000_000_000 + nsec
+            frames.append(Frame(data, ns, wirelen))
+        self._raw = []

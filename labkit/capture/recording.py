@@ -17,17 +17,20 @@ from pathlib import Path
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6
-from scapy.utils import rdpcap, wrpcapng
+from scapy.utils import rdpcap
 
+from labkit.capture.frames import Frames
+from labkit.capture.pcapng import write
 from labkit.servers.conversation import content_digest, conversation_entry, name_digest
 
 __all__ = ["save", "load", "summarize", "difference", "merge"]
 
 
-def save(path: Path, packets: list, roles: dict[int, str], meta: dict) -> None:
+def save(path: Path, packets, roles: dict[int, str], meta: dict, *, iface: str = "lo") -> None:
     """Write the packets (pcapng) and, beside them, roles, summary and ``meta`` (JSON)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    wrpcapng(str(path), packets)
+    frames = packets if isinstance(packets, Frames) else Frames.of_packets(packets)
+    write(path, frames.frames, iface=iface)
     data = {"roles": {str(p): n for p, n in roles.items()},
             "summary": summarize(packets, roles), **meta}
     path.with_suffix(".json").write_text(json.dumps(data, indent=1, sort_keys=True))

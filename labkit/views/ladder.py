@@ -42,7 +42,7 @@ def _lifelines(segs: list[Segment]) -> list[str]:
     return sorted(seen, key=lambda r: (not r.startswith("client"), seen.index(r)))
 
 
-def ladder(segs: list[Segment], *, title: str | None = None):
+def ladder(segs: list[Segment], *, title: str | None = None, notice: str | None = None):
     """Draw a sequence diagram: one lifeline per role, one labelled arrow per packet.
 
     Time runs downwards, one row per packet (so 30+ packets stay legible); the left
@@ -83,5 +83,7 @@ def ladder(segs: list[Segment], *, title: str | None = None):
         ax.set_title(title, fontsize=16, pad=12)
     if not segs:
         ax.text(sum(x.values()) / len(x), 0, "(no packets)", ha="center", fontsize=14)
+    if notice:  # e.g. "⚠ 3 packets were lost …": the figure says it, not only the cell
+        fig.suptitle(notice, color=COLORS["RST"], fontsize=13)
     fig.tight_layout()
     return fig

@@ -68,18 +68,23 @@ def _row(seg) -> list[str]:
 class Table:
     """Rows of a capture (:class:`~labkit.capture.flows.Segment` s); text, and HTML in Jupyter."""
 
-    def __init__(self, segs):
+    def __init__(self, segs, *, notice: str | None = None):
         self.segments = list(segs)
         self.rows = [_row(s) for s in self.segments]
+        self.notice = notice  # e.g. "⚠ 3 packets were lost …": said above the rows
 
     def __len__(self):
         return len(self.rows)
 
     def __str__(self):
-        return text_table(COLUMNS, self.rows, empty="(no packets)")
+        text = text_table(COLUMNS, self.rows, empty="(no packets)")
+        return f"{self.notice}\n{text}" if self.notice else text
 
     __repr__ = __str__
 
     def _repr_html_(self):
         colors = [COLORS[kind(seg)] for seg in self.segments]
-        return html_table(COLUMNS, self.rows, colors, empty="(no packets)")
+        text = html_table(COLUMNS, self.rows, colors, empty="(no packets)")
+        if self.notice:
+            text = f"<p style='color:{COLORS['RST']}'><b>{html.escape(self.notice)}</b></p>{text}"
+        return text

@@ -1,0 +1,147 @@
+"""Captured frames as the kernel gave them: bytes first, Scapy only when a view asks.
+
+    >>> frames = Frames([Frame(raw, 1700000000_123456789, len(raw))])
+    >>> frames[0]                # a Scapy packet, dissected now (and kept)
+    >>> flow(raw)                # ('udp', '127.0.0.1', 40000, '127.0.0.1', 8080): no Scapy
+
+A live capture stores each frame's bytes, its kernel timestamp in nanoseconds and its
+original length; dissecting a packet with Scapy costs ~100x reading it, so reading
+never waits for Scapy.  :func:`flow` and :func:`tcp_facts` read the few header fields
+the capture needs itself (whose packet is it? has TCP settled?) straight from the bytes.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
+from typing import NamedTuple, overload
+
+__all__ = ["Frame", "Frames", "flow", "tcp_facts"]
+
+_ETH = 14                           # lo frames carry a 14-byte (all-zero) Ethernet header
+_IPV4, _IPV6 = b"\x08\x00", b"\x86\xdd"
+_PROTOCOLS = {6: "tcp", 17: "udp"}
+_ICMP_QUOTES = {3, 4, 5, 11, 12}    # ICMP types that quote the packet they are about (Scapy's)
+
+
+class Frame(NamedTuple):
+    """One captured frame: its bytes, the kernel's timestamp (ns) and its original length."""
+
+    data: bytes
+    ns: int
+    wirelen: int
+
+
+def _ip_header(data: bytes, at: int, version_type: bytes):
+    """``(protocol number, src, dst, offset of the next header, payload length)`` or None."""
+    if version_type == _IPV4 and len(data) >= at + 20:
+        if int.from_bytes(data[at + 6:at + 8], "big") & 0x1FFF:
+            return None  # a later fragment: no ports in it
+        ihl = (data[at] & 0x0F) * 4
+        total = int.from_bytes(data[at + 2:at + 4], "big")
+        return data[at + 9], data[at + 12:at + 16], data[at + 16:at + 20], at + ihl, total - ihl
+    if version_type == _IPV6 and len(data) >= at + 40:
+        size = int.from_bytes(data[at + 4:at + 6], "big")
+        return data[at + 6], data[at + 8:at + 24], data[at + 24:at + 40], at + 40, size
+    return None
+
+
+def _text(address: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET if len(address) == 4 else socket.AF_INET6, address)
+
+
+def flow(data: bytes) -> tuple[str, str, int, str, int] | None:
+    """``(protocol, src, sport, dst, dport)`` of a TCP or UDP frame, or of the packet an
+    ICMP error quotes; None for anything else (what Scapy's IPerror/TCPerror would say)."""
+    kind = data[12:14]
+    ip = _ip_header(data, _ETH, kind)
+    if ip is None:
+        return None
+    number, src, dst, at, _size = ip
+    icmp = (number == 1 and kind == _IPV4) or (number == 58 and kind == _IPV6)
+    if icmp:
+        if len(data) <= at or data[at] not in (_ICMP_QUOTES if number == 1 else {1}):
+            return None
+        ip = _ip_header(data, at + 8, kind)  # the quote follows the 8-byte ICMP header
+        if ip is None:
+            return None
+        number, src, dst, at, _size = ip
+    if number not in _PROTOCOLS or len(data) < at + 4:
+        return None
+    sport = int.from_bytes(data[at:at + 2], "big")
+    dport = int.from_bytes(data[at + 2:at + 4], "big")
+    return _PROTOCOLS[number], _text(src), sport, _text(dst), dport
+
+
+def tcp_facts(data: bytes) -> tuple[tuple, str, int, int, int] | None:
+    """``(direction, flags, seq, ack, payload length)`` of a TCP frame (not a quoted one).
+
+    ``direction`` is ``(src, sport, dst, dport)`` with addresses as raw bytes; flags in
+    Scapy's letters ("S", "A", "F", "R", ...), as :class:`~labkit.capture.flows.TcpTracker`
+    reads them.
+    """
+    ip = _ip_header(data, _ETH, data[12:14])
+    if ip is None or ip[0] != 6 or len(data) < ip[3] + 20:
+        return None
+    _number, src, dst, at, size = ip
+    ports = data[at:at + 4]
+    seq = int.from_bytes(data[at + 4:at + 8], "big")
+    ack = int.from_bytes(data[at + 8:at + 12], "big")
+    header = (data[at + 12] >> 4) * 4
+    bits = data[at + 13]
+    flags = "".join(letter for bit, letter in enumerate("FSRPAUEC") if bits >> bit & 1)
+    direction = (src, ports[:2], dst, ports[2:])
+    return direction, flags, seq, ack, size - header
+
+
+class Frames(Sequence):
+    """Frames that act as a list of Scapy packets, each dissected on first look and kept.
+
+    ``pkt.time`` is the kernel's stamp to the nanosecond (a Decimal), ``pkt.wirelen``
+    the frame's original length.
+    """
+
+    def __init__(self, frames: list[Frame] | None = None):
+        self.frames: list[Frame] = frames if frames is not None else []
+        self._packets: dict[int, object] = {}
+
+    @classmethod
+    def of_packets(cls, packets) -> Frames:
+        """Frames of Scapy packets (e.g. read from a pcapng file), the packets kept as they are."""
+        made = cls([Frame(bytes(p), int(Decimal(str(p.time)) * 10**9),
+                          p.wirelen or len(bytes(p))) for p in packets])
+        made._packets = dict(enumerate(packets))
+        return made
+
+    def packet(self, i: int):
+        if i < 0:
+            i += len(self.frames)
+        pkt = self._packets.get(i)
+        if pkt is None:
+            from scapy.layers.l2 import Ether
+            from scapy.utils import EDecimal
+
+            frame = self.frames[i]
+            pkt = Ether(frame.data)
+            pkt.time = EDecimal(frame.ns) / 10**9
+            pkt.wirelen = frame.wirelen
+            self._packets[i] = pkt
+        return pkt
+
+    @overload
+    def __getitem__(self, i: int) -> object: ...
+    @overload
+    def __getitem__(self, i: slice) -> list: ...
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self.packet(j) for j in range(*i.indices(len(self.frames)))]
+        if not -len(self.frames) <= i < len(self.frames):
+            raise IndexError(f"frame {i} of {len(self.frames)}")
+        return self.packet(i)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __iter__(self) -> Iterator:
+        return (self.packet(i) for i in range(len(self.frames)))
