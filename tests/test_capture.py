@@ -212,7 +212,8 @@ def test_kernel_drops_are_reported_not_hidden(live, monkeypatch, capsys):
     from labkit.capture import live as _live
 
     with TCPServer("echo") as server, Capture(server) as wire:
-        monkeypatch.setattr(_live, "_kernel_drops", lambda sock: 7)
+        drops = iter([7])  # PACKET_STATISTICS counts from its last reading: 7, then none
+        monkeypatch.setattr(_live, "_kernel_drops", lambda sock: next(drops, 0))
         echo_exchange(server)
     assert not wire.complete and wire.lost == 7
     assert "⚠ 7 packets were lost" in capsys.readouterr().out

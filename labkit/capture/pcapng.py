@@ -2,6 +2,7 @@
 
     >>> write("hello.pcapng", frames, iface="lo")
     >>> write("tls.pcapng", frames, iface="lo", keylog="CLIENT_RANDOM ...\\n")
+    >>> read("hello.pcapng")          # Scapy packets, frames whole (Scapy's reader cuts at 65,535)
 
 Written here, block by block (pcapng spec, IETF draft-ietf-opsawg-pcapng), because
 Scapy's writer adds an unused interface #0, names the real one "socket0", keeps
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from labkit.capture.frames import Frame
 
-__all__ = ["write", "LINKTYPE_ETHERNET"]
+__all__ = ["write", "read", "LINKTYPE_ETHERNET"]
 
 LINKTYPE_ETHERNET = 1         # lo frames carry an Ethernet header (tcpdump: EN10MB)
 SNAPLEN = 262144              # tcpdump's: larger than any frame we read
@@ -51,3 +52,16 @@ def write(path, frames: list[Frame], *, iface: str = "lo", keylog: str = "",
             head = struct.pack("<IIIII", 0, ns >> 32, ns & 0xFFFFFFFF, len(data), wirelen)
             out.write(_block(0x00000006, head + data))
     return path
+
+
+def read(path) -> list:
+    """The packets of a pcap or pcapng file (Scapy's reader), each frame whole."""
+    from scapy.utils import PcapReader
+
+    packets = []
+    with PcapReader(str(path)) as reader:
+        while True:
+            try:
+                packets.append(reader.read_packet(size=SNAPLEN))
+            except EOFError:
+                return packets

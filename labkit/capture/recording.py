@@ -17,10 +17,9 @@ from pathlib import Path
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6
-from scapy.utils import rdpcap
 
 from labkit.capture.frames import Frames
-from labkit.capture.pcapng import write
+from labkit.capture.pcapng import read, write
 from labkit.servers.conversation import content_digest, conversation_entry, name_digest
 
 __all__ = ["save", "load", "summarize", "difference", "merge"]
@@ -43,7 +42,7 @@ def load(path: Path) -> tuple[list, dict[int, str], dict, dict]:
             f"no recording {path}: run `python -m labkit record` "
             "(as root) to make the recordings"
         )
-    packets = list(rdpcap(str(path)))
+    packets = read(path)
     meta = json.loads(path.with_suffix(".json").read_text())
     roles = {int(p): n for p, n in meta.pop("roles").items()}
     # Recordings made before summaries were saved: the packets say the same.
