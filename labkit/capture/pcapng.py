@@ -38,16 +38,16 @@ def _option(code: int, value: bytes) -> bytes:
 
 def write(path, frames: list[Frame], *, iface: str = "lo", keylog: str = "",
           linktype: int = LINKTYPE_ETHERNET) -> Path:
-    """Write ``frames`` to ``path``: section header, one interface, the TLS key log (if
-    any), then one Enhanced Packet Block per frame with its original length."""
+    """Write ``frames`` to ``path``: section header, the TLS key log (if any), one
+    interface, then one Enhanced Packet Block per frame with its original length."""
     path = Path(path)
     with path.open("wb") as out:
         out.write(_block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)))
-        options = _option(2, iface.encode()) + _option(9, bytes([9])) + _option(0, b"")
-        out.write(_block(0x00000001, struct.pack("<HHI", linktype, 0, SNAPLEN) + options))
         if keylog:
             secrets = keylog.encode()
             out.write(_block(0x0000000A, struct.pack("<II", _TLS_KEY_LOG, len(secrets)) + secrets))
+        options = _option(2, iface.encode()) + _option(9, bytes([9])) + _option(0, b"")
+        out.write(_block(0x00000001, struct.pack("<HHI", linktype, 0, SNAPLEN) + options))
         for data, ns, wirelen in frames:
             head = struct.pack("<IIIII", 0, ns >> 32, ns & 0xFFFFFFFF, len(data), wirelen)
             out.write(_block(0x00000006, head + data))
