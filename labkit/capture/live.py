@@ -5,10 +5,13 @@
     >>> sniffer.frames, sniffer.lost               # arriving copies in order; packets missed
 
 Needs CAP_NET_RAW (the lab kernel has it).  A raw ``AF_PACKET`` socket with the port
-filter compiled to BPF runs in the kernel, so only our packets are queued, and only
-their arriving copies (on ``lo`` the kernel shows every packet leaving and arriving).
-A thread stores each frame's bytes, kernel timestamp (ns) and original length; Scapy
-dissects nothing until a view asks (see :mod:`labkit.capture.frames`).
+filter compiled to BPF runs in the kernel, so only our packets are kept, and only their
+arriving copies (on ``lo`` the kernel shows every packet leaving and arriving).  The
+kernel writes them into a memory-mapped ring (TPACKET_V3, as libpcap reads), which
+unlike a socket's queue is not capped by ``net.core.rmem_max`` - the lab kernel may
+not raise that - and costs no system call per packet.  A thread copies each frame's
+bytes, kernel timestamp (ns) and original length out of the ring; Scapy dissects
+nothing until a view asks (see :mod:`labkit.capture.frames`).
 
 The exit waits on conditions, never a sleep: "fence" datagrams sent to ourselves, one
 from each CPU, mark the end of the kernel's queues, and the TCP tracker says when every
@@ -19,13 +22,14 @@ because the queue was full is counted (PACKET_STATISTICS) and reported as ``lost
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
+import select
 import socket
 import struct
 import sys
 import threading
 import time
-from pathlib import Path
 
 from labkit.capture.flows import TcpTracker
 from labkit.capture.frames import Frame, flow, tcp_facts
@@ -34,11 +38,16 @@ __all__ = ["LiveSniffer", "lost_notice"]
 
 STOP_TIMEOUT = 5.0     # seconds for the reader thread to end once told to
 DRAIN_STALL = 10.0     # seconds with no packet read before the drain is called a hang
-CAPTURE_BUFFER = 256 * 1024 * 1024  # bytes of kernel queue: 100 MB over lo fits in it
+CAPTURE_BUFFER = 128 * 1024 * 1024  # bytes of ring: a 100 MB transfer over lo never fills it
+BLOCK_SIZE = 1 << 20   # bytes per ring block: many whole lo frames (65,549 bytes) each
+RETIRE_MS = 2          # the kernel hands over a block that is not full after this long
 ETH_P_ALL, ETH_HEADER = 3, 14
 SOL_PACKET, PACKET_STATISTICS, PACKET_OUTGOING = 263, 6, 4
-SO_ATTACH_FILTER, SO_RCVBUFFORCE, SO_TIMESTAMPNS = 26, 33, 35  # Linux; not all in `socket`
+PACKET_RX_RING, PACKET_VERSION, TPACKET_V3, TP_STATUS_USER = 5, 10, 2, 1
+SO_ATTACH_FILTER = 26  # Linux; not in `socket`
 SNAP_ALL = 0x40000     # a BPF "accept" returns how many bytes to keep: all of them
+_BLOCK = struct.Struct("=III")        # tpacket_hdr_v1: block_status, num_pkts, first packet
+_PACKET = struct.Struct("=IIIII4xH")  # tpacket3_hdr: next, sec, nsec, snaplen, len, mac
 _FENCE = b"labkit fence %06d %02d"   # round and CPU; a fixed size tells it apart quickly
 _FENCE_LEN = ETH_HEADER + 20 + 8 + len(_FENCE % (0, 0))
 
@@ -76,12 +85,16 @@ def _attach_filter(sock: socket.socket, program: bytes) -> ctypes.Array:
     return buffer
 
 
-def _enlarge_receive_buffer(sock: socket.socket, size: int) -> None:
-    """Ask for a big queue; SO_RCVBUFFORCE (CAP_NET_ADMIN) may exceed rmem_max."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
-    except PermissionError:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+def _map_ring(sock: socket.socket, size: int) -> tuple[mmap.mmap, int]:
+    """Give the socket a TPACKET_V3 receive ring of about ``size`` bytes; ``(ring, blocks)``."""
+    blocks = max(1, size // BLOCK_SIZE)
+    sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
+    # tpacket_req3: block size and count, "frame" size and count (V3 packs frames of any
+    # size into blocks: one nominal frame per block), retire timeout, private area, features
+    request = struct.pack("=7I", BLOCK_SIZE, blocks, BLOCK_SIZE, blocks, RETIRE_MS, 0, 0)
+    sock.setsockopt(SOL_PACKET, PACKET_RX_RING, request)
+    return mmap.mmap(sock.fileno(), BLOCK_SIZE * blocks, mmap.MAP_SHARED,
+                     mmap.PROT_READ | mmap.PROT_WRITE), blocks
 
 
 def _kernel_drops(sock: socket.socket) -> int:
@@ -89,15 +102,6 @@ def _kernel_drops(sock: socket.socket) -> int:
     resets its counters when read)."""
     stats = sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
     return int.from_bytes(stats[4:8], sys.byteorder)
-
-
-def _frame_size(iface: str) -> int:
-    """The largest frame ``iface`` carries: its MTU plus link header (lo: 65,536 + 14)."""
-    try:
-        mtu = int(Path(f"/sys/class/net/{iface}/mtu").read_text())
-    except (OSError, ValueError):
-        mtu = 65536
-    return max(mtu, 65535) + ETH_HEADER + 4  # 4: a VLAN tag, on interfaces that have them
 
 
 class _FrameTracker(TcpTracker):
@@ -133,10 +137,11 @@ class LiveSniffer:
         self.complete = True           # False once something was missed
         self.lost = 0                  # packets the kernel dropped before we could read them
         self.error: BaseException | None = None  # what ended the reader early
-        self._raw: list = []           # (bytes, ancillary data, original length), as read
+        self._raw: list[Frame] = []    # every frame as read (stop() keeps ours in frames)
         self._tracked = 0              # how many of _raw the tracker has seen
         self._changed = threading.Condition()
         self._sock: socket.socket | None = None
+        self._ring: mmap.mmap | None = None
         self._fence: socket.socket | None = None
         self._fence_port = 0
         self._fences: dict[int, int] = {}   # round -> fences of that round read
@@ -164,44 +169,51 @@ class LiveSniffer:
         # the filter is attached.
         self._sock = sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         self._program = _attach_filter(sock, _bpf_program(self.bpf, self.iface))
-        _enlarge_receive_buffer(sock, self.buffer)
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 50_000))
+        self._ring, blocks = _map_ring(sock, self.buffer)
         sock.bind((self.iface, ETH_P_ALL))
         _kernel_drops(sock)  # count from here on
-        self._thread = threading.Thread(target=self._read, args=(sock,), daemon=True,
+        self._thread = threading.Thread(target=self._read, args=(sock, self._ring, blocks),
+                                        daemon=True,
                                         name=f"labkit capture on {self.iface}")
         self._thread.start()
 
-    def _read(self, sock: socket.socket) -> None:
-        """The reader: store each frame as it comes, notice fences, never dissect."""
-        size = _frame_size(self.iface)
-        buf = bytearray(size)
-        view, bufs, append = memoryview(buf), [buf], self._raw.append
-        ancillary = socket.CMSG_SPACE(16)
-        fence_port = self._fence_port.to_bytes(2, "big")
-        trunc, dontwait = socket.MSG_TRUNC, socket.MSG_TRUNC | socket.MSG_DONTWAIT
-        flags = dontwait
+    def _read(self, sock: socket.socket, ring: mmap.mmap, blocks: int) -> None:
+        """The reader: copy each frame out of the ring as it comes, notice fences, never
+        dissect; give each block back to the kernel once read."""
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        append, fence_port = self._raw.append, self._fence_port.to_bytes(2, "big")
+        block, waited_after_stop = 0, False
         try:
             while True:
-                try:
-                    n, anc, _flags, _address = sock.recvmsg_into(bufs, ancillary, flags)
-                except BlockingIOError:
-                    if flags == dontwait:  # the queue is empty: tell settle(), then wait
-                        if self._stopping:
+                base = block * BLOCK_SIZE
+                status, count, at = _BLOCK.unpack_from(ring, base + 8)
+                if not status & TP_STATUS_USER:  # the kernel is still filling this block
+                    if self._stopping:
+                        if waited_after_stop:  # a block begun before stop() is retired by now
                             return
-                        with self._changed:
-                            self._idle = True
-                            self._changed.notify_all()
-                        flags = trunc
-                    else:  # a blocking wait timed out (SO_RCVTIMEO): look again
-                        flags = dontwait
+                        waited_after_stop = True
+                    with self._changed:
+                        self._idle = True
+                        self._changed.notify_all()
+                    for _fd, event in poller.poll(4 * RETIRE_MS if self._stopping else 50):
+                        if event & (select.POLLERR | select.POLLNVAL):
+                            raise OSError(f"the capture socket on {self.iface} failed")
                     continue
-                flags = dontwait
-                if n == _FENCE_LEN and view[36:38] == fence_port and view[23] == 17:
-                    self._fence_read(bytes(view[42:n]))
-                    continue
-                append((bytes(view[:n]), anc, n))
+                at += base
+                for _ in range(count):
+                    step, sec, nsec, size, wirelen, mac = _PACKET.unpack_from(ring, at)
+                    start = at + mac
+                    if (size == _FENCE_LEN and ring[start + 36:start + 38] == fence_port
+                            and ring[start + 23] == 17):
+                        self._fence_read(ring[start + 42:start + size])
+                    else:
+                        append(Frame(ring[start:start + size], sec * 1_000_000_000 + nsec,
+                                     wirelen))
+                    at += step
+                ring[base + 8:base + 12] = b"\0\0\0\0"  # TP_STATUS_KERNEL: the kernel's again
+                block = (block + 1) % blocks
+                waited_after_stop = False
         except BaseException as exc:  # noqa: BLE001 - reported on exit, never lost
             self.error = exc
         finally:
@@ -256,7 +268,7 @@ class LiveSniffer:
         """Feed the tracker what was read since; True when every TCP byte is acknowledged."""
         raw, add = self._raw, self.tracker.add_frame
         for i in range(self._tracked, len(raw)):
-            add(raw[i][0])
+            add(raw[i].data)
         self._tracked = len(raw)
         return self.tracker.settled()
 
@@ -308,6 +320,8 @@ class LiveSniffer:
         if sock is not None:
             if sock.fileno() != -1:
                 self._drops += _kernel_drops(sock)
+            if self._ring is not None and (thread is None or not thread.is_alive()):
+                self._ring.close()  # (a reader that never stopped may still touch it)
             sock.close()
         if self._raw:
             self._keep_ours()
@@ -321,13 +335,5 @@ class LiveSniffer:
             self._fence = None
 
     def _keep_ours(self) -> None:
-        frames, unpack = self.frames, struct.Struct("ll").unpack
-        for data, anc, wirelen in self._raw:
-            if not self.is_ours(data):
-                continue  # e.g. read before the filter was attached
-            if anc and anc[0][1] == SO_TIMESTAMPNS:  # the only ancillary data we ask for
-                sec, nsec = unpack(anc[0][2])
-                frames.append(Frame(data, sec * 1_000_000_000 + nsec, wirelen))
-            else:
-                frames.append(Frame(data, time.time_ns(), wirelen))  # never seen: no stamp
+        self.frames.extend(frame for frame in self._raw if self.is_ours(frame.data))
         self._raw = []
