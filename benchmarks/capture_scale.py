@@ -187,11 +187,24 @@ def run(name, make_server, load, size, workdir: Path, buffer: int) -> dict:
             theirs, dropped = dump.finish()
     ours = [(f.data, f.ns // 1000) for f in wire._frames.frames]
     seconds = ended - start
+    complaints = _tshark_complaints(wire.save(workdir / "labkit.pcapng"))
     return {"load": name, "labkit": len(ours), "tcpdump": len(theirs),
             "equal": Counter(f for f, _t in ours) == Counter(f for f, _t in theirs),
             **_compare_order(ours, theirs), "lost": wire.lost, "exit": exit_time,
             "rate": len(theirs) / seconds if seconds else 0.0, "tcpdump drops": dropped,
-            "max frame": max((len(f) for f, _t in ours), default=0)}
+            "max frame": max((len(f) for f, _t in ours), default=0), "tshark": complaints}
+
+
+def _tshark_complaints(path: Path) -> str:
+    """How many saved frames tshark calls malformed, too short or cut ("-": no tshark)."""
+    if shutil.which("tshark") is None:
+        return "-"
+    bad = ('_ws.malformed or _ws.expert.message contains "exceeds" '
+           "or frame.len != frame.cap_len")
+    done = subprocess.run(["tshark", "-n", "-r", str(path), "-Y", bad, "-T", "fields",
+                           "-e", "frame.number"], capture_output=True, text=True,
+                          timeout=LOAD_SECONDS, check=True)
+    return str(len(done.stdout.split()))
 
 
 def _compare_order(ours, theirs) -> dict:
@@ -218,7 +231,8 @@ def _row_text(r: dict) -> str:
     return (f"{r['load']:>20}  labkit {r['labkit']:>7}  tcpdump {r['tcpdump']:>7}  "
             f"equal {'yes' if r['equal'] else 'NO':>3}  order {order:>24}  "
             f"stamps ±{r['stamps']:>3} µs  lost {r['lost']:>5}  exit {r['exit']:5.2f} s  "
-            f"{r['rate']:>8.0f} pkt/s  max frame {r['max frame']}  (tcpdump: {r['tcpdump drops']})")
+            f"{r['rate']:>8.0f} pkt/s  max frame {r['max frame']}  "
+            f"tshark complaints {r['tshark']}  (tcpdump: {r['tcpdump drops']})")
 
 
 def main() -> int:
