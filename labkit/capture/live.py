@@ -46,7 +46,7 @@ RETIRE_MS = 10         # small ones; the kernel hands over a block that is not f
 ETH_P_ALL, ETH_HEADER = 3, 14
 SOL_PACKET, PACKET_STATISTICS, PACKET_OUTGOING = 263, 6, 4
 PACKET_RX_RING, PACKET_VERSION, TPACKET_V3, TP_STATUS_USER = 5, 10, 2, 1
-SO_ATTACH_FILTER = 26  # Linux; not in `socket`
+SO_ATTACH_FILTER, SO_TIMESTAMPNS = 26, 35  # Linux; not in every Python's `socket`
 SNAP_ALL = 0x40000     # a BPF "accept" returns how many bytes to keep: all of them
 _BLOCK = struct.Struct("=III")        # tpacket_hdr_v1: block_status, num_pkts, first packet
 _PACKET = struct.Struct("=IIIII4xH")  # tpacket3_hdr: next, sec, nsec, snaplen, len, mac
@@ -171,6 +171,9 @@ class LiveSniffer:
         # the filter is attached.
         self._sock = sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         self._program = _attach_filter(sock, _bpf_program(self.bpf, self.iface))
+        # Asking for stamps makes the kernel stamp each packet as it enters lo's queue, the
+        # one stamp every tap sees (tcpdump's too); else each tap stamps it on its own.
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self._ring, blocks = _map_ring(sock, self.buffer)
         sock.bind((self.iface, ETH_P_ALL))
         _kernel_drops(sock)  # count from here on
