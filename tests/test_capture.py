@@ -487,8 +487,9 @@ def test_a_sniffer_that_dies_ends_the_capture_incomplete_not_hung(live, receiver
         monkeypatch.setattr(_live, "_PACKET", Unreadable())
         datagrams(receiver, 1)
         wire._live._thread.join(30)  # it ends on that datagram (bounded: no hang if not)
-    assert not wire.complete
-    assert "stopped early after an error" in capsys.readouterr().out
+    assert not wire.complete and wire.lost == 1  # the datagram it could not read
+    said = capsys.readouterr().out
+    assert "stopped early after an error" in said and "⚠ 1 packet was lost" in said
     assert set(threading.enumerate()) <= threads and open_fds() == fds
 
 

@@ -38,7 +38,7 @@ __all__ = ["LiveSniffer", "lost_notice"]
 
 STOP_TIMEOUT = 5.0     # seconds for the reader thread to end once told to
 DRAIN_STALL = 10.0     # seconds with no packet read before the drain is called a hang
-CAPTURE_BUFFER = 128 * 1024 * 1024  # bytes of ring: a 100 MB transfer over lo never fills it
+CAPTURE_BUFFER = 64 * 1024 * 1024  # bytes of ring, as tcpdump -B 65536 (capture_scale.py)
 BLOCK_SIZE = 1 << 18   # bytes per ring block: 3 whole lo frames (65,549 bytes), or ~1,800
 RETIRE_MS = 10         # small ones; the kernel hands over a block that is not full after
 #                        this long, so a slow trickle reaches us late by at most this, and a
@@ -50,6 +50,7 @@ SO_ATTACH_FILTER, SO_TIMESTAMPNS = 26, 35  # Linux; not in every Python's `socke
 SNAP_ALL = 0x40000     # a BPF "accept" returns how many bytes to keep: all of them
 _BLOCK = struct.Struct("=III")        # tpacket_hdr_v1: block_status, num_pkts, first packet
 _PACKET = struct.Struct("=IIIII4xH")  # tpacket3_hdr: next, sec, nsec, snaplen, len, mac
+_LEFT = struct.Struct(_PACKET.format)   # the same, to count what a failed reader left
 _FENCE = b"labkit fence %06d %02d"   # round and CPU; a fixed size tells it apart quickly
 _FENCE_LEN = ETH_HEADER + 20 + 8 + len(_FENCE % (0, 0))
 
@@ -57,8 +58,8 @@ _FENCE_LEN = ETH_HEADER + 20 + 8 + len(_FENCE % (0, 0))
 def lost_notice(lost: int) -> str:
     """The line every view shows for an incomplete capture."""
     what = "1 packet was" if lost == 1 else f"{lost} packets were"
-    return (f"⚠ {what} lost: the kernel's queue for this capture overflowed before they "
-            "could be read (a busy machine); this capture is incomplete")
+    return (f"⚠ {what} lost: the kernel had them, the capture could not read them in time; "
+            "this capture is incomplete (on a busy machine, run the cell again)")
 
 
 def _bpf_program(expression: str, iface: str) -> bytes:
@@ -155,6 +156,8 @@ class LiveSniffer:
         self._thread: threading.Thread | None = None
         self._verdicts: dict[bytes, bool] = {}
         self._program: ctypes.Array | None = None
+        self._left_at = (0, 0)         # (block, packet) where a failed reader stopped
+        self._wake: tuple[int, int] = (-1, -1)  # a pipe: stop() wakes the waiting reader
 
     @property
     def bpf(self) -> str:
@@ -177,6 +180,7 @@ class LiveSniffer:
         self._ring, blocks = _map_ring(sock, self.buffer)
         sock.bind((self.iface, ETH_P_ALL))
         _kernel_drops(sock)  # count from here on
+        self._wake = os.pipe()
         self._thread = threading.Thread(target=self._read, args=(sock, self._ring, blocks),
                                         daemon=True,
                                         name=f"labkit capture on {self.iface}")
@@ -187,26 +191,27 @@ class LiveSniffer:
         dissect; give each block back to the kernel once read."""
         poller = select.poll()
         poller.register(sock, select.POLLIN)
+        poller.register(self._wake[0], select.POLLIN)  # stop() writes to it
         append, fence_port = self._raw.append, self._fence_port.to_bytes(2, "big")
-        block, waited_after_stop = 0, False
+        block, i, waited_after_stop = 0, 0, False
         try:
             while True:
                 base = block * BLOCK_SIZE
                 status, count, at = _BLOCK.unpack_from(ring, base + 8)
                 if not status & TP_STATUS_USER:  # the kernel is still filling this block
                     if self._stopping:
-                        if waited_after_stop:  # a block begun before stop() is retired by now
-                            return
+                        if waited_after_stop or not count:  # a block begun before stop()
+                            return                          # is retired by now, or empty
                         waited_after_stop = True
                     with self._changed:
                         self._idle = True
                         self._changed.notify_all()
-                    for _fd, event in poller.poll(4 * RETIRE_MS if self._stopping else 50):
-                        if event & (select.POLLERR | select.POLLNVAL):
+                    for fd, event in poller.poll(4 * RETIRE_MS if self._stopping else 1000):
+                        if fd == sock.fileno() and event & (select.POLLERR | select.POLLNVAL):
                             raise OSError(f"the capture socket on {self.iface} failed")
                     continue
                 at += base
-                for _ in range(count):
+                for i in range(count):  # noqa: B007 - i says where a failure left off
                     step, sec, nsec, size, wirelen, mac = _PACKET.unpack_from(ring, at)
                     start = at + mac
                     if (size == _FENCE_LEN and ring[start + 36:start + 38] == fence_port
@@ -217,10 +222,10 @@ class LiveSniffer:
                                      wirelen))
                     at += step
                 ring[base + 8:base + 12] = b"\0\0\0\0"  # TP_STATUS_KERNEL: the kernel's again
-                block = (block + 1) % blocks
-                waited_after_stop = False
+                block, i, waited_after_stop = (block + 1) % blocks, 0, False
         except BaseException as exc:  # noqa: BLE001 - reported on exit, never lost
             self.error = exc
+            self._left_at = (block, i)
         finally:
             with self._changed:
                 self._idle = True
@@ -312,6 +317,7 @@ class LiveSniffer:
         thread, self._thread = self._thread, None
         self._stopping = True
         if thread is not None:
+            os.write(self._wake[1], b"!")
             thread.join(STOP_TIMEOUT)
             if thread.is_alive():
                 self.complete = False
@@ -322,22 +328,50 @@ class LiveSniffer:
             print(f"⚠ the capture's reader stopped early after an error ({self.error!r}): "
                   "this capture is incomplete")
         sock, self._sock = self._sock, None
+        unread = unread_fences = 0
         if sock is not None:
             if sock.fileno() != -1:
                 self._drops += _kernel_drops(sock)
+            if self.error is not None and self._ring is not None:
+                unread, unread_fences = self._left_in_ring(self._ring)
             if self._ring is not None and (thread is None or not thread.is_alive()):
                 self._ring.close()  # (a reader that never stopped may still touch it)
             sock.close()
         if self._raw:
             self._keep_ours()
         fences_read = sum(self._fences.values())
-        self.lost = max(0, self._drops - (self._fences_sent - fences_read))  # not our fences
+        dropped_fences = self._fences_sent - fences_read - unread_fences
+        self.lost = max(0, self._drops - dropped_fences) + unread
         if self.lost:
             self.complete = False
             print(lost_notice(self.lost))
         if self._fence is not None:
             self._fence.close()
             self._fence = None
+        if self._wake[0] != -1 and (thread is None or not thread.is_alive()):
+            os.close(self._wake[0])
+            os.close(self._wake[1])
+            self._wake = (-1, -1)
+
+    def _left_in_ring(self, ring: mmap.mmap) -> tuple[int, int]:
+        """``(packets, fences)`` a failed reader left in the ring, handed to us but unread."""
+        block, skip = self._left_at
+        packets = fences = 0
+        for _ in range(len(ring) // BLOCK_SIZE):
+            base = block * BLOCK_SIZE
+            status, count, at = _BLOCK.unpack_from(ring, base + 8)
+            if not status & TP_STATUS_USER:
+                break
+            at += base
+            for i in range(count):
+                step, _sec, _nsec, size, _len, mac = _LEFT.unpack_from(ring, at)
+                port = int.from_bytes(ring[at + mac + 36:at + mac + 38], "big")
+                if i >= skip:
+                    is_fence = size == _FENCE_LEN and port == self._fence_port
+                    fences, packets = fences + is_fence, packets + (not is_fence)
+                at += step
+            block, skip = (block + 1) % (len(ring) // BLOCK_SIZE), 0
+        return packets, fences
 
     def _keep_ours(self) -> None:
         self.frames.extend(frame for frame in self._raw if self.is_ours(frame.data))
