@@ -7,7 +7,8 @@
 
 Modes (``LABKIT_CAPTURE``, or chosen by :func:`capture_mode`):
 
-* ``live``   - Scapy sniffs ``lo``; needs CAP_NET_RAW.
+* ``live``   - a raw socket reads ``lo`` (BPF in the kernel); needs CAP_NET_RAW.  Nothing
+  is missed silently: ``wire.lost`` counts what the kernel dropped, and every view says it.
 * ``replay`` - no privilege: the packet views show ``data/<name>.pcapng``, recorded by
   ``python -m labkit record`` running the same notebook cell.  Servers still run live.
 * ``record`` - live, and the capture is also written to ``data/`` for replay mode.
@@ -144,7 +145,7 @@ class Capture:
             if len(self._talkers) == len(self._targets):  # every target can count
                 self._marks = [t.conversation_mark() for t in self._talkers]
             return self
-        from labkit.capture.live import LiveSniffer  # Scapy's sniffer: live modes only
+        from labkit.capture.live import LiveSniffer  # raw sockets: live modes only
 
         self._live = live = LiveSniffer(self.iface, self._endpoints)
         try:
