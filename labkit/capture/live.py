@@ -207,7 +207,9 @@ class LiveSniffer:
                         self._idle = True
                         self._changed.notify_all()
                     for fd, event in poller.poll(4 * RETIRE_MS if self._stopping else 1000):
-                        if fd == sock.fileno() and event & (select.POLLERR | select.POLLNVAL):
+                        if fd == self._wake[0]:  # woken once: from now on wait for the ring
+                            poller.unregister(fd)
+                        elif event & (select.POLLERR | select.POLLNVAL):
                             raise OSError(f"the capture socket on {self.iface} failed")
                     continue
                 at += base
