@@ -292,9 +292,15 @@ class LiveSniffer:
         to ``timeout`` for the final ACKs of anything that needs one.  False: gave up."""
         if self._fence is None or self._thread is None:
             raise RuntimeError("settle() waits for packets of a started sniffer: start() first")
+        if self.iface != "lo":  # fences travel over lo only: wait for TCP, bounded
+            with self._changed:
+                settled = self._changed.wait_for(self._track, timeout)
+            self.complete = self.complete and settled
+            return settled
         round_, self._round_size = 0, self._send_fences(0)
         self._fences_sent = self._round_size
         progress, last = len(self._raw), time.monotonic()
+        sent_at = last
         with self._changed:
             while not self._drained() and self._thread.is_alive():
                 self._idle = False
@@ -303,11 +309,14 @@ class LiveSniffer:
                     progress, last = len(self._raw), time.monotonic()
                 elif time.monotonic() - last > DRAIN_STALL:
                     break  # a hang, not a drain: stop() reads what is left
-                elif self._idle and self._sock is not None:
-                    # the queue is empty and a fence is missing: the kernel dropped it
+                elif (self._idle and self._sock is not None
+                      and time.monotonic() - sent_at > 10 * RETIRE_MS / 1000):
+                    # the ring is empty, every block since retired, and a fence is missing:
+                    # the kernel dropped it (the ring was full).  Send the fences again.
                     self._drops += _kernel_drops(self._sock)
                     round_ += 1
                     self._fences_sent += self._send_fences(round_)
+                    sent_at = time.monotonic()
             drained = self._drained()
             settled = self._changed.wait_for(self._track, timeout) if drained else False
         self.complete = self.complete and drained and settled
