@@ -14,6 +14,12 @@ differs by a few µs and UDP not at all), labkit's own ``lost`` count and how lo
 capture's exit took.  tcpdump's output goes through a pipe to a small child process that
 stops at a sentinel datagram sent after the capture, so neither side is cut short.
 
+"order" compares the packets both saw; where it differs, two CPUs handed the two sockets
+the same pair of packets in opposite orders (the µs gap says how close they were).  With
+``-B 65536`` tcpdump itself drops about half of a 100 MB transfer (its ring holds both
+copies of each lo packet); ``--tcpdump-buffer 524288`` lets it keep up, and then the
+two captures are equal there too.
+
 Loopback only; every load is bounded in count and in seconds.  Needs root (raw sockets).
 """
 
