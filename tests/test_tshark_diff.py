@@ -34,6 +34,12 @@ FIELDS = ["frame.number", "frame.protocols", "tcp.seq", "tcp.ack", "tcp.len", "t
 PREFS = ["tcp.relative_sequence_numbers:TRUE", "tcp.analyze_sequence_numbers:TRUE"]
 
 
+@pytest.fixture
+def tshark():
+    """tshark's path; without it a test skips before any capture runs (fails in CI)."""
+    return require_tool("tshark")
+
+
 def tshark_rows(path: Path) -> list[tuple]:
     """One row per frame, as tshark dissects ``path``: (frame, proto, flags, seq, ack, len)."""
     command = [require_tool("tshark"), "-n", "-r", str(path), "-T", "fields",
@@ -88,7 +94,7 @@ def test_there_are_recordings_to_compare():
 
 
 @pytest.mark.parametrize("path", RECORDINGS, ids=[p.stem for p in RECORDINGS])
-def test_recording_numbers_as_tshark_does(path):
+def test_recording_numbers_as_tshark_does(path, tshark):
     packets, roles, _summary, meta = recording.load(path)  # what Capture loads in replay mode
     assert_same_as_tshark(path, segments(packets, roles, meta))
 
@@ -100,7 +106,7 @@ SYNTHETIC = {f.__name__: f for f in (
 
 
 @pytest.mark.parametrize("name", SYNTHETIC)
-def test_hand_built_packets_number_as_tshark_does(name, tmp_path):
+def test_hand_built_packets_number_as_tshark_does(name, tmp_path, tshark):
     path = tmp_path / f"{name}.pcap"
     wrpcap(str(path), SYNTHETIC[name]())
     assert_same_as_tshark(path, segments(rdpcap(str(path)), {packets.S[1]: "server"}))
@@ -122,7 +128,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_live_reused_client_port(live, tmp_path):
+def test_live_reused_client_port(live, tmp_path, tshark):
     with TCPServer("echo") as server, Capture(server) as wire:
         port = _free_port()
         for message in (b"first", b"second"):
@@ -139,7 +145,7 @@ def test_live_reused_client_port(live, tmp_path):
     assert_same_as_tshark(wire.save(tmp_path / "reused.pcapng"), segs)
 
 
-def test_live_refused_connection(live, tmp_path):
+def test_live_refused_connection(live, tmp_path, tshark):
     port = _free_port()  # nothing listens there
     with Capture(port, protocol="tcp") as wire, pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=3)
@@ -148,7 +154,7 @@ def test_live_refused_connection(live, tmp_path):
     assert_same_as_tshark(wire.save(tmp_path / "refused.pcapng"), segs)
 
 
-def test_live_capture_begun_mid_stream(live, tmp_path):
+def test_live_capture_begun_mid_stream(live, tmp_path, tshark):
     with TCPServer("echo") as server:
         s = socket.create_connection(server.address, timeout=3)
         try:
