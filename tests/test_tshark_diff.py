@@ -155,17 +155,11 @@ def test_live_refused_connection(live, tmp_path, tshark):
 
 
 def test_live_capture_begun_mid_stream(live, tmp_path, tshark):
-    with TCPServer("echo") as server:
-        s = socket.create_connection(server.address, timeout=3)
-        try:
-            _exchange(s, b"before the capture")
-            with Capture(server) as wire:
-                _exchange(s, b"during")
-                s.close()
-                s = None
-        finally:
-            if s is not None:
-                s.close()
+    with TCPServer("echo") as server, socket.create_connection(server.address, timeout=3) as s:
+        _exchange(s, b"before the capture")
+        with Capture(server) as wire:  # the handshake and first bytes are not in it
+            _exchange(s, b"during")
+            s.close()
     segs = wire.segments
     assert segs and segs[0].seq == 1 and segs[0].ack == 1, [s.label for s in segs]
     # small relative numbers, never raw 32-bit ones
