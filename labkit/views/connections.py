@@ -123,7 +123,7 @@ def connection_segments(segs, number: int) -> tuple[list, Connection]:
         raise TypeError(f"connection= takes a connection number (1, 2, …), "
                         f"not {type(number).__name__}")
     if not 1 <= number <= len(found):
-        have = f"1–{len(found)}" if found else "none"
+        have = f"1 to {len(found)}" if found else "none"
         raise ValueError(f"connection={number}: this capture's connections are numbered "
                          f"{have}; wire.connections() lists them")
     conn = found[number - 1]
@@ -147,7 +147,7 @@ class Connections:
     def __getitem__(self, number: int) -> Connection:
         """``summary[2]`` is connection 2, numbered as in the table."""
         if not 1 <= number <= len(self.connections):
-            raise IndexError(f"connections are numbered 1–{len(self.connections)}, "
+            raise IndexError(f"connections are numbered 1 to {len(self.connections)}, "
                              f"not {number}")
         return self.connections[number - 1]
 

@@ -77,7 +77,7 @@ def pick(rows: list, packets=None, *, limit: int | None = MAX_ROWS) -> tuple[lis
         bad = [i for i in packets if not isinstance(i, int) or not -total <= i < total]
         if bad:
             raise ValueError(f"packets= names rows {bad[:3]} but this capture has rows "
-                             f"0–{total - 1}; pass a slice, range or list of row numbers")
+                             f"0 to {total - 1}; pass a slice, range or list of row numbers")
         return [rows[i] for i in packets], None
     raise TypeError(f"packets= takes a slice, range or list of row numbers "
                     f"(e.g. range(0, 40)), not {type(packets).__name__}")
