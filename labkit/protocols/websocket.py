@@ -167,10 +167,11 @@ def websocket_frames(segs) -> list[tuple]:
         pkt = seg.packet
         if seg.proto != "TCP" or pkt is None or TCP not in pkt:
             continue
-        tcp, connection = pkt[TCP], tcp_connection(pkt)
-        payload = bytes(tcp.payload)
+        tcp = pkt[TCP]
+        payload = _tcp_payload(tcp)
         if not payload:
             continue
+        connection = tcp_connection(pkt)
         if _is_upgrade(payload) and (connection, seg.src) not in starts:
             # the server's frames start after the 101's header; the client's where the
             # server's ack says its request ended
@@ -265,6 +266,16 @@ class _Arrivals:
         return max((seg for *_, seg in self._overlapping(lo, hi)), key=lambda seg: seg.index)
 
 
+def _tcp_payload(tcp) -> bytes:
+    """A TCP layer's payload bytes, read off a Raw layer as they are (no Scapy rebuild)."""
+    from scapy.packet import NoPayload, Raw
+
+    layer = tcp.payload
+    if type(layer) is Raw and isinstance(layer.payload, NoPayload):
+        return layer.load
+    return bytes(layer)
+
+
 def _is_upgrade(payload: bytes) -> bool:
     return payload.startswith(b"HTTP/1.1 101") and b"websocket" in payload.lower()
 
@@ -281,15 +292,18 @@ class WebSocketView(ProtocolView):
         from scapy.layers.inet import TCP, TCPerror
 
         for pkt in packets:
-            if TCP not in pkt or isinstance(pkt[TCP], TCPerror):
+            tcp = pkt.getlayer(TCP)
+            if tcp is None or isinstance(tcp, TCPerror):
                 continue  # a TCP header quoted by an ICMP error is not the connection's
+            if not _is_upgrade(_tcp_payload(tcp)):  # the cheap test first: most packets fail
+                continue
             connection = tcp_connection(pkt)
-            if connection is not None and _is_upgrade(bytes(pkt[TCP].payload)):
+            if connection is not None:
                 # frames come after this moment; the first 101 of a connection counts
                 self.upgraded.setdefault(connection, float(pkt.time))
 
     def recognises(self, payload: bytes, pkt) -> bool:
-        if not payload or _is_upgrade(payload):
+        if not payload or not self.upgraded or _is_upgrade(payload):
             return False  # the HTTP view names the response line
         connection = tcp_connection(pkt)
         since = None if connection is None else self.upgraded.get(connection)
