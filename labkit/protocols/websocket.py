@@ -60,6 +60,8 @@ class Frame:
         if self.fin:
             parts.append("FIN")
         parts.append("masked" if self.masked else "unmasked")
+        if self.missing:
+            parts.append(f"({self.missing} bytes not captured)")
         data = self.data
         if self.opcode == 0x8 and self.close_code is not None:
             reason = data[2:].decode("utf-8", "replace")
