@@ -377,3 +377,10 @@ def test_frames_of_two_100kB_messages_equal_tsharks(live, tmp_path):
         pytest.xfail("the capture cut full-size loopback frames: tshark cannot reassemble them")
     assert [(n, op, length) for n, op, length, _ in ours] == \
         _tshark_frames(tshark, wire.save(tmp_path / "ws.pcapng"))
+
+
+def test_bytes_that_stop_being_frames_end_the_list_without_an_error():
+    hello = bytes.fromhex("810548656c6c6f")
+    for garbage in (b"\x09\x00", b"\x83\x00", b"\x89\x7e\x00\x80" + bytes(128)):
+        got = _frames(_stream_segments(hello + garbage + hello, [3]))
+        assert [data for _, _, data, _ in got] == [b"Hello"]

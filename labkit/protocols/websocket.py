@@ -212,7 +212,10 @@ def _frames_in_stream(first: int, chunks: list) -> list[tuple]:
         if extent is None or extent[1] > size or arrived.count(i, i + extent[0]) < extent[0]:
             break                         # cut off by the end of the capture, or by a gap
         end = extent[1]
-        frame = _whole_frames(bytes(stream[i:end]))[0][0]
+        try:
+            frame = _whole_frames(bytes(stream[i:end]))[0][0]
+        except ValueError:
+            break                         # e.g. a control frame too long: not frames after all
         missing = (end - i) - arrived.count(i, end)
         if missing:
             frame = replace(frame, missing=missing)
