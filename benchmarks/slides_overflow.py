@@ -29,7 +29,13 @@ from playwright.sync_api import sync_playwright
 
 from labkit.tools.record import NOTEBOOKS
 from labkit.tools.slides import (
-    HEIGHT, MEASURE_SLIDES_JS, REVEAL_DIR, WIDTH, build_decks, copy_reveal, measure_deck,
+    HEIGHT,
+    MEASURE_SLIDES_JS,
+    REVEAL_DIR,
+    WIDTH,
+    build_decks,
+    copy_reveal,
+    measure_deck,
 )
 
 CHROMIUM = "/usr/bin/chromium"

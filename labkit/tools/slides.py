@@ -18,6 +18,8 @@ be carried to another machine as it is. The deck shows the lesson as a student g
 from __future__ import annotations
 
 import copy
+import importlib.util
+import itertools
 import re
 import shutil
 from pathlib import Path
@@ -31,6 +33,7 @@ from labkit.tools.record import NOTEBOOKS
 TEMPLATE = Path(__file__).resolve().parent / "slides_template"
 WIDTH, HEIGHT = 1280, 720
 REVEAL_DIR = "reveal.js"  # beside the decks; the decks load it by this relative path
+THEME = "white"  # its fonts come with reveal.js; "simple" (nbconvert's default) loads Google Fonts
 
 _NBVAL_LINE = re.compile(r"^[ \t]*# NBVAL_\w+[ \t]*\n?", re.MULTILINE)
 _NOQA = re.compile(r"[ \t]*# noqa\b[^\n]*")
@@ -39,12 +42,11 @@ _HEADING = re.compile(r"^## ", re.MULTILINE)
 
 def reveal_js() -> Path:
     """The reveal.js tree that sphinx-revealjs ships (dist/, plugin/)."""
-    try:
-        import sphinx_revealjs
-    except ImportError:
+    spec = importlib.util.find_spec("sphinx_revealjs")  # found, not imported: no Sphinx loads
+    if spec is None or spec.origin is None:
         raise RuntimeError("reveal.js is missing: pip install -r requirements.txt "
-                           "(sphinx-revealjs ships it)") from None
-    path = Path(sphinx_revealjs.__file__).parent / "_static" / "revealjs"
+                           "(sphinx-revealjs ships it)")
+    path = Path(spec.origin).parent / "_static" / "revealjs"
     if not (path / "dist" / "reveal.js").is_file():
         raise RuntimeError(f"no dist/reveal.js in {path}: sphinx-revealjs changed its layout; "
                            "pin the version requirements.txt names")
@@ -75,7 +77,7 @@ def _split_at_headings(cell) -> list:
         return [cell]
     bounds = [0, *starts, len(cell.source)]
     parts = []
-    for n, (begin, end) in enumerate(zip(bounds, bounds[1:], strict=False)):
+    for n, (begin, end) in enumerate(itertools.pairwise(bounds)):
         part = copy.deepcopy(cell)
         if n and "id" in cell:
             part.id = f"{cell.id}-{n}"
@@ -115,17 +117,22 @@ def exporter():
         reveal_height=str(HEIGHT),
         reveal_transition="none",  # a projector shows the next slide at once
         reveal_number="c/t",
-        reveal_theme="white",  # its fonts are in reveal.js itself; "simple" loads Google Fonts
+        reveal_theme=THEME,
         exclude_input_prompt=True,
         exclude_output_prompt=True,
     )
 
 
 def copy_reveal(outdir: Path) -> Path:
-    """reveal.js's scripts, styles, theme fonts and notes plugin, beside the decks."""
+    """What the decks load of reveal.js (script, styles, THEME with its fonts, the notes
+    plugin) beside them; not the other themes, some of which load Google Fonts."""
     source, target = reveal_js(), outdir / REVEAL_DIR
     shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(source / "dist", target / "dist", ignore=shutil.ignore_patterns("*.map"))
+    (target / "dist" / "theme").mkdir(parents=True)
+    for name in ("reveal.js", "reveal.css"):
+        shutil.copy(source / "dist" / name, target / "dist" / name)
+    shutil.copy(source / "dist" / "theme" / f"{THEME}.css", target / "dist" / "theme")
+    shutil.copytree(source / "dist" / "theme" / "fonts", target / "dist" / "theme" / "fonts")
     shutil.copytree(source / "plugin" / "notes", target / "plugin" / "notes")
     shutil.copy(source / "LICENSE", target / "LICENSE")
     return target
@@ -156,7 +163,8 @@ def build_decks(outdir, notebooks: list[Path] | None = None) -> list[Path]:
 # an element past its edges, or content cut inside a scrolling box (a long code line).
 # Fragments count as shown. Used by benchmarks/slides_overflow.py and tests/test_browser.py.
 MEASURE_SLIDES_JS = """async () => {
-    const frame = () => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)));
+    const frame = () => new Promise(done => requestAnimationFrame(
+        () => requestAnimationFrame(done)));
     Reveal.configure({transition: 'none', backgroundTransition: 'none'});  // rects hold still
     const box = document.querySelector('.reveal .slides').getBoundingClientRect();
     const results = [];
