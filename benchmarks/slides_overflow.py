@@ -9,7 +9,8 @@ Builds the decks into a temporary folder, opens each in /usr/bin/chromium at 128
 walks every slide (all fragments shown): a slide overflows when it is taller or wider than
 the slide, an element lies past its edges, or a scrolling box cuts its content (a long code
 line). labkit's decks shrink a slide that is still too big (CSS zoom): --nofit turns that off
-to show how many slides need it; "shrunk" counts them and "smallest" is the lowest zoom.
+to show how many slides need it; "shrunk" counts them and "smallest" is the lowest zoom;
+"figures fitted" counts slides whose figure (a long ladder) was made shorter to fit.
 --stock measures what `jupyter nbconvert --to slides` makes of the notebooks (its own
 template, 960x700, reveal.js from sphinx-revealjs and require.js from PATH: it loads both
 from CDNs otherwise), the state the slides were in before labkit's template.
@@ -87,7 +88,8 @@ def main() -> int:
                  else build_decks(out, notebooks))
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
-        print(f"{'deck':40} {'slides':>6} {'overflow':>8} {'shrunk':>6} {'smallest':>8}")
+        print(f"{'deck':40} {'slides':>6} {'overflow':>8} {'shrunk':>6} {'smallest':>8}"
+              f" {'figures fitted':>14}")
         total = [0, 0, 0]
         for deck in decks:
             url = deck.as_uri() + ("?nofit" if args.nofit else "")
@@ -95,7 +97,8 @@ def main() -> int:
             over = [s for s in slides if s["overflows"]]
             shrunk = [s["zoom"] for s in slides if s["zoom"] < 1]
             print(f"{deck.name.removesuffix('.slides.html'):40} {len(slides):6} {len(over):8}"
-                  f" {len(shrunk):6} {min(shrunk, default=1):8.2f}")
+                  f" {len(shrunk):6} {min(shrunk, default=1):8.2f}"
+                  f" {sum(s['figure_fitted'] for s in slides):14}")
             for s in slides if args.verbose else over:
                 mark = "OVER" if s["overflows"] else "    "
                 print(f"    {mark} {s['slide']:>6} h={s['height']:5} zoom={s['zoom']:.2f}"

@@ -196,6 +196,7 @@ MEASURE_SLIDES_JS = """async () => {
             slide: `${h + 1}.${v + 1}`,
             title: (heading ? heading.textContent : slide.textContent).trim().slice(0, 60),
             height: slide.scrollHeight, zoom,
+            figure_fitted: [...slide.querySelectorAll('img')].some(img => img.style.maxHeight),
             overflows: outside > 0 || cut > 0, outside, cut,
         });
     }
