@@ -1,5 +1,5 @@
 """``python -m labkit doctor | record [NOTEBOOK...] | handout [DIR] | slides [DIR] |
-exercises [--check] | kernel install | lab [DIR]``."""
+slide-layout [NOTEBOOK...] | exercises [--check] | kernel install | lab [DIR]``."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     slides = sub.add_parser("slides", help="write every lesson's reveal.js deck (works offline)")
     slides.add_argument("outdir", nargs="?", default="slides")
     slides.add_argument("notebooks", nargs="*", help="default: every notebook in notebooks/")
+    layout = sub.add_parser("slide-layout", help="set the lessons' slide types so every "
+                            "slide fits 1280x720 (measured in Chromium)")
+    layout.add_argument("notebooks", nargs="*", help="default: every notebook in notebooks/")
     exe = sub.add_parser("exercises", help="write nbgrader's metadata on every exercise's "
                          "answer and check cells")
     exe.add_argument("--check", action="store_true",
@@ -56,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         from labkit.tools.exercises import main as mark_exercises
 
         return mark_exercises(check_only=args.check)
+    if args.command == "slide-layout":
+        from labkit.tools.slide_layout import main as lay_out_slides
+
+        return lay_out_slides(args.notebooks)
     if args.command == "slides":
         from labkit.tools.slides import build_decks
 

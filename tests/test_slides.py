@@ -96,3 +96,34 @@ def test_every_section_heading_starts_a_slide_cell(path):
         assert not re.search(r"\n## ", cell.source), f"split this cell: {cell.source[:60]!r}"
         if cell.source.startswith("## "):
             assert cell.metadata["slideshow"]["slide_type"] == "slide", cell.source[:60]
+
+
+def test_layout_starts_a_subslide_where_the_slide_is_full():
+    from labkit.tools.slide_layout import BUDGET, lay_out
+
+    md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+    cells = [md("## A section"), code("a = 1"), code("b = 2"), md("Next, c:"), code("c = 3"),
+             md("### 1. An exercise"), code("d = 4")]
+    for n, cell in enumerate(cells):
+        cell.id = f"c{n}"
+        cell.metadata["slideshow"] = {"slide_type": "subslide" if n == 1 else "-"}
+    cells[2].metadata["slideshow"] = {"slide_type": "fragment"}
+    heights = {"c0": 60, "c1": BUDGET / 2, "c2": 100, "c3": 40, "c4": BUDGET / 2, "c5": 60,
+               "c6": 50}
+    nb = nbformat.v4.new_notebook(cells=cells)
+    lay_out(nb, heights)
+    types = [c.metadata["slideshow"]["slide_type"] for c in nb.cells]
+    # c1 joins the heading's slide, c2 stays a fragment; c4 does not fit, and the paragraph
+    # that leads into it goes along; an exercise heading starts a subslide
+    assert types == ["slide", "-", "fragment", "subslide", "-", "subslide", "-"]
+
+
+def test_split_headings_gives_a_heading_its_own_cell():
+    from labkit.tools.slide_layout import split_headings
+
+    cell = nbformat.v4.new_markdown_cell("The end of a section.\n\n## Summary\n\n- a point")
+    cell.id = "abc"
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    assert split_headings(nb) == 1
+    assert [c.source for c in nb.cells] == ["The end of a section.", "## Summary\n\n- a point"]
+    assert nb.cells[1].id == "abc-1" and nb.cells[1].metadata["slideshow"]["slide_type"] == "slide"
