@@ -53,10 +53,6 @@ def reveal_js() -> Path:
     return path
 
 
-def _slide_type(cell) -> str:
-    return cell.metadata.get("slideshow", {}).get("slide_type", "-")
-
-
 def _without_test_comments(cell) -> None:
     """Drop nbval's tags, the comment lines that explain them, and lint remarks."""
     tags = cell.metadata.get("tags", [])
