@@ -3,6 +3,7 @@
 # make test       set up, then run labkit's unit tests and every notebook (nbval, strict)
 # make notebooks  re-run every notebook in record mode: fresh outputs + fresh data/ recordings
 # make handout    write the student edition (solutions removed) to handout/, even if it is fresh
+# make slides     write every lesson's reveal.js deck to slides/ (works offline: open slides/NN-*.slides.html)
 
 PYTHON  ?= python3
 VENV    := .venv
@@ -17,7 +18,7 @@ PYTEST_ARGS ?= -n $(shell echo $$(( $$(nproc) + 1 ))) --dist loadscope
 SYSTEM_TOOLS := tcpdump tshark
 BROWSER := chromium
 
-.PHONY: lab lab-instructor test lint notebooks handout system-tools doctor clean
+.PHONY: lab lab-instructor test lint notebooks handout slides system-tools doctor clean
 
 # pip's own output and progress bars, not --quiet: the first install takes minutes, and a
 # set-up that says nothing for minutes looks hung.
@@ -71,8 +72,13 @@ notebooks: $(STAMP)
 handout: $(STAMP)
 	$(BIN)/python -m labkit handout handout
 
+# Static decks with reveal.js copied beside them: no CDN, so they work offline and the folder
+# can be copied to the presenting machine as it is.
+slides: $(STAMP)
+	$(BIN)/python -m labkit slides slides
+
 doctor: $(STAMP)
 	$(BIN)/python -m labkit doctor
 
 clean:
-	rm -rf $(VENV) handout
+	rm -rf $(VENV) handout slides
