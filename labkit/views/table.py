@@ -45,8 +45,12 @@ def html_table(columns, rows: list[list[str]], colors: list[str], *,
         return f"<p><em>{empty}</em></p>"
     head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in columns)
     body = []
+    # Only the last column (free text) may wrap: a 1280-px notebook otherwise breaks
+    # "client → server" or a number over lines.
+    keep = "text-align:left;white-space:nowrap"
     for color, row in zip(colors, rows, strict=True):
-        cells = "".join(f"<td style='text-align:left'>{html.escape(c)}</td>" for c in row)
+        cells = "".join(f"<td style='{keep if i < len(row) - 1 else 'text-align:left'}'>"
+                        f"{html.escape(c)}</td>" for i, c in enumerate(row))
         body.append(f"<tr style='color:{color}'>{cells}</tr>")
     return ("<table style='font-family:monospace;font-size:110%'>"
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
