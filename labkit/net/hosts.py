@@ -203,7 +203,7 @@ class LabNetwork:
         except OSError as exc:
             raise RuntimeError(f"LabNetwork could not make a host namespace ({exc}); "
                                f"run `python -m labkit doctor`") from exc
-        mtu = min(self.link.impairments[name].mtu for name in self.link.impairments)
+        mtu = self.link.wire_mtu
         macs = {host: "02:00:0a:00:00:%02x" % (index + 1) for index, host in enumerate(HOSTS)}
         for host, fd in self._hosts.items():
             end = self._ends[host]
