@@ -6,6 +6,7 @@ plain user and never touches the machine's network; where the machine refuses na
 the tests skip and say why.
 """
 
+import itertools
 import json
 import os
 import subprocess
@@ -250,7 +251,7 @@ def test_a_rate_limit_spaces_frames_and_its_full_queue_drops():
     assert stats["delivered"] + stats["queue_dropped"] == stats["frames"] == 50
     assert 10 <= stats["delivered"] <= 15
     assert len(result["got"]) == stats["delivered"]
-    gaps = sorted(b - a for a, b in zip(result["sent"], result["sent"][1:]))
+    gaps = sorted(b - a for a, b in itertools.pairwise(result["sent"]))
     assert gaps[len(gaps) // 2] == pytest.approx(1028 * 8 / 2e6, rel=0.1)  # IP bytes / rate
 
 
