@@ -234,7 +234,7 @@ def test_duplicates_and_reordering_arrive_as_counted():
     got, stats = result["got"], result["stats"]
     assert sorted(set(got)) == list(range(400))  # nothing lost
     assert len(got) - 400 == stats["duplicated"] == result["fates"].count("duplicated") > 10
-    inversions = sum(1 for a, b in zip(got, got[1:]) if b < a)
+    inversions = sum(1 for a, b in itertools.pairwise(got) if b < a)
     assert stats["reordered"] > 10 and inversions >= stats["reordered"] // 2
     assert stats["frames"] == 400 and stats["delivered"] == 400
 
