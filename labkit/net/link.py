@@ -16,6 +16,7 @@ hosts have static ARP entries and no IPv6) passes straight through.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import heapq
 import mmap
@@ -33,10 +34,12 @@ from labkit.net.impairment import Impairment, LinkModel
 ETH_P_ALL = 0x0003
 SOL_PACKET, PACKET_RX_RING, PACKET_VERSION, PACKET_IGNORE_OUTGOING = 263, 5, 10, 23
 TPACKET_V2, TP_STATUS_KERNEL, TP_STATUS_USER = 1, 0, 1
+PR_SET_TIMERSLACK = 29
 RING_BYTES = 4 << 20  # per direction: about 2000 full-size frames of slack
 HEADER = 14  # Ethernet
 HOLD_LIMIT = 0.2  # s: a frame held back to reorder leaves by then even if no frame follows
 FATES = ("frames", "delivered", "dropped", "queue_dropped", "duplicated", "reordered")
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(slots=True)
@@ -188,6 +191,8 @@ class _Direction:
 
     def transmit(self) -> None:
         """Send each queued frame when it falls due; waiting for that is the delay."""
+        # this thread's timers fire on time, not up to 50 µs late (the default slack)
+        _libc.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
         schedule, link = self.schedule, self.link
         while True:
             due_now = []
