@@ -52,6 +52,41 @@ def bulk(client_ns, server_ns, seconds: float) -> float:
     return received[0] * 8 / received[1] / 1e6
 
 
+RECEIVER = """
+import socket, sys, time
+listener = socket.create_server(("10.0.0.2", 5201))
+print("ready", flush=True)
+conn, _ = listener.accept()
+buffer, got, start = bytearray(262144), 0, time.monotonic()
+while n := conn.recv_into(buffer):
+    got += n
+print(got * 8 / (time.monotonic() - start) / 1e6)
+"""
+SENDER = """
+import socket, sys, time
+conn = socket.create_connection(("10.0.0.2", 5201), timeout=10)
+data, deadline = bytes(262144), time.monotonic() + float(sys.argv[1])
+while time.monotonic() < deadline:
+    conn.sendall(data)
+conn.close()
+"""
+
+
+def bulk_processes(client_ns, server_ns, seconds: float) -> float:
+    """The same, with sender and receiver in processes of their own (as iperf3 would be):
+    they do not share the forwarder's GIL. A process started on a host stays on it."""
+    with server_ns():
+        receiver = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE,
+                                    text=True)
+    assert receiver.stdout is not None
+    receiver.stdout.readline()  # "ready": it listens
+    with client_ns():
+        subprocess.run([sys.executable, "-c", SENDER, str(seconds)], check=True,
+                       timeout=seconds + 30)
+    out, _ = receiver.communicate(timeout=30)
+    return float(out)
+
+
 @contextlib.contextmanager
 def plain_veth():
     """Two namespaces on one veth pair, addressed and set up like LabNetwork's hosts."""
@@ -80,20 +115,23 @@ def main() -> None:
         raise SystemExit(done.returncode)
     print(f"bulk TCP, MTU 1500, offloads off, {args.seconds:g} s each, best of {args.runs}, "
           f"user {os.getuid()} in a private namespace")
-    with plain_veth() as (client, server):
-        direct = max(bulk(client, server, args.seconds) for _ in range(args.runs))
-    print(f"  plain veth pair        {direct:8.0f} Mbit/s")
-    for trace_limit in (0, 100_000):
-        results = []
-        for _ in range(args.runs):
-            with LabNetwork(trace_limit=trace_limit) as net:
-                results.append(bulk(lambda: net.on("client"), lambda: net.on("server"),
-                                    args.seconds))
-                stats = net.link.stats["client→server"]
-        print(f"  LabNetwork link        {max(results):8.0f} Mbit/s  "
-              f"(trace_limit={trace_limit}, runs {', '.join(f'{r:.0f}' for r in results)}; "
-              f"{stats['frames']} frames, {stats['queue_dropped']} dropped by the kernel)")
-
+    for label, measure in (("in this process (as in a notebook)", bulk),
+                           ("sender, receiver in their own processes", bulk_processes)):
+        print(f"{label}:")
+        with plain_veth() as (client, server):
+            direct = max(measure(client, server, args.seconds) for _ in range(args.runs))
+        print(f"  plain veth pair        {direct:8.0f} Mbit/s")
+        for trace_limit in (0, 100_000):
+            results = []
+            for _ in range(args.runs):
+                with LabNetwork(trace_limit=trace_limit) as net:
+                    results.append(measure(lambda: net.on("client"),
+                                           lambda: net.on("server"), args.seconds))
+                    stats = net.link.stats["client→server"]
+            print(f"  LabNetwork link        {max(results):8.0f} Mbit/s  "
+                  f"(trace_limit={trace_limit}, runs "
+                  f"{', '.join(f'{r:.0f}' for r in results)}; {stats['frames']} frames, "
+                  f"{stats['queue_dropped']} dropped sending on)")
 
 if __name__ == "__main__":
     main()
