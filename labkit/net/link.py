@@ -147,8 +147,8 @@ class _Direction:
         lost = model.lost() or truncated or len(frame) - HEADER > model.impairment.mtu
         if link.trace_limit:
             now = time.time()
-            link._record(LinkEvent(now, None if lost else now, self.name, bytes(frame),
-                                   "dropped" if lost else "delivered", number))
+            link._record([now, None if lost else now, self.name, bytes(frame),
+                          "dropped" if lost else "delivered", number])
         if lost:
             stats["dropped"] += 1
         else:
@@ -159,7 +159,7 @@ class _Direction:
         self.stats["frames"] += 1
         event = None
         if self.link.trace_limit:
-            event = LinkEvent(time.time(), None, self.name, frame, fate.kind, fate.number)
+            event = [time.time(), None, self.name, frame, fate.kind, fate.number]
             self.link._record(event)
         if fate.kind != "delivered":
             self.stats[fate.kind] += 1
@@ -168,7 +168,7 @@ class _Direction:
             entry = self._push(fate.due, frame, event)
             if fate.duplicate:
                 self.stats["duplicated"] += 1
-                twin = dataclasses.replace(event, fate="duplicated") if event else None
+                twin = [*event[:4], "duplicated", event[5]] if event else None
                 self.link._record(twin)
                 self._push(fate.due, frame, twin, copy=True)
             if self.held is not None:  # the frame held back leaves right after this one
@@ -182,7 +182,7 @@ class _Direction:
                 self.held = self._push(fate.due + HOLD_LIMIT, frame, event)
             self.wakeup.notify()
 
-    def _push(self, due: float, frame: bytes, event: LinkEvent | None,
+    def _push(self, due: float, frame: bytes, event: list | None,
               copy: bool = False) -> list:
         self.order += 1
         entry = [due, self.order, frame, event, True, copy]
@@ -217,18 +217,18 @@ class _Direction:
             for entry in due_now:
                 self._send(entry[2], entry[3], count=not entry[5])
 
-    def _send(self, frame, event: LinkEvent | None = None, count: bool = True) -> None:
+    def _send(self, frame, event: list | None = None, count: bool = True) -> None:
         try:
             self.tx.send(frame)
         except OSError:  # the host's receive queue is full (ENOBUFS): a drop at the end
             self.stats["queue_dropped"] += 1
             if event is not None:
-                event.fate = "queue_dropped"
+                event[4] = "queue_dropped"
             return
         if count:
             self.stats["delivered"] += 1
         if event is not None:
-            event.t_out = time.time()
+            event[1] = time.time()
 
     def close(self) -> None:
         self.ring.close()
@@ -251,7 +251,8 @@ class Link:
         self.impairments = dict(impairments)
         self.wire_mtu = min(impairment.mtu for impairment in self.impairments.values())
         self.trace_limit = trace_limit
-        self._trace: deque[LinkEvent] = deque(maxlen=max(trace_limit, 1))
+        # events as lists (cheaper than objects, per frame): LinkEvent's fields in order
+        self._trace: deque[list] = deque(maxlen=max(trace_limit, 1))
         self.trace_truncated = 0  # events pushed out of the bounded trace
         self._ways: dict[str, _Direction] = {}
         self._threads: list[threading.Thread] = []
@@ -300,9 +301,9 @@ class Link:
     @property
     def trace(self) -> list[LinkEvent]:
         """The last ``trace_limit`` frames' events (older ones: ``trace_truncated``)."""
-        return list(self._trace) if self.trace_limit else []
+        return [LinkEvent(*event) for event in self._trace] if self.trace_limit else []
 
-    def _record(self, event: LinkEvent | None) -> None:
+    def _record(self, event: list | None) -> None:
         if event is None:
             return
         if len(self._trace) == self._trace.maxlen:
