@@ -271,3 +271,37 @@ def test_set_changes_the_impairment_while_running_and_checks_it():
     assert result["before"] == 200
     assert "loss must be a probability" in result["error"]
     assert 60 < result["after"] < 140
+
+
+def test_a_mahimahi_trace_paces_full_size_frames_by_its_opportunities():
+    result = in_lab(UDP_BURST, """
+        # one 1500-byte opportunity every 2 ms: 6 Mbit/s
+        with LabNetwork(up=Impairment(trace=[2], queue="100 packets"), down=Impairment()) as net:
+            got = udp_burst(net, 30, size=1472)          # 1500-byte IP packets
+            sent = [e.t_out for e in net.link.trace if e.fate == "delivered"]
+        print(json.dumps({"got": len(got), "sent": sent}))
+    """)
+    assert result["got"] == 30
+    gaps = sorted(b - a for a, b in itertools.pairwise(result["sent"]))
+    assert gaps[len(gaps) // 2] == pytest.approx(0.002, rel=0.1)
+
+
+def test_a_network_runs_once_and_hosts_need_it_running():
+    result = in_lab("""
+        net = LabNetwork()
+        errors = []
+        try:
+            with net.on("client"):
+                pass
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        with net:
+            pass
+        try:
+            net.start()
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        print(json.dumps(errors))
+    """)
+    assert "start it first" in result[0]
+    assert "runs once" in result[1]
