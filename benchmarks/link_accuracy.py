@@ -100,6 +100,9 @@ def dropped(p: float, seed: int, frames: int) -> tuple[list[int], int]:
             reader.join()
             receiver.close()
         seen = net.link.stats["client→server"]["frames"] - 1
+        missed = net.link.stats["client→server"]["missed"]
+        if missed:
+            print(f"  ({missed} frames were lost before the link could read them)")
         numbers = [event.number for event in net.link.trace if event.fate == "dropped"
                    and event.direction == "client→server"]
     return numbers, seen

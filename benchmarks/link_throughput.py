@@ -131,7 +131,7 @@ def main() -> None:
             print(f"  LabNetwork link        {max(results):8.0f} Mbit/s  "
                   f"(trace_limit={trace_limit}, runs "
                   f"{', '.join(f'{r:.0f}' for r in results)}; {stats['frames']} frames, "
-                  f"{stats['queue_dropped']} dropped sending on)")
+                  f"{stats['queue_dropped']} dropped sending on, {stats['missed']} missed)")
 
 if __name__ == "__main__":
     main()

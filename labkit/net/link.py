@@ -39,6 +39,7 @@ RING_BYTES = 4 << 20  # per direction: about 2000 full-size frames of slack
 HEADER = 14  # Ethernet
 HOLD_LIMIT = 0.2  # s: a frame held back to reorder leaves by then even if no frame follows
 FATES = ("frames", "delivered", "dropped", "queue_dropped", "duplicated", "reordered")
+PACKET_STATISTICS = 6  # (frames read, frames the kernel dropped: our ring was full)
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -230,7 +231,16 @@ class _Direction:
         if event is not None:
             event[1] = time.time()
 
+    def missed(self) -> int:
+        """Frames lost before we read them; the kernel's counter resets when read."""
+        if self.rx.fileno() >= 0:
+            with self.wakeup:
+                self.stats["missed"] = self.stats.get("missed", 0) + struct.unpack(
+                    "II", self.rx.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))[1]
+        return self.stats.get("missed", 0)
+
     def close(self) -> None:
+        self.missed()  # the count survives the socket
         self.ring.close()
         self.rx.close()
         self.tx.close()
@@ -294,8 +304,10 @@ class Link:
 
     @property
     def stats(self) -> dict[str, dict[str, int]]:
-        """Counters per direction: frames, delivered, dropped, queue_dropped, ..."""
-        return {name: {key: way.stats[key] for key in FATES}
+        """Counters per direction: frames, delivered, dropped, queue_dropped, duplicated,
+        reordered; and ``missed``: frames the kernel dropped before the link could read them
+        (its ring was full: the link fell behind), never counted in ``frames``."""
+        return {name: {**{key: way.stats[key] for key in FATES}, "missed": way.missed()}
                 for name, way in self._ways.items()}
 
     @property
