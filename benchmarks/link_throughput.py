@@ -2,9 +2,11 @@
 
     python benchmarks/link_throughput.py [--seconds 3] [--runs 3]
 
-Both at MTU 1500 with segmentation offloads off (each frame one real segment), in the same
-run, in a private network namespace of its own (it re-runs itself inside one). A plain
-Python TCP sender and receiver (no iperf3 here). Goal: >= 500 Mbit/s through the link.
+Through the link: plain, with its trace kept (the default), and with 1 ms delay each way
+(every frame through the time-ordered queue). All at MTU 1500 with segmentation offloads
+off (each frame one real segment), in one run, in a private network namespace of its own
+(it re-runs itself inside one). A plain Python TCP sender and receiver (no iperf3 here).
+Goal: >= 500 Mbit/s through the link.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import threading
 import time
 
 from labkit.net.hosts import LabNetwork, _ip, inside, new_namespace, offloads
+from labkit.net.impairment import Impairment
 
 CHUNK = 256 * 1024
 
@@ -121,15 +124,15 @@ def main() -> None:
         with plain_veth() as (client, server):
             direct = max(measure(client, server, args.seconds) for _ in range(args.runs))
         print(f"  plain veth pair        {direct:8.0f} Mbit/s")
-        for trace_limit in (0, 100_000):
+        for trace_limit, delay in ((0, 0.0), (100_000, 0.0), (100_000, 0.001)):
             results = []
             for _ in range(args.runs):
-                with LabNetwork(trace_limit=trace_limit) as net:
+                with LabNetwork(Impairment(delay=delay), trace_limit=trace_limit) as net:
                     results.append(measure(lambda: net.on("client"),
                                            lambda: net.on("server"), args.seconds))
                     stats = net.link.stats["client→server"]
             print(f"  LabNetwork link        {max(results):8.0f} Mbit/s  "
-                  f"(trace_limit={trace_limit}, runs "
+                  f"(trace_limit={trace_limit}, delay {delay * 1000:g} ms, runs "
                   f"{', '.join(f'{r:.0f}' for r in results)}; {stats['frames']} frames, "
                   f"{stats['queue_dropped']} dropped sending on, {stats['missed']} missed)")
 

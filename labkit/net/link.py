@@ -69,6 +69,7 @@ class _Direction:
         self.model = LinkModel(impairment, stream)
         self.stats = dict.fromkeys(FATES, 0)
         self.plain = False  # no impairment, no trace: the fastest path
+        self.immediate = self.lossy = False  # set by refresh()
         self.rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         self.tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # sends only
         # one slot holds a whole frame of the wire's MTU after the ring's own header
@@ -94,9 +95,12 @@ class _Direction:
         self.refresh()
 
     def refresh(self) -> None:
+        """Pick the receiver's path for the current impairment."""
         imp = self.model.impairment
-        self.plain = (imp.transparent and not imp.loss and imp.burst is None
-                      and imp.mtu >= self.link.wire_mtu and not self.link.trace_limit)
+        self.immediate = imp.transparent  # each frame leaves at once, or never
+        self.lossy = bool(imp.loss) or imp.burst is not None
+        self.plain = (self.immediate and not self.lossy and imp.mtu >= self.link.wire_mtu
+                      and not self.link.trace_limit)
 
     def receive(self) -> None:
         """Read frames from the ring until stopped."""
@@ -110,6 +114,7 @@ class _Direction:
         ring, slot, slots = self.ring, self.slot, self.slots
         send, stats, link, model = self.tx.send, self.stats, self.link, self.model
         schedule, unpack_from, pack_into = self.schedule, struct.unpack_from, struct.pack_into
+        record, name, clock = link._record, self.name, time.time
         waiting = [self.rx.fileno(), link._stop_r]
         index = 0
         while not link._stopping:
@@ -122,7 +127,7 @@ class _Direction:
             frame = view[start:start + captured]
             if ring[start + 12] != 0x08 or ring[start + 13] != 0x00:  # not IPv4
                 self._send(frame, count=False)
-            elif self.plain and not schedule:
+            elif self.plain and not schedule:  # nothing to do but count and send on
                 model.frames += 1
                 stats["frames"] += 1
                 try:
@@ -130,30 +135,26 @@ class _Direction:
                     stats["delivered"] += 1
                 except OSError:  # the host's receive queue is full (ENOBUFS)
                     stats["queue_dropped"] += 1
+            elif self.immediate and not schedule:  # no waiting: lost, or sent on now
+                number = model.frames
+                model.frames += 1
+                stats["frames"] += 1
+                lost = ((self.lossy and model.lost()) or captured < length
+                        or captured - HEADER > model.impairment.mtu)
+                event = None
+                if link.trace_limit:
+                    event = [clock(), None, name, bytes(frame),
+                             "dropped" if lost else "delivered", number]
+                    record(event)
+                if lost:
+                    stats["dropped"] += 1
+                else:
+                    self._send(frame, event)
             else:
-                self._handle(frame, captured < length)
+                self._admit(bytes(frame))
             del frame  # the kernel may reuse the slot now
             pack_into("I", ring, at, TP_STATUS_KERNEL)
             index = index + 1 if index + 1 < slots else 0
-
-    def _handle(self, frame: memoryview, truncated: bool) -> None:
-        """An IPv4 frame that is impaired or traced."""
-        model, stats, link = self.model, self.stats, self.link
-        if not (model.impairment.transparent and not self.schedule):
-            self._admit(bytes(frame))
-            return
-        number = model.frames
-        model.frames += 1
-        stats["frames"] += 1
-        lost = model.lost() or truncated or len(frame) - HEADER > model.impairment.mtu
-        if link.trace_limit:
-            now = time.time()
-            link._record([now, None if lost else now, self.name, bytes(frame),
-                          "dropped" if lost else "delivered", number])
-        if lost:
-            stats["dropped"] += 1
-        else:
-            self._send(frame)
 
     def _admit(self, frame: bytes) -> None:
         fate = self.model.admit(time.monotonic(), len(frame) - HEADER)
