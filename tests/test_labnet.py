@@ -305,3 +305,28 @@ def test_a_network_runs_once_and_hosts_need_it_running():
     """)
     assert "start it first" in result[0]
     assert "runs once" in result[1]
+
+
+def test_lab_servers_bind_a_lab_host_address_only_on_that_host():
+    result = in_lab("""
+        from labkit import TCPServer
+        errors = []
+        with LabNetwork() as net:
+            for attempt in ("outside", "client"):
+                try:
+                    if attempt == "outside":
+                        TCPServer(host="10.0.0.2")
+                    else:
+                        with net.on("client"):
+                            TCPServer(host="10.0.0.2")
+                except ValueError as exc:
+                    errors.append(str(exc))
+            with net.on("server"), TCPServer("echo", host="10.0.0.2") as server:
+                with net.on("client"), socket.create_connection(server.address, timeout=10) as c:
+                    c.sendall(b"over the link")
+                    reply = c.recv(100).decode()
+                address = server.address
+        print(json.dumps({"errors": errors, "reply": reply, "address": list(address)}))
+    """)
+    assert len(result["errors"]) == 2 and all("net.on" in e for e in result["errors"])
+    assert result["reply"] == "over the link" and result["address"][0] == "10.0.0.2"

@@ -39,6 +39,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import threading
 from collections.abc import Iterator
 
 from labkit.net.impairment import Impairment
@@ -52,7 +53,17 @@ OFFLOADS_GET = {"tx": 0x16, "tso": 0x1E, "gso": 0x23, "gro": 0x2B}
 HOSTS = {"client": "10.0.0.1", "server": "10.0.0.2"}
 PREFIX = 24
 _numbers = itertools.count(1)
+_here = threading.local()  # .address: the lab host this thread is on, inside LabNetwork.on()
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+def current_lab_address() -> str | None:
+    """The address of the lab host this thread is on (inside ``net.on(...)``), else None.
+
+    Lab servers may bind it (labkit.servers.base.check_host): it exists only in a
+    namespace labkit made, so nothing outside can reach a server listening there.
+    """
+    return getattr(_here, "address", None)
 
 
 def _setns(fd: int) -> None:
@@ -176,8 +187,13 @@ class LabNetwork:
         if self._state != "running":
             raise RuntimeError(f"LabNetwork is {self._state}: start it first "
                                f"(`with LabNetwork(...) as net:` or `net.start()`)")
+        before = current_lab_address()
         with inside(self._hosts[host]):
-            yield
+            _here.address = HOSTS[host]
+            try:
+                yield
+            finally:
+                _here.address = before
 
     def _check_host(self, host: str) -> None:
         if host not in HOSTS:
