@@ -12,10 +12,11 @@ STAMP   := $(VENV)/.installed
 # One xdist worker more than there are cores: the suite waits more than it computes (kernels
 # starting, sockets, timeouts), so on 2 cores 3 workers take 42 s where 2 took 55 s.
 PYTEST_ARGS ?= -n $(shell echo $$(( $$(nproc) + 1 ))) --dist loadscope
-# Debian tools the tests compare against (tcpdump, tshark; binder/apt.txt lists the same), and
-# the browser tests/test_browser.py drives (chromium, with an emoji font for the checks' ✅/❌
-# in its screenshots). Installed when we are root: one apt-get, about 50 s, most of it chromium.
-SYSTEM_TOOLS := tcpdump tshark
+# Debian packages: the tools the tests compare against (tcpdump, tshark), iproute2's `ip` that
+# builds notebook 09's lab hosts (binder/apt.txt lists the same), and the browser
+# tests/test_browser.py drives (chromium, with an emoji font for the text-form ✅/❌ in its
+# screenshots). Installed when we are root: one apt-get, about 50 s, most of it chromium.
+SYSTEM_TOOLS := tcpdump tshark iproute2
 BROWSER := chromium
 
 .PHONY: lab lab-instructor test lint notebooks handout slides system-tools doctor clean
@@ -34,7 +35,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@echo "==> set up: $(VENV) is ready"
 
 system-tools:
-	@missing=""; for t in $(SYSTEM_TOOLS) $(BROWSER); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	@missing=""; for t in $(SYSTEM_TOOLS) $(BROWSER); do dpkg-query -W -f='$${Status}' $$t 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$t"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing fonts-noto-color-emoji >/dev/null; \
