@@ -3,6 +3,7 @@
 # make test       set up, then run labkit's unit tests and every notebook (nbval, strict)
 # make notebooks  re-run every notebook in record mode: fresh outputs + fresh data/ recordings
 # make handout    write the student edition (solutions removed) to handout/, even if it is fresh
+# make slides     write every lesson's reveal.js deck to slides/ (works offline: open slides/NN-*.slides.html)
 
 PYTHON  ?= python3
 VENV    := .venv
@@ -11,13 +12,14 @@ STAMP   := $(VENV)/.installed
 # One xdist worker more than there are cores: the suite waits more than it computes (kernels
 # starting, sockets, timeouts), so on 2 cores 3 workers take 42 s where 2 took 55 s.
 PYTEST_ARGS ?= -n $(shell echo $$(( $$(nproc) + 1 ))) --dist loadscope
-# Debian tools the tests compare against (tcpdump, tshark; binder/apt.txt lists the same), and
-# the browser tests/test_browser.py drives (chromium, with an emoji font for the checks' ✅/❌
-# in its screenshots). Installed when we are root: one apt-get, about 50 s, most of it chromium.
-SYSTEM_TOOLS := tcpdump tshark
+# Debian packages: the tools the tests compare against (tcpdump, tshark), iproute2's `ip` that
+# builds notebook 09's lab hosts (binder/apt.txt lists the same), and the browser
+# tests/test_browser.py drives (chromium, with an emoji font for the text-form ✅/❌ in its
+# screenshots). Installed when we are root: one apt-get, about 50 s, most of it chromium.
+SYSTEM_TOOLS := tcpdump tshark iproute2
 BROWSER := chromium
 
-.PHONY: lab lab-instructor test lint notebooks handout system-tools doctor clean
+.PHONY: lab lab-instructor test lint notebooks handout slides system-tools doctor clean
 
 # pip's own output and progress bars, not --quiet: the first install takes minutes, and a
 # set-up that says nothing for minutes looks hung.
@@ -33,7 +35,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@echo "==> set up: $(VENV) is ready"
 
 system-tools:
-	@missing=""; for t in $(SYSTEM_TOOLS) $(BROWSER); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	@missing=""; for t in $(SYSTEM_TOOLS) $(BROWSER); do dpkg-query -W -f='$${Status}' $$t 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$t"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing fonts-noto-color-emoji >/dev/null; \
@@ -71,8 +73,13 @@ notebooks: $(STAMP)
 handout: $(STAMP)
 	$(BIN)/python -m labkit handout handout
 
+# Static decks with reveal.js copied beside them: no CDN, so they work offline and the folder
+# can be copied to the presenting machine as it is.
+slides: $(STAMP)
+	$(BIN)/python -m labkit slides slides
+
 doctor: $(STAMP)
 	$(BIN)/python -m labkit doctor
 
 clean:
-	rm -rf $(VENV) handout
+	rm -rf $(VENV) handout slides

@@ -35,6 +35,7 @@ _EXPORTS: dict[str, list[str | tuple[str, str]]] = {
     "protocols.tlsdissect": ["TLSRecord"],
     "views.table": ["Table"],
     "views.ladder": ["ladder"],
+    "views.connections": ["Connections"],
     "servers.http": ["HTTPServer"],
     "servers.wsgi": ["WSGIServer", "serve_in_thread"],
     "views.waterfall": ["Timing", "waterfall"],
@@ -43,6 +44,8 @@ _EXPORTS: dict[str, list[str | tuple[str, str]]] = {
     "servers.websocket": ["WebSocketServer"],
     "protocols.websocket": ["Frame", "parse_frames", "websocket_frames"],
     "net.namespace": ["textbook_port"],
+    "net.hosts": ["LabNetwork"],
+    "net.impairment": ["Impairment", "GilbertElliott"],
 }
 _WHERE = {(name if isinstance(name, str) else name[0]): (module, name if isinstance(name, str)
                                                          else name[1])

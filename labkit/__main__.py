@@ -1,10 +1,11 @@
-"""``python -m labkit doctor | record [NOTEBOOK...] | handout [DIR] | exercises [--check] |
-kernel install | lab [DIR]``."""
+"""``python -m labkit doctor | record [NOTEBOOK...] | handout [DIR] | slides [DIR] |
+slide-layout [NOTEBOOK...] | exercises [--check] | kernel install | lab [DIR]``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,6 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("notebooks", nargs="*", help="default: every notebook in notebooks/")
     hand = sub.add_parser("handout", help="write the student edition (solutions removed)")
     hand.add_argument("outdir", nargs="?", default="handout")
+    slides = sub.add_parser("slides", help="write every lesson's reveal.js deck (works offline)")
+    slides.add_argument("outdir", nargs="?", default="slides")
+    slides.add_argument("notebooks", nargs="*", help="default: every notebook in notebooks/")
+    layout = sub.add_parser("slide-layout", help="set the lessons' slide types so every "
+                            "slide fits 1280x720 (measured in Chromium)")
+    layout.add_argument("notebooks", nargs="*", help="default: every notebook in notebooks/")
     exe = sub.add_parser("exercises", help="write nbgrader's metadata on every exercise's "
                          "answer and check cells")
     exe.add_argument("--check", action="store_true",
@@ -52,6 +59,16 @@ def main(argv: list[str] | None = None) -> int:
         from labkit.tools.exercises import main as mark_exercises
 
         return mark_exercises(check_only=args.check)
+    if args.command == "slide-layout":
+        from labkit.tools.slide_layout import main as lay_out_slides
+
+        return lay_out_slides(args.notebooks)
+    if args.command == "slides":
+        from labkit.tools.slides import build_decks
+
+        for path in build_decks(args.outdir, [Path(p) for p in args.notebooks]):
+            print(f"wrote {path}")
+        return 0
     from labkit.tools.handout import write_handout
 
     for path in write_handout(args.outdir):

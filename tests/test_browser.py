@@ -254,3 +254,32 @@ def test_run_all_in_chromium(notebook, jupyter_lab, page, screenshots, run_all_t
     assert all(width > 0 for width in seen["figures"]), f"{notebook.name}: a figure did not load"
     assert len(seen["table_rows"]) >= tables, f"{notebook.name}: tables missing"
     assert all(rows > 0 for rows in seen["table_rows"]), f"{notebook.name}: an empty table"
+
+
+SLIDES_LESSON = ROOT / "notebooks" / "01-Watch-A-TCP-Handshake.ipynb"
+SMALLEST_ZOOM = 0.6  # a slide shrunk further than this is too small to read from the back
+
+
+def test_slides_fit_1280x720(browser, screenshots, tmp_path):
+    """One lesson's static deck (`make slides`): every slide fits a 1280x720 projector."""
+    from labkit.tools.slides import HEIGHT, WIDTH, build_decks, measure_deck
+
+    [deck] = build_decks(tmp_path, [SLIDES_LESSON])
+    page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
+    try:
+        slides = measure_deck(page, deck.as_uri())  # walks every slide, all fragments shown
+        folder = screenshots / f"slides-{SLIDES_LESSON.stem}"
+        folder.mkdir(exist_ok=True)
+        for n, slide in enumerate(slides, 1):  # the deck's URL says which slide: #/h/v
+            h, v = (int(i) - 1 for i in slide["slide"].split("."))
+            page.evaluate(f"Reveal.slide({h}, {v}, Infinity)")
+            page.wait_for_function(f"() => Reveal.getIndices().h === {h} && "
+                                   f"Reveal.getIndices().v === {v}")
+            page.screenshot(path=folder / f"{n:02}-{slide['slide']}.png")
+    finally:
+        page.close()
+    assert len(slides) > 5, "the deck has (almost) no slides"
+    overflowing = [(s["slide"], s["title"]) for s in slides if s["overflows"]]
+    assert overflowing == [], f"slides that do not fit {WIDTH}x{HEIGHT}: {overflowing}"
+    tiny = [(s["slide"], s["zoom"]) for s in slides if s["zoom"] < SMALLEST_ZOOM]
+    assert tiny == [], f"slides shrunk below {SMALLEST_ZOOM:.0%} to fit: {tiny}"

@@ -9,6 +9,18 @@ def test_verdicts_read_as_sentences():
     assert "fdecea" in bad._repr_html_() and "<br>" in bad._repr_html_()
 
 
+def test_html_verdicts_need_no_emoji_font():
+    """A browser without an emoji font draws ✅/❌/💡 as boxes: the HTML uses SVG marks."""
+    ok = verdict(True, "the ACK is 6 <b>", wrong="no")
+    bad = verdict(False, "x", wrong="you said 5", hint="SYN counts 1")
+    for v, words in ((ok, ["Right:", "the ACK is 6 &lt;b&gt;"]),
+                     (bad, ["Not yet:", "you said 5", "Hint:", "SYN counts 1"])):
+        page = v._repr_html_()
+        assert not any(ord(ch) > 0x2000 for ch in page), page  # no emoji, no pictographs
+        assert page.count("<svg") == (1 if v else 2)
+        assert all(w in page for w in words)
+
+
 def test_first_failure():
     good = Verdict(True, "a")
     bad = Verdict(False, "b", "c")

@@ -93,3 +93,41 @@ def test_times_never_run_backwards_down_the_table():
     pkts[4].time = pkts[3].time - 0.000012   # the reply stamped before the request (busy lo)
     times = [s.time for s in segments(pkts, {8080: "server"})]
     assert times == sorted(times) and times[4] == times[3]
+
+
+# -- Wireshark's numbering where there is no SYN, or a second one (packet-tcp.c) --------
+def test_a_new_syn_on_reused_ports_numbers_from_zero_again():
+    from packets import reused_ports
+
+    segs = segments(reused_ports(), {8080: "server"})
+    assert [(s.flags, s.seq, s.ack) for s in segs[8:11]] == [
+        ("SYN", 0, None), ("SYN-ACK", 0, 1), ("ACK", 1, 1)]
+    assert segs[11].summary == "b'hello'"  # new bytes of the new connection, not a resend
+
+
+def test_a_syn_sent_again_with_its_isn_stays_in_its_connection():
+    from packets import syn_retransmitted
+
+    segs = segments(syn_retransmitted(), {8080: "server"})
+    assert [(s.flags, s.seq, s.ack) for s in segs[:4]] == [
+        ("SYN", 0, None), ("SYN", 0, None), ("SYN-ACK", 0, 1), ("ACK", 1, 1)]
+
+
+def test_a_side_first_seen_without_syn_counts_from_one():
+    from packets import refused
+
+    # the RST-ACK's own seq is 0: Wireshark takes seq-1 as that side's base, so it shows 1
+    assert [(s.flags, s.seq, s.ack) for s in segments(refused(), {8080: "server"})] == [
+        ("SYN", 0, None), ("RST-ACK", 1, 1)]
+
+
+def test_a_capture_begun_mid_stream_numbers_both_sides_from_one():
+    from packets import mid_stream_bare_ack_first, mid_stream_server_first
+
+    # the client's ACK sets its own base (seq-1) and the unseen server's (ack-1)
+    assert [(s.src, s.seq, s.ack) for s in segments(mid_stream_bare_ack_first(),
+                                                    {8080: "server"})][:3] == [
+        ("client", 1, 1), ("server", 1, 1), ("client", 1, 6)]
+    assert [(s.src, s.seq, s.ack) for s in segments(mid_stream_server_first(),
+                                                    {8080: "server"})][:2] == [
+        ("server", 1, 1), ("client", 1, 6)]

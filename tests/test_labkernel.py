@@ -61,13 +61,17 @@ print(os.environ["LABKIT_NETWORK"], port, wire.mode, [x.flags for x in wire.segm
 def test_interrupt_restart_and_shutdown_leave_nothing_behind(lab_kernel):
     manager, client = lab_kernel
     runtime, first_pid = Path(manager.ip).parent, manager.provisioner.pid
-    client.execute("import time; print('sleeping', flush=True); time.sleep(60)")
+    request = client.execute("import time; print('sleeping', flush=True); time.sleep(60)")
     while True:                       # wait until the cell itself runs, then interrupt it
         msg = client.get_iopub_msg(timeout=30)
         if msg["msg_type"] == "stream" and "sleeping" in msg["content"]["text"]:
             break
     manager.interrupt_kernel()
+    # The reply to *this* request: on a busy machine wait_for_ready() re-sends kernel_info
+    # requests, and their late replies wait in the shell channel ahead of ours.
     reply = client.get_shell_msg(timeout=30)
+    while reply["parent_header"].get("msg_id") != request:
+        reply = client.get_shell_msg(timeout=30)
     assert reply["content"]["ename"] == "KeyboardInterrupt"
 
     manager.restart_kernel(now=False)

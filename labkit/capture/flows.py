@@ -3,7 +3,7 @@
 Random initial sequence numbers and ephemeral ports hide the story, so every
 packet becomes a :class:`Segment` with role names (``client``, ``server``) and
 sequence/acknowledgement numbers relative to each side's first SYN, exactly as
-Wireshark shows them.
+Wireshark shows them (also without a SYN, and when a new SYN reuses the ports).
 
     >>> segs = segments(packets, roles={8080: "server"})
     >>> segs[0].label
@@ -99,6 +99,65 @@ class _Roles:
         return self.clients[key]
 
 
+class _Stream:
+    """One TCP connection, a ``tcp.stream`` in Wireshark: each direction's base and progress.
+
+    Wireshark's rule (epan/dissectors/packet-tcp.c, ``tcp_analyze_sequence_number``): the
+    first packet seen in a direction sets its base - a SYN's own seq (so the SYN is 0), else
+    seq-1 (so a capture begun mid-stream, or a RST answering a SYN, starts at 1) - and the
+    first ACK sets the other direction's base to ack-1 if it is still unknown.
+
+        >>> s = _Stream(); s.relative(("a", 1, "b", 2), 500, 77, "RA")  # nothing seen before
+        (1, 1)
+    """
+
+    def __init__(self):
+        self.base: dict[tuple, int] = {}   # direction (src ip, sport, dst ip, dport) -> raw 0
+        self.sent: dict[tuple, int] = {}   # direction -> relative seq just past its last new byte
+        self.opened: set[tuple] = set()    # directions whose SYN we saw: their seqs can be trusted
+
+    def relative(self, key: tuple, seq: int, ack: int, flags: str) -> tuple[int, int | None]:
+        """(seq, ack) of one packet going ``key``'s way, relative as Wireshark shows them."""
+        back = key[2:] + key[:2]
+        if "S" in flags:
+            self.opened.add(key)
+        if key not in self.base:
+            self.base[key] = seq if "S" in flags else (seq - 1) % 2**32
+        if "A" not in flags:
+            return (seq - self.base[key]) % 2**32, None  # no ACK flag: the field means nothing
+        if back not in self.base:  # a direction not seen yet: its ISN is what this acks, less 1
+            self.base[back] = (ack - 1) % 2**32
+        return (seq - self.base[key]) % 2**32, (ack - self.base[back]) % 2**32
+
+    def resends(self, key: tuple, seq: int, length: int) -> bool:
+        """Were all ``length`` bytes from relative ``seq`` on sent before (a retransmission)?"""
+        if key in self.opened and seq + length <= self.sent.get(key, 0):
+            return True
+        self.sent[key] = max(self.sent.get(key, 0), seq + length)
+        return False
+
+
+class _Numbering:
+    """The TCP streams of a capture, by address/port pair, as Wireshark tells them apart."""
+
+    def __init__(self):
+        self.streams: dict[tuple, _Stream] = {}  # sorted pair of endpoints -> its latest stream
+
+    def stream(self, src: str, sport: int, dst: str, dport: int, seq: int,
+               flags: str) -> tuple[_Stream, tuple]:
+        """The stream a packet belongs to, and the packet's direction key in it."""
+        key = (src, sport, dst, dport)
+        pair = tuple(sorted([(src, sport), (dst, dport)]))
+        current = self.streams.get(pair)
+        # packet-tcp.c, dissect_tcp(): a SYN (not SYN-ACK) whose seq is not its direction's
+        # base opens a new stream on the same ports ("TCP Port numbers reused"); the same
+        # seq again is the SYN retransmitted, in the same stream.
+        opens = "S" in flags and "A" not in flags
+        if current is None or (opens and key in current.base and current.base[key] != seq):
+            current = self.streams[pair] = _Stream()
+        return current, key
+
+
 def segments(packets, roles: dict[int, str], meta: dict | None = None, *,
              dissection: Dissection | None = None) -> list[Segment]:
     """Describe every packet (IPv4/IPv6 TCP, UDP, ICMP) with roles and relative numbers.
@@ -109,9 +168,7 @@ def segments(packets, roles: dict[int, str], meta: dict | None = None, *,
     if dissection is None:
         dissection = dissect(packets, meta)
     names = _Roles(roles)
-    isn: dict[tuple, int] = {}   # (src ip, sport, dst ip, dport) -> first seq seen
-    sent: dict[tuple, int] = {}  # the same key -> relative seq just past the last new byte
-    opened: set[tuple] = set()   # keys whose SYN we saw: their seq numbers can be trusted
+    numbering = _Numbering()
     out: list[Segment] = []
     t0 = float(packets[0].time) if len(packets) else 0.0
     t = 0.0
@@ -126,23 +183,15 @@ def segments(packets, roles: dict[int, str], meta: dict | None = None, *,
         i = len(out)
         if TCP in pkt and not isinstance(pkt[TCP].underlayer, (TCPerror, UDPerror)):
             tcp = pkt[TCP]
-            key = (ip.src, tcp.sport, ip.dst, tcp.dport)
-            back = (ip.dst, tcp.dport, ip.src, tcp.sport)
-            if "S" in str(tcp.flags) or key not in isn:
-                isn.setdefault(key, tcp.seq)
-            if "S" in str(tcp.flags):
-                opened.add(key)
+            flags = str(tcp.flags)
+            stream, key = numbering.stream(ip.src, tcp.sport, ip.dst, tcp.dport, tcp.seq, flags)
             payload = bytes(tcp.payload)
-            ack = None
-            if "A" in str(tcp.flags):
-                ack = (tcp.ack - isn[back]) % 2**32 if back in isn else tcp.ack
-            seq = (tcp.seq - isn[key]) % 2**32
-            if payload and key in opened and seq + len(payload) <= sent.get(key, 0):
+            seq, ack = stream.relative(key, tcp.seq, tcp.ack, flags)
+            if payload and stream.resends(key, seq, len(payload)):
                 # every byte was sent before: TCP is sending it again (an ACK was late or lost)
                 summary = f"TCP retransmission of bytes {seq} to {seq + len(payload) - 1}"
             else:
                 summary = _describe(payload, pkt, dissection)
-                sent[key] = max(sent.get(key, 0), seq + len(payload))
             out.append(Segment(
                 i, t, names.name(ip.src, tcp.sport), names.name(ip.dst, tcp.dport), "TCP",
                 flag_names(tcp.flags), seq, ack, len(payload), summary, pkt, dissection))

@@ -52,10 +52,31 @@ class Verdict:
     __repr__ = __str__
 
     def _repr_html_(self):
+        # The marks are inline SVG, not the ✅/❌/💡 of the text form: those are emoji,
+        # drawn as empty boxes by a browser on a machine without an emoji font.
         color, bg = ("#1b7837", "#e7f5e9") if self.passed else ("#b2182b", "#fdecea")
-        lines = html.escape(str(self)).replace("\n", "<br>")
+        word = "Right" if self.passed else "Not yet"
+        mark = _svg_mark(self.passed, color)
+        body = f"{mark} <b>{word}:</b> {html.escape(self.message)}"
+        if self.hint and not self.passed:
+            body += f"<br>{_SVG_BULB} <b>Hint:</b> {html.escape(self.hint)}"
         return (f"<div style='border-left:6px solid {color};background:{bg};padding:8px 12px;"
-                f"font-size:115%'>{lines}</div>")
+                f"font-size:115%'>{body}</div>")
+
+
+def _svg_mark(passed: bool, color: str) -> str:
+    """A tick or a cross in a coloured disc, as inline SVG (needs no font)."""
+    path = "M5 10.5l3.5 3.5 6.5-7.5" if passed else "M6 6l8 8M14 6l-8 8"
+    label = "right" if passed else "not yet"
+    return (f"<svg role='img' aria-label='{label}' width='1.1em' height='1.1em' viewBox='0 0 20 20'"
+            f" style='vertical-align:-0.2em'><circle cx='10' cy='10' r='10' fill='{color}'/>"
+            f"<path d='{path}' stroke='white' stroke-width='2.6' fill='none'"
+            f" stroke-linecap='round'/></svg>")
+
+
+_SVG_BULB = ("<svg role='img' aria-label='hint' width='1.1em' height='1.1em' viewBox='0 0 20 20'"
+             " style='vertical-align:-0.2em'><circle cx='10' cy='8' r='6.5' fill='#f2b01e'/>"
+             "<rect x='7' y='14' width='6' height='4' rx='1' fill='#8a6d1f'/></svg>")
 
 
 def verdict(ok: bool, right: str, *, wrong: str, hint: str = "") -> Verdict:

@@ -23,8 +23,13 @@ __all__ = ["TLSView", "numbered_connections"]
 def _might_be_tls(packets) -> bool:
     """Cheap test before loading Scapy's TLS layer: does any TCP payload start a record?"""
     from scapy.layers.inet import TCP
+    from scapy.packet import Raw
 
-    return any(TCP in pkt and bytes(pkt[TCP].payload)[:2] == b"\x16\x03" for pkt in packets)
+    def start(pkt) -> bytes:  # a Raw payload's load as read: bytes() would rebuild the packet
+        payload = pkt[TCP].payload
+        return payload.load[:2] if isinstance(payload, Raw) else bytes(payload)[:2]
+
+    return any(TCP in pkt and start(pkt) == b"\x16\x03" for pkt in packets)
 
 
 def numbered_connections(packets, keylog: str = "") -> list:

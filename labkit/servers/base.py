@@ -51,18 +51,26 @@ def check_port(port, what: str = "port", low: int = 0) -> int:
 
 
 def check_host(host) -> str:
-    """``host`` if it is a loopback IP address (127.0.0.1, ::1): labs never listen on a network."""
+    """``host`` if it is a loopback IP address (127.0.0.1, ::1), or the address of the lab
+    host this thread is on (``with net.on("server"):``): labs never listen on a network."""
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(
             f"host must be a loopback IP address such as '127.0.0.1', not {host!r}"
         ) from None
-    if not ip.is_loopback:
+    if not ip.is_loopback and not _on_lab_host(host):
         raise ValueError(
-            f"host {host!r} is not a loopback address; lab servers bind 127.0.0.1 or ::1 only"
+            f"host {host!r} is not a loopback address; lab servers bind 127.0.0.1 or ::1, "
+            "or, on a lab host (inside `with net.on(...)` of a LabNetwork), that host's address"
         )
     return host
+
+
+def _on_lab_host(host: str) -> bool:
+    from labkit.net.hosts import current_lab_address  # only for non-loopback hosts
+
+    return host == current_lab_address()
 
 
 def check_name(name) -> str:

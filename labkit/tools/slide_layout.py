@@ -1,0 +1,148 @@
+"""Lay a lesson out on slides that fit 1280x720: set each cell's ``slideshow.slide_type``
+from the height the cell really has on a slide, measured in Chromium.
+
+* a markdown cell with a ``##`` heading below its first line is split there, so the
+  heading starts a slide in JupyterLab (RISE) too, not only in the static deck;
+* ``#``/``##`` headings start a slide, ``###`` a subslide (an exercise);
+* every other cell joins the slide above while it fits (a ``fragment`` stays one), and
+  starts a subslide when it does not; a short paragraph that leads into a code cell moves
+  with that cell;
+* a cell too big for any slide gets a slide of its own (the deck then shortens its figure,
+  or shrinks it: benchmarks/slides_overflow.py reports those).
+
+Only metadata changes (and markdown cells split in two): code, outputs, ids stay.
+
+    $ python -m labkit slide-layout                 # every lesson
+    $ python -m labkit slide-layout notebooks/04-Speak-HTTP-From-A-Raw-Socket.ipynb
+
+Needs Playwright and /usr/bin/chromium, as tests/test_browser.py does.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+import tempfile
+from pathlib import Path
+
+import nbformat
+
+from labkit.tools.exercises import is_check
+from labkit.tools.record import NOTEBOOKS
+from labkit.tools.slides import HEIGHT, WIDTH, build_decks
+
+CHROMIUM = "/usr/bin/chromium"
+BUDGET = HEIGHT - 2 * 16 - 24  # the slide's padding (slides.css), and a margin
+_MID_HEADING = re.compile(r"^## ", re.MULTILINE)
+
+# Every cell's height on its slide, by cell id, with all fragments shown and nothing fitted.
+CELL_HEIGHTS_JS = """async () => {
+    const frame = () => new Promise(done => requestAnimationFrame(
+        () => requestAnimationFrame(done)));
+    Reveal.configure({transition: 'none'});
+    const heights = {};
+    for (const slide of Reveal.getSlides()) {
+        const {h, v} = Reveal.getIndices(slide);
+        Reveal.slide(h, v, slide.querySelectorAll('.fragment').length);
+        await frame();
+        for (const cell of slide.querySelectorAll('.jp-Cell')) {
+            const style = getComputedStyle(cell);
+            heights[cell.id.replace('cell-id=', '')] = cell.offsetHeight
+                + parseFloat(style.marginTop) + parseFloat(style.marginBottom);
+        }
+    }
+    return heights;
+}"""
+
+
+def _slide_type(cell) -> str:
+    return cell.metadata.get("slideshow", {}).get("slide_type", "-")
+
+
+def _set(cell, slide_type: str) -> None:
+    cell.metadata["slideshow"] = {"slide_type": slide_type}
+
+
+def split_headings(nb) -> int:
+    """Split markdown cells at ``##`` headings below their first line; how many splits."""
+    cells, splits = [], 0
+    for cell in nb.cells:
+        starts = [m.start() for m in _MID_HEADING.finditer(cell.source) if m.start() > 0]
+        if cell.cell_type != "markdown" or not starts:
+            cells.append(cell)
+            continue
+        for n, (begin, end) in enumerate(itertools.pairwise([0, *starts, len(cell.source)])):
+            part = copy.deepcopy(cell)
+            part.source = cell.source[begin:end].strip("\n")
+            if n:
+                part.id = f"{cell.id}-{n}"
+                _set(part, "slide")
+                splits += 1
+            cells.append(part)
+    nb.cells = cells
+    return splits
+
+
+def cell_heights(notebooks: list[Path]) -> dict[str, dict[str, float]]:
+    """{notebook name: {cell id: pixels}} from each lesson's deck, in Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    heights = {}
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
+        for path, deck in zip(notebooks, build_decks(tmp, notebooks), strict=True):
+            page.goto(deck.as_uri() + "?nofit")
+            page.wait_for_function("() => window.Reveal && Reveal.isReady()")
+            heights[path.name] = page.evaluate(CELL_HEIGHTS_JS)
+        browser.close()
+    return heights
+
+
+def lay_out(nb, heights: dict[str, float]) -> None:
+    """Set every cell's slide type from ``heights`` (see the module's docstring)."""
+    used = 0.0  # the height of the slide being filled ...
+    members: list[int] = []  # ... and its cells
+    for i, cell in enumerate(nb.cells):
+        old = _slide_type(cell)
+        height = 0.0 if old == "skip" or is_check(cell) else heights.get(cell.id, 0.0)
+        text = cell.source.lstrip()
+        if old == "skip":
+            new = "skip"
+        elif i == 0 or (cell.cell_type == "markdown" and text.startswith(("# ", "## "))):
+            new = "slide"
+        elif cell.cell_type == "markdown" and text.startswith("### "):
+            new = "subslide"
+        elif used + height <= BUDGET:
+            new = "fragment" if old == "fragment" else "-"
+        else:
+            new = "subslide"
+            lead = nb.cells[members[-1]] if len(members) > 1 else None
+            if (cell.cell_type == "code" and lead is not None and lead.cell_type == "markdown"
+                    and heights.get(lead.id, 0.0) + height <= BUDGET):
+                _set(lead, "subslide")  # the paragraph that introduces this code goes with it
+                used, members = heights.get(lead.id, 0.0), [members[-1]]
+                new = "fragment" if old == "fragment" else "-"
+        if new in ("slide", "subslide"):
+            used, members = 0.0, []
+        used += height
+        members.append(i)
+        _set(cell, new)
+
+
+def main(paths: list[str]) -> int:
+    notebooks = [Path(p) for p in paths] or sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
+    for path in notebooks:  # split first: the measured deck must have the final cells
+        nb = nbformat.read(path, as_version=4)
+        if split_headings(nb):
+            nbformat.write(nb, path)
+    heights = cell_heights(notebooks)
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        before = [_slide_type(c) for c in nb.cells]
+        lay_out(nb, heights[path.name])
+        changed = sum(a != _slide_type(c) for a, c in zip(before, nb.cells, strict=True))
+        nbformat.write(nb, path)
+        print(f"{path.name}: {changed} slide types changed")
+    return 0
