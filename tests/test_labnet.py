@@ -330,3 +330,30 @@ def test_lab_servers_bind_a_lab_host_address_only_on_that_host():
     """)
     assert len(result["errors"]) == 2 and all("net.on" in e for e in result["errors"])
     assert result["reply"] == "over the link" and result["address"][0] == "10.0.0.2"
+
+
+def test_a_capture_on_the_link_sees_both_directions_and_ends_promptly():
+    result = in_lab("""
+        from labkit import Capture
+        with LabNetwork(Impairment(delay=0.010)) as net:
+            server = echo_server(net)
+            began = time.monotonic()
+            with Capture(7000, iface=net.interface("client")) as wire:
+                with net.on("client"), socket.create_connection(("10.0.0.2", 7000)) as c:
+                    c.sendall(b"ping")
+                    assert c.recv(100) == b"ping"
+            took = time.monotonic() - began
+            server.join()
+            with net.on("server"), Capture(7000, iface="eth0") as there:
+                pass
+        rows = [(s.src, s.dst, s.flags, s.length) for s in wire.segments]
+        print(json.dumps({"rows": rows, "complete": wire.complete, "lost": wire.lost,
+                          "took": took, "empty": len(there)}))
+    """)
+    flags = [row[2] for row in result["rows"]]
+    assert flags[:3] == ["SYN", "SYN-ACK", "ACK"], result["rows"]
+    assert {(r[0], r[1]) for r in result["rows"]} == {("client", "server"), ("server", "client")}
+    assert sum(r[3] for r in result["rows"]) == 8  # ping, and its echo
+    assert result["complete"] and result["lost"] == 0
+    assert result["took"] < 1.5  # the settle bound (2 s) was not what ended it
+    assert result["empty"] == 0

@@ -1,22 +1,24 @@
-"""Live capture on ``lo``: read fast into bytes, dissect late, and know what was missed.
+"""Live capture: read fast into bytes, dissect late, and know what was missed.
 
     >>> sniffer = LiveSniffer("lo", endpoints)     # endpoints: see labkit.capture.endpoints
     >>> sniffer.start(); ...; sniffer.settle(2.0); sniffer.stop()
-    >>> sniffer.frames, sniffer.lost               # arriving copies in order; packets missed
+    >>> sniffer.frames, sniffer.lost               # our packets in order; packets missed
 
 Needs CAP_NET_RAW (the lab kernel has it).  A raw ``AF_PACKET`` socket with the port
-filter compiled to BPF runs in the kernel, so only our packets are kept, and only their
-arriving copies (on ``lo`` the kernel shows every packet leaving and arriving).  The
-kernel writes them into a memory-mapped ring (TPACKET_V3, as libpcap reads), which
+filter compiled to BPF runs in the kernel, so only our packets are kept - on ``lo`` only
+their arriving copies (there the kernel shows every packet leaving and arriving); on
+another interface, such as a lab host's link (:mod:`labkit.net.hosts`), both
+directions.  The kernel writes them into a memory-mapped ring (TPACKET_V3, as libpcap reads), which
 unlike a socket's queue is not capped by ``net.core.rmem_max`` - the lab kernel may
 not raise that - and costs no system call per packet.  A thread copies each frame's
 bytes, kernel timestamp (ns) and original length out of the ring; Scapy dissects
 nothing until a view asks (see :mod:`labkit.capture.frames`).
 
 The exit waits on conditions, never a sleep: "fence" datagrams sent to ourselves, one
-from each CPU, mark the end of the kernel's queues, and the TCP tracker says when every
-byte sent was acknowledged.  Nothing queued is ever discarded; what the kernel dropped
-because the queue was full is counted (PACKET_STATISTICS) and reported as ``lost``.
+from each CPU (on another interface: sent out of it as raw frames), mark the end of the
+kernel's queues, and the TCP tracker says when every byte sent was acknowledged.
+Nothing queued is ever discarded; what the kernel dropped because the queue was full is
+counted (PACKET_STATISTICS) and reported as ``lost``.
 """
 
 from __future__ import annotations
@@ -64,8 +66,9 @@ def lost_notice(lost: int) -> str:
 
 def _bpf_program(expression: str, iface: str) -> bytes:
     """The filter as classic BPF instructions, compiled by libpcap, with two changes:
-    outgoing copies are refused first (we keep arriving ones), and an accepted packet
-    is kept whole (libpcap's program keeps 65,535 bytes, lo frames reach 65,549)."""
+    on ``lo`` outgoing copies are refused first (we keep the arriving ones; elsewhere the
+    outgoing copy is the only one of what this side sends), and an accepted packet is
+    kept whole (libpcap's program keeps 65,535 bytes, lo frames reach 65,549)."""
     from scapy.arch.common import compile_filter
 
     compiled = compile_filter(expression, iface)
@@ -77,6 +80,8 @@ def _bpf_program(expression: str, iface: str) -> bytes:
     prefix = [(0x20, 0, 0, 0xFFFFF004),         # A = the packet's type (SKF_AD_PKTTYPE)
               (0x15, 0, 1, PACKET_OUTGOING),    # outgoing? next; else skip the refusal
               (0x06, 0, 0, 0)]                  # refuse it
+    if iface != "lo":
+        prefix = []
     return b"".join(struct.pack("HBBI", *insn) for insn in [*prefix, *insns])
 
 
@@ -146,6 +151,7 @@ class LiveSniffer:
         self._sock: socket.socket | None = None
         self._ring: mmap.mmap | None = None
         self._fence: socket.socket | None = None
+        self._fence_out: socket.socket | None = None  # other interfaces: a raw fence frame
         self._fence_port = 0
         self._fences: dict[int, int] = {}   # round -> fences of that round read
         self._fences_sent = 0
@@ -170,6 +176,9 @@ class LiveSniffer:
         self._fence = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._fence.bind(("127.0.0.1", 0))
         self._fence_port = self._fence.getsockname()[1]
+        if self.iface != "lo":  # made now: the thread may be on a lab host only until later
+            self._fence_out = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            self._fence_out.bind((self.iface, 0))
         # Protocol 0: the socket sees nothing until bound, so no stranger slips in before
         # the filter is attached.
         self._sock = sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
@@ -247,17 +256,30 @@ class LiveSniffer:
             cpus = sorted(os.sched_getaffinity(0))
         except OSError:
             cpus = []
-        address = ("127.0.0.1", self._fence_port)
         if not cpus:
-            self._fence.sendto(_FENCE % (round_, 0), address)
+            self._send_fence(_FENCE % (round_, 0))
             return 1
         try:
             for cpu in cpus:
                 os.sched_setaffinity(0, {cpu})  # this thread only (Linux)
-                self._fence.sendto(_FENCE % (round_, cpu % 100), address)
+                self._send_fence(_FENCE % (round_, cpu % 100))
         finally:
             os.sched_setaffinity(0, cpus)
         return len(cpus)
+
+    def _send_fence(self, payload: bytes) -> None:
+        if self._fence_out is None:  # lo: a datagram to ourselves
+            assert self._fence is not None
+            self._fence.sendto(payload, ("127.0.0.1", self._fence_port))
+            return
+        # Another interface (a lab host's link): the same datagram as a raw frame sent out
+        # of it, which our socket reads as outgoing.  The far end drops it (a loopback
+        # destination arriving from outside), so it never reaches anyone.
+        port = self._fence_port.to_bytes(2, "big")
+        udp = port + port + (8 + len(payload)).to_bytes(2, "big") + b"\0\0" + payload
+        ip = (b"\x45\0" + (20 + len(udp)).to_bytes(2, "big") + b"\0\0\x40\0\x40\x11\0\0"
+              + socket.inet_aton("127.0.0.1") * 2)
+        self._fence_out.send(b"\0" * 12 + b"\x08\x00" + ip + udp)
 
     def is_ours(self, pkt) -> bool:
         """Does this frame (bytes, or a Scapy packet) belong to our endpoints?  The
@@ -292,11 +314,6 @@ class LiveSniffer:
         to ``timeout`` for the final ACKs of anything that needs one.  False: gave up."""
         if self._fence is None or self._thread is None:
             raise RuntimeError("settle() waits for packets of a started sniffer: start() first")
-        if self.iface != "lo":  # fences travel over lo only: wait for TCP, bounded
-            with self._changed:
-                settled = self._changed.wait_for(self._track, timeout)
-            self.complete = self.complete and settled
-            return settled
         round_, self._round_size = 0, self._send_fences(0)
         self._fences_sent = self._round_size
         progress, last = len(self._raw), time.monotonic()
@@ -356,9 +373,10 @@ class LiveSniffer:
         if self.lost:
             self.complete = False
             print(lost_notice(self.lost))
-        if self._fence is not None:
-            self._fence.close()
-            self._fence = None
+        for fence in (self._fence, self._fence_out):
+            if fence is not None:
+                fence.close()
+        self._fence = self._fence_out = None
         if self._wake[0] != -1 and (thread is None or not thread.is_alive()):
             os.close(self._wake[0])
             os.close(self._wake[1])
