@@ -110,6 +110,7 @@ class Capture:
         self._marks: list = []                  # where each server's count started
         self._recorded_summary: dict = {}
         self._frames = Frames()  # bytes as read; Scapy packets made when a view asks
+        self._segments: list | None = None    # made by the first view that asks
         self._live: LiveSniffer | None = None  # live modes: made on entry
         self._state_lock = threading.Lock()
         self._state = "new"  # -> "running" -> "stopping" -> "done"; never back
@@ -193,6 +194,7 @@ class Capture:
         path = Path(self.keylog)
         text = path.read_text() if path.exists() else ""
         self.meta["tls_keylog"] = keylog_for(self._frames, text)  # this capture's sessions only
+        self._segments = None  # decrypted from now on
 
     # -- recordings -------------------------------------------------------------
     def _save_recording(self, path: Path) -> None:
@@ -207,6 +209,7 @@ class Capture:
             return  # said so on entry
         packets, self.roles, self._recorded_summary, self.meta = recording.load(self.recording)
         self._frames = Frames.of_packets(packets)
+        self._segments = None
 
     def _compare_with_recording(self) -> None:
         """Set matches_recording and live_summary; print one line if the runs differ."""
@@ -257,7 +260,10 @@ class Capture:
         """Each packet as a :class:`Segment`: roles, flags, relative seq/ack, length, summary."""
         from labkit.capture.flows import segments  # Scapy loads on first look, not on import
 
-        return segments(self.packets, self.roles, self.meta)  # through every protocol view
+        if self._segments is None:  # once: a finished capture does not change, and
+            # dissecting 10,000 packets takes a second or two - every view needs it
+            self._segments = segments(self.packets, self.roles, self.meta)
+        return list(self._segments)
 
     @property
     def notice(self) -> str | None:
@@ -295,7 +301,7 @@ class Capture:
         packets, duration and how it ended; ``wire.ladder(connection=n)`` draws one."""
         from labkit.views.connections import Connections
 
-        return Connections(self.segments)
+        return Connections(self.segments, note=self.notice)
 
     def _chosen(self, connection: int | None) -> tuple[list, str | None]:
         """The packets to show, and the note over them: what was lost, which connection."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import importlib
 
-__all__ = ["tls_names", "last_packet_timestamp", "PRIVATE"]
+__all__ = ["tls_names", "PRIVATE"]
 
 # module -> names (a dotted name is a method of a class) labkit imports, calls or overrides
 PRIVATE = {
@@ -25,8 +25,6 @@ PRIVATE = {
     "scapy.layers.tls.extensions": ["_tls_ext"],
     "scapy.layers.tls.crypto.groups": ["_tls_named_groups"],
     "scapy.layers.tls.record": ["_tls_alert_description"],
-    "scapy.arch.linux": ["get_last_packet_timestamp", "L2ListenSocket._recv_raw"],
-    "scapy.utils": ["PcapNgWriter._write_block_shb", "PcapNgWriter.build_block"],
 }
 
 
@@ -44,8 +42,3 @@ def tls_names() -> dict[str, dict]:
         "named_groups": _private("scapy.layers.tls.crypto.groups", "_tls_named_groups"),
         "alerts": _private("scapy.layers.tls.record", "_tls_alert_description"),
     }
-
-
-def last_packet_timestamp(sock) -> float:
-    """When the kernel received the last packet read from a raw socket (SIOCGSTAMP)."""
-    return _private("scapy.arch.linux", "get_last_packet_timestamp")(sock)

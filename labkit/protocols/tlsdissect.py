@@ -11,21 +11,18 @@ records too.  Records are named as Wireshark names them (``ServerHello``, ``Fini
 from __future__ import annotations
 
 import re
-import struct
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.tls.record import TLS, TLSAlert, TLSApplicationData
 from scapy.layers.tls.session import parse_nss_keys, tlsSession
 from scapy.packet import Raw
-from scapy.utils import PcapNgWriter
 
 from labkit.protocols.scapy_compat import tls_names
 
 __all__ = ["TLSRecord", "TLSConnection", "connections", "hello_facts", "parse_keylog",
-           "keylog_for", "save_with_keylog"]
+           "keylog_for"]
 
 CONTENT_TYPES = {20: "ChangeCipherSpec", 21: "Alert", 22: "Handshake", 23: "Application Data",
                  24: "Heartbeat"}
@@ -275,29 +272,3 @@ def hello_facts(msg, *, client: bool) -> dict:
         facts["version_id"] = exts[43].version if 43 in exts else msg.version
         facts["version"] = _named(tls_names()["versions"], [facts["version_id"]])[0]
     return facts
-
-
-# -- pcapng with the key log inside ------------------------------------------------------
-class _KeyLogPcapNgWriter(PcapNgWriter):
-    """Scapy's pcapng writer, plus a Decryption Secrets Block (TLS key log) after the
-    section header: Scapy reads DSBs but does not write them."""
-
-    def __init__(self, filename: str, keylog_text: str):
-        super().__init__(filename)
-        self.secrets = keylog_text.encode()
-
-    def _write_block_shb(self):
-        super()._write_block_shb()
-        body = struct.pack(self.endian + "II", 0x544C534B, len(self.secrets)) + self.secrets
-        self.f.write(self.build_block(struct.pack(self.endian + "I", 0x0000000A), body))
-
-
-def save_with_keylog(path, packets, keylog_text: str):
-    """Write pcapng with a Decryption Secrets Block holding the TLS key log.
-
-    Wireshark and tshark then decrypt the TLS sessions with no settings at all.
-    """
-    path = Path(path)
-    with _KeyLogPcapNgWriter(str(path), keylog_text) as out:
-        out.write(list(packets))
-    return path

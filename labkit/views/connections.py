@@ -14,6 +14,8 @@ the :class:`~labkit.capture.flows.Segment` list alone: nothing is dissected agai
 
 from __future__ import annotations
 
+import html
+
 from dataclasses import dataclass, field
 
 from labkit.views.table import COLORS, html_table, pick, text_table
@@ -133,7 +135,8 @@ def connection_segments(segs, number: int) -> tuple[list, Connection]:
 class Connections:
     """One row per connection, text and HTML (see the module docstring)."""
 
-    def __init__(self, segs, *, limit: int | None = MAX_ROWS):
+    def __init__(self, segs, *, limit: int | None = MAX_ROWS, note: str | None = None):
+        self.note = note  # a line shown first, e.g. that packets were lost
         self.connections = connections(segs)
         self.shown, self.more = pick(self.connections, None, limit=limit)
         if self.more:
@@ -153,7 +156,7 @@ class Connections:
 
     def __str__(self):
         text = text_table(COLUMNS, self.rows, empty="(no connections)")
-        return f"{text}\n{self.more}" if self.more else text
+        return "\n".join(line for line in (self.note, text, self.more) if line)
 
     __repr__ = __str__
 
@@ -161,4 +164,5 @@ class Connections:
         colors = [COLORS["RST"] if c.reset else COLORS["UDP"] if c.proto == "UDP"
                   else COLORS["data"] for c in self.shown]
         table = html_table(COLUMNS, self.rows, colors, empty="(no connections)")
-        return table + (f"<p><em>{self.more}</em></p>" if self.more else "")
+        return ((f"<p>{html.escape(self.note)}</p>" if self.note else "") + table
+                + (f"<p><em>{self.more}</em></p>" if self.more else ""))
