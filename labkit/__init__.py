@@ -43,6 +43,8 @@ _EXPORTS: dict[str, list[str | tuple[str, str]]] = {
     "servers.websocket": ["WebSocketServer"],
     "protocols.websocket": ["Frame", "parse_frames", "websocket_frames"],
     "net.namespace": ["textbook_port"],
+    "net.hosts": ["LabNetwork"],
+    "net.impairment": ["Impairment", "GilbertElliott"],
 }
 _WHERE = {(name if isinstance(name, str) else name[0]): (module, name if isinstance(name, str)
                                                          else name[1])

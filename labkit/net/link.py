@@ -1,0 +1,272 @@
+"""The impaired link in user space: frames cross from one host to the other through us.
+
+The kernel has no netem here, and a student has no root, so the link is two AF_PACKET
+sockets per direction on the link-side ends of the hosts' veth pairs: a receiver thread
+reads each frame, asks the direction's ``LinkModel`` (labkit/net/impairment.py) its fate,
+and either sends it at once (nothing delays it) or puts it in a time-ordered queue that a
+sender thread empties as each frame falls due: that wait *is* the link's delay.
+
+    >>> link = Link({"client→server": ("lk1c", "lk1s"), "server→client": ("lk1s", "lk1c")},
+    ...             {"client→server": Impairment(delay=0.02), "server→client": Impairment()})
+    >>> link.start(); ...; link.stop()
+
+Only IPv4 frames are impaired and counted; anything else (there should be nothing: the
+hosts have static ARP entries and no IPv6) passes straight through.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import os
+import select
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from labkit.net.impairment import Impairment, LinkModel
+
+ETH_P_ALL = 0x0003
+SOL_PACKET, PACKET_IGNORE_OUTGOING = 263, 23  # Linux ≥ 4.20: never read back what we send
+HEADER = 14  # Ethernet
+HOLD_LIMIT = 0.2  # s: a frame held back to reorder leaves by then even if no frame follows
+FATES = ("frames", "delivered", "dropped", "queue_dropped", "duplicated", "reordered")
+
+
+@dataclass(slots=True)
+class LinkEvent:
+    """One frame's passage: arrival, departure (None if it never left), its fate."""
+
+    t_in: float  # time.time() when the link read it
+    t_out: float | None  # time.time() when the link sent it on
+    direction: str  # "client→server" or "server→client"
+    frame: bytes  # the whole Ethernet frame
+    fate: str  # "delivered", "dropped", "queue_dropped", "duplicated" (the extra copy)
+    number: int = 0  # the frame's number in its direction, from 0
+
+
+class _Direction:
+    """One way across the link: receiver thread, sender thread, model, counters."""
+
+    def __init__(self, link: Link, name: str, iface_in: str, iface_out: str,
+                 impairment: Impairment, stream: int):
+        self.link, self.name = link, name
+        self.model = LinkModel(impairment, stream)
+        self.stats = dict.fromkeys(FATES, 0)
+        self.rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        self.rx.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+        self.rx.bind((iface_in, ETH_P_ALL))
+        self.rx.setblocking(False)
+        self.tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # sends only
+        self.tx.bind((iface_out, 0))
+        self.schedule: list[list] = []  # heap of [due, order, frame, event, live, copy]
+        self.order = 0
+        self.held: list | None = None  # a frame held back to reorder
+        self.wakeup = threading.Condition()
+
+    def receive(self) -> None:
+        """Read frames until stopped; the fast path sends straight on, no allocation."""
+        buffer = bytearray(65536)
+        view = memoryview(buffer)
+        recv_into, send = self.rx.recv_into, self.tx.send
+        stats, link = self.stats, self.link
+        stop_r = link._stop_r
+        while not link._stopping:
+            try:
+                n = recv_into(buffer)
+            except BlockingIOError:
+                select.select([self.rx, stop_r], [], [])
+                continue
+            if buffer[12] != 0x08 or buffer[13] != 0x00:  # not IPv4: pass it on
+                send(view[:n])
+                continue
+            model = self.model
+            if model.impairment.transparent and not self.schedule:
+                number = model.frames
+                model.frames += 1
+                stats["frames"] += 1
+                lost = model.lost() or n - HEADER > model.impairment.mtu
+                if link.trace_limit:
+                    now = time.time()
+                    link._record(LinkEvent(now, None if lost else now, self.name,
+                                           bytes(view[:n]), "dropped" if lost else "delivered",
+                                           number))
+                if lost:
+                    stats["dropped"] += 1
+                    continue
+                self._send(view[:n])
+                continue
+            self._admit(bytes(view[:n]))
+
+    def _admit(self, frame: bytes) -> None:
+        fate = self.model.admit(time.monotonic(), len(frame) - HEADER)
+        self.stats["frames"] += 1
+        event = None
+        if self.link.trace_limit:
+            event = LinkEvent(time.time(), None, self.name, frame, fate.kind, fate.number)
+            self.link._record(event)
+        if fate.kind != "delivered":
+            self.stats[fate.kind] += 1
+            return
+        with self.wakeup:
+            entry = self._push(fate.due, frame, event)
+            if fate.duplicate:
+                self.stats["duplicated"] += 1
+                twin = dataclasses.replace(event, fate="duplicated") if event else None
+                self.link._record(twin)
+                self._push(fate.due, frame, twin, copy=True)
+            if self.held is not None:  # the frame held back leaves right after this one
+                held, self.held = self.held, None
+                if held[4]:
+                    held[4] = False
+                    self._push(fate.due, held[2], held[3], held[5])
+            if fate.hold:
+                self.stats["reordered"] += 1
+                entry[4] = False
+                self.held = self._push(fate.due + HOLD_LIMIT, frame, event)
+            self.wakeup.notify()
+
+    def _push(self, due: float, frame: bytes, event: LinkEvent | None,
+              copy: bool = False) -> list:
+        self.order += 1
+        entry = [due, self.order, frame, event, True, copy]
+        heapq.heappush(self.schedule, entry)
+        return entry
+
+    def transmit(self) -> None:
+        """Send each queued frame when it falls due; waiting for that is the delay."""
+        schedule, link = self.schedule, self.link
+        while True:
+            due_now = []
+            with self.wakeup:
+                while not link._stopping:
+                    if not schedule:
+                        self.wakeup.wait()
+                        continue
+                    wait = schedule[0][0] - time.monotonic()
+                    if wait <= 0:
+                        break
+                    self.wakeup.wait(wait)
+                if link._stopping:
+                    return
+                now = time.monotonic()
+                while schedule and schedule[0][0] <= now:
+                    entry = heapq.heappop(schedule)
+                    if entry is self.held:  # held too long: nothing came after it
+                        self.held = None
+                    if entry[4]:
+                        due_now.append(entry)
+            for entry in due_now:
+                self._send(entry[2], entry[3], count=not entry[5])
+
+    def _send(self, frame, event: LinkEvent | None = None, count: bool = True) -> None:
+        try:
+            self.tx.send(frame)
+        except OSError:  # the host's receive queue is full (ENOBUFS): a drop at the end
+            self.stats["queue_dropped"] += 1
+            if event is not None:
+                event.fate = "queue_dropped"
+            return
+        if count:
+            self.stats["delivered"] += 1
+        if event is not None:
+            event.t_out = time.time()
+
+    def close(self) -> None:
+        self.rx.close()
+        self.tx.close()
+
+
+class Link:
+    """The forwarder: ``directions`` maps a name to (interface in, interface out).
+
+    Sockets are opened in the network namespace of the thread that calls ``start``.
+    """
+
+    def __init__(self, directions: dict[str, tuple[str, str]],
+                 impairments: dict[str, Impairment], trace_limit: int = 100_000):
+        if not isinstance(trace_limit, int) or trace_limit < 0:
+            raise ValueError(f"trace_limit must be an int ≥ 0 (0 keeps no trace), "
+                             f"not {trace_limit!r}")
+        self.directions = directions
+        self.impairments = dict(impairments)
+        self.trace_limit = trace_limit
+        self._trace: deque[LinkEvent] = deque(maxlen=max(trace_limit, 1))
+        self.trace_truncated = 0  # events pushed out of the bounded trace
+        self._ways: dict[str, _Direction] = {}
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+        self._stop_r, self._stop_w = -1, -1
+
+    def start(self) -> Link:
+        self._stop_r, self._stop_w = os.pipe()
+        try:
+            for stream, (name, (iface_in, iface_out)) in enumerate(self.directions.items()):
+                self._ways[name] = _Direction(self, name, iface_in, iface_out,
+                                              self.impairments[name], stream)
+        except OSError:
+            self.stop()
+            raise
+        for way in self._ways.values():
+            for job, role in ((way.receive, "receive"), (way.transmit, "send")):
+                thread = threading.Thread(target=job, name=f"labkit link {way.name} {role}",
+                                          daemon=True)
+                thread.start()
+                self._threads.append(thread)
+        return self
+
+    def set(self, direction: str | None = None, **changes) -> None:
+        """Change the impairment while running, e.g. ``link.set(loss=0.05)``; both
+        directions unless ``direction="client→server"``. Checked like Impairment(...)."""
+        names = list(self.impairments) if direction is None else [direction]
+        for name in names:
+            if name not in self.impairments:
+                raise ValueError(f"direction must be one of {list(self.impairments)}, "
+                                 f"not {name!r}")
+        fresh = {name: dataclasses.replace(self.impairments[name], **changes)
+                 for name in names}  # all checked before any is applied
+        for name, impairment in fresh.items():
+            self.impairments[name] = impairment
+            if name in self._ways:
+                self._ways[name].model.reconfigure(impairment)
+
+    @property
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Counters per direction: frames, delivered, dropped, queue_dropped, ..."""
+        return {name: {key: way.stats[key] for key in FATES}
+                for name, way in self._ways.items()}
+
+    @property
+    def trace(self) -> list[LinkEvent]:
+        """The last ``trace_limit`` frames' events (older ones: ``trace_truncated``)."""
+        return list(self._trace) if self.trace_limit else []
+
+    def _record(self, event: LinkEvent | None) -> None:
+        if event is None:
+            return
+        if len(self._trace) == self._trace.maxlen:
+            self.trace_truncated += 1
+        self._trace.append(event)
+
+    def stop(self) -> None:
+        """Join every thread and close every socket and pipe; safe to call twice."""
+        self._stopping = True
+        if self._stop_w >= 0:
+            os.write(self._stop_w, b"x")  # wakes the receivers' select
+        for way in self._ways.values():
+            with way.wakeup:
+                way.wakeup.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        alive = [thread.name for thread in self._threads if thread.is_alive()]
+        self._threads.clear()
+        for way in self._ways.values():
+            way.close()
+        for fd in (self._stop_r, self._stop_w):
+            if fd >= 0:
+                os.close(fd)
+        self._stop_r = self._stop_w = -1
+        if alive:
+            raise RuntimeError(f"labkit link threads did not stop: {alive}")

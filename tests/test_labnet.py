@@ -1,0 +1,193 @@
+"""LabNetwork: lab hosts joined by the user-space link, each test in a fresh namespace.
+
+Every test body runs in a child process inside its own user + network namespace
+(``python -m labkit.net.namespace``), as the lab kernel does, so it works as root and as a
+plain user and never touches the machine's network; where the machine refuses namespaces
+the tests skip and say why.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+PRELUDE = textwrap.dedent("""
+    import json, os, socket, threading, time
+    from labkit import LabNetwork, Impairment
+    if os.environ.get("LABKIT_NETWORK") != "private":
+        print(json.dumps({"skip": os.environ.get("LABKIT_NETWORK")}))
+        raise SystemExit(0)
+
+    def echo_server(net, port=7000):
+        with net.on("server"):
+            listener = socket.create_server(("10.0.0.2", port))
+        def serve():
+            with listener:
+                conn, _ = listener.accept()
+                with conn:
+                    while data := conn.recv(65536):
+                        conn.sendall(data)
+        thread = threading.Thread(target=serve)
+        thread.start()
+        return thread
+""")
+
+
+def in_lab(body: str) -> dict:
+    """Run ``body`` (which prints one JSON line last) in a fresh lab namespace."""
+    code = PRELUDE + textwrap.dedent(body)
+    done = subprocess.run([sys.executable, "-m", "labkit.net.namespace", "--",
+                           sys.executable, "-c", code],
+                          capture_output=True, text=True, timeout=120, env=os.environ)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if isinstance(result, dict) and "skip" in result:
+        pytest.skip(f"no private network namespace here: {result['skip']}")
+    return result
+
+
+def test_hosts_talk_tcp_through_the_link_with_its_delay():
+    result = in_lab("""
+        with LabNetwork(Impairment(delay=0.025)) as net:
+            server = echo_server(net)
+            with net.on("client"):
+                conn = socket.create_connection(("10.0.0.2", 7000), timeout=10)
+            with conn:
+                rtts = []
+                for _ in range(5):
+                    start = time.monotonic()
+                    conn.sendall(b"ping")
+                    assert conn.recv(100) == b"ping"
+                    rtts.append(time.monotonic() - start)
+                local = conn.getsockname()[0]
+            server.join()
+            stats = net.link.stats
+        print(json.dumps({"rtts": rtts, "local": local, "stats": stats}))
+    """)
+    assert result["local"] == "10.0.0.1"
+    assert min(result["rtts"]) >= 0.050  # 25 ms each way
+    assert min(result["rtts"]) < 0.150
+    up = result["stats"]["client→server"]
+    assert up["frames"] >= 8 and up["dropped"] == 0  # handshake, 5 pings, ACKs, FIN
+
+
+def test_on_is_per_thread_and_restored_after_an_exception():
+    result = in_lab("""
+        def namespace():
+            return os.stat("/proc/thread-self/ns/net").st_ino
+        home = namespace()
+        with LabNetwork() as net:
+            seen = {}
+            with net.on("client"):
+                seen["client"] = namespace()
+                other = threading.Thread(target=lambda: seen.update(other=namespace()))
+                other.start(); other.join()          # started inside: on the client too
+                with net.on("server"):
+                    seen["nested"] = namespace()
+                seen["after_nested"] = namespace()
+                elsewhere = []
+                bystander = threading.Thread(target=lambda: None)
+            try:
+                with net.on("server"):
+                    raise KeyError("boom")
+            except KeyError:
+                pass
+            seen["after_error"] = namespace()
+        print(json.dumps({"home": home, **seen}))
+    """)
+    assert result["client"] != result["home"]
+    assert result["other"] == result["client"]
+    assert result["nested"] not in (result["home"], result["client"])
+    assert result["after_nested"] == result["client"]
+    assert result["after_error"] == result["home"]
+
+
+def test_stopping_leaves_no_thread_fd_or_interface():
+    result = in_lab("""
+        def fds():
+            return sorted(os.listdir("/proc/self/fd"))
+        def interfaces():
+            return sorted(name for _, name in socket.if_nameindex())
+        before = (fds(), threading.active_count(), interfaces())
+        net = LabNetwork(Impairment(delay=0.01, loss=0.1, seed=3)).start()
+        during = (threading.active_count(), interfaces())
+        server = echo_server(net)
+        with net.on("client"):
+            with socket.create_connection(("10.0.0.2", 7000), timeout=10) as conn:
+                conn.sendall(b"x" * 100_000)
+                got = 0
+                while got < 100_000:
+                    got += len(conn.recv(65536))
+        server.join()
+        net.stop()
+        after = (fds(), threading.active_count(), interfaces())
+        print(json.dumps({"before": before, "during": during, "after": after}))
+    """)
+    assert result["during"][0] == result["before"][1] + 4  # receive + send, each way
+    assert len(result["during"][1]) == len(result["before"][2]) + 2  # two link-side ends
+    assert result["after"] == result["before"]
+
+
+def test_offloads_are_off_on_every_end():
+    result = in_lab("""
+        from labkit.net.hosts import offloads
+        with LabNetwork() as net:
+            states = {host: offloads(net.interface(host)) for host in ("client", "server")}
+            for host in ("client", "server"):
+                with net.on(host):
+                    states[host + ":eth0"] = offloads("eth0")
+        print(json.dumps(states))
+    """)
+    assert len(result) == 4
+    for state in result.values():
+        assert state == {"tx": False, "tso": False, "gso": False, "gro": False}
+
+
+def test_same_seed_drops_the_same_frames_twice():
+    result = in_lab("""
+        def dropped_numbers(seed):
+            with LabNetwork(Impairment(loss=0.2, seed=seed)) as net:
+                with net.on("server"):
+                    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    receiver.bind(("10.0.0.2", 9000))
+                with net.on("client"):
+                    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                with sender, receiver:
+                    for number in range(300):
+                        sender.sendto(b"%d" % number, ("10.0.0.2", 9000))
+                    sender.sendto(b"end", ("10.0.0.2", 9000))   # may be lost too
+                    receiver.settimeout(2)
+                    try:
+                        while receiver.recv(100) != b"end":
+                            pass
+                    except TimeoutError:
+                        pass
+                trace = net.link.trace
+            return [event.number for event in trace
+                    if event.direction == "client→server" and event.fate == "dropped"]
+        print(json.dumps([dropped_numbers(7), dropped_numbers(7), dropped_numbers(8)]))
+    """)
+    first, again, other_seed = result
+    assert 30 < len(first) < 100  # about 20 % of 301
+    assert first == again
+    assert first != other_seed
+
+
+def test_without_root_in_a_namespace_it_says_what_to_do(monkeypatch):
+    from labkit import LabNetwork
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(RuntimeError, match="labkit doctor"):
+        LabNetwork().start()
+
+
+def test_bad_arguments_are_refused_before_anything_starts():
+    from labkit import Impairment, LabNetwork
+    with pytest.raises(ValueError, match="not both"):
+        LabNetwork(Impairment(), up=Impairment())
+    with pytest.raises(ValueError, match="Impairment"):
+        LabNetwork(0.1)
+    with pytest.raises(ValueError, match="host must be one of"):
+        LabNetwork().interface("router")
