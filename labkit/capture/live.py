@@ -86,6 +86,10 @@ class LiveSniffer:
         self._fence: socket.socket | None = None
         self._fence_port = 0
         self._fence_seen = False
+        # On lo every packet is seen twice (leaving, arriving) and the fence tells when all
+        # have arrived.  On a lab link's interface (LabNetwork.interface) each packet is seen
+        # once, either way: leaving copies are real packets there, and no fence crosses it.
+        self._loopback = iface == "lo"
 
     @property
     def bpf(self) -> str:
@@ -142,7 +146,7 @@ class LiveSniffer:
         with self._changed:
             if self._is_fence(pkt):
                 self._fence_seen = self._fence_seen or not outgoing
-            elif outgoing:
+            elif outgoing and self._loopback:
                 self._sent += 1
             else:
                 self._arrived += 1
@@ -151,6 +155,8 @@ class LiveSniffer:
             self._changed.notify_all()
 
     def _quiet(self) -> bool:
+        if not self._loopback:
+            return self.tracker.settled()
         return self._fence_seen and self._arrived >= self._sent and self.tracker.settled()
 
     def settle(self, timeout: float) -> bool:
@@ -158,7 +164,8 @@ class LiveSniffer:
         of anything that needs one (a condition, not a sleep).  False: gave up."""
         if self._fence is None:
             raise RuntimeError("settle() waits for packets of a started sniffer: start() first")
-        self._fence.sendto(b"labkit fence", ("127.0.0.1", self._fence_port))
+        if self._loopback:
+            self._fence.sendto(b"labkit fence", ("127.0.0.1", self._fence_port))
         with self._changed:
             settled = self._changed.wait_for(self._quiet, timeout)
         self.complete = self.complete and settled

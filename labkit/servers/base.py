@@ -22,6 +22,7 @@ closes once they have ended (``_close``), and where it is bound (``_bound_addres
 from __future__ import annotations
 
 import ipaddress
+import os
 import logging
 import socket
 import threading
@@ -50,17 +51,41 @@ def check_port(port, what: str = "port", low: int = 0) -> int:
     return port
 
 
+def _network_namespace() -> int | None:
+    try:
+        return os.stat("/proc/thread-self/ns/net").st_ino
+    except OSError:
+        return None
+
+
+_HOME_NETWORK = _network_namespace()   # where this process's Python started labkit
+
+
+def _on_a_lab_host() -> bool:
+    """Has this thread been moved into another network namespace (``LabNetwork.on``)?
+
+    Such a namespace is one labkit made: its addresses (10.0.0.x) exist nowhere else.
+    """
+    here = _network_namespace()
+    return here is not None and _HOME_NETWORK is not None and here != _HOME_NETWORK
+
+
 def check_host(host) -> str:
-    """``host`` if it is a loopback IP address (127.0.0.1, ::1): labs never listen on a network."""
+    """``host`` if it is a loopback IP address (127.0.0.1, ::1): labs never listen on a network.
+
+    Inside ``LabNetwork.on(host)`` a lab host's own address (e.g. 10.0.0.2) is allowed too:
+    that thread's network is a namespace labkit made, joined to nothing but the lab link.
+    """
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(
             f"host must be a loopback IP address such as '127.0.0.1', not {host!r}"
         ) from None
-    if not ip.is_loopback:
+    if not ip.is_loopback and not (ip.is_private and _on_a_lab_host()):
         raise ValueError(
-            f"host {host!r} is not a loopback address; lab servers bind 127.0.0.1 or ::1 only"
+            f"host {host!r} is not a loopback address; lab servers bind 127.0.0.1 or ::1 only "
+            "(or, inside `with net.on(host):` of a LabNetwork, that host's address)"
         )
     return host
 
