@@ -35,6 +35,7 @@ _EXPORTS: dict[str, list[str | tuple[str, str]]] = {
     "protocols.tlsdissect": ["TLSRecord"],
     "views.table": ["Table"],
     "views.ladder": ["ladder"],
+    "views.connections": ["Connections"],
     "servers.http": ["HTTPServer"],
     "servers.wsgi": ["WSGIServer", "serve_in_thread"],
     "views.waterfall": ["Timing", "waterfall"],

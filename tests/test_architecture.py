@@ -99,10 +99,12 @@ LAYERS = {
     "checks": {"checks", "views", "capture", "protocols", "servers", "net"},
     "tools": {"tools", "capture", "net"},
 }
-# The one import that goes up, on purpose: wire.table() and wire.ladder() hand the
-# capture to the views (imported when called, so capturing never loads matplotlib).
+# The one import that goes up, on purpose: wire.table(), wire.ladder() and
+# wire.connections() hand the capture to the views (imported when called, so capturing
+# never loads matplotlib).
 UPWARD = {("labkit.capture.capture", "labkit.views.table"),
-          ("labkit.capture.capture", "labkit.views.ladder")}
+          ("labkit.capture.capture", "labkit.views.ladder"),
+          ("labkit.capture.capture", "labkit.views.connections")}
 
 
 def _every_import(path: Path) -> set[str]:

@@ -1,8 +1,15 @@
+import io
+import itertools
+import random
+
+import pytest
 from matplotlib.patches import FancyArrowPatch
 from packets import C, S, conversation, tcp
 
-from labkit import Table, ladder
+from labkit import Connections, Table, ladder
 from labkit.capture.flows import segments
+from labkit.views.connections import connection_segments
+from labkit.views.ladder import LABEL_MAX, MAX_LIFELINES, MAX_PACKETS
 
 
 def arrows(fig):
@@ -40,3 +47,170 @@ def test_ladder_stays_legible_at_40_packets():
 def test_empty_views():
     assert str(Table([])) == "(no packets)"
     assert len(arrows(ladder([]))) == 0
+
+
+# -- payloads are text, never markup ------------------------------------------------------
+def _payload_segments(payloads):
+    """A handshake, then each payload from client to server."""
+    pkts, seq = [tcp(C, S, "S", 0, t=0.0), tcp(S, C, "SA", 0, 1, t=0.001)], 1
+    for i, payload in enumerate(payloads):
+        pkts.append(tcp(C, S, "PA", seq, 1, payload, t=0.002 + i / 1000))
+        seq += len(payload)
+    return segments(pkts, {8080: "server"})
+
+
+def _render(fig):
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")  # mathtext is parsed here: a bad formula raises here
+    return buffer.getvalue()
+
+
+def test_dollar_signs_are_dollar_signs():
+    segs = _payload_segments([b"echo $HOME and $PATH", b"$\\alpha$", b"$x^2$ costs $5"])
+    fig = ladder(segs, title="cost: $5 and $6")
+    _render(fig)
+    texts = fig.axes[0].texts
+    assert any("$HOME and $PATH" in t.get_text() for t in texts)
+    assert all(not t.get_parse_math() for t in texts)       # no italics, no ValueError
+    assert not fig.axes[0].title.get_parse_math()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_any_bytes_render(seed):
+    rng = random.Random(seed)
+    payloads = [rng.randbytes(rng.randint(1, 3000)) for _ in range(10)]
+    payloads += [b"GET /\x00\x07\x1b[31m$HOME HTTP/1.1\r\n\r\n",  # control chars in a request line
+                 b"\xff\xfe\xc3\x28 not UTF-8", "caf\u00e9 \u202e\u0000".encode(),
+                 b"x" * 200_000]
+    segs = _payload_segments(payloads)
+    fig = ladder(segs)
+    _render(fig)
+    for text in fig.axes[0].texts:
+        label = text.get_text()
+        assert len(label) <= LABEL_MAX and all(c.isprintable() or c == "\n" for c in label)
+    for row in Table(segs).rows:
+        assert all(cell.isprintable() for cell in row)
+
+
+# -- ladders that stay legible at any size ------------------------------------------------------
+def _long_exchange(n):
+    pkts = [tcp(C, S, "S", 0)] + [tcp(C, S, "PA", 1 + i, 0, b"x", t=i / 1000)
+                                  for i in range(n - 1)]
+    return segments(pkts, {8080: "server"})
+
+
+def _notes(fig):
+    return [t.get_text() for t in fig.axes[0].texts if "packets" in t.get_text()]
+
+
+def test_ladder_draws_the_first_40_packets_and_says_how_many_more():
+    fig = ladder(_long_exchange(300))
+    assert len(arrows(fig)) == MAX_PACKETS == 40
+    assert any(n.startswith("… 260 more packets; pass packets= to choose") for n in _notes(fig))
+    width, height = fig.get_size_inches()
+    assert height < 40 and width <= 4.5 * 12
+    assert _notes(ladder(_long_exchange(40))) == []     # all of it: nothing to say
+
+
+def test_ladder_packets_picks_rows():
+    segs = _long_exchange(300)
+    fig = ladder(segs, packets=range(100, 130))
+    assert len(arrows(fig)) == 30 and _notes(fig) == []
+    assert len(arrows(ladder(segs, packets=slice(290, None)))) == 10
+    assert len(arrows(ladder(segs, packets=[0, 5, -1]))) == 3
+    with pytest.raises(ValueError, match="rows 0 to 299"):
+        ladder(segs, packets=[300])
+    with pytest.raises(TypeError, match="slice, range or list"):
+        ladder(segs, packets=40)
+
+
+def _many_connections(n, *, ends=("FA",), together=False):
+    """n short connections from n client ports: handshake, 5 bytes each way, an end;
+    one after another, or ``together`` (each one's first packet, then each one's second...)."""
+    scripts = []
+    for k in range(n):
+        c = ("127.0.0.1", 41000 + k)
+        script = [(c, S, "S", 0, 0, b""), (S, c, "SA", 0, 1, b""), (c, S, "A", 1, 1, b""),
+                  (c, S, "PA", 1, 1, b"hello"), (S, c, "PA", 1, 6, b"HELLO!")]
+        end = ends[k % len(ends)]
+        script += [(c, S, end, 6, 7, b"")] + ([(S, c, "FA", 7, 7, b""), (c, S, "A", 7, 8, b"")]
+                                               if end == "FA" else [])
+        scripts.append(script)
+    order = [p for row in itertools.zip_longest(*scripts) for p in row if p] if together else \
+        [p for script in scripts for p in script]
+    return segments([tcp(*p, t=i / 1000) for i, p in enumerate(order)], {8080: "server"})
+
+
+def test_many_connections_never_make_a_giant_ladder():
+    segs = _many_connections(20, together=True)
+    fig = ladder(segs)                               # the default view: what fits
+    roles = {t.get_text() for t in fig.axes[0].texts if t.get_fontweight() == "bold"}
+    assert len(roles) <= MAX_LIFELINES and fig.get_size_inches()[0] <= 4.5 * MAX_LIFELINES
+    assert any("connection=" in n and "wire.connections()" in n for n in _notes(fig))
+    with pytest.raises(ValueError, match=r"wire.ladder\(connection=1\).*wire.connections\(\)"):
+        ladder(segs, packets=slice(None))            # asked for all 21 lifelines
+
+
+# -- one row per connection ---------------------------------------------------------------------
+def test_connections_one_row_each_with_how_it_went():
+    segs = _many_connections(3, ends=("FA", "RA", "A"))
+    summary = Connections(segs)
+    assert len(summary) == 3
+    first, reset, still_open = summary[1], summary[2], summary[3]
+    assert (first.client, first.server, first.sent, first.received) == ("client", "server", 5, 6)
+    assert [c.ended for c in summary.connections] == ["FIN", "RST", "open"]
+    assert first.handshake == pytest.approx(0.002) and len(first.segments) == 8
+    lines = str(summary).splitlines()
+    assert lines[0].split()[:3] == ["#", "proto", "client"]
+    assert lines[2].split() == ["1", "TCP", "client", "→", "server", "2.00", "ms", "5", "6", "8",
+                                "7.00", "ms", "FIN"]
+    assert lines[3].split()[2] == "client" and lines[3].split()[3:5] == ["2", "→"]
+    assert summary._repr_html_().count("<tr") == 1 + 3
+    assert reset.duration == pytest.approx(0.005) and still_open.handshake is not None
+
+
+def test_a_new_syn_on_the_same_ports_is_a_new_connection_and_udp_conversations_count():
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    again = [tcp(C, S, "S", 0, t=1.0), tcp(S, C, "SA", 0, 1, t=1.001),
+             tcp(C, S, "A", 1, 1, t=1.002), tcp(C, S, "RA", 1, 1, t=1.003)]
+    datagram = Ether() / IP(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=5353, dport=53) / b"q"
+    datagram.time = 1.004
+    segs = segments(conversation() + again + [datagram], {8080: "server", 53: "dns"})
+    summary = Connections(segs)
+    assert [(c.proto, c.ended, len(c.segments)) for c in summary.connections] == [
+        ("TCP", "FIN", 8), ("TCP", "RST", 4), ("UDP", "—", 1)]
+    chosen, conn = connection_segments(segs, 2)
+    assert [s.index for s in chosen] == [8, 9, 10, 11] and conn.number == 2
+    with pytest.raises(ValueError, match="numbered 1 to 3"):
+        connection_segments(segs, 4)
+
+
+def test_connections_of_a_recording_through_the_capture(monkeypatch):
+    from labkit import Capture
+
+    monkeypatch.setenv("LABKIT_CAPTURE", "replay")
+    with Capture(8080, name="07-iterative") as wire:   # two clients, one after the other
+        pass
+    summary = wire.connections()
+    assert len(summary) == 2 and summary[2].client == "client 2"
+    fig = wire.ladder(connection=2)
+    assert len(arrows(fig)) == len(summary[2].segments)
+    assert any(t.get_text().startswith("connection 2: TCP client 2 → server")
+               for t in fig.axes[0].texts)
+    table = wire.table(connection=2)
+    assert {row[2] for row in table.rows} <= {"client 2 → server", "server → client 2"}
+    assert len(wire.table(stop=3)) == 3 and len(wire.table(packets=range(2, 5))) == 3
+    with pytest.raises(ValueError, match="not both"):
+        wire.table(stop=3, packets=range(3))
+
+
+# -- tables of long captures ----------------------------------------------------------------------
+def test_table_shows_200_rows_and_says_how_many_more():
+    table = Table(_long_exchange(300))
+    assert len(table) == 200
+    assert str(table).splitlines()[-1].startswith("… 100 more packets; pass packets= to choose")
+    html = table._repr_html_()
+    assert html.count("<tr") == 1 + 200 and "100 more packets" in html
+    assert len(Table(_long_exchange(300), packets=range(250, 300))) == 50

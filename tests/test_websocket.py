@@ -3,13 +3,15 @@
 import asyncio
 import socket
 import struct
+import subprocess
 
 import pytest
+from conftest import require_tool
 from scapy.layers.inet import IP, TCP
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from labkit import ServerError, WebSocketServer, parse_frames, websocket_frames
+from labkit import Capture, ServerError, WebSocketServer, parse_frames, websocket_frames
 from labkit.capture.flows import segments
 
 
@@ -146,9 +148,9 @@ def test_parse_frames_needs_bytes():
 
 
 # -- the describer -------------------------------------------------------------------------------
-def _pkt(sport, dport, payload):
+def _pkt(sport, dport, payload, seq=0):
     ip = IP(src="127.0.0.1", dst="127.0.0.1")
-    return ip / TCP(sport=sport, dport=dport, flags="PA") / payload
+    return ip / TCP(sport=sport, dport=dport, flags="PA", seq=seq) / payload
 
 
 def test_describer_reads_frames_only_after_101():
@@ -157,7 +159,8 @@ def test_describer_reads_frames_only_after_101():
     assert not segments([_pkt(40001, 8001, frame)], {8001: "server"})[0].summary.startswith(
         "WebSocket")
     answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"
-    pkts = [_pkt(8002, 40002, answer), _pkt(8002, 40002, frame), _pkt(40002, 8002, b"\x81\x05Hel")]
+    pkts = [_pkt(8002, 40002, answer), _pkt(8002, 40002, frame, seq=len(answer)),  # after it
+            _pkt(40002, 8002, b"\x81\x05Hel")]
     segs = segments(pkts, {8002: "server"})
     assert segs[0].summary == "HTTP/1.1 101 Switching Protocols"
     assert segs[1].summary == "WebSocket text FIN unmasked len=5 'Hello'"
@@ -252,3 +255,125 @@ def test_frames_are_read_from_the_stream_not_one_segment_at_a_time():
     assert frames == [(2, "text", b"Hello"), (2, "text", b"bye"), (4, "ping", b"")]
     assert segs[2].summary.startswith("WebSocket data, part of a frame")  # alone, it is not one
     assert segs[4].summary == "WebSocket ping FIN unmasked len=0"
+
+
+# -- frames reassembled from the TCP stream ----------------------------------------------------
+UPGRADE = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"
+
+
+def _stream_segments(server_bytes, cuts, *, order=None, first_frame=b"", client_ack=1):
+    """The server's 101 (+ ``first_frame`` in the same segment), then ``server_bytes`` cut at
+    ``cuts`` into segments, sent in ``order`` (default: as cut)."""
+    from packets import C, S, tcp
+
+    isn = 4_294_967_000  # the server's seq numbers wrap around 2**32 mid-stream
+    head = UPGRADE + first_frame
+    pieces = [(a, server_bytes[a:b]) for a, b in zip([0, *cuts], [*cuts, len(server_bytes)],
+                                                     strict=True)]
+    order = range(len(pieces)) if order is None else order
+    pkts = [tcp(S, C, "PA", isn, client_ack, head, t=1.0)]
+    for n, i in enumerate(order):
+        offset, piece = pieces[i]
+        pkts.append(tcp(S, C, "PA", isn + len(head) + offset, client_ack, piece, t=1.1 + n / 100))
+    return pkts
+
+
+def _frames(pkts):
+    from packets import S
+
+    return [(seg.index, f.kind, f.data, f.missing)
+            for seg, f in websocket_frames(segments(pkts, {S[1]: "server"}))]
+
+
+def _big(n, byte):
+    return b"\x82\x7f" + n.to_bytes(8, "big") + bytes([byte]) * n  # a binary frame, 64-bit length
+
+
+def test_frames_split_at_every_awkward_boundary_are_put_together():
+    hello, medium = bytes.fromhex("810548656c6c6f"), b"\x82\x7e\x01\x2c" + b"m" * 300
+    stream = hello + medium + _big(100_000, 65) + _big(100_000, 66) + b"\x88\x02\x03\xe8"
+    n1, n2 = len(hello), len(hello) + len(medium)
+    cuts = [1,                   # the first header's two bytes apart
+            n1 + 3,              # inside the 16-bit length
+            n2 + 5,              # inside the 64-bit length
+            n2 + 40_000, n2 + 65_483, len(stream) - 100_001, len(stream) - 3]
+    want = [(b"Hello", "text"), (b"m" * 300, "binary"), (b"A" * 100_000, "binary"),
+            (b"B" * 100_000, "binary"), (b"\x03\xe8", "close")]
+    assert [(f.data, f.kind) for f in parse_frames(stream)] == want   # the stream itself
+    got = _frames(_stream_segments(stream, cuts))
+    assert [(data, k) for _, k, data, _ in got] == want and all(m == 0 for *_, m in got)
+    # each frame is listed with the segment its last byte came in
+    assert [i for i, *_ in got] == [2, 3, 6, 7, 8]
+
+
+def test_out_of_order_and_retransmitted_segments_add_their_bytes_once():
+    stream = _big(100_000, 65) + _big(100_000, 66)
+    cuts = [30_000, 65_000, 100_010, 150_000]
+    # segment 2 arrives before 1, then segment 1, then a retransmission of 1 and 3
+    pkts = _stream_segments(stream, cuts, order=[0, 2, 1, 1, 3, 3, 4])
+    got = _frames(pkts)
+    assert [(k, data[:1], len(data), m) for _, k, data, m in got] == [
+        ("binary", b"A", 100_000, 0), ("binary", b"B", 100_000, 0)]
+    assert [i for i, *_ in got] == [3, 7]   # A completes when the late segment 1 arrives
+
+
+def test_a_frame_in_the_same_segment_as_the_101_counts():
+    welcome = bytes.fromhex("810548656c6c6f")
+    got = _frames(_stream_segments(b"\x81\x03bye", [], first_frame=welcome))
+    assert [(i, data) for i, _, data, _ in got] == [(0, b"Hello"), (1, b"bye")]
+
+
+def test_bytes_the_capture_missed_are_counted_not_invented():
+    stream = _big(100_000, 65) + _big(100_000, 66)
+    pkts = _stream_segments(stream, [65_483, 130_966])
+    cut = pkts[1].__class__(bytes(pkts[1])[:-14])  # cut short, as a snap length would:
+    cut.time, pkts[1] = pkts[1].time, cut          # 14 bytes of A's payload never seen
+    got = _frames(pkts)
+    assert [(len(data), m) for _, _, data, m in got] == [(100_000, 14), (100_000, 0)]
+
+
+def _tshark_frames(tshark, path):
+    """(packet number, opcode, payload length) of every WebSocket frame tshark finds."""
+    fields = ["websocket.opcode", "websocket.payload_length", "websocket.payload_length_ext_16",
+              "websocket.payload_length_ext_64"]
+    done = subprocess.run([tshark, "-r", str(path), "-Y", "websocket", "-T", "fields",
+                           "-e", "frame.number", *(f for name in fields for f in ("-e", name))],
+                          capture_output=True, text=True, timeout=60, check=True)
+    out = []
+    for line in done.stdout.splitlines():
+        number, opcodes, lengths, ext16, ext64 = (line.split("\t") + [""] * 5)[:5]
+        longer = {126: ext16.split(",") if ext16 else [], 127: ext64.split(",") if ext64 else []}
+        for opcode, length in zip(opcodes.split(","), map(int, lengths.split(",")), strict=True):
+            if length in longer:
+                length = int(longer[length].pop(0))
+            out.append((int(number), int(opcode), length))
+    return out
+
+
+def _cut_by_the_capture(segs):
+    """Did the capture keep fewer bytes of any packet than the packet had?"""
+    from scapy.layers.inet import IP
+
+    return any(IP in s.packet and s.packet[IP].len > len(bytes(s.packet[IP])) for s in segs)
+
+
+def test_frames_of_two_100kB_messages_equal_tsharks(live, tmp_path):
+    """Interop: both messages and their echoes, as frames, exactly as tshark lists them."""
+    tshark = require_tool("tshark")
+
+    async def talk(url):
+        async with connect(url, compression=None, max_size=None) as ws:
+            await ws.send(b"A" * 100_000)       # both at once: TCP cuts them where it likes
+            await ws.send(b"B" * 100_000)
+            return [await ws.recv(), await ws.recv()]
+
+    with WebSocketServer(echo) as server, Capture(server) as wire:
+        assert run(talk(server.url)) == [b"A" * 100_000, b"B" * 100_000]
+    ours = [(seg.index + 1, f.opcode, len(f.data), f.missing)
+            for seg, f in websocket_frames(wire.segments)]
+    assert sorted((op, n) for _, op, n, _ in ours) == [(2, 100_000)] * 4 + [(8, 2)] * 2
+    if _cut_by_the_capture(wire.segments):   # issue 12, item 2: tshark sees them cut too
+        assert sum(m for *_, m in ours) > 0  # ... and we say how many bytes we never saw
+        pytest.xfail("the capture cut full-size loopback frames: tshark cannot reassemble them")
+    assert [(n, op, length) for n, op, length, _ in ours] == \
+        _tshark_frames(tshark, wire.save(tmp_path / "ws.pcapng"))

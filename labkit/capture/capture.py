@@ -256,17 +256,51 @@ class Capture:
 
         return segments(self.packets, self.roles, self.meta)  # through every protocol view
 
-    def table(self, *, start: int = 0, stop: int | None = None):
-        """One row per packet; ``start``/``stop`` pick a slice of rows."""
+    def table(self, *, start: int = 0, stop: int | None = None, packets=None,
+              connection: int | None = None):
+        """One row per packet: the first 200, or the rows ``packets`` picks.
+
+        ``packets`` is a slice, range or list of row numbers (``start``/``stop`` are
+        ``packets=slice(start, stop)``); ``connection=2`` shows connection 2's packets only,
+        numbered as in :meth:`connections`.
+        """
         from labkit.views.table import Table
 
-        return Table(self.segments[start:stop])
+        segs, note = self._chosen(connection)
+        return Table(segs, packets=self._packets_arg(start, stop, packets), note=note)
 
-    def ladder(self, *, start: int = 0, stop: int | None = None, title: str | None = None):
-        """A sequence diagram of the packets (a matplotlib Figure)."""
+    def ladder(self, *, start: int = 0, stop: int | None = None, packets=None,
+               connection: int | None = None, title: str | None = None):
+        """A sequence diagram of the packets (a matplotlib Figure): the first 40 at most,
+        or the ones ``packets`` picks (as in :meth:`table`); ``connection=2`` draws
+        connection 2 alone (:meth:`connections` numbers them)."""
         from labkit.views.ladder import ladder
 
-        return ladder(self.segments[start:stop], title=title)
+        segs, note = self._chosen(connection)
+        return ladder(segs, title=title, packets=self._packets_arg(start, stop, packets),
+                      note=note)
+
+    def connections(self):
+        """One row per TCP connection or UDP conversation: handshake time, bytes each way,
+        packets, duration and how it ended; ``wire.ladder(connection=n)`` draws one."""
+        from labkit.views.connections import Connections
+
+        return Connections(self.segments)
+
+    def _chosen(self, connection: int | None) -> tuple[list, str | None]:
+        if connection is None:
+            return self.segments, None
+        from labkit.views.connections import connection_segments
+
+        segs, conn = connection_segments(self.segments, connection)
+        return segs, f"{conn} ({len(segs)} packets)"
+
+    @staticmethod
+    def _packets_arg(start: int, stop: int | None, packets):
+        if packets is not None and (start, stop) != (0, None):
+            raise ValueError("pass packets= or start=/stop=, not both "
+                             "(packets=slice(start, stop) is the same as start=, stop=)")
+        return slice(start, stop) if (start, stop) != (0, None) else packets
 
     def save(self, path) -> Path:
         """Write the packets as pcapng (opens in Wireshark); returns the path.

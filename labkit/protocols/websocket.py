@@ -13,8 +13,9 @@ frames, in tables and ladders.
 
 from __future__ import annotations
 
+import bisect
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from labkit.protocols.base import ProtocolView, tcp_connection
 
@@ -35,6 +36,7 @@ class Frame:
     mask: bytes | None     # the 4-byte masking key (client → server frames)
     payload: bytes         # as on the wire: still masked if ``masked``
     header_length: int
+    missing: int = 0       # bytes of it the capture did not see (zeros in ``payload``)
 
     @property
     def kind(self) -> str:
@@ -130,37 +132,137 @@ def _whole_frames(data, *, strict: bool = False) -> tuple[list[Frame], int]:
     return frames, i
 
 
+def _frame_extent(data, i: int) -> tuple[int, int] | None:
+    """(header length, end) of the frame whose header starts at ``data[i]``; None: cut off."""
+    if len(data) - i < 2:
+        return None
+    b0, b1 = data[i], data[i + 1]
+    if b0 & 0x0F not in OPCODES:
+        raise ValueError(f"byte {i}: opcode {b0 & 0x0F:#x} is reserved: not a WebSocket frame")
+    length, head = b1 & 0x7F, 2
+    if length >= 126:
+        head = 4 if length == 126 else 10
+        if len(data) - i < head:
+            return None
+        length = int.from_bytes(data[i + 2:i + head], "big")
+    head += 4 if b1 & 0x80 else 0
+    return head, i + head + length
+
+
 def websocket_frames(segs) -> list[tuple]:
     """``(segment, frame)`` for every WebSocket frame in captured segments, in order.
 
-    Each direction of a connection is read as the byte stream it is: a frame that TCP
-    split over several segments is put together and listed with the segment it ends in,
-    and a retransmitted segment adds nothing.
+    Each direction of an upgraded connection is read as the byte stream it is, from
+    the first byte after the HTTP upgrade, in sequence-number order: a frame that TCP
+    split over several segments is put together and listed with the segment that
+    completed it; a retransmitted or out-of-order segment adds its bytes once, where
+    they belong.  Bytes the capture never saw inside a frame are zeros, counted in the
+    frame's ``missing``; a gap where a frame header should be ends that direction.
     """
     from scapy.layers.inet import TCP
 
-    out: list[tuple] = []
-    streams: dict[tuple, tuple[int | None, bytes]] = {}  # direction -> (next seq, left over)
+    starts: dict[tuple, int | None] = {}  # (connection, sender) -> raw seq of its first frame byte
+    chunks: dict[tuple, list] = {}       # the same key -> [(raw seq, payload, segment), ...]
     for seg in segs:
-        if seg.proto != "TCP" or not seg.length or not seg.summary.startswith("WebSocket "):
+        pkt = seg.packet
+        if seg.proto != "TCP" or pkt is None or TCP not in pkt:
             continue
-        direction = (tcp_connection(seg.packet), seg.src)
-        payload = bytes(seg.packet[TCP].payload)
-        expected, pending = streams.get(direction, (seg.seq, b""))
-        end = None if seg.seq is None else seg.seq + len(payload)
-        if seg.seq is not None and expected is not None:
-            if end is not None and end <= expected:
-                continue                          # all of it seen before: a retransmission
-            payload = payload[max(0, expected - seg.seq):]
-        data = pending + payload
+        tcp, connection = pkt[TCP], tcp_connection(pkt)
+        payload = bytes(tcp.payload)
+        if not payload:
+            continue
+        if _is_upgrade(payload) and (connection, seg.src) not in starts:
+            # the server's frames start after the 101's header; the client's where the
+            # server's ack says its request ended
+            head = payload.find(b"\r\n\r\n")
+            starts[(connection, seg.src)] = (tcp.seq + head + 4) % 2**32 if head >= 0 else None
+            starts[(connection, seg.dst)] = tcp.ack
+        chunks.setdefault((connection, seg.src), []).append((tcp.seq, payload, seg))
+    found = []
+    for key, first in starts.items():
+        if first is not None:
+            found += _frames_in_stream(first, chunks.get(key, []))
+    found.sort(key=lambda item: item[0])
+    return [(seg, frame) for _, seg, frame in found]
+
+
+def _frames_in_stream(first: int, chunks: list) -> list[tuple]:
+    """``((segment index, offset), segment, frame)`` for the frames of one direction.
+
+    ``chunks`` are ``(raw seq, payload, segment)`` in capture order; ``first`` is the raw
+    seq of the direction's first frame byte.
+    """
+    arrived = _Arrivals()
+    for seq, payload, seg in chunks:
+        offset = (seq - first) % 2**32
+        if offset >= 2**31:               # starts before the first frame byte (the upgrade)
+            offset -= 2**32
+        arrived.add(offset, payload, seg)
+    stream, size = arrived.stream, len(arrived.stream)
+    out = []
+    i = 0
+    while i < size and arrived.count(i, i + 2) == 2:  # no gap where a header should be
         try:
-            frames, used = _whole_frames(data)
+            extent = _frame_extent(stream, i)
         except ValueError:
-            streams.pop(direction, None)          # not frames after all: start afresh
-            continue
-        streams[direction] = (end, data[used:])
-        out.extend((seg, frame) for frame in frames)
+            break                         # not frames after all
+        if extent is None or extent[1] > size or arrived.count(i, i + extent[0]) < extent[0]:
+            break                         # cut off by the end of the capture, or by a gap
+        end = extent[1]
+        frame = _whole_frames(bytes(stream[i:end]))[0][0]
+        missing = (end - i) - arrived.count(i, end)
+        if missing:
+            frame = replace(frame, missing=missing)
+        seg = arrived.completed_by(i, end)
+        out.append(((seg.index, end), seg, frame))
+        i = end
     return out
+
+
+class _Arrivals:
+    """One direction's bytes by stream offset, and which segment brought each first."""
+
+    def __init__(self):
+        self.stream = bytearray()
+        self.runs: list[tuple[int, int, object]] = []  # disjoint (start, end, segment), sorted
+
+    def add(self, offset: int, payload: bytes, seg) -> None:
+        start, end = max(offset, 0), offset + len(payload)
+        if end <= start:
+            return
+        if end > len(self.stream):
+            self.stream.extend(bytes(end - len(self.stream)))
+        i = bisect.bisect_left(self.runs, (start,))
+        if i and self.runs[i - 1][1] > start:
+            i -= 1
+        pieces, at = [], start         # the parts of [start, end) no segment brought before
+        while i < len(self.runs) and self.runs[i][0] < end:
+            run_start, run_end, _ = self.runs[i]
+            if run_start > at:
+                pieces.append((at, run_start))
+            at = max(at, run_end)
+            i += 1
+        if at < end:
+            pieces.append((at, end))
+        for lo, hi in pieces:
+            self.stream[lo:hi] = payload[lo - offset:hi - offset]
+            bisect.insort(self.runs, (lo, hi, seg), key=lambda run: run[0])
+
+    def _overlapping(self, lo: int, hi: int):
+        i = bisect.bisect_left(self.runs, (lo,))
+        if i and self.runs[i - 1][1] > lo:
+            i -= 1
+        while i < len(self.runs) and self.runs[i][0] < hi:
+            yield self.runs[i]
+            i += 1
+
+    def count(self, lo: int, hi: int) -> int:
+        """How many bytes in [lo, hi) were captured."""
+        return sum(min(hi, end) - max(lo, start) for start, end, _ in self._overlapping(lo, hi))
+
+    def completed_by(self, lo: int, hi: int):
+        """The segment after which every captured byte of [lo, hi) had arrived."""
+        return max((seg for *_, seg in self._overlapping(lo, hi)), key=lambda seg: seg.index)
 
 
 def _is_upgrade(payload: bytes) -> bool:

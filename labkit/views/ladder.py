@@ -1,10 +1,13 @@
 """Ladder (sequence) diagrams of captured conversations, sized for a projector.
 
-    >>> ladder(wire.segments)         # matplotlib Figure: one lifeline per role
+    >>> ladder(wire.segments)                     # matplotlib Figure: one lifeline per role
+    >>> ladder(wire.segments, packets=range(40, 80))   # another window of a long capture
 
 Each arrow says how a packet travelled (flags, seq, ack, len) and, for data, what it
 carried; a protocol view may say more (TLS records, WebSocket frames): see
-:class:`labkit.protocols.base.ProtocolView.label`.
+:class:`labkit.protocols.base.ProtocolView.label`.  A ladder stays legible: it draws at
+most ``MAX_PACKETS`` arrows unless told which, and says in the figure what it left out;
+with more than ``MAX_LIFELINES`` roles it asks for one connection (or the summary view).
 """
 
 from __future__ import annotations
@@ -13,42 +16,67 @@ from matplotlib.patches import FancyArrowPatch
 
 from labkit.capture.flows import Segment
 from labkit.views.plotting import plt
-from labkit.views.table import COLORS, kind
+from labkit.views.table import COLORS, kind, pick, printable
 
-__all__ = ["ladder"]
+__all__ = ["ladder", "MAX_PACKETS", "MAX_LIFELINES"]
 
 LABEL_PREVIEW = 44  # characters of payload summary shown under a data arrow
+LABEL_MAX = 160     # characters of any arrow label (a protocol view's too), all lines
+MAX_PACKETS = 40    # arrows drawn by default: a projector shows ~40 rows legibly
+MAX_LIFELINES = 12  # wider than this, a figure no longer fits a screen (4.5 inches each)
 
 
 def _label(seg: Segment) -> str:
     if seg.dissection is not None:
         text = seg.dissection.label(seg)  # the protocol views of seg's capture
         if text is not None:
-            return text
+            return _shorten(text)
     if seg.length and seg.summary and seg.proto in ("TCP", "UDP"):
-        summary = seg.summary if len(seg.summary) <= LABEL_PREVIEW else \
-            seg.summary[:LABEL_PREVIEW - 1] + "…"
+        summary = _shorten(seg.summary, LABEL_PREVIEW)
         return f"{seg.label}\n{summary}"  # what was said, under how it travelled
-    return seg.label
+    return _shorten(seg.label)
+
+
+def _shorten(text: str, limit: int = LABEL_MAX) -> str:
+    """Printable text of at most ``limit`` characters (an ellipsis says it was cut)."""
+    lines = [printable(line) for line in text.split("\n")][:3]
+    text = "\n".join(lines)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _lifelines(segs: list[Segment]) -> list[str]:
     """Clients on the left, then everything they talk to, in order of appearance."""
-    seen: list[str] = []
+    seen: dict[str, int] = {}
     for seg in segs:
         for role in (seg.src, seg.dst):
-            if role not in seen:
-                seen.append(role)
-    return sorted(seen, key=lambda r: (not r.startswith("client"), seen.index(r)))
+            seen.setdefault(role, len(seen))
+    return sorted(seen, key=lambda r: (not r.startswith("client"), seen[r]))
 
 
-def ladder(segs: list[Segment], *, title: str | None = None):
+def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
+           note: str | None = None):
     """Draw a sequence diagram: one lifeline per role, one labelled arrow per packet.
 
     Time runs downwards, one row per packet (so 30+ packets stay legible); the left
-    margin gives each packet's time since the first.
+    margin gives each packet's time since the first.  ``packets`` picks rows (a slice,
+    range or list; default: the first ``MAX_PACKETS``); ``note`` is drawn under the
+    arrows (e.g. which connection this is).
     """
+    everything = list(segs)
+    segs, left_out = pick(everything, packets, limit=MAX_PACKETS)
     roles = _lifelines(segs) or ["client", "server"]
+    if len(roles) > MAX_LIFELINES and packets is None:  # the default view: fewer packets
+        segs = _within_lifelines(segs)
+        roles = _lifelines(segs)
+        left_out = (f"… {len(everything) - len(segs)} more packets between more than "
+                    f"{MAX_LIFELINES} endpoints; pass connection= or packets= to choose, "
+                    "or see wire.connections()")
+    if len(roles) > MAX_LIFELINES:
+        raise ValueError(
+            f"these packets have {len(roles)} endpoints ({', '.join(roles[:4])}, …): a ladder "
+            f"of more than {MAX_LIFELINES} lifelines is unreadable; draw one connection "
+            "(wire.ladder(connection=1)) or look at wire.connections() for all of them")
+    notes = [text for text in (note, left_out) if text]
     x = {role: i for i, role in enumerate(roles)}
     labels = [_label(seg) for seg in segs]
     ys, y = [], 0.0  # a row per packet; a label of k lines pushes its row down (k-1)/2
@@ -56,14 +84,15 @@ def ladder(segs: list[Segment], *, title: str | None = None):
         y += 0.5 * text.count("\n")
         ys.append(y)
         y += 1
-    n = y
+    n = y + 0.8 * len(notes)
     width = max(9.0, 4.5 * len(roles))
     fig, ax = plt.subplots(figsize=(width, 1.6 + 0.5 * max(n, 1)))
     plt.close(fig)  # returned, not auto-shown: the notebook displays it once
-    top, bottom = -0.8, n - 0.2
+    top, bottom = -0.8, y - 0.2
     for role, xi in x.items():
         ax.plot([xi, xi], [top, bottom], color="#999999", lw=2, zorder=1)
-        ax.text(xi, top - 0.15, role, ha="center", va="bottom", fontsize=15, fontweight="bold")
+        _text(ax, xi, top - 0.15, role, ha="center", va="bottom", fontsize=15,
+              fontweight="bold")
     for row, label, seg in zip(ys, labels, segs, strict=True):
         x0, x1 = float(x[seg.src]), float(x[seg.dst])
         color = COLORS[kind(seg)]
@@ -71,17 +100,36 @@ def ladder(segs: list[Segment], *, title: str | None = None):
             x1 = x0 + 0.3
         ax.add_patch(FancyArrowPatch((x0, row + 0.12), (x1, row + 0.36), arrowstyle="-|>",
                                      mutation_scale=22, lw=2.2, color=color, zorder=3))
-        ax.text((x0 + x1) / 2, row + 0.1, label, ha="center", va="bottom", fontsize=12,
-                color=color, zorder=4,
-                bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
-        ax.text(-0.12, row + 0.24, f"{seg.time * 1000:.2f} ms", ha="right", va="center",
-                fontsize=10, color="#666666")
+        _text(ax, (x0 + x1) / 2, row + 0.1, label, ha="center", va="bottom", fontsize=12,
+              color=color, zorder=4,
+              bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
+        _text(ax, -0.12, row + 0.24, f"{seg.time * 1000:.2f} ms", ha="right", va="center",
+              fontsize=10, color="#666666")
+    for i, text in enumerate(notes):  # what the figure leaves out, where the eye ends
+        _text(ax, (len(roles) - 1) / 2, bottom + 0.5 + 0.8 * i, text, ha="center",
+              va="center", fontsize=13, style="italic", color="#444444")
+    bottom += 0.8 * len(notes)
     ax.set_xlim(-0.55, len(roles) - 0.75)
     ax.set_ylim(bottom + 0.3, top - 0.7)  # inverted: time runs downwards
     ax.axis("off")
     if title:
-        ax.set_title(title, fontsize=16, pad=12)
+        ax.set_title(printable(title), fontsize=16, pad=12, parse_math=False)
     if not segs:
-        ax.text(sum(x.values()) / len(x), 0, "(no packets)", ha="center", fontsize=14)
+        _text(ax, sum(x.values()) / len(x), 0, "(no packets)", ha="center", fontsize=14)
     fig.tight_layout()
     return fig
+
+
+def _within_lifelines(segs: list[Segment]) -> list[Segment]:
+    """The longest run of packets from the start that keeps to ``MAX_LIFELINES`` roles."""
+    roles: set[str] = set()
+    for i, seg in enumerate(segs):
+        roles |= {seg.src, seg.dst}
+        if len(roles) > MAX_LIFELINES:
+            return segs[:i]
+    return segs
+
+
+def _text(ax, x, y, text, **style):
+    """Text as it is: ``$`` in a payload is a dollar sign, never matplotlib's mathtext."""
+    return ax.text(x, y, text, parse_math=False, **style)

@@ -1,19 +1,23 @@
 """Tables of captured packets, and the one renderer every labkit table uses.
 
     >>> Table(wire.segments)                       # one row per packet (text and HTML)
+    >>> Table(wire.segments, packets=range(200, 300))   # rows of a long capture
     >>> print(text_table(("a", "b"), [["1", "2"]]))
     a  b
     -  -
     1  2
 
 Text for terminals and tests, HTML (rows coloured) for Jupyter; sized for a projector.
+A long capture shows its first ``MAX_ROWS`` rows and says how many more there are.
 """
 
 from __future__ import annotations
 
 import html
 
-__all__ = ["Table", "text_table", "html_table", "COLORS", "kind"]
+__all__ = ["Table", "text_table", "html_table", "COLORS", "kind", "pick", "printable"]
+
+MAX_ROWS = 200  # rows shown unless told which: more is slow to render, and nobody reads it
 
 COLUMNS = ("#", "t (s)", "from → to", "flags", "seq", "ack", "len", "summary")
 
@@ -48,6 +52,37 @@ def html_table(columns, rows: list[list[str]], colors: list[str], *,
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
 
+def printable(text: str) -> str:
+    """``text`` with control and other unprintable characters as escapes (``\\x07``)."""
+    if text.isprintable():
+        return text  # the common case, at C speed
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def pick(rows: list, packets=None, *, limit: int | None = MAX_ROWS) -> tuple[list, str | None]:
+    """The rows chosen by ``packets`` (a slice, range or list of row numbers), and a note.
+
+    With ``packets=None``, the first ``limit`` rows; the note says how many are left out.
+    An explicit choice is shown as asked, with no note.
+    """
+    total = len(rows)
+    if packets is None:
+        if limit is None or total <= limit:
+            return rows, None
+        return rows[:limit], (f"… {total - limit} more packets; pass packets= to choose "
+                              f"(e.g. packets=range({limit}, {min(total, 2 * limit)}))")
+    if isinstance(packets, slice):
+        return rows[packets], None
+    if isinstance(packets, (range, list, tuple)):
+        bad = [i for i in packets if not isinstance(i, int) or not -total <= i < total]
+        if bad:
+            raise ValueError(f"packets= names rows {bad[:3]} but this capture has rows "
+                             f"0 to {total - 1}; pass a slice, range or list of row numbers")
+        return [rows[i] for i in packets], None
+    raise TypeError(f"packets= takes a slice, range or list of row numbers "
+                    f"(e.g. range(0, 40)), not {type(packets).__name__}")
+
+
 def kind(seg) -> str:
     """Which colour a segment gets: SYN, FIN, RST, data or ACK (TCP), UDP or ICMP."""
     if seg.proto != "TCP":
@@ -62,24 +97,33 @@ def _row(seg) -> list[str]:
     num = lambda v: "" if v is None else str(v)  # noqa: E731
     flags = seg.flags if seg.proto == "TCP" else seg.proto
     return [str(seg.index), f"{seg.time:.6f}", f"{seg.src} → {seg.dst}", flags,
-            num(seg.seq), num(seg.ack), str(seg.length), seg.summary]
+            num(seg.seq), num(seg.ack), str(seg.length), printable(seg.summary)]
 
 
 class Table:
-    """Rows of a capture (:class:`~labkit.capture.flows.Segment` s); text, and HTML in Jupyter."""
+    """Rows of a capture (:class:`~labkit.capture.flows.Segment` s); text, and HTML in Jupyter.
 
-    def __init__(self, segs):
-        self.segments = list(segs)
+    ``packets`` picks rows (a slice, range or list); by default the first ``MAX_ROWS``
+    are shown, and a line under them says how many more there are.  ``note`` is a line
+    over the rows (e.g. which connection they belong to).
+    """
+
+    def __init__(self, segs, *, packets=None, note: str | None = None):
+        self.segments, self.more = pick(list(segs), packets)
+        self.note = note
         self.rows = [_row(s) for s in self.segments]
 
     def __len__(self):
         return len(self.rows)
 
     def __str__(self):
-        return text_table(COLUMNS, self.rows, empty="(no packets)")
+        text = text_table(COLUMNS, self.rows, empty="(no packets)")
+        return "\n".join(line for line in (self.note, text, self.more) if line)
 
     __repr__ = __str__
 
     def _repr_html_(self):
         colors = [COLORS[kind(seg)] for seg in self.segments]
-        return html_table(COLUMNS, self.rows, colors, empty="(no packets)")
+        table = html_table(COLUMNS, self.rows, colors, empty="(no packets)")
+        return "".join([f"<p>{html.escape(self.note)}</p>" if self.note else "", table,
+                        f"<p><em>{html.escape(self.more)}</em></p>" if self.more else ""])
