@@ -112,3 +112,20 @@ def test_bad_input_is_named():
         seq_trace(segs, sender="nobody")
     with pytest.raises(ValueError, match="t0 < t1"):
         time_sequence(segs, between=(1.0, 0.5))
+
+
+def test_a_lost_packet_s_arrow_stops_half_way_at_a_cross():
+    from matplotlib.patches import FancyArrowPatch
+
+    from labkit.views.ladder import ladder
+
+    pkts, lost_pkt = transfer(lost=1)
+    segs = segments(pkts, roles={S[1]: "server"})
+    lost = dropped_segments(segs, [bytes(lost_pkt)])
+    ax = ladder(segs, lost=lost).axes[0]
+    ends = [p._posA_posB[1][0] for p in ax.patches if isinstance(p, FancyArrowPatch)]
+    assert [i for i, x in enumerate(ends) if x not in (0.0, 1.0)] == sorted(lost)
+    assert ends[min(lost)] == 0.5
+    assert [t.get_text() for t in ax.texts].count("✗") == 1
+    plain = ladder(segs).axes[0]
+    assert "✗" not in [t.get_text() for t in plain.texts]

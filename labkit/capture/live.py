@@ -104,7 +104,10 @@ class LiveSniffer:
         self._fence = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._fence.bind(("127.0.0.1", 0))
         self._fence_port = self._fence.getsockname()[1]
-        self._sock = sock = _DirectionalListenSocket(iface=self.iface, filter=self.bpf)
+        # promiscuous mode is not needed to see a host's own packets, and Scapy's ioctl for
+        # it looks the interface up in the namespace Scapy started in, not a lab host's
+        self._sock = sock = _DirectionalListenSocket(iface=self.iface, filter=self.bpf,
+                                                     promisc=self._loopback)
         _enlarge_receive_buffer(sock.ins)
         _kernel_drops(sock.ins)  # reading the statistics resets them: count from here on
         ready = threading.Event()
