@@ -22,8 +22,8 @@ closes once they have ended (``_close``), and where it is bound (``_bound_addres
 from __future__ import annotations
 
 import ipaddress
-import os
 import logging
+import os
 import socket
 import threading
 import time

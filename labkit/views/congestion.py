@@ -20,7 +20,7 @@ from labkit.views.plotting import plt
 if TYPE_CHECKING:
     from labkit.capture.tcpinfo import TcpInfo
 
-__all__ = ["cwnd_figure", "backoffs", "mathis_figure", "bufferbloat_figure",
+__all__ = ["cwnd_figure", "backoffs", "per_round_trip", "mathis_figure", "bufferbloat_figure",
            "transfer_time_figure", "ramp_figure"]
 
 MBIT = 8 / 1e6   # bytes/s -> Mbit/s
@@ -34,6 +34,27 @@ def backoffs(samples: list[TcpInfo]) -> list[tuple[TcpInfo, TcpInfo]]:
         if after.total_retrans > before.total_retrans and after.cwnd < before.cwnd:
             found.append((before, after))
     return found
+
+
+def per_round_trip(samples: list[TcpInfo], rtt: float) -> tuple[list[float], list[float]]:
+    """The delivery rate (bytes/s) in each round trip: ``bytes_acked`` growth over each
+    ``rtt`` seconds from the first sample.  Returns (end of each round trip, its rate)."""
+    if rtt <= 0 or len(samples) < 2:
+        raise ValueError("per_round_trip needs rtt > 0 (seconds) and at least 2 samples")
+    times, rates = [], []
+    start, i = samples[0], 0
+    while True:
+        end_t = start.t + rtt
+        while i + 1 < len(samples) and samples[i + 1].t <= end_t:
+            i += 1
+        if samples[i].t <= start.t or (i + 1 >= len(samples) and samples[i].t < end_t):
+            break   # no sample inside this round trip, or only part of one: the data is over
+        times.append(end_t - samples[0].t)
+        rates.append((samples[i].bytes_acked - start.bytes_acked) / rtt)
+        start = samples[i]
+        if i + 1 >= len(samples):
+            break
+    return times, rates
 
 
 def cwnd_figure(samples: list[TcpInfo], *, title: str | None = None):

@@ -3,7 +3,7 @@
     >>> mathis_throughput(mss=1448, rtt=0.040, loss=0.01) * 8 / 1e6    # Mbit/s
     3.5468...
     >>> transfer_time(100_000, rtt=0.040, rate=12.5e6)                  # seconds, slow start in
-    0.1445...
+    0.1645...
 
 Mathis, Semke, Mahdavi & Ott (1997), "The macroscopic behavior of the TCP congestion
 avoidance algorithm": a long TCP transfer that loses a fraction ``p`` of its segments
@@ -47,8 +47,9 @@ def slow_start_rounds(nbytes: int, *, mss: int = 1448, iw: int = INITIAL_WINDOW)
 
 def naive_transfer_time(nbytes: int, *, rtt: float, rate: float) -> float:
     """The seed model ``T = Ts + Tt + Tr``: set up (a handshake, one RTT), transmit
-    ``nbytes`` at ``rate`` bytes/s, and the last byte's trip (half an RTT)."""
-    return rtt + nbytes / rate + rtt / 2
+    ``nbytes`` at ``rate`` bytes/s, respond (the last byte's trip there and the answer's
+    trip back: one RTT)."""
+    return rtt + nbytes / rate + rtt
 
 
 def transfer_time(nbytes: int, *, rtt: float, rate: float, mss: int = 1448,
@@ -63,7 +64,7 @@ def transfer_time(nbytes: int, *, rtt: float, rate: float, mss: int = 1448,
         sent += window      # one window, then wait one RTT for its ACKs
         window *= 2
         t += rtt
-    return t + (nbytes - sent) / rate + rtt / 2
+    return t + (nbytes - sent) / rate + rtt
 
 
 def fit_saturating_ramp(times: list[float], rates: list[float]) -> tuple[float, float]:
