@@ -12,6 +12,7 @@ from labkit.views.congestion import (
     bufferbloat_figure,
     cwnd_figure,
     mathis_figure,
+    per_round_trip,
     ramp_figure,
     transfer_time_figure,
 )
@@ -90,6 +91,16 @@ def test_slow_start_adds_round_trips_the_seed_model_does_not_have():
         naive_transfer_time(huge, rtt=rtt, rate=rate), rel=0.01)
 
 
+def test_per_round_trip_rates_come_from_bytes_acked_and_leave_out_a_partial_last_one():
+    samples = [info(0.01 * i, 10) for i in range(10)]
+    samples = [s.__class__(**{**s.__dict__, "bytes_acked": 1000 * i})
+               for i, s in enumerate(samples)]     # 1000 bytes every 10 ms: 100 kB/s
+    times, rates = per_round_trip(samples, rtt=0.04)
+    assert rates == [pytest.approx(100_000)] * 2 and times == pytest.approx([0.04, 0.08])
+    with pytest.raises(ValueError, match="rtt > 0"):
+        per_round_trip(samples, rtt=0)
+
+
 def test_the_ramp_fit_finds_k_of_a_true_saturating_ramp():
     times = [i * 0.01 for i in range(1, 30)]
     rates = [1e6 * (1 - math.exp(-50 * t)) for t in times]
@@ -107,9 +118,10 @@ def info(t, cwnd, ssthresh=2**31 - 1, retrans=0):
 def test_cwnd_figure_marks_slow_start_and_the_back_off():
     samples = [info(0.04 * i, 10 * 2**i) for i in range(4)]           # 10, 20, 40, 80
     samples += [info(0.17, 40, ssthresh=40, retrans=1), info(0.21, 41, ssthresh=40, retrans=1)]
-    assert [(a.cwnd, b.cwnd) for a, b in backoffs(samples)] == [(80, 40)]
+    assert [(a.cwnd, b.ssthresh) for a, b in backoffs(samples)] == [(80, 40)]
     ax = cwnd_figure(samples).axes[0]
-    assert ax.get_title() == "cwnd grew to 80 segments; 1 back-off(s), first 80 → 40"
+    assert ax.get_title() == ("cwnd grew to 80 segments; 1 back-off(s), the first at cwnd 80 "
+                              "→ ssthresh 40")
     assert "slow start" in ax.get_legend_handles_labels()[1]
     with pytest.raises(ValueError, match="at least 2"):
         cwnd_figure(samples[:1])

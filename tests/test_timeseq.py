@@ -80,20 +80,23 @@ def test_without_window_scaling_on_both_sides_the_window_is_taken_as_it_is():
     assert all(a.window_edge == a.ack + 1000 for a in trace.acks)
 
 
-def test_dropped_frames_are_matched_to_the_original_never_to_its_retransmission():
-    pkts, lost_pkt = transfer(lost=1)
+def test_the_links_frame_number_n_is_the_nth_packet_the_sender_sent():
+    pkts, _ = transfer(lost=1)
     segs = segments(pkts, roles={S[1]: "server"})
-    lost = dropped_segments(segs, [bytes(lost_pkt)])
+    # the client's frames: SYN 0, ACK 1, data 2, 3, ...: the 2nd data segment is frame 3
+    lost = dropped_segments(segs, [3])
     assert [segs[i].seq for i in lost] == [101] and len(lost) == 1
     trace = seq_trace(segs, lost=lost)
     assert [(d.seq, d.retransmission) for d in trace.lost] == [(101, False)]
     assert dropped_segments(segs, []) == set()
+    assert [segs[i].flags for i in dropped_segments(segs, [0], sender="server")] == ["SYN-ACK"]
+    assert dropped_segments(segs, [999]) == set()   # a frame the capture never saw
 
 
 def test_the_figure_draws_every_kind_and_computes_its_title():
     pkts, lost_pkt = transfer(lost=1)
     segs = segments(pkts, roles={S[1]: "server"})
-    fig = time_sequence(segs, lost=dropped_segments(segs, [bytes(lost_pkt)]))
+    fig = time_sequence(segs, lost=dropped_segments(segs, [3]))
     ax = fig.axes[0]
     assert ax.get_title() == "7 data segments, 1 retransmitted (fast retransmit)"
     labels = ax.get_legend_handles_labels()[1]
@@ -121,7 +124,7 @@ def test_a_lost_packet_s_arrow_stops_half_way_at_a_cross():
 
     pkts, lost_pkt = transfer(lost=1)
     segs = segments(pkts, roles={S[1]: "server"})
-    lost = dropped_segments(segs, [bytes(lost_pkt)])
+    lost = dropped_segments(segs, [3])
     ax = ladder(segs, lost=lost).axes[0]
     ends = [p._posA_posB[1][0] for p in ax.patches if isinstance(p, FancyArrowPatch)]
     assert [i for i, x in enumerate(ends) if x not in (0.0, 1.0)] == sorted(lost)

@@ -27,13 +27,10 @@ MBIT = 8 / 1e6   # bytes/s -> Mbit/s
 
 
 def backoffs(samples: list[TcpInfo]) -> list[tuple[TcpInfo, TcpInfo]]:
-    """Each time the sender backed off: (the last sample before, the first after) a
-    retransmission made ``cwnd`` smaller."""
-    found = []
-    for before, after in pairwise(samples):
-        if after.total_retrans > before.total_retrans and after.cwnd < before.cwnd:
-            found.append((before, after))
-    return found
+    """Each time the sender backed off at a loss: (the last sample before, the first after)
+    ``ssthresh`` came down (to about half the window, for Reno)."""
+    return [(before, after) for before, after in pairwise(samples)
+            if after.ssthresh < before.ssthresh]
 
 
 def per_round_trip(samples: list[TcpInfo], rtt: float) -> tuple[list[float], list[float]]:
@@ -90,7 +87,8 @@ def cwnd_figure(samples: list[TcpInfo], *, title: str | None = None):
         cuts = backoffs(samples)
         peak = max(s.cwnd for s in samples)
         title = (f"cwnd grew to {peak} segments; {len(cuts)} back-off(s)"
-                 + (f", first {cuts[0][0].cwnd} → {cuts[0][1].cwnd}" if cuts else ""))
+                 + (f", the first at cwnd {cuts[0][0].cwnd} → ssthresh {cuts[0][1].ssthresh}"
+                    if cuts else ""))
     ax.set_title(title, fontsize=16)
     fig.tight_layout()
     return fig

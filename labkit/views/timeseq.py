@@ -10,7 +10,7 @@ old sequence number.
     >>> trace = seq_trace(wire.segments)            # the facts, for asserts
     >>> trace.retransmissions[0].seq, trace.recovery()
     (14481, ['fast retransmit'])
-    >>> time_sequence(wire.segments, lost=dropped_segments(wire.segments, frames))
+    >>> time_sequence(wire.segments, lost=dropped_segments(wire.segments, [3, 17]))
 """
 
 from __future__ import annotations
@@ -152,20 +152,15 @@ def seq_trace(segs: list[Segment], *, sender: str | None = None,
     return trace
 
 
-def dropped_segments(segs: list[Segment], frames: Iterable[bytes]) -> set[int]:
-    """Indexes of the captured segments that are these frames (e.g. the frames a link
-    dropped): matched on their IP packet, byte for byte, so a retransmission - same
-    sequence number, another IP ID - is never taken for the segment it repeats."""
-    from scapy.layers.inet import IP
-    from scapy.layers.l2 import Ether
-
-    wanted = set()
-    for frame in frames:
-        pkt = Ether(frame)
-        if IP in pkt:
-            wanted.add(bytes(pkt[IP]))
-    return {s.index for s in segs
-            if s.packet is not None and IP in s.packet and bytes(s.packet[IP]) in wanted}
+def dropped_segments(segs: list[Segment], numbers: Iterable[int], *,
+                     sender: str = "client") -> set[int]:
+    """Indexes of the packets a lab link dropped, from the link's frame numbers: frame
+    ``n`` of a direction is the ``n``-th packet ``sender`` sent, in a capture taken at
+    ``sender``'s end of the link (every frame the link saw, in the order it saw them).
+    The numbers depend only on the link's seed, so they point at the same packets in a
+    recording of the same run."""
+    sent = [s.index for s in segs if s.src == sender]
+    return {sent[n] for n in numbers if 0 <= n < len(sent)}
 
 
 def _steps(points: list[tuple[float, int]], t_end: float) -> tuple[list[float], list[int]]:
