@@ -15,18 +15,16 @@ def transfer(lost: int, n: int = 6, *, rto: float = 0.2):
 
     The server ACKs each segment it gets (a duplicate ACK for each one after the hole);
     the client resends the lost one after 3 duplicate ACKs, or after ``rto`` if fewer
-    came; then the server ACKs everything.  Returns (packets, the lost packet).
+    came; then the server ACKs everything.
     """
     syn = [tcp(C, S, "S", ISN_C, t=0.0, options=[("MSS", MSS), ("WScale", 2)]),
            tcp(S, C, "SA", ISN_S, ISN_C + 1, t=0.01, options=[("MSS", MSS), ("WScale", 3)]),
            tcp(C, S, "A", ISN_C + 1, ISN_S + 1, t=0.02)]
     pkts, t, dups = list(syn), 0.03, 0
-    lost_pkt = None
     for i in range(n):
         pkt = tcp(C, S, "PA", ISN_C + 1 + i * MSS, ISN_S + 1, b"x" * MSS, t=t, ip_id=10 + i)
         pkts.append(pkt)
         if i == lost:
-            lost_pkt = pkt
             continue
         dups += i > lost                       # after the hole, every ACK repeats itself
         acked = min(i + 1, lost) * MSS if i > lost else (i + 1) * MSS
@@ -35,11 +33,11 @@ def transfer(lost: int, n: int = 6, *, rto: float = 0.2):
     t = t + 0.02 if dups >= 3 else t + rto
     pkts.append(tcp(C, S, "PA", ISN_C + 1 + lost * MSS, ISN_S + 1, b"x" * MSS, t=t, ip_id=99))
     pkts.append(tcp(S, C, "A", ISN_S + 1, ISN_C + 1 + n * MSS, t=t + 0.01, window=1000))
-    return pkts, lost_pkt
+    return pkts
 
 
 def test_a_hole_then_three_duplicate_acks_is_a_fast_retransmit():
-    pkts, _ = transfer(lost=1)
+    pkts = transfer(lost=1)
     trace = seq_trace(segments(pkts, roles={S[1]: "server"}))
     assert (trace.sender, trace.receiver) == ("client", "server")
     # relative numbers, as Wireshark shows them: the SYN took seq 0, data starts at 1
@@ -53,7 +51,7 @@ def test_a_hole_then_three_duplicate_acks_is_a_fast_retransmit():
 
 
 def test_a_lost_last_segment_has_nobody_to_complain_so_it_waits_for_the_timer():
-    pkts, _ = transfer(lost=5)
+    pkts = transfer(lost=5)
     trace = seq_trace(segments(pkts, roles={S[1]: "server"}))
     assert trace.duplicate_acks == []
     assert trace.recovery() == ["timeout"]
@@ -61,27 +59,27 @@ def test_a_lost_last_segment_has_nobody_to_complain_so_it_waits_for_the_timer():
 
 
 def test_two_duplicate_acks_are_not_enough():
-    pkts, _ = transfer(lost=3, n=6)   # segments 4 and 5 arrive: 2 duplicate ACKs
+    pkts = transfer(lost=3, n=6)   # segments 4 and 5 arrive: 2 duplicate ACKs
     trace = seq_trace(segments(pkts, roles={S[1]: "server"}))
     assert len(trace.duplicate_acks) == 2 and trace.recovery() == ["timeout"]
 
 
 def test_the_window_line_is_the_ack_plus_the_scaled_window():
-    pkts, _ = transfer(lost=1)
+    pkts = transfer(lost=1)
     trace = seq_trace(segments(pkts, roles={S[1]: "server"}))
     # the server announced WScale 3 in its SYN-ACK: a window field of 1000 is 8000 bytes
     assert all(a.window_edge == a.ack + 8000 for a in trace.acks)
 
 
 def test_without_window_scaling_on_both_sides_the_window_is_taken_as_it_is():
-    pkts, _ = transfer(lost=1)
+    pkts = transfer(lost=1)
     pkts[0] = tcp(C, S, "S", ISN_C, t=0.0, options=[("MSS", MSS)])  # the client did not offer
     trace = seq_trace(segments(pkts, roles={S[1]: "server"}))
     assert all(a.window_edge == a.ack + 1000 for a in trace.acks)
 
 
 def test_the_links_frame_number_n_is_the_nth_packet_the_sender_sent():
-    pkts, _ = transfer(lost=1)
+    pkts = transfer(lost=1)
     segs = segments(pkts, roles={S[1]: "server"})
     # the client's frames: SYN 0, ACK 1, data 2, 3, ...: the 2nd data segment is frame 3
     lost = dropped_segments(segs, [3])
@@ -94,7 +92,7 @@ def test_the_links_frame_number_n_is_the_nth_packet_the_sender_sent():
 
 
 def test_the_figure_draws_every_kind_and_computes_its_title():
-    pkts, lost_pkt = transfer(lost=1)
+    pkts = transfer(lost=1)
     segs = segments(pkts, roles={S[1]: "server"})
     fig = time_sequence(segs, lost=dropped_segments(segs, [3]))
     ax = fig.axes[0]
@@ -109,8 +107,8 @@ def test_the_figure_draws_every_kind_and_computes_its_title():
 
 def test_bad_input_is_named():
     with pytest.raises(ValueError, match="no TCP data"):
-        seq_trace(segments(transfer(lost=1)[0][:3], roles={S[1]: "server"}))
-    segs = segments(transfer(lost=1)[0], roles={S[1]: "server"})
+        seq_trace(segments(transfer(lost=1)[:3], roles={S[1]: "server"}))
+    segs = segments(transfer(lost=1), roles={S[1]: "server"})
     with pytest.raises(ValueError, match="sent no TCP segment"):
         seq_trace(segs, sender="nobody")
     with pytest.raises(ValueError, match="t0 < t1"):
@@ -122,7 +120,7 @@ def test_a_lost_packet_s_arrow_stops_half_way_at_a_cross():
 
     from labkit.views.ladder import ladder
 
-    pkts, lost_pkt = transfer(lost=1)
+    pkts = transfer(lost=1)
     segs = segments(pkts, roles={S[1]: "server"})
     lost = dropped_segments(segs, [3])
     ax = ladder(segs, lost=lost).axes[0]
