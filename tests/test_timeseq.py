@@ -58,10 +58,10 @@ def test_a_lost_last_segment_has_nobody_to_complain_so_it_waits_for_the_timer():
     assert [d.seq for d in trace.retransmissions] == [501]
 
 
-def test_two_duplicate_acks_are_not_enough():
+def test_two_duplicate_acks_are_not_a_fast_retransmit():
     pkts = transfer(lost=3, n=6)   # segments 4 and 5 arrive: 2 duplicate ACKs
     trace = seq_trace(segments(pkts, roles={S[1]: "server"}))
-    assert len(trace.duplicate_acks) == 2 and trace.recovery() == ["timeout"]
+    assert len(trace.duplicate_acks) == 2 and trace.recovery() == ["early retransmit"]
 
 
 def test_the_window_line_is_the_ack_plus_the_scaled_window():

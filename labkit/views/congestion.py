@@ -14,6 +14,8 @@ import math
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
+from matplotlib.ticker import FuncFormatter, NullFormatter
+
 from labkit.views.models import MATHIS_C, fit_saturating_ramp, mathis_throughput
 from labkit.views.plotting import plt
 
@@ -46,8 +48,9 @@ def per_round_trip(samples: list[TcpInfo], rtt: float) -> tuple[list[float], lis
             i += 1
         if samples[i].t <= start.t or (i + 1 >= len(samples) and samples[i].t < end_t):
             break   # no sample inside this round trip, or only part of one: the data is over
-        times.append(end_t - samples[0].t)
-        rates.append((samples[i].bytes_acked - start.bytes_acked) / rtt)
+        times.append(samples[i].t - samples[0].t)
+        # over the time the samples really span (a busy machine samples late)
+        rates.append((samples[i].bytes_acked - start.bytes_acked) / (samples[i].t - start.t))
         start = samples[i]
         if i + 1 >= len(samples):
             break
@@ -74,9 +77,17 @@ def cwnd_figure(samples: list[TcpInfo], *, title: str | None = None):
             ax.axvline(after.t * 1000, color="#d7191c", alpha=0.5, lw=1.5,
                        label=None if shown else "a segment retransmitted")
             shown = True
-    slow = [m for m, s in zip(ms, samples, strict=True) if s.in_slow_start]
-    if slow:
-        ax.axvspan(min(slow), max(slow), color="#a6dba0", alpha=0.25, label="slow start")
+    spans, begin = [], None   # each stretch of slow start (again after a timeout)
+    for m, s in zip(ms, samples, strict=True):
+        if s.in_slow_start and begin is None:
+            begin = m
+        elif not s.in_slow_start and begin is not None:
+            spans.append((begin, m))
+            begin = None
+    if begin is not None:
+        spans.append((begin, ms[-1]))
+    for i, (a, b) in enumerate(spans):
+        ax.axvspan(a, b, color="#a6dba0", alpha=0.25, label=None if i else "slow start")
     ax.set_xlabel("time since the transfer began (ms)", fontsize=15)
     ax.set_ylabel("segments", fontsize=15)
     ax.set_ylim(bottom=0)
@@ -114,7 +125,11 @@ def mathis_figure(by_loss: dict[float, float], *, mss: int, rtt: float,
             color="#d01c8b", label="measured")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("loss rate (%), log scale", fontsize=15)
+    ax.set_xticks([p * 100 for p in ps], [f"{p * 100:g} %" for p in ps])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("loss rate, log scale", fontsize=15)
     ax.set_ylabel("throughput (Mbit/s), log scale", fontsize=15)
     ax.set_title(f"by loss, RTT {rtt * 1000:.0f} ms", fontsize=15)
     if by_rtt:
@@ -183,7 +198,7 @@ def transfer_time_figure(sizes: list[int], measured: list[float], naive: list[fl
     plt.close(fig)
     ax.plot(sizes, [t * 1000 for t in measured], "o", ms=11, color="#d01c8b", label="measured")
     ax.plot(sizes, [t * 1000 for t in naive], "--", lw=2, color="#555555",
-            label="T = Ts + Tt + Tr (RTT + B/rate + RTT/2)")
+            label="T = Ts + Tt + Tr (RTT + B/rate + RTT)")
     ax.plot(sizes, [t * 1000 for t in with_slow_start], "-", lw=2.5, color="#1b7837",
             label="with slow start: + one RTT per doubling")
     ax.set_xscale("log")

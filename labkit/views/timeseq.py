@@ -84,10 +84,15 @@ class SeqTrace:
                    if a.duplicate and a.ack == retx.seq and since <= a.t <= retx.t)
 
     def recovery(self) -> list[str]:
-        """For each retransmission: ``'fast retransmit'`` (3+ duplicate ACKs asked for it)
-        or ``'timeout'`` (nothing asked: the sender's retransmission timer ran out)."""
-        return ["fast retransmit" if self.dup_acks_before(r) >= DUP_ACK_THRESHOLD else "timeout"
-                for r in self.retransmissions]
+        """How each retransmission was triggered: ``'fast retransmit'`` (3+ duplicate ACKs
+        asked for it), ``'early retransmit'`` (1 or 2 did: Linux's RACK judges loss by time,
+        RFC 8985) or ``'timeout'`` (none: the sender's retransmission timer ran out)."""
+        kinds = []
+        for r in self.retransmissions:
+            dups = self.dup_acks_before(r)
+            kinds.append("fast retransmit" if dups >= DUP_ACK_THRESHOLD
+                         else "early retransmit" if dups else "timeout")
+        return kinds
 
 
 def _window_scale(segs: list[Segment], role: str) -> int:
