@@ -11,8 +11,10 @@ sleep: a "fence" datagram sent to ourselves marks the end of the queue, and the
 
 from __future__ import annotations
 
+import fcntl
 import socket
 import sys
+import termios
 import threading
 import time
 
@@ -47,8 +49,10 @@ class _DirectionalListenSocket(L2ListenSocket):
     """
 
     last_outgoing = False
+    busy = False   # a packet was taken from the queue and is not handled yet
 
     def recv_raw(self, x=MTU):
+        self.busy = True   # (before the queue shrinks: see LiveSniffer._drained)
         pkt, sa_ll, ts = self._recv_raw(self.ins, x)  # private: see scapy_compat.PRIVATE
         if ts is None:
             ts = last_packet_timestamp(self.ins)
@@ -143,7 +147,14 @@ class LiveSniffer:
 
     def _on_packet(self, pkt) -> None:
         assert self._sock is not None  # opened in start(), before the sniffer that calls us
-        outgoing = self._sock.last_outgoing  # set by the recv that produced pkt
+        try:
+            self._handle(pkt, self._sock.last_outgoing)  # set by the recv that produced pkt
+        finally:
+            with self._changed:
+                self._sock.busy = False
+                self._changed.notify_all()
+
+    def _handle(self, pkt, outgoing: bool) -> None:
         if not self.is_ours(pkt):
             return
         with self._changed:
@@ -157,9 +168,20 @@ class LiveSniffer:
                 self.tracker.add(pkt)
             self._changed.notify_all()
 
+    def _drained(self) -> bool:
+        """Has the sniffer handled every packet the kernel queued for it?  A packet reaches
+        this queue before the host's own sockets see it, so once the code being watched
+        has its data, its packets are in here, if not read yet."""
+        sock = self._sock
+        if sock is None or sock.busy:
+            return False
+        queued = bytearray(4)
+        fcntl.ioctl(sock.ins.fileno(), termios.FIONREAD, queued)   # 0: the queue is empty
+        return not int.from_bytes(queued, sys.byteorder)
+
     def _quiet(self) -> bool:
-        if not self._loopback:
-            return self.tracker.settled()
+        if not self._loopback:   # no fence crosses a lab link: the queue itself must be empty
+            return self._drained() and self.tracker.settled()
         return self._fence_seen and self._arrived >= self._sent and self.tracker.settled()
 
     def settle(self, timeout: float) -> bool:
