@@ -99,9 +99,8 @@ def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
         color = COLORS[kind(seg)]
         if x0 == x1:  # a packet from a host to itself (rare): draw a short loop
             x1 = x0 + 0.3
-        if seg.index in lost:
-            x1 = _lost_on_the_way(ax, x0, x1, row)
-        ax.add_patch(FancyArrowPatch((x0, row + 0.12), (x1, row + 0.36), arrowstyle="-|>",
+        tip = (x1, row + 0.36) if seg.index not in lost else _lost_on_the_way(ax, x0, x1, row)
+        ax.add_patch(FancyArrowPatch((x0, row + 0.12), tip, arrowstyle="-|>",
                                      mutation_scale=22, lw=2.2, color=color, zorder=3))
         _text(ax, (x0 + x1) / 2, row + 0.1, label, ha="center", va="bottom", fontsize=12,
               color=color, zorder=4,
@@ -123,12 +122,13 @@ def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
     return fig
 
 
-def _lost_on_the_way(ax, x0: float, x1: float, row: float) -> float:
-    """A packet the link dropped: its arrow ends half-way, where a ✗ marks the loss."""
+def _lost_on_the_way(ax, x0: float, x1: float, row: float) -> tuple[float, float]:
+    """A packet the link dropped: its arrow ends half-way, where a ✗ marks the loss.
+    Returns where the arrow ends."""
     middle = (x0 + x1) / 2
-    _text(ax, middle, row + 0.24, "✗", ha="center", va="center", fontsize=26,
-          color="#d7191c", fontweight="bold", zorder=5)
-    return middle
+    _text(ax, middle + 0.04 * (1 if x1 > x0 else -1), row + 0.3, "✗", ha="center",
+          va="center", fontsize=22, color="#d7191c", fontweight="bold", zorder=5)
+    return middle, row + 0.24
 
 
 def _within_lifelines(segs: list[Segment]) -> list[Segment]:
