@@ -6,6 +6,7 @@ plain user and never touches the machine's network; where the machine refuses na
 the tests skip and say why.
 """
 
+import itertools
 import json
 import os
 import subprocess
@@ -36,9 +37,9 @@ PRELUDE = textwrap.dedent("""
 """)
 
 
-def in_lab(body: str) -> dict:
-    """Run ``body`` (which prints one JSON line last) in a fresh lab namespace."""
-    code = PRELUDE + textwrap.dedent(body)
+def in_lab(*parts: str) -> dict:
+    """Run the code ``parts`` (printing one JSON line last) in a fresh lab namespace."""
+    code = PRELUDE + "".join(textwrap.dedent(part) for part in parts)
     done = subprocess.run([sys.executable, "-m", "labkit.net.namespace", "--",
                            sys.executable, "-c", code],
                           capture_output=True, text=True, timeout=120, env=os.environ)
@@ -191,3 +192,116 @@ def test_bad_arguments_are_refused_before_anything_starts():
         LabNetwork(0.1)
     with pytest.raises(ValueError, match="host must be one of"):
         LabNetwork().interface("router")
+
+
+UDP_BURST = """
+    def udp_burst(net, count, size=100, gap=0.0):
+        with net.on("server"):
+            receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            receiver.bind(("10.0.0.2", 9000))
+        with net.on("client"):
+            sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        got = []
+        def receive():             # reads while the sender sends: no buffer overflows
+            receiver.settimeout(1.0)
+            try:
+                while True:
+                    got.append(int(receiver.recv(65536)[:6]))
+            except TimeoutError:   # nothing more for 1 s: the link is empty
+                pass
+        reader = threading.Thread(target=receive)
+        reader.start()
+        with sender:
+            for number in range(count):
+                sender.sendto(b"%06d" % number + bytes(size - 6), ("10.0.0.2", 9000))
+                if gap:
+                    time.sleep(gap)   # the lesson's pacing, not a readiness wait
+        reader.join()
+        receiver.close()
+        return got
+"""
+
+
+def test_duplicates_and_reordering_arrive_as_counted():
+    result = in_lab(UDP_BURST, """
+        with LabNetwork(up=Impairment(duplicate=0.1, reorder=0.1, delay=0.002, seed=4),
+                        down=Impairment()) as net:
+            got = udp_burst(net, 400, gap=0.0005)
+            stats = net.link.stats["client→server"]
+            fates = [e.fate for e in net.link.trace if e.direction == "client→server"]
+        print(json.dumps({"got": got, "stats": stats, "fates": fates}))
+    """)
+    got, stats = result["got"], result["stats"]
+    assert sorted(set(got)) == list(range(400))  # nothing lost
+    assert len(got) - 400 == stats["duplicated"] == result["fates"].count("duplicated") > 10
+    inversions = sum(1 for a, b in itertools.pairwise(got) if b < a)
+    assert stats["reordered"] > 10 and inversions >= stats["reordered"] // 2
+    assert stats["frames"] == 400 and stats["delivered"] == 400
+
+
+def test_a_rate_limit_spaces_frames_and_its_full_queue_drops():
+    result = in_lab(UDP_BURST, """
+        with LabNetwork(up=Impairment(rate=2e6, queue="10 packets"), down=Impairment()) as net:
+            got = udp_burst(net, 50, size=1000)
+            stats = net.link.stats["client→server"]
+            sent = [e.t_out for e in net.link.trace if e.fate == "delivered"]
+        print(json.dumps({"got": got, "stats": stats, "sent": sent}))
+    """)
+    stats = result["stats"]
+    assert stats["delivered"] + stats["queue_dropped"] == stats["frames"] == 50
+    assert 10 <= stats["delivered"] <= 15
+    assert len(result["got"]) == stats["delivered"]
+    gaps = sorted(b - a for a, b in itertools.pairwise(result["sent"]))
+    assert gaps[len(gaps) // 2] == pytest.approx(1028 * 8 / 2e6, rel=0.1)  # IP bytes / rate
+
+
+def test_set_changes_the_impairment_while_running_and_checks_it():
+    result = in_lab(UDP_BURST, """
+        with LabNetwork(Impairment(seed=1)) as net:
+            before = len(udp_burst(net, 200))
+            try:
+                net.link.set(loss=2)
+                error = ""
+            except ValueError as exc:
+                error = str(exc)
+            net.link.set(loss=0.5)
+            after = len(udp_burst(net, 200))
+        print(json.dumps({"before": before, "after": after, "error": error}))
+    """)
+    assert result["before"] == 200
+    assert "loss must be a probability" in result["error"]
+    assert 60 < result["after"] < 140
+
+
+def test_a_mahimahi_trace_paces_full_size_frames_by_its_opportunities():
+    result = in_lab(UDP_BURST, """
+        # one 1500-byte opportunity every 2 ms: 6 Mbit/s
+        with LabNetwork(up=Impairment(trace=[2], queue="100 packets"), down=Impairment()) as net:
+            got = udp_burst(net, 30, size=1472)          # 1500-byte IP packets
+            sent = [e.t_out for e in net.link.trace if e.fate == "delivered"]
+        print(json.dumps({"got": len(got), "sent": sent}))
+    """)
+    assert result["got"] == 30
+    gaps = sorted(b - a for a, b in itertools.pairwise(result["sent"]))
+    assert gaps[len(gaps) // 2] == pytest.approx(0.002, rel=0.1)
+
+
+def test_a_network_runs_once_and_hosts_need_it_running():
+    result = in_lab("""
+        net = LabNetwork()
+        errors = []
+        try:
+            with net.on("client"):
+                pass
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        with net:
+            pass
+        try:
+            net.start()
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        print(json.dumps(errors))
+    """)
+    assert "start it first" in result[0]
+    assert "runs once" in result[1]

@@ -2,5 +2,7 @@
 
 ``namespace`` enters one (no root needed: a user + network namespace) and says why
 not when the machine refuses; ``kernel`` is the Jupyter side, the ``Python 3 (netlab)``
-kernel that runs every notebook inside its own namespace.
+kernel that runs every notebook inside its own namespace. ``hosts`` makes lab hosts
+inside it (``LabNetwork``: client and server namespaces), ``link`` carries frames between
+them in user space, ``impairment`` decides what the link does to each frame.
 """

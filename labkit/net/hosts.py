@@ -18,6 +18,12 @@ even on an exception; other threads are not affected, and threads started inside
 block (a server's) stay on that host. Segmentation offloads are off on all four ends: every
 frame is one real segment of at most one MTU, as on a wire.
 
+Known limits (outside this module): labkit's servers accept loopback addresses only
+(``servers/base.check_host``), so until that learns the lab hosts' addresses a server on a
+host is a plain socket; and ``Capture`` keeps only the frames *arriving* on a non-``lo``
+interface and waits for a fence sent over ``lo`` (its exit then takes its full settle
+timeout). ``net.link.trace`` has every frame the link carried, as bytes, meanwhile.
+
 Needs to be root in its namespace: the lab kernel is (a user + network namespace of its
 own), so is ``python -m labkit.net.namespace -- COMMAND``, or real root.
 """
@@ -203,7 +209,7 @@ class LabNetwork:
         except OSError as exc:
             raise RuntimeError(f"LabNetwork could not make a host namespace ({exc}); "
                                f"run `python -m labkit doctor`") from exc
-        mtu = min(self.link.impairments[name].mtu for name in self.link.impairments)
+        mtu = self.link.wire_mtu
         macs = {host: "02:00:0a:00:00:%02x" % (index + 1) for index, host in enumerate(HOSTS)}
         for host, fd in self._hosts.items():
             end = self._ends[host]

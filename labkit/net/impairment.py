@@ -99,7 +99,7 @@ class Impairment:
         for name in ("delay", "jitter"):
             value = getattr(self, name)
             if not _is_number(value) or value < 0 or value > 60:
-                raise ValueError(f"{name} must be seconds in 0–60 (e.g. 0.020 for 20 ms), "
+                raise ValueError(f"{name} must be seconds in 0-60 (e.g. 0.020 for 20 ms), "
                                  f"not {value!r}")
         for name in ("loss", "duplicate", "reorder"):
             _check_probability(name, getattr(self, name))
@@ -113,14 +113,14 @@ class Impairment:
                 raise ValueError(f"burst must be GilbertElliott(p, r), a dict or a tuple "
                                  f"(p, r), not {burst!r}")
             if self.loss:
-                raise ValueError("give loss= (random) or burst= (Gilbert–Elliott), not both")
+                raise ValueError("give loss= (random) or burst= (Gilbert-Elliott), not both")
             object.__setattr__(self, "burst", burst)
         if self.rate is not None and (not _is_number(self.rate) or self.rate <= 0):
             raise ValueError(f"rate must be bits per second > 0 (e.g. 10e6 for 10 Mbit/s) "
                              f"or None, not {self.rate!r}")
         if not isinstance(self.mtu, int) or isinstance(self.mtu, bool) \
                 or not 68 <= self.mtu <= 65535:
-            raise ValueError(f"mtu must be an int in 68–65535 (e.g. 1500), not {self.mtu!r}")
+            raise ValueError(f"mtu must be an int in 68-65535 (e.g. 1500), not {self.mtu!r}")
         if self.trace is not None:
             if self.rate is not None:
                 raise ValueError("give rate= or trace= (a varying rate), not both")
@@ -162,7 +162,7 @@ class LinkModel:
         self.impairment = impairment
         self.rng = random.Random(impairment.seed * 2 + stream)
         self.frames = 0
-        self._bad = False  # Gilbert–Elliott state
+        self._bad = False  # Gilbert-Elliott state
         self._busy_until = 0.0  # the bottleneck ends sending what it has by then
         self._queued: deque[tuple[float, int]] = deque()  # (leaves bottleneck, bytes)
         self._queued_bytes = 0
@@ -178,7 +178,7 @@ class LinkModel:
         self.impairment = impairment
 
     def lost(self) -> bool:
-        """Draw this frame's loss (random or Gilbert–Elliott), in a fixed order."""
+        """Draw this frame's loss (random or Gilbert-Elliott), in a fixed order."""
         imp, rng = self.impairment, self.rng
         burst = imp.burst
         if isinstance(burst, GilbertElliott):
@@ -274,7 +274,7 @@ def _is_number(value) -> bool:
 
 def _check_probability(name: str, value) -> None:
     if not _is_number(value) or not 0 <= value <= 1:
-        raise ValueError(f"{name} must be a probability in 0–1 (e.g. 0.01 for 1 %), "
+        raise ValueError(f"{name} must be a probability in 0-1 (e.g. 0.01 for 1 %), "
                          f"not {value!r}")
 
 
