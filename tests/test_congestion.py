@@ -91,12 +91,12 @@ def test_slow_start_adds_round_trips_the_seed_model_does_not_have():
         naive_transfer_time(huge, rtt=rtt, rate=rate), rel=0.01)
 
 
-def test_per_round_trip_rates_come_from_bytes_acked_and_leave_out_a_partial_last_one():
+def test_per_round_trip_reads_the_kernels_delivery_rate_once_per_round_trip():
     samples = [info(0.01 * i, 10) for i in range(10)]
-    samples = [s.__class__(**{**s.__dict__, "bytes_acked": 1000 * i})
-               for i, s in enumerate(samples)]     # 1000 bytes every 10 ms: 100 kB/s
+    samples = [s.__class__(**{**s.__dict__, "delivery_rate": 1000.0 * i})
+               for i, s in enumerate(samples)]
     times, rates = per_round_trip(samples, rtt=0.04)
-    assert rates == [pytest.approx(100_000)] * 2 and times == pytest.approx([0.04, 0.08])
+    assert times == pytest.approx([0.04, 0.08]) and rates == [4000.0, 8000.0]
     with pytest.raises(ValueError, match="rtt > 0"):
         per_round_trip(samples, rtt=0)
 

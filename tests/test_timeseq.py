@@ -10,7 +10,7 @@ from labkit.views.timeseq import dropped_segments, seq_trace, time_sequence
 MSS = 100
 
 
-def transfer(lost: int, n: int = 6, *, rto: float = 0.2):
+def transfer(lost: int, n: int = 6, *, rto: float = 0.3):
     """The client sends n segments of MSS bytes; segment ``lost`` (0-based) never arrives.
 
     The server ACKs each segment it gets (a duplicate ACK for each one after the hole);
@@ -61,7 +61,9 @@ def test_a_lost_last_segment_has_nobody_to_complain_so_it_waits_for_the_timer():
 def test_two_duplicate_acks_are_not_a_fast_retransmit():
     pkts = transfer(lost=3, n=6)   # segments 4 and 5 arrive: 2 duplicate ACKs
     trace = seq_trace(segments(pkts, roles={S[1]: "server"}))
-    assert len(trace.duplicate_acks) == 2 and trace.recovery() == ["early retransmit"]
+    assert len(trace.duplicate_acks) == 2 and trace.recovery() == ["timeout"]
+    soon = transfer(lost=3, n=6, rto=0.05)   # resent 50 ms after those ACKs: not the timer
+    assert seq_trace(segments(soon, roles={S[1]: "server"})).recovery() == ["early retransmit"]
 
 
 def test_the_window_line_is_the_ack_plus_the_scaled_window():

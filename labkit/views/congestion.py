@@ -36,24 +36,18 @@ def backoffs(samples: list[TcpInfo]) -> list[tuple[TcpInfo, TcpInfo]]:
 
 
 def per_round_trip(samples: list[TcpInfo], rtt: float) -> tuple[list[float], list[float]]:
-    """The delivery rate (bytes/s) in each round trip: ``bytes_acked`` growth over each
-    ``rtt`` seconds from the first sample.  Returns (end of each round trip, its rate)."""
+    """The delivery rate (bytes/s), read once per round trip: ``TCP_INFO``'s
+    ``delivery_rate``, which the kernel measures at each ACK over the data delivered in
+    about the last round trip (so a sampler that runs late does not distort it).
+    Returns (seconds since the first sample, rate)."""
     if rtt <= 0 or len(samples) < 2:
         raise ValueError("per_round_trip needs rtt > 0 (seconds) and at least 2 samples")
-    times, rates = [], []
-    start, i = samples[0], 0
-    while True:
-        end_t = start.t + rtt
-        while i + 1 < len(samples) and samples[i + 1].t <= end_t:
-            i += 1
-        if samples[i].t <= start.t or (i + 1 >= len(samples) and samples[i].t < end_t):
-            break   # no sample inside this round trip, or only part of one: the data is over
-        times.append(samples[i].t - samples[0].t)
-        # over the time the samples really span (a busy machine samples late)
-        rates.append((samples[i].bytes_acked - start.bytes_acked) / (samples[i].t - start.t))
-        start = samples[i]
-        if i + 1 >= len(samples):
-            break
+    times, rates, due = [], [], samples[0].t + rtt
+    for sample in samples:
+        if sample.t >= due:
+            times.append(sample.t - samples[0].t)
+            rates.append(sample.delivery_rate)
+            due = sample.t + rtt
     return times, rates
 
 

@@ -22,9 +22,10 @@ from labkit.capture.flows import Segment
 from labkit.views.plotting import plt
 
 __all__ = ["SeqTrace", "DataPoint", "AckPoint", "seq_trace", "time_sequence",
-           "dropped_segments", "DUP_ACK_THRESHOLD"]
+           "dropped_segments", "DUP_ACK_THRESHOLD", "MIN_RTO"]
 
 DUP_ACK_THRESHOLD = 3   # RFC 5681: the third duplicate ACK triggers fast retransmit
+MIN_RTO = 0.2           # Linux's smallest retransmission timeout (TCP_RTO_MIN), seconds
 
 
 @dataclass(frozen=True)
@@ -85,13 +86,18 @@ class SeqTrace:
 
     def recovery(self) -> list[str]:
         """How each retransmission was triggered: ``'fast retransmit'`` (3+ duplicate ACKs
-        asked for it), ``'early retransmit'`` (1 or 2 did: Linux's RACK judges loss by time,
-        RFC 8985) or ``'timeout'`` (none: the sender's retransmission timer ran out)."""
+        asked for it), ``'timeout'`` (no ACK at all for ``MIN_RTO`` before it: the sender's
+        timer ran out) or ``'early retransmit'`` (ACKs came, but fewer than 3 asked for
+        it: Linux acted on SACK blocks, a partial ACK or RACK's clock, RFC 8985)."""
         kinds = []
         for r in self.retransmissions:
-            dups = self.dup_acks_before(r)
-            kinds.append("fast retransmit" if dups >= DUP_ACK_THRESHOLD
-                         else "early retransmit" if dups else "timeout")
+            last_ack = max((a.t for a in self.acks if a.t <= r.t), default=None)
+            if self.dup_acks_before(r) >= DUP_ACK_THRESHOLD:
+                kinds.append("fast retransmit")
+            elif last_ack is None or r.t - last_ack >= MIN_RTO:
+                kinds.append("timeout")
+            else:
+                kinds.append("early retransmit")
         return kinds
 
 
