@@ -44,6 +44,11 @@ _EXPORTS: dict[str, list[str | tuple[str, str]]] = {
     "servers.websocket": ["WebSocketServer"],
     "protocols.websocket": ["Frame", "parse_frames", "websocket_frames"],
     "net.namespace": ["textbook_port"],
+    "capture.tcpinfo": ["CwndSampler", "TcpInfo", "tcp_info"],
+    "views.timeseq": ["time_sequence", "seq_trace", "dropped_segments"],
+    "views.congestion": ["cwnd_figure", "backoffs", "per_round_trip", "mathis_figure",
+                         "bufferbloat_figure", "transfer_time_figure", "ramp_figure"],
+    "views.models": ["mathis_throughput", "transfer_time", "naive_transfer_time"],
     "net.hosts": ["LabNetwork"],
     "net.impairment": ["Impairment", "GilbertElliott"],
 }

@@ -69,3 +69,21 @@ def live(monkeypatch):
     if not can_capture():
         pytest.skip("live capture needs CAP_NET_RAW")
     monkeypatch.setenv("LABKIT_CAPTURE", "live")
+
+
+@pytest.fixture
+def lab_hosts():
+    """The test runs in a fresh network namespace of its own, where a LabNetwork may put
+    its cables (it needs root there: as a plain user the test skips)."""
+    if os.geteuid() != 0:
+        pytest.skip("LabNetwork needs root in its namespace (the lab kernel is; pytest's "
+                    "own process is not, as a plain user)")
+    from labkit.net.hosts import _ip, inside, new_namespace
+
+    namespace = new_namespace()
+    try:
+        with inside(namespace):
+            _ip("link set lo up")   # loopback servers keep working in here too
+            yield
+    finally:
+        os.close(namespace)

@@ -14,9 +14,10 @@ C, S = ("127.0.0.1", 40000), ("127.0.0.1", 8080)
 ISN_C, ISN_S = 1_000_000, 4_294_967_000  # the server's numbers wrap around 2**32
 
 
-def tcp(src, dst, flags, seq, ack=0, payload=b"", t=0.0):
-    pkt = Ether() / IP(src=src[0], dst=dst[0]) / TCP(sport=src[1], dport=dst[1], flags=flags,
-                                                     seq=seq % 2**32, ack=ack % 2**32) / payload
+def tcp(src, dst, flags, seq, ack=0, payload=b"", t=0.0, *, window=8192, options=(), ip_id=1):
+    pkt = Ether() / IP(src=src[0], dst=dst[0], id=ip_id) / TCP(
+        sport=src[1], dport=dst[1], flags=flags, seq=seq % 2**32, ack=ack % 2**32,
+        window=window, options=list(options)) / payload
     pkt.time = t
     return pkt
 

@@ -286,15 +286,16 @@ class Capture:
         return Table(segs, packets=self._packets_arg(start, stop, packets), note=note)
 
     def ladder(self, *, start: int = 0, stop: int | None = None, packets=None,
-               connection: int | None = None, title: str | None = None):
+               connection: int | None = None, title: str | None = None, lost=()):
         """A sequence diagram of the packets (a matplotlib Figure): the first 40 at most,
         or the ones ``packets`` picks (as in :meth:`table`); ``connection=2`` draws
-        connection 2 alone (:meth:`connections` numbers them)."""
+        connection 2 alone (:meth:`connections` numbers them); ``lost``: indexes of
+        packets a lab link dropped, drawn ending half-way at a ✗."""
         from labkit.views.ladder import ladder
 
         segs, note = self._chosen(connection)
         return ladder(segs, title=title, packets=self._packets_arg(start, stop, packets),
-                      note=note)
+                      note=note, lost=lost)
 
     def connections(self):
         """One row per TCP connection or UDP conversation: handshake time, bytes each way,

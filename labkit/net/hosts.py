@@ -18,11 +18,10 @@ even on an exception; other threads are not affected, and threads started inside
 block (a server's) stay on that host. Segmentation offloads are off on all four ends: every
 frame is one real segment of at most one MTU, as on a wire.
 
-Known limits (outside this module): labkit's servers accept loopback addresses only
-(``servers/base.check_host``), so until that learns the lab hosts' addresses a server on a
-host is a plain socket; and ``Capture`` keeps only the frames *arriving* on a non-``lo``
-interface and waits for a fence sent over ``lo`` (its exit then takes its full settle
-timeout). ``net.link.trace`` has every frame the link carried, as bytes, meanwhile.
+Servers and captures on a host: inside ``on(host)`` a labkit server may bind that host's
+address (``servers/base.check_host``), and ``Capture(server, iface="eth0")`` captures at
+that host's end of the cable, both directions (``capture/live.py``).
+``net.link.trace`` has every frame the link carried, as bytes, with its fate.
 
 Needs to be root in its namespace: the lab kernel is (a user + network namespace of its
 own), so is ``python -m labkit.net.namespace -- COMMAND``, or real root.

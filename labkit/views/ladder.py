@@ -54,13 +54,14 @@ def _lifelines(segs: list[Segment]) -> list[str]:
 
 
 def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
-           note: str | None = None):
+           note: str | None = None, lost=()):
     """Draw a sequence diagram: one lifeline per role, one labelled arrow per packet.
 
     Time runs downwards, one row per packet (so 30+ packets stay legible); the left
     margin gives each packet's time since the first.  ``packets`` picks rows (a slice,
     range or list; default: the first ``MAX_PACKETS``); ``note`` is drawn under the
-    arrows (e.g. which connection this is).
+    arrows (e.g. which connection this is).  ``lost``: indexes of packets the link dropped
+    (``Segment.index``): their arrows stop half-way, at a ✗.
     """
     everything = list(segs)
     segs, left_out = pick(everything, packets, limit=MAX_PACKETS)
@@ -98,7 +99,8 @@ def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
         color = COLORS[kind(seg)]
         if x0 == x1:  # a packet from a host to itself (rare): draw a short loop
             x1 = x0 + 0.3
-        ax.add_patch(FancyArrowPatch((x0, row + 0.12), (x1, row + 0.36), arrowstyle="-|>",
+        tip = (x1, row + 0.36) if seg.index not in lost else _lost_on_the_way(ax, x0, x1, row)
+        ax.add_patch(FancyArrowPatch((x0, row + 0.12), tip, arrowstyle="-|>",
                                      mutation_scale=22, lw=2.2, color=color, zorder=3))
         _text(ax, (x0 + x1) / 2, row + 0.1, label, ha="center", va="bottom", fontsize=12,
               color=color, zorder=4,
@@ -118,6 +120,15 @@ def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
         _text(ax, sum(x.values()) / len(x), 0, "(no packets)", ha="center", fontsize=14)
     fig.tight_layout()
     return fig
+
+
+def _lost_on_the_way(ax, x0: float, x1: float, row: float) -> tuple[float, float]:
+    """A packet the link dropped: its arrow ends half-way, where a ✗ marks the loss.
+    Returns where the arrow ends."""
+    middle = (x0 + x1) / 2
+    _text(ax, middle + 0.04 * (1 if x1 > x0 else -1), row + 0.3, "✗", ha="center",
+          va="center", fontsize=22, color="#d7191c", fontweight="bold", zorder=5)
+    return middle, row + 0.24
 
 
 def _within_lifelines(segs: list[Segment]) -> list[Segment]:

@@ -1,0 +1,236 @@
+"""Figures of TCP on an impaired link: the congestion window, throughput against Mathis,
+RTT under a growing queue, and the seed models against what was measured.
+
+    >>> cwnd_figure(sampler.samples)                       # TcpInfo samples over time
+    >>> mathis_figure({0.01: 3.1e5, 0.04: 1.6e5}, mss=1448, rtt=0.04)
+    >>> bufferbloat_figure({"10 packets": [0.021, ...], "1000 packets": [0.090, ...]})
+
+Each returns a matplotlib figure, its title computed from the data unless given.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+from typing import TYPE_CHECKING
+
+from matplotlib.ticker import FuncFormatter, NullFormatter
+
+from labkit.views.models import MATHIS_C, fit_saturating_ramp, mathis_throughput
+from labkit.views.plotting import plt
+
+if TYPE_CHECKING:
+    from labkit.capture.tcpinfo import TcpInfo
+
+__all__ = ["cwnd_figure", "backoffs", "per_round_trip", "mathis_figure", "bufferbloat_figure",
+           "transfer_time_figure", "ramp_figure"]
+
+MBIT = 8 / 1e6   # bytes/s -> Mbit/s
+
+
+def backoffs(samples: list[TcpInfo]) -> list[tuple[TcpInfo, TcpInfo]]:
+    """Each time the sender backed off at a loss: (the last sample before, the first after)
+    ``ssthresh`` came down (to about half the window, for Reno)."""
+    return [(before, after) for before, after in pairwise(samples)
+            if after.ssthresh < before.ssthresh]
+
+
+def per_round_trip(samples: list[TcpInfo], rtt: float) -> tuple[list[float], list[float]]:
+    """The delivery rate (bytes/s), read once per round trip: ``TCP_INFO``'s
+    ``delivery_rate``, which the kernel measures at each ACK over the data delivered in
+    about the last round trip (so a sampler that runs late does not distort it).
+    Returns (seconds since the first sample, rate)."""
+    if rtt <= 0 or len(samples) < 2:
+        raise ValueError("per_round_trip needs rtt > 0 (seconds) and at least 2 samples")
+    times, rates, due = [], [], samples[0].t + rtt
+    for sample in samples:
+        if sample.t >= due:
+            times.append(sample.t - samples[0].t)
+            rates.append(sample.delivery_rate)
+            due = sample.t + rtt
+    return times, rates
+
+
+def cwnd_figure(samples: list[TcpInfo], *, title: str | None = None):
+    """The congestion window (segments) over time, with ssthresh and each retransmission."""
+    if len(samples) < 2:
+        raise ValueError("cwnd_figure needs at least 2 TcpInfo samples (a CwndSampler's)")
+    fig, ax = plt.subplots(figsize=(12, 6))
+    plt.close(fig)
+    ms = [s.t * 1000 for s in samples]
+    ax.step(ms, [s.cwnd for s in samples], where="post", color="#2166ac", lw=2.5,
+            label="cwnd: segments the sender may have in flight")
+    # ssthresh is "infinite" (2^31 - 1) until the first loss: draw it only once it means something
+    real = [(m, s.ssthresh) for m, s in zip(ms, samples, strict=True) if s.ssthresh < 1 << 30]
+    if real:
+        ax.step([m for m, _ in real], [v for _, v in real], where="post", color="#e66101",
+                lw=2, ls="--", label="ssthresh: where slow start stops")
+    shown = False
+    for before, after in pairwise(samples):
+        if after.total_retrans > before.total_retrans:
+            ax.axvline(after.t * 1000, color="#d7191c", alpha=0.5, lw=1.5,
+                       label=None if shown else "a segment retransmitted")
+            shown = True
+    spans, begin = [], None   # each stretch of slow start (again after a timeout)
+    for m, s in zip(ms, samples, strict=True):
+        if s.in_slow_start and begin is None:
+            begin = m
+        elif not s.in_slow_start and begin is not None:
+            spans.append((begin, m))
+            begin = None
+    if begin is not None:
+        spans.append((begin, ms[-1]))
+    for i, (a, b) in enumerate(spans):
+        ax.axvspan(a, b, color="#a6dba0", alpha=0.25, label=None if i else "slow start")
+    ax.set_xlabel("time since the transfer began (ms)", fontsize=15)
+    ax.set_ylabel("segments", fontsize=15)
+    ax.set_ylim(bottom=0)
+    ax.tick_params(labelsize=13)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=12, loc="upper left")
+    if title is None:
+        cuts = backoffs(samples)
+        peak = max(s.cwnd for s in samples)
+        title = (f"cwnd grew to {peak} segments; {len(cuts)} back-off(s)"
+                 + (f", the first at cwnd {cuts[0][0].cwnd} → ssthresh {cuts[0][1].ssthresh}"
+                    if cuts else ""))
+    ax.set_title(title, fontsize=16)
+    fig.tight_layout()
+    return fig
+
+
+def mathis_figure(by_loss: dict[float, float], *, mss: int, rtt: float,
+                  by_rtt: dict[float, float] | None = None, loss: float | None = None,
+                  title: str | None = None):
+    """Measured throughput (bytes/s) against ``MSS/RTT · C/√p``: by loss rate at ``rtt``,
+    and (``by_rtt``, at loss ``loss``) by round-trip time."""
+    if not by_loss or (by_rtt and not loss):
+        raise ValueError("mathis_figure needs {loss: bytes/s}, and loss= with by_rtt")
+    panels = 2 if by_rtt else 1
+    fig, axes = plt.subplots(1, panels, figsize=(8 * panels, 6), squeeze=False)
+    plt.close(fig)
+    ax = axes[0][0]
+    ps = sorted(by_loss)
+    curve = [ps[0] * (ps[-1] / ps[0]) ** (i / 50) for i in range(51)]
+    ax.plot([p * 100 for p in curve],
+            [mathis_throughput(mss=mss, rtt=rtt, loss=p) * MBIT for p in curve],
+            color="#555555", lw=2, label=f"Mathis: MSS/RTT · {MATHIS_C:.2f}/√p")
+    ax.plot([p * 100 for p in ps], [by_loss[p] * MBIT for p in ps], "o", ms=11,
+            color="#d01c8b", label="measured")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks([p * 100 for p in ps], [f"{p * 100:g} %" for p in ps])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("loss rate, log scale", fontsize=15)
+    ax.set_ylabel("throughput (Mbit/s), log scale", fontsize=15)
+    ax.set_title(f"by loss, RTT {rtt * 1000:.0f} ms", fontsize=15)
+    if by_rtt:
+        assert loss is not None
+        bx = axes[0][1]
+        rs = sorted(by_rtt)
+        grid = [rs[0] + (rs[-1] - rs[0]) * i / 50 for i in range(51)]
+        bx.plot([r * 1000 for r in grid],
+                [mathis_throughput(mss=mss, rtt=r, loss=loss) * MBIT for r in grid],
+                color="#555555", lw=2, label="Mathis: ∝ 1/RTT")
+        bx.plot([r * 1000 for r in rs], [by_rtt[r] * MBIT for r in rs], "o", ms=11,
+                color="#2166ac", label="measured")
+        bx.set_xlabel("round-trip time (ms)", fontsize=15)
+        bx.set_ylabel("throughput (Mbit/s)", fontsize=15)
+        bx.set_ylim(bottom=0)
+        bx.set_title(f"by RTT, loss {loss * 100:g} %", fontsize=15)
+    for a in axes[0]:
+        a.tick_params(labelsize=13)
+        a.grid(alpha=0.3, which="both")
+        a.legend(fontsize=12)
+    if title is None:
+        ratios = [by_loss[p] / mathis_throughput(mss=mss, rtt=rtt, loss=p) for p in ps]
+        title = (f"Measured / Mathis: {min(ratios):.2f} to {max(ratios):.2f} over "
+                 f"{ps[0] * 100:g}-{ps[-1] * 100:g} % loss")
+    fig.suptitle(title, fontsize=17)
+    fig.tight_layout()
+    return fig
+
+
+def bufferbloat_figure(rtts: dict[str, list[float]], *, base_rtt: float | None = None,
+                       title: str | None = None):
+    """RTT samples (seconds) under load, one box per queue size: a bigger queue, a
+    longer wait, and no more throughput."""
+    if not rtts or not all(rtts.values()):
+        raise ValueError("bufferbloat_figure needs {queue: [RTT seconds, ...]} with data")
+    fig, ax = plt.subplots(figsize=(11, 6))
+    plt.close(fig)
+    labels = list(rtts)
+    ax.boxplot([[r * 1000 for r in rtts[k]] for k in labels], widths=0.5)
+    ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=13)
+    if base_rtt:
+        ax.axhline(base_rtt * 1000, color="#1b7837", ls="--", lw=2,
+                   label=f"RTT of the empty link, {base_rtt * 1000:.0f} ms")
+        ax.legend(fontsize=12, loc="upper left")
+    ax.set_xlabel("queue at the bottleneck", fontsize=15)
+    ax.set_ylabel("round-trip time under load (ms)", fontsize=15)
+    ax.set_ylim(bottom=0)
+    ax.tick_params(axis="y", labelsize=13)
+    ax.grid(axis="y", alpha=0.3)
+    if title is None:
+        med = {k: sorted(v)[len(v) // 2] for k, v in rtts.items()}
+        title = (f"Median RTT under load: {med[labels[0]] * 1000:.0f} ms with "
+                 f"{labels[0]}, {med[labels[-1]] * 1000:.0f} ms with {labels[-1]}")
+    ax.set_title(title, fontsize=16)
+    fig.tight_layout()
+    return fig
+
+
+def transfer_time_figure(sizes: list[int], measured: list[float], naive: list[float],
+                         with_slow_start: list[float], *, title: str | None = None):
+    """Transfer time vs size: measured, the seed model ``Ts + Tt + Tr``, and the model with
+    slow start's round trips in."""
+    if not len(sizes) == len(measured) == len(naive) == len(with_slow_start) or not sizes:
+        raise ValueError("transfer_time_figure needs one time per size in every list")
+    fig, ax = plt.subplots(figsize=(11, 6))
+    plt.close(fig)
+    ax.plot(sizes, [t * 1000 for t in measured], "o", ms=11, color="#d01c8b", label="measured")
+    ax.plot(sizes, [t * 1000 for t in naive], "--", lw=2, color="#555555",
+            label="T = Ts + Tt + Tr (RTT + B/rate + RTT)")
+    ax.plot(sizes, [t * 1000 for t in with_slow_start], "-", lw=2.5, color="#1b7837",
+            label="with slow start: + one RTT per doubling")
+    ax.set_xscale("log")
+    ax.set_xlabel("bytes transferred (log scale)", fontsize=15)
+    ax.set_ylabel("time to deliver (ms)", fontsize=15)
+    ax.tick_params(labelsize=13)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=12, loc="upper left")
+    if title is None:
+        worst = max(range(len(sizes)), key=lambda i: measured[i] / naive[i])
+        title = (f"Ts + Tt + Tr misses by {measured[worst] / naive[worst]:.1f}× at "
+                 f"{sizes[worst]:,} bytes; slow start explains it")
+    ax.set_title(title, fontsize=16)
+    fig.tight_layout()
+    return fig
+
+
+def ramp_figure(times: list[float], rates: list[float], *, rtt: float,
+                title: str | None = None):
+    """Delivery rate over time (one point per round trip) against the best fit of the seed
+    model ``R(t) = R_max (1 - e^(-kt))``."""
+    r_max, k = fit_saturating_ramp(times, rates)
+    fig, ax = plt.subplots(figsize=(11, 6))
+    plt.close(fig)
+    grid = [max(times) * i / 100 for i in range(101)]
+    ax.plot([t * 1000 for t in grid], [r_max * (1 - math.exp(-k * t)) * MBIT for t in grid],
+            "--", lw=2, color="#555555", label=f"best fit of R_max(1 - e^(-kt)), k = {k:.0f}/s")
+    ax.plot([t * 1000 for t in times], [r * MBIT for r in rates], "o-", ms=9, lw=2,
+            color="#2166ac", label=f"measured, per round trip ({rtt * 1000:.0f} ms)")
+    ax.set_xlabel("time since the first data byte (ms)", fontsize=15)
+    ax.set_ylabel("delivery rate (Mbit/s)", fontsize=15)
+    ax.set_ylim(bottom=0)
+    ax.tick_params(labelsize=13)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=12, loc="upper left")
+    if title is None:
+        doublings = sum(1 for a, b in pairwise(rates) if b >= 1.6 * a > 0)
+        title = f"The rate doubled {doublings} times, then hit the link's rate: not 1 - e^(-kt)"
+    ax.set_title(title, fontsize=16)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,38 @@
+"""Servers and captures on LabNetwork's hosts: a server binds a lab host's address only
+there, and a capture on a host's eth0 keeps both directions, to the last packet."""
+
+import socket
+
+import pytest
+
+from labkit import Capture, Impairment, LabNetwork, TCPServer
+from labkit.servers.base import check_host
+
+
+def test_a_lab_hosts_address_is_refused_outside_the_lab_host():
+    with pytest.raises(ValueError, match="not a loopback address"):
+        check_host("10.0.0.2")
+
+
+def test_on_a_lab_host_its_address_is_allowed_and_a_public_one_still_refused(lab_hosts):
+    with LabNetwork() as net, net.on("server"):
+        assert check_host("10.0.0.2") == "10.0.0.2"
+        with pytest.raises(ValueError, match="not a loopback address"):
+            check_host("8.8.8.8")
+
+
+def test_a_capture_on_a_hosts_eth0_sees_both_directions_to_the_last_byte(lab_hosts, live,
+                                                                           data_dir):
+    data = bytes(range(256)) * 200    # 51,200 bytes: 36 segments each way
+    with LabNetwork(Impairment(delay=0.005)) as net:
+        with net.on("server"), TCPServer("echo", host=net.addresses["server"]) as server:
+            with net.on("client"), Capture(server, name="t", iface="eth0") as wire:
+                with socket.create_connection(server.address) as sock:
+                    sock.sendall(data)
+                    echoed = b""
+                    while len(echoed) < len(data):
+                        echoed += sock.recv(65536)
+    sent = {role: sum(s.length for s in wire.segments if s.src == role)
+            for role in ("client", "server")}
+    assert echoed == data and sent == {"client": len(data), "server": len(data)}
+    assert wire.complete
