@@ -15,7 +15,6 @@ the :class:`~labkit.capture.flows.Segment` list alone: nothing is dissected agai
 from __future__ import annotations
 
 import html
-
 from dataclasses import dataclass, field
 
 from labkit.views.table import COLORS, html_table, pick, text_table
