@@ -98,9 +98,11 @@ def megabyte(tmp_path_factory):
     """1 MB sent over TCP on lo, captured and saved: (capture, pcapng path)."""
     if not can_capture():
         pytest.skip("live capture needs CAP_NET_RAW")
-    with TCPServer(_sink) as server, Capture(server) as wire:
-        with socket.create_connection(server.address, timeout=10) as s:
-            s.sendall(b"x" * (1 << 20))
+    with pytest.MonkeyPatch.context() as patch:  # (CI also runs the suite in replay mode)
+        patch.setenv("LABKIT_CAPTURE", "live")
+        with TCPServer(_sink) as server, Capture(server) as wire:
+            with socket.create_connection(server.address, timeout=10) as s:
+                s.sendall(b"x" * (1 << 20))
     return wire, wire.save(tmp_path_factory.mktemp("megabyte") / "megabyte.pcapng")
 
 

@@ -42,7 +42,8 @@ def in_lab(*parts: str) -> dict:
     code = PRELUDE + "".join(textwrap.dedent(part) for part in parts)
     done = subprocess.run([sys.executable, "-m", "labkit.net.namespace", "--",
                            sys.executable, "-c", code],
-                          capture_output=True, text=True, timeout=120, env=os.environ)
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "LABKIT_CAPTURE": "live"})  # we may, in there
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if isinstance(result, dict) and "skip" in result:
