@@ -87,3 +87,11 @@ def lab_hosts():
             yield
     finally:
         os.close(namespace)
+
+
+@pytest.fixture
+def receiver():
+    """A UDP socket on loopback that datagrams can go to (and that nobody reads)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]

@@ -402,14 +402,6 @@ def datagrams(port, n=3):
             s.sendto(b"%d" % i, ("127.0.0.1", port))
 
 
-@pytest.fixture
-def receiver():
-    """A UDP socket on loopback that datagrams can go to (and that nobody reads)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
-
-
 @needs_capture
 @pytest.mark.parametrize("mode", ["live", "record"])
 def test_a_capture_entered_twice_raises_and_leaks_nothing(mode, receiver, data_dir, monkeypatch):

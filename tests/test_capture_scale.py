@@ -19,14 +19,6 @@ from labkit.capture.frames import tcp_facts
 from labkit.capture.pcapng import read
 
 
-@pytest.fixture
-def receiver():
-    """A UDP socket on loopback that datagrams can go to (and that nobody reads)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
-
-
 @needs_capture
 def test_a_queue_that_overflows_reports_exactly_what_is_missing(live, receiver, monkeypatch,
                                                                 capsys):

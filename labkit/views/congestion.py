@@ -28,6 +28,16 @@ __all__ = ["cwnd_figure", "backoffs", "per_round_trip", "mathis_figure", "buffer
 MBIT = 8 / 1e6   # bytes/s -> Mbit/s
 
 
+
+def _style(ax, xlabel: str, ylabel: str) -> None:
+    """Axes as every figure here draws them: large labels, y from 0, a light grid."""
+    ax.set_xlabel(xlabel, fontsize=15)
+    ax.set_ylabel(ylabel, fontsize=15)
+    ax.set_ylim(bottom=0)
+    ax.tick_params(labelsize=13)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=12, loc="upper left")
+
 def backoffs(samples: list[TcpInfo]) -> list[tuple[TcpInfo, TcpInfo]]:
     """Each time the sender backed off at a loss: (the last sample before, the first after)
     ``ssthresh`` came down (to about half the window, for Reno)."""
@@ -82,12 +92,7 @@ def cwnd_figure(samples: list[TcpInfo], *, title: str | None = None):
         spans.append((begin, ms[-1]))
     for i, (a, b) in enumerate(spans):
         ax.axvspan(a, b, color="#a6dba0", alpha=0.25, label=None if i else "slow start")
-    ax.set_xlabel("time since the transfer began (ms)", fontsize=15)
-    ax.set_ylabel("segments", fontsize=15)
-    ax.set_ylim(bottom=0)
-    ax.tick_params(labelsize=13)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=12, loc="upper left")
+    _style(ax, "time since the transfer began (ms)", "segments")
     if title is None:
         cuts = backoffs(samples)
         peak = max(s.cwnd for s in samples)
@@ -222,12 +227,7 @@ def ramp_figure(times: list[float], rates: list[float], *, rtt: float,
             "--", lw=2, color="#555555", label=f"best fit of R_max(1 - e^(-kt)), k = {k:.0f}/s")
     ax.plot([t * 1000 for t in times], [r * MBIT for r in rates], "o-", ms=9, lw=2,
             color="#2166ac", label=f"measured, per round trip ({rtt * 1000:.0f} ms)")
-    ax.set_xlabel("time since the first data byte (ms)", fontsize=15)
-    ax.set_ylabel("delivery rate (Mbit/s)", fontsize=15)
-    ax.set_ylim(bottom=0)
-    ax.tick_params(labelsize=13)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=12, loc="upper left")
+    _style(ax, "time since the first data byte (ms)", "delivery rate (Mbit/s)")
     if title is None:
         doublings = sum(1 for a, b in pairwise(rates) if b >= 1.6 * a > 0)
         title = f"The rate doubled {doublings} times, then hit the link's rate: not 1 - e^(-kt)"
