@@ -89,16 +89,23 @@ class SeqTrace:
         asked for it), ``'timeout'`` (no ACK at all for ``MIN_RTO`` before it: the sender's
         timer ran out) or ``'early retransmit'`` (ACKs came, but fewer than 3 asked for
         it: Linux acted on SACK blocks, a partial ACK or RACK's clock, RFC 8985)."""
-        kinds = []
-        for r in self.retransmissions:
-            last_ack = max((a.t for a in self.acks if a.t <= r.t), default=None)
-            if self.dup_acks_before(r) >= DUP_ACK_THRESHOLD:
-                kinds.append("fast retransmit")
-            elif last_ack is None or r.t - last_ack >= MIN_RTO:
-                kinds.append("timeout")
-            else:
-                kinds.append("early retransmit")
-        return kinds
+        return [self.how(r) for r in self.retransmissions]
+
+    def how(self, retx: DataPoint) -> str:
+        """What triggered one retransmission (the kinds :meth:`recovery` names)."""
+        last_ack = max((a.t for a in self.acks if a.t <= retx.t), default=None)
+        if self.dup_acks_before(retx) >= DUP_ACK_THRESHOLD:
+            return "fast retransmit"
+        if last_ack is None or retx.t - last_ack >= MIN_RTO:
+            return "timeout"
+        return "early retransmit"
+
+    def repair(self, lost: DataPoint) -> DataPoint:
+        """The first retransmission of the bytes ``lost`` carried (a lost segment's repair)."""
+        for d in self.retransmissions:
+            if d.t > lost.t and d.seq <= lost.seq < d.end:
+                return d
+        raise ValueError(f"bytes {lost.seq} to {lost.end - 1} were never sent again")
 
 
 def _window_scale(segs: list[Segment], role: str) -> int:
