@@ -63,6 +63,9 @@ class DNSView(ProtocolView):
     def recognises(self, payload: bytes, pkt) -> bool:
         return describe_dns(payload, pkt) is not None
 
+    def might_recognise(self, payload: bytes, proto: str) -> bool:
+        return proto == "UDP" and len(payload) >= 17  # what describe_dns could accept
+
     def describe(self, payload: bytes, pkt) -> str:
         text = describe_dns(payload, pkt)
         if text is None:

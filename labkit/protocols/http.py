@@ -22,5 +22,8 @@ class HTTPView(ProtocolView):
     def recognises(self, payload: bytes, pkt) -> bool:
         return payload.startswith(STARTS)
 
+    def might_recognise(self, payload: bytes, proto: str) -> bool:
+        return payload.startswith(STARTS)
+
     def describe(self, payload: bytes, pkt) -> str:
         return payload.split(b"\r\n", 1)[0].decode("latin-1")
