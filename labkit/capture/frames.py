@@ -182,6 +182,7 @@ class Frames(Sequence):
     def __init__(self, frames: list[Frame] | None = None):
         self.frames: list[Frame] = frames if frames is not None else []
         self._packets: dict[int, object] = {}
+        self._plain: list[Header | None] | None = None  # plain_header of each, once
 
     @classmethod
     def of_packets(cls, packets) -> Frames:
@@ -194,11 +195,13 @@ class Frames(Sequence):
     def header(self, i: int) -> Header | None:
         """Frame ``i``'s :class:`Header` read from its bytes (no Scapy), or None if that
         frame needs Scapy: anything unusual, or ports Scapy dissects a protocol on."""
-        head = plain_header(self.frames[i].data)
-        if head is None or head.sport in _bound_ports(head.proto) \
-                or head.dport in _bound_ports(head.proto):
+        if self._plain is None or len(self._plain) != len(self.frames):
+            self._plain = [plain_header(frame.data) for frame in self.frames]
+        head = self._plain[i]
+        if head is None:
             return None
-        return head
+        bound = _bound_ports(head.proto)
+        return None if head.sport in bound or head.dport in bound else head
 
     def time(self, i: int):
         """Frame ``i``'s time in seconds, as its packet's ``time`` says (no dissection)."""

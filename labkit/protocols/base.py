@@ -36,6 +36,9 @@ class ProtocolView:
     """
 
     name = "protocol"
+    # False: recognises() and describe() decide from the payload (and might_recognise's
+    # proto) alone, so a capture may give them None for pkt rather than dissect it
+    needs_packet = True
 
     def analyse(self, packets, meta: dict) -> None:
         """Look at the whole conversation first (e.g. reassemble streams, find upgrades).
@@ -85,16 +88,16 @@ class Dissection:
         return None
 
     def describe_lazily(self, payload: bytes, proto: str, pkt) -> str | None:
-        """:meth:`describe`, where ``pkt`` may be a :class:`Later`: it is made only if
-        some view might recognise the payload."""
-        wanted = [view for view in self.views if view.might_recognise(payload, proto)]
-        if not wanted:
-            return None
-        if isinstance(pkt, Later):
-            pkt = pkt()
-        for view in wanted:
-            if view.recognises(payload, pkt):
-                return view.describe(payload, pkt)
+        """:meth:`describe`, where ``pkt`` may be a :class:`Later`: made only when a view
+        that might recognise the payload needs the packet (the others get None)."""
+        for view in self.views:
+            if not view.might_recognise(payload, proto):
+                continue
+            if isinstance(pkt, Later) and view.needs_packet:
+                pkt = pkt()
+            given = None if isinstance(pkt, Later) else pkt
+            if view.recognises(payload, given):
+                return view.describe(payload, given)
         return None
 
     def find(self, kind: type[V]) -> V:
