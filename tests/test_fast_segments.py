@@ -9,6 +9,7 @@ field by field, and the table, connection summary and ladder labels as text.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import packets as made
@@ -20,7 +21,7 @@ from scapy.layers.l2 import ARP, Ether
 
 from labkit.capture import recording
 from labkit.capture.capture import DATA_DIR
-from labkit.capture.flows import segments
+from labkit.capture.flows import Segment, segments
 from labkit.capture.frames import Frame, Frames
 from labkit.views.connections import Connections
 from labkit.views.ladder import _label
@@ -71,6 +72,14 @@ def test_only_frames_a_view_needs_are_dissected():
     assert len(frames._packets) <= 2
     assert bytes(segs[0].packet) == bytes(pkts[0])  # still there when a view asks
     assert segs[0].packet is frames[0]
+
+
+def test_segment_packet_defaults_to_none_and_can_be_set():
+    seg = Segment(0, 0.0, "client", "server", "UDP")
+    assert seg.packet is None
+    pkt = made.conversation()[0]
+    assert replace(seg, packet=pkt).packet is pkt
+    assert Segment(0, 0.0, "a", "b", "TCP", packet=pkt).packet is pkt
 
 
 def _udp(sport, dport, payload, t=0.0, src="127.0.0.1", dst="127.0.0.1"):

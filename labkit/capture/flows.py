@@ -13,6 +13,7 @@ Wireshark shows them (also without a SYN, and when a new SYN reuses the ports).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import overload
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP, TCPerror, UDPerror
 from scapy.packet import Packet
@@ -61,6 +62,10 @@ def flag_names(flags) -> str:
 class _PacketSlot:
     """``Segment.packet``: a :class:`Later` stored in it is resolved on first read (and kept)."""
 
+    @overload
+    def __get__(self, seg: None, owner=None) -> None: ...
+    @overload
+    def __get__(self, seg: Segment, owner=None) -> Packet | None: ...
     def __get__(self, seg, owner=None):
         if seg is None:
             return None  # the dataclass's default
@@ -69,8 +74,9 @@ class _PacketSlot:
             value = seg.__dict__["_packet"] = value()
         return value
 
-    def __set__(self, seg, value) -> None:
-        seg.__dict__["_packet"] = value
+    def __set__(self, seg, value: Packet | Later | _PacketSlot | None) -> None:
+        # the dataclass's __init__ passes this slot itself when no packet is given
+        seg.__dict__["_packet"] = None if isinstance(value, _PacketSlot) else value
 
 
 @dataclass
@@ -88,7 +94,7 @@ class Segment:
     length: int = 0        # payload bytes
     summary: str = ""
     # the Scapy packet; a segment made from a frame's bytes dissects it on first look
-    packet: Packet | None = field(default=_PacketSlot(), repr=False)  # type: ignore[assignment]
+    packet: _PacketSlot = field(default=_PacketSlot(), repr=False)
     # the protocol views that described it (they label its ladder arrow); None: plain
     dissection: Dissection | None = field(default=None, repr=False, compare=False)
 

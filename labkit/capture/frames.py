@@ -15,7 +15,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
-from typing import NamedTuple, overload
+from typing import Any, NamedTuple, overload
 
 __all__ = ["Frame", "Frames", "Header", "flow", "tcp_facts", "plain_header"]
 
@@ -181,7 +181,7 @@ class Frames(Sequence):
 
     def __init__(self, frames: list[Frame] | None = None):
         self.frames: list[Frame] = frames if frames is not None else []
-        self._packets: dict[int, object] = {}
+        self._packets: dict[int, Any] = {}   # index -> Scapy packet
         self._plain: list[Header | None] | None = None  # plain_header of each, once
 
     @classmethod

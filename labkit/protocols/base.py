@@ -118,7 +118,7 @@ class Dissection:
 class Later:
     """A value made when first needed: ``Later(frames.packet, 7)()`` dissects frame 7."""
 
-    __slots__ = ("make", "args")
+    __slots__ = ("args", "make")
 
     def __init__(self, make, *args):
         self.make, self.args = make, args
