@@ -216,8 +216,8 @@ def segments(packets, roles: dict[int, str], meta: dict | None = None, *,
         # reply stamped a few microseconds before the request it answers (read in order).
         t = max(t, round(float(_time(packets, n)) - t0, 6))
         i = len(out)
-        if head is not None:
-            packet = Later(frames.packet, n) if frames is not None else None
+        if head is not None:  # read from a frame's bytes: its packet is dissected if asked for
+            packet = Later(packets.packet, n)
             if head.proto == "TCP":
                 out.append(_tcp_segment(i, t, head, packet, names, numbering, dissection))
             else:

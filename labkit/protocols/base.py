@@ -33,6 +33,8 @@ class ProtocolView:
     The capture calls, for each look at its packets (a new instance each time):
     :meth:`analyse` once with all packets, then per packet :meth:`recognises` and, if
     true, :meth:`describe` (the table's summary), then per ladder arrow :meth:`label`.
+    A capture that reads headers from frames' bytes asks :meth:`might_recognise` first,
+    and dissects a packet for a view only if it might and ``needs_packet``.
     """
 
     name = "protocol"
