@@ -14,11 +14,13 @@ from decimal import Decimal
 
 import packets as made
 import pytest
+from conftest import echo_exchange
 from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
 
+from labkit import Capture, HTTPServer, TCPServer
 from labkit.capture import recording
 from labkit.capture.capture import DATA_DIR
 from labkit.capture.flows import Segment, segments
@@ -62,6 +64,22 @@ def test_recordings_as_live_bytes(path):
     """Live mode: bytes only; the old path dissected every frame of the same Frames."""
     pkts, roles, _summary, meta = recording.load(path)
     assert_same(list(fresh_frames(pkts)), fresh_frames(pkts), roles, meta)
+
+
+def test_a_live_capture_describes_its_frames_as_scapy_would(live):
+    """Real loopback frames (TCP options, an HTTP exchange): ``wire.segments`` dissects
+    no frame for the table, and says what dissecting every frame says."""
+    import urllib.request
+
+    with TCPServer() as echo, HTTPServer() as web, Capture(echo, web) as wire:
+        echo_exchange(echo, [b"hello", b"GET / HTTP/1.1 (not really)", b"x" * 3000])
+        urllib.request.urlopen(f"http://127.0.0.1:{web.port}/", timeout=5).read()
+    new = wire.segments
+    assert str(wire.table()) and str(wire.connections())
+    assert not wire._frames._packets  # HTTP lines are read from the bytes too
+    old = segments(list(wire.packets), wire.roles, wire.meta)
+    assert len(new) > 10 and facts(new) == facts(old)
+    assert str(Table(new)) == str(Table(old)) and str(Connections(new)) == str(Connections(old))
 
 
 def test_only_frames_a_view_needs_are_dissected():
