@@ -260,9 +260,10 @@ class Capture:
         """Each packet as a :class:`Segment`: roles, flags, relative seq/ack, length, summary."""
         from labkit.capture.flows import segments  # Scapy loads on first look, not on import
 
-        if self._segments is None:  # once: a finished capture does not change, and
-            # dissecting 10,000 packets takes a second or two - every view needs it
-            self._segments = segments(self.packets, self.roles, self.meta)
+        self._require_finished()
+        if self._segments is None:  # once: a finished capture does not change, and every
+            # view needs it.  From the frames' bytes: Scapy dissects only what a view needs
+            self._segments = segments(self._frames, self.roles, self.meta)
         return list(self._segments)
 
     @property

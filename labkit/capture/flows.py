@@ -13,12 +13,14 @@ Wireshark shows them (also without a SYN, and when a new SYN reuses the ports).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import overload
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP, TCPerror, UDPerror
 from scapy.packet import Packet
 
+from labkit.capture.frames import Frames, Header
 from labkit.protocols import PROTOCOLS
-from labkit.protocols.base import Dissection
+from labkit.protocols.base import Dissection, Later
 from labkit.protocols.base import ip_layer as _ip_layer
 
 __all__ = ["Segment", "segments", "flag_names", "TcpTracker", "dissect"]
@@ -41,8 +43,13 @@ def _describe_bytes(payload: bytes) -> str:
     return repr(shown) + more
 
 
-def _describe(payload: bytes, pkt: Packet, dissection: Dissection) -> str:
-    text = dissection.describe(payload, pkt)
+def _describe(payload: bytes, proto: str, packet, dissection: Dissection) -> str:
+    """The protocol views' summary, else the bytes; ``packet`` may be a :class:`Later`
+    (dissected only if some view might recognise the payload)."""
+    if isinstance(packet, Later):
+        text = dissection.describe_lazily(payload, proto, packet)
+    else:  # a packet Scapy dissected: every view looks at it, as always
+        text = dissection.describe(payload, packet)
     return _describe_bytes(payload) if text is None else text
 
 
@@ -50,6 +57,26 @@ def flag_names(flags) -> str:
     """``'SA'`` → ``'SYN-ACK'``, ``'PA'`` → ``'PSH-ACK'``."""
     text = str(flags)
     return "-".join(name for letter, name in _FLAG_ORDER if letter in text)
+
+
+class _PacketSlot:
+    """``Segment.packet``: a :class:`Later` stored in it is resolved on first read (and kept)."""
+
+    @overload
+    def __get__(self, seg: None, owner=None) -> None: ...
+    @overload
+    def __get__(self, seg: Segment, owner=None) -> Packet | None: ...
+    def __get__(self, seg, owner=None):
+        if seg is None:
+            return None  # the dataclass's default
+        value = seg.__dict__.get("_packet")
+        if isinstance(value, Later):
+            value = seg.__dict__["_packet"] = value()
+        return value
+
+    def __set__(self, seg, value: Packet | Later | _PacketSlot | None) -> None:
+        # the dataclass's __init__ passes this slot itself when no packet is given
+        seg.__dict__["_packet"] = None if isinstance(value, _PacketSlot) else value
 
 
 @dataclass
@@ -66,7 +93,8 @@ class Segment:
     ack: int | None = None
     length: int = 0        # payload bytes
     summary: str = ""
-    packet: Packet | None = field(default=None, repr=False)
+    # the Scapy packet; a segment made from a frame's bytes dissects it on first look
+    packet: _PacketSlot = field(default=_PacketSlot(), repr=False)
     # the protocol views that described it (they label its ladder arrow); None: plain
     dissection: Dissection | None = field(default=None, repr=False, compare=False)
 
@@ -162,49 +190,77 @@ def segments(packets, roles: dict[int, str], meta: dict | None = None, *,
              dissection: Dissection | None = None) -> list[Segment]:
     """Describe every packet (IPv4/IPv6 TCP, UDP, ICMP) with roles and relative numbers.
 
-    Payloads are described by the protocol views (``meta``, e.g. a TLS key log, goes
-    to them), or by ``dissection`` if the caller has already made one of ``packets``.
+    ``packets`` is a list of Scapy packets, or a capture's :class:`Frames`: then plain
+    TCP/UDP headers are read from the bytes, and Scapy dissects only the frames a protocol
+    view needs (and, on first look, those a view reads ``seg.packet`` of), with the same
+    result.  Payloads are described by the protocol views (``meta``, e.g. a TLS key log,
+    goes to them), or by ``dissection`` if the caller has already made one of ``packets``.
     """
     if dissection is None:
         dissection = dissect(packets, meta)
     names = _Roles(roles)
     numbering = _Numbering()
     out: list[Segment] = []
-    t0 = float(packets[0].time) if len(packets) else 0.0
+    frames = packets if isinstance(packets, Frames) else None
+    t0 = float(_time(packets, 0)) if len(packets) else 0.0
     t = 0.0
-    for pkt in packets:
-        ip = _ip_layer(pkt)
-        if ip is None:
-            continue
+    for n in range(len(packets)):
+        head = frames.header(n) if frames is not None else None
+        if head is None:
+            pkt = packets[n]
+            ip = _ip_layer(pkt)
+            if ip is None:
+                continue
         # pcapng keeps microseconds: so do we.  Never earlier than the row above: on lo the
         # kernel stamps packets at more than one point, so a busy machine can hand us a
         # reply stamped a few microseconds before the request it answers (read in order).
-        t = max(t, round(float(pkt.time) - t0, 6))
+        t = max(t, round(float(_time(packets, n)) - t0, 6))
         i = len(out)
-        if TCP in pkt and not isinstance(pkt[TCP].underlayer, (TCPerror, UDPerror)):
-            tcp = pkt[TCP]
-            flags = str(tcp.flags)
-            stream, key = numbering.stream(ip.src, tcp.sport, ip.dst, tcp.dport, tcp.seq, flags)
-            payload = bytes(tcp.payload)
-            seq, ack = stream.relative(key, tcp.seq, tcp.ack, flags)
-            if payload and stream.resends(key, seq, len(payload)):
-                # every byte was sent before: TCP is sending it again (an ACK was late or lost)
-                summary = f"TCP retransmission of bytes {seq} to {seq + len(payload) - 1}"
+        if head is not None:  # read from a frame's bytes: its packet is dissected if asked for
+            packet = Later(packets.packet, n)
+            if head.proto == "TCP":
+                out.append(_tcp_segment(i, t, head, packet, names, numbering, dissection))
             else:
-                summary = _describe(payload, pkt, dissection)
-            out.append(Segment(
-                i, t, names.name(ip.src, tcp.sport), names.name(ip.dst, tcp.dport), "TCP",
-                flag_names(tcp.flags), seq, ack, len(payload), summary, pkt, dissection))
+                out.append(Segment(
+                    i, t, names.name(head.src, head.sport), names.name(head.dst, head.dport),
+                    "UDP", length=len(head.payload),
+                    summary=_describe(head.payload, "UDP", packet, dissection), packet=packet,
+                    dissection=dissection))
+        elif TCP in pkt and not isinstance(pkt[TCP].underlayer, (TCPerror, UDPerror)):
+            tcp = pkt[TCP]
+            head = Header("TCP", ip.src, tcp.sport, ip.dst, tcp.dport, str(tcp.flags), tcp.seq,
+                          tcp.ack, bytes(tcp.payload))
+            out.append(_tcp_segment(i, t, head, pkt, names, numbering, dissection))
         elif UDP in pkt and ICMP not in pkt:
             udp = pkt[UDP]
             payload = bytes(udp.payload)
             out.append(Segment(
                 i, t, names.name(ip.src, udp.sport), names.name(ip.dst, udp.dport), "UDP",
-                length=len(payload), summary=_describe(payload, pkt, dissection), packet=pkt,
-                dissection=dissection))
+                length=len(payload), summary=_describe(payload, "UDP", pkt, dissection),
+                packet=pkt, dissection=dissection))
         elif ICMP in pkt:
             out.append(_icmp_segment(i, t, pkt, names))
     return out
+
+
+def _time(packets, n: int):
+    return packets.time(n) if isinstance(packets, Frames) else packets[n].time
+
+
+def _tcp_segment(i: int, t: float, head: Header, packet, names: _Roles, numbering: _Numbering,
+                 dissection: Dissection) -> Segment:
+    stream, key = numbering.stream(head.src, head.sport, head.dst, head.dport, head.seq,
+                                   head.flags)
+    payload = head.payload
+    seq, ack = stream.relative(key, head.seq, head.ack, head.flags)
+    if payload and stream.resends(key, seq, len(payload)):
+        # every byte was sent before: TCP is sending it again (an ACK was late or lost)
+        summary = f"TCP retransmission of bytes {seq} to {seq + len(payload) - 1}"
+    else:
+        summary = _describe(payload, "TCP", packet, dissection)
+    return Segment(i, t, names.name(head.src, head.sport), names.name(head.dst, head.dport),
+                   "TCP", flag_names(head.flags), seq, ack, len(payload), summary, packet,
+                   dissection)
 
 
 def _icmp_segment(i: int, t: float, pkt: Packet, names: _Roles) -> Segment:

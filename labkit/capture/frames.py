@@ -7,7 +7,9 @@
 A live capture stores each frame's bytes, its kernel timestamp in nanoseconds and its
 original length; dissecting a packet with Scapy costs ~100x reading it, so reading
 never waits for Scapy.  :func:`flow` and :func:`tcp_facts` read the few header fields
-the capture needs itself (whose packet is it? has TCP settled?) straight from the bytes.
+the capture needs itself (whose packet is it? has TCP settled?) straight from the bytes,
+and :func:`plain_header` (``frames.header(i)``) what a table row needs of a plain TCP or
+UDP frame, so a 10,000-packet table dissects only the frames a protocol view asks for.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
-from typing import NamedTuple, overload
+from typing import Any, NamedTuple, overload
 
-__all__ = ["Frame", "Frames", "flow", "tcp_facts"]
+__all__ = ["Frame", "Frames", "Header", "flow", "tcp_facts", "plain_header"]
 
 _ETH = 14                           # lo frames carry a 14-byte (all-zero) Ethernet header
 _IPV4, _IPV6 = b"\x08\x00", b"\x86\xdd"
@@ -95,6 +97,83 @@ def tcp_facts(data: bytes) -> tuple[tuple, str, int, int, int] | None:
     return direction, flags, seq, ack, size - header
 
 
+class Header(NamedTuple):
+    """What a plain TCP or UDP frame says, read from its bytes (flags in Scapy's letters)."""
+
+    proto: str           # "TCP" or "UDP"
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    flags: str = ""
+    seq: int = 0
+    ack: int = 0
+    payload: bytes = b""
+
+
+def plain_header(data: bytes) -> Header | None:
+    """The :class:`Header` of an Ethernet + IPv4/IPv6 + TCP/UDP frame with nothing unusual
+    in it, or None: anything else (ICMP, IP options or fragments, extension headers,
+    trailing bytes, odd lengths) is left to Scapy, so what this says Scapy says too.
+    """
+    kind = data[12:14]
+    if kind == _IPV4:
+        if len(data) < 34 or data[14] != 0x45 or data[20] & 0x3F or data[21]:
+            return None  # not a 20-byte IPv4 header, or a fragment (MF set or an offset)
+        number, at, end = data[23], 34, 14 + int.from_bytes(data[16:18], "big")
+        src, dst = data[26:30], data[30:34]
+    elif kind == _IPV6:
+        if len(data) < 54 or data[14] >> 4 != 6:
+            return None
+        number, at, end = data[20], 54, 54 + int.from_bytes(data[18:20], "big")
+        src, dst = data[22:38], data[38:54]
+    else:
+        return None
+    if end != len(data):
+        return None  # padding or a cut frame: Scapy splits those its own way
+    if number == 6 and end >= at + 20:
+        header = (data[at + 12] >> 4) * 4
+        if header < 20 or at + header > end:
+            return None
+        bits = data[at + 13]
+        return Header("TCP", _text(src), int.from_bytes(data[at:at + 2], "big"), _text(dst),
+                      int.from_bytes(data[at + 2:at + 4], "big"),
+                      "".join(letter for bit, letter in enumerate("FSRPAUEC") if bits >> bit & 1),
+                      int.from_bytes(data[at + 4:at + 8], "big"),
+                      int.from_bytes(data[at + 8:at + 12], "big"), data[at + header:end])
+    if number == 17 and end >= at + 8 and int.from_bytes(data[at + 4:at + 6], "big") == end - at:
+        return Header("UDP", _text(src), int.from_bytes(data[at:at + 2], "big"), _text(dst),
+                      int.from_bytes(data[at + 2:at + 4], "big"), payload=data[at + 8:end])
+    return None
+
+
+def _bound_ports(proto: str) -> set:
+    """Ports on which Scapy dissects the payload as a protocol of its own (e.g. DNS on 53),
+    as bound now (layers bind on import); every port when a binding is not by port."""
+    from scapy.layers.inet import TCP, UDP
+
+    guesses = (TCP if proto == "TCP" else UDP).payload_guess
+    key = (proto, id(guesses), len(guesses))
+    if _BOUND.get(proto, (None,))[0] != key:
+        ports: set = set()
+        for fields, _cls in guesses:
+            if not set(fields) <= {"sport", "dport"}:
+                ports = _EVERY_PORT
+                break
+            ports.update(fields.values())
+        _BOUND[proto] = (key, ports)
+    return _BOUND[proto][1]
+
+
+class _EveryPort(set):
+    def __contains__(self, port) -> bool:
+        return True
+
+
+_EVERY_PORT = _EveryPort()
+_BOUND: dict[str, tuple] = {}
+
+
 class Frames(Sequence):
     """Frames that act as a list of Scapy packets, each dissected on first look and kept.
 
@@ -104,7 +183,8 @@ class Frames(Sequence):
 
     def __init__(self, frames: list[Frame] | None = None):
         self.frames: list[Frame] = frames if frames is not None else []
-        self._packets: dict[int, object] = {}
+        self._packets: dict[int, Any] = {}   # index -> Scapy packet
+        self._plain: list[Header | None] | None = None  # plain_header of each, once
 
     @classmethod
     def of_packets(cls, packets) -> Frames:
@@ -113,6 +193,24 @@ class Frames(Sequence):
                           p.wirelen or len(bytes(p))) for p in packets])
         made._packets = dict(enumerate(packets))
         return made
+
+    def header(self, i: int) -> Header | None:
+        """Frame ``i``'s :class:`Header` read from its bytes (no Scapy), or None if that
+        frame needs Scapy: anything unusual, or ports Scapy dissects a protocol on."""
+        if self._plain is None or len(self._plain) != len(self.frames):
+            self._plain = [plain_header(frame.data) for frame in self.frames]
+        head = self._plain[i]
+        if head is None:
+            return None
+        bound = _bound_ports(head.proto)
+        return None if head.sport in bound or head.dport in bound else head
+
+    def time(self, i: int):
+        """Frame ``i``'s time in seconds, as its packet's ``time`` says (no dissection)."""
+        pkt = self._packets.get(i)
+        if pkt is not None:
+            return pkt.time
+        return Decimal(self.frames[i].ns) / 10**9
 
     def packet(self, i: int):
         if i < 0:

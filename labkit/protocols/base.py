@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-__all__ = ["ProtocolView", "Dissection", "ip_layer", "tcp_connection"]
+__all__ = ["ProtocolView", "Dissection", "Later", "ip_layer", "tcp_connection", "headers"]
 
 V = TypeVar("V", bound="ProtocolView")
 
@@ -33,9 +33,14 @@ class ProtocolView:
     The capture calls, for each look at its packets (a new instance each time):
     :meth:`analyse` once with all packets, then per packet :meth:`recognises` and, if
     true, :meth:`describe` (the table's summary), then per ladder arrow :meth:`label`.
+    A capture that reads headers from frames' bytes asks :meth:`might_recognise` first,
+    and dissects a packet for a view only if it might and ``needs_packet``.
     """
 
     name = "protocol"
+    # False: recognises() and describe() decide from the payload (and might_recognise's
+    # proto) alone, so a capture may give them None for pkt rather than dissect it
+    needs_packet = True
 
     def analyse(self, packets, meta: dict) -> None:
         """Look at the whole conversation first (e.g. reassemble streams, find upgrades).
@@ -46,6 +51,12 @@ class ProtocolView:
     def recognises(self, payload: bytes, pkt) -> bool:
         """Is this packet's payload (TCP or UDP, maybe empty) this protocol's?"""
         return False
+
+    def might_recognise(self, payload: bytes, proto: str) -> bool:
+        """A cheap look before Scapy dissects a packet: False promises that
+        :meth:`recognises` is False for any packet carrying this ``proto`` ("TCP" or
+        "UDP") ``payload``.  Override it when payload bytes alone can rule a packet out."""
+        return True
 
     def describe(self, payload: bytes, pkt) -> str:
         """The table's one-line summary of a packet this view recognised."""
@@ -78,6 +89,19 @@ class Dissection:
                 return view.describe(payload, pkt)
         return None
 
+    def describe_lazily(self, payload: bytes, proto: str, pkt) -> str | None:
+        """:meth:`describe`, where ``pkt`` may be a :class:`Later`: made only when a view
+        that might recognise the payload needs the packet (the others get None)."""
+        for view in self.views:
+            if not view.might_recognise(payload, proto):
+                continue
+            if isinstance(pkt, Later) and view.needs_packet:
+                pkt = pkt()
+            given = None if isinstance(pkt, Later) else pkt
+            if view.recognises(payload, given):
+                return view.describe(payload, given)
+        return None
+
     def find(self, kind: type[V]) -> V:
         """This capture's instance of a view class, e.g. ``find(TLSView).connections``."""
         return next(view for view in self.views if isinstance(view, kind))
@@ -91,6 +115,40 @@ class Dissection:
 
     def __repr__(self):
         return f"<Dissection {' '.join(v.name for v in self.views)}>"
+
+
+class Later:
+    """A value made when first needed: ``Later(frames.packet, 7)()`` dissects frame 7."""
+
+    __slots__ = ("args", "make")
+
+    def __init__(self, make, *args):
+        self.make, self.args = make, args
+
+    def __call__(self):
+        return self.make(*self.args)
+
+
+def headers(packets):
+    """``(header, packet)`` for each of ``packets``: ``header`` read from the bytes when
+    ``packets`` can (a capture's Frames: ``.header(i)``, a NamedTuple with ``proto``,
+    ``flags`` and ``payload``; None for a frame that needs Scapy), else None, and the
+    Scapy packet as a :class:`Later` (so it is dissected only if asked for).
+
+        >>> for head, pkt in headers(packets):
+        ...     if head is None: print(pkt().summary())  # the Scapy way
+    """
+    read = getattr(packets, "header", None)
+    if read is None:
+        for pkt in packets:
+            yield None, Later(_same, pkt)
+        return
+    for i in range(len(packets)):
+        yield read(i), Later(packets.packet, i)
+
+
+def _same(value):
+    return value
 
 
 def ip_layer(pkt):

@@ -42,10 +42,13 @@ def parse_dns(payload: bytes) -> DNSRecord | None:
 
 
 def describe_dns(payload: bytes, pkt) -> str | None:
-    """Table summary for a DNS message on any UDP port: ``DNS query id=7 www.x. A``."""
+    """Table summary for a DNS message on any UDP port: ``DNS query id=7 www.x. A``.
+
+    ``pkt`` None: the caller knows ``payload`` is a UDP datagram's (a capture reading
+    headers from bytes: see ``ProtocolView.needs_packet``)."""
     from scapy.layers.inet import UDP
 
-    if UDP not in pkt or (record := parse_dns(payload)) is None:
+    if (pkt is not None and UDP not in pkt) or (record := parse_dns(payload)) is None:
         return None
     h = record.header
     q = record.questions[0]
@@ -59,9 +62,13 @@ def describe_dns(payload: bytes, pkt) -> str | None:
 
 class DNSView(ProtocolView):
     name = "DNS"
+    needs_packet = False  # given None for pkt only for a UDP payload (might_recognise)
 
     def recognises(self, payload: bytes, pkt) -> bool:
         return describe_dns(payload, pkt) is not None
+
+    def might_recognise(self, payload: bytes, proto: str) -> bool:
+        return proto == "UDP" and len(payload) >= 17  # what describe_dns could accept
 
     def describe(self, payload: bytes, pkt) -> str:
         text = describe_dns(payload, pkt)

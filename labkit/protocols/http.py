@@ -18,8 +18,12 @@ STARTS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH
 
 class HTTPView(ProtocolView):
     name = "HTTP"
+    needs_packet = False  # the payload's first line says it all
 
     def recognises(self, payload: bytes, pkt) -> bool:
+        return payload.startswith(STARTS)
+
+    def might_recognise(self, payload: bytes, proto: str) -> bool:
         return payload.startswith(STARTS)
 
     def describe(self, payload: bytes, pkt) -> str:

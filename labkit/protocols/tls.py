@@ -15,13 +15,14 @@ a whole capture (``tls_records``, ``client_hello`` ...) are in :mod:`labkit.view
 
 from __future__ import annotations
 
-from labkit.protocols.base import ProtocolView
+from labkit.protocols.base import ProtocolView, headers
 
 __all__ = ["TLSView", "numbered_connections"]
 
 
 def _might_be_tls(packets) -> bool:
-    """Cheap test before loading Scapy's TLS layer: does any TCP payload start a record?"""
+    """Cheap test before loading Scapy's TLS layer: does any TCP payload start a record?
+    (Read from the bytes where ``packets`` are a capture's frames: no dissection.)"""
     from scapy.layers.inet import TCP
     from scapy.packet import Raw
 
@@ -29,7 +30,13 @@ def _might_be_tls(packets) -> bool:
         payload = pkt[TCP].payload
         return payload.load[:2] if isinstance(payload, Raw) else bytes(payload)[:2]
 
-    return any(TCP in pkt and start(pkt) == b"\x16\x03" for pkt in packets)
+    def starts_record(head, later) -> bool:
+        if head is not None:
+            return head.proto == "TCP" and head.payload[:2] == b"\x16\x03"
+        pkt = later()
+        return TCP in pkt and start(pkt) == b"\x16\x03"
+
+    return any(starts_record(head, later) for head, later in headers(packets))
 
 
 def numbered_connections(packets, keylog: str = "") -> list:
@@ -73,8 +80,10 @@ class TLSView(ProtocolView):
         self._records: dict[int, list] = {}  # id(packet) -> TLS records it completes
 
     def analyse(self, packets, meta: dict) -> None:
-        self._packets = list(packets)
-        self.connections = numbered_connections(self._packets, meta.get("tls_keylog", ""))
+        if not hasattr(packets, "__getitem__"):
+            packets = list(packets)  # an iterator: read twice below
+        self.connections = numbered_connections(packets, meta.get("tls_keylog", ""))
+        self._packets = list(packets) if self.connections else []
         for conn in self.connections:
             for pkt in conn.partial:
                 self._records.setdefault(id(pkt), [])
@@ -87,6 +96,9 @@ class TLSView(ProtocolView):
 
     def recognises(self, payload: bytes, pkt) -> bool:
         return id(pkt) in self._records
+
+    def might_recognise(self, payload: bytes, proto: str) -> bool:
+        return proto == "TCP" and bool(self._records)
 
     def describe(self, payload: bytes, pkt) -> str:
         return _packet_text(self._records[id(pkt)])

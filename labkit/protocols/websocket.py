@@ -17,7 +17,7 @@ import bisect
 import struct
 from dataclasses import dataclass, replace
 
-from labkit.protocols.base import ProtocolView, tcp_connection
+from labkit.protocols.base import ProtocolView, headers, tcp_connection
 
 __all__ = ["Frame", "parse_frames", "websocket_frames", "OPCODES", "WebSocketView"]
 
@@ -296,7 +296,10 @@ class WebSocketView(ProtocolView):
     def analyse(self, packets, meta: dict) -> None:
         from scapy.layers.inet import TCP, TCPerror
 
-        for pkt in packets:
+        for head, later in headers(packets):
+            if head is not None and (head.proto != "TCP" or not _is_upgrade(head.payload)):
+                continue  # read from the frame's bytes: not an upgrade, no Scapy needed
+            pkt = later()
             tcp = pkt.getlayer(TCP)
             if tcp is None or isinstance(tcp, TCPerror):
                 continue  # a TCP header quoted by an ICMP error is not the connection's
@@ -313,6 +316,10 @@ class WebSocketView(ProtocolView):
         connection = tcp_connection(pkt)
         since = None if connection is None else self.upgraded.get(connection)
         return since is not None and float(pkt.time) > since  # not the HTTP handshake
+
+    def might_recognise(self, payload: bytes, proto: str) -> bool:
+        return (proto == "TCP" and bool(payload) and bool(self.upgraded)
+                and not _is_upgrade(payload))
 
     def describe(self, payload: bytes, pkt) -> str:
         try:
