@@ -36,3 +36,13 @@ def test_a_capture_on_a_hosts_eth0_sees_both_directions_to_the_last_byte(lab_hos
             for role in ("client", "server")}
     assert echoed == data and sent == {"client": len(data), "server": len(data)}
     assert wire.complete
+
+
+def test_in_a_machines_network_it_refuses_to_add_interfaces():
+    import socket as sockets
+
+    others = [name for _, name in sockets.if_nameindex() if name != "lo"]
+    if not others:
+        pytest.skip("this network has only loopback: not a machine's")
+    with pytest.raises(RuntimeError, match="this network is a machine's"):
+        LabNetwork().start()

@@ -34,6 +34,7 @@ import ctypes
 import fcntl
 import itertools
 import os
+import re
 import shutil
 import socket
 import struct
@@ -63,6 +64,13 @@ def current_lab_address() -> str | None:
     namespace labkit made, so nothing outside can reach a server listening there.
     """
     return getattr(_here, "address", None)
+
+
+def _other_interfaces() -> list[str]:
+    """This thread's network's interfaces other than loopback and LabNetworks' own cables:
+    none in the lab kernel's private network; eth0 and the like in a machine's."""
+    return [name for _, name in socket.if_nameindex()
+            if name != "lo" and not re.fullmatch(r"lk\d+x\d+[cs]", name)]
 
 
 def _setns(fd: int) -> None:
@@ -220,6 +228,12 @@ class LabNetwork:
                 "make hosts): choose the 'Python 3 (netlab)' kernel, or run "
                 "`python -m labkit.net.namespace -- python ...`; `python -m labkit doctor` "
                 "says why it is not available here")
+        if others := _other_interfaces():
+            raise RuntimeError(
+                f"LabNetwork adds network interfaces where it runs, and this network is a "
+                f"machine's (it has {', '.join(others)}): run it in the lab kernel ('Python 3 "
+                "(netlab)', a network of its own) or under `python -m labkit.net.namespace -- "
+                "python ...`")
         self._state = "starting"
         try:
             self._build()
