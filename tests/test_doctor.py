@@ -38,3 +38,15 @@ def test_command_line(capsys):
     bad = subprocess.run([sys.executable, "-m", "labkit", "fix-everything"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_the_doctor_says_whether_notebook_09_can_make_its_lab_hosts(monkeypatch):
+    from labkit.tools import doctor
+
+    monkeypatch.setenv("LABKIT_NETWORK", "private")
+    assert doctor.lab_hosts_line().startswith("yes")
+    monkeypatch.setenv("LABKIT_NETWORK", "host: EPERM: refused")
+    assert "only in the lab kernel" in doctor.lab_hosts_line()
+    monkeypatch.setattr(doctor.shutil, "which", lambda *args, **kwargs: None)
+    assert "apt-get install iproute2" in doctor.lab_hosts_line()
+    assert "lab hosts    : no" in doctor.report()

@@ -120,6 +120,17 @@ def network_lines() -> list[str]:
             f"               until then {SEES_IN_REPLAY}"]
 
 
+def lab_hosts_line() -> str:
+    """Can notebook 09 make its lab hosts here?  They need the lab kernel's own network
+    and iproute2's ``ip``."""
+    ip = shutil.which("ip", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    if ip is None:
+        return "no — notebook 09 needs iproute2's `ip` (apt-get install iproute2)"
+    if os.environ.get(ENV) != "private":
+        return "only in the lab kernel 'Python 3 (netlab)' (notebook 09 makes them there)"
+    return f"yes — notebook 09 can make them in this kernel's network ({ip})"
+
+
 def fix_for(mode: str) -> str:
     if mode == "replay" and os.environ.get("LABKIT_CAPTURE", "").lower() == "replay":
         return "unset LABKIT_CAPTURE to capture live where this kernel is allowed to"
@@ -143,5 +154,6 @@ def report() -> str:
         f"matplotlib   : {_version('matplotlib')}",
         f"tcpdump      : {shutil.which('tcpdump') or 'not found (apt-get install tcpdump)'}",
         f"tshark       : {shutil.which('tshark') or 'not found (apt-get install tshark)'}",
+        f"lab hosts    : {lab_hosts_line()}",
     ]
     return "\n".join(lines)
