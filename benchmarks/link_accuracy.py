@@ -17,13 +17,12 @@ import math
 import os
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 
 from labkit.net.hosts import LabNetwork
 from labkit.net.impairment import Impairment
+from labkit.net.namespace import rerun_in_private_network
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -113,10 +112,7 @@ def main() -> None:
     parser.add_argument("--pings", type=int, default=500)
     parser.add_argument("--frames", type=int, default=100_000)
     args = parser.parse_args()
-    if os.environ.get("LABKIT_NETWORK") != "private":
-        done = subprocess.run([sys.executable, "-m", "labkit.net.namespace", "--",
-                               sys.executable, *sys.argv], check=False)
-        raise SystemExit(done.returncode)
+    rerun_in_private_network()
     print(f"user {os.getuid()} in a private namespace")
     base, _ = rtts(0.0, args.pings // 4)
     print(f"no delay, {len(base)} pings: RTT p50 {percentile(base, 50) * 1000:.3f} ms, "

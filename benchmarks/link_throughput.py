@@ -22,6 +22,7 @@ import time
 
 from labkit.net.hosts import LabNetwork, _ip, inside, new_namespace, offloads
 from labkit.net.impairment import Impairment
+from labkit.net.namespace import rerun_in_private_network
 
 CHUNK = 256 * 1024
 
@@ -112,10 +113,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    if os.environ.get("LABKIT_NETWORK") != "private":
-        done = subprocess.run([sys.executable, "-m", "labkit.net.namespace", "--",
-                               sys.executable, *sys.argv], check=False)
-        raise SystemExit(done.returncode)
+    rerun_in_private_network()
     print(f"bulk TCP, MTU 1500, offloads off, {args.seconds:g} s each, best of {args.runs}, "
           f"user {os.getuid()} in a private namespace")
     for label, measure in (("in this process (as in a notebook)", bulk),
