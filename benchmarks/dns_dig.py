@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from labkit import DNSServer  # noqa: E402
+from labkit import DNSServer
 
 ZONE = {
     "www.netlab.test": "127.0.0.7",

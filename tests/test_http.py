@@ -183,7 +183,8 @@ def test_static_must_not_expose_the_users_files(tmp_path, monkeypatch):
     home = tmp_path / "home" / "ada"
     (home / "public").mkdir(parents=True)
     monkeypatch.setenv("HOME", str(home))
-    with pytest.raises(ValueError, match=r"the whole file system.*a folder made for the lab"):
+    with pytest.raises(ValueError, match=r"^static must be a folder made for the lab's files "
+                                         r".*would serve the whole file system"):
         HTTPServer(static="/")
     with pytest.raises(ValueError, match="would serve your home directory"):
         HTTPServer(static=home)
@@ -192,20 +193,6 @@ def test_static_must_not_expose_the_users_files(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="above your home directory"):
         HTTPServer(static=home / "public" / ".." / "..")
     assert HTTPServer(static=home / "public").static == (home / "public").resolve()
-
-
-def test_bad_arguments_name_the_fix(tmp_path):
-    with pytest.raises(ValueError, match="not a directory"):
-        HTTPServer(static=tmp_path / "missing")
-    (tmp_path / "file.txt").write_text("x")
-    with pytest.raises(ValueError, match="not a directory"):
-        HTTPServer(static=tmp_path / "file.txt")
-    with pytest.raises(TypeError, match="folder path"):
-        HTTPServer(static=42)
-    with pytest.raises(TypeError, match=r"ssl\.SSLContext"):
-        HTTPServer(ssl_context="yes please")
-    with pytest.raises(ValueError, match="loopback"):
-        HTTPServer(host="0.0.0.0")
 
 
 # -- garbage in, 400 out, and the server keeps serving -------------------------------

@@ -79,20 +79,8 @@ def test_relay_to_a_dead_port_keeps_running():
             assert data == b"\x00" * 3
 
 
-@pytest.mark.parametrize("kwargs, error, words", [
-    ({"drop": 1.5}, ValueError, "probability"),
-    ({"drop": "lots"}, TypeError, "probability"),
-    ({"drop": 0.6, "duplicate": 0.6}, ValueError, "more than 1"),
-    ({"seed": 1.5}, TypeError, "seed must be an int"),
-    ({"hold": 0}, ValueError, "hold"),
-])
-def test_bad_arguments_say_what_to_do(kwargs, error, words):
-    with pytest.raises(error, match=words):
-        UDPRelay(("127.0.0.1", 9), **kwargs)
-
-
 def test_bad_targets():
-    with pytest.raises(TypeError, match=r"\(host, port\)"):
+    with pytest.raises(TypeError, match=r"\(host, port\) tuple"):
         UDPRelay("localhost:53")
     with pytest.raises(ValueError, match="loopback"):
         UDPRelay(("8.8.8.8", 53))

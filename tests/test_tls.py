@@ -42,10 +42,12 @@ def test_server_certificate_facts_are_stable(ca):
 
 
 def test_bad_arguments_say_what_to_do(ca):
-    with pytest.raises(ValueError, match="non-empty"):
+    with pytest.raises(ValueError, match=r"^name must be short printable text"):
         LocalCA("")
-    with pytest.raises(ValueError, match="host names"):
+    with pytest.raises(ValueError, match=r"^each host must be a host name"):
         ca.issue("")
+    with pytest.raises(TypeError, match=r"^days must be an int"):
+        ca.issue(days="30")
     with pytest.raises(ValueError, match="LocalCA"):
         TLSServer()
     with pytest.raises(TypeError, match="LocalCA"):

@@ -90,20 +90,6 @@ def test_handler_errors_come_back_to_the_with_block():
             assert run(talk(server.url)) == 1011
 
 
-def test_server_rejects_bad_arguments():
-    def not_async(ws):
-        pass
-
-    with pytest.raises(TypeError, match="async def"):
-        WebSocketServer(not_async)
-    with pytest.raises(TypeError, match="async function"):
-        WebSocketServer("echo")
-    with pytest.raises(ValueError, match="loopback"):
-        WebSocketServer(echo, host="0.0.0.0")
-    with pytest.raises(ValueError, match="drop port"):
-        WebSocketServer(echo, port=8765)
-
-
 # -- frames -----------------------------------------------------------------------------------
 def test_parse_rfc6455_examples():
     # RFC 6455 section 5.7: unmasked and masked "Hello", and an unmasked ping
