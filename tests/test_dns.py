@@ -154,6 +154,17 @@ def test_the_same_zone_answers_over_tcp_in_order():
     assert dns.tcp_queries == 4 and dns.errors == []
 
 
+def test_a_port_whose_tcp_side_is_taken_is_refused_and_nothing_stays_bound():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=rf"TCP port {port} is in use .*port=0"):
+            DNSServer(ZONE, port=port).__enter__()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", port))   # the UDP side it bound was let go
+
+
 def test_the_udp_and_tcp_ports_are_one_number_and_both_are_declared():
     with DNSServer(ZONE) as dns:
         declared = {(e.transport, e.host, e.port) for e in dns.endpoints}

@@ -79,6 +79,22 @@ def test_relay_to_a_dead_port_keeps_running():
             assert data == b"\x00" * 3
 
 
+def test_the_log_is_bounded_and_the_stats_count_every_datagram(monkeypatch):
+    from labkit.servers import relay as relay_module
+
+    monkeypatch.setattr(relay_module, "LOG_LIMIT", 4)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(5)
+        with UDPRelay(receiver.getsockname()) as relay:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+                for i in range(10):
+                    sender.sendto(b"%d" % i, relay.address)
+            arrived = [receiver.recv(10) for _ in range(10)]   # (logged before it is sent)
+    assert len(arrived) == 10 and relay.stats["forward"] == 10
+    assert relay.log == [("up", n, "forward") for n in range(4)] and relay.log.dropped == 6
+
+
 def test_bad_targets():
     with pytest.raises(TypeError, match=r"\(host, port\) tuple"):
         UDPRelay("localhost:53")

@@ -190,6 +190,36 @@ def test_an_unexpected_accept_error_surfaces_at_exit(monkeypatch):
                 assert not loop.is_alive()
 
 
+def test_out_of_threads_a_connection_waits_for_one_and_is_served(monkeypatch, caplog):
+    """It used to be accepted and closed unanswered while the warning said "retrying"."""
+    real_start = threading.Thread.start
+    short, retried, refused = threading.Event(), threading.Event(), []
+    short.set()
+
+    def start(thread):
+        if short.is_set() and thread.name.endswith("-_serve"):
+            refused.append(thread.name)
+            if len(refused) >= 3:
+                retried.set()
+            raise RuntimeError("can't start new thread")
+        return real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with pytest.raises(ServerError, match="can't start new thread"):   # reported at exit
+        with TCPServer("echo") as server:
+            first = socket.create_connection(server.address, timeout=5)
+            second = socket.create_connection(server.address, timeout=5)  # in the backlog
+            first.sendall(b"one")
+            second.sendall(b"two")
+            assert retried.wait(5)       # tried, and tried again: not dropped
+            short.clear()                # a thread can start again: both are served
+            assert first.recv(10) == b"one" and second.recv(10) == b"two"
+            first.close()
+            second.close()
+    assert server.connections_queued == 1 and server.connections_served == 2
+    assert caplog.text.count("cannot start a thread for a new connection") == 1
+
+
 def test_a_client_gone_before_accept_is_not_an_error(monkeypatch):
     real_accept = socket.socket.accept
     failures = [OSError(errno.ECONNABORTED, "Software caused connection abort")]
@@ -362,6 +392,28 @@ def test_every_public_server_is_a_lab_server_and_is_in_the_contract_table():
         assert issubclass(cls, LabServer), name
 
 
+# what each server says it is: its endpoints' transports, as a Capture of it watches them
+DECLARED = {"TCPServer": {"tcp"}, "UDPServer": {"udp"}, "TLSServer": {"tcp"},
+            "HTTPServer": {"tcp"}, "HTTPSServer": {"tcp"}, "WSGIServer": {"tcp"},
+            "WebSocketServer": {"tcp"}, "BackgroundServer": {"tcp"}, "DNSServer": {"udp", "tcp"},
+            "UDPRelay": {"udp"}, "SocketServerThread": {"tcp"}}
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_every_server_declares_its_protocol_and_endpoints(ca, kind):
+    server = SERVERS[kind](ca)
+    lab = server if isinstance(server, LabServer) else None
+    with server:
+        endpoints = lab.endpoints
+        assert {e.transport for e in endpoints} == DECLARED[kind]
+        assert lab.protocol in DECLARED[kind] and endpoints[0].transport == lab.protocol
+        assert endpoints[0][1:3] == lab.address and endpoints[0].role == lab.name
+        assert all(isinstance(e.speaks, str) and e.speaks for e in endpoints)
+        assert (lab.speaks and lab.speaks != "bytes") or kind == "SocketServerThread"
+    with pytest.raises(RuntimeError, match="not running"):
+        _ = lab.endpoints
+
+
 @pytest.mark.parametrize("kind", SERVERS)
 def test_the_shared_contract(ca, kind):
     """Loopback by default, ready on enter, stop bounded with a client still there, runs once."""
@@ -471,14 +523,25 @@ def test_a_handler_error_is_in_errors_on_every_kind_of_server_alike():
         assert [type(e) for e in server.errors] == [KeyError]
 
 
+def free_for_udp_and_tcp() -> int:
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+            udp.bind(("127.0.0.1", 0))
+            try:
+                tcp.bind(("127.0.0.1", udp.getsockname()[1]))
+            except OSError:
+                continue   # a TCP connection uses that number: try another
+            return udp.getsockname()[1]
+    raise RuntimeError("no port free for both UDP and TCP in 50 tries")
+
+
 def test_dns_server_listens_on_the_port_it_is_given():
     import dnslib
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]   # free a moment ago (a lesson would use textbook_port)
+    port = free_for_udp_and_tcp()   # a moment ago (a lesson would use textbook_port)
     with DNSServer({"www.netlab.test": "127.0.0.7"}, port=port) as dns:
         assert dns.address == ("127.0.0.1", port)
+        assert {(e.transport, e.port) for e in dns.endpoints} == {("udp", port), ("tcp", port)}
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.settimeout(5)
             s.sendto(dnslib.DNSRecord.question("www.netlab.test").pack(), dns.address)

@@ -90,6 +90,25 @@ def test_handler_errors_come_back_to_the_with_block():
             assert run(talk(server.url)) == 1011
 
 
+def test_a_failure_of_the_servers_own_code_in_a_handshake_is_reported(capfd):
+    """websockets logs it and answers 500; the cell used to end with errors == []."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    def process_request(connection, request):
+        raise ZeroDivisionError("bug in process_request")
+
+    async def talk(url):
+        with pytest.raises(InvalidStatus):
+            async with connect(url):
+                pass
+
+    with pytest.raises(ServerError, match="ZeroDivisionError: bug in process_request"):
+        with WebSocketServer(echo, process_request=process_request) as server:
+            run(talk(server.url))
+    assert capfd.readouterr().err == ""   # reported to the owning cell, not printed anywhere
+
+
 # -- frames -----------------------------------------------------------------------------------
 def test_parse_rfc6455_examples():
     # RFC 6455 section 5.7: unmasked and masked "Hello", and an unmasked ping

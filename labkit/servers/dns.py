@@ -106,9 +106,12 @@ class DNSServer(UDPServer):
                 tcp.__enter__()
             except OSError as exc:
                 udp.close()
-                if exc.errno != errno.EADDRINUSE or self._requested_port \
-                        or attempt == PORT_TRIES - 1:
+                if exc.errno != errno.EADDRINUSE or attempt == PORT_TRIES - 1:
                     raise
+                if self._requested_port:
+                    raise OSError(exc.errno, f"{self.name}: TCP port {self._requested_port} is "
+                                  "in use (its UDP port is free); a DNSServer answers on both: "
+                                  "pick a port free for both, or port=0") from exc
                 continue  # another program has this TCP port: try another UDP port
             self._sock, self._tcp = udp, tcp
             self._spawn(self._receive_loop, udp)
