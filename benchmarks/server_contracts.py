@@ -169,7 +169,7 @@ def thread_limit() -> str:
             await writer.drain()
             got = await asyncio.wait_for(reader.read(4), 20)
             results.append("answered" if got == b"ping" else "closed, no answer")
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             results.append(type(exc).__name__)
         writer.close()
 

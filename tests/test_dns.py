@@ -175,12 +175,15 @@ def test_the_udp_and_tcp_ports_are_one_number_and_both_are_declared():
 def test_no_reply_claims_dnssec_and_rd_cd_are_copied():
     query = DNSRecord.question("www.netlab.test")
     query.header.ad, query.header.cd, query.header.rd = 1, 1, 1
+    query.header.tc, query.header.ra, query.header.z, query.header.rcode = 1, 1, 1, 9  # stray
     with DNSServer(ZONE) as dns, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(5)
         sock.sendto(query.pack(), dns.address)
         reply = DNSRecord.parse(sock.recv(512))
     assert not reply.header.ad, "AD says 'validated by DNSSEC': this server validates nothing"
     assert reply.header.cd and reply.header.rd and not reply.header.ra
+    assert not reply.header.tc and not reply.header.z and reply.header.rcode == RCODE.NOERROR
+    assert [str(r.rdata) for r in reply.rr] == ["127.0.0.7"]
 
 
 def test_edns_gets_an_opt_record_back_and_its_size_is_honoured():

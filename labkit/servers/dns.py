@@ -169,10 +169,12 @@ class DNSServer(UDPServer):
         return self._fit(reply, limit, tcp)
 
     def _reply(self, query: DNSRecord, edns: RR | None) -> DNSRecord:
-        reply = query.reply()  # same id, question, RD and CD; qr=1, aa=1
-        reply.header.ra = 0    # authoritative only: no recursion offered
-        reply.header.ad = 0    # no DNSSEC here: nothing is authenticated (RFC 4035 3.2.3)
-        reply.header.z = 0
+        # A fresh header, not the query's bits: the same id, opcode, RD and CD (RFC 1035
+        # 4.1.1, RFC 4035 3.1.6); AA as the zone's authority; never RA (no recursion here),
+        # AD (no DNSSEC: nothing is authenticated, RFC 4035 3.2.3), TC, Z or a stray RCODE.
+        h = query.header
+        reply = DNSRecord(DNSHeader(id=h.id, qr=1, opcode=h.opcode, aa=1, rd=h.rd, cd=h.cd),
+                          q=query.q)
         if edns is not None:
             version = (edns.ttl >> 16) & 0xFF
             # our OPT: the UDP size we take, the DO bit copied (RFC 3225 3)
