@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from handlers import serve_until_stopped, ws_echo
+from handlers import OutOfThreads, serve_until_stopped, ws_echo
 
 from labkit import ServerError, TCPServer, UDPServer, load
 
@@ -192,27 +192,15 @@ def test_an_unexpected_accept_error_surfaces_at_exit(monkeypatch):
 
 def test_out_of_threads_a_connection_waits_for_one_and_is_served(monkeypatch, caplog):
     """It used to be accepted and closed unanswered while the warning said "retrying"."""
-    real_start = threading.Thread.start
-    short, retried, refused = threading.Event(), threading.Event(), []
-    short.set()
-
-    def start(thread):
-        if short.is_set() and thread.name.endswith("-_serve"):
-            refused.append(thread.name)
-            if len(refused) >= 3:
-                retried.set()
-            raise RuntimeError("can't start new thread")
-        return real_start(thread)
-
-    monkeypatch.setattr(threading.Thread, "start", start)
+    short = OutOfThreads(monkeypatch, "-_serve")
     with pytest.raises(ServerError, match="can't start new thread"):   # reported at exit
         with TCPServer("echo") as server:
             first = socket.create_connection(server.address, timeout=5)
             second = socket.create_connection(server.address, timeout=5)  # in the backlog
             first.sendall(b"one")
             second.sendall(b"two")
-            assert retried.wait(5)       # tried, and tried again: not dropped
-            short.clear()                # a thread can start again: both are served
+            assert short.retried.wait(5)   # tried, and tried again: not dropped
+            short.end()                    # a thread can start again: both are served
             assert first.recv(10) == b"one" and second.recv(10) == b"two"
             first.close()
             second.close()

@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from handlers import OutOfThreads
 from test_http import exchange
 
 import labkit.servers.base
@@ -107,26 +108,13 @@ def test_the_log_is_bounded_and_each_line_short(monkeypatch, caplog):
 
 
 def test_out_of_threads_a_connection_waits_for_one_instead_of_being_dropped(monkeypatch):
-    real_start = threading.Thread.start
-    short = threading.Event()
-    short.set()
-    refused, retried = [], threading.Event()
-
-    def start(thread):
-        if short.is_set() and thread.name.endswith("-request"):
-            refused.append(thread.name)
-            if len(refused) >= 3:
-                retried.set()
-            raise RuntimeError("can't start new thread")
-        return real_start(thread)
-
-    monkeypatch.setattr(threading.Thread, "start", start)
+    short = OutOfThreads(monkeypatch, "-request")
     with pytest.raises(ServerError, match="can't start new thread"):
         with WSGIServer(wsgi_app) as server:
             client = socket.create_connection(server.address, timeout=5)
             client.sendall(b"GET /waited HTTP/1.0\r\n\r\n")
-            assert retried.wait(5)        # it tried, and tried again
-            short.clear()                 # threads are free again: served
+            assert short.retried.wait(5)  # it tried, and tried again
+            short.end()                   # threads are free again: served
             assert client.recv(100).startswith(b"HTTP/1.0 200 OK")
             client.close()
 

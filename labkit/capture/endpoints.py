@@ -104,8 +104,8 @@ def _declared(server) -> list[tuple[str | None, object, int, str]]:
                 arguments.fail(ValueError, "each target", "a server on an IP address and port",
                                server, why=f"it listens on {address!r}; Capture watches TCP "
                                "and UDP ports")
-            transport = {socket.SOCK_STREAM: "tcp", socket.SOCK_DGRAM: "udp"}.get(
-                server.socket_type)
+            kind = getattr(server, "socket_type", None)   # (TCPServer and UDPServer have it)
+            transport = "udp" if kind == socket.SOCK_DGRAM else "tcp" if kind else None
             return [(transport, address[0], address[1], "server")]
         if hasattr(type(server), "endpoints"):           # every lab server
             return [(e.transport, e.host, e.port, e.role) for e in server.endpoints]

@@ -1,4 +1,4 @@
-"""What every lab server shares: its lifecycle, its errors, and the loopback checks.
+"""What every lab server shares: its lifecycle, its errors, what it declares, bounded logs.
 
 Every labkit server is a :class:`LabServer`: a context manager that binds a loopback
 address (127.0.0.1, port 0 = any free port, unless told otherwise), is ready when
@@ -16,7 +16,11 @@ raises ``RuntimeError``.
 
 A subclass says how it starts (``_start``: bind, start threads with ``_spawn``,
 return once clients can connect), how its threads are woken (``_wake``), what it
-closes once they have ended (``_close``), and where it is bound (``_bound_address``).
+closes once they have ended (``_close``), and where it is bound (``_bound_address``);
+and what it is: ``protocol`` ("tcp" or "udp"), ``speaks`` (the conversation it
+expects) and ``endpoints`` (each socket it listens on, which is what a Capture of it
+watches).  Its arguments are checked by :mod:`labkit.servers.arguments`; its logs are
+:class:`Kept` lists, bounded, counting what they drop.
 """
 
 from __future__ import annotations

@@ -218,7 +218,7 @@ class DNSServer(UDPServer):
         udp_in, udp_out = super().conversation_mark()
         return udp_in, udp_out, self._tcp.conversation_mark() if self._tcp else 0
 
-    def conversation(self, since: tuple = (0, 0, 0),  # type: ignore[override]
+    def conversation(self, since: tuple = (0, 0, 0),
                      settle: float = 0.0) -> dict | None:
         """Datagrams each way and TCP connections after ``since``, as one entry."""
         datagrams = self._datagrams(tuple(since[:2]), settle)

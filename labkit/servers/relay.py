@@ -105,9 +105,11 @@ class UDPRelay(LabServer):
         front, back = self._front, self._back
         if front is None or back is None:
             raise RuntimeError("UDPRelay is not running: start it before the Capture")
-        return (Endpoint("udp", *front.getsockname()[:2], self.name,
+        (front_host, front_port), (back_host, back_port) = (
+            sock.getsockname()[:2] for sock in (front, back))
+        return (Endpoint("udp", front_host, front_port, self.name,
                          "datagrams from the client, passed on to the target"),
-                Endpoint("udp", *back.getsockname()[:2], self.name,
+                Endpoint("udp", back_host, back_port, self.name,
                          "datagrams to the target and its replies"),
                 Endpoint("udp", *self.target, self.target_name, "the relay's target"))
 

@@ -41,7 +41,8 @@ def caught() -> Iterator[list[tuple[BaseException | None, object]]]:
     global _previous
     if sys.unraisablehook is not _hook:  # installed on first use, and again if replaced
         _previous, sys.unraisablehook = sys.unraisablehook, _hook
-    _here.problems = problems = []
+    problems: list[tuple[BaseException | None, object]] = []
+    _here.problems = problems
     try:
         yield problems
     finally:

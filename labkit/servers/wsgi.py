@@ -93,7 +93,8 @@ class SocketServerThread(_SocketServerHost):
             raise type(exc)(f"{exc} (serve_in_thread closed this server: make it again "
                             "on 127.0.0.1)") from None
         self.server = server
-        self.protocol = "udp" if server.socket_type == socket.SOCK_DGRAM else "tcp"
+        datagrams = getattr(server, "socket_type", None) == socket.SOCK_DGRAM
+        self.protocol = "udp" if datagrams else "tcp"
         handler = getattr(server.RequestHandlerClass, "__name__", "its request handler")
         self.speaks = f"whatever {handler} answers"
         original = server.handle_error
