@@ -7,6 +7,7 @@ import pytest
 from conftest import needs_capture
 
 from labkit import AckReceiver, Capture, UDPRelay, UDPServer
+from labkit.servers.relay import SEQ
 
 
 def through(seed, count=20, **impair):
@@ -93,6 +94,17 @@ def test_the_log_is_bounded_and_the_stats_count_every_datagram(monkeypatch):
             arrived = [receiver.recv(10) for _ in range(10)]   # (logged before it is sent)
     assert len(arrived) == 10 and relay.stats["forward"] == 10
     assert relay.log == [("up", n, "forward") for n in range(4)] and relay.log.dropped == 6
+
+
+def test_an_ack_receiver_keeps_acknowledging_in_order_past_what_it_keeps(monkeypatch):
+    from labkit.servers import relay as relay_module
+
+    monkeypatch.setattr(relay_module, "LOG_LIMIT", 2)
+    receiver = AckReceiver()
+    acks = [receiver(SEQ.pack(n) + b"m%d" % n, None) for n in range(5)]
+    assert acks == [SEQ.pack(n) for n in range(5)]
+    assert receiver.delivered == [b"m0", b"m1"] and receiver.delivered.dropped == 3
+    assert receiver(SEQ.pack(7) + b"future", None) is None   # still expects 5
 
 
 def test_bad_targets():

@@ -125,6 +125,29 @@ def test_stuck_handler_is_reported_not_hung(monkeypatch):
     assert time.monotonic() - started < 3
 
 
+def test_an_error_after_stop_is_logged_not_lost(monkeypatch, caplog):
+    from labkit.servers import base as _servers
+
+    monkeypatch.setattr(_servers, "JOIN_TIMEOUT", 0.2)
+    running, release = threading.Event(), threading.Event()
+
+    def late(conn, addr):
+        running.set()
+        release.wait(5)
+        raise KeyError("too late to raise in the cell")
+
+    with pytest.raises(RuntimeError, match="did not finish"):
+        with TCPServer(late, name="late") as server:
+            client = socket.create_connection(server.address, timeout=2)
+            assert running.wait(2)
+    release.set()
+    for thread in [t for t in threading.enumerate() if t.name == "late-_serve"]:
+        thread.join(5)
+    client.close()
+    assert [type(e) for e in server.errors] == [KeyError]
+    assert "late handler raised KeyError after late stopped" in caplog.text
+
+
 def test_stop_gives_all_stuck_handlers_one_deadline_not_one_each(monkeypatch):
     from labkit.servers import base as _servers
 

@@ -161,6 +161,7 @@ class LabServer:
         self._threads: set[threading.Thread] = set()   # running ones only: each removes itself
         self._running = False
         self._ran = False
+        self._stop_finished = False   # stop() has finished: errors can no longer reach the cell
 
     # -- what a subclass provides --------------------------------------------------
     def _start(self) -> None:
@@ -223,13 +224,21 @@ class LabServer:
             stuck = join_all(self._snapshot(), self._join_timeout())
         finally:
             self._close()
+            self._stop_finished = True
         if stuck:
             raise RuntimeError(self._stuck_message(stuck))
 
     # -- errors ------------------------------------------------------------------------
     def record_error(self, exc: BaseException) -> None:
-        """Keep ``exc`` for the owner (a flood of failures must not fill memory)."""
+        """Keep ``exc`` for the owner (a flood of failures must not fill memory).
+
+        An error after ``stop()`` (a thread that outlived its deadline) can no longer be
+        raised in the owner's cell: it is kept and logged, never lost in silence.
+        """
         self.errors.append(exc)
+        if self._stop_finished:
+            log.warning("%s raised %s after %s stopped: %s", self._who(), type(exc).__name__,
+                        self.name, exc)
 
     @property
     def errors_dropped(self) -> int:

@@ -248,12 +248,13 @@ class AckReceiver:
     Datagram in: 4-byte big-endian sequence number + message.  Reply: the 4-byte
     sequence number (the ACK).  Sequence numbers start at 0; the expected one is
     delivered, an old one (a duplicate) is acknowledged again but not delivered, a
-    future one is ignored.  ``delivered`` holds the messages in order;
+    future one is ignored.  ``delivered`` holds the first 10,000 messages in order
+    (``delivered.dropped`` counts the rest, still acknowledged in order);
     ``garbage`` counts datagrams too short to carry a sequence number.
     """
 
     def __init__(self):
-        self.delivered: list[bytes] = []
+        self.delivered: Kept = Kept(LOG_LIMIT, "AckReceiver", "delivered")
         self.duplicates = 0
         self.garbage = 0
         self._lock = threading.Lock()
@@ -265,7 +266,7 @@ class AckReceiver:
             return None
         (seq,) = SEQ.unpack_from(data)
         with self._lock:
-            expected = len(self.delivered)
+            expected = len(self.delivered) + self.delivered.dropped
             if seq == expected:
                 self.delivered.append(data[SEQ.size:])
             elif seq < expected:
