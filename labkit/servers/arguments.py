@@ -158,17 +158,21 @@ def instance(value: object, what: str, kinds: type | tuple[type, ...], must: str
     return value
 
 
-def function(value: object, what: str, must: str, example: str | None = None) -> Callable:
+def function(value: object, what: str, must: str,
+             example: str | None = None) -> Callable[..., Any]:
     """``value`` if it can be called: a handler, an app, a callback."""
     if not callable(value):
         fail(TypeError, what, must, value, example)
     return value
 
 
-def path(value: object, what: str, example: str | None = None) -> str | os.PathLike:
+def path(value: object, what: str, example: str | None = None) -> str | os.PathLike[str]:
     """A file-system path: a str or a pathlib.Path."""
+    must = "a path (str or pathlib.Path)"
     if isinstance(value, str):
         if not value:
-            fail(ValueError, what, "a path (str or pathlib.Path)", value, example)
+            fail(ValueError, what, must, value, example)
         return value
-    return instance(value, what, os.PathLike, "a path (str or pathlib.Path)", example)
+    if not isinstance(value, os.PathLike):
+        fail(TypeError, what, must, value, example)
+    return value

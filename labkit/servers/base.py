@@ -29,7 +29,7 @@ import logging
 import socket
 import threading
 import time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from labkit.servers import arguments
 
@@ -67,7 +67,7 @@ class Endpoint(NamedTuple):
     speaks: str      # the conversation it expects there, in words
 
 
-class Kept(list):
+class Kept(list[Any]):
     """A list that keeps the first ``limit`` entries and counts the rest in ``dropped``.
 
         >>> log = Kept(2); log.append("a"); log.append("b"); log.append("c")
@@ -85,7 +85,7 @@ class Kept(list):
         self._owner, self._attribute = owner, attribute
         self._lock = threading.Lock()
 
-    def append(self, entry) -> None:
+    def append(self, entry: Any) -> None:
         with self._lock:
             if len(self) < self.limit:
                 super().append(entry)

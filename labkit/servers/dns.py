@@ -23,13 +23,14 @@ import errno
 import ipaddress
 import socket
 import time
+from typing import Any
 
 from dnslib import AAAA, EDNS0, QTYPE, RCODE, RR, A, DNSHeader, DNSRecord
 from dnslib.dns import DNSBuffer
 
 from labkit.servers import arguments
 from labkit.servers.base import Endpoint, Kept
-from labkit.servers.conversation import content_digest, conversation_entry
+from labkit.servers.conversation import _Heard, content_digest, conversation_entry
 from labkit.servers.tcp import TCPServer
 from labkit.servers.udp import UDPServer
 
@@ -46,14 +47,17 @@ PORT_TRIES = 20          # port=0: UDP ports tried until the same TCP port is fr
 BADVERS = 16             # extended RCODE: an EDNS version this server does not speak
 
 
-def _zone(records) -> dict[str, list]:
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _zone(records: object) -> dict[str, list[Address]]:
     must = "a non-empty dict of names to addresses"
     example = "{'www.netlab.test': '127.0.0.7'}"
     if not isinstance(records, dict):
         arguments.fail(TypeError, "records", must, records, example)
     if not records:
         arguments.fail(ValueError, "records", must, records, example)
-    zone: dict[str, list] = {}
+    zone: dict[str, list[Address]] = {}
     for name, values in records.items():
         if not isinstance(name, str):
             arguments.fail(TypeError, "a record's name", "a domain name", name,
@@ -85,7 +89,7 @@ class DNSServer(UDPServer):
 
     speaks = "DNS (RFC 1035): a message per UDP datagram, or after a 2-byte length on TCP"
 
-    def __init__(self, records: dict, *, ttl: int = 300, host: str = "127.0.0.1",
+    def __init__(self, records: dict[str, Any], *, ttl: int = 300, host: str = "127.0.0.1",
                  port: int = 0, name: str = "dns"):
         self.zone = _zone(records)
         self.ttl = arguments.integer(ttl, "ttl", 0, 2**31 - 1, "300 seconds")
@@ -132,7 +136,7 @@ class DNSServer(UDPServer):
                          "DNS over TCP, each message after its 2-byte length"))
 
     # -- answering ------------------------------------------------------------------------
-    def _answer_datagram(self, data: bytes, addr) -> bytes | None:
+    def _answer_datagram(self, data: bytes, addr: object) -> bytes | None:
         return self.respond(data, tcp=False)
 
     def respond(self, data: bytes, *, tcp: bool) -> bytes | None:
@@ -150,7 +154,7 @@ class DNSServer(UDPServer):
             if len(data) < 3 or data[2] & 0x80:
                 return None  # no query id to answer to, or a response: never answered
             qid = int.from_bytes(data[:2], "big")
-            return DNSRecord(DNSHeader(id=qid, qr=1, rcode=RCODE.FORMERR)).pack()
+            return bytes(DNSRecord(DNSHeader(id=qid, qr=1, rcode=RCODE.FORMERR)).pack())
         if query.header.qr:
             with self._lock:
                 self.malformed += 1
@@ -202,7 +206,7 @@ class DNSServer(UDPServer):
 
     def _fit(self, reply: DNSRecord, limit: int, tcp: bool) -> bytes:
         """The reply packed; truncated (TC, no answers, its OPT kept) if it is over ``limit``."""
-        packed = reply.pack()
+        packed = bytes(reply.pack())
         if len(packed) <= limit:
             return packed
         if not tcp:
@@ -210,7 +214,7 @@ class DNSServer(UDPServer):
                 self.truncated += 1  # the client asks again over TCP, where it fits
         short = DNSRecord(DNSHeader(id=reply.header.id, bitmap=reply.header.bitmap, tc=1),
                           questions=reply.questions, ar=reply.ar)
-        return short.pack()
+        return bytes(short.pack())
 
     # -- what it saw (replay compares it with a recording) --------------------------------
     def conversation_mark(self) -> tuple[int, int, int]:  # type: ignore[override]
@@ -218,10 +222,10 @@ class DNSServer(UDPServer):
         udp_in, udp_out = super().conversation_mark()
         return udp_in, udp_out, self._tcp.conversation_mark() if self._tcp else 0
 
-    def conversation(self, since: tuple = (0, 0, 0),
-                     settle: float = 0.0) -> dict | None:
+    def conversation(self, since: tuple[int, ...] = (0, 0, 0),
+                     settle: float = 0.0) -> dict[str, Any] | None:
         """Datagrams each way and TCP connections after ``since``, as one entry."""
-        datagrams = self._datagrams(tuple(since[:2]), settle)
+        datagrams = self._datagrams((since[0], since[1]), settle)
         connections = self._tcp._connections(since[2], settle) if self._tcp else []
         if datagrams is None or connections is None:
             return None
@@ -230,7 +234,7 @@ class DNSServer(UDPServer):
         return conversation_entry([(r, w) for r, w, _d in connections], [s for s, _d in came],
                                   went, content_digest(digests) if None not in digests else None)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<DNSServer {sorted(self.zone)}>"
 
 
@@ -246,7 +250,7 @@ class _DNSOverTCP(TCPServer):
     def record_error(self, exc: BaseException) -> None:
         self._dns.record_error(exc)  # the DNSServer's owner hears of it
 
-    def _serve_queries(self, conn: socket.socket, addr) -> None:
+    def _serve_queries(self, conn: socket.socket, addr: object) -> None:
         heard = self.hearing(conn)
         try:
             while (message := self._message(conn, heard)) is not None:
@@ -258,7 +262,7 @@ class _DNSOverTCP(TCPServer):
             return  # idle or stalled past its deadline, or reset: the client's doing
 
     @staticmethod
-    def _message(conn: socket.socket, heard) -> bytes | None:
+    def _message(conn: socket.socket, heard: _Heard | None) -> bytes | None:
         """The next message, its length prefix removed; None once the client is done.
 
         A client may wait ``TCP_IDLE`` seconds before a message; once its first byte came,
