@@ -5,6 +5,7 @@ exercise cells; they run against real labkit servers on loopback.  Checks that r
 capture need live capture (the ``live`` fixture skips without CAP_NET_RAW).
 """
 
+import functools
 import socket
 import struct
 
@@ -206,8 +207,15 @@ def body_in_one_recv(sock):
     return sock.recv(length)
 
 
-def little_endian(sock):
+def little_endian(sock, order="<I"):
+    (length,) = struct.unpack(order, recv_exactly(sock, 4))
+    return recv_exactly(sock, length)
+
+
+def little_endian_too_big_to_hold(sock):
     (length,) = struct.unpack("<I", recv_exactly(sock, 4))
+    if length > 2**24:
+        raise MemoryError()        # as allocating a buffer of `length` bytes would
     return recv_exactly(sock, length)
 
 
@@ -231,9 +239,15 @@ def test_read_message_that_trusts_one_recv_or_the_wrong_byte_order(monkeypatch):
     says_wrong(lesson02.check_read_message(body_in_one_recv), message="in uneven pieces",
                hint="read each part whole")
     monkeypatch.setattr(lesson02, "WAIT", 0.3)      # the wait for 33 MB that never come
-    says_wrong(lesson02.check_read_message(little_endian),
-               message="did you ask recv() for more than you need?", hint="with the struct module")
+    for order in ("<I", "I"):                        # 'I': this machine's (little-endian) order
+        wrong_order = functools.partial(little_endian, order=order)
+        says_wrong(lesson02.check_read_message(wrong_order),
+                   message="2 read little-endian (least significant byte first) is 33,554,432",
+                   hint="struct.unpack('!I', header)")
     monkeypatch.undo()
+    says_wrong(lesson02.check_read_message(little_endian_too_big_to_hold),
+               message="raised MemoryError: it tried to hold more bytes than this machine has",
+               hint="network byte order, big-endian")
     says_wrong(lesson02.check_read_message(swallows_eof), message="returned b'' instead of raising",
                hint="raise EOFError")
     says_right(lesson02.check_read_message(read_message))
