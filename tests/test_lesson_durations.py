@@ -3,8 +3,9 @@
 The estimate, from the notebook itself: its text read at ``WORDS_PER_MINUTE``, the code a
 student reads (not the exercise answers) at ``CODE_LINES_PER_MINUTE``, ``EXERCISE_MINUTES``
 for each checked exercise and ``QUESTION_MINUTES`` for each open question of a "no check"
-list, plus the cells' run time as recorded.  Each notebook's first cell says "about N
-minutes" and how that was estimated; this test keeps N within one 5-minute step of it.
+list, plus the cells' run time as recorded (speaker notes are not counted).  Each
+notebook's first cell says "about N minutes" and how that was estimated; this test keeps
+N within one 5-minute step of it.
 
     $ .venv/bin/python tests/test_lesson_durations.py      # prints the table
 """
@@ -42,6 +43,8 @@ def estimate(nb) -> dict[str, float]:
     words = lines = exercises = questions = 0
     run = 0.0
     for cell in nb.cells:
+        if cell.metadata.get("slideshow", {}).get("slide_type") == "notes":
+            continue                      # speaker notes: the presenter's, not the student's
         if cell.cell_type == "markdown":
             words += len(re.sub(r"```.*?```", "", cell.source, flags=re.S).split())
             if "(no check)" in cell.source:
