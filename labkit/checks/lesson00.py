@@ -21,6 +21,7 @@ _REPORTS = [
 
 
 def _report(mode: str, reason: str) -> str:
+    """A report as the doctor writes it (``labkit.tools.doctor.report``: first line)."""
     return (f"capture mode : {mode} — {reason}\n"
             "fix          : see `python -m labkit doctor`\n"
             "network      : private — this kernel has its own network namespace\n")
@@ -29,15 +30,13 @@ def _report(mode: str, reason: str) -> str:
 @answers_back
 def check_mode_answer(mode_of) -> Verdict:
     """``mode_of(report)`` takes the capture mode out of the first line of any doctor's
-    report (made-up ones for every mode, then this kernel's own)."""
-    from labkit.tools.doctor import report as doctor_report
-
+    report (made-up ones for every mode, then one with this kernel's mode and reason)."""
     if not callable(mode_of):
         return Verdict(False, f"give your function mode_of itself, not {mode_of!r}",
                        "check_mode_answer(mode_of), without parentheses: the check calls it "
                        "on several reports")
     cases = [(mode, _report(mode, reason)) for mode, reason in _REPORTS]
-    cases.append((capture_mode()[0], doctor_report()))
+    cases.append((capture_mode()[0], _report(*capture_mode())))
     for mode, text in cases:
         first_line = text.splitlines()[0]
         try:
@@ -61,7 +60,7 @@ def check_mode_answer(mode_of) -> Verdict:
                        "line: 'capture mode : <mode> — <why>'), not this kernel's mode or a "
                        "word found elsewhere in the report")
     return Verdict(True, f"mode_of reads the mode out of any report: {len(_REPORTS)} made-up "
-                   "ones, one for each mode, and this kernel's own")
+                   "ones, one for each mode, and one with this kernel's own mode and reason")
 
 
 @answers_back
