@@ -42,7 +42,7 @@ _EXPORTS: dict[str, list[str | tuple[str, str]]] = {
     "servers.load": ["BackgroundServer", "LoadResult", "SlowReader", "load", "percentile"],
     "views.figures": ["rtt_figure", "throughput_figure", "plot_load"],
     "servers.websocket": ["WebSocketServer"],
-    "protocols.websocket": ["Frame", "parse_frames", "websocket_frames"],
+    "protocols.websocket": ["WebSocketFrame", "parse_frames", "websocket_frames"],
     "net.namespace": ["textbook_port"],
     "capture.tcpinfo": ["CwndSampler", "TcpInfo", "tcp_info"],
     "views.timeseq": ["time_sequence", "seq_trace", "dropped_segments"],

@@ -29,7 +29,9 @@ import logging
 import socket
 import threading
 import time
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any, Literal, NamedTuple, Self
 
 from labkit.servers import arguments
 
@@ -103,7 +105,7 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def wake(*socks) -> None:
+def wake(*socks: socket.socket | None) -> None:
     """Shut sockets down to wake the threads blocked on them (accept/recv return at once).
 
     On Linux, ``shutdown`` (unlike ``close``) wakes a thread blocked in ``accept()``,
@@ -117,9 +119,10 @@ def wake(*socks) -> None:
                 pass  # not connected, or already closed: nothing blocks on it
 
 
-def join_all(threads, timeout: float) -> list[str]:
+def join_all(threads: Iterable[threading.Thread], timeout: float) -> list[str]:
     """Join ``threads`` within one overall ``timeout``; names of those still running."""
     deadline = time.monotonic() + timeout
+    threads = list(threads)
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
     return [thread.name for thread in threads if thread.is_alive()]
@@ -174,7 +177,7 @@ class LabServer:
     def _close(self) -> None:
         """Release what ``_start`` opened; the threads have ended (or are stuck)."""
 
-    def _bound_address(self):
+    def _bound_address(self) -> tuple[Any, ...] | None:
         """``(host, port, ...)`` the server is bound to, or None while it is stopped."""
         raise NotImplementedError
 
@@ -188,7 +191,7 @@ class LabServer:
                 f"{JOIN_TIMEOUT}s after the server stopped")
 
     # -- the context manager ------------------------------------------------------------
-    def __enter__(self):
+    def __enter__(self) -> Self:
         kind = self._called or type(self).__name__
         with _RUN_LOCK:
             if self._ran:
@@ -207,7 +210,8 @@ class LabServer:
         self._running = True
         return self
 
-    def __exit__(self, exc_type, *_):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
         self.stop()
         if exc_type is None:
             self.raise_errors()
@@ -254,9 +258,10 @@ class LabServer:
         return f"{self.name} handler"
 
     # -- threads -----------------------------------------------------------------------
-    def _spawn(self, target, *args, name: str | None = None) -> threading.Thread:
+    def _spawn(self, target: Callable[..., object], *args: Any,
+               name: str | None = None) -> threading.Thread:
         """Run ``target(*args)`` in a thread that stop() joins; what it raises is recorded."""
-        def run():
+        def run() -> None:
             try:
                 target(*args)
             except BaseException as exc:  # noqa: BLE001 - reported to the owning cell
@@ -285,10 +290,12 @@ class LabServer:
         bound = self._bound_address()
         if bound is None:
             raise RuntimeError(f"{type(self).__name__} is not running: use it in a `with` block")
-        return tuple(bound[:2])
+        host, port = bound[:2]
+        return host, port
 
     @property
     def port(self) -> int:
+        """The port it listens on (the one the system picked, if it was given 0)."""
         return self.address[1]
 
     @property
@@ -301,7 +308,7 @@ class LabServer:
         host, port = self.address
         return f"{scheme}://{url_host(host)}:{port}{path}"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         where = f"{url_host(self.host)}:{self.port}" if self._bound_address() else "stopped"
         return f"<{type(self).__name__} {self.name!r} {where}>"
 
@@ -317,5 +324,5 @@ class SocketServer(LabServer):
             self._sock.close()
             self._sock = None
 
-    def _bound_address(self):
+    def _bound_address(self) -> tuple[Any, ...] | None:
         return self._sock.getsockname() if self._sock else None

@@ -231,8 +231,10 @@ class DNSServer(UDPServer):
             return None
         came, went = datagrams
         digests = [digest for _in, _out, digest in connections] + [d for _s, d in came]
+        known = [d for d in digests if d is not None]
         return conversation_entry([(r, w) for r, w, _d in connections], [s for s, _d in came],
-                                  went, content_digest(digests) if None not in digests else None)
+                                  went, content_digest(known) if len(known) == len(digests)
+                                  else None)
 
     def __repr__(self) -> str:
         return f"<DNSServer {sorted(self.zone)}>"

@@ -24,6 +24,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from labkit.servers import arguments, base
 from labkit.servers.base import MAX_ERRORS, Kept, SocketServer, log, wake
@@ -40,7 +41,14 @@ from labkit.servers.conversation import (
 )
 from labkit.servers.unraisable import caught
 
-__all__ = ["TCPServer"]
+__all__ = ["TCPServer", "TCPHandler"]
+
+# A TCP handler talks to one client: handler(conn, addr), conn the connected socket, addr
+# the client's (host, port); what it returns is ignored.
+TCPHandler = Callable[[socket.socket, Any], object]
+# What one connection carried: (bytes in, or a [low, high] range, or None: unknown;
+# bytes out, None: unknown or not comparable; content digest, None: unknown)
+_Counts = tuple[int | list[int] | None, int | None, str | None]
 
 HANDSHAKE_TIMEOUT = 3.0  # seconds a TLS client gets for its whole handshake
 RETRY_PAUSE = 0.05  # seconds between accept() attempts while the process is out of descriptors
@@ -51,7 +59,8 @@ CLIENT_GONE = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENETDOWN, er
                errno.EHOSTDOWN, errno.ENONET, errno.EHOSTUNREACH, errno.ENETUNREACH}
 
 
-def _send_back(conn: socket.socket, change, heard=None) -> None:
+def _send_back(conn: socket.socket, change: Callable[[bytes], bytes],
+               heard: Callable[[bytes], None] | None = None) -> None:
     try:
         while data := conn.recv(65536):
             if heard is not None:
@@ -61,20 +70,25 @@ def _send_back(conn: socket.socket, change, heard=None) -> None:
         pass  # the client went away without reading: its right, not a server bug
 
 
-def _echo(conn: socket.socket, addr) -> None:
+def _echo(conn: socket.socket, addr: Any) -> None:
     _send_back(conn, lambda data: data)
 
 
-def _upper(conn: socket.socket, addr) -> None:
+def _upper(conn: socket.socket, addr: Any) -> None:
     _send_back(conn, bytes.upper)
 
 
-TCP_HANDLERS: dict[str, Callable] = {"echo": _echo, "upper": _upper}
+TCP_HANDLERS: dict[str, TCPHandler] = {"echo": _echo, "upper": _upper}
 _SIGNATURES = {"TCP": "handler(conn, addr)", "UDP": "handler(data, addr)"}
-_CHANGES = {_echo: lambda data: data, _upper: bytes.upper}  # built-ins: the server does the I/O
+# the built-ins: the server does their I/O itself (and so knows what the client sent)
+_CHANGES: dict[object, Callable[[bytes], bytes]] = {_echo: lambda data: data,
+                                                    _upper: bytes.upper}
 
 
-def pick_handler(handler, table: dict[str, Callable], kind: str) -> Callable:
+H = TypeVar("H", bound=Callable[..., object])
+
+
+def pick_handler(handler: str | H, table: dict[str, H], kind: str) -> H:
     """A built-in handler by name, or the function given."""
     names = " or ".join(repr(name) for name in sorted(table))
     must = f"{names} (built in) or a function {_SIGNATURES[kind]}"
@@ -82,10 +96,10 @@ def pick_handler(handler, table: dict[str, Callable], kind: str) -> Callable:
         if handler not in table:
             arguments.fail(ValueError, "handler", must, handler)
         return table[handler]
-    return arguments.function(handler, "handler", must)
+    return cast(H, arguments.function(handler, "handler", must))
 
 
-def handler_label(handler) -> str:
+def handler_label(handler: object) -> str:
     """A handler as a sentence names it: 'echo', or the function's name."""
     name = handler if isinstance(handler, str) else getattr(handler, "__name__", None)
     return repr(name or type(handler).__name__)
@@ -127,8 +141,8 @@ class TCPServer(SocketServer):
         b'HI'
     """
 
-    def __init__(self, handler="echo", *, host: str = "127.0.0.1", port: int = 0,
-                 name: str = "server", backlog: int = socket.SOMAXCONN):
+    def __init__(self, handler: str | TCPHandler = "echo", *, host: str = "127.0.0.1",
+                 port: int = 0, name: str = "server", backlog: int = socket.SOMAXCONN) -> None:
         super().__init__(host=host, port=port, name=name)
         # (connections the kernel queues before accept())
         self.backlog = arguments.integer(backlog, "backlog", 1, 65535, "128")
@@ -204,7 +218,7 @@ class TCPServer(SocketServer):
                 self._idle.notify_all()  # conversation() waits for the accept queue to drain
             self._hand_over(conn, addr)
 
-    def _hand_over(self, conn: socket.socket, addr) -> None:
+    def _hand_over(self, conn: socket.socket, addr: Any) -> None:
         """Start the thread that serves ``conn``; while none can start (the process is out
         of threads), ``conn`` waits here and later clients in the kernel's backlog, until
         a handler thread ends: queued for real, never accepted and dropped."""
@@ -239,7 +253,7 @@ class TCPServer(SocketServer):
     def _accepted(self, conn: socket.socket) -> None:
         """Set socket options on a new connection, before anything is sent (a hook)."""
 
-    def _serve(self, conn: socket.socket, addr) -> None:
+    def _serve(self, conn: socket.socket, addr: Any) -> None:
         try:
             self._accepted(conn)
             context = self._tls_context
@@ -251,7 +265,7 @@ class TCPServer(SocketServer):
             change = _CHANGES.get(self.handler)
             heard = None if isinstance(conn, ssl.SSLSocket) or change is None \
                 else self.hearing(conn)  # TLS: the wire carries ciphertext, not what we read
-            if heard is None:
+            if heard is None or change is None:
                 self.handler(conn, addr)
             else:
                 _send_back(conn, change, heard.update)
@@ -293,7 +307,7 @@ class TCPServer(SocketServer):
             self._handshakes.notify_all()
         return tls
 
-    def _sni_problems(self, problems: list) -> str:
+    def _sni_problems(self, problems: list[tuple[BaseException | None, object]]) -> str:
         """What went wrong in the SNI callback (CPython can only print it), in words.
 
         A server name that is not ASCII is the client's doing; an exception raised by
@@ -340,7 +354,7 @@ class TCPServer(SocketServer):
             self._idle.notify_all()
 
     # -- what it saw -----------------------------------------------------------------
-    def _counts(self, conn: socket.socket, number: int) -> tuple:
+    def _counts(self, conn: socket.socket, number: int) -> _Counts:
         """(bytes in, bytes out, content digest) of one connection so far."""
         counts = tcp_payload_counts(conn)
         received, written = counts if counts else (None, None)
@@ -368,7 +382,7 @@ class TCPServer(SocketServer):
         with self._lock:
             return self.connections_served
 
-    def conversation(self, since: int = 0, settle: float = 0.0) -> dict | None:
+    def conversation(self, since: int = 0, settle: float = 0.0) -> dict[str, Any] | None:
         """What this server saw in the connections it accepted after ``since``.
 
         A :func:`conversation_entry`: payload bytes each way per connection (open ones
@@ -380,12 +394,12 @@ class TCPServer(SocketServer):
         ordered = self._connections(since, settle)
         if ordered is None:
             return None
-        digests = [h for _r, _w, h in ordered]
+        digests = [h for _r, _w, h in ordered if h is not None]
         return conversation_entry(
             connections=[(received, written) for received, written, _h in ordered],
-            content_in=content_digest(digests) if None not in digests else None)
+            content_in=content_digest(digests) if len(digests) == len(ordered) else None)
 
-    def _connections(self, since: int, settle: float) -> list[tuple] | None:
+    def _connections(self, since: int, settle: float) -> list[_Counts] | None:
         """``(bytes in, bytes out, digest or None)`` of each connection after ``since``, in
         order; None if some were forgotten or the kernel cannot count."""
         with self._lock:
