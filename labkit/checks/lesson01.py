@@ -9,22 +9,27 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from labkit.capture.sockets import settled_tcp_states
-from labkit.servers.tcp import TCPServer
+from labkit.servers.tcp import TCPHandler, TCPServer
 
 from . import Verdict, answers_back, first_failure, not_a_recording, verdict
+
+if TYPE_CHECKING:
+    from labkit.capture.capture import Capture
 
 WAIT = 3.0  # seconds the check's client waits for the student's server to close
 # What the check's client sends in Exercise 1, one message at a time, each echo awaited.
 ACK_MESSAGES = (b"ping", b"0123456789", b"!")
 
 
-def acks_after_client_data(wire) -> list[int | None]:
+def acks_after_client_data(wire: Capture) -> list[int | None]:
     """The server's ACK number that answers each client data segment, in order (None: no
     ACK in the capture answers it)."""
     segs = wire.segments
-    acks = []
+    acks: list[int | None] = []
     for i, seg in enumerate(segs):
         if seg.src == "client" and seg.length:
             reply = next((s for s in segs[i + 1:] if s.src == "server" and s.ack is not None
@@ -33,7 +38,7 @@ def acks_after_client_data(wire) -> list[int | None]:
     return acks
 
 
-def _capture_messages(messages) -> object:
+def _capture_messages(messages: Sequence[bytes]) -> Capture:
     """An echo server, and a client that sends each message and waits for its echo, captured
     under the exercise's name (its recording in replay mode)."""
     from labkit.capture.capture import Capture
@@ -47,7 +52,7 @@ def _capture_messages(messages) -> object:
 
 
 @answers_back
-def check_ack_predictions(predicted, wire=None) -> Verdict:
+def check_ack_predictions(predicted: Sequence[int], wire: Capture | None = None) -> Verdict:
     """Compare the student's predicted ACK numbers with the ones in a capture: ``wire``, or
     (the exercise) one the check makes of a client sending :data:`ACK_MESSAGES`."""
     if not isinstance(predicted, (list, tuple)) or not all(isinstance(n, int) for n in predicted):
@@ -72,7 +77,7 @@ def check_ack_predictions(predicted, wire=None) -> Verdict:
 
 
 @answers_back
-def check_is_port_open(is_port_open) -> Verdict:
+def check_is_port_open(is_port_open: Callable[[str, int], bool]) -> Verdict:
     """``is_port_open(host, port)`` must say True for a listening port, False for a closed one."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -96,7 +101,7 @@ def check_is_port_open(is_port_open) -> Verdict:
 
 
 @answers_back
-def check_server_closes_first(handler) -> Verdict:
+def check_server_closes_first(handler: TCPHandler) -> Verdict:
     """Run ``handler`` as the server; the client waits for EOF, then closes.
 
     Passes if the kernel then holds the *server's* end of the connection in TIME-WAIT.
@@ -106,7 +111,7 @@ def check_server_closes_first(handler) -> Verdict:
                        "def server_closes_first(conn, addr): ...")
     finished = threading.Event()
 
-    def run(conn, addr):
+    def run(conn: socket.socket, addr: Any) -> None:
         try:
             handler(conn, addr)
         finally:

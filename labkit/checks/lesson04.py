@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 
 from . import Verdict, answers_back, verdict
 
@@ -51,7 +52,7 @@ def _live_case(n: int = 20) -> tuple[str, bytes, bytes]:
 
 
 @answers_back
-def check_dechunk(dechunk) -> Verdict:
+def check_dechunk(dechunk: Callable[[bytes], bytes]) -> Verdict:
     """Run ``dechunk(body) -> bytes`` on chunked bodies, ending with a real server's."""
     if not callable(dechunk):
         return Verdict(False, f"dechunk should be a function, not {type(dechunk).__name__}",

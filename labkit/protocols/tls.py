@@ -99,9 +99,9 @@ class TLSView(ProtocolView):
             for rec in conn.records:
                 self._records.setdefault(id(rec.packet), []).append(rec)
 
-    def records(self, pkt: Packet) -> list[TLSRecord] | None:
+    def records(self, pkt: Packet | None) -> list[TLSRecord] | None:
         """The TLS records a packet completes ([] for part of one); None: not TLS."""
-        return self._records.get(id(pkt))
+        return None if pkt is None else self._records.get(id(pkt))
 
     def recognises(self, payload: bytes, pkt: Packet | None) -> bool:
         return id(pkt) in self._records
