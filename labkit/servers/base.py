@@ -21,11 +21,17 @@ and what it is: ``protocol`` ("tcp" or "udp"), ``speaks`` (the conversation it
 expects) and ``endpoints`` (each socket it listens on, which is what a Capture of it
 watches).  Its arguments are checked by :mod:`labkit.servers.arguments`; its logs are
 :class:`Kept` lists, bounded, counting what they drop.
+
+Each server's docstring lists its attributes under ``Attributes:``; ``help()`` of a
+server shows those of the classes it builds on too (``Attributes from TCPServer:``...),
+added to its docstring when the class is made (:func:`with_inherited_attributes`).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
+import re
 import socket
 import threading
 import time
@@ -42,7 +48,7 @@ from labkit.servers.arguments import port as check_port
 from labkit.servers.arguments import server_name as check_name
 
 __all__ = ["LabServer", "SocketServer", "ServerError", "Endpoint", "Kept", "check_host",
-           "check_port", "check_name", "url_host", "wake"]
+           "check_port", "check_name", "url_host", "wake", "with_inherited_attributes"]
 
 JOIN_TIMEOUT = 5.0  # seconds all threads together get to finish once they were woken
 MAX_ERRORS = 100    # exceptions kept in server.errors; later ones are only counted
@@ -60,13 +66,20 @@ class Endpoint(NamedTuple):
 
         >>> server.endpoints
         (Endpoint(transport='tcp', host='127.0.0.1', port=40123, role='server', speaks='HTTP/1.1'),)
+
+    Attributes:
+        transport: ``"tcp"`` or ``"udp"``
+        host: the address it is bound to
+        port: the port it is bound to
+        role: the name tables and ladders give it (the server's name)
+        speaks: the conversation it expects there, in words
     """
 
-    transport: str   # "tcp" or "udp"
-    host: str        # the address it is bound to
+    transport: str
+    host: str
     port: int
-    role: str        # the name tables and ladders give it
-    speaks: str      # the conversation it expects there, in words
+    role: str
+    speaks: str
 
 
 class Kept(list[Any]):
@@ -79,6 +92,10 @@ class Kept(list[Any]):
     For a log or record no client may grow without bound.  Given its ``owner`` and
     ``attribute`` (``Kept(10_000, "HTTPServer 'web'", "log")``), the first entry it
     drops is announced once on the ``labkit`` logger.
+
+    Attributes:
+        limit: how many entries it keeps
+        dropped: how many entries came once it was full (counted, not kept)
     """
 
     def __init__(self, limit: int, owner: str | None = None, attribute: str = ""):
@@ -98,6 +115,40 @@ class Kept(list[Any]):
             log.warning("%s: .%s keeps its first %s entries; later ones are only counted, "
                         "in .%s.dropped", self._owner, self._attribute, f"{self.limit:,}",
                         self._attribute)
+
+
+def _attribute_lines(doc: str | None) -> dict[str, str]:
+    """The ``name: what it is`` lines under a docstring's ``Attributes:`` heading, by name."""
+    lines = inspect.cleandoc(doc or "").splitlines()
+    if "Attributes:" not in lines:
+        return {}
+    found: dict[str, str] = {}
+    for line in lines[lines.index("Attributes:") + 1:]:
+        entry = re.match(r" {4}(\w+): \S", line)
+        if entry:
+            found[entry[1]] = line
+        elif not line.startswith(" " * 8):   # (deeper: an entry's second line)
+            break                             # a blank line, or the next heading
+        elif found:
+            found[next(reversed(found))] += "\n" + line
+    return found
+
+
+def with_inherited_attributes(cls: type) -> str:
+    """``cls``'s docstring, and under it the ``Attributes:`` lines of each labkit class it
+    builds on that it does not describe itself (help() shows only a class's own docstring,
+    so a server's help would otherwise leave out what every server has)."""
+    text = inspect.cleandoc(cls.__doc__ or "")
+    seen = set(_attribute_lines(text))
+    for base in cls.__mro__[1:]:
+        if not base.__module__.startswith("labkit."):
+            continue
+        lines = {name: line for name, line in _attribute_lines(vars(base).get("__doc__")).items()
+                 if name not in seen}
+        if lines:
+            text += f"\n\nAttributes from {base.__name__}:\n" + "\n".join(lines.values())
+            seen |= set(lines)
+    return text
 
 
 def url_host(host: str) -> str:
@@ -148,11 +199,22 @@ class LabServer:
     ``MAX_ERRORS``; ``errors_dropped`` counts the rest); the ``with`` block raises the
     first as :class:`ServerError` when it ends.  Problems a client causes (a reset,
     a failed TLS handshake) are not errors: servers that see them keep serving.
+
+    Attributes:
+        host: the address it was asked to bind (``address`` says where it listens)
+        name: its name in tables, ladders, thread names and errors
+        errors: exceptions its threads raised, the first 100 (raised at the block's end)
+        protocol: the transport its clients use: ``"tcp"`` or ``"udp"``
+        speaks: the conversation it expects, in words (what a Capture labels it with)
     """
 
     _called: str | None = None  # how users make one, if not by the class name (for errors)
     protocol: str = "tcp"              # the transport its clients use: "tcp" or "udp"
     speaks: str = "bytes"              # the conversation it expects, in words
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.__doc__ = with_inherited_attributes(cls)
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, name: str = "server"):
         self.host = arguments.host(host)

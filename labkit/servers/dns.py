@@ -85,6 +85,14 @@ class DNSServer(UDPServer):
     (``queries.dropped`` counts the rest); ``malformed`` counts messages that were not
     a DNS query (answered FORMERR when they carry a query id); ``truncated`` the UDP
     replies sent with TC set; ``tcp_queries`` the queries that came over TCP.
+
+    Attributes:
+        zone: the records it answers for: ``{'www.netlab.test.': [IPv4Address(...)]}``
+        ttl: the time to live of each answer, in seconds
+        queries: ``(name, type)`` of the questions answered, the first 10,000
+        malformed: messages that were not a DNS query
+        truncated: UDP replies sent with TC set (too big for the client's limit)
+        tcp_queries: queries that came over TCP
     """
 
     speaks = "DNS (RFC 1035): a message per UDP datagram, or after a 2-byte length on TCP"
@@ -130,6 +138,7 @@ class DNSServer(UDPServer):
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
+        """Its two sockets, on one port: DNS over UDP and DNS over TCP."""
         host, port = self.address
         return (Endpoint("udp", host, port, self.name, "DNS over UDP"),
                 Endpoint("tcp", host, port, self.name,

@@ -121,6 +121,12 @@ class HTTPServer(HTTPEndpoints, TCPServer):
     ``server.log`` lists what it answered (``'GET /hello → 200'``),
     ``server.connections_served`` how many TCP connections it accepted; TLS
     handshakes that failed are described in ``server.tls_errors``, as on a TLSServer.
+
+    Attributes:
+        static: the folder ``/static/`` serves, resolved (None: no static files)
+        ssl_context: the TLS context of an HTTPS server (None: plain HTTP)
+        log: what it answered, one line each (``'GET /hello → 200'``), the first 10,000
+        requests_served: requests answered so far (400s for unreadable ones not counted)
     """
 
     def __init__(self, static: str | os.PathLike[str] | None = None, *,

@@ -79,6 +79,11 @@ class BackgroundServer(LabServer):
     which raises ``OSError`` in ``serve``; that is expected and not reported).  Any
     other exception comes back to the ``with`` block as :class:`~labkit.ServerError`.
     Like every labkit server it runs once: entering it again raises ``RuntimeError``.
+
+    Attributes:
+        serve: the student's server function, ``serve(listener, stop)``
+        backlog: connections the kernel queues until ``serve`` accepts them
+        is_async: True if ``serve`` is ``async def`` (run by asyncio in its thread)
     """
 
     def __init__(self, serve: Serve, *, host: str = "127.0.0.1", port: int = 0,
@@ -152,14 +157,24 @@ class BackgroundServer(LabServer):
 # -- the load generator ------------------------------------------------------------------------
 @dataclass
 class LoadResult:
-    """What one :func:`load` run measured.  Latencies are in seconds, sorted."""
+    """What one :func:`load` run measured.
+
+    Attributes:
+        clients: how many clients ran at the same time
+        requests: how many requests each client sent
+        completed: requests answered correctly
+        elapsed: seconds from the first connect to the last answer
+        latencies: seconds each answered request took, sorted
+        errors: how many clients failed, by kind of failure (``{'wrong answer': 2}``)
+        timed_out: True if the run stopped at its time limit
+    """
 
     clients: int
-    requests: int                 # per client
-    completed: int                # requests answered correctly
-    elapsed: float                # seconds from the first connect to the last answer
+    requests: int
+    completed: int
+    elapsed: float
     latencies: list[float] = field(repr=False, default_factory=list)
-    errors: dict[str, int] = field(default_factory=dict)   # kind of failure -> clients
+    errors: dict[str, int] = field(default_factory=dict)
     timed_out: bool = False
 
     @property
@@ -256,6 +271,14 @@ class SlowReader:
     from it), or ``max_bytes`` were sent, or ``FILL_LIMIT`` seconds passed (a server
     that reads, but slowly).  It keeps the connection open, unread, until exit.
     ``stuck`` says the server stopped reading.  Use each SlowReader once.
+
+    Attributes:
+        target: the ``(host, port)`` it connects to
+        max_bytes: the most it sends
+        quiet: seconds a send may wait for room before the server counts as stuck
+        FILL_LIMIT: seconds it sends at most
+        bytes_sent: bytes sent so far
+        stuck: True once the server stopped reading (a send waited ``quiet`` seconds)
     """
 
     FILL_LIMIT = 30.0

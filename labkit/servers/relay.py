@@ -67,6 +67,17 @@ class UDPRelay(LabServer):
     Datagrams to the relay's ``address`` go to the target; the target's replies go to
     the client that sent last.  The relay listens on ``port`` (default: any free
     port) of the target's loopback address (127.0.0.1, or ::1 for an IPv6 target).
+
+    Attributes:
+        target: the ``(host, port)`` it passes datagrams on to
+        target_name: the target's name in tables and ladders
+        drop: the probability that a datagram is dropped
+        duplicate: the probability that a datagram is sent twice
+        reorder: the probability that a datagram is held back (and so reordered)
+        seed: what every fate is drawn from: the same seed, the same run
+        hold: seconds a held-back datagram waits at most
+        log: ``(direction, n, action)`` per datagram, the first 10,000
+        undeliverable: datagrams that could not be sent on (logged)
     """
 
     protocol = "udp"
@@ -254,6 +265,11 @@ class AckReceiver:
     future one is ignored.  ``delivered`` holds the first 10,000 messages in order
     (``delivered.dropped`` counts the rest, still acknowledged in order);
     ``garbage`` counts datagrams too short to carry a sequence number.
+
+    Attributes:
+        delivered: the messages delivered, in order, each once (the first 10,000)
+        duplicates: datagrams that came again (acknowledged again, not delivered)
+        garbage: datagrams too short to carry a sequence number
     """
 
     def __init__(self) -> None:

@@ -49,6 +49,7 @@ class _Handler:
             pass  # the client went away: that is its right, not a server error
 
     def serve(self, conn: socket.socket) -> None:  # pragma: no cover - abstract
+        """Talk to one client over ``conn`` (the server closes it afterwards)."""
         raise NotImplementedError
 
 
@@ -95,6 +96,7 @@ class Dribbler(_Handler):
         return b"".join(self.pieces)
 
     def serve(self, conn: socket.socket) -> None:
+        """Send the pieces, pausing between them; then close, or wait for the client to."""
         for i, piece in enumerate(self.pieces):
             if i and self.pause:
                 time.sleep(self.pause)  # the lesson: a sender that dribbles
@@ -127,6 +129,7 @@ class SlowConsumer(_Handler):
         self.received = 0
 
     def serve(self, conn: socket.socket) -> None:
+        """Read a chunk, pause, and again, until the client closes."""
         while data := conn.recv(self.chunk):
             with self._lock:
                 self.received += len(data)
@@ -149,6 +152,7 @@ class ByteCounter(_Handler):
         self.received = 0  # bytes of the last connection that finished
 
     def serve(self, conn: socket.socket) -> None:
+        """Count the bytes until the client shuts down its side, then send the count."""
         total = 0
         buf = bytearray(1 << 18)
         while n := conn.recv_into(buf):
@@ -185,6 +189,7 @@ class FramedEcho(_Handler):
         return bytes(buf)
 
     def serve(self, conn: socket.socket) -> None:
+        """Echo each length-prefixed message whole; refuse (and close on) one too long."""
         while (head := self._exactly(conn, 4)) is not None:
             (size,) = FRAME_HEADER.unpack(head)
             if size > MAX_FRAME:

@@ -139,6 +139,14 @@ class TCPServer(SocketServer):
         ...     with socket.create_connection(server.address) as s:
         ...         s.sendall(b"hi"); s.recv(10)
         b'HI'
+
+    Attributes:
+        handler: the function that talks to each client (a built-in one for a name)
+        backlog: connections the kernel queues until they are accepted
+        connections_served: connections accepted so far
+        connections_queued: connections that waited for a thread (the process had none)
+        handshakes: TLS handshakes finished so far, well or not (TLS servers only)
+        tls_errors: failed TLS handshakes, described (``'SSLError: ...UNKNOWN_CA'``)
     """
 
     def __init__(self, handler: str | TCPHandler = "echo", *, host: str = "127.0.0.1",

@@ -67,6 +67,10 @@ class LocalCA:
     yourself.  Use it as a context manager (or call :meth:`close`) to delete its temp
     dir at once; a finaliser deletes it anyway when the CA is garbage collected or
     Python exits.
+
+    Attributes:
+        name: the CA's name, in its certificate (organizational unit)
+        cafile: the CA certificate, a PEM file: what a client trusts
     """
 
     def __init__(self, name: str = "netlab lab CA") -> None:
@@ -90,6 +94,7 @@ class LocalCA:
         return False
 
     def close(self) -> None:
+        """Delete the CA's temp dir (its keys and certificate files); safe to call twice."""
         self._cleanup()  # runs rmtree once; later calls (and the finaliser) do nothing
 
     def __repr__(self) -> str:
@@ -214,6 +219,9 @@ class TLSServer(TCPServer):
     ``HANDSHAKE_TIMEOUT`` seconds) is not a server bug: it is described in
     ``server.tls_errors`` (``'SSLError: TLSV1_ALERT_UNKNOWN_CA'``) and the server
     keeps serving.  ``wait_handshakes(n)`` waits for n handshakes, good or failed.
+
+    Attributes:
+        context: the server's TLS context (its certificate, versions, ...)
     """
 
     def __init__(self, ca: LocalCA | None = None, handler: str | TCPHandler = "echo", *,

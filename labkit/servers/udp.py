@@ -45,6 +45,11 @@ class UDPServer(SocketServer):
         ...     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         ...         s.sendto(b"ping", server.address); s.recvfrom(100)[0]
         b'ping'
+
+    Attributes:
+        handler: the function that answers each datagram (a built-in one for a name)
+        datagrams_received: datagrams received so far
+        replies_refused: replies not sent because they did not fit in one datagram
     """
 
     protocol = "udp"

@@ -166,6 +166,10 @@ class WebSocketServer(LabServer):
     the wire are readable.  An exception raised by the handler comes back to the
     ``with`` block.  Like every labkit server it runs once: entering it again raises
     ``RuntimeError``.
+
+    Attributes:
+        handler: the student's ``async def handler(websocket)``, awaited per connection
+        options: what goes to websockets' ``serve()`` (compression off unless asked for)
     """
 
     speaks = "WebSocket (RFC 6455), after an HTTP/1.1 upgrade"

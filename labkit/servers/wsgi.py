@@ -79,7 +79,11 @@ class _SocketServerHost(LabServer):
 
 # -- any socketserver in a thread ------------------------------------------------
 class SocketServerThread(_SocketServerHost):
-    """A ``socketserver`` server serving in a thread; made by :func:`serve_in_thread`."""
+    """A ``socketserver`` server serving in a thread; made by :func:`serve_in_thread`.
+
+    Attributes:
+        server: the student's server (what ``with serve_in_thread(server) as s`` gives)
+    """
 
     _called = "serve_in_thread"
 
@@ -184,6 +188,10 @@ class WSGIServer(_SocketServerHost):
     answered (or fails unreported) after the block.  ``log`` lists wsgiref's lines
     (``'"GET / HTTP/1.1" 200 3'``), the first 10,000 (``log.dropped`` counts the rest).
     ``host`` may be ``"::1"`` (the url then reads ``http://[::1]:PORT``).
+
+    Attributes:
+        app: the WSGI application it serves
+        log: wsgiref's line for each request (``'"GET / HTTP/1.1" 200 3'``), the first 10,000
     """
 
     speaks = "HTTP/1.1, answered by a WSGI app (wsgiref)"
