@@ -8,7 +8,8 @@
 PYTHON  ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
-STAMP   := $(VENV)/.installed
+LAB     := $(VENV)/.lab        # set up for the lessons: labkit, what it needs, the lab kernel
+STAMP   := $(VENV)/.installed  # and for the rest: tests, lint, slides, grading (pyproject's dev)
 # One xdist worker more than there are cores: the suite waits more than it computes (kernels
 # starting, sockets, timeouts), so on 2 cores 3 workers take 42 s where 2 took 55 s.
 PYTEST_ARGS ?= -n $(shell echo $$(( $$(nproc) + 1 ))) --dist loadscope
@@ -22,17 +23,23 @@ BROWSER := chromium
 .PHONY: lab lab-instructor test lint notebooks handout slides system-tools doctor clean
 
 # pip's own output and progress bars, not --quiet: the first install takes minutes, and a
-# set-up that says nothing for minutes looks hung.
-$(STAMP): requirements.txt pyproject.toml
+# set-up that says nothing for minutes looks hung. PIP_DISABLE_PIP_VERSION_CHECK: no "new
+# version of pip" notice to ignore (the venv's pip is new enough).
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+$(LAB): requirements.txt pyproject.toml
 	@echo "==> [1/3] creating $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
-	@echo "==> [2/3] installing requirements.txt (the first time takes a few minutes)"
-	$(BIN)/pip install --upgrade pip
+	@echo "==> [2/3] installing requirements.txt: what the lessons need (a minute or two)"
 	$(BIN)/pip install -r requirements.txt
 	@echo "==> [3/3] installing the lab kernel, Python 3 (netlab)"
 	$(BIN)/python -m labkit kernel install   # every notebook's kernel
+	touch $(LAB)
+	@echo "==> set up: $(VENV) is ready for the lessons"
+
+$(STAMP): $(LAB) requirements-dev.txt
+	@echo "==> installing requirements-dev.txt: tests, lint, slides, grading"
+	$(BIN)/pip install -r requirements-dev.txt
 	touch $(STAMP)
-	@echo "==> set up: $(VENV) is ready"
 
 system-tools:
 	@missing=""; for t in $(SYSTEM_TOOLS) $(BROWSER); do dpkg-query -W -f='$${Status}' $$t 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$t"; done; \
@@ -47,7 +54,7 @@ system-tools:
 LESSONS := $(wildcard notebooks/[0-9][0-9]-*.ipynb)
 HANDOUT := handout/.built
 
-$(HANDOUT): $(STAMP) $(LESSONS) labkit/tools/handout.py labkit/tools/exercises.py
+$(HANDOUT): $(LAB) $(LESSONS) labkit/tools/handout.py labkit/tools/exercises.py
 	$(BIN)/python -m labkit handout handout   # also writes $(HANDOUT)
 
 # Students: the lessons without their solutions.
