@@ -20,7 +20,7 @@ PYTEST_ARGS ?= -n $(shell echo $$(( $$(nproc) + 1 ))) --dist loadscope
 SYSTEM_TOOLS := tcpdump tshark iproute2
 BROWSER := chromium
 
-.PHONY: lab lab-instructor test lint notebooks handout slides system-tools doctor clean
+.PHONY: lab lab-instructor test lint notebooks handout slides system-tools doctor clean hub
 
 # pip's own output and progress bars, not --quiet: the first install takes minutes, and a
 # set-up that says nothing for minutes looks hung. PIP_DISABLE_PIP_VERSION_CHECK: no "new
@@ -49,6 +49,26 @@ system-tools:
 	else \
 	  echo "note: missing$$missing (sudo apt-get install$$missing); tests that compare against them will skip"; \
 	fi
+
+# A JupyterHub's shared environment, in this clone, for every user of the machine (as root:
+# `sudo make hub`; docs/teaching.md, "A hub without containers"): .venv made with Debian's
+# python3 (root's own may live where students cannot run it), labkit and what the lessons
+# need, JupyterHub's single-user server, the lab kernel readable by all, the student edition
+# in handout/; then it checks that another user (nobody) can start all of it.
+# Into another environment (TLJH: HUB_ENV=/opt/tljh/user HUB_EXTRAS=, it has JupyterHub).
+HUB_PYTHON ?= /usr/bin/python3
+HUB_ENV    ?= $(VENV)
+HUB_EXTRAS ?= hub
+hub:
+	@[ "$$(id -u)" = 0 ] || { echo "make hub: run it as root (sudo make hub): it installs for every user of this machine"; exit 1; }
+	@$(MAKE) --no-print-directory system-tools BROWSER=
+	umask 022; [ -x $(HUB_ENV)/bin/python ] || $(HUB_PYTHON) -m venv $(HUB_ENV)
+	umask 022; $(HUB_ENV)/bin/pip install -e ".[$(HUB_EXTRAS)]"
+	umask 022; $(HUB_ENV)/bin/python -m labkit kernel install
+	umask 022; $(HUB_ENV)/bin/python -m labkit handout handout
+	@cd / && runuser -u nobody -- $(abspath $(HUB_ENV))/bin/python -c "import labkit.capture, jupyter_client.kernelspec as k; assert 'netlab' in k.find_kernel_specs()" \
+	  || { echo "make hub: another user cannot use $(HUB_ENV): make the clone readable (chmod -R a+rX $(CURDIR)) and its .venv with $(HUB_PYTHON) (rm -rf $(HUB_ENV); make hub)"; exit 1; }
+	@echo "==> $(HUB_ENV) is ready for every user; start the hub: $(HUB_ENV)/bin/jupyterhub -f $(CURDIR)/hub/jupyterhub_config.py"
 
 # The student edition is rebuilt when a notebook or the tool that strips them is newer.
 LESSONS := $(wildcard notebooks/[0-9][0-9]-*.ipynb)
