@@ -8,8 +8,10 @@
 PYTHON  ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
-LAB     := $(VENV)/.lab        # set up for the lessons: labkit, what it needs, the lab kernel
-STAMP   := $(VENV)/.installed  # and for the rest: tests, lint, slides, grading (pyproject's dev)
+# LAB: set up for the lessons (labkit, what it needs, the lab kernel); STAMP: and for the
+# rest, tests, lint, slides, grading (pyproject.toml's extra `dev`)
+LAB     := $(VENV)/.lab
+STAMP   := $(VENV)/.installed
 # One xdist worker more than there are cores: the suite waits more than it computes (kernels
 # starting, sockets, timeouts), so on 2 cores 3 workers take 42 s where 2 took 55 s.
 PYTEST_ARGS ?= -n $(shell echo $$(( $$(nproc) + 1 ))) --dist loadscope

@@ -241,6 +241,7 @@ import os, socket
 from labkit import Capture, TCPServer
 mine = os.environ["USER"].encode()
 with TCPServer("echo", port=8080) as server, Capture(server) as wire:
+    port = server.port
     print("listening", flush=True)
     with open({go!r}) as go:      # opened for writing by the test once both users listen
         go.read()
@@ -248,7 +249,7 @@ with TCPServer("echo", port=8080) as server, Capture(server) as wire:
         s.sendall(mine); s.recv(100)
 from scapy.all import Raw
 payloads = sorted({{bytes(p[Raw].load) for p in wire.packets if Raw in p}})
-print(wire.mode, server.port, payloads)
+print(wire.mode, port, payloads)
 """
 
 
@@ -264,7 +265,7 @@ class Kernel:
         self.id, self.user = session["kernel"]["id"], user
         ws_url = hub.url.replace("http", "ws") + f"/user/{user}/api/kernels/{self.id}/channels"
         self.ws = connect(ws_url, additional_headers={"Authorization": f"token {hub.token}"},
-                          open_timeout=120, max_size=None)
+                          open_timeout=120, max_size=None).__enter__()
         self.session = uuid.uuid4().hex
 
     def run(self, code: str, on_text=None) -> tuple[str, list[str]]:
@@ -296,7 +297,7 @@ class Kernel:
         return status, texts
 
     def close(self) -> None:
-        self.ws.close()
+        self.ws.__exit__(None, None, None)
 
 
 def _run_notebook(hub: Hub, user: str) -> dict:
