@@ -19,6 +19,7 @@ notebook without its solutions.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -159,3 +160,50 @@ def test_binder_build_from_nothing(tmp_path):
                    cwd=repo, check=True, timeout=600)
     environ = _run_post_build(env, repo)
     _check_the_image(env, repo, environ, labkit_home=repo)
+
+
+# --- what the lessons import is what requirements.txt installs ----------------------------
+
+# labkit's tools for maintainers and instructors, which import the extras (nbclient, Sphinx,
+# Playwright): `make notebooks`, `make slides`, `labkit slide-layout`
+EXTRAS_ONLY = {"record.py", "slides.py", "slide_layout.py"}
+
+
+def _imports(source: str) -> set[str]:
+    """The top-level modules ``source`` imports (IPython's %magics and !commands aside)."""
+    code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line
+                     for line in source.splitlines())
+    found = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_the_runtime_dependencies_cover_what_the_lessons_import():
+    """Every module a notebook or labkit's runtime imports is the standard library's,
+    labkit's, or a distribution pyproject.toml lists in `dependencies` (what
+    requirements.txt, Binder and `make hub` install): a new import in a lesson needs its
+    package there, not in an extra."""
+    from importlib.metadata import packages_distributions
+
+    from packaging.requirements import Requirement
+
+    modules = set()
+    for notebook in (ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"):
+        for cell in json.loads(notebook.read_text())["cells"]:
+            if cell["cell_type"] == "code":
+                modules |= _imports("".join(cell["source"]))
+    for path in (ROOT / "labkit").rglob("*.py"):
+        if path.name not in EXTRAS_ONLY:
+            modules |= _imports(path.read_text())
+    third_party = modules - set(sys.stdlib_module_names) - {"labkit", "__future__"}
+    declared = {Requirement(r).name.lower().replace("_", "-") for r in tomllib.loads(
+        (ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    providers = packages_distributions()
+    missing = {m: providers.get(m) for m in sorted(third_party)
+               if not {d.lower().replace("_", "-") for d in providers.get(m, [])} & declared}
+    assert not missing, (f"imported but not in pyproject.toml's dependencies: {missing}; "
+                         "add each distribution there")
