@@ -38,10 +38,13 @@ $(LAB): requirements.txt pyproject.toml
 	touch $(LAB)
 	@echo "==> set up: $(VENV) is ready for the lessons"
 
-$(STAMP): $(LAB) requirements-dev.txt
-	@echo "==> installing requirements-dev.txt: tests, lint, slides, grading"
+# Everything in one pip run (one resolution) when nothing is installed yet: CI's clean clone.
+$(STAMP): requirements-dev.txt requirements.txt pyproject.toml
+	@echo "==> installing requirements-dev.txt: the lessons, tests, lint, slides, grading"
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -r requirements-dev.txt
-	touch $(STAMP)
+	$(BIN)/python -m labkit kernel install   # every notebook's kernel
+	touch $(LAB) $(STAMP)
 
 system-tools:
 	@missing=""; for t in $(SYSTEM_TOOLS) $(BROWSER); do dpkg-query -W -f='$${Status}' $$t 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$t"; done; \
