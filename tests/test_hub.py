@@ -356,15 +356,16 @@ def _same_port_at_once(hub: Hub, users: list[str], fifo_dir: Path) -> dict[str, 
     return results
 
 
-def _memory_mb(uid: int) -> float:
-    """The proportional set size of all of a user's processes, in MB."""
+def _memory_mb(uid: int, field: str) -> int:
+    """A memory figure (``Pss:`` shares libraries out, ``Rss:`` counts them whole) summed
+    over all of a user's processes, in MB."""
     total = 0
     for pid in processes(uid=uid):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
+                if line.startswith(field):
                     total += int(line.split()[1])
-    return total / 1024
+    return round(total / 1024)
 
 
 def _leftovers(hub: Hub, user: str) -> list[str]:
@@ -432,8 +433,9 @@ def test_a_class_on_a_real_jupyterhub(hub):
     figures["captures live/replay"] = (
         f"{sum(r['modes'].count('live') for r in runs)}/"
         f"{sum(r['modes'].count('replay') for r in runs)}")
-    figures["memory per user, 01's kernel running (MB, PSS)"] = sorted(
-        round(_memory_mb(hub.uids[u])) for u in users)
+    for field in ("Pss:", "Rss:"):
+        figures[f"memory per user, 01's kernel running (MB, {field[:3]})"] = sorted(
+            _memory_mb(hub.uids[u], field) for u in users)
 
     # two users, one port, the same moment: each sees only their own packets
     fifo_dir = hub.base / "fifos"
