@@ -68,7 +68,7 @@ hub:
 	@[ "$$(id -u)" = 0 ] || { echo "make hub: run it as root (sudo make hub): it installs for every user of this machine"; exit 1; }
 	@$(MAKE) --no-print-directory system-tools BROWSER=
 	umask 022; [ -x $(HUB_ENV)/bin/python ] || $(HUB_PYTHON) -m venv $(HUB_ENV)
-	umask 022; $(HUB_ENV)/bin/pip install -e ".[$(HUB_EXTRAS)]"
+	umask 022; $(HUB_ENV)/bin/pip install -e ".$(if $(HUB_EXTRAS),[$(HUB_EXTRAS)])"
 	umask 022; $(HUB_ENV)/bin/python -m labkit kernel install
 	umask 022; $(HUB_ENV)/bin/python -m labkit handout handout
 	@cd / && runuser -u nobody -- $(abspath $(HUB_ENV))/bin/python -c "import labkit.capture, jupyter_client.kernelspec as k; assert 'netlab' in k.find_kernel_specs()" \
