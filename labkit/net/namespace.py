@@ -14,7 +14,9 @@ and ``LABKIT_NETWORK`` tells labkit (and ``python -m labkit doctor``) why::
     LABKIT_NETWORK=private                           the lab's own network
     LABKIT_NETWORK=host: <errno name>: <message>     namespaces were refused
 
-This module imports only the standard library: it runs before every kernel starts.
+This module imports only the standard library (and :mod:`labkit.net.kernel_dir`, which does
+too): it runs before every kernel starts. Before it starts a lab kernel it has the kernel
+hold its private directory, and starts the watcher that removes it once the kernel is gone.
 """
 
 from __future__ import annotations
