@@ -155,17 +155,38 @@ def _kernel_of_a_manager_killed(signum, tmp_path):
     return Path(connection), Path(ip).parent, started
 
 
-def _lab_stopped(signum, tmp_path):
-    """JupyterLab (``python -m labkit lab``) with one lab kernel running, stopped by
-    ``signum``: the kernel's connection file, directory and processes before the stop."""
+# JupyterLab as `jupyter lab` runs it, with no terminal: on SIGINT it stops serving and leaves
+# its kernels running (JupyterHub's single-user server does the same when the hub stops it).
+# It says when it listens, as `labkit lab` does: a callback after the one that binds the port.
+BY_HAND = """
+import sys
+from jupyterlab.labapp import LabApp
+server = LabApp.initialize_server(argv=sys.argv[1:])
+server.io_loop.add_callback(lambda: print("open: http://127.0.0.1:%d/lab?token=%s"
+                                          % (server.port, server.identity_provider.token),
+                                          flush=True))
+server.start()
+"""
+
+
+def _lab_stopped(signum, tmp_path, by_hand=False):
+    """JupyterLab with one lab kernel running, stopped by ``signum``: the kernel's connection
+    file, directory and processes before the stop. ``python -m labkit lab`` (``make lab``),
+    or ``by_hand``: JupyterLab's own way of stopping."""
     import http.client
     import json
+    import secrets
 
     runtime = tmp_path / "runtime"
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime),
            "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}
-    lab = subprocess.Popen([sys.executable, "-m", "labkit", "lab", str(tmp_path)],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    command = [sys.executable, "-m", "labkit", "lab", str(tmp_path)]
+    if by_hand:
+        command = [sys.executable, "-c", BY_HAND, "--ServerApp.ip=127.0.0.1",
+                   "--ServerApp.port=0", f"--IdentityProvider.token={secrets.token_hex(24)}",
+                   "--no-browser", f"--ServerApp.root_dir={tmp_path}", "--allow-root"]
+    lab = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True, env=env)
     try:
         port, token = re.match(r"open: http://127.0.0.1:(\d+)/lab\?token=(\w+)",
                                lab.stdout.readline()).groups()
@@ -189,9 +210,11 @@ def _wait_until_ready(connection: Path) -> None:
     """The kernel answers: it runs (its launcher has started the directory's watcher)."""
     client = BlockingKernelClient(connection_file=str(connection))
     client.load_connection_file()
-    client.start_channels()
+    client.start_channels(hb=False)  # wait_for_ready would trust a heartbeat not yet begun
     try:
-        client.wait_for_ready(timeout=60)
+        request = client.kernel_info()
+        while client.get_shell_msg(timeout=60)["parent_header"].get("msg_id") != request:
+            pass
     finally:
         client.stop_channels()
 
@@ -200,7 +223,9 @@ def _wait_until_ready(connection: Path) -> None:
     pytest.param(lambda tmp: _kernel_of_a_manager_killed(signal.SIGKILL, tmp),
                  id="kill -9 of the kernel manager's process"),
     pytest.param(lambda tmp: _lab_stopped(signal.SIGKILL, tmp), id="kill -9 of JupyterLab"),
-    pytest.param(lambda tmp: _lab_stopped(signal.SIGINT, tmp), id="SIGINT of the server"),
+    pytest.param(lambda tmp: _lab_stopped(signal.SIGINT, tmp), id="Ctrl-C of make lab"),
+    pytest.param(lambda tmp: _lab_stopped(signal.SIGINT, tmp, by_hand=True),
+                 id="SIGINT of a server that leaves its kernels running"),
 ])
 def test_nothing_is_left_however_the_kernel_ends(end, tmp_path):
     connection, directory, started = end(tmp_path)
