@@ -193,9 +193,9 @@ def test_only_the_compat_module_names_scapys_private_names():
 
 
 def test_scapy_is_in_the_pinned_range_and_has_every_private_name_labkit_uses():
-    from labkit.protocols.scapy_compat import PRIVATE
-
     import tomllib
+
+    from labkit.protocols.scapy_compat import PRIVATE
 
     dependencies = tomllib.loads((ROOT.parent / "pyproject.toml").read_text())["project"]
     pin = next(line for line in dependencies["dependencies"] if line.startswith("scapy"))
