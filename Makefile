@@ -66,7 +66,7 @@ HUB_ENV    ?= $(VENV)
 HUB_EXTRAS ?= hub
 hub:
 	@[ "$$(id -u)" = 0 ] || { echo "make hub: run it as root (sudo make hub): it installs for every user of this machine"; exit 1; }
-	@$(MAKE) --no-print-directory system-tools BROWSER=
+	@$(MAKE) --no-print-directory system-tools SYSTEM_TOOLS="$(SYSTEM_TOOLS) python3-venv" BROWSER=
 	umask 022; [ -x $(HUB_ENV)/bin/python ] || $(HUB_PYTHON) -m venv $(HUB_ENV)
 	umask 022; $(HUB_ENV)/bin/pip install -e ".$(if $(HUB_EXTRAS),[$(HUB_EXTRAS)])"
 	umask 022; $(HUB_ENV)/bin/python -m labkit kernel install
