@@ -102,7 +102,7 @@ lint: $(STAMP)
 notebooks: $(STAMP)
 	$(BIN)/python -m labkit record
 
-handout: $(STAMP)
+handout: $(LAB)
 	$(BIN)/python -m labkit handout handout
 
 # Static decks with reveal.js copied beside them: no CDN, so they work offline and the folder
@@ -110,7 +110,7 @@ handout: $(STAMP)
 slides: $(STAMP)
 	$(BIN)/python -m labkit slides slides
 
-doctor: $(STAMP)
+doctor: $(LAB)
 	$(BIN)/python -m labkit doctor
 
 clean:
