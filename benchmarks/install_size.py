@@ -35,7 +35,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         clone = Path(scratch) / "netlab"
         subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
-        env = {**os.environ, "PIP_CACHE_DIR": str(Path(scratch) / "pip-cache")}
+        # as a student's first day: nothing cached, no local wheel folder, packages from PyPI
+        env = {k: v for k, v in os.environ.items() if k != "PIP_FIND_LINKS"}
+        env["PIP_CACHE_DIR"] = str(Path(scratch) / "pip-cache")
         started = time.monotonic()
         subprocess.run(["make", TARGETS[args.use], f"PYTHON={args.python}"], cwd=clone,
                        env=env, check=True, stdout=subprocess.DEVNULL)
