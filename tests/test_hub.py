@@ -369,6 +369,9 @@ def _memory_mb(uid: int, field: str) -> int:
 
 
 def _leftovers(hub: Hub, user: str) -> list[str]:
+    """What of ``user`` is left: processes (and so network namespaces, which the lab kernel
+    never pins to a file: each lives as long as a process is in it), kernel directories and
+    anything else of theirs in /tmp, connection files, TCP sockets."""
     uid, home = hub.uids[user], Path(f"~{user}").expanduser()
     found = [f"process {pid}: {line}" for pid, line in processes(uid=uid).items()]
     found += [f"kernel directory {d}" for d in kernel_dirs(uid)]
