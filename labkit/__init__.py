@@ -16,6 +16,7 @@ Scapy or matplotlib.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 # public name -> the module that defines it
 _EXPORTS: dict[str, list[str | tuple[str, str]]] = {
@@ -59,7 +60,7 @@ _WHERE = {(name if isinstance(name, str) else name[0]): (module, name if isinsta
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name not in _WHERE:
         raise AttributeError(f"module 'labkit' has no attribute {name!r}")
     module, attr = _WHERE[name]
@@ -68,5 +69,5 @@ def __getattr__(name: str):
     return value
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
