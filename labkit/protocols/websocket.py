@@ -15,8 +15,8 @@ frames, in tables and ladders.
 
 :class:`Opcode` and :class:`CloseCode` name the numbers (RFC 6455 sections 5.2 and 7.4,
 and IANA's WebSocket registry): ``frame.opcode`` is an ``Opcode`` (an ``int`` too, so
-``frame.opcode >= 8`` and ``print(frame.opcode)`` read as the number), and
-``frame.close_code`` a ``CloseCode`` when the code is a registered one.
+``frame.opcode >= 8`` and ``print(frame.opcode)`` read as the number); a close frame's
+``close_code`` is the number, equal to its ``CloseCode`` when the code is registered.
 """
 
 from __future__ import annotations
@@ -132,10 +132,9 @@ class WebSocketFrame:
 
     @property
     def close_code(self) -> int | None:
-        """A close frame's code (a :class:`CloseCode` if registered), else None."""
+        """A close frame's code, else None: ``frame.close_code == CloseCode.GOING_AWAY``."""
         if self.opcode is Opcode.CLOSE and len(self.data) >= 2:
-            code = int.from_bytes(self.data[:2], "big")
-            return CloseCode(code) if code in CloseCode._value2member_map_ else code
+            return int.from_bytes(self.data[:2], "big")
         return None
 
     def describe(self) -> str:
