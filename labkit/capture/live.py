@@ -48,7 +48,7 @@ DRAIN_STALL = 10.0     # seconds with no packet read before the drain is called 
 RING_START = 8 * 1024 * 1024  # bytes of ring at first: a lesson's capture never fills it,
 #                        and it absorbs ~60 ms of 1 Gbit/s while the reader waits for the
 #                        CPU; once a block fills before its timer (25 MB/s or more) or an
-#                        eighth of it waits to be read, the capture grows it x4, up to its
+#                        eighth of it waits to be read, the capture grows it, at once, to its
 #                        budget's ring_max (64 MB by default, as tcpdump -B 65536, which
 #                        capture_scale.py compares with)
 BLOCK_SIZE = 1 << 18   # bytes per ring block: 3 whole lo frames (65,549 bytes), or ~1,800
@@ -321,7 +321,7 @@ class LiveSniffer:
                     # ring waits to be read: have a bigger ring made now (its memory takes
                     # milliseconds to get, in which this one must hold what comes)
                     self._making = threading.Thread(
-                        target=self._make_ring, args=(min(most_blocks, ring.blocks * 4),),
+                        target=self._make_ring, args=(most_blocks,),
                         daemon=True, name=f"labkit capture ring on {self.iface}")
                     self._making.start()
         except BaseException as exc:  # noqa: BLE001 - reported on exit, never lost
