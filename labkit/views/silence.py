@@ -66,12 +66,15 @@ def silence_figure(segments: list[Segment], *, since: float,
     ax.set_xlabel("seconds since the peer fell silent", fontsize=15)
     ax.tick_params(axis="x", labelsize=13)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=12, loc="lower right", framealpha=0.95)
+    ax.legend(fontsize=12, loc="lower left", framealpha=0.95)
     if title is None:
-        parts = [f"{label} {t:.1f} s" for label, (_, t) in rows.items() if t is not None]
+        times = [f"{t:.1f}" for _, t in rows.values() if t is not None]
         never = [label for label, (_, t) in rows.items() if t is None]
-        title = "Peer silent: gave up after " + ", ".join(parts)
-        if never:
+        listed = ", ".join(times[:-1]) + (" and " if len(times) > 1 else "") + times[-1] \
+            if times else ""
+        title = f"Peer silent: the kernel gave up after {listed} s" if times else \
+            "Peer silent: the kernel never gave up"
+        if never and times:
             title += f"; {', '.join(never)}: never"
     ax.set_title(title, fontsize=15)
     fig.tight_layout()
