@@ -324,6 +324,8 @@ import http.server  # noqa: E402
 import ssl  # noqa: E402
 import urllib.request  # noqa: E402
 
+import tornado.web  # noqa: E402
+
 import labkit  # noqa: E402
 from labkit import (  # noqa: E402
     BackgroundServer,
@@ -332,12 +334,18 @@ from labkit import (  # noqa: E402
     HTTPSServer,
     LocalCA,
     TLSServer,
+    TornadoServer,
     UDPRelay,
     WebSocketServer,
     WSGIServer,
     serve_in_thread,
 )
 from labkit.servers.base import LabServer  # noqa: E402
+
+
+class TornadoHello(tornado.web.RequestHandler):
+    def get(self):
+        self.write("hi\n")
 
 
 def wsgi_hello(environ, start_response):
@@ -360,6 +368,7 @@ SERVERS = {
     "HTTPSServer": lambda ca, **kw: HTTPSServer(ca, **kw),
     "WSGIServer": lambda ca, **kw: WSGIServer(wsgi_hello, **kw),
     "WebSocketServer": lambda ca, **kw: WebSocketServer(ws_echo, **kw),
+    "TornadoServer": lambda ca, **kw: TornadoServer([("/", TornadoHello)], **kw),
     "BackgroundServer": lambda ca, **kw: BackgroundServer(serve_until_stopped, **kw),
     "DNSServer": lambda ca, **kw: DNSServer({"www.netlab.test": "127.0.0.7"}, **kw),
     "UDPRelay": lambda ca, **kw: UDPRelay(("127.0.0.1", 9), **kw),   # never sent to
@@ -409,7 +418,8 @@ def test_the_shared_contract(ca, kind):
     assert server.__exit__(None, None, None) is False   # a second exit: already stopped
 
 
-@pytest.mark.parametrize("kind", sorted(set(SERVERS) - {"SocketServerThread", "WebSocketServer"}))
+@pytest.mark.parametrize("kind", sorted(set(SERVERS) - {"SocketServerThread", "WebSocketServer",
+                                                        "TornadoServer"}))
 def test_a_bool_is_not_a_port_anywhere(ca, kind):
     with pytest.raises(ValueError, match="port must be an int from 0 to 65535"):
         SERVERS[kind](ca, port=True)
@@ -418,6 +428,8 @@ def test_a_bool_is_not_a_port_anywhere(ca, kind):
 def test_a_websocket_server_takes_no_port_at_all():
     with pytest.raises(ValueError, match="drop port"):
         WebSocketServer(ws_echo, port=True)
+    with pytest.raises(ValueError, match="drop port"):
+        TornadoServer([("/", TornadoHello)], port=8888)
 
 
 # -- IPv6 loopback ----------------------------------------------------------------------

@@ -49,8 +49,9 @@ def _tcp(frame: bytes) -> tuple[int, int, int, int] | None:
     if len(frame) < tcp + 14:
         return None
     tcp_header = (frame[tcp + 12] >> 4) * 4
-    return (int.from_bytes(frame[tcp:tcp + 2], "big"), int.from_bytes(frame[tcp + 2:tcp + 4], "big"),
-            frame[tcp + 13], total - ip_header - tcp_header)
+    ports = frame[tcp:tcp + 2], frame[tcp + 2:tcp + 4]
+    return (int.from_bytes(ports[0], "big"), int.from_bytes(ports[1], "big"), frame[tcp + 13],
+            total - ip_header - tcp_header)
 
 
 SYN, RST, ACK = 0x02, 0x04, 0x10
@@ -111,7 +112,8 @@ def _judge_settings(seconds: int, on: bool, idle: int, interval: int, count: int
 def _cut_and_wait(net: LabNetwork, socks: list[socket.socket], limit: float) -> list[float | None]:
     """Cut the cable; seconds until the kernel gave up on each (None: not within ``limit``)."""
     net.link.set(loss=1.0)
-    start, ended = time.monotonic(), [None] * len(socks)
+    start = time.monotonic()
+    ended: list[float | None] = [None] * len(socks)
     waiting = dict(enumerate(socks))
     with selectors.DefaultSelector() as sel:
         for index, sock in waiting.items():
@@ -303,7 +305,7 @@ def check_ask(ask: Callable) -> Verdict:
             forget(served)
             since = time.time()
             asking = _Asking(net, ask, conn, address, b"second\n")
-            served = _answer_one(listener, None, asking)
+            answered = _answer_one(listener, None, asking)
             got = _result(asking, "after the server restarted")
             if isinstance(got, Verdict):
                 return got
@@ -320,8 +322,8 @@ def check_ask(ask: Callable) -> Verdict:
                                "one new connection is enough: ask on it once")
 
             # 3. the server's host is down for good: one more try, then an error
-            if served is not None:
-                forget(served)
+            if answered is not None:
+                forget(answered)
             listener.close()
             since = time.time()
             asking = _Asking(net, ask, conn, address, b"third\n")

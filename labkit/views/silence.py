@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from matplotlib.lines import Line2D
+
 from labkit.views.plotting import plt
 
 if TYPE_CHECKING:
@@ -41,17 +43,17 @@ def silence_figure(segments: list[Segment], *, since: float,
     right = max(ended, default=1.0) * 1.15 + 0.3
     fig, ax = plt.subplots(figsize=(12, 1.3 * len(rows) + 1.6))
     plt.close(fig)
-    shown = set()
-    for y, (label, (role, gave_up)) in enumerate(reversed(list(rows.items()))):
+    shown: dict[str, Line2D] = {}  # kind -> its first marker, for the legend
+    for y, (role, gave_up) in enumerate(reversed(list(rows.values()))):
         ax.axhline(y, color="0.85", lw=1, zorder=0)
         for seg in segments:
             if seg.src != role or seg.time < since - 1e-6:
                 continue
             kind = _kind(seg)
             marker, color, name = KINDS[kind]
-            ax.plot(seg.time - since, y, marker=marker, color=color, ms=11, ls="none",
-                    label=None if kind in shown else name)
-            shown.add(kind)
+            (line,) = ax.plot(seg.time - since, y, marker=marker, color=color, ms=11, ls="none",
+                              label=name)
+            shown.setdefault(kind, line)
         if gave_up is None:
             ax.annotate("", xy=(right, y), xytext=(right * 0.82, y),
                         arrowprops={"arrowstyle": "->", "color": "0.4", "lw": 2})
@@ -66,7 +68,10 @@ def silence_figure(segments: list[Segment], *, since: float,
     ax.set_xlabel("seconds since the peer fell silent", fontsize=15)
     ax.tick_params(axis="x", labelsize=13)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=12, loc="lower left", framealpha=0.95)
+    if shown:  # in KINDS' order, whichever row drew each first
+        kinds = [kind for kind in KINDS if kind in shown]
+        ax.legend([shown[kind] for kind in kinds], [KINDS[kind][2] for kind in kinds],
+                  fontsize=12, loc="lower left", framealpha=0.95)
     if title is None:
         times = [f"{t:.1f}" for _, t in rows.values() if t is not None]
         never = [label for label, (_, t) in rows.items() if t is None]
