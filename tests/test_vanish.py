@@ -27,7 +27,7 @@ def test_a_forgotten_connection_sends_nothing_and_answers_with_a_reset(live):
 
 def test_forget_takes_a_tcp_socket_only():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        with pytest.raises(TypeError, match="connected TCP socket"):
+        with pytest.raises(TypeError, match="sock must be a connected TCP socket"):
             forget(udp)
-    with pytest.raises(TypeError, match="connected TCP socket"):
+    with pytest.raises(TypeError, match="sock must be a connected TCP socket"):
         forget("127.0.0.1:80")

@@ -21,7 +21,7 @@ import logging
 import socket
 import threading
 
-from labkit.servers import base
+from labkit.servers import arguments, base
 from labkit.servers.base import LabServer, ServerError
 
 __all__ = ["TornadoServer"]
@@ -53,16 +53,18 @@ class TornadoServer(LabServer):
     (within ``CLOSE_GRACE`` s) and joins. ``server.url("ws", "/chat")`` is a URL for it.
     """
 
-    protocol = "tcp"   # for Capture(server)
-    speaks = "HTTP/1.1 and WebSocket (tornado)"
+    protocol = "tcp"
+    speaks = "HTTP/1.1 and WebSocket (RFC 6455), by tornado"
 
     def __init__(self, handlers, *, host: str = "127.0.0.1", name: str = "server", **settings):
         if not isinstance(handlers, list) or not all(
                 isinstance(rule, tuple) and len(rule) >= 2 for rule in handlers):
-            raise TypeError(f"handlers must be tornado's list of (path, handler class) "
-                            f"tuples, e.g. [('/', EchoHandler)], not {handlers!r}")
-        if "port" in settings:
-            raise ValueError("TornadoServer picks a free loopback port itself: drop port=")
+            arguments.fail(TypeError, "handlers", "tornado's list of (path, handler class) "
+                           "tuples", handlers, "[('/', EchoHandler)]")
+        for key in ("port", "sock"):
+            if key in settings:
+                arguments.fail(TypeError, key, "left out", settings[key],
+                               why="TornadoServer picks a free loopback port itself")
         super().__init__(host=host, name=name)
         self.handlers = handlers
         self.settings = settings

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import socket
 
+from labkit.servers import arguments
+
 __all__ = ["forget"]
 
 TCP_REPAIR = getattr(socket, "TCP_REPAIR", 19)  # linux/tcp.h; Python names it in 3.12+
@@ -27,7 +29,8 @@ def forget(sock: socket.socket) -> None:
     """Close the TCP connection ``sock`` without a packet (no FIN, no RST), as a host that
     crashes does; the peer finds out only when it next sends something."""
     if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_STREAM:
-        raise TypeError(f"forget() takes a connected TCP socket, not {sock!r}")
+        arguments.fail(TypeError, "sock", "a connected TCP socket", sock,
+                       "the socket accept() returned")
     try:
         sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
     except PermissionError as exc:
