@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import http.server
 import socket
-import threading
 
 import requests
 
 from labkit.servers.tcp import TCPServer
 from labkit.servers.wsgi import serve_in_thread
 
-from . import Verdict, answers_back, verdict
+from . import StudentCall, Verdict, answers_back, verdict
 
 __all__ = ["check_dechunk", "check_patient_fetch"]
 
@@ -111,19 +110,10 @@ def _flaky_handler(failures: int, seen: list[str]):
 
 
 def _call(fetch, session, url: str) -> tuple[str, object]:
-    """(outcome, value): outcome "ok", "raised" or "hung" (still running)."""
-    box: list = []
-
-    def run():
-        try:
-            box.append(("ok", fetch(session, url)))
-        except Exception as exc:  # noqa: BLE001 - the student's exception is the answer
-            box.append(("raised", exc))
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(PATIENCE)
-    return box[0] if box else ("hung", None)
+    """(outcome, value): outcome "ok", "raised" or "running" (still, after PATIENCE s)."""
+    call = StudentCall(fetch, session, url)
+    call.wait(PATIENCE)
+    return call.outcome, call.value
 
 
 @answers_back
@@ -149,7 +139,7 @@ def check_patient_fetch(make_session) -> Verdict:
         with serve_in_thread(server):
             outcome, value = _call(fetch, session, f"http://127.0.0.1:{server.server_port}/")
         asked = len(seen)
-        if outcome == "hung":
+        if outcome == "running":
             return Verdict(False, f"against a server that answers {wanted}, fetch() had not "
                                   f"returned after {PATIENCE:.0f} s",
                            "a back-off of 0.1 s × 2ⁿ between retries keeps them short")
@@ -167,7 +157,7 @@ def check_patient_fetch(make_session) -> Verdict:
         isinstance(value, requests.exceptions.ConnectionError) and "Read timed out" in str(value))
     if outcome != "raised" or not read_timeout:
         return Verdict(False, "against a server that never answers, fetch() "
-                              + ("had not given up after 5 s" if outcome == "hung"
+                              + ("had not given up after 5 s" if outcome == "running"
                                  else f"ended with {value!r}, not a read timeout"),
                        "give session.get() timeout=(0.2, 0.3): 0.2 s to connect, 0.3 s to "
                        "wait for each piece of the answer")
@@ -180,7 +170,7 @@ def check_patient_fetch(make_session) -> Verdict:
         busy.close()
     if outcome != "raised" or not isinstance(value, requests.exceptions.ConnectTimeout):
         return Verdict(False, "against a server too busy to accept, fetch() "
-                              + ("had not given up after 5 s" if outcome == "hung"
+                              + ("had not given up after 5 s" if outcome == "running"
                                  else f"ended with {value!r}, not ConnectTimeout"),
                        "timeout=(0.2, 0.3): the first number bounds the TCP handshake")
     session.close()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import select
 import selectors
 import socket
-import threading
 import time
 from collections.abc import Callable
 
@@ -27,7 +26,7 @@ from labkit.net.impairment import Impairment
 from labkit.servers.tcp import TCPServer
 from labkit.servers.vanish import forget
 
-from . import NOT_WRITTEN, Verdict, answers_back, unfinished
+from . import NOT_WRITTEN, StudentCall, Verdict, answers_back, unfinished
 
 __all__ = ["check_keepalive_within", "check_ask", "DEADLINES"]
 
@@ -194,35 +193,19 @@ def check_keepalive_within(keepalive_within: Callable) -> Verdict:
 
 
 # -- exercise 2: ask again, once, on a fresh connection ---------------------------------------
-class _Asking:
-    """The student's ask() in a thread of the client host, its result or exception kept."""
-
-    def __init__(self, net: LabNetwork, ask: Callable, conn, address, question: bytes):
-        self.result: object = None
-        self.error: BaseException | None = None
-        with net.on("client"):  # the thread starts here, so it connects from the client host
-            self.thread = threading.Thread(target=self._run, args=(ask, conn, address, question),
-                                           daemon=True)
-            self.thread.start()
-
-    def _run(self, ask, conn, address, question) -> None:
-        try:
-            self.result = ask(conn, address, question)
-        except BaseException as exc:  # noqa: BLE001 - the student's exception is the answer
-            self.error = exc
-
-    def done(self) -> bool:
-        self.thread.join(ANSWER_WITHIN)
-        return not self.thread.is_alive()
+def _asking(net: LabNetwork, ask: Callable, conn, address, question: bytes) -> StudentCall:
+    """The student's ask() started in a thread of the client host (it connects from there)."""
+    with net.on("client"):
+        return StudentCall(ask, conn, address, question)
 
 
 def _answer_one(listener: socket.socket, served: socket.socket | None,
-                asking: _Asking) -> socket.socket | None:
+                asking: StudentCall) -> socket.socket | None:
     """Play the server while ``asking`` runs: read one question on ``served`` (or on a
     connection accepted now) and answer it in capitals. Returns the connection used."""
     deadline = time.monotonic() + ANSWER_WITHIN
     waiting_on = served if served is not None else listener
-    while asking.thread.is_alive() and time.monotonic() < deadline:
+    while asking.running() and time.monotonic() < deadline:
         ready, _, _ = select.select([waiting_on], [], [], POLL)
         if not ready:
             continue
@@ -241,21 +224,21 @@ def _answer_one(listener: socket.socket, served: socket.socket | None,
     return served
 
 
-def _result(asking: _Asking, step: str) -> tuple[socket.socket, bytes] | Verdict:
+def _result(asking: StudentCall, step: str) -> tuple[socket.socket, bytes] | Verdict:
     """ask()'s (conn, answer), or the verdict that fits what it did instead."""
-    if not asking.done():
+    if not asking.wait(ANSWER_WITHIN):
         return Verdict(False, f"{step}, ask() had not returned after {ANSWER_WITHIN:.0f} s",
                        "give every socket a timeout (socket.create_connection(address, "
                        "timeout=...)) and send the question again only once")
-    if asking.error is not None:
-        if unfinished(asking.error):
+    if asking.outcome == "raised":
+        if unfinished(asking.value):
             return NOT_WRITTEN
-        return Verdict(False, f"{step}, ask() raised {type(asking.error).__name__}: "
-                              f"{asking.error}",
+        return Verdict(False, f"{step}, ask() raised {type(asking.value).__name__}: "
+                              f"{asking.value}",
                        "a connection the server forgot fails with ConnectionError (reset, "
                        "broken pipe) or ends (recv() returns b''): then connect to `address` "
                        "again and ask once more")
-    result = asking.result
+    result = asking.value
     if not (isinstance(result, tuple) and len(result) == 2
             and isinstance(result[0], socket.socket) and isinstance(result[1], bytes | bytearray)):
         return Verdict(False, f"{step}, ask() returned {result!r}",
@@ -285,7 +268,7 @@ def check_ask(ask: Callable) -> Verdict:
 
             # 1. a healthy connection: the answer comes on it, and no new connection is made
             since = time.time()
-            asking = _Asking(net, ask, conn, address, b"first\n")
+            asking = _asking(net, ask, conn, address, b"first\n")
             _answer_one(listener, served, asking)
             if _syns_to(net, address[1], since):
                 return Verdict(False, "ask() opened a new connection although the one it was "
@@ -304,7 +287,7 @@ def check_ask(ask: Callable) -> Verdict:
             # 2. the server's host restarted: its kernel forgot the connection
             forget(served)
             since = time.time()
-            asking = _Asking(net, ask, conn, address, b"second\n")
+            asking = _asking(net, ask, conn, address, b"second\n")
             answered = _answer_one(listener, None, asking)
             got = _result(asking, "after the server restarted")
             if isinstance(got, Verdict):
@@ -326,8 +309,8 @@ def check_ask(ask: Callable) -> Verdict:
                 forget(answered)
             listener.close()
             since = time.time()
-            asking = _Asking(net, ask, conn, address, b"third\n")
-            finished = asking.done()
+            asking = _asking(net, ask, conn, address, b"third\n")
+            finished = asking.wait(ANSWER_WITHIN)
             tries = _syns_to(net, address[1], since)
             if not finished or tries > 1:
                 return Verdict(False, f"with the server gone, ask() tried to connect {tries} "
@@ -335,12 +318,12 @@ def check_ask(ask: Callable) -> Verdict:
                                "try once more, then let the error (ConnectionRefusedError) "
                                "reach the caller: retrying without end hammers a server that "
                                "is down")
-            if not isinstance(asking.error, ConnectionError):
-                if asking.error is not None and unfinished(asking.error):
+            if not isinstance(asking.value, ConnectionError):
+                if asking.outcome == "raised" and unfinished(asking.value):
                     return NOT_WRITTEN
                 return Verdict(False, "with the server gone, ask() "
-                                      + (f"returned {asking.result!r}" if asking.error is None
-                                         else f"raised {type(asking.error).__name__}")
+                                      + (f"returned {asking.value!r}" if asking.outcome == "ok"
+                                         else f"raised {type(asking.value).__name__}")
                                       + ", not a ConnectionError",
                                "when the second try fails too, let its ConnectionError "
                                "(ConnectionRefusedError) propagate")
