@@ -1,3 +1,4 @@
+import copy
 import symtable
 
 import nbformat
@@ -6,7 +7,8 @@ import pytest
 from labkit.net.kernel import KERNEL_NAME
 from labkit.tools import handout as _handout
 from labkit.tools.exercises import exercises
-from labkit.tools.handout import strip_solutions, student_edition, write_handout
+from labkit.tools.handout import answer_outputs, strip_solutions, student_edition, write_handout
+from labkit.tools.solutions import solutions
 
 
 def test_solution_in_a_function_raises_when_called():
@@ -33,6 +35,73 @@ def test_solution_at_top_level_leaves_the_answer_unwritten_without_raising(src, 
     compile(out, "<cell>", "exec")
 
 
+STUB = "# YOUR CODE HERE\n{pad}raise NotImplementedError()"
+
+
+@pytest.mark.parametrize("src, call", [
+    # a multi-line string whose lines start in column 0 does not end the function
+    ('def f():\n    doc = """\nfirst\nsecond\n"""\n    ### BEGIN SOLUTION\n    return doc\n'
+     "    ### END SOLUTION", "f()"),
+    # decorators, one of them a call spread over lines
+    ("@functools.lru_cache(\n    maxsize=None)\n@functools.singledispatch\ndef g(x):\n"
+     "    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION", "g(1)"),
+    # nested functions: the block is in the inner one's body ...
+    ("def outer():\n    def inner():\n        ### BEGIN SOLUTION\n        return 1\n"
+     "        ### END SOLUTION\n    return inner", "outer()()"),
+    # ... or, after the inner one has ended, in the outer one's
+    ("def outer():\n    def inner():\n        return 1\n    ### BEGIN SOLUTION\n"
+     "    return inner()\n    ### END SOLUTION", "outer()"),
+    # a method; a block inside an if of an async def, after a column-0 string
+    ("class A:\n    def m(self):\n        ### BEGIN SOLUTION\n        return 2\n"
+     "        ### END SOLUTION", "A().m()"),
+    ("async def h(x):\n    if x:\n        s = \"\"\"\nx\n\"\"\"\n        ### BEGIN SOLUTION\n"
+     "        return s\n        ### END SOLUTION", "asyncio.run(h(1))"),
+], ids=["string", "decorators", "inner", "outer", "method", "async"])
+def test_a_solution_in_a_function_raises_whatever_the_code_around_it(src, call):
+    """The stub raises when the function is called: it never returns None silently."""
+    import asyncio
+    import functools
+
+    [found] = solutions(src)
+    out = strip_solutions(src)
+    assert STUB.format(pad=found.indent) in out and "BEGIN" not in out, out
+    ns = {"functools": functools, "asyncio": asyncio}
+    exec(out, ns)
+    with pytest.raises(NotImplementedError):
+        eval(call, ns)
+
+
+def test_which_function_holds_a_solution():
+    inner, outer = ("def outer():\n    def inner():\n        ### BEGIN SOLUTION\n"
+                    "        return 1\n        ### END SOLUTION\n    return inner",
+                    "def outer():\n    def inner():\n        return 1\n"
+                    "    ### BEGIN SOLUTION\n    return inner()\n    ### END SOLUTION")
+    assert [s.function for s in solutions(inner)] == ["inner"]
+    assert [s.function for s in solutions(outer)] == ["outer"]
+    assert solutions(inner)[0].answer == {"outer"}  # what the cell gives the check
+
+
+@pytest.mark.parametrize("src", [
+    # a marker inside a string is text, not a marker
+    'text = """\n### BEGIN SOLUTION\n"""\nx = None\n### BEGIN SOLUTION\nx = 4\n### END SOLUTION',
+    # a top-level block after a function (column 0 after an indented body)
+    "def helper():\n    return 4\n\nx = None\n### BEGIN SOLUTION\nx = helper()\n### END SOLUTION",
+], ids=["marker-in-a-string", "after-a-function"])
+def test_a_solution_at_top_level_passes_whatever_the_code_around_it(src):
+    out = strip_solutions(src)
+    assert out.endswith("# YOUR CODE HERE\npass") and "NotImplementedError" not in out
+    assert out.count("### BEGIN SOLUTION") == src.count("### BEGIN SOLUTION") - 1
+
+
+def test_what_an_answer_sets_is_read_from_the_tree():
+    [in_with] = solutions("with S() as server, C(server) as wire:\n    ### BEGIN SOLUTION\n"
+                          "    s = go(server)\n    ### END SOLUTION")
+    assert in_with.function is None and in_with.answer == {"server", "wire", "s"}
+    [value] = solutions("import math\np = None\n### BEGIN SOLUTION\np = math.pi\n"
+                        "### END SOLUTION")
+    assert value.answer == {"p"}  # not math, not the None above
+
+
 def test_unterminated_solution_is_an_error():
     with pytest.raises(ValueError, match="no matching '### END SOLUTION'"):
         strip_solutions("### BEGIN SOLUTION\nx = 1\n")
@@ -56,6 +125,34 @@ def test_handout_keeps_the_lessons_outputs_and_clears_the_exercises(tmp_path):
     assert lesson.outputs[0].text == "output 1" and lesson.execution_count == 1
     assert answer.source == "# YOUR CODE HERE\npass"
     assert answer.outputs == check.outputs == [] and answer.execution_count is None
+
+
+def test_outputs_that_depend_on_an_answer_are_cleared_and_the_rest_kept(tmp_path):
+    """09's compare cell printed the answer of the exercise above it: it is cleared, and so is
+    what is computed from it; a cell that sets the name afresh ends that."""
+    _lesson(tmp_path / "nb", [
+        "measured = 5.2",                                                     # 0: kept
+        "p = None\n### BEGIN SOLUTION\np = 3.55\n### END SOLUTION",           # 1: answer
+        "check_p(p)",                                                         # 2: check
+        "if p is not None:\n    print(f'predicted {p}, measured {measured}')",  # 3: shows p
+        "ratio = measured / p",                                               # 4: from p
+        "print(round(ratio, 2))",                                             # 5: from p
+        "p = 1\nprint(p)",                                                    # 6: afresh
+        "print(p, measured)",                                                 # 7: kept
+    ])
+    nb = nbformat.read(tmp_path / "nb" / "01-Test.ipynb", as_version=4)
+    assert answer_outputs(nb) == [1, 2, 3, 4, 5]
+    [out] = write_handout(tmp_path / "out", notebooks=tmp_path / "nb")
+    kept = [bool(c.outputs) for c in nbformat.read(out, as_version=4).cells]
+    assert kept == [True, False, False, False, False, False, True, True]
+
+
+def test_speaker_notes_are_not_in_the_student_edition():
+    cells = [nbformat.v4.new_markdown_cell("## A slide"), nbformat.v4.new_markdown_cell("Ask:")]
+    cells[1].metadata["slideshow"] = {"slide_type": "notes"}
+    nb = nbformat.v4.new_notebook(cells=cells)
+    assert [c.source for c in student_edition(copy.deepcopy(nb)).cells] == ["## A slide"]
+    assert len(student_edition(nb, notes=True).cells) == 2
 
 
 def test_handout_keeps_a_notebook_the_student_changed(tmp_path):
