@@ -76,7 +76,7 @@ handout: $(STAMP)
 # Static decks with reveal.js copied beside them: no CDN, so they work offline and the folder
 # can be copied to the presenting machine as it is.
 slides: $(STAMP)
-	$(BIN)/python -m labkit slides slides
+	$(BIN)/python -m labkit slides --outdir slides
 
 doctor: $(STAMP)
 	$(BIN)/python -m labkit doctor
