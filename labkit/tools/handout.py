@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -37,6 +38,7 @@ from labkit.tools.solutions import binds, reads, solutions, strip_solutions
 __all__ = ["student_edition", "answer_outputs", "write_handout", "strip_solutions", "is_notes"]
 
 MANIFEST = ".built"  # {notebook name: sha256 of the file as written}; also make's stamp
+RISE_CSS = "rise.css"  # jupyterlab-rise's style sheet, beside the notebooks
 
 
 def is_notes(cell) -> bool:
@@ -113,4 +115,7 @@ def write_handout(outdir, notebooks: Path = NOTEBOOKS) -> list[Path]:
         digests[target.name] = _digest(target)
         written.append(target)
     manifest.write_text(json.dumps(digests, indent=1) + "\n")
+    style = notebooks / RISE_CSS  # presenting the handout with RISE looks as the lessons do
+    if style.is_file():
+        shutil.copy(style, out / RISE_CSS)
     return written

@@ -93,19 +93,25 @@ def split_headings(nb) -> int:
     return splits
 
 
-def cell_heights(notebooks: list[Path]) -> dict[str, dict[str, float]]:
-    """{notebook name: {cell id: pixels}} from each lesson's deck, in Chromium."""
-    from playwright.sync_api import sync_playwright
+def cell_heights(notebooks: list[Path], page=None) -> dict[str, dict[str, float]]:
+    """{notebook name: {cell id: pixels}} from each lesson's deck, in Chromium (a Playwright
+    ``page`` at 1280x720 if given, else a browser of its own)."""
+    if page is None:
+        from playwright.sync_api import sync_playwright
 
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            try:
+                return cell_heights(notebooks, browser.new_page(
+                    viewport={"width": WIDTH, "height": HEIGHT}))
+            finally:
+                browser.close()
     heights = {}
-    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
+    with tempfile.TemporaryDirectory() as tmp:
         for path, deck in zip(notebooks, build_decks(tmp, notebooks), strict=True):
             page.goto(deck.as_uri() + "?nofit")
             page.wait_for_function("() => window.Reveal && Reveal.isReady()")
             heights[path.name] = page.evaluate(CELL_HEIGHTS_JS)
-        browser.close()
     return heights
 
 
@@ -148,9 +154,10 @@ def lay_out(nb, heights: dict[str, float]) -> list[int]:
     return too_big
 
 
-def laid_out(notebooks: list[Path]) -> dict[Path, tuple[object, int, list[int]]]:
+def laid_out(notebooks: list[Path], page=None) -> dict[Path, tuple[object, int, list[int]]]:
     """Each notebook as slide-layout would write it, without writing it:
-    {path: (notebook, how many cells or settings change, cells too big for a slide)}."""
+    {path: (notebook, how many cells or settings change, cells too big for a slide)}
+    (``page``: see :func:`cell_heights`)."""
     notebooks = [Path(p) for p in notebooks]
     books, splits = {}, {}
     for path in notebooks:
@@ -161,7 +168,7 @@ def laid_out(notebooks: list[Path]) -> dict[Path, tuple[object, int, list[int]]]
         for path in notebooks:
             split.append(Path(tmp) / path.name)
             nbformat.write(books[path], split[-1])
-        heights = cell_heights(split)
+        heights = cell_heights(split, page)
     found = {}
     for path in notebooks:
         nb = books[path]
