@@ -31,6 +31,7 @@ import itertools
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import nbformat
 
@@ -154,7 +155,7 @@ def lay_out(nb, heights: dict[str, float]) -> list[int]:
     return too_big
 
 
-def laid_out(notebooks: list[Path], page=None) -> dict[Path, tuple[object, int, list[int]]]:
+def laid_out(notebooks: list[Path], page=None) -> dict[Path, tuple[Any, int, list[int]]]:
     """Each notebook as slide-layout would write it, without writing it:
     {path: (notebook, how many cells or settings change, cells too big for a slide)}
     (``page``: see :func:`cell_heights`)."""
