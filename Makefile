@@ -47,7 +47,7 @@ system-tools:
 LESSONS := $(wildcard notebooks/[0-9][0-9]-*.ipynb)
 HANDOUT := handout/.built
 
-$(HANDOUT): $(STAMP) $(LESSONS) labkit/tools/handout.py labkit/tools/exercises.py
+$(HANDOUT): $(STAMP) $(LESSONS) labkit/tools/handout.py labkit/tools/solutions.py labkit/tools/exercises.py notebooks/rise.css
 	$(BIN)/python -m labkit handout handout   # also writes $(HANDOUT)
 
 # Students: the lessons without their solutions.

@@ -1,8 +1,13 @@
+import ast
 import copy
 import symtable
+from dataclasses import dataclass
+from pathlib import Path
 
+import leaks
 import nbformat
 import pytest
+from leaks import output_texts, values_in, visible_text
 
 from labkit.net.kernel import KERNEL_NAME
 from labkit.tools import handout as _handout
@@ -237,28 +242,118 @@ def lab_kernel():
     kernel.shutdown_kernel(now=True)
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem[:2] for p in NOTEBOOKS])
-def test_the_student_edition_answers_back(path, lab_kernel):
-    """With every solution removed, each check says what is missing instead of crashing."""
+@dataclass
+class StudentRun:
+    """A notebook's student edition, run in the lab kernel (which still holds its names) up to
+    its last check; :meth:`finish` runs the cells after it (they may clean up: 06 closes its CA).
+    """
+
+    path: Path
+    ran: list[int]   # the original notebook's cells that ran (see student_slice)
+    cells: list      # ... as they ran, with their outputs, after one "%reset -f" cell
+    rest: list       # the cells after the last check, not run yet
+    kernel: object
+
+    def finish(self) -> None:
+        if self.rest:
+            _execute(self.rest, self.kernel)
+            self.cells += self.rest
+            self.rest = []
+
+
+def _execute(cells: list, kernel) -> None:
     from nbclient import NotebookClient
 
-    nb = nbformat.read(path, as_version=4)
-    ran = student_slice(nb)
-    checks = [i for _, i in exercises(nb)]
-    nb.cells = [nb.cells[i] for i in ran]
-    student_edition(nb)
-    # a previous notebook's names must not stand in for one this notebook failed to define
-    nb.cells.insert(0, nbformat.v4.new_code_cell("%reset -f"))
-    if not lab_kernel.is_alive():  # a previous notebook killed it: its failure stays its own
-        lab_kernel.restart_kernel(now=True)
-    client = NotebookClient(nb, timeout=120, km=lab_kernel, allow_errors=True)
+    client = NotebookClient(nbformat.v4.new_notebook(cells=cells), timeout=120, km=kernel,
+                            allow_errors=True)
     try:
         client.execute()
     finally:
         if client.kc is not None:
             client.kc.stop_channels()
+
+
+@pytest.fixture(scope="module", params=NOTEBOOKS, ids=[p.stem[:2] for p in NOTEBOOKS])
+def student_run(request, lab_kernel):
+    """Run the student edition of one notebook (its slice) up to its last check; the tests of
+    that notebook then share the kernel's state, before the next notebook resets it. (The
+    leak test comes first in this file: it needs the state the cells after the last check
+    may clean up; the answers-back test then runs them.)"""
+    path = request.param
+    nb = nbformat.read(path, as_version=4)
+    ran = student_slice(nb)
+    last_check = ran.index(max(check for _, check in exercises(nb))) + 1
+    nb.cells = [nb.cells[i] for i in ran]
+    student_edition(nb)
+    # a previous notebook's names must not stand in for one this notebook failed to define
+    head = [nbformat.v4.new_code_cell("%reset -f"), *nb.cells[:last_check]]
+    if not lab_kernel.is_alive():  # a previous notebook killed it: its failure stays its own
+        lab_kernel.restart_kernel(now=True)
+    _execute(head, lab_kernel)
+    return StudentRun(path, ran, head, nb.cells[last_check:], lab_kernel)
+
+
+def _in_kernel(kernel, code: str, timeout: float = 900) -> dict:
+    """Run ``code`` in ``kernel``; the dict it leaves in ``_leak_report`` (or {})."""
+    client = kernel.client()
+    client.start_channels()
+    errors = []
+
+    def on_output(msg):
+        if msg["msg_type"] == "error":
+            errors.append(f"{msg['content']['ename']}: {msg['content']['evalue']}")
+    try:
+        client.wait_for_ready(timeout=60)
+        reply = client.execute_interactive(
+            code, timeout=timeout, output_hook=on_output, store_history=False,
+            user_expressions={"report": "globals().pop('_leak_report', {})"})
+    finally:
+        client.stop_channels()
+    assert not errors, f"in the kernel, {code.strip().splitlines()[0][:80]!r}... failed: {errors}"
+    report = reply["content"]["user_expressions"]["report"]
+    return ast.literal_eval(report["data"]["text/plain"]) if report["status"] == "ok" else {}
+
+
+LEAKS_TRIED: dict[str, int] = {}
+
+
+def test_nothing_printed_in_the_handout_or_the_deck_passes_a_check(student_run, tmp_path):
+    """For every exercise, its check against every value the handout and the deck print
+    (tests/leaks.py): none may say ✅, or the page gives the answer away."""
+    from labkit.tools.slides import build_deck
+
+    nb = nbformat.read(student_run.path, as_version=4)
+    texts = output_texts(student_edition(copy.deepcopy(nb)))
+    texts.append(visible_text(build_deck(student_run.path, tmp_path).read_text()))
+    values = values_in(texts)
+    _in_kernel(student_run.kernel, leaks.helpers_code())
+    tried, given_away = 0, []
+    for n, exercise in enumerate(leaks.exercises_of(nb, exercises(nb)), 1):
+        _in_kernel(student_run.kernel, exercise.answer_cell)  # the right answer, defined
+        if exercise.function:  # what kinds of value it returns, to return the same
+            spied = _in_kernel(student_run.kernel, leaks.spy_code(exercise))
+            assert spied["right"], f"exercise {n}: the solution itself is not right here"
+            candidates = leaks.of_kinds(values, set(spied["kinds"]))
+        else:
+            candidates = values
+        report = _in_kernel(student_run.kernel, leaks.probe_code(exercise, candidates))
+        assert report["tried"] == len(candidates), report
+        tried += report["tried"]
+        given_away += [f"exercise {n} ({exercise.name}): {value} → {verdict}"
+                       for value, verdict in report["passed"]]
+    LEAKS_TRIED[student_run.path.name[:2]] = tried
+    print(f"\n{student_run.path.name}: {len(values)} values printed, {tried} check runs; "
+          f"all notebooks so far: {sum(LEAKS_TRIED.values())}")
+    assert not given_away, "a printed value passes a check:\n" + "\n".join(given_away)
+
+
+def test_the_student_edition_answers_back(student_run):
+    """With every solution removed, each check says what is missing instead of crashing."""
+    student_run.finish()
+    nb = nbformat.read(student_run.path, as_version=4)
+    checks = [i for _, i in exercises(nb)]
     verdicts, errors = {}, []
-    for i, cell in zip(["reset", *ran], nb.cells, strict=True):  # one label per cell
+    for i, cell in zip(["reset", *student_run.ran], student_run.cells, strict=True):
         for out in cell.get("outputs", []):
             if out.output_type == "error":
                 errors.append(f"cell {i}: {out.ename}: {out.evalue}")
