@@ -17,10 +17,11 @@ STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?= -n $(shell echo $$(( $$(nproc) + 1 ))) --dist loadscope
 # Debian packages: the tools the tests compare against (tcpdump, tshark; dig, from
 # bind9-dnsutils, a resolver that checks DNSServer), iproute2's `ip` that
-# builds notebook 09's lab hosts (binder/apt.txt lists the same), and the browser
+# builds notebook 09's lab hosts, curl (04 sets it beside Python; binder/apt.txt lists the
+# same), and the browser
 # tests/test_browser.py drives (chromium, with an emoji font for the text-form ✅/❌ in its
 # screenshots). Installed when we are root: one apt-get, about 50 s, most of it chromium.
-SYSTEM_TOOLS := tcpdump tshark iproute2 bind9-dnsutils
+SYSTEM_TOOLS := tcpdump tshark iproute2 bind9-dnsutils curl
 BROWSER := chromium
 
 .PHONY: lab lab-instructor test lint notebooks handout slides system-tools doctor clean hub
@@ -80,7 +81,7 @@ hub:
 LESSONS := $(wildcard notebooks/[0-9][0-9]-*.ipynb)
 HANDOUT := handout/.built
 
-$(HANDOUT): $(LAB) $(LESSONS) labkit/tools/handout.py labkit/tools/exercises.py
+$(HANDOUT): $(LAB) $(LESSONS) labkit/tools/handout.py labkit/tools/solutions.py labkit/tools/exercises.py notebooks/rise.css
 	$(BIN)/python -m labkit handout handout   # also writes $(HANDOUT)
 
 # Students: the lessons without their solutions.
@@ -109,7 +110,7 @@ handout: $(LAB)
 # Static decks with reveal.js copied beside them: no CDN, so they work offline and the folder
 # can be copied to the presenting machine as it is.
 slides: $(STAMP)
-	$(BIN)/python -m labkit slides slides
+	$(BIN)/python -m labkit slides --outdir slides
 
 doctor: $(LAB)
 	$(BIN)/python -m labkit doctor

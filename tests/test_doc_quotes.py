@@ -38,8 +38,12 @@ PRODUCERS = {
         _replayed_without_a_recording,
 }
 
-# Quotes of errors another program prints (not labkit's: nothing here can make them).
-OTHERS: dict[str, str] = {}
+# Quotes of errors another program prints (not labkit's: nothing here can make them), and
+# whose they are.
+OTHERS = {
+    "FileNotFoundError: 'alembic'": "nbgrader's, when alembic (which it runs by name) is not "
+                                    "on PATH",
+}
 
 
 def quotes() -> dict[str, list[str]]:

@@ -5,7 +5,9 @@ keeps going and the notebook shows the verdict under the exercise. An answer not
 written yet (a function that raises ``NotImplementedError``, or ``None``, the student
 edition's stubs) gets :data:`NOT_WRITTEN` or :data:`NOT_ANSWERED`. Under nbgrader's
 autograder (``NBGRADER_EXECUTION`` set) a failed check raises ``AssertionError`` with
-its verdict, so the check cell scores 0; the student's notebook stays free of asserts.
+its verdict, so the check cell scores 0 (the feedback shows the verdict and its hint, not a
+traceback), and a passed one is shown as display data, not as the cell's result (nbgrader
+would try to read a result as partial points); the student's notebook stays free of asserts.
 
     >>> verdict(2 + 2 == 4, "2 + 2 is 4", wrong="2 + 2 is not 5", hint="count again")
     ✅ Right: 2 + 2 is 4
@@ -28,6 +30,7 @@ import functools
 import html
 import inspect
 import os
+import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, cast, overload
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     from labkit.capture.capture import Capture
 
 __all__ = ["Verdict", "verdict", "first_failure", "answers_back", "unfinished", "NOT_WRITTEN",
-           "NOT_ANSWERED", "not_a_recording"]
+           "NOT_ANSWERED", "not_a_recording", "StudentCall", "CheckFailed"]
 
 
 @dataclass(frozen=True)
@@ -139,10 +142,11 @@ def not_a_recording(wire: Capture) -> Verdict | None:
                    LIVE_HINT)
 
 
-def unfinished(exc: BaseException | None) -> bool:
-    """Did this come from a ``raise NotImplementedError()`` (maybe in a server thread)?"""
+def unfinished(exc: object) -> bool:
+    """Did this come from a ``raise NotImplementedError()`` (maybe in a server thread)?
+    (Anything that is not an exception did not.)"""
     seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
+    while isinstance(exc, BaseException) and id(exc) not in seen:
         if isinstance(exc, NotImplementedError):
             return True
         seen.add(id(exc))
@@ -155,10 +159,40 @@ def autograded() -> bool:
     return bool(os.environ.get("NBGRADER_EXECUTION"))
 
 
+class CheckFailed(AssertionError):
+    """A failed verdict under nbgrader: the check cell raised, so it scores 0.
+
+    Shown (in the graded notebook and the feedback) as the verdict alone: the ❌, what is
+    wrong and the hint, with no traceback through labkit (nor the instructor's paths).
+    """
+
+    def __init__(self, result: Verdict):
+        super().__init__(str(result))
+        self.verdict = result
+
+    def _render_traceback_(self) -> list[str]:  # IPython shows this instead of a traceback
+        return str(self.verdict).splitlines()
+
+
+class _ShownVerdict(Verdict):
+    """A passed verdict under nbgrader, displayed rather than returned as the cell's result.
+
+    nbgrader reads a graded cell's result as partial points when it is a number, and logs a
+    six-line warning for every one that is not ("✅ Right: ..."); display data it leaves alone.
+    """
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import publish_display_data
+
+        publish_display_data({"text/plain": str(self), "text/html": self._repr_html_()})
+
+
 def _graded(result: Verdict) -> Verdict:
-    if autograded() and not result.passed:
-        raise AssertionError(str(result))  # nbgrader scores a check cell that raised as 0
-    return result
+    if not autograded():
+        return result
+    if not result.passed:
+        raise CheckFailed(result)  # nbgrader scores a check cell that raised as 0
+    return _ShownVerdict(result.passed, result.message, result.hint)
 
 
 P = ParamSpec("P")
@@ -209,3 +243,40 @@ def answers_back(check: Callable[P, Verdict] | Callable[P, Coroutine[Any, Any, V
                 return _graded(NOT_WRITTEN)
             raise
     return run
+
+
+class StudentCall:
+    """The student's ``fn(*args)`` in a thread of its own, started now (in the calling
+    thread's network namespace: on a lab host inside ``net.on(...)``), so a check can play
+    the other side meanwhile, and never hangs on code that does.
+
+        >>> call = StudentCall(fetch, session, url)
+        >>> call.wait(5.0)          # False: still running after 5 s
+        >>> call.outcome, call.value   # "ok" and what it returned, or "raised" and the error
+
+    Attributes:
+        outcome: ``"running"``, then ``"ok"`` (it returned) or ``"raised"``
+        value: what it returned, or the exception it raised (None while running)
+        thread: the thread it runs in
+    """
+
+    def __init__(self, fn: Callable[..., object], *args: object) -> None:
+        self.outcome: str = "running"
+        self.value: object = None
+        self.thread = threading.Thread(target=self._run, args=(fn, *args), daemon=True)
+        self.thread.start()
+
+    def _run(self, fn: Callable[..., object], *args: object) -> None:
+        try:
+            self.value, self.outcome = fn(*args), "ok"
+        except Exception as exc:  # noqa: BLE001 - the student's exception is the answer
+            self.value, self.outcome = exc, "raised"
+
+    def running(self) -> bool:
+        """Is it still running?"""
+        return self.thread.is_alive()
+
+    def wait(self, limit: float) -> bool:
+        """Did it return (or raise) within ``limit`` seconds?"""
+        self.thread.join(limit)
+        return not self.thread.is_alive()

@@ -239,11 +239,12 @@ class DNSServer(UDPServer):
         if datagrams is None or connections is None:
             return None
         came, went = datagrams
-        digests = [digest for _in, _out, digest in connections] + [d for _s, d in came]
+        digests = [digest for _in, _out, digest, *_split in connections] + [d for _s, d in came]
         known = [d for d in digests if d is not None]
-        return conversation_entry([(r, w) for r, w, _d in connections], [s for s, _d in came],
+        return conversation_entry([(r, w) for r, w, *_rest in connections], [s for s, _d in came],
                                   went, content_digest(known) if len(known) == len(digests)
-                                  else None)
+                                  else None, [c[3] for c in connections],
+                                  [c[4] for c in connections])
 
     def __repr__(self) -> str:
         return f"<DNSServer {sorted(self.zone)}>"
