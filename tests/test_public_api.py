@@ -22,15 +22,11 @@ ROOT = Path(__file__).parent.parent
 
 # Exported classes whose modules other branches are still changing: documented once they
 # have landed (issue 24).  Empty at the end.
-PENDING = {"Capture", "Connections", "CwndSampler", "Impairment", "GilbertElliott",
-           "LabNetwork", "Segment", "SocketState", "Table", "TcpInfo",
-           "bufferbloat_figure", "client_hello", "cwnd_figure", "flag_names", "handshake",
-           "handshake_round_trips", "ladder", "mathis_figure", "plot_load", "ramp_figure",
-           "rtt_figure", "server_hello", "throughput_figure", "time_sequence",
-           "transfer_time_figure", "tls_records", "tcp_info", "tcp_states", "seq_trace",
-           "dropped_segments", "backoffs", "per_round_trip", "mathis_throughput",
-           "transfer_time", "naive_transfer_time", "capture_mode", "doctor", "textbook_port",
-           "lesson09"}
+PENDING = {"Impairment", "GilbertElliott", "LabNetwork",                # net (link, topology)
+           "cwnd_figure", "backoffs", "per_round_trip", "mathis_figure",   # views (nb09)
+           "bufferbloat_figure", "transfer_time_figure", "ramp_figure", "time_sequence",
+           "seq_trace", "dropped_segments", "mathis_throughput", "transfer_time",
+           "naive_transfer_time", "textbook_port", "lesson09"}
 
 CLASSES = sorted(name for name in labkit.__all__ if inspect.isclass(getattr(labkit, name)))
 FUNCTIONS = sorted(name for name in labkit.__all__ if inspect.isfunction(getattr(labkit, name)))
@@ -217,10 +213,12 @@ def test_every_check_keeps_its_typed_signature_through_answers_back(check):
 
 
 
-# The five layers a notebook calls, as pyproject.toml's strict override must name them;
-# until their branches land some are listed module by module (issue 24).
-STRICT = {"labkit.servers.*", "labkit.protocols.*", "labkit.checks"} | {
-    f"labkit.checks.lesson{n:02}" for n in range(9)} | {"labkit.views.waterfall"}
+# The five layers a notebook calls, as pyproject.toml's strict override must name them.
+STRICT = {"labkit.servers.*", "labkit.capture.*", "labkit.protocols.*", "labkit.views.*",
+          "labkit.checks.*"}
+# Modules of those layers let off for now, as pyproject.toml says why; empty at the end.
+NOT_YET_STRICT = {"labkit.views.congestion", "labkit.views.timeseq", "labkit.views.models",
+                  "labkit.checks.lesson09"}
 
 
 def test_the_layers_a_notebook_calls_are_checked_strictly():
@@ -236,3 +234,6 @@ def test_the_layers_a_notebook_calls_are_checked_strictly():
         assert strict.get(flag) is True, f"the strict override lacks {flag} = true"
     assert strict.get("implicit_reexport") is False
     assert set(strict["module"]) >= STRICT
+    let_off = {module for o in config["overrides"] if o.get("disallow_untyped_defs") is False
+               for module in o["module"]}
+    assert let_off == NOT_YET_STRICT

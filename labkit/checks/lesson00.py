@@ -81,7 +81,8 @@ def check_first_capture(wire: Capture) -> Verdict:
     if refused is not None:  # (a failed Verdict is falsy)
         return refused
     flags = [s.flags for s in segs[:3]]
-    sent = b"".join(bytes(s.packet["TCP"].payload) for s in segs if s.src == "client")
+    sent = b"".join(bytes(s.packet["TCP"].payload) for s in segs
+                    if s.src == "client" and s.packet is not None and "TCP" in s.packet)
     return first_failure(
         verdict(flags == ["SYN", "SYN-ACK", "ACK"], "", wrong=f"the capture starts {flags}",
                 hint="open the connection inside the `with Capture(...)` block"),

@@ -31,7 +31,7 @@ def acks_after_client_data(wire: Capture) -> list[int | None]:
     segs = wire.segments
     acks: list[int | None] = []
     for i, seg in enumerate(segs):
-        if seg.src == "client" and seg.length:
+        if seg.src == "client" and seg.length and seg.seq is not None:
             reply = next((s for s in segs[i + 1:] if s.src == "server" and s.ack is not None
                           and s.ack >= seg.seq + seg.length), None)
             acks.append(reply.ack if reply else None)

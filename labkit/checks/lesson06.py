@@ -151,8 +151,9 @@ def check_server_name(server_name: Callable[[bytes], str], wire: Capture) -> Ver
                            "the name travels as ASCII bytes: decode them")
         if got != name:
             return Verdict(False, f"with {what}, you returned {got!r}", _HINT_SNI)
-    first = next((s for s in wire.segments if s.src == "client" and s.length), None)
-    if first is None:
+    first = next((s for s in wire.segments if s.src == "client" and s.length
+                  and s.packet is not None and "TCP" in s.packet), None)
+    if first is None or first.packet is None:
         return Verdict(False, "the capture holds no ClientHello",
                        "pass the capture of the exercise, `mystery`")
     expected = client_hello(wire).get("sni")

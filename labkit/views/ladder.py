@@ -1,7 +1,7 @@
 """Ladder (sequence) diagrams of captured conversations, sized for a projector.
 
     >>> ladder(wire.segments)                     # matplotlib Figure: one lifeline per role
-    >>> ladder(wire.segments, packets=range(40, 80))   # another window of a long capture
+    >>> ladder(wire.segments, rows=range(40, 80))      # another window of a long capture
 
 Each arrow says how a packet travelled (flags, seq, ack, len) and, for data, what it
 carried; a protocol view may say more (TLS records, WebSocket frames): see
@@ -14,11 +14,17 @@ written across the top of the figure.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
+from typing import Any
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch
+from matplotlib.text import Text
 
 from labkit.capture.flows import Segment
 from labkit.views.plotting import plt, show_notice
-from labkit.views.table import COLORS, kind, pick, printable
+from labkit.views.table import COLORS, Rows, kind, pick, printable, rows_or_packets
 
 __all__ = ["ladder", "MAX_PACKETS", "MAX_LIFELINES"]
 
@@ -55,26 +61,29 @@ def _lifelines(segs: list[Segment]) -> list[str]:
     return sorted(seen, key=lambda r: (not r.startswith("client"), seen[r]))
 
 
-def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
-           note: str | None = None, warning: str | None = None, lost=()):
+def ladder(segs: Iterable[Segment], *, title: str | None = None, rows: Rows = None,
+           note: str | None = None, warning: str | None = None,
+           lost: Collection[int] = (), packets: Rows = None) -> Figure:
     """Draw a sequence diagram: one lifeline per role, one labelled arrow per packet.
 
     Time runs downwards, one row per packet (so 30+ packets stay legible); the left
-    margin gives each packet's time since the first.  ``packets`` picks rows (a slice,
-    range or list; default: the first ``MAX_PACKETS``); ``note`` is drawn under the
-    arrows (e.g. which connection this is); ``warning`` across the top (default: the
-    notice ``wire.segments`` carry).  ``lost``: indexes of packets the link dropped
-    (``Segment.index``): their arrows stop half-way, at a ✗.
+    margin gives each packet's time since the first.  ``rows`` picks packets by their row
+    number in the table (a slice, range or list; default: the first ``MAX_PACKETS``);
+    ``note`` is drawn under the arrows (e.g. which connection this is); ``warning`` across
+    the top (default: the notice ``wire.segments`` carry).  ``lost``: indexes of packets
+    the link dropped (``Segment.index``): their arrows stop half-way, at a ✗.
+    (``packets=`` is the old name of ``rows=``.)
     """
+    rows = rows_or_packets(rows, packets, "ladder")
     warning = warning or getattr(segs, "notice", None)
     everything = list(segs)
-    segs, left_out = pick(everything, packets, limit=MAX_PACKETS)
-    roles = _lifelines(segs) or ["client", "server"]
-    if len(roles) > MAX_LIFELINES and packets is None:  # the default view: fewer packets
-        segs = _within_lifelines(segs)
-        roles = _lifelines(segs)
-        left_out = (f"… {len(everything) - len(segs)} more packets between more than "
-                    f"{MAX_LIFELINES} endpoints; pass connection= or packets= to choose, "
+    chosen, left_out = pick(everything, rows, limit=MAX_PACKETS)
+    roles = _lifelines(chosen) or ["client", "server"]
+    if len(roles) > MAX_LIFELINES and rows is None:  # the default view: fewer packets
+        chosen = _within_lifelines(chosen)
+        roles = _lifelines(chosen)
+        left_out = (f"… {len(everything) - len(chosen)} more packets between more than "
+                    f"{MAX_LIFELINES} endpoints; pass connection= or rows= to choose, "
                     "or see wire.connections()")
     if len(roles) > MAX_LIFELINES:
         raise ValueError(
@@ -83,8 +92,9 @@ def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
             "(wire.ladder(connection=1)) or look at wire.connections() for all of them")
     notes = [text for text in (note, left_out) if text]
     x = {role: i for i, role in enumerate(roles)}
-    labels = [_label(seg) for seg in segs]
-    ys, y = [], 0.0  # a row per packet; a label of k lines pushes its row down (k-1)/2
+    labels = [_label(seg) for seg in chosen]
+    ys: list[float] = []
+    y = 0.0  # a row per packet; a label of k lines pushes its row down (k-1)/2
     for text in labels:
         y += 0.5 * text.count("\n")
         ys.append(y)
@@ -98,7 +108,7 @@ def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
         ax.plot([xi, xi], [top, bottom], color="#999999", lw=2, zorder=1)
         _text(ax, xi, top - 0.15, role, ha="center", va="bottom", fontsize=15,
               fontweight="bold")
-    for row, label, seg in zip(ys, labels, segs, strict=True):
+    for row, label, seg in zip(ys, labels, chosen, strict=True):
         x0, x1 = float(x[seg.src]), float(x[seg.dst])
         color = COLORS[kind(seg)]
         if x0 == x1:  # a packet from a host to itself (rare): draw a short loop
@@ -120,14 +130,14 @@ def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
     ax.axis("off")
     if title:
         ax.set_title(printable(title), fontsize=16, pad=12, parse_math=False)
-    if not segs:
+    if not chosen:
         _text(ax, sum(x.values()) / len(x), 0, "(no packets)", ha="center", fontsize=14)
     fig.tight_layout()
     show_notice(fig, warning)
     return fig
 
 
-def _lost_on_the_way(ax, x0: float, x1: float, row: float) -> tuple[float, float]:
+def _lost_on_the_way(ax: Axes, x0: float, x1: float, row: float) -> tuple[float, float]:
     """A packet the link dropped: its arrow ends half-way, where a ✗ marks the loss.
     Returns where the arrow ends."""
     middle = (x0 + x1) / 2
@@ -146,6 +156,6 @@ def _within_lifelines(segs: list[Segment]) -> list[Segment]:
     return segs
 
 
-def _text(ax, x, y, text, **style):
+def _text(ax: Axes, x: float, y: float, text: str, **style: Any) -> Text:
     """Text as it is: ``$`` in a payload is a dollar sign, never matplotlib's mathtext."""
     return ax.text(x, y, text, parse_math=False, **style)
