@@ -26,7 +26,7 @@ PENDING = {"Impairment", "GilbertElliott", "LabNetwork",                # net (l
            "cwnd_figure", "backoffs", "per_round_trip", "mathis_figure",   # views (nb09)
            "bufferbloat_figure", "transfer_time_figure", "ramp_figure", "time_sequence",
            "seq_trace", "dropped_segments", "mathis_throughput", "transfer_time",
-           "naive_transfer_time", "textbook_port", "lesson09"}
+           "naive_transfer_time", "lesson09"}
 
 CLASSES = sorted(name for name in labkit.__all__ if inspect.isclass(getattr(labkit, name)))
 FUNCTIONS = sorted(name for name in labkit.__all__ if inspect.isfunction(getattr(labkit, name)))
