@@ -358,3 +358,56 @@ def test_a_capture_on_the_link_sees_both_directions_and_ends_promptly():
     assert result["complete"] and result["lost"] == 0
     assert result["took"] < 1.5  # the settle bound (2 s) was not what ended it
     assert result["empty"] == 0
+
+
+def test_the_link_says_how_late_its_frames_left():
+    result = in_lab(UDP_BURST, """
+        with LabNetwork(Impairment(delay=0.020)) as net:
+            got = udp_burst(net, 20, gap=0.002)
+            lateness = {name: [l.frames, l.late, l.worst, l.tolerance, str(l)]
+                        for name, l in net.lateness(tolerance=0.5).items()}
+            strict = net.lateness(tolerance=0.0)["client→server"]
+            busy = net.too_busy(tolerance=0.5)
+        print(json.dumps({"got": len(got), "lateness": lateness, "busy": busy,
+                          "strict": [strict.late, strict.frames]}))
+    """)
+    assert result["got"] == 20
+    frames, late, worst, tolerance, text = result["lateness"]["client→server"]
+    assert frames == 20 and tolerance == 0.5 and 0 <= worst
+    # half a second late on a 20 ms link would be a broken link, not a busy machine
+    assert late == 0 and result["busy"] is None, result
+    assert text.startswith("20 frames, none more than 500 ms late")
+    assert result["lateness"]["server→client"][0] == 0  # nothing came back
+    # every frame leaves a little after it was due: at zero tolerance each one is late
+    assert result["strict"] == [20, 20]
+
+
+def test_lateness_counts_frames_beyond_the_tolerance_and_says_so():
+    from labkit.net.link import _Tally, too_busy
+    tally = _Tally()
+    for seconds in (0.0002, 0.0009, 0.0011, 0.048, -0.00001):
+        tally.add(seconds)
+    one = tally.lateness(0.001)
+    assert (one.frames, one.late, one.worst) == (5, 2, 0.048)
+    assert str(one) == "5 frames, 2 more than 1 ms late (worst 48.0 ms)"
+    assert tally.lateness(0.0001).late == 4 and tally.lateness(0.05).late == 0
+    quiet = {"client→server": tally.lateness(0.05), "server→client": _Tally().lateness(0.05)}
+    assert too_busy(quiet) is None
+    assert too_busy(quiet, missed=1) == (
+        "this machine was too busy for this measurement: 1 frame was lost before the link "
+        "could read it, so the numbers below are the machine's, not the link's — run it "
+        "again when it is quieter")
+    loud = {"client→server": tally.lateness(0.001), "server→client": one}
+    assert too_busy(loud) == (
+        "this machine was too busy for this measurement: 4 frames left up to 48 ms late, "
+        "so the numbers below are the machine's, not the link's — run it again when it is "
+        "quieter")
+
+
+def test_lateness_refuses_a_tolerance_that_is_not_seconds():
+    from labkit import Impairment
+    from labkit.net.link import Link
+    link = Link({"a→b": ("a", "b")}, {"a→b": Impairment()})
+    for bad in (-1, "1ms", None):
+        with pytest.raises(ValueError, match="tolerance must be seconds"):
+            link.lateness(tolerance=bad)

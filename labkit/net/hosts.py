@@ -43,7 +43,7 @@ import threading
 from collections.abc import Iterator
 
 from labkit.net.impairment import Impairment
-from labkit.net.link import Link
+from labkit.net.link import Lateness, Link
 
 CLONE_NEWNET = 0x40000000
 SIOCETHTOOL = 0x8946
@@ -214,6 +214,20 @@ class LabNetwork:
         with self.on(host):
             _ip(f"route change 10.0.0.0/{PREFIX} dev eth0 proto kernel scope link "
                 f"src {HOSTS[host]} rto_min {round(seconds * 1000)}ms")
+
+    def lateness(self, tolerance: float = 0.001) -> dict[str, Lateness]:
+        """Per direction, how many frames the link sent on more than ``tolerance`` s after
+        they were due, and the worst: ``print(net.lateness()["client→server"])``."""
+        return self.link.lateness(tolerance)
+
+    def too_busy(self, tolerance: float = 0.001) -> str | None:
+        """None if the link kept its timing; else one sentence a lesson prints before
+        numbers that are the machine's, not the link's:
+
+            >>> if (busy := net.too_busy()):
+            ...     print(busy)
+        """
+        return self.link.too_busy(tolerance)
 
     def _check_host(self, host: str) -> None:
         if host not in HOSTS:

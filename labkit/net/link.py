@@ -26,7 +26,7 @@ import socket
 import struct
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 
 from labkit.net.impairment import Impairment, LinkModel
@@ -40,14 +40,81 @@ HEADER = 14  # Ethernet
 HOLD_LIMIT = 0.2  # s: a frame held back to reorder leaves by then even if no frame follows
 FATES = ("frames", "delivered", "dropped", "queue_dropped", "duplicated", "reordered")
 PACKET_STATISTICS = 6  # (frames read, frames the kernel dropped: our ring was full)
+TICK = 1e-5  # s: lateness is tallied to 10 µs
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+@dataclass(frozen=True)
+class Lateness:
+    """How faithfully one direction kept its timing: of ``frames`` that left, ``late``
+    left more than ``tolerance`` seconds after they were due; the worst by ``worst`` s.
+
+    A frame is due when the model says (its delay, its turn at a bottleneck) counted from
+    when the *kernel* received it, so a forwarder that read it late made it late too.
+
+        >>> print(net.lateness()["client→server"])
+        412 frames, none more than 1 ms late (worst 0.3 ms)
+    """
+
+    frames: int
+    late: int
+    worst: float
+    tolerance: float
+
+    def __str__(self) -> str:
+        within = f"{self.tolerance * 1000:g} ms"
+        if not self.late:
+            return f"{self.frames} frames, none more than {within} late " \
+                   f"(worst {self.worst * 1000:.1f} ms)"
+        return f"{self.frames} frames, {self.late} more than {within} late " \
+               f"(worst {self.worst * 1000:.1f} ms)"
+
+
+class _Tally:
+    """Each departed frame's lateness, in 10 µs ticks: enough to answer any tolerance."""
+
+    def __init__(self):
+        self.frames, self.worst, self.ticks = 0, 0.0, Counter()
+
+    def add(self, lateness: float) -> None:
+        self.frames += 1
+        if lateness > 0:
+            self.ticks[int(lateness / TICK)] += 1
+            if lateness > self.worst:
+                self.worst = lateness
+
+    def lateness(self, tolerance: float) -> Lateness:
+        limit = round(tolerance / TICK)
+        late = sum(count for tick, count in self.ticks.items() if tick >= limit)
+        return Lateness(self.frames, late, self.worst, tolerance)
+
+
+def _is_seconds(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 3600
+
+
+def too_busy(lateness: dict[str, Lateness], missed: int = 0) -> str | None:
+    """One sentence for a lesson when frames left late (or were missed), else None."""
+    late = sum(one.late for one in lateness.values())
+    if not late and not missed:
+        return None
+    worst = max(one.worst for one in lateness.values())
+    what = []
+    if late:
+        what.append(f"{late} frame{'s' * (late != 1)} left up to {worst * 1000:.0f} ms late")
+    if missed:
+        what.append(f"{missed} {'frame was' if missed == 1 else 'frames were'} lost before "
+                    f"the link could read {'it' if missed == 1 else 'them'}")
+    return (f"this machine was too busy for this measurement: {' and '.join(what)}, so the "
+            f"numbers below are the machine's, not the link's — run it again when it is "
+            f"quieter")
 
 
 @dataclass(slots=True)
 class LinkEvent:
     """One frame's passage: arrival, departure (None if it never left), its fate."""
 
-    t_in: float  # time.time() when the link read it
+    t_in: float  # wall-clock time (time.time()) when the kernel received it
     t_out: float | None  # time.time() when the link sent it on
     direction: str  # "client→server" or "server→client"
     frame: bytes  # the whole Ethernet frame
@@ -68,6 +135,7 @@ class _Direction:
         self.link, self.name = link, name
         self.model = LinkModel(impairment, stream)
         self.stats = dict.fromkeys(FATES, 0)
+        self.tally = _Tally()
         self.plain = False  # no impairment, no trace: the fastest path
         self.immediate = self.lossy = False  # set by refresh()
         self.rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
@@ -114,15 +182,19 @@ class _Direction:
         ring, slot, slots = self.ring, self.slot, self.slots
         send, stats, link, model = self.tx.send, self.stats, self.link, self.model
         schedule, unpack_from, pack_into = self.schedule, struct.unpack_from, struct.pack_into
-        record, name, clock = link._record, self.name, time.time
+        record, name, tally, monotonic = link._record, self.name, self.tally, time.monotonic
         waiting = [self.rx.fileno(), link._stop_r]
         index = 0
+        offset = time.time() - monotonic()  # the kernel stamps frames in wall-clock time
         while not link._stopping:
             at = index * slot
             if not ring[at] & TP_STATUS_USER:  # the kernel has not filled it yet
                 select.select(waiting, [], [])
+                offset = time.time() - monotonic()
                 continue
-            _, length, captured, mac = unpack_from("IIIH", ring, at)
+            _, length, captured, mac, _, sec, nsec = unpack_from("IIIHHII", ring, at)
+            arrived = sec + nsec * 1e-9  # when the kernel received it: the frame's time 0
+            due = arrived - offset
             start = at + mac
             frame = view[start:start + captured]
             if ring[start + 12] != 0x08 or ring[start + 13] != 0x00:  # not IPv4
@@ -133,6 +205,7 @@ class _Direction:
                 try:
                     send(frame)
                     stats["delivered"] += 1
+                    tally.add(monotonic() - due)
                 except OSError:  # the host's receive queue is full (ENOBUFS)
                     stats["queue_dropped"] += 1
             elif self.immediate and not schedule:  # no waiting: lost, or sent on now
@@ -143,25 +216,27 @@ class _Direction:
                         or captured - HEADER > model.impairment.mtu)
                 event = None
                 if link.trace_limit:
-                    event = [clock(), None, name, bytes(frame),
+                    event = [arrived, None, name, bytes(frame),
                              "dropped" if lost else "delivered", number]
                     record(event)
                 if lost:
                     stats["dropped"] += 1
                 else:
-                    self._send(frame, event)
+                    self._send(frame, event, due=due)
             else:
-                self._admit(bytes(frame))
+                self._admit(bytes(frame), arrived, due)
             del frame  # the kernel may reuse the slot now
             pack_into("I", ring, at, TP_STATUS_KERNEL)
             index = index + 1 if index + 1 < slots else 0
 
-    def _admit(self, frame: bytes) -> None:
-        fate = self.model.admit(time.monotonic(), len(frame) - HEADER)
+    def _admit(self, frame: bytes, arrived: float, now: float) -> None:
+        """Queue a frame the kernel received at ``arrived`` (wall clock), ``now`` on the
+        monotonic clock the model and the queue count in."""
+        fate = self.model.admit(now, len(frame) - HEADER)
         self.stats["frames"] += 1
         event = None
         if self.link.trace_limit:
-            event = [time.time(), None, self.name, frame, fate.kind, fate.number]
+            event = [arrived, None, self.name, frame, fate.kind, fate.number]
             self.link._record(event)
         if fate.kind != "delivered":
             self.stats[fate.kind] += 1
@@ -217,9 +292,11 @@ class _Direction:
                     if entry[4]:
                         due_now.append(entry)
             for entry in due_now:
-                self._send(entry[2], entry[3], count=not entry[5])
+                self._send(entry[2], entry[3], count=not entry[5], due=entry[0])
 
-    def _send(self, frame, event: list | None = None, count: bool = True) -> None:
+    def _send(self, frame, event: list | None = None, count: bool = True,
+              due: float | None = None) -> None:
+        """Send ``frame`` on; if it was ``due`` (monotonic), tally how late it left."""
         try:
             self.tx.send(frame)
         except OSError:  # the host's receive queue is full (ENOBUFS): a drop at the end
@@ -229,6 +306,8 @@ class _Direction:
             return
         if count:
             self.stats["delivered"] += 1
+        if due is not None:
+            self.tally.add(time.monotonic() - due)
         if event is not None:
             event[1] = time.time()
 
@@ -310,6 +389,20 @@ class Link:
         (its ring was full: the link fell behind), never counted in ``frames``."""
         return {name: {**{key: way.stats[key] for key in FATES}, "missed": way.missed()}
                 for name, way in self._ways.items()}
+
+    def lateness(self, tolerance: float = 0.001) -> dict[str, Lateness]:
+        """Per direction: how many frames left more than ``tolerance`` s after they were
+        due, and the worst (to 10 µs). ``print(link.lateness()["client→server"])``"""
+        if not _is_seconds(tolerance):
+            raise ValueError(f"tolerance must be seconds ≥ 0 (e.g. 0.001 for 1 ms), "
+                             f"not {tolerance!r}")
+        return {name: way.tally.lateness(tolerance) for name, way in self._ways.items()}
+
+    def too_busy(self, tolerance: float = 0.001) -> str | None:
+        """None if every frame left within ``tolerance`` of when it was due and none was
+        missed; else one sentence saying the machine, not the link, made the numbers."""
+        missed = sum(way["missed"] for way in self.stats.values())
+        return too_busy(self.lateness(tolerance), missed)
 
     @property
     def trace(self) -> list[LinkEvent]:
