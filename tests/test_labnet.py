@@ -128,7 +128,7 @@ def test_stopping_leaves_no_thread_fd_or_interface():
         after = (fds(), threading.active_count(), interfaces())
         print(json.dumps({"before": before, "during": during, "after": after}))
     """)
-    assert result["during"][0] == result["before"][1] + 4  # receive + send, each way
+    assert result["during"][0] == result["before"][1] + 1  # the forwarder's keeper
     assert len(result["during"][1]) == len(result["before"][2]) + 2  # two link-side ends
     assert result["after"] == result["before"]
 
@@ -240,20 +240,49 @@ def test_duplicates_and_reordering_arrive_as_counted():
     assert stats["frames"] == 400 and stats["delivered"] == 400
 
 
+REPLAY = """
+    def replay(net, impairment):
+        \"\"\"The client's frames as the link decided them, and as a fresh model decides
+        them from the same arrival times (when the kernel received each): (fate, due).\"\"\"
+        from labkit.net.impairment import LinkModel
+        model = LinkModel(impairment, stream=0)
+        events = [e for e in net.link.trace if e.direction == "client→server"]
+        link = [(e.fate, e.due) for e in events]
+        fates = [model.admit(e.t_in, e.length - 14) for e in events]
+        again = [(f.kind, f.due if f.kind == "delivered" else None) for f in fates]
+        early = [e.t_out - e.due for e in events if e.t_out and e.t_out < e.due - 0.001]
+        return {"link": link, "model": again, "early": early}
+"""
+
+
+def same_decisions(result: dict) -> None:
+    """The link did what its model says, to the µs; and sent nothing before it was due."""
+    link, model = result["link"], result["model"]
+    assert [fate for fate, _ in link] == [fate for fate, _ in model]
+    for (_, due), (_, expected) in zip(link, model, strict=True):
+        assert (due is None) == (expected is None)
+        assert due is None or abs(due - expected) < 5e-5, (due, expected)
+    # the real departures: a busy machine may send a frame late, never early
+    assert result["early"] == [], result["early"]
+
+
 def test_a_rate_limit_spaces_frames_and_its_full_queue_drops():
-    result = in_lab(UDP_BURST, """
-        with LabNetwork(up=Impairment(rate=2e6, queue="10 packets"), down=Impairment()) as net:
+    result = in_lab(UDP_BURST, REPLAY, """
+        bottleneck = Impairment(rate=2e6, queue="10 packets")
+        with LabNetwork(up=bottleneck, down=Impairment()) as net:
             got = udp_burst(net, 50, size=1000)
             stats = net.link.stats["client→server"]
-            sent = [e.t_out for e in net.link.trace if e.fate == "delivered"]
-        print(json.dumps({"got": got, "stats": stats, "sent": sent}))
+        print(json.dumps({"got": got, "stats": stats, **replay(net, bottleneck)}))
     """)
     stats = result["stats"]
     assert stats["delivered"] + stats["queue_dropped"] == stats["frames"] == 50
-    assert 10 <= stats["delivered"] <= 15
+    assert stats["delivered"] >= 10  # the queue takes the first 10 whenever they come
     assert len(result["got"]) == stats["delivered"]
-    gaps = sorted(b - a for a, b in itertools.pairwise(result["sent"]))
-    assert gaps[len(gaps) // 2] == pytest.approx(1028 * 8 / 2e6, rel=0.1)  # IP bytes / rate
+    same_decisions(result)
+    # frames that waited in the queue leave one per 1028 IP bytes at 2 Mbit/s
+    dues = [due for fate, due in result["link"] if fate == "delivered"]
+    gaps = sorted(b - a for a, b in itertools.pairwise(dues))
+    assert gaps[0] == pytest.approx(1028 * 8 / 2e6, abs=1e-5), gaps
 
 
 def test_set_changes_the_impairment_while_running_and_checks_it():
@@ -275,16 +304,18 @@ def test_set_changes_the_impairment_while_running_and_checks_it():
 
 
 def test_a_mahimahi_trace_paces_full_size_frames_by_its_opportunities():
-    result = in_lab(UDP_BURST, """
+    result = in_lab(UDP_BURST, REPLAY, """
         # one 1500-byte opportunity every 2 ms: 6 Mbit/s
-        with LabNetwork(up=Impairment(trace=[2], queue="100 packets"), down=Impairment()) as net:
+        cellular = Impairment(trace=[2], queue="100 packets")
+        with LabNetwork(up=cellular, down=Impairment()) as net:
             got = udp_burst(net, 30, size=1472)          # 1500-byte IP packets
-            sent = [e.t_out for e in net.link.trace if e.fate == "delivered"]
-        print(json.dumps({"got": len(got), "sent": sent}))
+        print(json.dumps({"got": len(got), **replay(net, cellular)}))
     """)
     assert result["got"] == 30
-    gaps = sorted(b - a for a, b in itertools.pairwise(result["sent"]))
-    assert gaps[len(gaps) // 2] == pytest.approx(0.002, rel=0.1)
+    same_decisions(result)
+    dues = [due for _, due in result["link"]]
+    gaps = sorted(round(b - a, 6) for a, b in itertools.pairwise(dues))
+    assert gaps[0] >= 0.002 - 1e-5, gaps  # one frame per opportunity, never two
 
 
 def test_a_network_runs_once_and_hosts_need_it_running():
@@ -336,10 +367,11 @@ def test_lab_servers_bind_a_lab_host_address_only_on_that_host():
 def test_a_capture_on_the_link_sees_both_directions_and_ends_promptly():
     result = in_lab("""
         from labkit import Capture
+        import scapy.layers.inet  # Scapy's first import is not the capture's to time
         with LabNetwork(Impairment(delay=0.010)) as net:
             server = echo_server(net)
-            began = time.monotonic()
             with Capture(7000, iface=net.interface("client")) as wire:
+                began = time.monotonic()  # the capture is ready: from here on it is ours
                 with net.on("client"), socket.create_connection(("10.0.0.2", 7000)) as c:
                     c.sendall(b"ping")
                     assert c.recv(100) == b"ping"
@@ -355,8 +387,9 @@ def test_a_capture_on_the_link_sees_both_directions_and_ends_promptly():
     assert flags[:3] == ["SYN", "SYN-ACK", "ACK"], result["rows"]
     assert {(r[0], r[1]) for r in result["rows"]} == {("client", "server"), ("server", "client")}
     assert sum(r[3] for r in result["rows"]) == 8  # ping, and its echo
+    # complete: every packet read and TCP settled before the capture's bound (2 s) ran out
     assert result["complete"] and result["lost"] == 0
-    assert result["took"] < 1.5  # the settle bound (2 s) was not what ended it
+    assert result["took"] < 30  # a wide bound on the clock: it ended, it did not hang
     assert result["empty"] == 0
 
 
@@ -383,15 +416,15 @@ def test_the_link_says_how_late_its_frames_left():
 
 
 def test_lateness_counts_frames_beyond_the_tolerance_and_says_so():
-    from labkit.net.link import _Tally, too_busy
-    tally = _Tally()
+    from labkit.net.link import Tally, too_busy
+    tally = Tally()
     for seconds in (0.0002, 0.0009, 0.0011, 0.048, -0.00001):
         tally.add(seconds)
     one = tally.lateness(0.001)
     assert (one.frames, one.late, one.worst) == (5, 2, 0.048)
     assert str(one) == "5 frames, 2 more than 1 ms late (worst 48.0 ms)"
     assert tally.lateness(0.0001).late == 4 and tally.lateness(0.05).late == 0
-    quiet = {"client→server": tally.lateness(0.05), "server→client": _Tally().lateness(0.05)}
+    quiet = {"client→server": tally.lateness(0.05), "server→client": Tally().lateness(0.05)}
     assert too_busy(quiet) is None
     assert too_busy(quiet, missed=1) == (
         "this machine was too busy for this measurement: 1 frame was lost before the link "
