@@ -137,6 +137,53 @@ def throughput(seconds: float) -> dict:
     return {"mbit": float(out), "frames": frames, "missed": missed, "cpu": used}
 
 
+def memory(frames: int) -> dict:
+    """MB the link holds for a full trace of ``frames`` frames (bulk TCP until the trace
+    is full), and MB the kernel process holds while a notebook reads ``net.link.trace``."""
+    from link_throughput import RECEIVER
+
+    from labkit import LabNetwork
+
+    with LabNetwork(trace_limit=frames) as net:
+        forwarder = getattr(net.link, "_process", None)  # None: it forwards in our threads
+        pid = forwarder.pid if forwarder else os.getpid()
+        with net.on("server"):
+            receiver = subprocess.Popen([sys.executable, "-c", RECEIVER],
+                                        stdout=subprocess.PIPE, text=True)
+        assert receiver.stdout is not None
+        receiver.stdout.readline()  # "ready": it listens
+        before, reader_before = rss(pid), rss(os.getpid())
+        with net.on("client"):  # the trace counts both directions: this fills it
+            subprocess.run([sys.executable, "-c", FILL, str(frames * 2000)], check=True,
+                           timeout=600)
+        receiver.communicate(timeout=60)
+        held = rss(pid) - before
+        trace = net.link.trace
+        read = rss(os.getpid()) - reader_before - (held if pid == os.getpid() else 0)
+        kept = len(trace)
+        del trace
+    return {"held": held, "read": read, "kept": kept}
+
+
+FILL = """
+import socket, sys
+conn = socket.create_connection(("10.0.0.2", 5201), timeout=10)
+data, left = bytes(262144), int(sys.argv[1])
+while left > 0:
+    conn.sendall(data)
+    left -= len(data)
+conn.close()
+"""
+
+
+def rss(pid: int) -> float:
+    """Resident memory of process ``pid``, MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def cpu(process) -> float:
     """CPU seconds (user + system) of the link's forwarder process, or of this one."""
     if process is None:
@@ -189,12 +236,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--loads", default=",".join(LOADS))
+    parser.add_argument("--trace", type=int, default=100_000, help="trace_limit measured")
     parser.add_argument("--before", metavar="REV")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         kind, *rest = json.loads(args.one)
-        print(json.dumps(pings(*rest) if kind == "pings" else throughput(*rest)))
+        print(json.dumps({"pings": pings, "throughput": throughput,
+                          "memory": memory}[kind](*rest)))
         return
     from labkit.net.namespace import rerun_in_private_network
 
@@ -236,6 +285,12 @@ def main() -> None:
                 print(f"  {name:>10} round {round_}: {got['mbit']:6.0f} Mbit/s, CPU "
                       f"{got['cpu'] / got['frames'] * 1e6:.1f} µs/frame ({got['frames']} "
                       f"frames, {got['missed']} missed)", flush=True)
+        print(f"\nmemory of a full trace of {args.trace:,} frames (bulk TCP, MTU 1500):")
+        for name, tree in trees.items():
+            got = measure(tree, ["memory", args.trace])
+            print(f"  {name:>10}: the link holds {got['held']:.0f} MB more; reading "
+                  f"net.link.trace ({got['kept']:,} events) takes {got['read']:.0f} MB in "
+                  f"the notebook's process", flush=True)
 
 
 if __name__ == "__main__":

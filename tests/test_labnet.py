@@ -9,6 +9,7 @@ the tests skip and say why.
 import itertools
 import json
 import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -444,3 +445,74 @@ def test_lateness_refuses_a_tolerance_that_is_not_seconds():
     for bad in (-1, "1ms", None):
         with pytest.raises(ValueError, match="tolerance must be seconds"):
             link.lateness(tolerance=bad)
+
+
+def lab_process(code: str) -> subprocess.Popen:
+    """Start ``code`` in a fresh lab namespace; it talks to us over stdin/stdout."""
+    return subprocess.Popen([sys.executable, "-m", "labkit.net.namespace", "--",
+                             sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def ends_within(pid: int, seconds: float) -> bool:
+    """Does process ``pid`` end within ``seconds``? (waits on a pidfd: no polling)"""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True  # gone already
+    try:
+        return bool(select.select([pidfd], [], [], seconds)[0])
+    finally:
+        os.close(pidfd)
+
+
+def test_the_forwarder_dies_with_its_parent_even_killed():
+    lab = lab_process("""
+        net = LabNetwork(Impairment(delay=0.01)).start()
+        print(json.dumps({"forwarder": net.link._process.pid}), flush=True)
+        input()                                     # until the test kills us
+    """)
+    try:
+        line = lab.stdout.readline()
+        if "skip" in line:
+            pytest.skip(f"no private network namespace here: {line}")
+        forwarder = json.loads(line)["forwarder"]
+        assert not ends_within(forwarder, 0), "the forwarder ended before its parent"
+    finally:
+        lab.kill()  # SIGKILL: no clean-up of its own runs
+        lab.wait()
+    assert ends_within(forwarder, 10), f"the forwarder (pid {forwarder}) outlived its parent"
+
+
+def test_the_link_outlives_the_thread_that_started_it():
+    result = in_lab(UDP_BURST, """
+        networks = []
+        starter = threading.Thread(target=lambda: networks.append(LabNetwork().start()))
+        starter.start()
+        starter.join()                              # the thread that started it has ended
+        net = networks[0]
+        got = udp_burst(net, 20)
+        net.stop()
+        print(json.dumps({"got": len(got), "code": net.link._process.returncode}))
+    """)
+    assert result == {"got": 20, "code": 0}
+
+
+def test_a_trace_keeps_each_frames_headers_and_says_what_it_did_not_keep():
+    result = in_lab(UDP_BURST, """
+        with LabNetwork(up=Impairment(delay=0.002), down=Impairment(), trace_limit=5) as net:
+            got = udp_burst(net, 8, size=1000)
+        trace = net.link.trace                      # kept when the network stops
+        events = [[e.number, e.fate, e.length, len(e.frame), e.cut, e.due is not None,
+                   e.t_in <= e.due <= e.t_out] for e in trace]
+        print(json.dumps({"got": len(got), "events": events, "repr": repr(trace),
+                          "truncated": net.link.trace_truncated, "last": trace[-1].number,
+                          "slice": [e.number for e in trace[1:3]]}))
+    """)
+    assert result["got"] == 8
+    # 1000 bytes of UDP payload: a 1042-byte frame, of which the trace keeps 128
+    assert result["events"] == [[n, "delivered", 1042, 128, 914, True, True]
+                                for n in range(3, 8)]
+    assert result["truncated"] == 3 and result["last"] == 7 and result["slice"] == [4, 5]
+    assert result["repr"] == ("<Trace of 5 frames, 128 bytes of each kept; 3 older frames "
+                              "not kept>")

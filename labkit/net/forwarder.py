@@ -34,7 +34,7 @@ from collections import deque
 from multiprocessing.connection import Connection
 
 from labkit.net.impairment import Impairment, LinkModel
-from labkit.net.link import FATES, HEADER, TICK, TRACE_BYTES, Tally
+from labkit.net.link import EVENT_FATES, FATES, HEADER, RECORD, TICK, TRACE_BYTES, Tally, Trace
 
 SOL_PACKET, PACKET_STATISTICS = 263, 6
 TP_STATUS_KERNEL, TP_STATUS_USER = 0, 1
@@ -53,6 +53,7 @@ class Way:
     def __init__(self, forwarder: Forwarder, name: str, rx: int, tx: int, slot: int,
                  slots: int, impairment: Impairment, stream: int):
         self.forwarder, self.name = forwarder, name
+        self.number = stream  # its index in the trace's records
         self.rx = socket.socket(fileno=rx)
         self.tx = socket.socket(fileno=tx)
         self.ring = mmap.mmap(rx, slot * slots)
@@ -83,7 +84,8 @@ class Way:
         send, stats, model, tally = self.tx.send, self.stats, self.model, self.tally
         ticks, worst, sent = tally.ticks, tally.worst, 0
         at_once, lossy, mtu = self.immediate, self.lossy, model.impairment.mtu
-        schedule, record, name = self.schedule, self.forwarder.record, self.name
+        schedule, record, direction = self.schedule, self.forwarder.record, self.number
+        pack, nan = RECORD.pack, float("nan")
         unpack_from, pack_into, monotonic = struct.unpack_from, struct.pack_into, time.monotonic
         view = memoryview(ring)
         try:
@@ -123,9 +125,11 @@ class Way:
                             if late > worst:
                                 worst = late
                         left = now + offset
-                    if record:
-                        record([arrived, left, name, bytes(frame[:TRACE_BYTES]), fate, number,
-                                length, arrived if left else None])
+                    if record:  # final already: kept as its compact record
+                        head = bytes(frame[:TRACE_BYTES])
+                        record(pack(arrived, left or nan, arrived if left else nan, number,
+                                    length, direction, EVENT_FATES.index(fate), len(head))
+                               + head.ljust(TRACE_BYTES, b"\0"))
                 else:
                     self.admit(bytes(frame), length, arrived, due)
                 del frame  # the kernel may reuse the slot now
@@ -279,8 +283,19 @@ class Forwarder:
                 "tallies": {name: way.tally for name, way in self.ways.items()}}
 
     def trace_state(self) -> dict:
-        return {"trace": list(self.trace) if self.trace_limit else [],
-                "truncated": max(0, self.recorded() - self.trace_limit)}
+        """The trace as compact records (link.RECORD), oldest first: the frames that went
+        through the queue are packed now (they were lists, while they could change)."""
+        records = b"".join(event if isinstance(event, bytes) else self.packed(event)
+                           for event in (self.trace if self.trace_limit else ()))
+        truncated = max(0, self.recorded() - self.trace_limit) if self.trace_limit else 0
+        return {"trace": Trace(records, list(self.ways), truncated)}
+
+    def packed(self, event: list) -> bytes:
+        t_in, t_out, name, frame, fate, number, length, due = event
+        nan = float("nan")
+        return RECORD.pack(t_in, nan if t_out is None else t_out, nan if due is None else due,
+                           number, length, self.ways[name].number, EVENT_FATES.index(fate),
+                           len(frame)) + frame.ljust(TRACE_BYTES, b"\0")
 
     def recorded(self) -> int:
         """Events ever recorded: one per frame, one per duplicate."""

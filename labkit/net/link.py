@@ -29,6 +29,7 @@ import struct
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
@@ -66,6 +67,48 @@ class LinkEvent:
     def cut(self) -> int:
         """Bytes of the frame the trace did not keep (its payload past TRACE_BYTES)."""
         return self.length - len(self.frame)
+
+
+EVENT_FATES = ("delivered", "dropped", "queue_dropped", "duplicated")
+# a trace record: t_in, t_out, due (NaN: none), number, length, direction, fate, bytes kept;
+# then the frame's first TRACE_BYTES bytes
+RECORD = struct.Struct("<dddIIBBH")
+RECORD_BYTES = RECORD.size + TRACE_BYTES
+
+
+class Trace(Sequence):
+    """The link's trace: one ``LinkEvent`` per frame, oldest first, kept as compact records
+    (164 bytes a frame) and decoded when read. ``truncated``: older frames not kept.
+
+        >>> [e.number for e in net.link.trace if e.fate == "dropped"]
+    """
+
+    def __init__(self, records: bytes = b"", directions: Sequence[str] = (),
+                 truncated: int = 0):
+        self.records, self.directions, self.truncated = records, tuple(directions), truncated
+
+    def __len__(self) -> int:
+        return len(self.records) // RECORD_BYTES
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"trace index {index} out of range: the trace has {len(self)} "
+                             f"frames")
+        at = index * RECORD_BYTES
+        t_in, t_out, due, number, length, direction, fate, kept = RECORD.unpack_from(
+            self.records, at)
+        frame = self.records[at + RECORD.size:at + RECORD.size + kept]
+        return LinkEvent(t_in, None if t_out != t_out else t_out, self.directions[direction],
+                         frame, EVENT_FATES[fate], number, length,
+                         None if due != due else due)  # NaN != NaN: there was none
+
+    def __repr__(self) -> str:
+        return (f"<Trace of {len(self):,} frames, {TRACE_BYTES} bytes of each kept; "
+                f"{self.truncated:,} older frames not kept>")
 
 
 @dataclass(frozen=True)
@@ -183,7 +226,7 @@ class Link:
         self._control: Connection | None = None
         self._lock = threading.Lock()  # one request at a time on the control connection
         # what the forwarder said last (all of it once it has stopped)
-        self._state: dict = {"stats": {}, "tallies": {}, "trace": []}
+        self._state: dict = {"stats": {}, "tallies": {}, "trace": Trace()}
 
     def start(self) -> Link:
         """Open the sockets here and start the forwarder; returns when it forwards."""
@@ -310,12 +353,12 @@ class Link:
                          for name, tally in state["tallies"].items()}, missed)
 
     @property
-    def trace(self) -> list[LinkEvent]:
+    def trace(self) -> Trace:
         """The last ``trace_limit`` frames' events (older ones: ``trace_truncated``), each
         with the frame's headers (``e.frame``; ``e.cut`` bytes of payload not kept)."""
-        state = self._fetch("trace")
-        self.trace_truncated = state["truncated"]
-        return [LinkEvent(*event) for event in state["trace"]]
+        trace = self._fetch("trace")["trace"]
+        self.trace_truncated = trace.truncated
+        return trace
 
     def stop(self) -> None:
         """Stop the forwarder (keeping its last stats, lateness and trace); safe to call
@@ -329,7 +372,7 @@ class Link:
                         kind, answer = control.recv()
                         if kind == "state":
                             self._state.update(answer)
-                            self.trace_truncated = answer.get("truncated", 0)
+                            self.trace_truncated = answer["trace"].truncated
             except (EOFError, OSError):
                 pass  # it had ended: what it said last is all there is
             finally:
