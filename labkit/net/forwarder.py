@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import heapq
 import mmap
 import os
@@ -341,6 +342,9 @@ def main(argv: list[str]) -> None:
     except BaseException:
         control.send(("error", traceback.format_exc()))
         raise
+    # the loop makes no reference cycles (events, queue entries: lists of numbers and
+    # bytes), so the cyclic collector would only pause it, the longer the fuller the trace
+    gc.disable()
     control.send(("ready", None))
     try:
         forwarder.run()
