@@ -27,8 +27,8 @@ from . import NOT_WRITTEN, Verdict, answers_back, unfinished
 
 __all__ = ["check_mathis_prediction", "check_sliding_window", "PREDICT", "WINDOW_LINK"]
 
-# exercise 1: the link to predict for
-PREDICT = dict(mss=1448, rtt=0.040, loss=0.01)
+# exercise 1: the link to predict for (a setting the lesson's own measurements do not show)
+PREDICT = dict(mss=1448, rtt=0.080, loss=0.02)
 TOLERANCE = 0.03   # a prediction within 3 % is right (rounding C or √p on the way)
 
 # exercise 2: each way 10 ms, 5 % lost, 2 % duplicated, 5 % reordered
@@ -56,7 +56,8 @@ def check_mathis_prediction(predicted_mbit) -> Verdict:
         (right * 8, "you multiplied by 8 twice, or started from bits: MSS is in bytes"),
         (right / math.sqrt(PREDICT["loss"]), "the loss rate enters under a square root"),
         (right / math.sqrt(1.5), "you left out C = √(3/2) ≈ 1.22"),
-        (right / 1000, "the RTT goes in seconds: 40 ms is 0.040 s"),
+        (right / 1000, f"the RTT goes in seconds: {PREDICT['rtt'] * 1000:g} ms is "
+                       f"{PREDICT['rtt']:g} s"),
         (right * 1e6, "the answer is in Mbit/s: divide bits per second by 1,000,000"),
     ]
     for value, hint in slips:
