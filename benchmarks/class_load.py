@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BUSY = "this machine was too busy"
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
+ANSI = re.compile(r"(?:\x1b|#x1B)\[[0-9;]*m")   # colours, raw or as a junit report escapes them
 
 
 @dataclass
@@ -53,17 +53,20 @@ class Copy:
 
 def first_line(text: str) -> str:
     """What went wrong in one failing cell, in one line: the lab's too-busy sentence, the
-    exception (type and message), or the first output line that differs."""
+    exception (type and message), or the first output line that differs from the record."""
     text = ANSI.sub("", text)
     if BUSY in text:
-        found = text[text.index(BUSY):].splitlines()[0]
-        return f"too busy: {found[len(BUSY):].lstrip(': ').split(', so the numbers')[0]}"
+        found = text[text.index(BUSY):].splitlines()[0].split(", so the numbers")[0]
+        return f"too busy: {found.split(': ', 1)[-1]}"
     errors = re.findall(r"^(\w*(?:Error|Exception|Interrupt)\b.*)$", text, re.M)
     if errors:
         return errors[-1][:160]
-    differs = re.search(r"^E?\s*[-+] (.+)$", text, re.M)
-    if differs:
-        return f"output differs: {differs.group(1)[:140]}"
+    # pytest's diff of reference_output == test_output: "+" the recorded line, "-" this run's
+    got = re.search(r"^\s*- (.+)$", text, re.M)
+    recorded = re.search(r"^\s*\+ (.+)$", text, re.M)
+    if got or recorded:
+        return (f"output differs: {got.group(1) if got else '(nothing)'!r} where the record "
+                f"has {recorded.group(1) if recorded else '(nothing)'!r}")[:200]
     return (text.strip().splitlines() or ["(no message)"])[0][:160]
 
 

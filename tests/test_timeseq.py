@@ -58,6 +58,15 @@ def test_a_lost_last_segment_has_nobody_to_complain_so_it_waits_for_the_timer():
     assert [d.seq for d in trace.retransmissions] == [501]
 
 
+def test_the_timer_runs_from_the_last_ack_of_new_data_whatever_came_after():
+    # the last segment lost; the server's echo data repeats the old ACK number meanwhile
+    pkts = transfer(lost=5, rto=0.25)
+    resend = pkts[-2]
+    pkts.insert(-2, tcp(S, C, "PA", ISN_S + 1, ISN_C + 1 + 5 * MSS, b"echo", t=resend.time - 0.1))
+    trace = seq_trace(segments(pkts, roles={S[1]: "server"}))
+    assert trace.recovery() == ["timeout"]
+
+
 def test_two_duplicate_acks_are_not_a_fast_retransmit():
     pkts = transfer(lost=3, n=6)   # segments 4 and 5 arrive: 2 duplicate ACKs
     trace = seq_trace(segments(pkts, roles={S[1]: "server"}))

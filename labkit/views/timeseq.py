@@ -111,18 +111,25 @@ class SeqTrace:
 
     def recovery(self) -> list[str]:
         """How each retransmission was triggered: ``'fast retransmit'`` (the receiver had
-        reported 3+ segments past it: :meth:`reported_beyond`), ``'timeout'`` (no ACK at all
-        for ``MIN_RTO`` before it: the sender's timer ran out) or ``'early retransmit'``
+        reported 3+ segments past it: :meth:`reported_beyond`), ``'timeout'`` (no ACK of new
+        data for ``MIN_RTO`` before it: the sender's timer ran out) or ``'early retransmit'``
         (ACKs came, but reported fewer: Linux acted on a partial ACK, RACK's clock
         (RFC 8985) or a tail loss probe)."""
         return [self.how(r) for r in self.retransmissions]
 
     def how(self, retx: DataPoint) -> str:
         """What triggered one retransmission (the kinds :meth:`recovery` names)."""
-        last_ack = max((a.t for a in self.acks if a.t <= retx.t), default=None)
         if self.reported_beyond(retx) >= DUP_ACK_THRESHOLD:
             return "fast retransmit"
-        if last_ack is None or retx.t - last_ack >= MIN_RTO:
+        # the timer restarts when an ACK acknowledges new data; duplicate ACKs and the
+        # receiver's own data (an echo) repeating an old ACK number leave it running
+        highest, restarted = 0, None
+        for a in self.acks:
+            if a.t > retx.t or a.index > retx.index:
+                break
+            if a.ack > highest:
+                highest, restarted = a.ack, a.t
+        if restarted is None or retx.t - restarted >= MIN_RTO:
             return "timeout"
         return "early retransmit"
 
