@@ -67,6 +67,22 @@ def test_the_timer_runs_from_the_last_ack_of_new_data_whatever_came_after():
     assert trace.recovery() == ["timeout"]
 
 
+def test_without_sack_a_window_update_is_not_a_duplicate_ack():
+    # after the hole the server sends data (its sequence number moves on), then ACKs: the
+    # first pure ACK after its data is a window update for the sender, as is a bigger window
+    pkts = transfer(lost=1, n=7)
+    acks = [i for i, p in enumerate(pkts) if p.sport == S[1] and not len(p["TCP"].payload)]
+    third, fourth = acks[3], acks[4]   # the 2nd and 3rd ACKs after the hole
+    pkts.insert(third, tcp(S, C, "PA", ISN_S + 1, ISN_C + 1 + MSS, b"data", t=pkts[third].time))
+    for p in pkts[third + 1:]:
+        if p.sport == S[1]:
+            p["TCP"].seq = ISN_S + 5          # after its 4 bytes of data
+    pkts[fourth + 1]["TCP"].window = 2000   # and one ACK offers a bigger window
+    trace = seq_trace(segments(pkts, roles={S[1]: "server"}))
+    assert [a.duplicate for a in trace.acks if a.ack == 101] == [
+        False, True, False, False, False, True, True]
+
+
 def test_two_duplicate_acks_are_not_a_fast_retransmit():
     pkts = transfer(lost=3, n=6)   # segments 4 and 5 arrive: 2 duplicate ACKs
     trace = seq_trace(segments(pkts, roles={S[1]: "server"}))
@@ -212,9 +228,11 @@ def test_with_sack_one_segment_reported_then_a_quick_resend_is_rack_s_clock_not_
     assert trace.recovery() == ["early retransmit"]
 
 
-def test_the_first_ack_after_the_handshake_repeating_its_number_is_a_duplicate():
-    # the very first data segment lost: the server's ACKs all ask for byte 1, as its SYN-ACK did
+def test_without_sack_the_first_ack_after_the_handshake_is_a_window_update():
+    # the very first data segment lost: the server's ACKs all ask for byte 1, as its SYN-ACK
+    # did, but the first also moves its own sequence number past its SYN: Linux's sender
+    # takes it as a window update, and counts the ones after it
     pkts = transfer(lost=0, n=4)
     trace = seq_trace(segments(pkts, roles={S[1]: "server"}))
-    assert trace.dup_acks_before(trace.retransmissions[0]) == 3
-    assert trace.recovery() == ["fast retransmit"]
+    assert [a.duplicate for a in trace.acks][:3] == [False, True, True]
+    assert trace.dup_acks_before(trace.retransmissions[0]) == 2

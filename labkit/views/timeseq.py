@@ -51,8 +51,10 @@ class AckPoint:
     ack: int
     window_edge: int       # ack + advertised window (scaled): the sender may send below it
     # a pure ACK repeating the previous ACK number while data is outstanding: a hole is
-    # waiting (unlike RFC 5681 we do not ask for an unchanged window: with SACK, Linux's
-    # receiver may shrink it while its out-of-order queue fills)
+    # waiting. Without SACK, as Linux's sender counts them (RFC 5681 much the same): no
+    # bigger window and the receiver's own sequence number unchanged, or it is a window
+    # update. With SACK (whose blocks the sender counts instead) the window may shrink
+    # while the receiver's out-of-order queue fills: any window.
     duplicate: bool
     sacked: tuple[tuple[int, int], ...] = ()   # SACK blocks (relative: first, just past last)
 
@@ -208,6 +210,7 @@ def seq_trace(segs: list[Segment], *, sender: str | None = None,
     base = None   # the sender's ISN: SACK blocks carry absolute numbers
     highest = 0   # just past the highest byte sent so far
     last_ack: int | None = None
+    last_seq = last_window = None   # the receiver's previous segment's, for window updates
     for seg in tcp:
         if seg.src == sender and seg.dst == receiver and seg.length:
             assert seg.seq is not None
@@ -219,16 +222,18 @@ def seq_trace(segs: list[Segment], *, sender: str | None = None,
                                         lost=seg.index in lost))
             highest = max(highest, end)
         elif seg.src == receiver and seg.dst == sender and seg.ack is not None:
-            if "SYN" in seg.flags:   # the SYN-ACK's ACK is the first the sender heard
-                last_ack = seg.ack
-                continue
             window = seg.packet["TCP"].window * scale if seg.packet is not None else 0
+            if "SYN" in seg.flags:   # the SYN-ACK's ACK is the first the sender heard
+                last_ack, last_seq, last_window = seg.ack, seg.seq, window
+                continue
             pure = not seg.length and "FIN" not in seg.flags
+            # Linux's test (tcp_may_update_window): a bigger window or a newer sequence number
+            update = not sack and (window > (last_window or 0) or seg.seq != last_seq)
             trace.acks.append(AckPoint(seg.index, seg.time, seg.ack, seg.ack + window,
                                        duplicate=pure and seg.ack == last_ack
-                                       and seg.ack < highest,
+                                       and seg.ack < highest and not update,
                                        sacked=_sack_blocks(seg, base) if sack else ()))
-            last_ack = seg.ack
+            last_ack, last_seq, last_window = seg.ack, seg.seq, window
     return trace
 
 
