@@ -96,6 +96,21 @@ def test_per_round_trip_reads_the_kernels_delivery_rate_once_per_round_trip():
         per_round_trip(samples, rtt=0)
 
 
+def test_a_sampler_says_when_the_machine_made_it_look_late():
+    sampler = CwndSampler(socket.socket(), interval=0.002)
+    sampler.samples = [info(t, 10) for t in (0.0, 0.002, 0.0045, 0.0065)]
+    assert sampler.too_busy() is None                      # 0.5 ms late at worst
+    sampler.samples.append(info(0.0465, 20))               # 38 ms late
+    assert sampler.too_busy() == (
+        "this machine was too busy for this measurement: TCP_INFO, due every 2 ms, was read "
+        "up to 38 ms late, so the samples below are the machine's, not the connection's — run "
+        "it again when it is quieter")
+    assert sampler.too_busy(tolerance=0.05) is None
+    with pytest.raises(ValueError, match="tolerance must be seconds"):
+        sampler.too_busy(tolerance=-1)
+    sampler.sock.close()
+
+
 # -- figures ----------------------------------------------------------------------------------
 def info(t, cwnd, ssthresh=2**31 - 1, retrans=0):
     return TcpInfo(t=t, ca_state="open", cwnd=cwnd, ssthresh=ssthresh, mss=1448, rtt=0.04,
