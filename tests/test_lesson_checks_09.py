@@ -82,3 +82,16 @@ def test_a_sender_that_never_resends_loses_chunks(lab_hosts):
 def test_a_go_back_n_sender_is_right_and_unfinished_code_is_not_written(lab_hosts):
     says_right(lesson09.check_sliding_window(go_back_n))
     assert lesson09.check_sliding_window(todo).message.startswith("your code is not written")
+
+
+def test_a_late_link_makes_the_window_check_say_so_not_judge(monkeypatch):
+    receiver = lesson09._WatchingReceiver()
+    receiver.delivered = list(lesson09.CHUNKS)
+    receiver.first_seen = {0: 0.0, 1: 0.001, 2: 0.030, 3: 0.031}   # at most 2 per round trip
+    busy = "this machine was too busy for this measurement: 3 frames left up to 40 ms late"
+    monkeypatch.setattr(lesson09, "_run", lambda send_file, chunks: ("ok", None, receiver, busy))
+    says_wrong(lesson09.check_sliding_window(go_back_n), message="cannot judge your sender",
+               hint="quieter")
+    receiver.first_seen = {0: 0.0, 1: 0.030, 2: 0.060}               # one per round trip
+    says_wrong(lesson09.check_sliding_window(go_back_n), message="that is stop-and-wait",
+               hint="up to `window` chunks")
