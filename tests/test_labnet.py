@@ -516,3 +516,20 @@ def test_a_trace_keeps_each_frames_headers_and_says_what_it_did_not_keep():
     assert result["truncated"] == 3 and result["last"] == 7 and result["slice"] == [4, 5]
     assert result["repr"] == ("<Trace of 5 frames, 128 bytes of each kept; 3 older frames "
                               "not kept>")
+
+
+def test_a_forwarder_that_died_is_named_not_waited_for():
+    result = in_lab("""
+        import signal
+        net = LabNetwork().start()
+        os.kill(net.link._process.pid, signal.SIGKILL)   # ours: it ends, as a crash would
+        try:
+            net.link.stats
+            error = ""
+        except RuntimeError as exc:
+            error = str(exc)
+        net.stop()                                       # still stops cleanly
+        print(json.dumps(error))
+    """)
+    assert "forwarder has ended (exit status -9)" in result
+    assert "start a new one" in result

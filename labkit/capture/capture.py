@@ -32,8 +32,9 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from labkit.capture.endpoints import check_name, watch
+from labkit.capture.endpoints import watch
 from labkit.capture.frames import Frames
+from labkit.servers import arguments
 
 if TYPE_CHECKING:
     from labkit.capture.live import LiveSniffer
@@ -91,7 +92,10 @@ class Capture:
 
     def __init__(self, *targets, name: str | None = None, iface: str = "lo", keylog=None,
                  protocol: str | None = None):
-        check_name(name)
+        arguments.recording_name(name)
+        arguments.instance(iface, "iface", str, "an interface name", "'lo' or 'eth0'")
+        if keylog is not None:
+            arguments.path(keylog, "keylog", "'keys.log'")
         self.roles, self._endpoints = watch(targets, protocol)
         self._targets = targets
         self.name = name

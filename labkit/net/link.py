@@ -21,6 +21,7 @@ hosts have static ARP entries and no IPv6) passes straight through.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import mmap
 import os
@@ -300,7 +301,10 @@ class Link:
                                        f"not answer within {ANSWER_WITHIN} s")
                 kind, answer = control.recv()
             except (EOFError, OSError) as exc:
-                code = self._process.poll() if self._process else None
+                code = None
+                if self._process is not None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        code = self._process.wait(timeout=5)  # it is ending: say how
                 raise RuntimeError(f"the link's forwarder has ended (exit status {code}): "
                                    f"its frames go nowhere; stop this network and start a "
                                    f"new one") from exc
