@@ -50,6 +50,7 @@ _EXPORTS: dict[str, list[str | tuple[str, str]]] = {
                          "bufferbloat_figure", "transfer_time_figure", "ramp_figure"],
     "views.models": ["mathis_throughput", "transfer_time", "naive_transfer_time"],
     "net.hosts": ["LabNetwork"],
+    "net.link": ["Lateness"],
     "net.impairment": ["Impairment", "GilbertElliott"],
     "servers.vanish": ["forget"],
     "servers.tornado_app": ["TornadoServer"],
