@@ -268,9 +268,9 @@ class Link:
 
         def keep():
             try:
-                # the same session: its own would be a scheduling group of its own
-                # (autogroup), which made it wake later under load (benchmarks/
-                # link_under_load.py); it ignores the interrupts sent to the group
+                # the same session and process group: Jupyter's shutdown, which ends
+                # the kernel's group, ends it too (a session of its own, a scheduling
+                # group of its own, measured no better); it ignores the group's SIGINT
                 self._process = subprocess.Popen(argv, pass_fds=fds,
                                                  stdin=subprocess.DEVNULL)
             except BaseException as exc:  # noqa: BLE001 - given to the caller below

@@ -23,6 +23,7 @@ import errno
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 
 from labkit.servers import arguments, base
@@ -37,6 +38,7 @@ from labkit.servers.conversation import (
     name_digest,
     note_server_name,
     tcp_payload_counts,
+    tcp_segment_counts,
 )
 from labkit.servers.unraisable import caught
 
@@ -142,7 +144,8 @@ class TCPServer(SocketServer):
         self._short_of_threads = False
         self._numbers: dict[int, int] = {}   # fd of an open connection -> its accept number
         self._heard: dict[int, _Heard] = {}  # accept number -> what the client sent (built-ins)
-        self._finished = _Recent()           # (number, (bytes in, bytes out, digest)) as they end
+        self._finished = _Recent()           # (number, _counts(...)) as they end
+        self._accepted_at: dict[int, float] = {}  # accept number -> monotonic time
         # TLS (set by _use_tls): handshakes that failed, described; handshakes finished
         self._tls_context: ssl.SSLContext | None = None
         self.tls_errors: Kept = Kept(MAX_ERRORS, f"{type(self).__name__} {name!r}", "tls_errors")
@@ -201,6 +204,7 @@ class TCPServer(SocketServer):
                 self._conns.add(conn)
                 self.connections_served += 1
                 self._numbers[conn.fileno()] = self.connections_served
+                self._accepted_at[self.connections_served] = time.monotonic()
                 self._idle.notify_all()  # conversation() waits for the accept queue to drain
             self._hand_over(conn, addr)
 
@@ -340,19 +344,25 @@ class TCPServer(SocketServer):
             self._idle.notify_all()
 
     # -- what it saw -----------------------------------------------------------------
-    def _counts(self, conn: socket.socket, number: int) -> tuple:
-        """(bytes in, bytes out, content digest) of one connection so far."""
+    def _counts(self, conn: socket.socket, number: int, ended: bool = False) -> tuple:
+        """(bytes in, bytes out, content digest, [segments in, out], seconds) of one
+        connection so far; seconds since it was accepted only once it ``ended``."""
         counts = tcp_payload_counts(conn)
         received, written = counts if counts else (None, None)
+        split = tcp_segment_counts(conn)  # None after a loss: then timing is luck too
+        segments: list[int | None] = list(split) if split else [None, None]
         if isinstance(conn, ssl.SSLSocket):
             # Certificates and signatures differ in size from run to run: the server's
             # bytes are not comparable, only the client's.
-            written = None
+            written = segments[1] = None
+        accepted = self._accepted_at.get(number)
+        seconds = (time.monotonic() - accepted
+                   if ended and accepted is not None and split else None)
         heard = self._heard.get(number)
-        if heard is not None:
-            return heard.count, written, heard.hexdigest()  # read by the server itself: exact
+        if heard is not None:  # read by the server itself: exact
+            return heard.count, written, heard.hexdigest(), segments, seconds
         name = SERVER_NAMES.get(conn) if isinstance(conn, ssl.SSLSocket) else None
-        return received, written, None if name is None else name_digest(name)
+        return received, written, None if name is None else name_digest(name), segments, seconds
 
     def _tally(self, conn: socket.socket) -> None:
         """Remember what a connection carried, just before it is closed (once per connection)."""
@@ -360,8 +370,9 @@ class TCPServer(SocketServer):
             number = self._numbers.pop(conn.fileno(), None)
             if number is None:
                 return  # a detached socket (wrapped in TLS), or counted already
-            self._finished.add(number, self._counts(conn, number))
+            self._finished.add(number, self._counts(conn, number, ended=True))
             self._heard.pop(number, None)
+            self._accepted_at.pop(number, None)
 
     def conversation_mark(self) -> int:
         """A point to count from: pass it to :meth:`conversation` as ``since``."""
@@ -380,14 +391,17 @@ class TCPServer(SocketServer):
         ordered = self._connections(since, settle)
         if ordered is None:
             return None
-        digests = [h for _r, _w, h in ordered]
+        digests = [h for _r, _w, h, *_rest in ordered]
         return conversation_entry(
-            connections=[(received, written) for received, written, _h in ordered],
-            content_in=content_digest(digests) if None not in digests else None)
+            connections=[(received, written) for received, written, *_rest in ordered],
+            content_in=content_digest(digests) if None not in digests else None,
+            segments=[segments for *_bytes, segments, _s in ordered],
+            seconds=[seconds for *_rest, seconds in ordered])
 
     def _connections(self, since: int, settle: float) -> list[tuple] | None:
-        """``(bytes in, bytes out, digest or None)`` of each connection after ``since``, in
-        order; None if some were forgotten or the kernel cannot count."""
+        """``(bytes in, bytes out, digest or None, [segments in, out], seconds)`` of each
+        connection after ``since`` (see :meth:`_counts`), in order; None if some were
+        forgotten or the kernel cannot count."""
         with self._lock:
             self._idle.wait_for(lambda: not self._conns and not (
                 self._sock and _accept_queue(self._sock)), settle)
@@ -396,8 +410,9 @@ class TCPServer(SocketServer):
                 return None
             still_open = [(n, self._counts(c, n)) for c in self._conns
                           if (n := self._numbers.get(c.fileno())) is not None and n > since]
-        ordered = [counts for _n, counts in sorted(finished + still_open)]
-        if any(received is None for received, _w, _h in ordered):
+        ordered = [counts for _n, counts in sorted(finished + still_open,
+                                                   key=lambda found: found[0])]
+        if any(received is None for received, *_rest in ordered):
             return None
         return ordered
 
