@@ -22,11 +22,7 @@ ROOT = Path(__file__).parent.parent
 
 # Exported classes whose modules other branches are still changing: documented once they
 # have landed (issue 24).  Empty at the end.
-PENDING = {"Impairment", "GilbertElliott", "LabNetwork",                # net (link, topology)
-           "cwnd_figure", "backoffs", "per_round_trip", "mathis_figure",   # views (nb09)
-           "bufferbloat_figure", "transfer_time_figure", "ramp_figure", "time_sequence",
-           "seq_trace", "dropped_segments", "mathis_throughput", "transfer_time",
-           "naive_transfer_time", "lesson09"}
+PENDING = {"LabNetwork"}                    # net/hosts.py (topology)
 
 CLASSES = sorted(name for name in labkit.__all__ if inspect.isclass(getattr(labkit, name)))
 FUNCTIONS = sorted(name for name in labkit.__all__ if inspect.isfunction(getattr(labkit, name)))
@@ -216,9 +212,6 @@ def test_every_check_keeps_its_typed_signature_through_answers_back(check):
 # The five layers a notebook calls, as pyproject.toml's strict override must name them.
 STRICT = {"labkit.servers.*", "labkit.capture.*", "labkit.protocols.*", "labkit.views.*",
           "labkit.checks.*"}
-# Modules of those layers let off for now, as pyproject.toml says why; empty at the end.
-NOT_YET_STRICT = {"labkit.views.congestion", "labkit.views.timeseq", "labkit.views.models",
-                  "labkit.checks.lesson09"}
 
 
 def test_the_layers_a_notebook_calls_are_checked_strictly():
@@ -234,6 +227,5 @@ def test_the_layers_a_notebook_calls_are_checked_strictly():
         assert strict.get(flag) is True, f"the strict override lacks {flag} = true"
     assert strict.get("implicit_reexport") is False
     assert set(strict["module"]) >= STRICT
-    let_off = {module for o in config["overrides"] if o.get("disallow_untyped_defs") is False
-               for module in o["module"]}
-    assert let_off == NOT_YET_STRICT
+    let_off = [o["module"] for o in config["overrides"] if o.get("disallow_untyped_defs") is False]
+    assert not let_off, f"modules let off the strict checks: {let_off}"
