@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from labkit.capture.capture import Capture
 
 WAIT = 3.0  # seconds the check's client waits for the student's server to close
+GREETING = b"hello\n"  # what Exercise 3's server sends before it closes
 # What the check's client sends in Exercise 1, one message at a time, each echo awaited.
 ACK_MESSAGES = (b"ping", b"0123456789", b"!")
 
@@ -102,9 +103,10 @@ def check_is_port_open(is_port_open: Callable[[str, int], bool]) -> Verdict:
 
 @answers_back
 def check_server_closes_first(handler: TCPHandler) -> Verdict:
-    """Run ``handler`` as the server; the client waits for EOF, then closes.
+    """Run ``handler`` as the server; the client reads until EOF, then closes.
 
-    Passes if the kernel then holds the *server's* end of the connection in TIME-WAIT.
+    Passes if the client got :data:`GREETING` and the kernel then holds the *server's* end
+    of the connection in TIME-WAIT.
     """
     if not callable(handler):
         return Verdict(False, f"pass your handler function, not {handler!r}",
@@ -120,9 +122,10 @@ def check_server_closes_first(handler: TCPHandler) -> Verdict:
     with TCPServer(run) as server:
         with socket.create_connection(server.address, timeout=WAIT) as client:
             client_port = client.getsockname()[1]
+            got = b""
             try:
-                while client.recv(4096):  # read until the server closes (EOF)
-                    pass
+                while data := client.recv(4096):  # read until the server closes (EOF)
+                    got += data[:64 - len(got)]   # (a handler that floods: its start is enough)
             except TimeoutError:
                 return Verdict(False, f"the client waited {WAIT:g} s and the server never closed",
                                "the handler must close the connection itself: return from it "
@@ -131,6 +134,10 @@ def check_server_closes_first(handler: TCPHandler) -> Verdict:
         states = {s.local[1]: s.state for s in settled_tcp_states(client_port, server.port)}
     server_side = [state for port, state in states.items() if port != client_port]
     client_side = states.get(client_port, "gone")
+    if got != GREETING:
+        return Verdict(False, f"the client got {got!r} before the server closed, not "
+                       f"{GREETING!r}", f"send the greeting first: conn.sendall({GREETING!r}), "
+                       "then close")
     if "TIME-WAIT" in server_side:
         return Verdict(True, "the server closed first, so the server's end is in TIME-WAIT "
                        f"(client's end: {client_side})")
