@@ -80,6 +80,10 @@ class Capture:
     UDP on any address; ``protocol="tcp"`` or ``"udp"`` narrows it.  ICMP errors
     quoting a watched packet (e.g. port unreachable) are captured too.
 
+    ``filter`` (a tcpdump expression, e.g. ``"arp or icmp"``; ``""``: every packet) keeps
+    what it matches too, with or without targets: on a lab host's interface it shows
+    the network layer (``LabNetwork.capture`` labels its rows by host).
+
     ``name`` names the recording shown in replay mode (``data/<name>.pcapng``).
     ``keylog`` is a TLS key log file (``SSLContext.keylog_filename``): read on exit into
     ``meta["tls_keylog"]``, it decrypts TLS in the views and travels with recordings.
@@ -90,9 +94,13 @@ class Capture:
     """
 
     def __init__(self, *targets, name: str | None = None, iface: str = "lo", keylog=None,
-                 protocol: str | None = None):
+                 protocol: str | None = None, filter: str | None = None):
         check_name(name)
-        self.roles, self._endpoints = watch(targets, protocol)
+        if filter is not None and not isinstance(filter, str):
+            raise TypeError(f"filter is a tcpdump expression such as 'arp or icmp' ('' for "
+                            f"every packet), not {filter!r}")
+        self.filter = filter
+        self.roles, self._endpoints = watch(targets, protocol, needed=filter is None)
         self._targets = targets
         self.name = name
         self.iface = iface
@@ -121,7 +129,7 @@ class Capture:
         """The kernel's filter (live modes): our endpoints, ICMP errors quoting them."""
         from labkit.capture.live import LiveSniffer
 
-        return (self._live or LiveSniffer(self.iface, self._endpoints)).bpf
+        return (self._live or LiveSniffer(self.iface, self._endpoints, filter=self.filter)).bpf
 
     @property
     def recording(self) -> Path | None:
@@ -148,15 +156,18 @@ class Capture:
             return self
         from labkit.capture.live import LiveSniffer  # raw sockets: live modes only
 
-        self._live = live = LiveSniffer(self.iface, self._endpoints)
+        self._live = live = LiveSniffer(self.iface, self._endpoints, filter=self.filter)
         try:
             live.start()
         except BaseException:
             live.stop()  # no thread or raw socket outlives a failed start
             self._state = "done"
             raise
-        ports = ", ".join(f"{n} port {p}" for p, n in self.roles.items())
-        print(f"● live capture on {self.iface}: {ports}")
+        watched = [f"{n} port {p}" for p, n in self.roles.items()]
+        if self.filter is not None:
+            watched.append(f"filter {self.filter!r}" if self.filter.strip() else "every packet")
+        where = self.meta.get("where", self.iface)  # a lab host's capture: "r1 eth1"
+        print(f"● live capture on {where}: {', '.join(watched)}")
         return self
 
     def __exit__(self, exc_type, *_):

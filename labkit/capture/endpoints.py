@@ -161,8 +161,9 @@ def _server_endpoints(server, protocol: str | None) -> dict[int, tuple[str, _End
     return found
 
 
-def watch(targets, protocol: str | None) -> tuple[dict[int, str], list[_Endpoint]]:
-    """``({port: role}, endpoints)`` for Capture's arguments."""
+def watch(targets, protocol: str | None,
+          needed: bool = True) -> tuple[dict[int, str], list[_Endpoint]]:
+    """``({port: role}, endpoints)`` for Capture's arguments (``needed``: at least one)."""
     if protocol not in (None, *PROTOCOLS):
         raise ValueError(f"protocol must be 'tcp', 'udp' or None (both), not {protocol!r}")
     found: dict[int, tuple[str, _Endpoint]] = {}
@@ -184,7 +185,7 @@ def watch(targets, protocol: str | None) -> tuple[dict[int, str], list[_Endpoint
                 f"Capture takes servers, port numbers or {{port: name}} dicts, "
                 f"not {type(target).__name__}"
             )
-    if not found:
+    if not found and needed:
         raise ValueError("Capture needs at least one server or port to watch, e.g. Capture(server)")
     return {port: role for port, (role, _e) in found.items()}, [e for _r, e in found.values()]
 

@@ -70,8 +70,12 @@ def _bpf_program(expression: str, iface: str) -> bytes:
     outgoing copy is the only one of what this side sends), and an accepted packet is
     kept whole (libpcap's program keeps 65,535 bytes, lo frames reach 65,549)."""
     from scapy.arch.common import compile_filter
+    from scapy.error import Scapy_Exception
 
-    compiled = compile_filter(expression, iface)
+    try:
+        compiled = compile_filter(expression, iface)
+    except Scapy_Exception as exc:
+        raise ValueError(f"the capture filter is not one tcpdump understands: {exc}") from None
     code = ctypes.string_at(ctypes.addressof(compiled.bf_insns.contents), compiled.bf_len * 8)
     insns = [list(struct.unpack("HBBI", code[i:i + 8])) for i in range(0, len(code), 8)]
     for insn in insns:
@@ -136,9 +140,11 @@ class _FrameTracker(TcpTracker):
 class LiveSniffer:
     """The packets of some endpoints, read from ``iface`` by a thread that only stores bytes."""
 
-    def __init__(self, iface: str, endpoints: list, *, buffer: int | None = None):
+    def __init__(self, iface: str, endpoints: list, *, buffer: int | None = None,
+                 filter: str | None = None):
         self.iface = iface
         self.endpoints = endpoints
+        self.filter = filter           # a tcpdump expression kept too ("": every packet)
         self.buffer = buffer or CAPTURE_BUFFER
         self.frames: list[Frame] = []  # filled by stop(): ours, in arrival order
         self.tracker = _FrameTracker()
@@ -168,8 +174,12 @@ class LiveSniffer:
     @property
     def bpf(self) -> str:
         """The kernel's filter: our endpoints, ICMP errors quoting them, and the fence."""
-        ours = " or ".join(e.bpf() for e in self.endpoints)
-        return f"{ours} or (udp and dst host 127.0.0.1 and dst port {self._fence_port})"
+        ours = [e.bpf() for e in self.endpoints]
+        if self.filter is not None:
+            if not self.filter.strip():
+                return ""  # every packet (the reader knows a fence when it sees one)
+            ours.append(f"({self.filter})")
+        return f"{' or '.join(ours)} or (udp and dst host 127.0.0.1 and dst port {self._fence_port})"
 
     def start(self) -> None:
         """Open the socket and start the reader; on an error call :meth:`stop`."""
@@ -225,9 +235,12 @@ class LiveSniffer:
                 for i in range(count):  # noqa: B007 - i says where a failure left off
                     step, sec, nsec, size, wirelen, mac = _PACKET.unpack_from(ring, at)
                     start = at + mac
-                    if (size == _FENCE_LEN and ring[start + 36:start + 38] == fence_port
-                            and ring[start + 23] == 17):
-                        self._fence_read(ring[start + 42:start + size])
+                    if (size == _FENCE_LEN and ring[start + 23] == 17
+                            and ring[start + 42:start + 54] == b"labkit fence"):
+                        if ring[start + 36:start + 38] == fence_port:
+                            self._fence_read(ring[start + 42:start + size])
+                        # else another capture's fence, sent out of the interface at the
+                        # far end of this cable: capture machinery, not a lesson's packet
                     else:
                         append(Frame(ring[start:start + size], sec * 1_000_000_000 + nsec,
                                      wirelen))
@@ -283,7 +296,10 @@ class LiveSniffer:
 
     def is_ours(self, pkt) -> bool:
         """Does this frame (bytes, or a Scapy packet) belong to our endpoints?  The
-        kernel's filter twin, in Python: an ICMP error is judged by the packet it quotes."""
+        kernel's filter twin, in Python: an ICMP error is judged by the packet it quotes.
+        With a tcpdump ``filter`` (no twin here) what the kernel's filter kept is ours."""
+        if self.filter is not None:
+            return True
         data = pkt if isinstance(pkt, bytes) else bytes(pkt)
         # The common case, IPv4 TCP/UDP with a 20-byte header, unfragmented: its protocol,
         # addresses and ports are 13 bytes in place, and a capture holds few distinct ones.

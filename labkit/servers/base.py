@@ -68,9 +68,9 @@ def check_host(host) -> str:
 
 
 def _on_lab_host(host: str) -> bool:
-    from labkit.net.hosts import current_lab_address  # only for non-loopback hosts
+    from labkit.net.hosts import current_lab_addresses  # only for non-loopback hosts
 
-    return host == current_lab_address()
+    return host in current_lab_addresses()
 
 
 def check_name(name) -> str:

@@ -1,0 +1,43 @@
+"""A capture on a lab host's interface, its rows labelled by host name.
+
+    >>> with net.capture("r1", interface="eth1", name="10-ttl") as wire:
+    ...     ...
+    >>> wire.table()      # r1 → client  ICMP time exceeded ...
+
+Made by :meth:`LabNetwork.capture <labkit.net.hosts.LabNetwork.capture>`: a
+:class:`~labkit.capture.capture.Capture` whose sockets are opened on the host (its thread
+steps into the host's namespace only while the capture starts), and whose ``meta`` names
+every address of the network by its host, so a replayed recording is labelled the same.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from labkit.capture.capture import Capture
+
+if TYPE_CHECKING:
+    from labkit.net.hosts import LabNetwork
+
+
+class HostCapture(Capture):
+    """``Capture(*targets, iface=interface, filter=...)`` on lab host ``host``; with no
+    targets and no filter, every packet on that interface."""
+
+    def __init__(self, net: LabNetwork, host: str, interface: str, targets: tuple, *,
+                 filter: str | None = None, **options):
+        if not targets and filter is None:
+            filter = ""  # nothing named: everything on this interface
+        super().__init__(*targets, iface=interface, filter=filter, **options)
+        self.host = host
+        self._net = net
+        self.meta["hosts"] = net.topology.names()
+        self.meta["where"] = f"{host} {interface}"
+
+    def __enter__(self) -> HostCapture:
+        with self._net.on(self.host):  # the capture's sockets belong to the host
+            super().__enter__()
+        return self
+
+    def __repr__(self) -> str:
+        return super().__repr__().replace("<Capture ", f"<Capture on {self.host} ", 1)
