@@ -50,6 +50,10 @@ _EXPORTS: dict[str, list[str | tuple[str, str]]] = {
                          "bufferbloat_figure", "transfer_time_figure", "ramp_figure"],
     "views.models": ["mathis_throughput", "transfer_time", "naive_transfer_time"],
     "net.hosts": ["LabNetwork"],
+    "net.topology": ["Cable", "Topology"],
+    "views.topology": ["topology_figure"],
+    "protocols.icmp": ["icmp_message", "ICMPMessage"],
+    "protocols.ipfrag": ["Reassembly"],
     "net.impairment": ["Impairment", "GilbertElliott"],
 }
 _WHERE = {(name if isinstance(name, str) else name[0]): (module, name if isinstance(name, str)

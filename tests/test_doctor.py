@@ -50,3 +50,13 @@ def test_the_doctor_says_whether_notebook_09_can_make_its_lab_hosts(monkeypatch)
     monkeypatch.setattr(doctor.shutil, "which", lambda *args, **kwargs: None)
     assert "apt-get install iproute2" in doctor.lab_hosts_line()
     assert "lab hosts    : no" in doctor.report()
+
+
+def test_the_doctor_says_whether_lab_hosts_can_have_firewall_rules(monkeypatch):
+    from labkit.tools import doctor
+
+    monkeypatch.setattr(doctor.shutil, "which", lambda *args, **kwargs: "/usr/sbin/nft")
+    assert doctor.firewall_line().startswith("/usr/sbin/nft")
+    monkeypatch.setattr(doctor.shutil, "which", lambda *args, **kwargs: None)
+    assert "apt-get install nftables" in doctor.firewall_line()
+    assert "nft          : not found" in doctor.report()

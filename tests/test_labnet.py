@@ -358,3 +358,38 @@ def test_a_capture_on_the_link_sees_both_directions_and_ends_promptly():
     assert result["complete"] and result["lost"] == 0
     assert result["took"] < 1.5  # the settle bound (2 s) was not what ended it
     assert result["empty"] == 0
+
+
+def test_one_link_carries_every_impaired_cable_and_a_network_leaves_nothing_behind():
+    result = in_lab("""
+        from labkit import Cable
+        def fds():
+            return sorted(os.listdir("/proc/self/fd"))
+        def interfaces():
+            return sorted(name for _, name in socket.if_nameindex())
+        before = (fds(), threading.active_count(), interfaces())
+        net = LabNetwork(Cable("client", "r1", Impairment(delay=0.010)), Cable("r1", "r2"),
+                         Cable("r2", "server", up=Impairment(delay=0.015), down=Impairment()))
+        net.start()
+        during = (threading.active_count(), interfaces())
+        with net.on("server"):
+            listener = socket.create_server(("10.0.2.4", 7000))
+        with net.on("client"), socket.create_connection(("10.0.2.4", 7000), timeout=10) as c:
+            with listener, listener.accept()[0] as conn:
+                start = time.monotonic()
+                c.sendall(b"ping")
+                conn.sendall(conn.recv(10))
+                assert c.recv(10) == b"ping"
+                rtt = time.monotonic() - start
+        ways = {way: stats["frames"] for way, stats in net.link.stats.items()}
+        net.stop()
+        after = (fds(), threading.active_count(), interfaces())
+        print(json.dumps({"before": before, "during": during, "after": after, "rtt": rtt,
+                          "ways": ways}))
+    """)
+    assert result["during"][0] == result["before"][1] + 8  # receive + send, 4 directions
+    assert len(result["during"][1]) == len(result["before"][2]) + 4  # 2 cables × 2 ends
+    assert set(result["ways"]) == {"client→r1", "r1→client", "r2→server", "server→r2"}
+    assert all(frames > 0 for frames in result["ways"].values())
+    assert result["rtt"] >= 0.010 * 2 + 0.015   # both cables' delays, on the way there and back
+    assert result["after"] == result["before"]

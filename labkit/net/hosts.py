@@ -310,7 +310,9 @@ class LabNetwork:
         """Add nftables rules on ``host`` (the text ``nft -f`` reads), e.g. a NAT:
 
             >>> net.nft("r1", '''table ip nat { chain out {
-            ...     type nat hook postrouting priority srcnat; oifname "eth1" masquerade } }''')
+            ...     type nat hook postrouting priority srcnat; oifname "eth1" masquerade
+            ... }
+            ... }''')
 
         ``net.run("r1", "nft list ruleset")`` shows them; a mistake raises with nft's message.
         """
