@@ -179,7 +179,8 @@ class LiveSniffer:
             if not self.filter.strip():
                 return ""  # every packet (the reader knows a fence when it sees one)
             ours.append(f"({self.filter})")
-        return f"{' or '.join(ours)} or (udp and dst host 127.0.0.1 and dst port {self._fence_port})"
+        fence = f"(udp and dst host 127.0.0.1 and dst port {self._fence_port})"
+        return " or ".join([*ours, fence])
 
     def start(self) -> None:
         """Open the socket and start the reader; on an error call :meth:`stop`."""

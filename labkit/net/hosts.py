@@ -205,20 +205,23 @@ class LabNetwork:
     def __init__(self, *cables: Impairment | Cable, up: Impairment | None = None,
                  down: Impairment | None = None, arp: str = "static",
                  routes: str | None = "auto", trace_limit: int = 100_000):
-        if cables and all(isinstance(cable, Cable) for cable in cables):
+        plan = [cable for cable in cables if isinstance(cable, Cable)]
+        first = cables[0] if len(cables) == 1 else None
+        if plan and len(plan) == len(cables):
             if up is not None or down is not None:
                 raise ValueError("up= and down= are for two hosts; give each Cable its own "
                                  "impairment, e.g. Cable('client', 'r1', up=Impairment(...))")
-        elif len(cables) <= 1 and all(isinstance(c, Impairment) for c in cables):
-            both = cables[0] if cables else (None if up or down else Impairment())
-            cables = (Cable("client", "server", both, up=up, down=down),)  # always the link
+        elif not cables or isinstance(first, Impairment):
+            both = first if isinstance(first, Impairment) else (
+                None if up or down else Impairment())
+            plan = [Cable("client", "server", both, up=up, down=down)]  # always the link
         else:
             raise ValueError(f"LabNetwork takes one Impairment (client and server), or "
                              f"Cable(...)s for a network of your own, not {cables!r}")
         if arp not in ARP_MODES:
             raise ValueError(f"arp must be 'static' (no ARP on the wire) or 'dynamic' (hosts "
                              f"ask), not {arp!r}")
-        self.topology = Topology(cables, routes=routes)
+        self.topology = Topology(plan, routes=routes)
         self.arp = arp
         self.addresses = self.topology.addresses
         number = f"lk{os.getpid() % 100000}x{next(_numbers) % 1000}"

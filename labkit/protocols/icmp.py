@@ -4,7 +4,8 @@
     >>> message.name, message.type, message.code
     ('time exceeded in transit', 11, 0)
     >>> message.quoted           # the header of the packet that caused it, as it arrived
-    Quoted(src='10.0.0.1', dst='10.0.2.4', proto='UDP', ttl=1, ident=4711, sport=40000, dport=33435, length=33)
+    Quoted(src='10.0.0.1', dst='10.0.2.4', proto='UDP', ttl=1, ident=4711, sport=40000,
+           dport=33435, length=33)
     >>> describe_icmp(seg.packet)
     'ICMP time exceeded in transit (quotes UDP to port 33435)'
 
