@@ -334,7 +334,7 @@ class LabNetwork:
 
             >>> with net.capture("r1", interface="eth1", name="10-ttl") as wire: ...
         """
-        from labkit.net.hostcapture import HostCapture
+        from labkit.capture.hostcapture import HostCapture
 
         self.topology.check_host(host)
         if interface is None:
@@ -342,7 +342,8 @@ class LabNetwork:
         names = [i.name for i in self.topology.interfaces[host]]
         if interface not in names:
             raise ValueError(f"{host} has interfaces {names}, not {interface!r}")
-        return HostCapture(self, host, interface, targets, name=name, filter=filter, **options)
+        return HostCapture(host, interface, targets, on=self.on, names=self.topology.names(),
+                           name=name, filter=filter, **options)
 
     def set_rto_min(self, host: str, seconds: float) -> None:
         """Give TCP on ``host`` a floor for its retransmission timer (Linux: 200 ms), on

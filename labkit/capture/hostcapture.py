@@ -6,36 +6,38 @@
 
 Made by :meth:`LabNetwork.capture <labkit.net.hosts.LabNetwork.capture>`: a
 :class:`~labkit.capture.capture.Capture` whose sockets are opened on the host (its thread
-steps into the host's namespace only while the capture starts), and whose ``meta`` names
-every address of the network by its host, so a replayed recording is labelled the same.
+steps onto the host, ``on(host)``, only while the capture starts), and whose ``meta``
+names every address of the network by its host, so a replayed recording reads the same.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from labkit.capture.capture import Capture
 
-if TYPE_CHECKING:
-    from labkit.net.hosts import LabNetwork
+__all__ = ["HostCapture"]
 
 
 class HostCapture(Capture):
     """``Capture(*targets, iface=interface, filter=...)`` on lab host ``host``; with no
-    targets and no filter, every packet on that interface."""
+    targets and no filter, every packet on that interface.  ``on(host)`` runs a block on
+    the host; ``names`` is {address: host name} of the whole network."""
 
-    def __init__(self, net: LabNetwork, host: str, interface: str, targets: tuple, *,
+    def __init__(self, host: str, interface: str, targets: tuple, *,
+                 on: Callable[[str], AbstractContextManager], names: dict[str, str],
                  filter: str | None = None, **options):
         if not targets and filter is None:
             filter = ""  # nothing named: everything on this interface
         super().__init__(*targets, iface=interface, filter=filter, **options)
         self.host = host
-        self._net = net
-        self.meta["hosts"] = net.topology.names()
+        self._on = on
+        self.meta["hosts"] = dict(names)
         self.meta["where"] = f"{host} {interface}"
 
     def __enter__(self) -> HostCapture:
-        with self._net.on(self.host):  # the capture's sockets belong to the host
+        with self._on(self.host):  # the capture's sockets belong to the host
             super().__enter__()
         return self
 
