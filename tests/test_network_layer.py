@@ -94,9 +94,7 @@ def test_a_traceroute_in_python_finds_the_routers_the_topology_has():
                         hops[kind].append(sender)
                         if icmp_type != 11:
                             break
-            path = [net.topology.interface(hop, toward=before).address.ip.compressed
-                    for before, hop in zip(net.topology.path("client", "server"),
-                                           net.topology.path("client", "server")[1:])]
+            path = net.topology.hops("client", "server")
         exceeded = [s for s in wire.segments if s.proto == "ICMP" and "exceeded" in s.summary]
         quotes = [icmp_message(s.packet).quoted for s in exceeded]
         print(json.dumps({"hops": hops, "path": path,

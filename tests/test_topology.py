@@ -45,6 +45,8 @@ def test_routes_reach_every_subnet_by_the_shortest_path():
         "r2": ["10.0.0.0/24 via 10.0.1.2 dev eth0"],
         "server": ["default via 10.0.2.3 dev eth0"]}
     assert plan.path("client", "server") == ["client", "r1", "r2", "server"]
+    assert plan.hops("client", "server") == ["10.0.0.2", "10.0.1.3", "10.0.2.4"]
+    assert plan.hops("server", "client") == ["10.0.2.3", "10.0.1.2", "10.0.0.1"]
     assert Topology(chain().cables, routes=None).routes["client"] == []
 
 

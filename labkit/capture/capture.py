@@ -307,7 +307,7 @@ class Capture:
 
         segs, note = self._chosen(connection)
         return ladder(segs, title=title, packets=self._packets_arg(start, stop, packets),
-                      note=note, lost=lost)
+                      note=note, lost=lost, order=self.meta.get("lifelines"))
 
     def connections(self):
         """One row per TCP connection or UDP conversation: handshake time, bytes each way,

@@ -23,17 +23,20 @@ __all__ = ["HostCapture"]
 class HostCapture(Capture):
     """``Capture(*targets, iface=interface, filter=...)`` on lab host ``host``; with no
     targets and no filter, every packet on that interface.  ``on(host)`` runs a block on
-    the host; ``names`` is {address: host name} of the whole network."""
+    the host; ``names`` is {address: host name} of the whole network, ``hosts`` its
+    hosts in order (a ladder's lifelines, left to right)."""
 
     def __init__(self, host: str, interface: str, targets: tuple, *,
                  on: Callable[[str], AbstractContextManager], names: dict[str, str],
-                 filter: str | None = None, **options):
+                 hosts: list[str] | None = None, filter: str | None = None, **options):
         if not targets and filter is None:
             filter = ""  # nothing named: everything on this interface
         super().__init__(*targets, iface=interface, filter=filter, **options)
         self.host = host
         self._on = on
         self.meta["hosts"] = dict(names)
+        if hosts:
+            self.meta["lifelines"] = list(hosts)  # a ladder's lifelines in the network's order
         self.meta["where"] = f"{host} {interface}"
 
     def __enter__(self) -> HostCapture:

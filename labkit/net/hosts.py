@@ -347,7 +347,7 @@ class LabNetwork:
         if interface not in names:
             raise ValueError(f"{host} has interfaces {names}, not {interface!r}")
         return HostCapture(host, interface, targets, on=self.on, names=self.topology.names(),
-                           name=name, filter=filter, **options)
+                           hosts=self.topology.hosts, name=name, filter=filter, **options)
 
     def set_rto_min(self, host: str, seconds: float) -> None:
         """Give TCP on ``host`` a floor for its retransmission timer (Linux: 200 ms), on
@@ -371,11 +371,12 @@ class LabNetwork:
         with self.on(host):
             _ip(*changes)
 
-    def figure(self, *, title: str | None = None):
-        """A picture of the network: hosts, interfaces, addresses, subnets, cables."""
+    def figure(self, *, title: str | None = None, routes: bool = False):
+        """A picture of the network: hosts, interfaces, addresses, subnets, cables (and
+        with ``routes=True`` the routes labkit set)."""
         from labkit.views.topology import topology_figure
 
-        return topology_figure(self.topology, title=title)
+        return topology_figure(self.topology, title=title, routes=routes)
 
     # -- building and taking down ---------------------------------------------------------
     def start(self) -> LabNetwork:

@@ -24,6 +24,7 @@ IPv6 (planned, not yet built): each interface also has the ULA ``fd00:10:0:k::n/
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import re
 from collections import deque
 from dataclasses import dataclass, field
@@ -236,6 +237,17 @@ class Topology:
         while hops[-1] != source:
             hops.append(back[hops[-1]])
         return hops[::-1]
+
+    def hops(self, source: str, target: str) -> list[str]:
+        """The addresses a traceroute from ``source`` to ``target`` reports: each host on
+        the way answers from its interface toward ``source`` (Linux routers do).
+
+            >>> plan.hops("client", "server")
+            ['10.0.0.2', '10.0.1.3', '10.0.2.4']
+        """
+        path = self.path(source, target)
+        return [str(self.interface(hop, toward=before).address.ip)
+                for before, hop in itertools.pairwise(path)]
 
     def distances(self, source: str) -> dict[str, int]:
         """{host: cables crossed from ``source``} for every host it can reach."""

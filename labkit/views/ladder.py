@@ -44,31 +44,36 @@ def _shorten(text: str, limit: int = LABEL_MAX) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def _lifelines(segs: list[Segment]) -> list[str]:
-    """Clients on the left, then everything they talk to, in order of appearance."""
+def _lifelines(segs: list[Segment], order=None) -> list[str]:
+    """Clients on the left, then everything they talk to, in order of appearance; or the
+    roles ``order`` names (a lab network's hosts, along its cables) in that order first."""
     seen: dict[str, int] = {}
     for seg in segs:
         for role in (seg.src, seg.dst):
             seen.setdefault(role, len(seen))
+    if order:
+        place = {role: i for i, role in enumerate(order)}
+        return sorted(seen, key=lambda r: (place.get(r, len(place)), seen[r]))
     return sorted(seen, key=lambda r: (not r.startswith("client"), seen[r]))
 
 
 def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
-           note: str | None = None, lost=()):
+           note: str | None = None, lost=(), order=None):
     """Draw a sequence diagram: one lifeline per role, one labelled arrow per packet.
 
     Time runs downwards, one row per packet (so 30+ packets stay legible); the left
     margin gives each packet's time since the first.  ``packets`` picks rows (a slice,
     range or list; default: the first ``MAX_PACKETS``); ``note`` is drawn under the
     arrows (e.g. which connection this is).  ``lost``: indexes of packets the link dropped
-    (``Segment.index``): their arrows stop half-way, at a ✗.
+    (``Segment.index``): their arrows stop half-way, at a ✗.  ``order``: lifelines to put
+    first, left to right (a lab network's hosts).
     """
     everything = list(segs)
     segs, left_out = pick(everything, packets, limit=MAX_PACKETS)
-    roles = _lifelines(segs) or ["client", "server"]
+    roles = _lifelines(segs, order) or ["client", "server"]
     if len(roles) > MAX_LIFELINES and packets is None:  # the default view: fewer packets
         segs = _within_lifelines(segs)
-        roles = _lifelines(segs)
+        roles = _lifelines(segs, order)
         left_out = (f"… {len(everything) - len(segs)} more packets between more than "
                     f"{MAX_LIFELINES} endpoints; pass connection= or packets= to choose, "
                     "or see wire.connections()")
