@@ -54,6 +54,7 @@ _EXPORTS: dict[str, list[str | tuple[str, str]]] = {
     "views.topology": ["topology_figure"],
     "protocols.icmp": ["icmp_message", "ICMPMessage"],
     "protocols.ipfrag": ["Reassembly"],
+    "net.link": ["Lateness"],
     "net.impairment": ["Impairment", "GilbertElliott"],
 }
 _WHERE = {(name if isinstance(name, str) else name[0]): (module, name if isinstance(name, str)

@@ -17,7 +17,8 @@ when we close it), with one interface per cable (``eth0``, ``eth1``, ...), addre
 routed as :mod:`labkit.net.topology` plans it; a host with more than one cable forwards
 (a router). A cable with an impairment is two veth pairs whose other ends stay in the
 namespace that made the network (the lab kernel's), where one user-space ``Link``
-(:mod:`labkit.net.link`) carries the frames of every such cable, both ways, so
+(:mod:`labkit.net.link`, forwarding in a process of its own) carries the frames of every
+such cable, both ways, so
 ``Capture(iface=net.interface("client"))`` sees the client's cable from there. A cable
 without one is a single veth pair between the two hosts: the kernel carries its frames at
 its own speed and nothing on it can be late (captures on the hosts' interfaces see the
@@ -31,6 +32,8 @@ host knows its neighbours' MAC addresses: no ARP in captures); ``arp="dynamic"``
 kernel ask. No IPv6 yet: it is planned per interface (``Interface.address6``) and off.
 Lab hosts answer every packet with the ICMP error it earns (``icmp_ratelimit`` 0: a real
 router sends at most about one a second per destination, which would make lessons vary).
+``net.link.trace`` has every frame the link carried (its headers), with its fate and when
+it was due and left; ``net.too_busy()`` says whether the link kept its timing.
 
 Needs to be root in its namespace: the lab kernel is (a user + network namespace of its
 own), so is ``python -m labkit.net.namespace -- COMMAND``, or real root.
@@ -54,7 +57,7 @@ import threading
 from collections.abc import Iterator
 
 from labkit.net.impairment import Impairment
-from labkit.net.link import Link
+from labkit.net.link import Lateness, Link
 from labkit.net.topology import Cable, Topology
 
 CLONE_NEWNET = 0x40000000
@@ -370,6 +373,21 @@ class LabNetwork:
             changes.append(f"route change {' '.join(words)} rto_min {round(seconds * 1000)}ms")
         with self.on(host):
             _ip(*changes)
+
+    def lateness(self, tolerance: float = 0.001) -> dict[str, Lateness]:
+        """Per direction, how many frames the link sent on more than ``tolerance`` s after
+        they were due, and the worst: ``print(net.lateness()["client→server"])``.
+        Plain cables (no impairment) are the kernel's: they have no lateness to report."""
+        return self.link.lateness(tolerance) if self.link is not None else {}
+
+    def too_busy(self, tolerance: float = 0.001) -> str | None:
+        """None if the link kept its timing; else one sentence a lesson prints before
+        numbers that are the machine's, not the link's:
+
+            >>> if (busy := net.too_busy()):
+            ...     print(busy)
+        """
+        return self.link.too_busy(tolerance) if self.link is not None else None
 
     def figure(self, *, title: str | None = None, routes: bool = False):
         """A picture of the network: hosts, interfaces, addresses, subnets, cables (and
