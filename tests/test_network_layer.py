@@ -177,7 +177,7 @@ def test_a_firewall_that_drops_fragmentation_needed_makes_a_black_hole_mss_clamp
 
         def download(net, server):
             with net.on("client"), socket.create_connection(server.address, timeout=5) as s:
-                return receive_all(s, TOTAL, seconds=2.0 if blocked else 30.0)
+                return receive_all(s, TOTAL, seconds=1.0 if blocked else 30.0)
 
         got = {}
         with chain() as net:

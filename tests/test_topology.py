@@ -124,3 +124,16 @@ def test_impairments_in_a_few_words():
                                           down=Impairment())]))
     texts = {t.get_text() for t in fig.axes[0].texts}
     assert "10.0.0.0/24\na→b: 20 ms\nb→a: as is" in texts
+
+
+def test_a_missing_tool_or_program_says_what_to_install(monkeypatch):
+    import labkit.net.hosts as hosts
+
+    monkeypatch.setattr(hosts.shutil, "which", lambda *args, **kwargs: None)
+    net = LabNetwork.chain("client", "nat")
+    with pytest.raises(RuntimeError, match=r"needs `nft` from nftables \(apt-get install"):
+        net.nft("nat", "table ip nat {}")
+    with pytest.raises(ValueError, match="no program 'traceroute' here"):
+        net.run("client", "traceroute 10.0.0.2")
+    with pytest.raises(ValueError, match="run\\(\\) needs a command"):
+        net.run("client", "")

@@ -158,8 +158,8 @@ def _ethtool(sock: socket.socket, name: bytes, command: int, data: int) -> int:
 def _tool(name: str, package: str) -> str:
     found = shutil.which(name, path=os.environ.get("PATH", "") + TOOL_PATH)
     if found is None:
-        raise RuntimeError(f"LabNetwork needs {package}'s `{name}` (apt-get install {package}; "
-                           f"`python -m labkit doctor` lists what is missing)")
+        raise RuntimeError(f"LabNetwork needs `{name}` from {package} (apt-get install "
+                           f"{package}; `python -m labkit doctor` lists what is missing)")
     return found
 
 
