@@ -23,6 +23,12 @@ PRELUDE = textwrap.dedent("""
         print(json.dumps({"skip": os.environ.get("LABKIT_NETWORK")}))
         raise SystemExit(0)
 
+    def fds():
+        return sorted(os.listdir("/proc/self/fd"))
+
+    def interfaces():
+        return sorted(name for _, name in socket.if_nameindex())
+
     def echo_server(net, port=7000):
         with net.on("server"):
             listener = socket.create_server(("10.0.0.2", port))
@@ -110,10 +116,6 @@ def test_on_is_per_thread_and_restored_after_an_exception():
 
 def test_stopping_leaves_no_thread_fd_or_interface():
     result = in_lab("""
-        def fds():
-            return sorted(os.listdir("/proc/self/fd"))
-        def interfaces():
-            return sorted(name for _, name in socket.if_nameindex())
         before = (fds(), threading.active_count(), interfaces())
         net = LabNetwork(Impairment(delay=0.01, loss=0.1, seed=3)).start()
         during = (threading.active_count(), interfaces())
@@ -521,10 +523,6 @@ def test_a_trace_keeps_each_frames_headers_and_says_what_it_did_not_keep():
 def test_one_link_carries_every_impaired_cable_and_a_network_leaves_nothing_behind():
     result = in_lab("""
         from labkit import Cable
-        def fds():
-            return sorted(os.listdir("/proc/self/fd"))
-        def interfaces():
-            return sorted(name for _, name in socket.if_nameindex())
         before = (fds(), threading.active_count(), interfaces())
         net = LabNetwork(Cable("client", "r1", Impairment(delay=0.010)), Cable("r1", "r2"),
                          Cable("r2", "server", up=Impairment(delay=0.015), down=Impairment()))
