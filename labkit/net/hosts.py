@@ -36,14 +36,13 @@ router sends at most about one a second per destination, which would make lesson
 it was due and left; ``net.too_busy()`` says whether the link kept its timing.
 
 Needs to be root in its namespace: the lab kernel is (a user + network namespace of its
-own), so is ``python -m labkit.net.namespace -- COMMAND``, or real root.
+own), so is ``python -m labkit.net.namespace -- COMMAND``, or real root. The namespace
+calls themselves are in :mod:`labkit.net.netns`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import fcntl
 import itertools
 import json
 import os
@@ -51,22 +50,25 @@ import re
 import shlex
 import shutil
 import socket
-import struct
 import subprocess
 import threading
 from collections.abc import Iterator
 
 from labkit.net.impairment import Impairment
 from labkit.net.link import Lateness, Link
+from labkit.net.netns import (
+    TOOL_PATH,
+    _disable_ipv6,
+    _ip,
+    _sysctl,
+    _tool,
+    inside,
+    new_namespace,
+    offloads,
+)
 from labkit.net.topology import Cable, Topology
 
-CLONE_NEWNET = 0x40000000
-SIOCETHTOOL = 0x8946
-# legacy ethtool "set" commands: tx checksum, TSO, GSO, GRO (each takes ethtool_value)
-OFFLOADS_OFF = {"tx": 0x17, "tso": 0x1F, "gso": 0x24, "gro": 0x2C}
-OFFLOADS_GET = {"tx": 0x16, "tso": 0x1E, "gso": 0x23, "gro": 0x2B}
 ARP_MODES = ("static", "dynamic")
-TOOL_PATH = ":/usr/sbin:/sbin"  # ip and nft live here; a student's PATH may not have them
 # per host: no IPv6 on new interfaces (no router solicitations or MLD in captures), ICMP
 # errors never rate-limited (lessons repeat), ICMP "ping" sockets for root (the one group
 # the lab user namespace maps)
@@ -74,7 +76,6 @@ HOST_SYSCTLS = {"net/ipv6/conf/default/disable_ipv6": "1", "net/ipv4/icmp_rateli
                 "net/ipv4/ping_group_range": "0 0"}
 _numbers = itertools.count(1)
 _here = threading.local()  # .addresses: the lab host this thread is on, inside LabNetwork.on()
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def current_lab_addresses() -> frozenset[str]:
@@ -91,96 +92,6 @@ def _other_interfaces() -> list[str]:
     none in the lab kernel's private network; eth0 and the like in a machine's."""
     return [name for _, name in socket.if_nameindex()
             if name != "lo" and not re.fullmatch(r"lk\d+x\d+-\d+[ab]", name)]
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"setns: {os.strerror(code)}")
-
-
-def _this_thread_namespace() -> int:
-    return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-
-
-@contextlib.contextmanager
-def inside(namespace_fd: int) -> Iterator[None]:
-    """This thread in the network namespace ``namespace_fd`` for the block, then back."""
-    home = _this_thread_namespace()
-    try:
-        _setns(namespace_fd)
-        try:
-            yield
-        finally:
-            _setns(home)
-    finally:
-        os.close(home)
-
-
-def new_namespace() -> int:
-    """A new, empty network namespace, as an fd (it lives until the fd is closed)."""
-    home = _this_thread_namespace()
-    try:
-        if _libc.unshare(CLONE_NEWNET) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, f"unshare(CLONE_NEWNET): {os.strerror(code)}")
-        try:
-            return _this_thread_namespace()
-        finally:
-            _setns(home)
-    finally:
-        os.close(home)
-
-
-def offloads(interface: str, off: bool = False) -> dict[str, bool]:
-    """Read (or with ``off=True`` first turn off) an interface's segmentation offloads.
-
-    ``ethtool -K IFACE tx off tso off gso off gro off``, by the SIOCETHTOOL ioctl (this
-    thread's namespace). Returns {"tx": on?, "tso": ..., "gso": ..., "gro": ...}.
-    """
-    name = interface.encode()
-    state = {}
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for feature in OFFLOADS_GET:
-            if off:
-                _ethtool(sock, name, OFFLOADS_OFF[feature], 0)
-            state[feature] = bool(_ethtool(sock, name, OFFLOADS_GET[feature], 0))
-    return state
-
-
-def _ethtool(sock: socket.socket, name: bytes, command: int, data: int) -> int:
-    value = ctypes.create_string_buffer(struct.pack("II", command, data), 8)
-    request = struct.pack("16sP", name, ctypes.addressof(value)).ljust(40, b"\0")
-    fcntl.ioctl(sock, SIOCETHTOOL, request)
-    return struct.unpack("II", value.raw)[1]
-
-
-def _tool(name: str, package: str) -> str:
-    found = shutil.which(name, path=os.environ.get("PATH", "") + TOOL_PATH)
-    if found is None:
-        raise RuntimeError(f"LabNetwork needs `{name}` from {package} (apt-get install "
-                           f"{package}; `python -m labkit doctor` lists what is missing)")
-    return found
-
-
-def _ip(*lines: str, pass_fds: tuple[int, ...] = ()) -> None:
-    """Run iproute2 commands (``ip -batch``) in this thread's network namespace."""
-    done = subprocess.run([_tool("ip", "iproute2"), "-batch", "-"], input="\n".join(lines) + "\n",
-                          text=True, capture_output=True, pass_fds=pass_fds, timeout=30)
-    if done.returncode != 0:
-        raise RuntimeError(f"ip failed: {done.stderr.strip()}")
-
-
-def _sysctl(name: str, value: str) -> None:
-    """Set a sysctl of this thread's network namespace (``net/ipv4/ip_forward``)."""
-    with open(f"/proc/sys/{name}", "w") as knob:
-        knob.write(value)
-
-
-def _disable_ipv6(interface: str) -> None:
-    """No IPv6 on a link-side end: no router solicitations or MLD in the captures."""
-    with contextlib.suppress(OSError):  # a kernel without IPv6 has none to disable
-        _sysctl(f"net/ipv6/conf/{interface}/disable_ipv6", "1")
 
 
 class Output(str):
