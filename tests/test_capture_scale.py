@@ -33,7 +33,7 @@ def test_a_queue_that_overflows_reports_exactly_what_is_missing(live, receiver, 
         read(self, *args)
 
     monkeypatch.setattr(_live, "BLOCK_SIZE", 1 << 16)  # a ring of one 64 KiB block:
-    monkeypatch.setattr(_live, "CAPTURE_BUFFER", 1)      # room for a few hundred datagrams
+    monkeypatch.setattr(_live, "RING_START", 1)          # room for a few hundred datagrams
     monkeypatch.setattr(_live.LiveSniffer, "_read", held_back)
     with Capture(receiver) as wire:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

@@ -10,13 +10,26 @@ import socket
 
 import pytest
 from conftest import echo_exchange, needs_capture
+from matplotlib.text import Text
 
-from labkit import Capture, DNSServer, HTTPServer, LocalCA, TCPServer, TLSServer, UDPServer
+from labkit import (
+    Capture,
+    DNSServer,
+    Dribbler,
+    HTTPServer,
+    LocalCA,
+    TCPServer,
+    TLSServer,
+    UDPServer,
+    time_sequence,
+)
+from labkit.capture import capture as _capture
 from labkit.capture.recording import difference as _difference
 from labkit.capture.recording import summarize
 from labkit.checks.lesson00 import check_first_capture
 from labkit.checks.lesson01 import check_ack_predictions
 from labkit.checks.lesson06 import check_server_name
+from labkit.views.table import Table
 
 pytestmark = needs_capture
 
@@ -49,13 +62,50 @@ def test_a_different_message_is_named_next_to_the_picture(record, capsys):
     banner, warning = capsys.readouterr().out.splitlines()
     assert banner.startswith("▶ replay: showing the recording")
     assert warning == (
-        f"⚠ your run sent {len(student)} bytes (this recording: 5 bytes); the server sent "
-        f"{len(student)} bytes back (this recording: 5 bytes back) — the table and ladder "
-        "show the recording, not your run; run with the lab kernel to see your own packets "
-        "(`python -m labkit doctor` says how)")
+        f"⚠ These packets are a recording, not your run: your run sent {len(student)} bytes "
+        f"(this recording: 5 bytes); the server sent {len(student)} bytes back (this "
+        "recording: 5 bytes back). To see your own, use the lab kernel (`python -m labkit "
+        "doctor` says how).")
     assert wire.matches_recording is False and f"sent {len(student)} bytes" in wire.difference
     assert wire.live_summary["server"]["connections"] == [[len(student)] * 2]
     assert b"hello" in bytes(wire.packets[3])  # the views still show the recording: said so
+
+
+def figure_text(fig) -> str:
+    return "\n".join(t.get_text() for t in fig.findobj(Text))
+
+
+def test_a_changed_message_is_flagged_in_every_view(record, capsys, monkeypatch):
+    """Notebook 00: the student sends 47 bytes of their own; every view of the capture
+    (table, ladder figure, connections, time-sequence figure, and code that reads
+    ``wire.segments`` to print what the client sent) says the picture is the recording."""
+    cell = [7]  # the notebook's cell counter
+    monkeypatch.setattr(_capture, "_current_cell", lambda: cell[0])
+    record(echo_cell, "t-00", b"hello, wire")
+    capsys.readouterr()
+    student = b"my own message, forty-seven bytes long, exactly"
+    assert len(student) == 47
+    wire = echo_cell("t-00", student)
+    said = capsys.readouterr().out.splitlines()[-1]
+    assert said.startswith("⚠ These packets are a recording, not your run: your run sent 47 "
+                           "bytes (this recording: 11 bytes)") and "lab kernel" in said
+    assert wire.notice == said
+    table = wire.table(stop=3)
+    assert str(table).startswith(said) and "⚠ These packets are a recording" in \
+        table._repr_html_()
+    assert str(wire.table(connection=1)).startswith(said)
+    assert str(wire.connections()).startswith(said)
+    assert "⚠ These packets are a recording" in wire.connections()._repr_html_()
+    assert str(Table(wire.segments)).startswith(said)  # the list itself carries it
+    drawn = figure_text(wire.ladder()).replace("\n", " ")
+    assert "⚠ These packets are a recording, not your run: your run sent 47 bytes" in drawn
+    assert "⚠ These packets are a recording" in figure_text(time_sequence(wire.segments))
+    capsys.readouterr()
+    cell[0] = 11  # notebook 00 cell 11: what the recording says the client sent, under a ⚠
+    client_sent = [s.summary for s in wire.segments if s.src == "client" and s.length]
+    assert capsys.readouterr().out == said + "\n" and client_sent == ["b'hello, wire'"]
+    assert len(wire.packets) == 10 and capsys.readouterr().out == ""  # once per cell
+    assert said in repr(wire)
 
 
 def test_the_same_conversation_prints_nothing_more(record, capsys):
@@ -65,6 +115,74 @@ def test_the_same_conversation_prints_nothing_more(record, capsys):
     out = capsys.readouterr().out
     assert len(out.splitlines()) == 1 and out.startswith("▶ replay: showing the recording")
     assert wire.matches_recording is True and wire.difference is None
+    assert wire.notice is None and wire.segments.notice is None
+    assert "⚠" not in str(wire.table()) + str(wire.connections()) + figure_text(wire.ladder())
+    assert capsys.readouterr().out == ""
+
+
+def dribble_cell(name, piece=4, pause=0.05):
+    """Notebook 02's first cell: a server dribbles its message in pieces."""
+    dribbler = Dribbler(b"HELLO, STREAM WORLD!", piece=piece, pause=pause)
+    with TCPServer(handler=dribbler) as server, Capture(server, name=name) as wire:
+        with socket.create_connection(server.address, timeout=5) as sock:
+            while sock.recv(1024):
+                pass
+    return wire
+
+
+def test_a_changed_segmentation_is_flagged(record, capsys):
+    """Notebook 02 cell 3, piece=4 then piece=10: the same 20 bytes in 2 segments, not 5."""
+    record(dribble_cell, "t-02")
+    assert dribble_cell("t-02").matches_recording is True
+    capsys.readouterr()
+    wire = dribble_cell("t-02", piece=10)
+    assert wire.matches_recording is False
+    assert wire.difference == ("the server sent its 20 bytes in 2 segments (this recording: "
+                               "5 segments of 4 bytes)")
+    out = capsys.readouterr().out
+    assert f"recording, not your run: {wire.difference}." in out
+    assert "⚠" in figure_text(wire.ladder()) and str(wire.table()).startswith("⚠")
+
+
+def test_a_student_who_sends_in_other_pieces_is_told(record, capsys):
+    """The client's side: the same bytes in one send() or in three."""
+    def pieces(*parts):
+        with TCPServer("echo") as server, Capture(server, name="t-split") as wire:
+            with socket.create_connection(server.address, timeout=3) as sock:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                for part in parts:
+                    sock.sendall(part)
+                    got = b""
+                    while len(got) < len(part):
+                        got += sock.recv(100)
+        return wire
+
+    record(pieces, b"hello, wire")
+    wire = pieces(b"hello", b", ", b"wire")
+    assert wire.difference == ("your run sent its 11 bytes in 3 segments (this recording: "
+                               "1 segment of 11 bytes)")
+
+
+def test_a_connection_that_lasts_much_longer_is_flagged(record, capsys):
+    """Timing: the same segments, but 0.3 s between them instead of 0.05 s."""
+    record(dribble_cell, "t-slow", 4, 0.05)
+    capsys.readouterr()
+    wire = dribble_cell("t-slow", 4, 0.3)
+    assert wire.matches_recording is False
+    assert wire.difference.startswith("a connection of your run lasted 1.2")
+    assert "(this recording: 0.2" in wire.difference
+
+
+def test_outside_a_notebook_the_notice_is_printed_once_per_capture(record, capsys,
+                                                                    monkeypatch):
+    record(echo_cell, "t-echo", b"hello")
+    wire = echo_cell("t-echo", b"bye")
+    capsys.readouterr()
+    wire.segments, wire.packets  # noqa: B018 - reading them is the point
+    assert capsys.readouterr().out == ""  # said at the end of the block, in this "cell"
+    monkeypatch.setattr(_capture, "_current_cell", lambda: 42)  # a notebook's next cell
+    wire.segments, wire.segments  # noqa: B018
+    assert capsys.readouterr().out.count("⚠ These packets are a recording") == 1
 
 
 def test_same_sizes_other_bytes_differ_too(record, capsys):
@@ -171,8 +289,10 @@ def test_a_tcp_server_counts_exactly_what_the_packets_show(live, handler, talk):
         mark = server.conversation_mark()
         with socket.create_connection(server.address, timeout=3) as sock:
             talk(sock)
-    seen = server.conversation(mark)
-    assert seen["connections"] == summarize(wire.packets, wire.roles)["server"]["connections"]
+    seen, recorded = server.conversation(mark), summarize(wire.packets, wire.roles)["server"]
+    assert seen["connections"] == recorded["connections"]
+    for counts, sizes in zip(seen["segments"], recorded["segments"], strict=True):
+        assert counts == [len(s) for s in sizes], (counts, sizes)
 
 
 def test_tls_and_http_servers_count_what_the_packets_show(live):
@@ -199,8 +319,21 @@ def test_tls_and_http_servers_count_what_the_packets_show(live):
                              .encode())
                 while sock.recv(65536):
                     pass
-    assert server.conversation() == summarize(wire.packets, wire.roles)["server"] | {
-        "content_in": None}  # the HTTP server reads through its own parser: sizes only
+    seen, recorded = server.conversation(), summarize(wire.packets, wire.roles)["server"]
+    for key in ("connections", "datagrams_in", "datagrams_out"):
+        assert seen[key] == recorded[key]
+    assert seen["content_in"] is None  # the HTTP server reads through its own parser: sizes
+    assert_same_segments(seen, recorded)
+    assert _difference([seen], [recorded]) is None
+
+
+def assert_same_segments(seen: dict, recorded: dict) -> None:
+    """The kernel's segment counts (server side) are the packets' segments, each way;
+    both sides time each connection alike (well within ``SECONDS_APART``)."""
+    for counts, sizes in zip(seen["segments"], recorded["segments"], strict=True):
+        assert counts == [len(s) for s in sizes], (counts, sizes)
+    for mine, theirs in zip(seen["seconds"], recorded["seconds"], strict=True):
+        assert abs(mine - theirs) < 0.2, (seen["seconds"], recorded["seconds"])
 
 
 def test_a_dns_server_counts_what_the_packets_show(live):

@@ -9,6 +9,8 @@ Modes (``LABKIT_CAPTURE``, or chosen by :func:`capture_mode`):
 
 * ``live``   - a raw socket reads ``lo`` (BPF in the kernel); needs CAP_NET_RAW.  Nothing
   is missed silently: ``wire.lost`` counts what the kernel dropped, and every view says it.
+  A capture holds at most ``memory`` bytes (256 MB unless told): past that it keeps
+  packets' headers only, then nothing, and every view says which (see ``budget``).
 * ``replay`` - no privilege: the packet views show ``data/<name>.pcapng``, recorded by
   ``python -m labkit record`` running the same notebook cell.  Servers still run live.
 * ``record`` - live, and the capture is also written to ``data/`` for replay mode.
@@ -18,20 +20,25 @@ keeps a summary of its conversation (per server: payload bytes each way per TCP
 connection, UDP datagram sizes each way, a digest of what clients sent), and lab
 servers count the same things live (``server.conversation()``).  When a replayed
 ``with`` block ends, the two are compared: ``wire.matches_recording`` is True or
-False, and a difference is printed in one line (``wire.difference``); it is None
-(nothing printed) when a watched target cannot count - a port number, or a server
-labkit does not run the I/O for (BackgroundServer, serve_in_thread, WSGIServer,
-WebSocketServer, UDPRelay).  ``wire.live_summary`` is what the servers saw.
+False, and a difference is printed in one line (``wire.difference``): bytes, connections,
+datagrams, how each side's bytes were split into segments, how long connections lasted.
+Every view of that capture then says so too (``wire.notice``): table, ladder (in the
+figure), ``connections()``, and ``wire.segments`` / ``wire.packets``, which print it once
+per cell.  It is None (nothing said) when a watched target cannot count - a port number,
+or a server labkit does not run the I/O for (BackgroundServer, serve_in_thread,
+WSGIServer, WebSocketServer, UDPRelay).  ``wire.live_summary`` is what the servers saw.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from labkit.capture.budget import DEFAULT_MEMORY, MemoryBudget
 from labkit.capture.endpoints import check_name, watch
 from labkit.capture.frames import Frames
 
@@ -45,6 +52,16 @@ MODES = ("auto", "live", "replay", "record")
 SETTLE_TIMEOUT = 2.0  # seconds to wait for final ACKs on exit, once everything queued is read
 ONE_BLOCK = "a Capture records one `with` block; create a new Capture(...) for another"
 LIVE_HOW = "run with the lab kernel to see your own packets (`python -m labkit doctor` says how)"
+# What every view of a replayed capture says when the student's run was not the recording.
+REPLAY_NOTICE = ("⚠ These packets are a recording, not your run: {}. To see your own, use the "
+                 "lab kernel (`python -m labkit doctor` says how).")
+
+
+def _current_cell():
+    """The running notebook cell's number (IPython), else None: a notice said once per cell."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "execution_count", None)
 
 
 def capture_mode() -> tuple[str, str]:
@@ -85,21 +102,27 @@ class Capture:
     the network layer (``LabNetwork.capture`` labels its rows by host).
 
     ``name`` names the recording shown in replay mode (``data/<name>.pcapng``).
+    ``memory``: the most it holds, in bytes (ring and frames; see
+    :mod:`labkit.capture.budget`); past it, packets keep their headers only, and every
+    view says so.
     ``keylog`` is a TLS key log file (``SSLContext.keylog_filename``): read on exit into
     ``meta["tls_keylog"]``, it decrypts TLS in the views and travels with recordings.
     A Capture records one ``with`` block; entering it again raises RuntimeError.
 
     In replay mode, ``matches_recording`` says whether the servers saw the conversation
     the recording shows (None: cannot tell), ``difference`` what differs, in words.
+    ``notice`` is what every view says first (None: nothing to say).
     """
 
     def __init__(self, *targets, name: str | None = None, iface: str = "lo", keylog=None,
-                 protocol: str | None = None, filter: str | None = None):
+                 protocol: str | None = None, filter: str | None = None,
+                 memory: int = DEFAULT_MEMORY):
         check_name(name)
         if filter is not None and not isinstance(filter, str):
             raise TypeError(f"filter is a tcpdump expression such as 'arp or icmp' ('' for "
                             f"every packet), not {filter!r}")
         self.filter = filter
+        self.budget = MemoryBudget(memory)  # checks it
         self.roles, self._endpoints = watch(targets, protocol, needed=filter is None)
         self._targets = targets
         self.name = name
@@ -109,11 +132,14 @@ class Capture:
         self.keylog = keylog       # path of a TLS key log to read on exit (live modes)
         self.complete = True       # False if packets were lost or the exit gave up waiting
         self.lost = 0              # packets the kernel dropped before the capture read them
+        self.memory_notice: str | None = None  # what the memory limit left out (live)
         # Replay mode: did labkit's servers see the conversation the recording shows?
         # True / False, or None when that cannot be told (see the module docstring).
         self.matches_recording: bool | None = None
         self.live_summary: dict | None = None   # {server name: conversation entry}
         self.difference: str | None = None      # what differs, in words
+        self._replay_notice: str | None = None  # REPLAY_NOTICE, when it differs
+        self._notice_said_in: object = ()       # the cell that last printed it
         self._talkers = [t for t in targets if callable(getattr(t, "conversation", None))]
         self._marks: list = []                  # where each server's count started
         self._recorded_summary: dict = {}
@@ -156,7 +182,8 @@ class Capture:
             return self
         from labkit.capture.live import LiveSniffer  # raw sockets: live modes only
 
-        self._live = live = LiveSniffer(self.iface, self._endpoints, filter=self.filter)
+        self._live = live = LiveSniffer(self.iface, self._endpoints, budget=self.budget,
+                                        filter=self.filter)
         try:
             live.start()
         except BaseException:
@@ -191,12 +218,22 @@ class Capture:
         finally:
             live.stop()  # prints the lost count, if any
             self._frames = Frames(live.frames)
-            self.complete, self.lost = live.complete, live.lost
+            self.complete = live.complete and not live.not_kept
+            self.lost = live.lost
+            self.memory_notice = self.budget.notice(live.frames, live.not_kept,
+                                                    live.not_kept_bytes)
+            self._live = None  # its rings are closed: nothing of it is needed any more
             self._state = "done"
+        if self.memory_notice:
+            print(self.memory_notice)
         if self.keylog is not None:
             self._read_keylog()
         if self.mode == "record" and self.recording is not None:  # only a named one records
-            self._save_recording(self.recording)
+            if self.memory_notice:  # a recording shows a whole conversation, or nothing
+                print(f"⚠ not recorded to {self.recording.name}: this capture did not keep "
+                      "every packet whole (a lesson's recording must)")
+            else:
+                self._save_recording(self.recording)
         return False
 
     def _read_keylog(self) -> None:
@@ -247,8 +284,9 @@ class Capture:
         if self.difference and moved:  # a URL or Host header that names the port changes bytes
             self.difference += f" ({'; '.join(moved)})"
         if self.difference:
-            print(f"⚠ {self.difference} — the table and ladder show the recording, "
-                  f"not your run; {LIVE_HOW}")
+            self._replay_notice = REPLAY_NOTICE.format(self.difference)
+            self._notice_said_in = _current_cell()
+            print(self._replay_notice)
 
     # -- what the student looks at ---------------------------------------------------
     def _require_finished(self) -> None:
@@ -260,29 +298,54 @@ class Capture:
 
     @property
     def packets(self):
-        """The captured packets (a Scapy PacketList), one copy each, in arrival order."""
+        """The captured packets (a Scapy PacketList), one copy each, in arrival order.
+        A replay unlike the student's run says so (once per cell)."""
         from scapy.plist import PacketList
 
         self._require_finished()
+        self._say_replay_notice()
         return PacketList(list(self._frames), name=self.name or "capture")
 
     @property
     def segments(self) -> list:
-        """Each packet as a :class:`Segment`: roles, flags, relative seq/ack, length, summary."""
+        """Each packet as a :class:`Segment`: roles, flags, relative seq/ack, length, summary.
+
+        A list that carries :attr:`notice` (``Table(wire.segments)`` shows it); a replay
+        unlike the student's run says so when read (once per cell).
+        """
+        from labkit.capture.flows import Segments
+
+        segs = Segments(self._all_segments(), notice=self.notice)
+        self._say_replay_notice()
+        return segs
+
+    def _all_segments(self) -> list:
         from labkit.capture.flows import segments  # Scapy loads on first look, not on import
 
         self._require_finished()
         if self._segments is None:  # once: a finished capture does not change, and every
             # view needs it.  From the frames' bytes: Scapy dissects only what a view needs
             self._segments = segments(self._frames, self.roles, self.meta)
-        return list(self._segments)
+        return self._segments
+
+    def _say_replay_notice(self) -> None:
+        """Print the replay notice where code reads the recording's packets: once a cell."""
+        if self._replay_notice is None:
+            return
+        cell = _current_cell()
+        if cell != self._notice_said_in:
+            self._notice_said_in = cell
+            print(self._replay_notice)
 
     @property
     def notice(self) -> str | None:
-        """What every view says first when packets were lost (None: nothing was)."""
+        """What every view says first (None: nothing): packets lost, packets the memory
+        limit left out, a recording that is not the student's run.  One line each."""
         from labkit.capture.live import lost_notice
 
-        return lost_notice(self.lost) if self.lost else None
+        lines = [lost_notice(self.lost) if self.lost else None, self.memory_notice,
+                 self._replay_notice]
+        return "\n".join(line for line in lines if line) or None
 
     def table(self, *, start: int = 0, stop: int | None = None, packets=None,
               connection: int | None = None):
@@ -294,7 +357,8 @@ class Capture:
         """
         from labkit.views.table import Table
 
-        segs, note = self._chosen(connection)
+        segs, which = self._chosen(connection)
+        note = "\n".join(line for line in (self.notice, which) if line) or None
         return Table(segs, packets=self._packets_arg(start, stop, packets), note=note)
 
     def ladder(self, *, start: int = 0, stop: int | None = None, packets=None,
@@ -305,25 +369,26 @@ class Capture:
         packets a lab link dropped, drawn ending half-way at a ✗."""
         from labkit.views.ladder import ladder
 
-        segs, note = self._chosen(connection)
+        segs, which = self._chosen(connection)
         return ladder(segs, title=title, packets=self._packets_arg(start, stop, packets),
-                      note=note, lost=lost, order=self.meta.get("lifelines"))
+                      note=which, warning=self.notice, lost=lost,
+                      order=self.meta.get("lifelines"))
 
     def connections(self):
         """One row per TCP connection or UDP conversation: handshake time, bytes each way,
         packets, duration and how it ended; ``wire.ladder(connection=n)`` draws one."""
         from labkit.views.connections import Connections
 
-        return Connections(self.segments, note=self.notice)
+        return Connections(self._all_segments(), note=self.notice)
 
     def _chosen(self, connection: int | None) -> tuple[list, str | None]:
-        """The packets to show, and the note over them: what was lost, which connection."""
+        """The packets to show, and which connection they are (None: all of them)."""
         if connection is None:
-            return self.segments, self.notice
+            return self._all_segments(), None
         from labkit.views.connections import connection_segments
 
-        segs, conn = connection_segments(self.segments, connection)
-        return segs, "; ".join(filter(None, [self.notice, f"{conn} ({len(segs)} packets)"]))
+        segs, conn = connection_segments(self._all_segments(), connection)
+        return segs, f"{conn} ({len(segs)} packets)"
 
     @staticmethod
     def _packets_arg(start: int, stop: int | None, packets):
@@ -354,5 +419,5 @@ class Capture:
         return len(self._frames)
 
     def __repr__(self):
-        lost = f" ({self.notice})" if self.lost else ""
-        return f"<Capture {self.mode} {self.name or ''} {len(self._frames)} packets{lost}>"
+        said = f" ({self.notice})" if self.notice else ""
+        return f"<Capture {self.mode} {self.name or ''} {len(self._frames)} packets{said}>"

@@ -26,7 +26,10 @@ from labkit.protocols.base import ip_layer as _ip_layer
 from labkit.protocols.icmp import describe_icmp
 from labkit.protocols.ipfrag import Datagram, Fragment, Reassembly
 
-__all__ = ["Segment", "segments", "flag_names", "TcpTracker", "dissect"]
+__all__ = ["Segment", "Segments", "segments", "flag_names", "TcpTracker", "dissect", "NOT_KEPT"]
+
+# The summary of a segment whose payload a capture past its memory limit did not keep.
+NOT_KEPT = "(payload not kept: the capture's memory limit)"
 
 # Wireshark's order: what the segment is first, then what it acknowledges.
 _FLAG_ORDER = [("S", "SYN"), ("F", "FIN"), ("R", "RST"), ("P", "PSH"), ("U", "URG"),
@@ -111,6 +114,17 @@ class Segment:
         if self.proto == "UDP":
             return f"UDP len={self.length}"
         return self.summary
+
+
+class Segments(list):
+    """A capture's segments (a list), carrying what every view of them says first.
+
+        >>> segs = wire.segments; segs.notice      # None, or e.g. "⚠ 3 packets were lost ..."
+    """
+
+    def __init__(self, segs=(), *, notice: str | None = None):
+        super().__init__(segs)
+        self.notice = notice
 
 
 class _Roles:
@@ -242,21 +256,24 @@ def segments(packets, roles: dict[int, str], meta: dict | None = None, *,
             else:
                 out.append(Segment(
                     i, t, names.name(head.src, head.sport), names.name(head.dst, head.dport),
-                    "UDP", length=len(head.payload),
-                    summary=_describe(head.payload, "UDP", packet, dissection), packet=packet,
-                    dissection=dissection))
+                    "UDP", length=head.size,
+                    summary=NOT_KEPT if head.cut else _describe(head.payload, "UDP", packet,
+                                                                dissection),
+                    packet=packet, dissection=dissection))
         elif TCP in pkt and not isinstance(pkt[TCP].underlayer, (TCPerror, UDPerror)):
             tcp = pkt[TCP]
+            payload = bytes(tcp.payload)
             head = Header("TCP", ip.src, tcp.sport, ip.dst, tcp.dport, str(tcp.flags), tcp.seq,
-                          tcp.ack, bytes(tcp.payload))
+                          tcp.ack, payload, _wire_size(pkt, ip, tcp, payload))
             out.append(_tcp_segment(i, t, head, pkt, names, numbering, dissection))
         elif UDP in pkt and ICMP not in pkt:
             udp = pkt[UDP]
             payload = bytes(udp.payload)
+            size = _wire_size(pkt, ip, udp, payload)
             out.append(Segment(
                 i, t, names.name(ip.src, udp.sport), names.name(ip.dst, udp.dport), "UDP",
-                length=len(payload), summary=_describe(payload, "UDP", pkt, dissection),
-                packet=pkt, dissection=dissection))
+                length=size, summary=NOT_KEPT if size > len(payload) else _describe(
+                    payload, "UDP", pkt, dissection), packet=pkt, dissection=dissection))
         elif ICMP in pkt:
             out.append(_icmp_segment(i, t, pkt, names))
     return out
@@ -266,19 +283,34 @@ def _time(packets, n: int):
     return packets.time(n) if isinstance(packets, Frames) else packets[n].time
 
 
+def _wire_size(pkt, ip, layer, payload: bytes) -> int:
+    """A Scapy packet's TCP/UDP payload size on the wire: ``len(payload)``, or, for a frame
+    the capture cut to its headers, what its IP header says."""
+    if not pkt.wirelen or pkt.wirelen <= len(pkt):
+        return len(payload)
+    from scapy.layers.inet import UDP
+
+    if isinstance(layer, UDP):
+        return layer.len - 8
+    ip_payload = ip.len - ip.ihl * 4 if ip.version == 4 else ip.plen
+    return ip_payload - layer.dataofs * 4
+
+
 def _tcp_segment(i: int, t: float, head: Header, packet, names: _Roles, numbering: _Numbering,
                  dissection: Dissection) -> Segment:
     stream, key = numbering.stream(head.src, head.sport, head.dst, head.dport, head.seq,
                                    head.flags)
-    payload = head.payload
+    size = head.size
     seq, ack = stream.relative(key, head.seq, head.ack, head.flags)
-    if payload and stream.resends(key, seq, len(payload)):
+    if size and stream.resends(key, seq, size):
         # every byte was sent before: TCP is sending it again (an ACK was late or lost)
-        summary = f"TCP retransmission of bytes {seq} to {seq + len(payload) - 1}"
+        summary = f"TCP retransmission of bytes {seq} to {seq + size - 1}"
+    elif head.cut:
+        summary = NOT_KEPT
     else:
-        summary = _describe(payload, "TCP", packet, dissection)
+        summary = _describe(head.payload, "TCP", packet, dissection)
     return Segment(i, t, names.name(head.src, head.sport), names.name(head.dst, head.dport),
-                   "TCP", flag_names(head.flags), seq, ack, len(payload), summary, packet,
+                   "TCP", flag_names(head.flags), seq, ack, size, summary, packet,
                    dissection)
 
 

@@ -10,6 +10,10 @@ never waits for Scapy.  :func:`flow` and :func:`tcp_facts` read the few header f
 the capture needs itself (whose packet is it? has TCP settled?) straight from the bytes,
 and :func:`plain_header` (``frames.header(i)``) what a table row needs of a plain TCP or
 UDP frame, so a 10,000-packet table dissects only the frames a protocol view asks for.
+
+A frame may be *cut*: past its memory limit a capture keeps only the headers
+(``len(data) < wirelen``, as a snap length does); :func:`headers_end` says where they
+end, and a cut frame's :class:`Header` still tells its payload's size.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from typing import Any, NamedTuple, overload
 
-__all__ = ["Frame", "Frames", "Header", "flow", "tcp_facts", "plain_header"]
+__all__ = ["Frame", "Frames", "Header", "flow", "tcp_facts", "plain_header", "headers_end"]
 
 _ETH = 14                           # lo frames carry a 14-byte (all-zero) Ethernet header
 _IPV4, _IPV6 = b"\x08\x00", b"\x86\xdd"
@@ -28,11 +32,33 @@ _ICMP_QUOTES = {3, 4, 5, 11, 12}    # ICMP types that quote the packet they are 
 
 
 class Frame(NamedTuple):
-    """One captured frame: its bytes, the kernel's timestamp (ns) and its original length."""
+    """One captured frame: its bytes, the kernel's timestamp (ns) and its original length
+    (more than ``len(data)`` when the capture kept only its headers)."""
 
     data: bytes
     ns: int
     wirelen: int
+
+
+def headers_end(data, start: int = 0, size: int | None = None) -> int:
+    """How many bytes of the frame at ``data[start:start + size]`` are its headers (Ethernet,
+    IP, TCP or UDP): what a capture past its memory limit keeps.  Anything else (ICMP, IPv4
+    fragments, IPv6 extension headers) is small or rare, and kept whole (``size``)."""
+    size = len(data) - start if size is None else size
+    kind = data[start + 12:start + 14]
+    if kind == _IPV4 and size >= 34:
+        if data[start + 20] & 0x1F or data[start + 21]:
+            return size  # a fragment (MF or an offset): no transport header to cut after
+        number, at = data[start + 23], 14 + (data[start + 14] & 0x0F) * 4
+    elif kind == _IPV6 and size >= 54:
+        number, at = data[start + 20], 54
+    else:
+        return size
+    if number == 6 and size >= at + 13:
+        return min(size, at + (data[start + at + 12] >> 4) * 4)
+    if number == 17:
+        return min(size, at + 8)
+    return size
 
 
 def _ip_header(data: bytes, at: int, version_type: bytes):
@@ -98,7 +124,11 @@ def tcp_facts(data: bytes) -> tuple[tuple, str, int, int, int] | None:
 
 
 class Header(NamedTuple):
-    """What a plain TCP or UDP frame says, read from its bytes (flags in Scapy's letters)."""
+    """What a plain TCP or UDP frame says, read from its bytes (flags in Scapy's letters).
+
+    ``size`` is the payload's length on the wire; ``payload`` what the capture kept of it
+    (all of it, or nothing in a frame cut to its headers).
+    """
 
     proto: str           # "TCP" or "UDP"
     src: str
@@ -109,13 +139,26 @@ class Header(NamedTuple):
     seq: int = 0
     ack: int = 0
     payload: bytes = b""
+    size: int = 0
+
+    @property
+    def cut(self) -> bool:
+        """Was the payload left out (the capture kept this frame's headers only)?"""
+        return self.size > len(self.payload)
 
 
-def plain_header(data: bytes) -> Header | None:
+def plain_header(data: bytes, wirelen: int | None = None) -> Header | None:
     """The :class:`Header` of an Ethernet + IPv4/IPv6 + TCP/UDP frame with nothing unusual
     in it, or None: anything else (ICMP, IP options or fragments, extension headers,
     trailing bytes, odd lengths) is left to Scapy, so what this says Scapy says too.
+    ``wirelen``: the frame's original length, for a frame cut to its headers.
     """
+    header = _plain_header(data, wirelen)
+    return None if header is None else header[0]._replace(payload=data[header[1]:header[2]])
+
+
+def _plain_header(data: bytes, wirelen: int | None) -> tuple[Header, int, int] | None:
+    """``(header without its payload, where the payload starts, where it ends)``."""
     kind = data[12:14]
     if kind == _IPV4:
         if len(data) < 34 or data[14] != 0x45 or data[20] & 0x3F or data[21]:
@@ -129,21 +172,26 @@ def plain_header(data: bytes) -> Header | None:
         src, dst = data[22:38], data[38:54]
     else:
         return None
-    if end != len(data):
+    # a frame cut to its headers by the capture: its original length is on record
+    if end != max(len(data), wirelen or 0):
         return None  # padding or a cut frame: Scapy splits those its own way
-    if number == 6 and end >= at + 20:
+    if number == 6 and end >= at + 20 and len(data) >= at + 20:
         header = (data[at + 12] >> 4) * 4
-        if header < 20 or at + header > end:
+        if header < 20 or at + header > end or at + header > len(data):
             return None
         bits = data[at + 13]
-        return Header("TCP", _text(src), int.from_bytes(data[at:at + 2], "big"), _text(dst),
-                      int.from_bytes(data[at + 2:at + 4], "big"),
-                      "".join(letter for bit, letter in enumerate("FSRPAUEC") if bits >> bit & 1),
-                      int.from_bytes(data[at + 4:at + 8], "big"),
-                      int.from_bytes(data[at + 8:at + 12], "big"), data[at + header:end])
-    if number == 17 and end >= at + 8 and int.from_bytes(data[at + 4:at + 6], "big") == end - at:
-        return Header("UDP", _text(src), int.from_bytes(data[at:at + 2], "big"), _text(dst),
-                      int.from_bytes(data[at + 2:at + 4], "big"), payload=data[at + 8:end])
+        return (Header("TCP", _text(src), int.from_bytes(data[at:at + 2], "big"), _text(dst),
+                       int.from_bytes(data[at + 2:at + 4], "big"),
+                       "".join(letter for bit, letter in enumerate("FSRPAUEC")
+                               if bits >> bit & 1),
+                       int.from_bytes(data[at + 4:at + 8], "big"),
+                       int.from_bytes(data[at + 8:at + 12], "big"), size=end - at - header),
+                at + header, min(end, len(data)))
+    if number == 17 and end >= at + 8 and len(data) >= at + 8 \
+            and int.from_bytes(data[at + 4:at + 6], "big") == end - at:
+        return (Header("UDP", _text(src), int.from_bytes(data[at:at + 2], "big"), _text(dst),
+                       int.from_bytes(data[at + 2:at + 4], "big"), size=end - at - 8),
+                at + 8, min(end, len(data)))
     return None
 
 
@@ -184,7 +232,9 @@ class Frames(Sequence):
     def __init__(self, frames: list[Frame] | None = None):
         self.frames: list[Frame] = frames if frames is not None else []
         self._packets: dict[int, Any] = {}   # index -> Scapy packet
-        self._plain: list[Header | None] | None = None  # plain_header of each, once
+        # each frame's header, once, without its payload (sliced again when asked for: a
+        # copy of every payload would double a big capture's memory)
+        self._plain: list[tuple[Header, int, int] | None] | None = None
 
     @classmethod
     def of_packets(cls, packets) -> Frames:
@@ -196,14 +246,22 @@ class Frames(Sequence):
 
     def header(self, i: int) -> Header | None:
         """Frame ``i``'s :class:`Header` read from its bytes (no Scapy), or None if that
-        frame needs Scapy: anything unusual, or ports Scapy dissects a protocol on."""
+        frame needs Scapy: anything unusual, or ports Scapy dissects a protocol on (unless
+        the frame was cut: Scapy would misread a payload that is not there)."""
         if self._plain is None or len(self._plain) != len(self.frames):
-            self._plain = [plain_header(frame.data) for frame in self.frames]
-        head = self._plain[i]
-        if head is None:
+            self._plain = [_plain_header(data, wirelen) for data, _ns, wirelen in self.frames]
+        found = self._plain[i]
+        if found is None:
             return None
+        head, start, end = found
         bound = _bound_ports(head.proto)
-        return None if head.sport in bound or head.dport in bound else head
+        if (head.sport in bound or head.dport in bound) and end - start == head.size:
+            return None
+        return Header(*head[:8], self.frames[i].data[start:end], head[9])  # (no _replace: hot)
+
+    def cut(self) -> list[int]:
+        """Indexes of the frames kept without their payload (headers only)."""
+        return [i for i, (data, _ns, wirelen) in enumerate(self.frames) if len(data) < wirelen]
 
     def time(self, i: int):
         """Frame ``i``'s time in seconds, as its packet's ``time`` says (no dissection)."""

@@ -32,19 +32,29 @@ import struct
 import sys
 import threading
 import time
+from collections import Counter
+from typing import NamedTuple
 
+from labkit.capture.budget import FRAME_OVERHEAD, MemoryBudget
 from labkit.capture.flows import TcpTracker
-from labkit.capture.frames import Frame, flow, tcp_facts
+from labkit.capture.frames import Frame, flow, headers_end, tcp_facts
 
 __all__ = ["LiveSniffer", "lost_notice"]
 
 STOP_TIMEOUT = 5.0     # seconds for the reader thread to end once told to
 DRAIN_STALL = 10.0     # seconds with no packet read before the drain is called a hang
-CAPTURE_BUFFER = 64 * 1024 * 1024  # bytes of ring, as tcpdump -B 65536 (capture_scale.py)
+RING_START = 8 * 1024 * 1024  # bytes of ring at first: a lesson's capture never fills it,
+#                        and it absorbs ~60 ms of 1 Gbit/s while the reader waits for the
+#                        CPU; once an eighth of it waits to be read, the capture grows it
+#                        x4, up to its budget's ring_max (64 MB by default, as tcpdump -B
+#                        65536 which capture_scale.py compares with)
 BLOCK_SIZE = 1 << 18   # bytes per ring block: 3 whole lo frames (65,549 bytes), or ~1,800
 RETIRE_MS = 10         # small ones; the kernel hands over a block that is not full after
 #                        this long, so a slow trickle reaches us late by at most this, and a
 #                        fast stream uses the blocks well (at 80k packets/s, half of each)
+RETIRE_NS = RETIRE_MS * 1_000_000
+_KEY_BYTES = 96        # a frame read from two rings is known by its length and first bytes
+_STAMP_LAG = 5_000_000  # ns: a frame reaches the capture sockets within this of its stamp
 ETH_P_ALL, ETH_HEADER = 3, 14
 SOL_PACKET, PACKET_STATISTICS, PACKET_OUTGOING = 263, 6, 4
 PACKET_RX_RING, PACKET_VERSION, TPACKET_V3, TP_STATUS_USER = 5, 10, 2, 1
@@ -55,6 +65,7 @@ _PACKET = struct.Struct("=IIIII4xH")  # tpacket3_hdr: next, sec, nsec, snaplen, 
 _LEFT = struct.Struct(_PACKET.format)   # the same, to count what a failed reader left
 _FENCE = b"labkit fence %06d %02d"   # round and CPU; a fixed size tells it apart quickly
 _FENCE_LEN = ETH_HEADER + 20 + 8 + len(_FENCE % (0, 0))
+_LIBC = ctypes.CDLL(None, use_errno=True)  # (a CDLL call releases the GIL)
 
 
 def lost_notice(lost: int) -> str:
@@ -89,24 +100,36 @@ def _bpf_program(expression: str, iface: str) -> bytes:
     return b"".join(struct.pack("HBBI", *insn) for insn in [*prefix, *insns])
 
 
-def _attach_filter(sock: socket.socket, program: bytes) -> ctypes.Array:
-    """SO_ATTACH_FILTER; returns the buffer, which must live while the kernel copies it."""
+def _attach_filter(sock: socket.socket, program: bytes) -> None:
+    """SO_ATTACH_FILTER (the kernel copies the program during the call)."""
     buffer = ctypes.create_string_buffer(program, len(program))
     fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(buffer))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
-    return buffer
 
 
-def _map_ring(sock: socket.socket, size: int) -> tuple[mmap.mmap, int]:
-    """Give the socket a TPACKET_V3 receive ring of about ``size`` bytes; ``(ring, blocks)``."""
-    blocks = max(1, size // BLOCK_SIZE)
+class _Ring(NamedTuple):
+    """A capture socket and its memory-mapped receive ring of ``blocks`` blocks."""
+
+    sock: socket.socket
+    map: mmap.mmap
+    blocks: int
+
+
+def _map_ring(sock: socket.socket, blocks: int) -> mmap.mmap:
+    """Give the socket a TPACKET_V3 receive ring of ``blocks`` blocks, mapped."""
     sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
     # tpacket_req3: block size and count, "frame" size and count (V3 packs frames of any
     # size into blocks: one nominal frame per block), retire timeout, private area, features
     request = struct.pack("=7I", BLOCK_SIZE, blocks, BLOCK_SIZE, blocks, RETIRE_MS, 0, 0)
-    sock.setsockopt(SOL_PACKET, PACKET_RX_RING, request)
+    # The kernel takes (and zeroes) the ring's memory now: ~1 ms per 2 MB.  Called through
+    # ctypes, which lets go of the GIL meanwhile (socket.setsockopt holds it), so a ring
+    # made beside a busy one (LiveSniffer._grow) does not stop its reader.
+    if _LIBC.setsockopt(sock.fileno(), SOL_PACKET, PACKET_RX_RING, request, len(request)):
+        error = ctypes.get_errno()
+        raise OSError(error, f"no capture ring of {blocks * BLOCK_SIZE:,} bytes: "
+                             f"{os.strerror(error)}")
     return mmap.mmap(sock.fileno(), BLOCK_SIZE * blocks, mmap.MAP_SHARED,
-                     mmap.PROT_READ | mmap.PROT_WRITE), blocks
+                     mmap.PROT_READ | mmap.PROT_WRITE)
 
 
 def _kernel_drops(sock: socket.socket) -> int:
@@ -141,11 +164,16 @@ class LiveSniffer:
     """The packets of some endpoints, read from ``iface`` by a thread that only stores bytes."""
 
     def __init__(self, iface: str, endpoints: list, *, buffer: int | None = None,
-                 filter: str | None = None):
+                 budget: MemoryBudget | None = None, filter: str | None = None):
         self.iface = iface
         self.endpoints = endpoints
         self.filter = filter           # a tcpdump expression kept too ("": every packet)
-        self.buffer = buffer or CAPTURE_BUFFER
+        self.buffer = buffer or RING_START  # the ring's first size; it grows (see _grow)
+        self.budget = budget or MemoryBudget()
+        self.ring_size = 0             # bytes of ring now
+        self.kept = 0                  # bytes of frames kept (with Python's overhead)
+        self.not_kept = 0              # packets past the budget, not kept at all
+        self.not_kept_bytes = 0
         self.frames: list[Frame] = []  # filled by stop(): ours, in arrival order
         self.tracker = _FrameTracker()
         self.complete = True           # False once something was missed
@@ -167,7 +195,12 @@ class LiveSniffer:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._verdicts: dict[bytes, bool] = {}
-        self._program: ctypes.Array | None = None
+        self._program: bytes | None = None  # the filter, compiled once for every ring
+        self._ring_lock = threading.Lock()  # the reader swaps rings; settle() reads drops
+        self._bigger: _Ring | None = None   # a ring being grown into (closed by stop())
+        self._making: threading.Thread | None = None  # makes the next ring (_make_ring)
+        self._made: _Ring | BaseException | None = None  # what it made, for _grow to bind
+        self._cannot_grow: BaseException | None = None   # why the ring could not grow
         self._left_at = (0, 0)         # (block, packet) where a failed reader stopped
         self._wake: tuple[int, int] = (-1, -1)  # a pipe: stop() wakes the waiting reader
 
@@ -190,43 +223,54 @@ class LiveSniffer:
         if self.iface != "lo":  # made now: the thread may be on a lab host only until later
             self._fence_out = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
             self._fence_out.bind((self.iface, 0))
-        # Protocol 0: the socket sees nothing until bound, so no stranger slips in before
-        # the filter is attached.
-        self._sock = sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-        self._program = _attach_filter(sock, _bpf_program(self.bpf, self.iface))
-        # Asking for stamps makes the kernel stamp each packet as it enters lo's queue, the
-        # one stamp every tap sees (tcpdump's too); else each tap stamps it on its own.
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        self._ring, blocks = _map_ring(sock, self.buffer)
-        sock.bind((self.iface, ETH_P_ALL))
-        _kernel_drops(sock)  # count from here on
+        self._program = _bpf_program(self.bpf, self.iface)
+        blocks = max(1, min(self.buffer, self.budget.ring_max) // BLOCK_SIZE)
+        ring = self._open_ring(blocks)
+        self._sock, self._ring, self.ring_size = ring.sock, ring.map, blocks * BLOCK_SIZE
+        ring.sock.bind((self.iface, ETH_P_ALL))
+        _kernel_drops(ring.sock)  # count from here on
         self._wake = os.pipe()
-        self._thread = threading.Thread(target=self._read, args=(sock, self._ring, blocks),
-                                        daemon=True,
+        self._thread = threading.Thread(target=self._read, args=(ring,), daemon=True,
                                         name=f"labkit capture on {self.iface}")
         self._thread.start()
 
-    def _read(self, sock: socket.socket, ring: mmap.mmap, blocks: int) -> None:
-        """The reader: copy each frame out of the ring as it comes, notice fences, never
-        dissect; give each block back to the kernel once read."""
+    def _read(self, ring: _Ring) -> None:
+        """The reader: copy each frame out of the ring as it comes (whole, or its headers
+        only past the memory budget), notice fences, never dissect; give each block back
+        to the kernel once read; move to a bigger ring when this one fills (:meth:`_grow`)."""
         poller = select.poll()
-        poller.register(sock, select.POLLIN)
+        poller.register(ring.sock, select.POLLIN)
         poller.register(self._wake[0], select.POLLIN)  # stop() writes to it
         append, fence_port = self._raw.append, self._fence_port.to_bytes(2, "big")
-        block, i, waited_after_stop = 0, 0, False
+        whole, limit, overhead = self.budget.whole, self.budget.frames, FRAME_OVERHEAD
+        most_blocks = max(1, self.budget.ring_max // BLOCK_SIZE)
+        block, i, waited_after_stop, kept = 0, 0, False, self.kept
+        bigger: _Ring | None = None   # a bigger ring bound beside this one (see _grow)
+        bound_at = 0                  # ns: when it was bound; frames stamped later are in it
+        bind_start = 0                # ns: just before (frames stamped sooner are not in it)
+        seen: Counter | None = None   # frames read from the old ring that the new one has too
+        seen_until = 0                # the latest stamp among them
         try:
             while True:
-                base = block * BLOCK_SIZE
-                status, count, at = _BLOCK.unpack_from(ring, base + 8)
+                base, mem = block * BLOCK_SIZE, ring.map
+                status, count, at = _BLOCK.unpack_from(mem, base + 8)
                 if not status & TP_STATUS_USER:  # the kernel is still filling this block
-                    if self._stopping:
+                    if bigger is not None and time.time_ns() > bound_at + 2 * RETIRE_NS:
+                        # every block begun before the bigger ring was bound has retired and
+                        # been read: the rest is in the bigger one
+                        ring, block = self._switch(ring, bigger, poller), 0
+                        bigger, waited_after_stop = None, False
+                        seen = seen if seen and seen.total() else None
+                        continue
+                    if self._stopping and bigger is None:
                         if waited_after_stop or not count:  # a block begun before stop()
                             return                          # is retired by now, or empty
                         waited_after_stop = True
                     with self._changed:
                         self._idle = True
                         self._changed.notify_all()
-                    for fd, event in poller.poll(4 * RETIRE_MS if self._stopping else 1000):
+                    wait = 4 * RETIRE_MS if self._stopping or bigger is not None else 1000
+                    for fd, event in poller.poll(wait):
                         if fd == self._wake[0]:  # woken once: from now on wait for the ring
                             poller.unregister(fd)
                         elif event & (select.POLLERR | select.POLLNVAL):
@@ -234,20 +278,59 @@ class LiveSniffer:
                     continue
                 at += base
                 for i in range(count):  # noqa: B007 - i says where a failure left off
-                    step, sec, nsec, size, wirelen, mac = _PACKET.unpack_from(ring, at)
-                    start = at + mac
-                    if (size == _FENCE_LEN and ring[start + 23] == 17
-                            and ring[start + 42:start + 54] == b"labkit fence"):
-                        if ring[start + 36:start + 38] == fence_port:
-                            self._fence_read(ring[start + 42:start + size])
+                    step, sec, nsec, size, wirelen, mac = _PACKET.unpack_from(mem, at)
+                    start, ns = at + mac, sec * 1_000_000_000 + nsec
+                    at += step
+                    if seen is not None:  # two rings were bound at once: read each frame once
+                        # (not by stamp: on lo each socket stamps TCP's packets itself)
+                        key = (wirelen, mem[start:start + min(size, _KEY_BYTES)])
+                        if bigger is not None:        # the old ring: note what the new has
+                            if ns >= bind_start - _STAMP_LAG:
+                                seen[key] += 1
+                                seen_until = max(seen_until, ns)
+                        elif seen[key]:               # the new ring: read from the old one
+                            seen[key] -= 1
+                            if seen.total() == 0:
+                                seen = None           # every frame both had is read once
+                            continue
+                        elif ns > seen_until + _STAMP_LAG:
+                            seen = None               # past everything both rings had
+                    if (size == _FENCE_LEN and mem[start + 23] == 17
+                            and mem[start + 42:start + 54] == b"labkit fence"):
+                        if mem[start + 36:start + 38] == fence_port:
+                            self._fence_read(mem[start + 42:start + size])
                         # else another capture's fence, sent out of the interface at the
                         # far end of this cable: capture machinery, not a lesson's packet
+                    elif kept < whole:
+                        append(Frame(mem[start:start + size], ns, wirelen))
+                        kept += size + overhead
+                    elif kept < limit:  # past the budget for whole frames: headers only
+                        cut = headers_end(mem, start, size)
+                        append(Frame(mem[start:start + cut], ns, wirelen))
+                        kept += cut + overhead
                     else:
-                        append(Frame(ring[start:start + size], sec * 1_000_000_000 + nsec,
-                                     wirelen))
-                    at += step
-                ring[base + 8:base + 12] = b"\0\0\0\0"  # TP_STATUS_KERNEL: the kernel's again
-                block, i, waited_after_stop = (block + 1) % blocks, 0, False
+                        self.not_kept += 1
+                        self.not_kept_bytes += wirelen
+                mem[base + 8:base + 12] = b"\0\0\0\0"  # TP_STATUS_KERNEL: the kernel's again
+                block, i, waited_after_stop, self.kept = (block + 1) % ring.blocks, 0, False, kept
+                if bigger is not None:
+                    if count and ns > bound_at:  # delivered after the bigger ring was bound,
+                        ring, block = self._switch(ring, bigger, poller), 0  # so is all after
+                        bigger = None
+                        seen = seen if seen and seen.total() else None
+                elif self._made is not None:  # a bigger ring is ready: bind it beside
+                    bigger, bind_start, bound_at = self._grow()
+                    seen, seen_until = (Counter(), 0) if bigger is not None else (None, 0)
+                elif (seen is None and self._making is None and not self._cannot_grow
+                      and ring.blocks < most_blocks
+                      and _BLOCK.unpack_from(mem, (block + ring.blocks // 8) % ring.blocks
+                                             * BLOCK_SIZE + 8)[0] & TP_STATUS_USER):
+                    # an eighth of the ring waits to be read: have a bigger one made (taking
+                    # its memory takes milliseconds, in which this ring must be read)
+                    self._making = threading.Thread(
+                        target=self._make_ring, args=(min(most_blocks, ring.blocks * 4),),
+                        daemon=True, name=f"labkit capture ring on {self.iface}")
+                    self._making.start()
         except BaseException as exc:  # noqa: BLE001 - reported on exit, never lost
             self.error = exc
             self._left_at = (block, i)
@@ -255,6 +338,69 @@ class LiveSniffer:
             with self._changed:
                 self._idle = True
                 self._changed.notify_all()
+
+    def _open_ring(self, blocks: int) -> _Ring:
+        """A socket with our filter and a ring of ``blocks`` blocks, not bound yet."""
+        # Protocol 0: the socket sees nothing until bound, so no stranger slips in before
+        # the filter is attached.
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            assert self._program is not None
+            _attach_filter(sock, self._program)
+            # Asking for stamps makes the kernel stamp each packet as it enters lo's queue,
+            # the one stamp every tap sees (tcpdump's too) - but for TCP's packets, which
+            # carry a departure time there: each tap stamps those as it receives them.
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            return _Ring(sock, _map_ring(sock, blocks), blocks)
+        except BaseException:
+            sock.close()
+            raise
+
+    def _make_ring(self, blocks: int) -> None:
+        """(A thread of its own.)  Make a bigger ring for :meth:`_grow` to bind."""
+        try:
+            self._made = self._open_ring(blocks)
+        except BaseException as exc:  # noqa: BLE001 - out of memory, say: stay small
+            self._made = exc
+
+    def _grow(self) -> tuple[_Ring | None, int, int]:
+        """Bind the bigger ring made beside the current one, which is filling up;
+        ``(ring, ns just before, ns just after)``, or None if it could not be made.
+
+        From then on the kernel hands every packet to both.  The reader goes on with the
+        old ring until it reaches packets stamped after that moment (or, if none come,
+        until every block begun before it has retired), then moves to the new one and
+        skips the packets it read already: the same length and first bytes, if stamped
+        after the bind began.  A ring's memory is taken when it is made, so a capture
+        starts small (a lesson's never fills ``RING_START``) and grows only when traffic
+        needs it, up to its budget's ``ring_max``.
+        """
+        made, self._made = self._made, None
+        if self._making is not None:
+            self._making.join()  # (it has ended: it set _made)
+        if not isinstance(made, _Ring):
+            self._cannot_grow = made  # e.g. no memory for it: this ring will do
+            return None, 0, 0
+        self._bigger = made
+        before = time.time_ns()
+        made.sock.bind((self.iface, ETH_P_ALL))
+        with self._ring_lock:
+            assert self._sock is not None
+            self._drops += _kernel_drops(self._sock)  # dropped before: lost.  Dropped from
+        return made, before, time.time_ns()            # now on: the new ring has them
+
+    def _switch(self, old: _Ring, new: _Ring, poller) -> _Ring:
+        """Read from the bigger ring from now on; close the old one."""
+        with self._ring_lock:
+            _kernel_drops(old.sock)  # what the old ring dropped since the new one was bound
+            poller.unregister(old.sock)
+            poller.register(new.sock, select.POLLIN)
+            self._sock, self._ring, self._bigger = new.sock, new.map, None
+            self.ring_size = new.blocks * BLOCK_SIZE
+        self._making = None  # it may grow again
+        old.map.close()
+        old.sock.close()
+        return new
 
     def _fence_read(self, payload: bytes) -> None:
         round_ = int(payload.split()[2])
@@ -347,7 +493,8 @@ class LiveSniffer:
                       and time.monotonic() - sent_at > 10 * RETIRE_MS / 1000):
                     # the ring is empty, every block since retired, and a fence is missing:
                     # the kernel dropped it (the ring was full).  Send the fences again.
-                    self._drops += _kernel_drops(self._sock)
+                    with self._ring_lock:
+                        self._drops += _kernel_drops(self._sock)
                     round_ += 1
                     self._fences_sent += self._send_fences(round_)
                     sent_at = time.monotonic()
@@ -382,6 +529,13 @@ class LiveSniffer:
             if self._ring is not None and (thread is None or not thread.is_alive()):
                 self._ring.close()  # (a reader that never stopped may still touch it)
             sock.close()
+        if self._making is not None:
+            self._making.join(STOP_TIMEOUT)  # making a ring takes milliseconds
+        for bigger in (self._bigger, self._made):
+            if isinstance(bigger, _Ring) and (thread is None or not thread.is_alive()):
+                bigger.map.close()  # a ring the reader was growing into when it ended
+                bigger.sock.close()
+        self._bigger = self._made = None
         if self._raw:
             self._keep_ours()
         fences_read = sum(self._fences.values())

@@ -6,7 +6,8 @@
 
 Replay never passes a recording off as the student's run: a recording keeps a summary
 of its conversation in the terms lab servers count in (``server.conversation()``),
-and :func:`difference` compares the two.
+and :func:`difference` compares the two: connections, bytes and datagrams, then how the
+bytes were split into segments each way, then how long each connection lasted.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from labkit.capture.pcapng import read, write
 from labkit.servers.conversation import content_digest, conversation_entry, name_digest
 
 __all__ = ["save", "load", "summarize", "difference", "merge"]
+
+# A connection's length differs only if one lasted more than twice as long as the other and
+# this much longer: a busy machine stretches a run by less (a sleep() in a lesson by ms).
+SECONDS_APART = 0.5
 
 
 def save(path: Path, packets, roles: dict[int, str], meta: dict, *, iface: str = "lo") -> None:
@@ -45,8 +50,10 @@ def load(path: Path) -> tuple[list, dict[int, str], dict, dict]:
     packets = read(path)
     meta = json.loads(path.with_suffix(".json").read_text())
     roles = {int(p): n for p, n in meta.pop("roles").items()}
-    # Recordings made before summaries were saved: the packets say the same.
-    summary = meta.pop("summary", None) or summarize(packets, roles)
+    # Recordings made before summaries (or their segments) were saved: the packets say it.
+    summary = meta.pop("summary", None)
+    if not summary or any("segments" not in entry for entry in summary.values()):
+        summary = summarize(packets, roles)
     return packets, roles, summary, meta
 
 
@@ -56,7 +63,10 @@ def summarize(packets, roles: dict[int, str]) -> dict[str, dict]:
 
     Per TCP connection to a watched port (one the server answered with SYN-ACK), the
     payload bytes each way, counted once (by sequence number: retransmissions don't
-    add); per UDP datagram its size; and a digest of what clients sent.
+    add), the sizes of the segments that carried them each way (None for a direction
+    with retransmissions: their split depends on what was lost) and the seconds from
+    the client's SYN to the server's FIN or RST (None without both); per UDP datagram
+    its size; and a digest of what clients sent.
     """
     conns: dict[tuple, dict] = {}   # (server ip, port, client ip, port) -> facts
     udp: dict[int, dict] = {p: {"in": [], "out": [], "digests": []} for p in roles}
@@ -79,32 +89,56 @@ def summarize(packets, roles: dict[int, str]) -> dict[str, dict]:
             continue
         server_ip, client_ip = (ip.dst, ip.src) if inbound else (ip.src, ip.dst)
         key = (server_ip, port, client_ip, layer.sport if inbound else layer.dport)
-        facts = conns.setdefault(key, {"answered": False, "in": {}, "out": {}, "base": {}})
+        facts = conns.setdefault(key, {"answered": False, "in": {}, "out": {}, "base": {},
+                                       "sizes": {"in": [], "out": []}, "sent": {},
+                                       "first": {}, "resent": set(), "start": None,
+                                       "end": None})
         side = "in" if inbound else "out"
         flags = str(layer.flags)
         if "S" in flags:
             facts["base"][side] = layer.seq + 1  # data starts after the SYN
             facts["answered"] |= not inbound and "A" in flags
+            if inbound and "A" not in flags:
+                facts["start"] = float(pkt.time)
+        if not inbound and facts["end"] is None and ("F" in flags or "R" in flags):
+            facts["end"] = float(pkt.time)
         if payload:
             facts[side][layer.seq] = payload
+            _note_segment(facts, side, layer.seq, len(payload))
     streams = {key: (_stream(facts["in"], facts["base"].get("in")),
                      _stream(facts["out"], facts["base"].get("out")))
                for key, facts in conns.items() if facts["answered"]}  # else: refused, or
     tls_names = _tls_names(packets, streams)  # begun before the capture: no server counted it
     summary: dict[str, dict] = {}
     for port, name in roles.items():
-        connections, digests = [], []
+        connections, digests, segments, seconds = [], [], [], []
         for key, ((stream_in, count_in), (_s, count_out)) in streams.items():
             if key[1] != port:
                 continue
             connections.append((count_in, count_out))
             digests.append(name_digest(tls_names[key]) if key in tls_names
                            else hashlib.sha256(stream_in).hexdigest())
+            facts = conns[key]
+            segments.append([None if side in facts["resent"] else facts["sizes"][side]
+                             for side in ("in", "out")])
+            start, end = facts["start"], facts["end"]
+            seconds.append(None if start is None or end is None else round(end - start, 6))
         dgrams = udp[port]
         entry = conversation_entry(connections, dgrams["in"], dgrams["out"],
-                                   content_digest(digests + dgrams["digests"]))
+                                   content_digest(digests + dgrams["digests"]),
+                                   segments, seconds)
         summary[name] = merge(summary.get(name), entry)
     return summary
+
+
+def _note_segment(facts: dict, side: str, seq: int, size: int) -> None:
+    """Add a data segment's size to its direction, or mark the direction as resent."""
+    first = facts["base"].get(side, facts["first"].setdefault(side, seq))  # no SYN: 1st data
+    offset = (seq - first) % 2**32
+    if offset < facts["sent"].get(side, 0):
+        facts["resent"].add(side)  # some of these bytes were sent before
+    facts["sent"][side] = max(facts["sent"].get(side, 0), offset + size)
+    facts["sizes"][side].append(size)
 
 
 def _tls_names(packets, streams: dict) -> dict[tuple, str]:
@@ -142,7 +176,15 @@ def merge(old: dict | None, new: dict) -> dict:
     return conversation_entry(old["connections"] + new["connections"],
                               old["datagrams_in"] + new["datagrams_in"],
                               old["datagrams_out"] + new["datagrams_out"],
-                              content_digest(both) if None not in both else None)
+                              content_digest(both) if None not in both else None,
+                              _each(old, "segments", [None, None]) + _each(new, "segments",
+                                                                           [None, None]),
+                              _each(old, "seconds", None) + _each(new, "seconds", None))
+
+
+def _each(entry: dict, key: str, unknown) -> list:
+    """``entry[key]``, one per connection (an entry from before that key: all unknown)."""
+    return entry.get(key) or [unknown] * len(entry["connections"])
 
 
 def difference(live: list[dict], recorded: list[dict]) -> str | None:
@@ -165,7 +207,52 @@ def difference(live: list[dict], recorded: list[dict]) -> str | None:
         return "your run split the same bytes differently (other message or connection sizes)"
     if None not in (mine["content"], theirs["content"]) and mine["content"] != theirs["content"]:
         return "your run sent other bytes than this recording (of the same sizes)"
+    return _split_differently(live, recorded)
+
+
+def _split_differently(live: list[dict], recorded: list[dict]) -> str | None:
+    """How the same bytes were carried differently: segments each way, or how long a
+    connection lasted (far apart only: see ``SECONDS_APART``).  None if not, or unknown."""
+    mine, theirs = _per_connection(live), _per_connection(recorded)
+    for (*_bytes, segs_a, secs_a), (*_b, segs_b, secs_b) in zip(mine, theirs, strict=False):
+        for who, count, sizes in (("your run", segs_a[0], segs_b[0]),
+                                  ("the server", segs_a[1], segs_b[1])):
+            if count is None or sizes is None or count == len(sizes):
+                continue
+            return (f"{who} sent its {sum(sizes)} bytes in {count} "
+                    f"segment{'s' * (count != 1)} (this recording: {_sizes_words(sizes)})")
+        if secs_a is not None and secs_b is not None:
+            short, long = sorted((secs_a, secs_b))
+            if long > 2 * short and long - short > SECONDS_APART:
+                return (f"a connection of your run lasted {secs_a:.2f} s "
+                        f"(this recording: {secs_b:.2f} s)")
     return None
+
+
+def _per_connection(entries: list[dict]) -> list[tuple]:
+    """``(bytes in, bytes out, [segments in, out], seconds)`` per connection, sorted by
+    bytes then segments, so both sides pair the same connections whatever their order."""
+    rows = []
+    for entry in entries:
+        for conn, segs, secs in zip(entry["connections"], _each(entry, "segments",
+                                                                [None, None]),
+                                    _each(entry, "seconds", None), strict=True):
+            rows.append((_span(conn[0])[0], conn[1] if isinstance(conn[1], int) else -1,
+                         segs, secs))
+
+    def count(segs) -> tuple:
+        return tuple(-1 if s is None else s if isinstance(s, int) else len(s) for s in segs)
+
+    return sorted(rows, key=lambda row: (row[0], row[1], count(row[2])))
+
+
+def _sizes_words(sizes: list[int]) -> str:
+    """``[4, 4, 4]`` -> "3 segments of 4 bytes"; ``[10, 6]`` -> "2 segments: 10, 6 bytes"."""
+    if len(set(sizes)) == 1:
+        return f"{len(sizes)} segment{'s' * (len(sizes) != 1)} of {sizes[0]} bytes"
+    if len(sizes) <= 5:
+        return f"{len(sizes)} segments: {', '.join(map(str, sizes))} bytes"
+    return f"{len(sizes)} segments of {min(sizes)} to {max(sizes)} bytes"
 
 
 def _span(value) -> tuple[int, int]:

@@ -1,7 +1,8 @@
 """What a server saw, for replay mode to compare with a recording.
 
 Per TCP connection the payload bytes each way, read from the kernel's own counters
-(``TCP_INFO``) whatever the handler did; per UDP datagram its size each way.  Where
+(``TCP_INFO``) whatever the handler did, how many segments carried them each way, and
+how long the connection lasted; per UDP datagram its size each way.  Where
 the server itself read the bytes (the built-in TCP handlers, every UDP datagram) it
 keeps a digest of their content too; for TLS, whose bytes are ciphertext, the name
 the client asked for (SNI) stands in.  See :meth:`TCPServer.conversation`.
@@ -22,6 +23,8 @@ CONVERSATION_LIMIT = 10_000  # connections (or datagrams) each server remembers 
 _TCPI_STATE, _TCPI_UNACKED, _TCPI_BYTES_ACKED, _TCPI_BYTES_RECEIVED = 0, 24, 120, 128
 _TCPI_NOTSENT_BYTES, _TCPI_BYTES_SENT, _TCPI_BYTES_RETRANS = 144, 200, 208
 _TCPI_SIZE = 216
+_TCPI_TOTAL_RETRANS, _TCPI_DATA_SEGS_IN, _TCPI_RCV_OOOPACK = 100, 152, 224
+_TCPI_SEGMENTS_SIZE = 228  # up to tcpi_rcv_ooopack (Linux 5.4)
 # States reached only after the peer's FIN arrived (tcpi_bytes_received counts it as a byte):
 _FIN_RECEIVED = {6, 8, 9, 11}  # TIME_WAIT, CLOSE_WAIT, LAST_ACK, CLOSING
 _CLOSE = 7  # after LAST_ACK (their FIN, then ours acked), or after a reset
@@ -78,6 +81,25 @@ def tcp_payload_counts(sock: socket.socket) -> tuple[int | list, int] | None:
     return received, sent + notsent
 
 
+def tcp_segment_counts(sock: socket.socket) -> tuple[int | None, int | None]:
+    """``(data segments received, data segments sent)`` by a connected TCP socket.
+
+    Each is None where the kernel cannot say how the bytes were split: segments it
+    had to send again (``tcpi_total_retrans``), segments that arrived out of order (one
+    before them was lost, so a resend follows), or a kernel before 5.4.
+    """
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCPI_SEGMENTS_SIZE)
+    except (OSError, ValueError):
+        return None, None
+    if len(info) < _TCPI_SEGMENTS_SIZE:
+        return None, None
+    (resent,) = struct.unpack_from("=I", info, _TCPI_TOTAL_RETRANS)
+    segs_in, segs_out = struct.unpack_from("=II", info, _TCPI_DATA_SEGS_IN)
+    (out_of_order,) = struct.unpack_from("=I", info, _TCPI_RCV_OOOPACK)
+    return (None if out_of_order else segs_in), (None if resent else segs_out)
+
+
 def _accept_queue(listener: socket.socket) -> int:
     """Connections the kernel completed that accept() has not taken yet."""
     info = _tcp_info(listener)
@@ -90,16 +112,22 @@ def content_digest(pieces_digests) -> str:
 
 
 def conversation_entry(connections=(), datagrams_in=(), datagrams_out=(),
-                       content_in: str | None = None) -> dict:
+                       content_in: str | None = None, segments=None, seconds=None) -> dict:
     """The summary both sides of a replay comparison give, one per server (JSON-ready).
 
     ``connections``: ``[bytes from the client, bytes to it]`` per TCP connection (the
     first may be a range ``[low, high]``, the second None where it cannot be known:
     see :func:`tcp_payload_counts`); ``datagrams_in``/``_out``: UDP payload
     sizes; ``content_in``: :func:`content_digest` of what clients sent, None if unknown.
+    In the same order as ``connections``: ``segments``, ``[from the client, to it]``
+    each a count of data segments (a recording: their sizes; None: unknown), and
+    ``seconds``, how long each lasted (None: unknown).  Left out: all unknown.
     """
+    count = len(connections)
     return {"connections": [list(c) for c in connections], "datagrams_in": list(datagrams_in),
-            "datagrams_out": list(datagrams_out), "content_in": content_in}
+            "datagrams_out": list(datagrams_out), "content_in": content_in,
+            "segments": [list(s) for s in segments] if segments else [[None, None]] * count,
+            "seconds": list(seconds) if seconds else [None] * count}
 
 
 # The name each TLS client asked for (SNI), by server-side socket: a TLS connection's

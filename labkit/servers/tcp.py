@@ -23,6 +23,7 @@ import errno
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 
 from labkit.servers import base
@@ -37,6 +38,7 @@ from labkit.servers.conversation import (
     name_digest,
     note_server_name,
     tcp_payload_counts,
+    tcp_segment_counts,
 )
 
 __all__ = ["TCPServer"]
@@ -135,7 +137,8 @@ class TCPServer(SocketServer):
         self.connections_served = 0
         self._numbers: dict[int, int] = {}   # fd of an open connection -> its accept number
         self._heard: dict[int, _Heard] = {}  # accept number -> what the client sent (built-ins)
-        self._finished = _Recent()           # (number, (bytes in, bytes out, digest)) as they end
+        self._finished = _Recent()           # (number, _counts(...)) as they end
+        self._accepted_at: dict[int, float] = {}  # accept number -> monotonic time
         # TLS (set by _use_tls): handshakes that failed, described; handshakes finished
         self._tls_context: ssl.SSLContext | None = None
         self.tls_errors: list[str] = []
@@ -194,6 +197,7 @@ class TCPServer(SocketServer):
                 self._conns.add(conn)
                 self.connections_served += 1
                 self._numbers[conn.fileno()] = self.connections_served
+                self._accepted_at[self.connections_served] = time.monotonic()
                 self._idle.notify_all()  # conversation() waits for the accept queue to drain
             try:
                 self._spawn(self._serve, conn, addr)
@@ -286,19 +290,23 @@ class TCPServer(SocketServer):
             self._idle.notify_all()
 
     # -- what it saw -----------------------------------------------------------------
-    def _counts(self, conn: socket.socket, number: int) -> tuple:
-        """(bytes in, bytes out, content digest) of one connection so far."""
+    def _counts(self, conn: socket.socket, number: int, ended: bool = False) -> tuple:
+        """(bytes in, bytes out, content digest, [segments in, out], seconds) of one
+        connection so far; seconds since it was accepted only once it ``ended``."""
         counts = tcp_payload_counts(conn)
         received, written = counts if counts else (None, None)
+        segments = list(tcp_segment_counts(conn))
         if isinstance(conn, ssl.SSLSocket):
             # Certificates and signatures differ in size from run to run: the server's
             # bytes are not comparable, only the client's.
-            written = None
+            written = segments[1] = None
+        accepted = self._accepted_at.get(number)
+        seconds = time.monotonic() - accepted if ended and accepted is not None else None
         heard = self._heard.get(number)
-        if heard is not None:
-            return heard.count, written, heard.hexdigest()  # read by the server itself: exact
+        if heard is not None:  # read by the server itself: exact
+            return heard.count, written, heard.hexdigest(), segments, seconds
         name = SERVER_NAMES.get(conn) if isinstance(conn, ssl.SSLSocket) else None
-        return received, written, None if name is None else name_digest(name)
+        return received, written, None if name is None else name_digest(name), segments, seconds
 
     def _tally(self, conn: socket.socket) -> None:
         """Remember what a connection carried, just before it is closed (once per connection)."""
@@ -306,8 +314,9 @@ class TCPServer(SocketServer):
             number = self._numbers.pop(conn.fileno(), None)
             if number is None:
                 return  # a detached socket (wrapped in TLS), or counted already
-            self._finished.add(number, self._counts(conn, number))
+            self._finished.add(number, self._counts(conn, number, ended=True))
             self._heard.pop(number, None)
+            self._accepted_at.pop(number, None)
 
     def conversation_mark(self) -> int:
         """A point to count from: pass it to :meth:`conversation` as ``since``."""
@@ -331,13 +340,16 @@ class TCPServer(SocketServer):
                 return None
             still_open = [(n, self._counts(c, n)) for c in self._conns
                           if (n := self._numbers.get(c.fileno())) is not None and n > since]
-        ordered = [counts for _n, counts in sorted(finished + still_open)]
-        if any(received is None for received, _w, _h in ordered):
+        ordered = [counts for _n, counts in sorted(finished + still_open,
+                                                   key=lambda found: found[0])]
+        if any(received is None for received, *_rest in ordered):
             return None
-        digests = [h for _r, _w, h in ordered]
+        digests = [h for _r, _w, h, *_rest in ordered]
         return conversation_entry(
-            connections=[(received, written) for received, written, _h in ordered],
-            content_in=content_digest(digests) if None not in digests else None)
+            connections=[(received, written) for received, written, *_rest in ordered],
+            content_in=content_digest(digests) if None not in digests else None,
+            segments=[segments for *_bytes, segments, _s in ordered],
+            seconds=[seconds for *_rest, seconds in ordered])
 
     def wait_idle(self, timeout: float = 2.0) -> bool:
         """Wait until no connection is open; True if that happened within ``timeout``."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, field
 
-from labkit.views.table import COLORS, html_table, pick, text_table
+from labkit.views.table import COLORS, html_notes, html_table, pick, text_table, with_notice
 
 __all__ = ["Connection", "Connections", "connections", "connection_segments"]
 
@@ -135,7 +135,7 @@ class Connections:
     """One row per connection, text and HTML (see the module docstring)."""
 
     def __init__(self, segs, *, limit: int | None = MAX_ROWS, note: str | None = None):
-        self.note = note  # a line shown first, e.g. that packets were lost
+        self.note = with_notice(segs, note)  # shown first, e.g. that packets were lost
         self.connections = connections(segs)
         self.shown, self.more = pick(self.connections, None, limit=limit)
         if self.more:
@@ -163,5 +163,5 @@ class Connections:
         colors = [COLORS["RST"] if c.reset else COLORS["UDP"] if c.proto == "UDP"
                   else COLORS["data"] for c in self.shown]
         table = html_table(COLUMNS, self.rows, colors, empty="(no connections)")
-        return ((f"<p>{html.escape(self.note)}</p>" if self.note else "") + table
-                + (f"<p><em>{self.more}</em></p>" if self.more else ""))
+        return (html_notes(self.note) + table
+                + (f"<p><em>{html.escape(self.more)}</em></p>" if self.more else ""))

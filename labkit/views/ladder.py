@@ -8,6 +8,8 @@ carried; a protocol view may say more (TLS records, WebSocket frames): see
 :class:`labkit.protocols.base.ProtocolView.label`.  A ladder stays legible: it draws at
 most ``MAX_PACKETS`` arrows unless told which, and says in the figure what it left out;
 with more than ``MAX_LIFELINES`` roles it asks for one connection (or the summary view).
+A capture's warning (packets lost or not kept, a recording that is not your run) is
+written across the top of the figure.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 from matplotlib.patches import FancyArrowPatch
 
 from labkit.capture.flows import Segment
-from labkit.views.plotting import plt
+from labkit.views.plotting import plt, show_notice
 from labkit.views.table import COLORS, kind, pick, printable
 
 __all__ = ["ladder", "MAX_PACKETS", "MAX_LIFELINES"]
@@ -58,16 +60,18 @@ def _lifelines(segs: list[Segment], order=None) -> list[str]:
 
 
 def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
-           note: str | None = None, lost=(), order=None):
+           note: str | None = None, warning: str | None = None, lost=(), order=None):
     """Draw a sequence diagram: one lifeline per role, one labelled arrow per packet.
 
     Time runs downwards, one row per packet (so 30+ packets stay legible); the left
     margin gives each packet's time since the first.  ``packets`` picks rows (a slice,
     range or list; default: the first ``MAX_PACKETS``); ``note`` is drawn under the
-    arrows (e.g. which connection this is).  ``lost``: indexes of packets the link dropped
+    arrows (e.g. which connection this is); ``warning`` across the top (default: the
+    notice ``wire.segments`` carry).  ``lost``: indexes of packets the link dropped
     (``Segment.index``): their arrows stop half-way, at a ✗.  ``order``: lifelines to put
     first, left to right (a lab network's hosts).
     """
+    warning = warning or getattr(segs, "notice", None)
     everything = list(segs)
     segs, left_out = pick(everything, packets, limit=MAX_PACKETS)
     roles = _lifelines(segs, order) or ["client", "server"]
@@ -124,6 +128,7 @@ def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
     if not segs:
         _text(ax, sum(x.values()) / len(x), 0, "(no packets)", ha="center", fontsize=14)
     fig.tight_layout()
+    show_notice(fig, warning)
     return fig
 
 

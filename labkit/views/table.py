@@ -8,14 +8,16 @@
     1  2
 
 Text for terminals and tests, HTML (rows coloured) for Jupyter; sized for a projector.
-A long capture shows its first ``MAX_ROWS`` rows and says how many more there are.
+A long capture shows its first ``MAX_ROWS`` rows and says how many more there are; a
+capture's notice (packets lost or not kept, a recording that is not your run) comes first.
 """
 
 from __future__ import annotations
 
 import html
 
-__all__ = ["Table", "text_table", "html_table", "COLORS", "kind", "pick", "printable"]
+__all__ = ["Table", "text_table", "html_table", "COLORS", "kind", "pick", "printable",
+           "with_notice", "html_notes"]
 
 MAX_ROWS = 200  # rows shown unless told which: more is slow to render, and nobody reads it
 
@@ -55,6 +57,25 @@ def html_table(columns, rows: list[list[str]], colors: list[str], *,
         body.append(f"<tr style='color:{color}'>{cells}</tr>")
     return ("<table style='font-family:monospace;font-size:110%'>"
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+
+WARNING_COLOR = "#b2182b"  # a ⚠ line over a table or in a figure
+
+
+def with_notice(segs, note: str | None) -> str | None:
+    """``note`` after the notice that ``segs`` carry (a capture's ``wire.segments``), if any."""
+    notice = getattr(segs, "notice", None)
+    lines = [notice, note] if notice and notice not in (note or "") else [note]
+    return "\n".join(line for line in lines if line) or None
+
+
+def html_notes(note: str | None) -> str:
+    """Each line of ``note`` as a paragraph; ⚠ lines in bold, in the warning colour."""
+    if not note:
+        return ""
+    warn = f" style='color:{WARNING_COLOR};font-weight:bold'"
+    return "".join(f"<p{warn if line.startswith('⚠') else ''}>{html.escape(line)}</p>"
+                   for line in note.split("\n"))
 
 
 def printable(text: str) -> str:
@@ -110,12 +131,12 @@ class Table:
 
     ``packets`` picks rows (a slice, range or list); by default the first ``MAX_ROWS``
     are shown, and a line under them says how many more there are.  ``note`` is a line
-    over the rows (e.g. which connection they belong to).
+    over the rows (e.g. which connection they belong to), after the segments' notice.
     """
 
     def __init__(self, segs, *, packets=None, note: str | None = None):
+        self.note = with_notice(segs, note)
         self.segments, self.more = pick(list(segs), packets)
-        self.note = note
         self.rows = [_row(s) for s in self.segments]
 
     def __len__(self):
@@ -130,5 +151,5 @@ class Table:
     def _repr_html_(self):
         colors = [COLORS[kind(seg)] for seg in self.segments]
         table = html_table(COLUMNS, self.rows, colors, empty="(no packets)")
-        return "".join([f"<p>{html.escape(self.note)}</p>" if self.note else "", table,
+        return "".join([html_notes(self.note), table,
                         f"<p><em>{html.escape(self.more)}</em></p>" if self.more else ""])

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from labkit.capture.flows import Segment
-from labkit.views.plotting import plt
+from labkit.views.plotting import plt, show_notice
 
 __all__ = ["SeqTrace", "DataPoint", "AckPoint", "seq_trace", "time_sequence",
            "dropped_segments", "DUP_ACK_THRESHOLD", "MIN_RTO"]
@@ -254,4 +254,5 @@ def time_sequence(segs: list[Segment], *, sender: str | None = None, lost: Itera
                  f"retransmitted" + (f" ({', '.join(sorted(set(kinds)))})" if kinds else ""))
     ax.set_title(title, fontsize=16)
     fig.tight_layout()
+    show_notice(fig, getattr(segs, "notice", None))  # wire.segments: lost, not kept, replay
     return fig

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from labkit.capture.flows import dissect, segments
 from labkit.protocols.tls import TLSView, numbered_connections
-from labkit.views.table import html_table, text_table
+from labkit.views.table import html_notes, html_table, text_table
 
 __all__ = ["RecordTable", "tls_records", "handshake", "client_hello", "server_hello",
            "handshake_round_trips"]
@@ -24,18 +24,21 @@ class RecordTable(list):
 
     COLUMNS = ("from → to", "TLS record")
     EMPTY = "(no TLS records)"
+    notice: str | None = None  # the capture's (e.g. a recording unlike your run), shown first
 
     def rows(self) -> list[list[str]]:
         return [[f"{r.src} → {r.dst}", r.text] for r in self]
 
     def __str__(self):
-        return text_table(self.COLUMNS, self.rows(), empty=self.EMPTY)
+        text = text_table(self.COLUMNS, self.rows(), empty=self.EMPTY)
+        return f"{self.notice}\n{text}" if self.notice else text
 
     __repr__ = __str__
 
     def _repr_html_(self):
         colors = ["#b2182b" if r.encrypted else "#1b7837" for r in self]
-        return html_table(self.COLUMNS, self.rows(), colors, empty=self.EMPTY)
+        return html_notes(self.notice) + html_table(self.COLUMNS, self.rows(), colors,
+                                                    empty=self.EMPTY)
 
 
 def tls_records(wire, *, decrypt: bool = True) -> RecordTable:
@@ -47,6 +50,7 @@ def tls_records(wire, *, decrypt: bool = True) -> RecordTable:
     dissection = dissect(packets, _capture_meta(wire) if decrypt else {})
     tls = dissection.find(TLSView)
     out = RecordTable()
+    out.notice = getattr(wire, "notice", None)
     for seg in segments(packets, wire.roles, dissection=dissection):
         for rec in tls.records(seg.packet) or []:
             rec.index, rec.src, rec.dst = seg.index, seg.src, seg.dst
