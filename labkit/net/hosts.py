@@ -87,6 +87,12 @@ def current_lab_addresses() -> frozenset[str]:
     return getattr(_here, "addresses", frozenset())
 
 
+def current_lab_address() -> str | None:
+    """The first address of the lab host this thread is on, else None (a router has more:
+    :func:`current_lab_addresses`)."""
+    return getattr(_here, "address", None)
+
+
 def _other_interfaces() -> list[str]:
     """This thread's network's interfaces other than loopback and LabNetworks' own cables:
     none in the lab kernel's private network; eth0 and the like in a machine's."""
@@ -189,14 +195,15 @@ class LabNetwork:
         if self._state != "running":
             raise RuntimeError(f"LabNetwork is {self._state}: start it first "
                                f"(`with LabNetwork(...) as net:` or `net.start()`)")
-        before = current_lab_addresses()
+        before = current_lab_address(), current_lab_addresses()
         with inside(self._hosts[host]):
+            _here.address = self.addresses[host]
             _here.addresses = frozenset(str(i.address.ip)
                                         for i in self.topology.interfaces[host])
             try:
                 yield
             finally:
-                _here.addresses = before
+                _here.address, _here.addresses = before
 
     def run(self, host: str, command: str | list[str], *, check: bool = True,
             timeout: float = 30) -> Output:
