@@ -337,3 +337,24 @@ def test_with_dynamic_arp_the_first_packet_waits_for_a_request_and_a_reply():
         ["ARP", "client", "server", "ARP who has 10.0.0.2? tell 10.0.0.1 (broadcast)"],
         ["ARP", "server", "client", "ARP 10.0.0.2 is at 02:00:0a:00:00:02"],
         ["UDP", "client", "server", "b'hi'"]]
+
+
+def test_a_server_on_a_router_binds_any_of_its_addresses_and_only_there():
+    result = in_lab(NETWORK, """
+        with chain() as net:
+            out = {}
+            for where, address in (("r1", "10.0.1.2"), ("r1", "10.0.0.2"),
+                                   ("r2", "10.0.0.2")):
+                try:
+                    with net.on(where), UDPServer("echo", host=address) as server:
+                        with net.on("client"), socket.socket(socket.AF_INET,
+                                                             socket.SOCK_DGRAM) as s:
+                            s.settimeout(5)
+                            s.sendto(b"hi", server.address)
+                            out[f"{where} {address}"] = s.recv(10).decode()
+                except ValueError as exc:
+                    out[f"{where} {address}"] = str(exc)
+        print(json.dumps(out))
+    """)
+    assert result["r1 10.0.1.2"] == result["r1 10.0.0.2"] == "hi"
+    assert "not a loopback address" in result["r2 10.0.0.2"]   # r1's address, not r2's
