@@ -1,3 +1,4 @@
+import os
 import socket
 
 import pytest
@@ -18,6 +19,9 @@ def test_parses_the_kernel_table(tmp_path):
         (("127.0.0.1", 8080), ("0.0.0.0", 0), "LISTEN"),
         (("127.0.0.1", 40000), ("127.0.0.1", 8080), "TIME-WAIT")]
     assert [s.state for s in tcp_states(8080, 40000, proc=tmp_path)] == ["TIME-WAIT"]
+    # the timer column: 0x1770 clock ticks left on the TIME-WAIT, none on the listener
+    ticks = os.sysconf("SC_CLK_TCK")
+    assert [s.expires_in for s in states] == [None, 0x1770 / ticks]
 
 
 def test_live_sockets_listen_then_established():

@@ -5,6 +5,7 @@ exercise cells; they run against real labkit servers on loopback.  Checks that r
 capture need live capture (the ``live`` fixture skips without CAP_NET_RAW).
 """
 
+import functools
 import socket
 import struct
 
@@ -27,17 +28,34 @@ def echo_cell(*messages, connect=True):
 
 
 # -- 00 Start here ---------------------------------------------------------------------------
+def mode_of(report):
+    return report.splitlines()[0].split(":", 1)[1].split()[0]
+
+
 @wrong_answer_to(lesson00.check_mode_answer)
-def test_mode_answer_left_as_none_or_cut_at_the_wrong_place():
+def test_mode_reader_that_types_the_mode_or_searches_the_whole_report():
     says_wrong(lesson00.check_mode_answer(None), message="not written yet",
                hint="write your answer in the cell above")
-    says_wrong(lesson00.check_mode_answer(0), message="as a string",
-               hint="the word after 'capture mode :'")
+    says_wrong(lesson00.check_mode_answer(capture_mode()[0]), message="give your function",
+               hint="without parentheses")
     mode = capture_mode()[0]
-    cut_badly = f" {mode} — because"    # first_line.split(":")[1], not cut down to the word
-    says_wrong(lesson00.check_mode_answer(cut_badly), message="not the mode the doctor reports",
-               hint="'capture mode : <mode> — <why>'")
-    says_right(lesson00.check_mode_answer(f" {mode.upper()}\n"))
+    for typed in (lambda report: mode, lambda report: "live"):       # the answer typed in
+        says_wrong(lesson00.check_mode_answer(typed), message="returned",
+                   hint="read the mode out of the report the function is given")
+    in_report = lambda report: next(m for m in ("live", "replay", "record") if m in report)  # noqa: E731
+    says_wrong(lesson00.check_mode_answer(in_report), message="returned",
+               hint="not this kernel's mode or a word found elsewhere")
+    not_cut = lambda report: report.splitlines()[0].split(":")[1]     # " replay — forced ..."  # noqa: E731
+    says_wrong(lesson00.check_mode_answer(not_cut), message="returned ' replay — LABKIT_CAPTURE=",
+               hint="capture mode : <mode> — <why>")
+    spaces = lambda report: report.splitlines()[0].split(":", 1)[1].split("—")[0]  # noqa: E731
+    says_wrong(lesson00.check_mode_answer(spaces), message="with spaces or capitals",
+               hint="strip()")
+    says_wrong(lesson00.check_mode_answer(lambda report: report[15]), message="returned 'r'",
+               hint="capture mode : <mode> — <why>")
+    says_wrong(lesson00.check_mode_answer(lambda report: report.split()[99]),
+               message="raised IndexError", hint="split(':', 1)")
+    says_right(lesson00.check_mode_answer(mode_of))
 
 
 @wrong_answer_to(lesson00.check_first_capture)
@@ -62,6 +80,17 @@ def test_ack_predictions_that_forget_the_syn_or_give_lengths(live):
         says_wrong(lesson01.check_ack_predictions(guess, wire),
                    message="message 1: the server did not answer it with ack=4",
                    hint="the SYN used 0")
+
+
+@wrong_answer_to(lesson01.check_ack_predictions)
+def test_ack_predictions_checked_on_the_checks_own_capture(live):
+    """The exercise: the prediction comes first, the check then sends the messages itself."""
+    says_wrong(lesson01.check_ack_predictions([5, 14, 15]),
+               message="message 2: the server did not answer it with ack=14",
+               hint="count every byte the client has sent")
+    says_wrong(lesson01.check_ack_predictions([5, 15]), message="you gave 2 numbers",
+               hint="one ACK number per client message")
+    says_right(lesson01.check_ack_predictions([5, 15, 16]))
 
 
 def refusal_escapes(host, port):
@@ -178,8 +207,15 @@ def body_in_one_recv(sock):
     return sock.recv(length)
 
 
-def little_endian(sock):
+def little_endian(sock, order="<I"):
+    (length,) = struct.unpack(order, recv_exactly(sock, 4))
+    return recv_exactly(sock, length)
+
+
+def little_endian_too_big_to_hold(sock):
     (length,) = struct.unpack("<I", recv_exactly(sock, 4))
+    if length > 2**24:
+        raise MemoryError()        # as allocating a buffer of `length` bytes would
     return recv_exactly(sock, length)
 
 
@@ -203,9 +239,15 @@ def test_read_message_that_trusts_one_recv_or_the_wrong_byte_order(monkeypatch):
     says_wrong(lesson02.check_read_message(body_in_one_recv), message="in uneven pieces",
                hint="read each part whole")
     monkeypatch.setattr(lesson02, "WAIT", 0.3)      # the wait for 33 MB that never come
-    says_wrong(lesson02.check_read_message(little_endian),
-               message="did you ask recv() for more than you need?", hint="with the struct module")
+    for order in ("<I", "I"):                        # 'I': this machine's (little-endian) order
+        wrong_order = functools.partial(little_endian, order=order)
+        says_wrong(lesson02.check_read_message(wrong_order),
+                   message="2 read little-endian (least significant byte first) is 33,554,432",
+                   hint="struct.unpack('!I', header)")
     monkeypatch.undo()
+    says_wrong(lesson02.check_read_message(little_endian_too_big_to_hold),
+               message="raised MemoryError: it tried to hold more bytes than this machine has",
+               hint="network byte order, big-endian")
     says_wrong(lesson02.check_read_message(swallows_eof), message="returned b'' instead of raising",
                hint="raise EOFError")
     says_right(lesson02.check_read_message(read_message))

@@ -57,22 +57,42 @@ def test_greet_app_mistakes_get_the_hint_for_their_request():
 
 
 # -- 06 Secure a connection with TLS ---------------------------------------------------------
-@wrong_answer_to(lesson06.check_trusts_lab_ca)
-def test_contexts_that_trust_nobody_or_check_nothing(ca):
-    says_wrong(lesson06.check_trusts_lab_ca(None, ca), message="not written yet",
+def diagnose_with(ctx, *, host=None, catch=True):
+    """The exercise's diagnose() on context ``ctx``; host and catch make a student's mistakes."""
+    def diagnose(address, hostname):
+        try:
+            with socket.create_connection(address, timeout=5) as raw:
+                with ctx.wrap_socket(raw, server_hostname=host or hostname):
+                    return "trusted"
+        except ssl.SSLCertVerificationError as exc:
+            if not catch:
+                raise
+            return {10: "expired", 62: "wrong name"}.get(exc.verify_code, "unknown CA")
+    return diagnose
+
+
+@wrong_answer_to(lesson06.check_diagnose)
+def test_diagnose_that_trusts_nobody_everybody_or_one_name(ca):
+    trusting = ssl.create_default_context(cafile=ca.cafile)
+    says_wrong(lesson06.check_diagnose(None, ca), message="not written yet",
                hint="write your answer in the cell above")
-    says_wrong(lesson06.check_trusts_lab_ca("ctx", ca), message="expected an ssl.SSLContext",
-               hint="the lab CA's certificate is the file `ca.cafile`")
-    bare = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)          # verifies, but trusts no CA at all
-    says_wrong(lesson06.check_trusts_lab_ca(bare, ca), message="certificate was rejected",
-               hint="`ca.cafile`")
+    says_wrong(lesson06.check_diagnose(diagnose_with(ssl.create_default_context()), ca),
+               message="diagnose said 'unknown CA'", hint="does not trust the lab CA")
     blind = ssl.create_default_context()
     blind.check_hostname, blind.verify_mode = False, ssl.CERT_NONE   # "make the error go away"
-    says_wrong(lesson06.check_trusts_lab_ca(blind, ca), message="attacker included",
-               hint="never switch verification off")
-    for_servers = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ca.cafile)
-    says_wrong(lesson06.check_trusts_lab_ca(for_servers, ca), message="server side",
-               hint="Purpose.SERVER_AUTH")
+    says_wrong(lesson06.check_diagnose(diagnose_with(blind), ca), message="diagnose said 'trusted'",
+               hint="never CERT_NONE")
+    says_wrong(lesson06.check_diagnose(diagnose_with(trusting, host="localhost"), ca),
+               message="asked for as 'www.example.org', diagnose said 'wrong name'",
+               hint="verify_message")
+    says_wrong(lesson06.check_diagnose(diagnose_with(trusting, catch=False), ca),
+               message="SSLCertVerificationError escaped",
+               hint="catch ssl.SSLCertVerificationError")
+    says_wrong(lesson06.check_diagnose(lambda address, hostname: "Trusted", ca),
+               message="returned 'Trusted'", hint="written exactly so")
+    says_wrong(lesson06.check_diagnose(lambda address: "trusted", ca),     # a parameter short
+               message="diagnose raised TypeError", hint="server_hostname=hostname")
+    says_right(lesson06.check_diagnose(diagnose_with(trusting), ca))
 
 
 def server_name(hello: bytes, *, decode=True) -> str | bytes:
@@ -104,21 +124,42 @@ def test_server_name_as_bytes_hard_coded_or_guessed(ca, live):
     says_right(lesson06.check_server_name(server_name, mystery))
 
 
-@wrong_answer_to(lesson06.check_tls13_only)
-def test_tls13_only_with_the_maximum_instead_of_the_minimum(ca):
-    capped = ssl.create_default_context(cafile=ca.cafile)
-    capped.maximum_version = ssl.TLSVersion.TLSv1_3                # the wrong end of the range
-    says_wrong(lesson06.check_tls13_only(capped, ca),
-               message="accepted TLSv1.2 from a TLS 1.2-only server",
-               hint="lowest TLS version it agrees to speak")
-    old = ssl.create_default_context(cafile=ca.cafile)
-    old.maximum_version = ssl.TLSVersion.TLSv1_2
-    says_wrong(lesson06.check_tls13_only(old, ca), message="your client spoke TLSv1.2",
-               hint="a lowest TLS version")
-    untrusting = ssl.create_default_context()
-    untrusting.minimum_version = ssl.TLSVersion.TLSv1_3
-    says_wrong(lesson06.check_tls13_only(untrusting, ca), message="certificate was rejected",
-               hint="`ca.cafile`")
+def versions_with(ca, *, pin_min=True, pin_max=True, trust=True, as_strings=False):
+    """The exercise's versions_spoken(); the keywords make a student's mistakes."""
+    def versions_spoken(address):
+        spoken = set()
+        for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            ctx = ssl.create_default_context(cafile=ca.cafile if trust else None)
+            if pin_min:
+                ctx.minimum_version = version
+            if pin_max:
+                ctx.maximum_version = version
+            try:
+                with socket.create_connection(address, timeout=5) as raw:
+                    with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                        spoken.add(tls.version() if as_strings else version)
+            except ssl.SSLError:
+                pass
+        return spoken
+    return versions_spoken
+
+
+@wrong_answer_to(lesson06.check_versions_spoken)
+def test_versions_probed_with_one_end_of_the_range_pinned(ca):
+    says_wrong(lesson06.check_versions_spoken(versions_with(ca, pin_max=False), ca),
+               message="for a server that insists on TLS 1.3 you found {TLSv1_2, TLSv1_3}",
+               hint="set both minimum_version and maximum_version")
+    says_wrong(lesson06.check_versions_spoken(versions_with(ca, pin_min=False), ca),
+               message="for a server stuck on TLS 1.2 you found {TLSv1_2, TLSv1_3}",
+               hint="set both minimum_version and maximum_version")
+    says_wrong(lesson06.check_versions_spoken(versions_with(ca, trust=False), ca),
+               message="no version worked", hint="`ca.cafile`")
+    says_wrong(lesson06.check_versions_spoken(lambda address: ["1.2", "1.3"], ca),
+               message="returned ['1.2', '1.3']", hint="a set of ssl.TLSVersion")
+    says_wrong(lesson06.check_versions_spoken("versions_spoken", ca),
+               message="give the function itself", hint="without parentheses")
+    says_right(lesson06.check_versions_spoken(versions_with(ca), ca))
+    says_right(lesson06.check_versions_spoken(versions_with(ca, as_strings=True), ca))
 
 
 # -- 07 Serve many clients -------------------------------------------------------------------

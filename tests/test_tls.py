@@ -7,7 +7,6 @@ import pytest
 from cryptography import x509
 
 from labkit import HTTPSServer, LocalCA, ServerError, TLSServer
-from labkit.checks.lesson06 import check_tls13_only, check_trusts_lab_ca
 
 
 @pytest.fixture(scope="module")
@@ -158,21 +157,6 @@ def test_https_server_with_http_client(ca):
         assert (response.status, response.read()) == (200, b"Hello, world!\n")
         assert conn.sock.version() == "TLSv1.3"
         conn.close()
-
-
-def test_checks_accept_right_answers_and_explain_wrong_ones(ca):
-    good = ssl.create_default_context(cafile=ca.cafile)
-    assert check_trusts_lab_ca(good, ca)
-    untrusting = ssl.create_default_context()
-    verdict = check_trusts_lab_ca(untrusting, ca)
-    assert not verdict and "unable to get local issuer" in verdict.message
-    lax = ssl.create_default_context(cafile=ca.cafile)
-    lax.check_hostname = False
-    verdict = check_trusts_lab_ca(lax, ca)
-    assert not verdict and "never switch verification off" in verdict.hint
-    assert not check_tls13_only(good, ca)
-    good.minimum_version = ssl.TLSVersion.TLSv1_3
-    assert check_tls13_only(good, ca)
 
 
 def test_local_ca_temp_dir_goes_away_without_close():

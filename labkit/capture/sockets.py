@@ -8,6 +8,7 @@ The same table ``ss -tan`` prints; read here so a notebook can assert on it.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from dataclasses import dataclass
@@ -28,6 +29,18 @@ class SocketState:
     local: tuple[str, int]
     remote: tuple[str, int]
     state: str
+    # Seconds until the kernel's timer on this socket fires (in TIME-WAIT: until the kernel
+    # forgets the connection); None when no timer runs.
+    expires_in: float | None = None
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # /proc/net/tcp counts timers in these
+
+
+def _timer(field: str) -> float | None:
+    """``tr:tm->when`` of /proc/net/tcp: no timer (tr 0) or the ticks left on it."""
+    running, ticks = field.split(":")
+    return None if int(running, 16) == 0 else int(ticks, 16) / _CLOCK_TICKS
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -61,7 +74,8 @@ def tcp_states(port: int, peer_port: int | None = None, *,
             local, remote = _address(fields[1]), _address(fields[2])
             ends = (local[1], remote[1])
             if port in ends and (peer_port is None or peer_port in ends):
-                found.append(SocketState(local, remote, _STATES.get(int(fields[3], 16), "?")))
+                found.append(SocketState(local, remote, _STATES.get(int(fields[3], 16), "?"),
+                                         _timer(fields[5])))
     return found
 
 

@@ -9,20 +9,58 @@ from __future__ import annotations
 
 from labkit.capture.capture import capture_mode
 
-from . import Verdict, answers_back, first_failure, not_a_recording, verdict
+from . import Verdict, answers_back, first_failure, not_a_recording, unfinished, verdict
+
+# Reports of every mode, with reasons that mention other modes and hold colons, so that
+# only reading the first line's field gives the right answer every time.
+_REPORTS = [
+    ("replay", "LABKIT_CAPTURE=replay: forced (the live capture needs CAP_NET_RAW)"),
+    ("live", "this Python may open raw sockets (CAP_NET_RAW): no replay needed"),
+    ("record", "LABKIT_CAPTURE=record writes recordings to data/ (live, then saved)"),
+]
+
+
+def _report(mode: str, reason: str) -> str:
+    """A report as the doctor writes it (``labkit.tools.doctor.report``: first line)."""
+    return (f"capture mode : {mode} — {reason}\n"
+            "fix          : see `python -m labkit doctor`\n"
+            "network      : private — this kernel has its own network namespace\n")
 
 
 @answers_back
-def check_mode_answer(answer) -> Verdict:
-    """The student reads the doctor's report and names the capture mode."""
-    mode, _ = capture_mode()
-    if not isinstance(answer, str):
-        return Verdict(False, f"give the mode as a string such as 'live', not {answer!r}",
-                       "copy the word after 'capture mode :' in the doctor's report")
-    return verdict(answer.strip().lower() == mode,
-                   "that is the mode the doctor reports for this kernel",
-                   wrong=f"you said {answer!r}, which is not the mode the doctor reports",
-                   hint="the first line of the report: 'capture mode : <mode> — <why>'")
+def check_mode_answer(mode_of) -> Verdict:
+    """``mode_of(report)`` takes the capture mode out of the first line of any doctor's
+    report (made-up ones for every mode, then one with this kernel's mode and reason)."""
+    if not callable(mode_of):
+        return Verdict(False, f"give your function mode_of itself, not {mode_of!r}",
+                       "check_mode_answer(mode_of), without parentheses: the check calls it "
+                       "on several reports")
+    cases = [(mode, _report(mode, reason)) for mode, reason in _REPORTS]
+    cases.append((capture_mode()[0], _report(*capture_mode())))
+    for mode, text in cases:
+        first_line = text.splitlines()[0]
+        try:
+            answer = mode_of(text)
+        except Exception as exc:
+            if unfinished(exc):
+                raise
+            return Verdict(False, f"for a report whose first line is {first_line!r}, mode_of "
+                           f"raised {type(exc).__name__}: {exc or '(no message)'}",
+                           "take the first line (splitlines()), the part after the first ':' "
+                           "(split(':', 1)), then its first word (split())")
+        if answer == mode:
+            continue
+        if isinstance(answer, str) and answer.strip().lower() == mode:
+            return Verdict(False, f"for {first_line!r} mode_of returned {answer!r}: the mode, "
+                           "with spaces or capitals around it",
+                           "strip() the spaces away, and keep the word as it is written")
+        return Verdict(False, f"for a report whose first line is {first_line!r} mode_of "
+                       f"returned {answer!r}",
+                       "read the mode out of the report the function is given (its first "
+                       "line: 'capture mode : <mode> — <why>'), not this kernel's mode or a "
+                       "word found elsewhere in the report")
+    return Verdict(True, f"mode_of reads the mode out of any report: {len(_REPORTS)} made-up "
+                   "ones, one for each mode, and one with this kernel's own mode and reason")
 
 
 @answers_back

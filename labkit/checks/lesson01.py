@@ -1,7 +1,8 @@
 """Checks for 01-Watch-A-TCP-Handshake.
 
-``check_ack_predictions`` reads a capture: in replay mode only one of the student's
-own conversation (see :func:`not_a_recording`).
+``check_ack_predictions`` compares a prediction with a capture it makes itself (so the
+student predicts before any packet is sent), or with one it is given: in replay mode only
+one of the student's own conversation (see :func:`not_a_recording`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from labkit.servers.tcp import TCPServer
 from . import Verdict, answers_back, first_failure, not_a_recording, verdict
 
 WAIT = 3.0  # seconds the check's client waits for the student's server to close
+# What the check's client sends in Exercise 1, one message at a time, each echo awaited.
+ACK_MESSAGES = (b"ping", b"0123456789", b"!")
 
 
 def acks_after_client_data(wire) -> list[int | None]:
@@ -30,12 +33,28 @@ def acks_after_client_data(wire) -> list[int | None]:
     return acks
 
 
+def _capture_messages(messages) -> object:
+    """An echo server, and a client that sends each message and waits for its echo, captured
+    under the exercise's name (its recording in replay mode)."""
+    from labkit.capture.capture import Capture
+
+    with TCPServer("echo") as server, Capture(server, name="01-exercise-acks") as wire:
+        with socket.create_connection(server.address, timeout=WAIT) as sock:
+            for message in messages:
+                sock.sendall(message)
+                sock.recv(1024)
+    return wire
+
+
 @answers_back
-def check_ack_predictions(predicted, wire) -> Verdict:
-    """Compare the student's predicted ACK numbers with the ones in the capture."""
+def check_ack_predictions(predicted, wire=None) -> Verdict:
+    """Compare the student's predicted ACK numbers with the ones in a capture: ``wire``, or
+    (the exercise) one the check makes of a client sending :data:`ACK_MESSAGES`."""
     if not isinstance(predicted, (list, tuple)) or not all(isinstance(n, int) for n in predicted):
         return Verdict(False, f"give a list of whole numbers, not {predicted!r}",
                        "one ACK number per message the client sent, as a list of ints")
+    if wire is None:
+        wire = _capture_messages(ACK_MESSAGES)
     refused = not_a_recording(wire)
     if refused is not None:  # (a failed Verdict is falsy)
         return refused

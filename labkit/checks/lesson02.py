@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import socket
 import struct
+import sys
 import threading
 
 from labkit.servers.stream import Dribbler
@@ -36,6 +37,7 @@ class _Watched:
         self._sock = sock
         self._empty = 0
         self._calls = 0
+        self.asked: list[int] = []   # every bufsize the student's code asked recv() for
 
     def _count(self, got: int) -> None:
         self._calls += 1
@@ -45,11 +47,13 @@ class _Watched:
             raise _Spinning()
 
     def recv(self, bufsize, flags=0):
+        self.asked.append(bufsize)
         data = self._sock.recv(bufsize, flags)
         self._count(len(data) or (bufsize == 0))
         return data
 
     def recv_into(self, buffer, nbytes=0, flags=0):
+        self.asked.append(nbytes or len(buffer))
         n = self._sock.recv_into(buffer, nbytes, flags)
         self._count(n)
         return n
@@ -70,15 +74,19 @@ def _call(fn, sock, *args):
         return "raised", exc
 
 
-def _session(dribbler: Dribbler, fn, calls):
-    """Connect to a dribbling server and call ``fn(sock, *args)`` for each args tuple."""
+def _session(dribbler: Dribbler, fn, calls, asked: list[list[int]] | None = None):
+    """Connect to a dribbling server and call ``fn(sock, *args)`` for each args tuple;
+    ``asked`` gets, for each call, the sizes it asked recv() for."""
     results = []
     with TCPServer(handler=dribbler, name="dribbler") as server:
         with socket.create_connection(server.address, timeout=WAIT) as raw:
             sock = _Watched(raw)
             for args in calls:
+                before = len(sock.asked)
                 outcome = _call(fn, sock, *args)
                 results.append(outcome)
+                if asked is not None:
+                    asked.append(sock.asked[before:])
                 if outcome[0] != "ok":
                     break
     return results
@@ -120,7 +128,8 @@ def _expect_values(results, wanted: list, what: str, hint: str) -> Verdict:
         if kind == "raised" and unfinished(value):
             return NOT_WRITTEN
         if kind == "raised":
-            return Verdict(False, f"{what}, {call}: raised {type(value).__name__}: {value}", hint)
+            return Verdict(False, f"{what}, {call}: raised {type(value).__name__}: "
+                                  f"{value or '(an exception with no message)'}", hint)
         if not isinstance(value, (bytes, bytearray)):
             return Verdict(False, f"{what}, {call}: returned {type(value).__name__}, not bytes",
                            "return the bytes you collected, e.g. bytes(buf)")
@@ -169,6 +178,39 @@ def _frame(message: bytes) -> bytes:
     return struct.pack("!I", len(message)) + message
 
 
+def _byte_order_mistake(asked: list[list[int]], results, messages: list[bytes]
+                        ) -> Verdict | None:
+    """A verdict naming the little-endian mistake, if the first call that went wrong shows
+    it: it asked recv() for its message's length read the wrong way round, or it raised
+    MemoryError (a length far too big to hold)."""
+    # (results stop at the first call that did not return: fewer than the messages)
+    call = next((i for i, ((kind, value), want)
+                 in enumerate(zip(results, messages, strict=False))
+                 if kind != "ok" or value != want), None)
+    if call is None:
+        return None
+    right = len(messages[call])
+    wrong = int.from_bytes(right.to_bytes(4, "big"), "little")
+    if wrong != right and any(size >= wrong for size in asked[call]):
+        return Verdict(
+            False, f"call {call + 1}: your function asked recv() for {max(asked[call]):,} bytes "
+            f"where the header announced {right:,}: {right:,} read little-endian (least "
+            f"significant byte first) is {wrong:,}", _BYTE_ORDER_HINT)
+    kind, value = results[call]
+    if kind == "raised" and isinstance(value, MemoryError):
+        return Verdict(False, f"call {call + 1}: your function raised MemoryError: it tried to "
+                       "hold more bytes than this machine has, so the length it read from the "
+                       "header must be far too big - read little-endian instead of big-endian?",
+                       _BYTE_ORDER_HINT)
+    return None
+
+
+_BYTE_ORDER_HINT = ("the length is in network byte order, big-endian (most significant byte "
+                    "first): struct.unpack('!I', header) or int.from_bytes(header, 'big'); "
+                    f"'<I', and 'I' without '!' on this {sys.byteorder}-endian machine, read it "
+                    "the other way round")
+
+
 @answers_back
 def check_read_message(read_message) -> Verdict:
     """``read_message(sock)`` reads one length-prefixed message (4-byte big-endian length)."""
@@ -184,10 +226,14 @@ def check_read_message(read_message) -> Verdict:
     pieces = [stream[a:b] for a, b in itertools.pairwise([0, *cuts])]
 
     def body():
+        asked: list[list[int]] = []
         results = _session(Dribbler(pieces, pause=0.01, then="wait"), read_message,
-                           [()] * len(messages))
+                           [()] * len(messages), asked)
         many = _expect_values(results, messages,
                               "5 messages (one empty, one of 3000 bytes) in uneven pieces", hint)
+        mistake = None if many.passed else _byte_order_mistake(asked, results, messages)
+        if mistake is not None and many is not NOT_WRITTEN:  # (a failed Verdict is falsy)
+            many = mistake
         cut = _frame(b"0123456789")[:9]
         early = _session(Dribbler(cut, piece=3, pause=0.01, then="close"), read_message, [()])
         closes = _expect_eof(early[0], "a peer that announces 10 bytes, sends 5 and closes")

@@ -1,77 +1,100 @@
 """Checks for notebook 06, Secure a connection with TLS.
 
-``check_server_name`` tests the student's parser on ClientHellos it makes for names
-the student has never seen, then on the capture's own ClientHello (a recording's too:
-what is graded is the function, not the student's run).
+``check_diagnose`` and ``check_versions_spoken`` run the student's function against lab
+servers made to fail (or not) in known ways.  ``check_server_name`` tests the student's
+parser on ClientHellos it makes for names the student has never seen, then on the
+capture's own ClientHello (a recording's too: what is graded is the function, not the
+student's run).
 """
 
 from __future__ import annotations
 
+import random
 import secrets
-import socket
 import ssl
 
 from . import NOT_WRITTEN, Verdict, answers_back, unfinished, verdict
 
-__all__ = ["check_trusts_lab_ca", "check_server_name", "check_tls13_only"]
+__all__ = ["check_diagnose", "check_server_name", "check_versions_spoken"]
 
 _HINT_TRUST = ("start from ssl.create_default_context(), which verifies, and tell it which CA "
-               "to trust: the lab CA's certificate is the file `ca.cafile` (see that "
-               "function's parameters)")
+               "to trust: the lab CA's certificate is the file `ca.cafile`")
+
+LABELS = ("trusted", "unknown CA", "wrong name", "expired")
 
 
-def _verification_off(ctx) -> Verdict | None:
-    if not isinstance(ctx, ssl.SSLContext):
-        return Verdict(False, f"expected an ssl.SSLContext, got {type(ctx).__name__}",
-                       _HINT_TRUST)
-    if ctx.protocol == ssl.PROTOCOL_TLS_SERVER:  # create_default_context(Purpose.CLIENT_AUTH)
-        return Verdict(False, "this context is for the server side of a connection (it "
-                              "authenticates clients), so it cannot verify a server",
-                       "leave out Purpose.CLIENT_AUTH: the default purpose, Purpose.SERVER_AUTH, "
-                       "makes a client context; " + _HINT_TRUST)
-    if ctx.verify_mode != ssl.CERT_REQUIRED or not ctx.check_hostname:
-        return Verdict(
-            False,
-            "this context does not verify the server (verify_mode is "
-            f"{ctx.verify_mode.name}, check_hostname is {ctx.check_hostname}): it would "
-            "talk to anyone who answers, attacker included",
-            "never switch verification off to make an error go away; " + _HINT_TRUST)
-    return None
+def _cases(ca):
+    """(what, server context, host name asked for, right label) for check_diagnose."""
+    from labkit.servers.tls import LocalCA
+
+    other = LocalCA("another CA")     # a CA the student's context has never heard of
+    return other, [
+        ("a certificate the lab CA issued for localhost, asked for as 'localhost'",
+         ca.server_context(), "localhost", "trusted"),
+        ("a certificate the lab CA issued for localhost, asked for as '127.0.0.1'",
+         ca.server_context(), "127.0.0.1", "trusted"),
+        ("a certificate the lab CA issued for www.example.org, asked for as 'localhost'",
+         ca.server_context("www.example.org"), "localhost", "wrong name"),
+        ("a certificate the lab CA issued for www.example.org, asked for as 'www.example.org'",
+         ca.server_context("www.example.org"), "www.example.org", "trusted"),
+        ("a certificate another CA issued for localhost, asked for as 'localhost'",
+         other.server_context(), "localhost", "unknown CA"),
+        ("a certificate the lab CA issued for localhost that expired yesterday",
+         ca.server_context(expired=True), "localhost", "expired"),
+    ]
 
 
-def _rejected(exc: ssl.SSLCertVerificationError) -> Verdict:
-    return Verdict(False, f"the lab server's certificate was rejected: {exc.verify_message}",
-                   _HINT_TRUST)
-
-
-def _handshake(ctx: ssl.SSLContext, server, host: str = "localhost") -> str | None:
-    """Connect and say hello through TLS; returns the negotiated version (None: none)."""
-    with socket.create_connection(server.address, timeout=5) as raw:
-        with ctx.wrap_socket(raw, server_hostname=host) as tls:
-            tls.sendall(b"ping")
-            tls.recv(16)
-            return tls.version()
+def _diagnose_hint(said: str, right: str) -> str:
+    if said == "unknown CA" and right != "unknown CA":
+        return ("your context does not trust the lab CA, so every lab certificate looks "
+                "unknown: " + _HINT_TRUST)
+    if said == "trusted":
+        return ("your client accepted a certificate it must refuse: keep verification on "
+                "(never CERT_NONE or check_hostname = False), and connect with "
+                "server_hostname set to the name you were given")
+    return ("the ssl.SSLCertVerificationError says why verification failed: its "
+            "verify_message (or verify_code) names the cause")
 
 
 @answers_back
-def check_trusts_lab_ca(ctx, ca) -> Verdict:
-    """``ctx`` verifies certificates and host names, and trusts the lab CA ``ca``."""
+def check_diagnose(diagnose, ca) -> Verdict:
+    """``diagnose(address, hostname)`` says, for lab servers made to fail in known ways,
+    'trusted', 'unknown CA', 'wrong name' or 'expired'."""
     from labkit.servers.tls import TLSServer
 
-    off = _verification_off(ctx)
-    if off is not None:
-        return off
-    with TLSServer(ca) as server:
-        try:
-            version = _handshake(ctx, server)
-        except ssl.SSLCertVerificationError as exc:
-            return _rejected(exc)
-        except (ssl.SSLError, OSError) as exc:
-            return Verdict(False, f"the TLS connection failed: {exc}",
-                           "use the context as create_default_context() makes it, trusting "
-                           "the lab CA, without changing its other settings")
-    return Verdict(True, f"your client verified the lab server's certificate and its host name, "
-                         f"and spoke {version}")
+    if not callable(diagnose):
+        return Verdict(False, f"give the function itself, not {type(diagnose).__name__}",
+                       "check_diagnose(diagnose, ca), without parentheses")
+    other, cases = _cases(ca)
+    random.shuffle(cases)     # no answer can rely on the order
+    try:
+        for what, context, host, right in cases:
+            with TLSServer(context=context) as server:
+                try:
+                    said = diagnose(server.address, host)
+                except ssl.SSLCertVerificationError as exc:
+                    return Verdict(False, f"for {what}, SSLCertVerificationError escaped from "
+                                   f"diagnose: {exc.verify_message}",
+                                   "catch ssl.SSLCertVerificationError: its verify_message "
+                                   "(or verify_code) is what to read, not an error to pass on")
+                except Exception as exc:  # the student's code
+                    if unfinished(exc):
+                        raise
+                    return Verdict(False, f"for {what}, diagnose raised {type(exc).__name__}: "
+                                   f"{exc}", "connect, wrap the socket with your verifying "
+                                   "context and server_hostname=hostname, and catch "
+                                   "ssl.SSLCertVerificationError")
+            if said not in LABELS:
+                return Verdict(False, f"for {what}, diagnose returned {said!r}",
+                               f"return one of {', '.join(map(repr, LABELS))}, written exactly so")
+            if said != right:
+                return Verdict(False, f"for {what}, diagnose said {said!r}",
+                               _diagnose_hint(said, right))
+    finally:
+        other.close()
+    return Verdict(True, f"diagnose named all {len(cases)} cases right: a certificate is trusted "
+                   "only if a CA you trust issued it, for the name you asked for, and it is "
+                   "still valid")
 
 
 _HINT_SNI = ("the host name is in the ClientHello's server_name extension: find that extension "
@@ -135,30 +158,73 @@ def check_server_name(server_name, wire) -> Verdict:
                    hint=_HINT_SNI)
 
 
+_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+
+
+def _version_set(answer) -> set | None:
+    """The answer as a set of ssl.TLSVersion (strings like 'TLSv1.3' accepted), or None."""
+    if not isinstance(answer, (set, frozenset, list, tuple)):
+        return None
+    found = set()
+    for item in answer:
+        if isinstance(item, ssl.TLSVersion):
+            found.add(item)
+        elif isinstance(item, str) and item in _VERSIONS:
+            found.add(_VERSIONS[item])
+        else:
+            return None
+    return found
+
+
+def _names(versions: set) -> str:
+    return "{" + ", ".join(sorted(v.name for v in versions)) + "}" if versions else "none"
+
+
 @answers_back
-def check_tls13_only(ctx, ca) -> Verdict:
-    """``ctx`` verifies as before, and refuses any server that cannot speak TLS 1.3."""
+def check_versions_spoken(versions_spoken, ca) -> Verdict:
+    """``versions_spoken(address)`` finds which of TLS 1.2 and 1.3 a lab server accepts, for
+    a modern server, one stuck on TLS 1.2 and one that insists on TLS 1.3."""
     from labkit.servers.tls import TLSServer
 
-    off = _verification_off(ctx)
-    if off is not None:
-        return off
-    hint = ("a context has a lowest TLS version it agrees to speak (see ssl.TLSVersion): raise "
-            "it, on a context that still trusts the lab CA")
-    old = ca.server_context()
-    old.maximum_version = ssl.TLSVersion.TLSv1_2
-    with TLSServer(ca) as modern, TLSServer(context=old) as legacy:
-        try:
-            version = _handshake(ctx, modern)
-        except ssl.SSLCertVerificationError as exc:
-            return _rejected(exc)
-        try:
-            legacy_version = _handshake(ctx, legacy)
-        except ssl.SSLError:
-            legacy_version = None
-    if version != "TLSv1.3":
-        return Verdict(False, f"against a modern server your client spoke {version}", hint)
-    return verdict(legacy_version is None,
-                   "your client speaks TLS 1.3 and refuses a server stuck on TLS 1.2",
-                   wrong=f"your client accepted {legacy_version} from a TLS 1.2-only server",
-                   hint=hint)
+    if not callable(versions_spoken):
+        return Verdict(False, f"give the function itself, not {type(versions_spoken).__name__}",
+                       "check_versions_spoken(versions_spoken, ca), without parentheses")
+    tls12, tls13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
+    old, strict = ca.server_context(), ca.server_context()
+    old.maximum_version = tls12
+    strict.minimum_version = tls13
+    servers = [("a modern server", ca.server_context(), {tls12, tls13}),
+               ("a server stuck on TLS 1.2", old, {tls12}),
+               ("a server that insists on TLS 1.3", strict, {tls13})]
+    random.shuffle(servers)
+    pin = ("a context agrees to a range of versions, and a handshake settles on the highest "
+           "both sides speak: to try one version, set both minimum_version and "
+           "maximum_version to it")
+    answers = {}
+    for what, context, right in servers:
+        with TLSServer(context=context) as server:
+            try:
+                answer = versions_spoken(server.address)
+            except Exception as exc:  # the student's code
+                if unfinished(exc):
+                    raise
+                return Verdict(False, f"for {what}, versions_spoken raised "
+                               f"{type(exc).__name__}: {exc}",
+                               "a version the server refuses makes the handshake fail with "
+                               "ssl.SSLError: catch it, that version is not spoken; " + pin)
+        spoken = _version_set(answer)
+        if spoken is None:
+            return Verdict(False, f"for {what}, versions_spoken returned {answer!r}",
+                           "return a set of ssl.TLSVersion members, e.g. "
+                           "{ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3}")
+        answers[what] = (spoken, right)
+    if not any(spoken for spoken, _ in answers.values()):
+        return Verdict(False, "no version worked with any of the three servers",
+                       "does your context trust the lab CA (`ca.cafile`), and do you connect "
+                       "as 'localhost'? " + pin)
+    for what, (spoken, right) in answers.items():
+        if spoken != right:
+            return Verdict(False, f"for {what} you found {_names(spoken)}; it speaks "
+                           f"{_names(right)}", pin)
+    return Verdict(True, "versions_spoken tells the three servers apart: pinning one version "
+                   "at a time is how you probe what a server accepts")
