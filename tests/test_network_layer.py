@@ -358,3 +358,29 @@ def test_a_server_on_a_router_binds_any_of_its_addresses_and_only_there():
     """)
     assert result["r1 10.0.1.2"] == result["r1 10.0.0.2"] == "hi"
     assert "not a loopback address" in result["r2 10.0.0.2"]   # r1's address, not r2's
+
+
+def test_a_network_is_ready_when_start_returns_and_says_which_interface_never_came_up():
+    result = in_lab(NETWORK, """
+        from labkit.net.netns import _ip, link_events, wait_until_up
+        arrived = []
+        for _ in range(3):   # the first datagram, sent the moment the network is built
+            with LabNetwork.chain("a", "r", "b") as net:
+                with net.on("b"):
+                    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    receiver.bind(("10.0.1.3", 9000))
+                    receiver.settimeout(5)
+                with net.on("a"), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    s.sendto(b"first", ("10.0.1.3", 9000))
+                try:
+                    arrived.append(receiver.recv(10).decode())
+                except TimeoutError:
+                    arrived.append(None)
+                receiver.close()
+        events = link_events()
+        _ip("link add half type veth peer name other", "link set half up")  # other: down
+        late = wait_until_up({events: {"half"}}, timeout=0.2)
+        print(json.dumps({"arrived": arrived, "late": late}))
+    """)
+    assert result["arrived"] == ["first"] * 3
+    assert result["late"] == {"half": "lower layer down"}

@@ -63,12 +63,15 @@ from labkit.net.netns import (
     _sysctl,
     _tool,
     inside,
+    link_events,
     new_namespace,
     offloads,
+    wait_until_up,
 )
 from labkit.net.topology import Cable, Topology
 
 ARP_MODES = ("static", "dynamic")
+UP_TIMEOUT = 10.0  # s for every interface to come up (well under one on a quiet machine)
 # per host: no IPv6 on new interfaces (no router solicitations or MLD in captures), ICMP
 # errors never rate-limited (lessons repeat), ICMP "ping" sockets for root (the one group
 # the lab user namespace maps)
@@ -358,17 +361,36 @@ class LabNetwork:
         for k, cable in enumerate(plan.cables):
             a, b = (plan.interface(end, toward) for end, toward in (cable.ends,
                                                                    cable.ends[::-1]))
+            # Each host interface gets its own ifindex, 10(k+1) and 10(k+1)+1 (ip link shows
+            # "20: eth1@if21"): the kernel brings a veth up at once only when its index
+            # differs from its peer's, and in fresh namespaces both would be 2 (then it
+            # waits up to a second, and drops what is sent meanwhile).
+            index = {a: 10 * (k + 1), b: 10 * (k + 1) + 1}
+            host_end = {i: f"name {i.name} index {index[i]} mtu {i.mtu} address {i.mac} "
+                           f"netns /proc/self/fd/{self._hosts[i.host]}" for i in (a, b)}
             if cable.forwarded:  # each end to a link-side end here, where the Link reads
                 cables += [f"link add {self._ends[(i.host, k)]} mtu {i.mtu} group "
-                           f"{self._group} type veth peer "
-                           f"name {i.name} mtu {i.mtu} address {i.mac} "
-                           f"netns /proc/self/fd/{self._hosts[i.host]}" for i in (a, b)]
+                           f"{self._group} type veth peer {host_end[i]}" for i in (a, b)]
             else:  # one veth pair straight from host to host
-                cables.append(f"link add {a.name} mtu {a.mtu} address {a.mac} netns "
-                              f"/proc/self/fd/{self._hosts[a.host]} type veth peer name "
-                              f"{b.name} mtu {b.mtu} address {b.mac} "
-                              f"netns /proc/self/fd/{self._hosts[b.host]}")
+                cables.append(f"link add {host_end[a]} type veth peer {host_end[b]}")
         _ip(*cables, pass_fds=tuple(self._hosts.values()))
+        # ready means every interface is up as the kernel sees it (see wait_until_up)
+        events = {link_events(): set(self._ends.values())} if self._ends else {}
+        try:
+            self._bring_up(events)
+            late = wait_until_up(events, UP_TIMEOUT)
+        finally:
+            for sock in events:
+                sock.close()
+        if late:
+            states = ", ".join(f"{name}: {state}" for name, state in late.items())
+            raise RuntimeError(f"the lab hosts' interfaces did not come up within "
+                               f"{UP_TIMEOUT:g} s ({states}): the machine is very busy; "
+                               "try again")
+
+    def _bring_up(self, events: dict) -> None:
+        """Addresses, links up, neighbours and routes on every host; link-side ends up."""
+        plan = self.topology
         for end in self._ends.values():
             _disable_ipv6(end)
             offloads(end, off=True)
@@ -377,6 +399,7 @@ class LabNetwork:
         for host, fd in self._hosts.items():
             ifaces = plan.interfaces[host]
             with inside(fd):
+                events[link_events()] = {iface.name for iface in ifaces}
                 for iface in ifaces:
                     offloads(iface.name, off=True)
                 lines = ["link set lo up"]
