@@ -59,8 +59,8 @@ def topology_figure(plan: Topology, *, title: str | None = None, routes: bool = 
     where = _positions(plan)
     columns = max(x for x, _ in where.values()) + 1
     rows = max(sum(1 for x2, _ in where.values() if x2 == x) for x, _ in where.values())
-    scale_y = 2.3
-    fig, ax = plt.subplots(figsize=(max(8.0, 4.2 * columns), max(3.2, 2.6 * rows)))
+    scale_y = 3.0
+    fig, ax = plt.subplots(figsize=(max(8.0, 4.2 * columns), max(2.8, 2.6 * rows)))
     plt.close(fig)  # returned, not auto-shown: the notebook displays it once
     for k, cable in enumerate(plan.cables):
         (xa, ya), (xb, yb) = where[cable.a], where[cable.b]
@@ -78,13 +78,16 @@ def topology_figure(plan: Topology, *, title: str | None = None, routes: bool = 
                 words.append(next(iter(ways.values())) or "through labkit's link")
             else:
                 words += [f"{way}: {text or 'as is'}" for way, text in ways.items()]
-        _text(ax, (xa + xb) / 2, (ya + yb) / 2 + 0.12, "\n".join(words), ha="center",
+        # the cable's words past its middle, its ends' words near each host: where cables
+        # fan out of a router, neither sits on a neighbour's
+        mx, my = xa + 0.6 * (xb - xa), ya + 0.6 * (yb - ya)
+        _text(ax, mx, my + 0.12, "\n".join(words), ha="center",
               va="bottom", fontsize=12, color=color,
               bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.9))
         for host, (x0, y0), (x1, y1) in ((cable.a, (xa, ya), (xb, yb)),
                                          (cable.b, (xb, yb), (xa, ya))):
             iface = plan.interface(host, cable.b if host == cable.a else cable.a)
-            fx, fy = x0 + 0.27 * (x1 - x0), y0 + 0.27 * (y1 - y0)
+            fx, fy = x0 + 0.22 * (x1 - x0), y0 + 0.22 * (y1 - y0)
             _text(ax, fx, fy - 0.14, f"{iface.name}\n{iface.address.ip}", ha="center",
                   va="top", fontsize=11, color="#333333",
                   bbox=dict(boxstyle="round,pad=0.15", fc="#f4f4f4", ec="none"))
@@ -100,7 +103,7 @@ def topology_figure(plan: Topology, *, title: str | None = None, routes: bool = 
                   family="monospace")
     ys = [y * scale_y for _, y in where.values()]
     ax.set_xlim(-0.45, columns - 0.55)
-    ax.set_ylim(min(ys) - (1.3 if routes else 0.8), max(ys) + 0.7)
+    ax.set_ylim(min(ys) - (1.0 if routes else 0.7), max(ys) + 0.6)
     ax.axis("off")
     if title is None:
         routers = len(plan.routers)
