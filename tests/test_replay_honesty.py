@@ -413,3 +413,31 @@ def test_checks_still_grade_live_captures(live):
     assert not check_first_capture(echo_cell(None, b"pong")).passed
     assert check_ack_predictions([3, 4], echo_cell(None, b"pi", b"!")).passed
 
+
+
+# -- segments and timing: what the packets say, and what makes no claim ---------------------
+def test_a_recording_says_how_its_bytes_were_split_and_how_long_it_took():
+    import packets as made
+
+    (entry,) = summarize(made.conversation(), {8080: "server"}).values()
+    assert entry["segments"] == [[[5], [5]]] and entry["seconds"] == [0.006]  # SYN to FIN
+    (resent,) = summarize(made.retransmission(), {8080: "server"}).values()
+    assert resent["segments"] == [[None, None]] and resent["seconds"] == [None]  # after a
+    # loss, how the bytes were split and how long it took depend on what was lost
+
+
+def test_a_split_or_a_length_that_cannot_be_known_is_no_difference():
+    recorded = {"connections": [[20, 20]], "datagrams_in": [], "datagrams_out": [],
+                "content_in": None, "segments": [[[4] * 5, [20]]], "seconds": [0.4]}
+    same = dict(recorded, segments=[[5, 1]], seconds=[0.41])
+    assert _difference([same], [recorded]) is None
+    unknown = dict(recorded, segments=[[None, None]], seconds=[None])  # a loss, or TLS
+    assert _difference([unknown], [recorded]) is None
+    assert _difference([dict(recorded, segments=[[2, 1]])], [recorded]) == (
+        "your run sent its 20 bytes in 2 segments (this recording: 5 segments of 4 bytes)")
+    assert _difference([dict(same, seconds=[0.8])], [recorded]) is None  # 2x, 0.4 s apart
+    assert _difference([dict(same, seconds=[1.0])], [recorded]) == (
+        "a connection of your run lasted 1.00 s (this recording: 0.40 s)")
+    older = {key: value for key, value in recorded.items() if key not in ("segments",
+                                                                          "seconds")}
+    assert _difference([same], [older]) is None  # a summary saved before segments were

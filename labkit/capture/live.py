@@ -12,7 +12,9 @@ directions.  The kernel writes them into a memory-mapped ring (TPACKET_V3, as li
 unlike a socket's queue is not capped by ``net.core.rmem_max`` - the lab kernel may
 not raise that - and costs no system call per packet.  A thread copies each frame's
 bytes, kernel timestamp (ns) and original length out of the ring; Scapy dissects
-nothing until a view asks (see :mod:`labkit.capture.frames`).
+nothing until a view asks (see :mod:`labkit.capture.frames`).  The ring starts small
+(``RING_START``) and grows when traffic fills it (:meth:`LiveSniffer._grow`); the frames
+kept stay within the capture's memory budget (:mod:`labkit.capture.budget`).
 
 The exit waits on conditions, never a sleep: "fence" datagrams sent to ourselves, one
 from each CPU (on another interface: sent out of it as raw frames), mark the end of the
@@ -494,7 +496,8 @@ class LiveSniffer:
                     # the ring is empty, every block since retired, and a fence is missing:
                     # the kernel dropped it (the ring was full).  Send the fences again.
                     with self._ring_lock:
-                        self._drops += _kernel_drops(self._sock)
+                        if self._bigger is None:  # (while growing, the new ring has them)
+                            self._drops += _kernel_drops(self._sock)
                     round_ += 1
                     self._fences_sent += self._send_fences(round_)
                     sent_at = time.monotonic()

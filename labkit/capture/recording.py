@@ -63,10 +63,10 @@ def summarize(packets, roles: dict[int, str]) -> dict[str, dict]:
 
     Per TCP connection to a watched port (one the server answered with SYN-ACK), the
     payload bytes each way, counted once (by sequence number: retransmissions don't
-    add), the sizes of the segments that carried them each way (None for a direction
-    with retransmissions: their split depends on what was lost) and the seconds from
-    the client's SYN to the server's FIN or RST (None without both); per UDP datagram
-    its size; and a digest of what clients sent.
+    add), the sizes of the segments that carried them each way and the seconds from
+    the client's SYN to the server's FIN or RST (both None for a connection with
+    retransmissions: then they depend on what was lost); per UDP datagram its size;
+    and a digest of what clients sent.
     """
     conns: dict[tuple, dict] = {}   # (server ip, port, client ip, port) -> facts
     udp: dict[int, dict] = {p: {"in": [], "out": [], "digests": []} for p in roles}
@@ -118,11 +118,13 @@ def summarize(packets, roles: dict[int, str]) -> dict[str, dict]:
             connections.append((count_in, count_out))
             digests.append(name_digest(tls_names[key]) if key in tls_names
                            else hashlib.sha256(stream_in).hexdigest())
-            facts = conns[key]
-            segments.append([None if side in facts["resent"] else facts["sizes"][side]
+            facts = conns[key]  # after a loss, how bytes were split and how long it took
+            start, end = facts["start"], facts["end"]  # depend on luck: no claim
+            lossless = not facts["resent"]
+            segments.append([facts["sizes"][side] if lossless else None
                              for side in ("in", "out")])
-            start, end = facts["start"], facts["end"]
-            seconds.append(None if start is None or end is None else round(end - start, 6))
+            seconds.append(round(end - start, 6) if lossless and None not in (start, end)
+                           else None)
         dgrams = udp[port]
         entry = conversation_entry(connections, dgrams["in"], dgrams["out"],
                                    content_digest(digests + dgrams["digests"]),

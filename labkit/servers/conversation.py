@@ -81,23 +81,25 @@ def tcp_payload_counts(sock: socket.socket) -> tuple[int | list, int] | None:
     return received, sent + notsent
 
 
-def tcp_segment_counts(sock: socket.socket) -> tuple[int | None, int | None]:
+def tcp_segment_counts(sock: socket.socket) -> tuple[int, int] | None:
     """``(data segments received, data segments sent)`` by a connected TCP socket.
 
-    Each is None where the kernel cannot say how the bytes were split: segments it
-    had to send again (``tcpi_total_retrans``), segments that arrived out of order (one
-    before them was lost, so a resend follows), or a kernel before 5.4.
+    None where the split depends on what was lost, not on the code that ran: segments
+    the kernel had to send again (``tcpi_total_retrans``), or that arrived out of order
+    (one before them was lost, so a resend followed); and on a kernel before 5.4.
     """
     try:
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCPI_SEGMENTS_SIZE)
     except (OSError, ValueError):
-        return None, None
+        return None
     if len(info) < _TCPI_SEGMENTS_SIZE:
-        return None, None
+        return None
     (resent,) = struct.unpack_from("=I", info, _TCPI_TOTAL_RETRANS)
-    segs_in, segs_out = struct.unpack_from("=II", info, _TCPI_DATA_SEGS_IN)
     (out_of_order,) = struct.unpack_from("=I", info, _TCPI_RCV_OOOPACK)
-    return (None if out_of_order else segs_in), (None if resent else segs_out)
+    if resent or out_of_order:
+        return None
+    segs_in, segs_out = struct.unpack_from("=II", info, _TCPI_DATA_SEGS_IN)
+    return segs_in, segs_out
 
 
 def _accept_queue(listener: socket.socket) -> int:

@@ -295,13 +295,15 @@ class TCPServer(SocketServer):
         connection so far; seconds since it was accepted only once it ``ended``."""
         counts = tcp_payload_counts(conn)
         received, written = counts if counts else (None, None)
-        segments = list(tcp_segment_counts(conn))
+        split = tcp_segment_counts(conn)  # None after a loss: then timing is luck too
+        segments: list[int | None] = list(split) if split else [None, None]
         if isinstance(conn, ssl.SSLSocket):
             # Certificates and signatures differ in size from run to run: the server's
             # bytes are not comparable, only the client's.
             written = segments[1] = None
         accepted = self._accepted_at.get(number)
-        seconds = time.monotonic() - accepted if ended and accepted is not None else None
+        seconds = (time.monotonic() - accepted
+                   if ended and accepted is not None and split else None)
         heard = self._heard.get(number)
         if heard is not None:  # read by the server itself: exact
             return heard.count, written, heard.hexdigest(), segments, seconds
