@@ -171,6 +171,9 @@ CASES = {
     "chunk size with a leading space": (CHUNKED + b" 3\r\nabc\r\n0\r\n\r\n", 400),
     "chunk size empty": (CHUNKED + b"\r\nabc\r\n0\r\n\r\n", 400),
     "chunk data without its CRLF": (CHUNKED + b"3\r\nabcXY0\r\n\r\n", 400),
+    "bare LF in a chunk extension": (CHUNKED + b"5;a\nb\r\nhello\r\n0\r\n\r\n", 400),
+    "bare LF after a chunk size": (CHUNKED + b"5\n\r\nhello\r\n0\r\n\r\n", 400),
+    "bare LF ending a chunk-size line": (CHUNKED + b"5\nhello\r\n0\r\n\r\n", 400),
     "chunked, closed mid-body": (CHUNKED + b"5\r\nab", 400),
     "chunked, no last chunk": (CHUNKED + b"3\r\nabc\r\n", 400),
     "trailer with space before colon": (CHUNKED + b"0\r\nX-T : 1\r\n\r\n", 400),
@@ -189,6 +192,11 @@ CASES = {
     "bare LF ending a header": (b"GET / HTTP/1.1\r\nHost: a\n\r\n", 400),
     "bare LF everywhere": (b"GET / HTTP/1.1\nHost: a\n\n", 400),
     "bare LF in a trailer": (CHUNKED + b"0\r\nX-T: 1\nX-U: 2\r\n\r\n", 400),
+    "bare CR in a chunk extension": (CHUNKED + b"5;a\rb\r\nhello\r\n0\r\n\r\n", 400),
+    "control character in a chunk extension": (CHUNKED + b"5;a\x01b\r\nhello\r\n0\r\n\r\n",
+                                               400),
+    "Transfer-Encoding in HTTP/1.0": (b"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                      b"5\r\nhello\r\n0\r\n\r\n", 400),
     "obs-fold (RFC 9112 §5.2)": (GET + b"X-A: 1\r\n  continued\r\n\r\n", 400),
     "Content-Length and Transfer-Encoding": (GET + b"Content-Length: 3\r\nTransfer-Encoding: "
                                              b"chunked\r\n\r\n0\r\n\r\n", 400),
@@ -217,6 +225,16 @@ DIFFERENCES = {
     "bare LF everywhere": (None, "RFC 9112 §2.2, as above"),
     "bare LF in a trailer": (None, "RFC 9112 §2.2 and §7.1.2: trailers are field lines, held to "
                              "the same CRLF rule as the headers"),
+    "bare CR in a chunk extension": (None, "RFC 9112 §2.2: a recipient MUST treat a bare CR as "
+                                     "invalid (or replace it with SP); labkit refuses it, in "
+                                     "framing as in the head. h11's chunk-ext is ';.*', which "
+                                     "takes a CR"),
+    "control character in a chunk extension": (None, "RFC 9112 §7.1.1: chunk-ext-val is a token "
+                                               "or a quoted-string, neither holds a control; h11 "
+                                               "takes anything after ';' up to CRLF"),
+    "Transfer-Encoding in HTTP/1.0": (None, "RFC 9112 §6.1: a server that receives an HTTP/1.0 "
+                                      "message with Transfer-Encoding MUST treat its framing as "
+                                      "faulty and close the connection; h11 decodes it as chunked"),
     "obs-fold (RFC 9112 §5.2)": (None, "RFC 9112 §5.2: a server MUST either reject obs-fold with "
                                  "400 or replace it with SP; h11 unfolds, labkit rejects"),
     "Content-Length and Transfer-Encoding": (None, "RFC 9112 §6.1: a server MAY reject a request "

@@ -36,9 +36,10 @@ def test_live_sockets_listen_then_established():
     assert states == ["ESTAB", "ESTAB"]
 
 
-@pytest.mark.parametrize("bad", [0, 70000, "80", True])
-def test_bad_port(bad):
-    with pytest.raises(ValueError, match="port must be an int"):
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (70000, ValueError), ("80", TypeError),
+                                        (True, TypeError)])
+def test_bad_port(bad, error):
+    with pytest.raises(error, match="port must be an int"):
         tcp_states(bad)
 
 

@@ -63,33 +63,6 @@ def test_percentile_matches_linear_interpolation():
     assert percentile([7], 99) == 7
 
 
-@pytest.mark.parametrize("q", [-1, 101, "50", None, True])
-def test_percentile_rejects_bad_q(q):
-    with pytest.raises(ValueError, match="0 to 100"):
-        percentile([1, 2, 3], q)
-
-
-def test_percentile_of_nothing_says_so():
-    with pytest.raises(ValueError, match="empty"):
-        percentile([], 50)
-
-
-# -- load arguments -------------------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs, error, words", [
-    ({"clients": 0}, ValueError, "clients must be an int from 1"),
-    ({"clients": 2.5}, ValueError, "clients must be an int"),
-    ({"requests": 0}, ValueError, "requests must be an int"),
-    ({"clients": 1000, "requests": 1000}, ValueError, "fewer requests per client"),
-    ({"message": "ping"}, TypeError, "message must be 1 to 65536 bytes"),
-    ({"message": b""}, TypeError, "message must be"),
-    ({"timeout": 0}, ValueError, "timeout must be seconds"),
-    ({"timeout": 1e6}, ValueError, "at most"),
-])
-def test_load_rejects_bad_arguments(kwargs, error, words):
-    with pytest.raises(error, match=words):
-        load(("127.0.0.1", 9), **kwargs)
-
-
 def test_load_targets_loopback_only():
     with pytest.raises(ValueError, match="loopback"):
         load(("192.0.2.1", 80))

@@ -25,8 +25,6 @@ from labkit import (
     UDPRelay,
     UDPServer,
     WebSocketServer,
-    WSGIServer,
-    load,
 )
 
 
@@ -84,45 +82,17 @@ def test_exit_without_enter_returns_at_once(ca, kind):
     server.stop()
 
 
-ECHO = lambda data, addr: data  # noqa: E731
-
-
-@pytest.mark.parametrize("make, error, words", [
-    (lambda: TCPServer(port=True), ValueError, "port must be an int from 0 to 65535"),
-    (lambda: TCPServer(port=-1), ValueError, "not -1"),
-    (lambda: TCPServer(port="8080"), ValueError, "not '8080'"),
-    (lambda: UDPServer(port=False), ValueError, "port must be an int from 0 to 65535"),
-    (lambda: HTTPServer(port=True), ValueError, "port must be an int from 0 to 65535"),
-    (lambda: WSGIServer(lambda env, start: [], port=True), ValueError,
-     "port must be an int from 0 to 65535"),
-    (lambda: TCPServer(backlog=-5), ValueError, "backlog must be a positive int"),
-    (lambda: TCPServer(backlog=0), ValueError, "backlog must be a positive int"),
-    (lambda: TCPServer(name="a\nb"), ValueError, "name must be short printable text"),
-    (lambda: UDPServer(name=""), ValueError, "name must be short printable text"),
-    (lambda: DNSServer({"a.test": "127.0.0.1"}, name=7), ValueError, "name must be short"),
-    (lambda: UDPRelay(("127.0.0.1", 9), name="x" * 65), ValueError, "1 to 64 characters"),
-    (lambda: WebSocketServer(ws_echo, name="\t"), ValueError, "name must be short"),
-    (lambda: BackgroundServer(serve_until_stopped, name="a\nb"), ValueError, "name must be"),
-    (lambda: BackgroundServer(serve_until_stopped, backlog=-5), ValueError, "backlog"),
-    (lambda: UDPRelay(("127.0.0.1", True)), ValueError, "target port must be an int from 1"),
-    (lambda: UDPRelay(("127.0.0.1", 0)), ValueError, "target port must be an int from 1"),
-    (lambda: load(("127.0.0.1", True)), TypeError, "(host, port) tuple"),
-    (lambda: load(("127.0.0.1", 0)), ValueError, "port must be an int from 1 to 65535"),
-    (lambda: SlowReader(("127.0.0.1", 9), quiet=None), ValueError, "quiet must be seconds"),
-    (lambda: SlowReader(("127.0.0.1", 9), quiet=0), ValueError, "quiet must be seconds"),
-    (lambda: SlowReader(("127.0.0.1", 9), quiet=True), ValueError, "quiet must be seconds"),
-])
-def test_bad_arguments_name_the_value_and_the_fix(make, error, words):
-    with pytest.raises(error) as info:
-        make()
-    assert words in str(info.value)
-
-
-def test_a_websocket_startup_error_always_reaches_enter():
+def test_a_websocket_startup_error_always_reaches_enter(monkeypatch):
     """It used to lose a race with the server thread (2 of 20 entries said 'not running')."""
+    import websockets.asyncio.server
+
+    async def broken_serve(*args, **kwargs):
+        raise OSError("simulated: cannot listen")
+
+    monkeypatch.setattr(websockets.asyncio.server, "serve", broken_serve)
     for _ in range(20):
-        server = WebSocketServer(ws_echo, bogus=1)
-        with pytest.raises(ServerError, match=r"could not start: .*bogus"):
+        server = WebSocketServer(ws_echo)
+        with pytest.raises(ServerError, match=r"could not start: simulated: cannot listen"):
             server.__enter__()
         assert server._thread is None
 

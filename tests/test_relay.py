@@ -7,6 +7,7 @@ import pytest
 from conftest import needs_capture
 
 from labkit import AckReceiver, Capture, UDPRelay, UDPServer
+from labkit.servers.relay import SEQ
 
 
 def through(seed, count=20, **impair):
@@ -79,20 +80,35 @@ def test_relay_to_a_dead_port_keeps_running():
             assert data == b"\x00" * 3
 
 
-@pytest.mark.parametrize("kwargs, error, words", [
-    ({"drop": 1.5}, ValueError, "probability"),
-    ({"drop": "lots"}, TypeError, "probability"),
-    ({"drop": 0.6, "duplicate": 0.6}, ValueError, "more than 1"),
-    ({"seed": 1.5}, TypeError, "seed must be an int"),
-    ({"hold": 0}, ValueError, "hold"),
-])
-def test_bad_arguments_say_what_to_do(kwargs, error, words):
-    with pytest.raises(error, match=words):
-        UDPRelay(("127.0.0.1", 9), **kwargs)
+def test_the_log_is_bounded_and_the_stats_count_every_datagram(monkeypatch):
+    from labkit.servers import relay as relay_module
+
+    monkeypatch.setattr(relay_module, "LOG_LIMIT", 4)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(5)
+        with UDPRelay(receiver.getsockname()) as relay:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+                for i in range(10):
+                    sender.sendto(b"%d" % i, relay.address)
+            arrived = [receiver.recv(10) for _ in range(10)]   # (logged before it is sent)
+    assert len(arrived) == 10 and relay.stats["forward"] == 10
+    assert relay.log == [("up", n, "forward") for n in range(4)] and relay.log.dropped == 6
+
+
+def test_an_ack_receiver_keeps_acknowledging_in_order_past_what_it_keeps(monkeypatch):
+    from labkit.servers import relay as relay_module
+
+    monkeypatch.setattr(relay_module, "LOG_LIMIT", 2)
+    receiver = AckReceiver()
+    acks = [receiver(SEQ.pack(n) + b"m%d" % n, None) for n in range(5)]
+    assert acks == [SEQ.pack(n) for n in range(5)]
+    assert receiver.delivered == [b"m0", b"m1"] and receiver.delivered.dropped == 3
+    assert receiver(SEQ.pack(7) + b"future", None) is None   # still expects 5
 
 
 def test_bad_targets():
-    with pytest.raises(TypeError, match=r"\(host, port\)"):
+    with pytest.raises(TypeError, match=r"\(host, port\) tuple"):
         UDPRelay("localhost:53")
     with pytest.raises(ValueError, match="loopback"):
         UDPRelay(("8.8.8.8", 53))

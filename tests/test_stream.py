@@ -60,7 +60,7 @@ def test_dribbler_survives_a_client_that_leaves_early():
     ((b"x",), {"piece": 0}, ValueError, "piece"),
     ((b"x",), {"piece": 2.5}, TypeError, "piece"),
     ((b"x",), {"pause": -1}, ValueError, "pause"),
-    ((b"x",), {"then": "linger"}, ValueError, "'close' or 'wait'"),
+    ((b"x",), {"then": "linger"}, ValueError, "then must be one of 'close', 'wait'"),
     ((b"x" * 100,), {"piece": 1, "pause": 0.5}, ValueError, "shorter pause"),
 ])
 def test_dribbler_bad_arguments_say_what_to_do(args, kwargs, error, words):

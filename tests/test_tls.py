@@ -41,10 +41,12 @@ def test_server_certificate_facts_are_stable(ca):
 
 
 def test_bad_arguments_say_what_to_do(ca):
-    with pytest.raises(ValueError, match="non-empty"):
+    with pytest.raises(ValueError, match=r"^name must be short printable text"):
         LocalCA("")
-    with pytest.raises(ValueError, match="host names"):
+    with pytest.raises(ValueError, match=r"^each host must be a host name"):
         ca.issue("")
+    with pytest.raises(TypeError, match=r"^days must be an int"):
+        ca.issue(days="30")
     with pytest.raises(ValueError, match="LocalCA"):
         TLSServer()
     with pytest.raises(TypeError, match="LocalCA"):
@@ -192,3 +194,43 @@ def test_a_silent_tls_client_is_let_go_and_the_server_keeps_serving(ca, monkeypa
         assert server.wait_handshakes(1, timeout=10)
         assert talk(server, ca.client_context())[0] == b"hello"
     assert server.tls_errors == ["TimeoutError: no TLS handshake within 0.3s"]
+
+
+def non_ascii_client_hello() -> bytes:
+    """A ClientHello asking for the server name b'\\xc3\\xa9aa.test' (Python's own clients
+    send only ASCII, IDNA-encoded: the bytes are swapped in, same length)."""
+    ctx = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="aaaa.test")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read().replace(b"aaaa.test", b"\xc3\xa9aa.test")
+
+
+def test_a_non_ascii_server_name_is_described_and_nothing_is_printed(ca, capfd):
+    with TLSServer(ca) as server:
+        with socket.create_connection(server.address, timeout=5) as raw:
+            raw.sendall(non_ascii_client_hello())
+            assert raw.recv(100)[:1] == b"\x15"          # a TLS alert, then the close
+        assert server.wait_handshakes(1, timeout=5)
+        assert talk(server, ca.client_context())[0] == b"hello"   # and it keeps serving
+    assert server.tls_errors == ["SSLError: CALLBACK_FAILED (the server name the client sent, "
+                                 "b'\\xc3\\xa9aa.test', is not ASCII)"]
+    assert server.errors == []
+    assert capfd.readouterr().err == "", "CPython's 'Exception ignored in' reached stderr"
+
+
+def test_an_sni_callback_that_raises_is_the_owners_error(ca, capfd):
+    def picky(tls_socket, server_name, context):
+        raise LookupError(f"no certificate for {server_name}")
+
+    context = ca.server_context()
+    context.sni_callback = picky
+    with pytest.raises(ServerError, match="LookupError: no certificate for localhost"):
+        with TLSServer(context=context) as server:
+            with pytest.raises(ssl.SSLError):
+                talk(server, ca.client_context())
+            assert server.wait_handshakes(1, timeout=5)
+    assert server.tls_errors[0].endswith("(the sni_callback raised LookupError: "
+                                         "no certificate for localhost)")
+    assert capfd.readouterr().err == ""

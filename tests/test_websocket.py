@@ -90,18 +90,23 @@ def test_handler_errors_come_back_to_the_with_block():
             assert run(talk(server.url)) == 1011
 
 
-def test_server_rejects_bad_arguments():
-    def not_async(ws):
-        pass
+def test_a_failure_of_the_servers_own_code_in_a_handshake_is_reported(capfd):
+    """websockets logs it and answers 500; the cell used to end with errors == []."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
 
-    with pytest.raises(TypeError, match="async def"):
-        WebSocketServer(not_async)
-    with pytest.raises(TypeError, match="async function"):
-        WebSocketServer("echo")
-    with pytest.raises(ValueError, match="loopback"):
-        WebSocketServer(echo, host="0.0.0.0")
-    with pytest.raises(ValueError, match="drop port"):
-        WebSocketServer(echo, port=8765)
+    def process_request(connection, request):
+        raise ZeroDivisionError("bug in process_request")
+
+    async def talk(url):
+        with pytest.raises(InvalidStatus):
+            async with connect(url):
+                pass
+
+    with pytest.raises(ServerError, match="ZeroDivisionError: bug in process_request"):
+        with WebSocketServer(echo, process_request=process_request) as server:
+            run(talk(server.url))
+    assert capfd.readouterr().err == ""   # reported to the owning cell, not printed anywhere
 
 
 # -- frames -----------------------------------------------------------------------------------

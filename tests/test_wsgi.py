@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from handlers import OutOfThreads
 from test_http import exchange
 
 import labkit.servers.base
@@ -53,11 +54,69 @@ def wsgi_app(environ, start_response):
     return [body]
 
 
-def test_bad_arguments_name_the_fix():
-    with pytest.raises(TypeError, match="WSGI application"):
-        WSGIServer("app")
-    with pytest.raises(TypeError, match="socketserver server"):
-        serve_in_thread("server")
+def test_exit_closes_every_connection_and_joins_its_thread():
+    """20 idle clients used to keep 20 handler threads after the block, still answering."""
+    threads = threading.active_count()
+    with WSGIServer(wsgi_app) as server:
+        clients = [socket.create_connection(server.address, timeout=5) for _ in range(20)]
+        assert urllib.request.urlopen(server.url + "/x", timeout=5).status == 200
+    assert threading.active_count() <= threads          # joined: nothing left running
+    try:
+        clients[0].sendall(b"GET /late HTTP/1.0\r\n\r\n")
+        late = clients[0].recv(100)
+    except OSError:
+        late = b""
+    assert late == b"", "a request sent after the block must not be answered"
+    for c in clients:
+        c.close()
+
+
+def test_an_app_error_while_stopping_is_still_reported():
+    started, release = threading.Event(), threading.Event()
+
+    def slow_then_broken(environ, start_response):
+        started.set()
+        release.wait(5)
+        raise KeyError("failed while the server stopped")
+
+    def stop_soon():
+        assert started.wait(5)
+        release.set()
+
+    with pytest.raises(ServerError, match="failed while the server stopped"):
+        with WSGIServer(slow_then_broken) as server:
+            client = socket.create_connection(server.address, timeout=5)
+            client.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            stopper = threading.Thread(target=stop_soon)
+            stopper.start()
+            assert started.wait(5)
+    stopper.join(5)
+    client.close()
+
+
+def test_the_log_is_bounded_and_each_line_short(monkeypatch, caplog):
+    from labkit.servers import wsgi
+
+    monkeypatch.setattr(wsgi, "LOG_LIMIT", 3)
+    long = "/" + "a" * 5000
+    with WSGIServer(wsgi_app) as server:
+        for _ in range(5):
+            urllib.request.urlopen(server.url + long, timeout=5).read()
+    assert len(server.log) == 3 and server.log.dropped == 2
+    assert all(len(line) <= 201 for line in server.log), "a 5 KB URL is not a log line"
+    assert "WSGIServer 'server': .log keeps its first 3 entries" in caplog.text
+
+
+def test_out_of_threads_a_connection_waits_for_one_instead_of_being_dropped(monkeypatch):
+    short = OutOfThreads(monkeypatch, "-request")
+    with pytest.raises(ServerError, match="can't start new thread"):
+        with WSGIServer(wsgi_app) as server:
+            client = socket.create_connection(server.address, timeout=5)
+            client.sendall(b"GET /waited HTTP/1.0\r\n\r\n")
+            assert short.retried.wait(5)  # it tried, and tried again
+            short.end()                   # threads are free again: served
+            assert client.recv(100).startswith(b"HTTP/1.0 200 OK")
+            client.close()
 
 
 def test_wsgi_server_serves_a_function():

@@ -39,8 +39,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from labkit.capture.budget import DEFAULT_MEMORY, MemoryBudget
-from labkit.capture.endpoints import check_name, watch
+from labkit.capture.endpoints import watch
 from labkit.capture.frames import Frames
+from labkit.servers import arguments
 
 if TYPE_CHECKING:
     from labkit.capture.live import LiveSniffer
@@ -117,10 +118,13 @@ class Capture:
     def __init__(self, *targets, name: str | None = None, iface: str = "lo", keylog=None,
                  protocol: str | None = None, filter: str | None = None,
                  memory: int = DEFAULT_MEMORY):
-        check_name(name)
-        if filter is not None and not isinstance(filter, str):
-            raise TypeError(f"filter is a tcpdump expression such as 'arp or icmp' ('' for "
-                            f"every packet), not {filter!r}")
+        arguments.recording_name(name)
+        arguments.instance(iface, "iface", str, "an interface name", "'lo' or 'eth0'")
+        if keylog is not None:
+            arguments.path(keylog, "keylog", "'keys.log'")
+        if filter is not None:
+            arguments.instance(filter, "filter", str,
+                               "a tcpdump expression ('' for every packet)", "'arp or icmp'")
         self.filter = filter
         self.budget = MemoryBudget(memory)  # checks it
         self.roles, self._endpoints = watch(targets, protocol, needed=filter is None)

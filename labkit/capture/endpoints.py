@@ -5,22 +5,24 @@
     {40123: 'server', 8080: 'server 2'}
     >>> endpoints[0].bpf()          # the kernel filter for one of them
 
-A server tells its protocol and address, so packets that merely share its port
-number (another process, another loopback address, the other protocol) stay out.
+Every lab server declares where it listens and over what (``server.endpoints``:
+transport, address, port and role), so packets that merely share its port number
+(another process, another loopback address, the other protocol) stay out.  A
+``socketserver`` server (``http.server``, ``serve_in_thread``) tells the same by its
+socket; a server written elsewhere may declare ``protocol`` and ``address``; a bare
+port number (or ``{port: name}``) watches TCP and UDP on any address.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
 import socket
 import socketserver
 from typing import NamedTuple
 
-__all__ = ["watch", "check_name", "PROTOCOLS"]
+from labkit.servers import arguments
 
-# A name becomes a file name, data/<name>.pcapng: no separators, no leading dot or dash.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
+__all__ = ["watch", "PROTOCOLS"]
 
 PROTOCOLS = ("tcp", "udp")
 _IP_PROTO = {"tcp": 6, "udp": 17}  # the protocol byte of an IP header quoted in an ICMP error
@@ -84,120 +86,76 @@ def _bpf_address(icmp: str, offset: int, ip) -> str:
     return " and ".join(f"{icmp}[{offset + 4 * i}:4] = 0x{w.hex()}" for i, w in enumerate(words))
 
 
-def _host_of(address) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _host_of(host) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The IP a server is bound to; None (any address) for a wildcard or a name."""
     try:
-        ip = _ip(str(address[0]))
-    except (ValueError, TypeError, IndexError):
+        ip = _ip(str(host))
+    except ValueError:
         return None
     return None if ip.is_unspecified else ip
 
 
-def _protocol_of(server) -> str | None:
-    """'tcp' or 'udp' for a server; None if it does not tell (then both are watched).
-
-    In order: a ``protocol`` attribute (for servers written elsewhere), the type of a
-    ``socket`` attribute (socketserver servers), then the lab servers by class - they
-    keep their sockets private, and none of them can switch protocol.
-    """
-    declared = getattr(server, "protocol", None)
-    if declared in PROTOCOLS:
-        return declared
-    sock = getattr(server, "socket", None)
-    if isinstance(sock, socket.socket):
-        return {socket.SOCK_STREAM: "tcp", socket.SOCK_DGRAM: "udp"}.get(sock.type)
-    from labkit.servers.dns import DNSServer
-    from labkit.servers.load import BackgroundServer
-    from labkit.servers.relay import UDPRelay
-    from labkit.servers.tcp import TCPServer
-    from labkit.servers.udp import UDPServer
-    from labkit.servers.websocket import WebSocketServer
-    from labkit.servers.wsgi import WSGIServer
-
-    if isinstance(server, (TCPServer, WebSocketServer, WSGIServer, BackgroundServer)):
-        return "tcp"  # TCPServer covers HTTPServer, TLSServer and HTTPSServer
-    if isinstance(server, (UDPServer, UDPRelay, DNSServer)):
-        return "udp"
-    return None
-
-
-def _port_number(port) -> int:
-    if isinstance(port, bool) or not isinstance(port, int):
-        raise TypeError(f"Capture takes servers or port numbers, not {port!r}")
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port {port} is out of range 1-65535")
-    return port
+def _declared(server) -> list[tuple[str | None, object, int, str]]:
+    """``[(transport, host, port, role)]`` where a running server listens, as it says."""
+    try:
+        if isinstance(server, socketserver.BaseServer):  # e.g. http.server.HTTPServer
+            address = server.server_address
+            if not isinstance(address, tuple):
+                arguments.fail(ValueError, "each target", "a server on an IP address and port",
+                               server, why=f"it listens on {address!r}; Capture watches TCP "
+                               "and UDP ports")
+            kind = getattr(server, "socket_type", None)   # (TCPServer and UDPServer have it)
+            transport = "udp" if kind == socket.SOCK_DGRAM else "tcp" if kind else None
+            return [(transport, address[0], address[1], "server")]
+        if hasattr(type(server), "endpoints"):           # every lab server
+            return [(e.transport, e.host, e.port, e.role) for e in server.endpoints]
+        # a server written elsewhere that says what it is
+        return [(server.protocol, server.address[0], server.address[1],
+                 getattr(server, "name", "server"))]
+    except RuntimeError:  # a server that is not running has no port
+        arguments.fail(ValueError, "each target", "a running server", server,
+                       "`with TCPServer() as server, Capture(server) as wire:`",
+                       "start the server first")
 
 
 def _server_endpoints(server, protocol: str | None) -> dict[int, tuple[str, _Endpoint]]:
     """{port: (role, endpoint)} of a running server object."""
-    address: tuple | None
-    if isinstance(server, socketserver.BaseServer):  # e.g. http.server.HTTPServer
-        if not isinstance(server.server_address, tuple):
-            raise ValueError(f"{server!r} listens on {server.server_address!r}, not an IP "
-                             "address and port: Capture watches TCP and UDP ports")
-        address = server.server_address
-        roles = {address[1]: "server"}
-    else:
-        try:
-            if hasattr(type(server), "roles"):
-                roles = dict(server.roles)
-            else:
-                roles = {server.port: server.name}
-            address = getattr(server, "address", None)
-        except RuntimeError as exc:  # a server that is not running has no port
-            raise ValueError(
-                f"{server!r} is not running: start it first, "
-                "e.g. `with TCPServer() as server, Capture(server) as wire:`"
-            ) from exc
-    protocol = _protocol_of(server) or protocol
-    # A relay's roles include its target, which may listen on another loopback address.
-    target = getattr(server, "target", None)
-    found = {}
-    for port, role in roles.items():
-        where = target if isinstance(target, tuple) and target[1:2] == (port,) else address
-        number = _port_number(port)
-        found[number] = (str(role), _Endpoint(number, protocol, _host_of(where or ())))
+    found: dict[int, tuple[str, _Endpoint]] = {}
+    for transport, host, port, role in _declared(server):
+        number = arguments.port(port, low=1)
+        kind = transport if transport in PROTOCOLS else protocol
+        if number in found and found[number][1].protocol != kind:
+            kind = None  # one port, both transports (a DNS server): watch both
+        found[number] = (str(role), _Endpoint(number, kind, _host_of(host)))
     return found
+
+
+def _declares(target) -> bool:
+    # (asked of the type: a stopped server's endpoints property raises)
+    return isinstance(target, socketserver.BaseServer) or hasattr(type(target), "endpoints") or (
+        getattr(target, "protocol", None) in PROTOCOLS and hasattr(target, "address"))
 
 
 def watch(targets, protocol: str | None,
           needed: bool = True) -> tuple[dict[int, str], list[_Endpoint]]:
     """``({port: role}, endpoints)`` for Capture's arguments (``needed``: at least one)."""
-    if protocol not in (None, *PROTOCOLS):
-        raise ValueError(f"protocol must be 'tcp', 'udp' or None (both), not {protocol!r}")
+    arguments.one_of(protocol, "protocol", [None, *PROTOCOLS])
     found: dict[int, tuple[str, _Endpoint]] = {}
     for target in targets:
-        if isinstance(getattr(target, "server", None), socketserver.BaseServer):
-            target = target.server  # serve_in_thread(...) itself rather than what it returns
         if isinstance(target, (int, bool)):
-            port = _port_number(target)
+            port = arguments.port(target, low=1)
             role = "server" if not found else f"server {len(found) + 1}"
             found[port] = (role, _Endpoint(port, protocol))
         elif isinstance(target, dict):
             for port, role in target.items():
-                found[_port_number(port)] = (str(role), _Endpoint(port, protocol))
-        elif (isinstance(target, socketserver.BaseServer) or hasattr(type(target), "roles")
-              or (hasattr(type(target), "port") and hasattr(target, "name"))):
+                found[arguments.port(port, low=1)] = (str(role), _Endpoint(port, protocol))
+        elif _declares(target):
             found.update(_server_endpoints(target, protocol))
         else:
-            raise TypeError(
-                f"Capture takes servers, port numbers or {{port: name}} dicts, "
-                f"not {type(target).__name__}"
-            )
+            arguments.fail(TypeError, "each target",
+                           "a server, a port number or a {port: name} dict", target,
+                           "Capture(server)")
     if not found and needed:
-        raise ValueError("Capture needs at least one server or port to watch, e.g. Capture(server)")
+        arguments.fail(ValueError, "targets", "at least one server or port", targets,
+                       "Capture(server)")
     return {port: role for port, (role, _e) in found.items()}, [e for _r, e in found.values()]
-
-
-def check_name(name) -> None:
-    if name is None:
-        return
-    if not isinstance(name, str):
-        raise TypeError(f"recording name must be a str like '01-handshake', not {name!r}")
-    if not _NAME.fullmatch(name) or ".." in name:
-        raise ValueError(
-            f"recording name {name!r} is not allowed: it names the file data/<name>.pcapng, "
-            "so use 1-80 letters, digits, '-', '_' or '.', starting with a letter or digit, "
-            "without '..', like '01-handshake'"
-        )

@@ -84,16 +84,10 @@ _here = threading.local()  # .addresses: the lab host this thread is on, inside 
 def current_lab_addresses() -> frozenset[str]:
     """The addresses of the lab host this thread is on (inside ``net.on(...)``), else none.
 
-    Lab servers may bind them (labkit.servers.base.check_host): they exist only in a
+    Lab servers may bind them (labkit.servers.arguments.host): they exist only in a
     namespace labkit made, so nothing outside can reach a server listening there.
     """
     return getattr(_here, "addresses", frozenset())
-
-
-def current_lab_address() -> str | None:
-    """The first address of the lab host this thread is on, else None (a router has more:
-    :func:`current_lab_addresses`)."""
-    return getattr(_here, "address", None)
 
 
 def _other_interfaces() -> list[str]:
@@ -198,15 +192,14 @@ class LabNetwork:
         if self._state != "running":
             raise RuntimeError(f"LabNetwork is {self._state}: start it first "
                                f"(`with LabNetwork(...) as net:` or `net.start()`)")
-        before = current_lab_address(), current_lab_addresses()
+        before = current_lab_addresses()
         with inside(self._hosts[host]):
-            _here.address = self.addresses[host]
             _here.addresses = frozenset(str(i.address.ip)
                                         for i in self.topology.interfaces[host])
             try:
                 yield
             finally:
-                _here.address, _here.addresses = before
+                _here.addresses = before
 
     def run(self, host: str, command: str | list[str], *, check: bool = True,
             timeout: float = 30) -> Output:

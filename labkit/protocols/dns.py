@@ -1,10 +1,14 @@
-"""DNS in captures: every UDP payload that is exactly one DNS message, on any port.
+"""DNS in captures: a UDP payload that is exactly one DNS message, or a TCP segment that is
+whole DNS messages each after its two-byte length (RFC 1035 4.2.2), on any port.
 
     >>> DNSView().describe(query_bytes, pkt)
     'DNS query id=7 www.netlab.test. A'
+    >>> DNSView().describe(len(query_bytes).to_bytes(2, "big") + query_bytes, pkt)
+    'DNS query id=7 www.netlab.test. A (over TCP)'
 
 Parsed with dnslib, strictly (:func:`parse_dns`), because it is tried on every UDP
-payload of a capture: a datagram that merely starts like DNS stays plain bytes.
+payload of a capture: a datagram that merely starts like DNS stays plain bytes.  (A
+message split over two TCP segments is not described: each segment alone is not DNS.)
 """
 
 from __future__ import annotations
@@ -41,15 +45,42 @@ def parse_dns(payload: bytes) -> DNSRecord | None:
         return None
 
 
+def _over_tcp(payload: bytes) -> list[DNSRecord] | None:
+    """The messages of a TCP segment that is whole length-prefixed DNS messages, else None."""
+    records = []
+    while payload:
+        end = 2 + int.from_bytes(payload[:2], "big")
+        if len(payload) < end or (record := parse_dns(payload[2:end])) is None:
+            return None
+        records.append(record)
+        payload = payload[end:]
+    return records or None
+
+
 def describe_dns(payload: bytes, pkt) -> str | None:
-    """Table summary for a DNS message on any UDP port: ``DNS query id=7 www.x. A``.
+    """Table summary for DNS on any port: ``DNS query id=7 www.x. A`` (`` (over TCP)``).
 
-    ``pkt`` None: the caller knows ``payload`` is a UDP datagram's (a capture reading
-    headers from bytes: see ``ProtocolView.needs_packet``)."""
-    from scapy.layers.inet import UDP
+    ``pkt`` None: the caller read the headers from bytes (see
+    ``ProtocolView.needs_packet``); the payload's shape then tells UDP from TCP."""
+    from scapy.layers.inet import TCP, UDP
 
-    if (pkt is not None and UDP not in pkt) or (record := parse_dns(payload)) is None:
+    tcp = pkt is not None and TCP in pkt
+    if pkt is not None and not tcp and UDP not in pkt:
         return None
+    record = None if tcp else parse_dns(payload)
+    more = ""
+    if record is None and (pkt is None or tcp):
+        records = _over_tcp(payload)
+        if records is None:
+            return None
+        record = records[0]
+        more = " (over TCP)" if len(records) == 1 else f" (over TCP, +{len(records) - 1} more)"
+    if record is None:
+        return None
+    return _summary(record) + more
+
+
+def _summary(record: DNSRecord) -> str:
     h = record.header
     q = record.questions[0]
     text = f"DNS {'response' if h.qr else 'query'} id={h.id} {q.qname} {QTYPE[q.qtype]}"
@@ -62,13 +93,16 @@ def describe_dns(payload: bytes, pkt) -> str | None:
 
 class DNSView(ProtocolView):
     name = "DNS"
-    needs_packet = False  # given None for pkt only for a UDP payload (might_recognise)
+    needs_packet = False  # the payload's shape tells a UDP message from TCP's framing
 
     def recognises(self, payload: bytes, pkt) -> bool:
         return describe_dns(payload, pkt) is not None
 
     def might_recognise(self, payload: bytes, proto: str) -> bool:
-        return proto == "UDP" and len(payload) >= 17  # what describe_dns could accept
+        if proto == "UDP":
+            return len(payload) >= 17  # what describe_dns could accept
+        # TCP: a two-byte length of at least one message, not past the segment's end
+        return len(payload) >= 19 and 17 <= int.from_bytes(payload[:2], "big") <= len(payload) - 2
 
     def describe(self, payload: bytes, pkt) -> str:
         text = describe_dns(payload, pkt)

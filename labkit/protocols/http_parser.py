@@ -19,8 +19,10 @@ knows where the next request would start.
 
 Each rule cites the section of RFC 9112 (HTTP/1.1) or RFC 9110 (HTTP semantics)
 it enforces.  The parser is strict where a lenient reading lets two parsers
-disagree on where a request ends (request smuggling): bare LF, obs-fold, both
-Content-Length and Transfer-Encoding.  Every buffer is bounded by a ``Limits``.
+disagree on where a request ends (request smuggling), with no exceptions: a bare LF
+or CR anywhere in the framing (request line, headers, chunk-size lines and their
+extensions, trailers), obs-fold, both Content-Length and Transfer-Encoding, and
+Transfer-Encoding in an HTTP/1.0 request.  Every buffer is bounded by a ``Limits``.
 """
 
 from __future__ import annotations
@@ -39,11 +41,13 @@ MAX_BODY = 1024 * 1024        # bytes of request body (413)
 MAX_CHUNKED = 8 * MAX_BODY    # bytes of a chunked body *with* its framing (sizes, extensions)
 MAX_CHUNK_LINE = 1024         # bytes of one chunk-size line
 
-_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")        # RFC 9110 §5.6.2
-_VERSION = re.compile(rb"^HTTP/(\d)\.(\d)$")                     # RFC 9112 §2.3
-_TARGET = re.compile(rb"^[\x21-\x7e]+$")          # visible ASCII, no spaces or controls
-_FIELD_VALUE = re.compile(rb"^[\t\x20-\x7e\x80-\xff]*$")         # RFC 9110 §5.5
-_CHUNK_SIZE = re.compile(rb"^([0-9A-Fa-f]{1,8})[ \t]*(?:;|$)")  # RFC 9112 §7.1, §7.1.1
+# Each is used with fullmatch (or \Z): "$" would also match before a final "\n".
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")          # RFC 9110 §5.6.2
+_VERSION = re.compile(rb"HTTP/(\d)\.(\d)")                       # RFC 9112 §2.3
+_TARGET = re.compile(rb"[\x21-\x7e]+")            # visible ASCII, no spaces or controls
+_FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")           # RFC 9110 §5.5
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,8})[ \t]*(?:;|\Z)")  # RFC 9112 §7.1, §7.1.1
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")         # CTLs but HTAB: CR, LF, NUL...
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _STARTS_LIKE_A_REQUEST = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ /")
 
@@ -208,6 +212,10 @@ class RequestParser:
             return NEED_DATA
         # RFC 9112 §7.1: chunk-size = 1*HEXDIG, then optional extensions after BWS ";"
         # (§7.1.1), which carry nothing we use.  At most 8 digits: no int() of a megabyte.
+        if _CONTROL.search(line):  # RFC 9112 §2.2: no bare CR or LF in framing; §7.1.1: an
+            # extension is tokens and quoted strings, neither of which holds a control
+            raise ParseError("a chunk-size line must end with CRLF (\\r\\n) and hold no other "
+                             "control characters; found a bare \\r, \\n or another control")
         match = _CHUNK_SIZE.match(line)
         if not match:
             raise ParseError(f"chunk size {line[:20]!r} is not a hexadecimal number")
@@ -290,10 +298,10 @@ def parse_head(head: bytes) -> tuple[str, str, str, list[tuple[str, str]]]:
         raise ParseError(f"the request line must be METHOD SP TARGET SP VERSION, "
                          f"got {request_line[:80]!r}")
     method, target, version = parts
-    if not _TOKEN.match(method):  # RFC 9112 §3.1: method = token
+    if not _TOKEN.fullmatch(method):  # RFC 9112 §3.1: method = token
         raise ParseError(f"method {method[:40]!r} is not a token (letters like GET)")
     check_target(target)
-    m = _VERSION.match(version)  # RFC 9112 §2.3: HTTP-version = "HTTP/" DIGIT "." DIGIT
+    m = _VERSION.fullmatch(version)  # RFC 9112 §2.3: HTTP-version = "HTTP/" DIGIT "." DIGIT
     if not m:
         raise ParseError(f"version {version[:40]!r} is not HTTP/x.y")
     if m.group(1) != b"1":  # RFC 9110 §15.6.6: 505 for a major version we do not speak
@@ -306,7 +314,7 @@ def parse_head(head: bytes) -> tuple[str, str, str, list[tuple[str, str]]]:
 
 def check_target(target: bytes) -> None:
     """RFC 9112 §3.2: origin-form (/path), absolute-form (http://host/path) or "*"."""
-    if not _TARGET.match(target):  # RFC 9112 §3.2 / RFC 3986: no spaces, controls, non-ASCII
+    if not _TARGET.fullmatch(target):  # RFC 9112 §3.2 / RFC 3986: no spaces, controls, non-ASCII
         raise ParseError(f"request target {target[:80]!r} has spaces, controls or non-ASCII")
     if not (target.startswith((b"/", b"http://", b"https://")) or target == b"*"):
         # (authority-form is for CONNECT, §3.2.3, which this server does not do)
@@ -329,12 +337,12 @@ def parse_field_line(line: bytes, what: str = "line", number: int | None = None
     name, colon, value = line.partition(b":")
     if not colon:
         raise ParseError(f"header {where} has no colon: {line[:60]!r}")
-    if not _TOKEN.match(name):  # RFC 9110 §5.1: field-name = token; RFC 9112 §5.1: MUST
+    if not _TOKEN.fullmatch(name):  # RFC 9110 §5.1: field-name = token; RFC 9112 §5.1: MUST
         # reject whitespace between the name and the colon with 400
         raise ParseError(f"header name {name[:40]!r} on {where} is empty or has spaces or "
                          "controls (no space is allowed before the colon)")
     value = value.strip(b" \t")  # RFC 9112 §5.1: OWS around the value is not part of it
-    if not _FIELD_VALUE.match(value):  # RFC 9110 §5.5: no CR, LF, NUL or other controls
+    if not _FIELD_VALUE.fullmatch(value):  # RFC 9110 §5.5: no CR, LF, NUL or other controls
         raise ParseError(f"header {name.decode()} has control characters in its value")
     return name.decode("ascii"), value.decode("latin-1")
 
@@ -350,6 +358,10 @@ def body_framing(version: str, headers: list[tuple[str, str]], limits: Limits = 
         raise ParseError("more than one Host header")
     te = [v for n, v in lower if n == "transfer-encoding"]
     cl = [v for n, v in lower if n == "content-length"]
+    if te and version == "HTTP/1.0":  # RFC 9112 §6.1: MUST treat the framing as faulty
+        raise ParseError("Transfer-Encoding in an HTTP/1.0 request: HTTP/1.0 has no chunked "
+                         "framing, so where this body ends is unknown; send HTTP/1.1, or a "
+                         "Content-Length")
     if te:
         if cl:  # RFC 9112 §6.1: MAY reject; §11.2: the classic request smuggling
             raise ParseError("both Transfer-Encoding and Content-Length: refusing an "

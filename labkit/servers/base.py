@@ -1,4 +1,4 @@
-"""What every lab server shares: its lifecycle, its errors, and the loopback checks.
+"""What every lab server shares: its lifecycle, its errors, what it declares, bounded logs.
 
 Every labkit server is a :class:`LabServer`: a context manager that binds a loopback
 address (127.0.0.1, port 0 = any free port, unless told otherwise), is ready when
@@ -16,19 +16,31 @@ raises ``RuntimeError``.
 
 A subclass says how it starts (``_start``: bind, start threads with ``_spawn``,
 return once clients can connect), how its threads are woken (``_wake``), what it
-closes once they have ended (``_close``), and where it is bound (``_bound_address``).
+closes once they have ended (``_close``), and where it is bound (``_bound_address``);
+and what it is: ``protocol`` ("tcp" or "udp"), ``speaks`` (the conversation it
+expects) and ``endpoints`` (each socket it listens on, which is what a Capture of it
+watches).  Its arguments are checked by :mod:`labkit.servers.arguments`; its logs are
+:class:`Kept` lists, bounded, counting what they drop.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import threading
 import time
+from typing import Any, NamedTuple
 
-__all__ = ["LabServer", "SocketServer", "ServerError", "check_host", "check_port", "check_name",
-           "url_host", "wake"]
+from labkit.servers import arguments
+
+# The argument checks live in labkit.servers.arguments; these names stay for the modules
+# and tests that import them from here.
+from labkit.servers.arguments import host as check_host
+from labkit.servers.arguments import port as check_port
+from labkit.servers.arguments import server_name as check_name
+
+__all__ = ["LabServer", "SocketServer", "ServerError", "Endpoint", "Kept", "check_host",
+           "check_port", "check_name", "url_host", "wake"]
 
 JOIN_TIMEOUT = 5.0  # seconds all threads together get to finish once they were woken
 MAX_ERRORS = 100    # exceptions kept in server.errors; later ones are only counted
@@ -41,44 +53,49 @@ class ServerError(RuntimeError):
     """A handler running in a server thread raised; the original is the __cause__."""
 
 
-# -- the checks every server makes on its arguments -----------------------------------
-def check_port(port, what: str = "port", low: int = 0) -> int:
-    """``port`` as an int in ``low``..65535 (0 = any free port); bools are not ports."""
-    if isinstance(port, bool) or not isinstance(port, int) or not low <= port <= 65535:
-        hint = " (0 = any free port)" if low == 0 else ""
-        raise ValueError(f"{what} must be an int from {low} to 65535{hint}, not {port!r}")
-    return port
+class Endpoint(NamedTuple):
+    """One socket a server listens on, as a capture watches it.
+
+        >>> server.endpoints
+        (Endpoint(transport='tcp', host='127.0.0.1', port=40123, role='server', speaks='HTTP/1.1'),)
+    """
+
+    transport: str   # "tcp" or "udp"
+    host: str        # the address it is bound to
+    port: int
+    role: str        # the name tables and ladders give it
+    speaks: str      # the conversation it expects there, in words
 
 
-def check_host(host) -> str:
-    """``host`` if it is a loopback IP address (127.0.0.1, ::1), or the address of the lab
-    host this thread is on (``with net.on("server"):``): labs never listen on a network."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(
-            f"host must be a loopback IP address such as '127.0.0.1', not {host!r}"
-        ) from None
-    if not ip.is_loopback and not _on_lab_host(host):
-        raise ValueError(
-            f"host {host!r} is not a loopback address; lab servers bind 127.0.0.1 or ::1, "
-            "or, on a lab host (inside `with net.on(...)` of a LabNetwork), that host's address"
-        )
-    return host
+class Kept(list[Any]):
+    """A list that keeps the first ``limit`` entries and counts the rest in ``dropped``.
 
+        >>> log = Kept(2); log.append("a"); log.append("b"); log.append("c")
+        >>> log, log.dropped
+        (['a', 'b'], 1)
 
-def _on_lab_host(host: str) -> bool:
-    from labkit.net.hosts import current_lab_addresses  # only for non-loopback hosts
+    For a log or record no client may grow without bound.  Given its ``owner`` and
+    ``attribute`` (``Kept(10_000, "HTTPServer 'web'", "log")``), the first entry it
+    drops is announced once on the ``labkit`` logger.
+    """
 
-    return host in current_lab_addresses()
+    def __init__(self, limit: int, owner: str | None = None, attribute: str = ""):
+        super().__init__()
+        self.limit, self.dropped = limit, 0
+        self._owner, self._attribute = owner, attribute
+        self._lock = threading.Lock()
 
-
-def check_name(name) -> str:
-    """A server name shows in thread names, tables and errors: short printable text."""
-    if not isinstance(name, str) or not name.strip() or not name.isprintable() or len(name) > 64:
-        raise ValueError(f"name must be short printable text such as 'echo' "
-                         f"(1 to 64 characters, no newlines), not {name!r}")
-    return name
+    def append(self, entry: Any) -> None:
+        with self._lock:
+            if len(self) < self.limit:
+                super().append(entry)
+                return
+            self.dropped += 1
+            first = self.dropped == 1
+        if first and self._owner:
+            log.warning("%s: .%s keeps its first %s entries; later ones are only counted, "
+                        "in .%s.dropped", self._owner, self._attribute, f"{self.limit:,}",
+                        self._attribute)
 
 
 def url_host(host: str) -> str:
@@ -131,18 +148,20 @@ class LabServer:
     """
 
     _called: str | None = None  # how users make one, if not by the class name (for errors)
+    protocol: str = "tcp"              # the transport its clients use: "tcp" or "udp"
+    speaks: str = "bytes"              # the conversation it expects, in words
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, name: str = "server"):
-        self.host = check_host(host)
-        self.name = check_name(name)
-        self._requested_port = check_port(port)
-        self.errors: list[BaseException] = []
-        self.errors_dropped = 0
+        self.host = arguments.host(host)
+        self.name = arguments.server_name(name)
+        self._requested_port = arguments.port(port)
+        self.errors: Kept = Kept(MAX_ERRORS)   # (ServerError says how many more there were)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._threads: set[threading.Thread] = set()   # running ones only: each removes itself
         self._running = False
         self._ran = False
+        self._stop_finished = False   # stop() has finished: errors can no longer reach the cell
 
     # -- what a subclass provides --------------------------------------------------
     def _start(self) -> None:
@@ -205,23 +224,30 @@ class LabServer:
             stuck = join_all(self._snapshot(), self._join_timeout())
         finally:
             self._close()
+            self._stop_finished = True
         if stuck:
             raise RuntimeError(self._stuck_message(stuck))
 
     # -- errors ------------------------------------------------------------------------
     def record_error(self, exc: BaseException) -> None:
-        """Keep ``exc`` for the owner (a flood of failures must not fill memory)."""
-        with self._lock:
-            if len(self.errors) < MAX_ERRORS:
-                self.errors.append(exc)
-            else:
-                self.errors_dropped += 1
+        """Keep ``exc`` for the owner (a flood of failures must not fill memory).
+
+        An error after ``stop()`` (a thread that outlived its deadline) can no longer be
+        raised in the owner's cell: it is kept and logged, never lost in silence.
+        """
+        self.errors.append(exc)
+        if self._stop_finished:
+            log.warning("%s raised %s after %s stopped: %s", self._who(), type(exc).__name__,
+                        self.name, exc)
+
+    @property
+    def errors_dropped(self) -> int:
+        """Errors that happened once ``errors`` was full (counted, not kept)."""
+        return self.errors.dropped
 
     def raise_errors(self) -> None:
         """Raise the first of ``errors`` as :class:`ServerError` (the ``with`` does on exit)."""
-        with self._lock:
-            errors, dropped = list(self.errors), self.errors_dropped
-        raise_first(errors, self._who(), dropped)
+        raise_first(list(self.errors), self._who(), self.errors.dropped)
 
     def _who(self) -> str:
         """Whose code raised, as ServerError says it."""
@@ -264,6 +290,12 @@ class LabServer:
     @property
     def port(self) -> int:
         return self.address[1]
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """Where it listens and what it expects there: what a Capture of it watches."""
+        host, port = self.address
+        return (Endpoint(self.protocol, host, port, self.name, self.speaks),)
 
     def _url(self, scheme: str, path: str = "") -> str:
         host, port = self.address

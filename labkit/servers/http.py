@@ -25,6 +25,7 @@ from __future__ import annotations
 import email.utils
 import socket
 import ssl
+import time
 from pathlib import Path
 
 from labkit.protocols import http_parser
@@ -39,13 +40,18 @@ from labkit.protocols.http_parser import (
     MAX_REQUEST_LINE,
     ParseError,
 )
+from labkit.servers import arguments
+from labkit.servers.base import Kept
 from labkit.servers.http_endpoints import HTTPEndpoints, static_root
 from labkit.servers.http_message import BadRequest, Request, Response, cut, head_bytes, phrase, text
 from labkit.servers.tcp import TCPServer
 
 __all__ = ["HTTPServer", "Request"]
 
-IDLE_TIMEOUT = 10.0           # seconds a connection may sit idle between requests
+IDLE_TIMEOUT = 10.0           # seconds a connection may sit idle between requests (and
+                              # the longest silence in the middle of one)
+HEAD_TIMEOUT = 10.0           # seconds for a whole request head, from its first byte
+REQUEST_TIMEOUT = 60.0        # seconds for a whole request, body too, from its first byte
 LOG_LIMIT = 10_000            # entries kept in HTTPServer.log
 SERVER_NAME = "labkit"
 
@@ -53,18 +59,35 @@ SERVER_NAME = "labkit"
 def _read_request(conn: socket.socket, parser: http_parser.RequestParser) -> Request | None:
     """Feed what arrives on ``conn`` to ``parser`` until one whole request; None if the
     client closed, or stayed idle for IDLE_TIMEOUT, between requests.  Raises
-    ``ParseError`` (408 for a request that stalled half-way)."""
+    ``ParseError``: 408 for a request that stalled half-way, or whose head (body) did not
+    arrive within HEAD_TIMEOUT (REQUEST_TIMEOUT) of its first byte - a client sending a
+    byte a second holds a thread for seconds, not for as long as it likes."""
     head, body = None, bytearray()
+    started = None   # when the request's first byte came
     while True:
         event = parser.next_event()
         if event is http_parser.NEED_DATA:
+            if started is None and parser.in_progress:
+                started = time.monotonic()
+            wait = IDLE_TIMEOUT
+            if started is not None:
+                limit, what = (HEAD_TIMEOUT, "head") if head is None else \
+                    (REQUEST_TIMEOUT, "request")
+                left = started + limit - time.monotonic()
+                if left <= 0:
+                    raise ParseError(f"the request {what} did not arrive within {limit:g} s",
+                                     408)
+                wait = min(wait, left)
+            conn.settimeout(wait)
             try:
                 parser.feed(conn.recv(65536))
             except TimeoutError:
-                if parser.in_progress:  # a request started, then stalled
+                if not parser.in_progress:
+                    return None
+                if wait == IDLE_TIMEOUT:  # a request started, then stalled
                     raise ParseError(f"the request stalled: nothing arrived for "
                                      f"{IDLE_TIMEOUT:g} s", 408) from None
-                return None
+                continue  # its deadline passed: answered 408 above
         elif event is http_parser.ConnectionClosed:
             return None
         elif isinstance(event, http_parser.Request):
@@ -73,6 +96,7 @@ def _read_request(conn: socket.socket, parser: http_parser.RequestParser) -> Req
             body += event.data  # (the parser bounds it: MAX_BODY)
         else:  # EndOfMessage
             assert head is not None  # the parser gives a Request before its EndOfMessage
+            conn.settimeout(IDLE_TIMEOUT)  # for sending the answer (a deadline may be near)
             return Request(head.method, head.target, head.version, head.headers, bytes(body),
                            event.raw)
 
@@ -92,16 +116,18 @@ class HTTPServer(HTTPEndpoints, TCPServer):
     def __init__(self, static=None, *, ssl_context: ssl.SSLContext | None = None,
                  host: str = "127.0.0.1", port: int = 0, name: str = "server",
                  backlog: int = socket.SOMAXCONN):
-        if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
-            raise TypeError(f"ssl_context must be an ssl.SSLContext (e.g. ca.server_context()), "
-                            f"not {type(ssl_context).__name__}")
+        if ssl_context is not None:
+            arguments.instance(ssl_context, "ssl_context", ssl.SSLContext,
+                               "an ssl.SSLContext or None", "ca.server_context()")
         self.static: Path | None = None if static is None else static_root(static)
         super().__init__(self._serve_connection, host=host, port=port, name=name,
                          backlog=backlog)
         self.ssl_context = ssl_context
+        self.speaks = "HTTP/1.1 (RFC 9112)"
         if ssl_context is not None:
             self._use_tls(ssl_context)  # TCPServer's TLS path, shared with TLSServer
-        self.log: list[str] = []
+            self.speaks = "HTTP/1.1 over TLS"
+        self.log: Kept = Kept(LOG_LIMIT, f"{type(self).__name__} {name!r}", "log")
         self.requests_served = 0
 
     @property
@@ -110,9 +136,7 @@ class HTTPServer(HTTPEndpoints, TCPServer):
         return self._url("https" if self.ssl_context else "http")
 
     def _note(self, text: str) -> None:
-        with self._lock:
-            if len(self.log) < LOG_LIMIT:
-                self.log.append(text)
+        self.log.append(text)
 
     # -- one connection ----------------------------------------------------------
     def _accepted(self, conn: socket.socket) -> None:

@@ -37,6 +37,7 @@ import urllib.parse
 from collections.abc import Iterable
 from pathlib import Path
 
+from labkit.servers import arguments
 from labkit.servers.http_message import BadRequest, Request, Response, cut, phrase, text
 
 __all__ = ["HTTPEndpoints", "INDEX", "static_root"]
@@ -187,13 +188,12 @@ class HTTPEndpoints:
 
 def static_root(static) -> Path:
     """The folder ``static=`` names, resolved; refuse one that would expose the user's files."""
-    if not isinstance(static, (str, os.PathLike)):
-        raise TypeError(f"static must be a folder path (str or pathlib.Path), "
-                        f"not {type(static).__name__}")
+    arguments.path(static, "static", "'public'")
     root = Path(static)
     if not root.is_dir():
-        raise ValueError(f"static={str(static)!r} is not a directory: pass the folder "
-                         "whose files /static/ should serve")
+        arguments.fail(ValueError, "static", "a folder", str(static), "'public'",
+                       "there is no such directory: pass the folder whose files /static/ "
+                       "should serve")
     root = root.resolve()
     try:
         home = Path.home().resolve()
@@ -202,9 +202,9 @@ def static_root(static) -> Path:
     if root == Path(root.anchor) or root == home or root in home.parents:
         what = ("the whole file system" if root == Path(root.anchor) else
                 "your home directory" if root == home else f"{root}, above your home directory")
-        raise ValueError(f"static={str(static)!r} would serve {what} (keys, passwords, "
-                         "history) to any client: pass a folder made for the lab's files, "
-                         "e.g. a new folder 'public' next to the notebook")
+        arguments.fail(ValueError, "static", "a folder made for the lab's files", str(static),
+                       "a new folder 'public' next to the notebook",
+                       f"it would serve {what} (keys, passwords, history) to any client")
     return root
 
 

@@ -35,8 +35,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from labkit.servers import base, loadclient
-from labkit.servers.base import LabServer, check_host, check_port
+from labkit.servers import arguments, base, loadclient
+from labkit.servers.base import LabServer
 
 __all__ = ["BackgroundServer", "load", "LoadResult", "percentile", "SlowReader"]
 
@@ -52,11 +52,11 @@ def percentile(values, q: float) -> float:
     Same definition as ``numpy.percentile``'s default ("linear"): sort, then the
     value at fractional rank ``(n - 1) * q / 100``.
     """
-    if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 <= q <= 100:
-        raise ValueError(f"percentile q must be a number from 0 to 100 (50 = median), not {q!r}")
+    arguments.number(q, "q", 0, 100, "50 for the median")
     data = sorted(values)
     if not data:
-        raise ValueError("percentile of no values: run some requests first (the list is empty)")
+        arguments.fail(ValueError, "values", "at least one number", data,
+                       why="run some requests first")
     rank = (len(data) - 1) * q / 100
     lo, hi = math.floor(rank), math.ceil(rank)
     return data[lo] + (data[hi] - data[lo]) * (rank - lo)
@@ -77,16 +77,11 @@ class BackgroundServer(LabServer):
 
     def __init__(self, serve, *, host: str = "127.0.0.1", port: int = 0, name: str = "server",
                  backlog: int = 128):
-        if not callable(serve):
-            raise TypeError(
-                "BackgroundServer needs a function serve(listener, stop), "
-                f"not {type(serve).__name__}"
-            )
-        if isinstance(backlog, bool) or not isinstance(backlog, int) or not 1 <= backlog <= 4096:
-            raise ValueError(f"backlog must be an int from 1 to 4096, not {backlog!r}")
+        arguments.function(serve, "serve", "a function serve(listener, stop)")
         super().__init__(host=host, port=port, name=name)
         self.serve = serve
-        self.backlog = backlog
+        self.backlog = arguments.integer(backlog, "backlog", 1, 4096, "128")
+        self.speaks = f"whatever {getattr(serve, '__name__', 'serve')}(listener, stop) answers"
         self.is_async = inspect.iscoroutinefunction(serve)
         self._listener: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -192,19 +187,11 @@ class LoadResult:
 
 
 def _check_target(target) -> tuple[str, int]:
-    address = getattr(target, "address", target)
-    if not (isinstance(address, tuple) and len(address) >= 2 and isinstance(address[1], int)
-            and not isinstance(address[1], bool)):
-        raise TypeError(
-            f"load() needs a server or a (host, port) tuple, not {target!r:.60}"
-        )
-    return check_host(address[0]), check_port(address[1], low=1)
-
-
-def _check_count(name: str, value, top: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
-        raise ValueError(f"{name} must be an int from 1 to {top}, not {value!r}")
-    return value
+    address = target.address if isinstance(target, LabServer) else target
+    if not (isinstance(address, tuple) and len(address) in (2, 4)):
+        arguments.fail(TypeError, "target", "a running server or a (host, port) tuple", target,
+                       "('127.0.0.1', 8080)")
+    return arguments.host(address[0]), arguments.port(address[1], low=1)
 
 
 def load(target, *, clients: int = 10, requests: int = 100, message: bytes = b"ping\n",
@@ -220,21 +207,18 @@ def load(target, *, clients: int = 10, requests: int = 100, message: bytes = b"p
     ``timeout`` seconds at most; the clients run in a child process.
     """
     host, port = _check_target(target)
-    _check_count("clients", clients, MAX_CLIENTS)
-    _check_count("requests", requests, MAX_REQUESTS)
+    arguments.integer(clients, "clients", 1, MAX_CLIENTS, "10")
+    arguments.integer(requests, "requests", 1, MAX_REQUESTS, "100")
     if clients * requests > MAX_REQUESTS:
-        raise ValueError(
-            f"clients * requests = {clients * requests} is more than {MAX_REQUESTS} per run; "
-            "use fewer requests per client"
-        )
+        arguments.fail(ValueError, "clients * requests", f"at most {MAX_REQUESTS:,} per run",
+                       clients * requests, why="use fewer requests per client")
     expect = message if expect is None else expect
     for name, value in (("message", message), ("expect", expect)):
-        if not isinstance(value, (bytes, bytearray)) or not 1 <= len(value) <= 65536:
-            raise TypeError(f"{name} must be 1 to 65536 bytes (e.g. b'ping\\n'), not {value!r:.40}")
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
-            or not 0 < timeout <= MAX_TIMEOUT:
-        raise ValueError(
-            f"timeout must be seconds, more than 0 and at most {MAX_TIMEOUT}, not {timeout!r}")
+        arguments.instance(value, name, (bytes, bytearray), "1 to 65536 bytes", "b'ping\\n'")
+        if not 1 <= len(value) <= 65536:
+            arguments.fail(ValueError, name, "1 to 65536 bytes", value, "b'ping\\n'")
+    arguments.flag(hold_open, "hold_open")
+    arguments.number(timeout, "timeout", 0, MAX_TIMEOUT, "10 seconds", above_low=True)
     job = {"host": host, "port": port, "clients": clients, "requests": requests,
            "message": bytes(message).hex(), "expect": bytes(expect).hex(),
            "hold_open": bool(hold_open), "timeout": float(timeout)}
@@ -266,12 +250,8 @@ class SlowReader:
 
     def __init__(self, target, *, max_bytes: int = 64 * 2**20, quiet: float = 0.2):
         self.target = _check_target(target)
-        _check_count("max_bytes", max_bytes, 2**31)
-        if isinstance(quiet, bool) or not isinstance(quiet, (int, float)) \
-                or not 0 < quiet <= 10:
-            raise ValueError(f"quiet must be seconds, more than 0 and at most 10 "
-                             f"(e.g. 0.2), not {quiet!r}")
-        self.max_bytes, self.quiet = max_bytes, float(quiet)
+        self.max_bytes = arguments.integer(max_bytes, "max_bytes", 1, 2**31, "2**20")
+        self.quiet = arguments.number(quiet, "quiet", 0, 10, "0.2 seconds", above_low=True)
         self.bytes_sent = 0
         self.stuck = False
         self._sock: socket.socket | None = None

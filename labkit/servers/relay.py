@@ -27,38 +27,31 @@ import struct
 import threading
 from collections import Counter
 
+from labkit.servers import arguments
 from labkit.servers import base as _servers
-from labkit.servers.base import LabServer, check_host, check_port, log, wake
+from labkit.servers.base import Endpoint, Kept, LabServer, log, wake
 
 __all__ = ["UDPRelay", "AckReceiver"]
 
 SEQ = struct.Struct("!I")
 ACTIONS = ("forward", "drop", "duplicate", "hold")
-
-
-def _probability(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a probability from 0 to 1, not {value!r}")
-    if not 0 <= value <= 1:
-        raise ValueError(f"{name} must be a probability from 0 to 1, not {value!r}")
-    return float(value)
+LOG_LIMIT = 10_000   # entries kept in UDPRelay.log (stats count every datagram)
 
 
 def _target_address(target) -> tuple[tuple[str, int], str]:
-    if isinstance(target, tuple) and len(target) == 2:
-        host, port = target
-        return (check_host(host), check_port(port, "target port", low=1)), "server"
-    if hasattr(type(target), "address"):  # a property: asking the instance may raise
+    must = "a running server or a (host, port) tuple"
+    if isinstance(target, tuple) and len(target) in (2, 4):  # (IPv6: host, port, flow, scope)
+        host, port = target[:2]
+        return (arguments.host(host, "target host"),
+                arguments.port(port, "target port", low=1)), "server"
+    if isinstance(target, LabServer):
         try:
             address = target.address
-        except RuntimeError as exc:
-            raise ValueError(f"{target!r} is not running: start it before the relay, "
-                             "e.g. `with UDPServer() as server, UDPRelay(server) as relay:`"
-                             ) from exc
-        return (check_host(address[0]), address[1]), getattr(target, "name", "server")
-    raise TypeError(
-        f"target must be a running server or a (host, port) tuple, not {type(target).__name__}"
-    )
+        except RuntimeError:
+            arguments.fail(ValueError, "target", must, target, "UDPRelay(server) inside "
+                           "`with UDPServer() as server:`", "it is not running: start it first")
+        return (arguments.host(address[0], "target host"), address[1]), target.name
+    arguments.fail(TypeError, "target", must, target, "('127.0.0.1', 9000)")
 
 
 class UDPRelay(LabServer):
@@ -66,12 +59,16 @@ class UDPRelay(LabServer):
 
     ``drop``, ``duplicate`` and ``reorder`` are probabilities per datagram (their sum
     at most 1).  A reordered datagram is held back and sent after the next datagram
-    that goes through in the same direction (or after ``hold`` seconds if none does).  ``log`` lists
-    ``(direction, n, action)`` for every datagram; ``stats`` counts the actions.
+    that goes through in the same direction (or after ``hold`` seconds if none does).
+    ``log`` lists ``(direction, n, action)`` for the first 10,000 datagrams
+    (``log.dropped`` counts the rest); ``stats`` counts the actions of all of them.
     Datagrams to the relay's ``address`` go to the target; the target's replies go to
     the client that sent last.  The relay listens on ``port`` (default: any free
     port) of the target's loopback address (127.0.0.1, or ::1 for an IPv6 target).
     """
+
+    protocol = "udp"
+    speaks = "UDP datagrams, passed on (or dropped, duplicated, held back)"
 
     def __init__(self, target, *, drop: float = 0.0, duplicate: float = 0.0,
                  reorder: float = 0.0, seed: int = 0, hold: float = 0.1, port: int = 0,
@@ -80,20 +77,18 @@ class UDPRelay(LabServer):
         # Both sides speak the target's IP version: what one side receives fits the other.
         super().__init__(host="::1" if ":" in self.target[0] else "127.0.0.1", port=port,
                          name=name)
-        self.drop = _probability(drop, "drop")
-        self.duplicate = _probability(duplicate, "duplicate")
-        self.reorder = _probability(reorder, "reorder")
-        if self.drop + self.duplicate + self.reorder > 1 + 1e-9:
-            raise ValueError(
-                f"drop + duplicate + reorder = {self.drop + self.duplicate + self.reorder:g} "
-                "is more than 1: lower one of them"
-            )
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int (the same seed gives the same run), not {seed!r}")
-        if isinstance(hold, bool) or not isinstance(hold, (int, float)) or not 0 < hold <= 2:
-            raise ValueError(f"hold must be seconds, more than 0 and at most 2, not {hold!r}")
-        self.seed, self.hold = seed, float(hold)
-        self.log: list[tuple[str, int, str]] = []
+        self.drop = arguments.probability(drop, "drop")
+        self.duplicate = arguments.probability(duplicate, "duplicate")
+        self.reorder = arguments.probability(reorder, "reorder")
+        total = self.drop + self.duplicate + self.reorder
+        if total > 1 + 1e-9:
+            arguments.fail(ValueError, "drop + duplicate + reorder", "at most 1", round(total, 9),
+                           why="lower one of them")
+        self.seed = arguments.integer(seed, "seed", -2**63, 2**63 - 1,
+                                      "1: the same seed gives the same run")
+        self.hold = arguments.number(hold, "hold", 0, 2, "0.1 seconds", above_low=True)
+        self.log: Kept = Kept(LOG_LIMIT, f"UDPRelay {name!r}", "log")
+        self._stats = Counter({action: 0 for action in ACTIONS})
         self._front: socket.socket | None = None
         self._back: socket.socket | None = None
         self._client: tuple[str, int] | None = None
@@ -105,20 +100,24 @@ class UDPRelay(LabServer):
         return self._front.getsockname() if self._front else None
 
     @property
-    def roles(self) -> dict[int, str]:
-        """``{port: name}`` for Capture: both relay sockets are the relay, then the target."""
-        if self._front is None or self._back is None:
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """For Capture: both relay sockets are the relay, then the target."""
+        front, back = self._front, self._back
+        if front is None or back is None:
             raise RuntimeError("UDPRelay is not running: start it before the Capture")
-        return {self._front.getsockname()[1]: self.name,
-                self._back.getsockname()[1]: self.name,
-                self.target[1]: self.target_name}
+        (front_host, front_port), (back_host, back_port) = (
+            sock.getsockname()[:2] for sock in (front, back))
+        return (Endpoint("udp", front_host, front_port, self.name,
+                         "datagrams from the client, passed on to the target"),
+                Endpoint("udp", back_host, back_port, self.name,
+                         "datagrams to the target and its replies"),
+                Endpoint("udp", *self.target, self.target_name, "the relay's target"))
 
     @property
     def stats(self) -> dict[str, int]:
         """How many datagrams met each fate, e.g. ``{'forward': 9, 'drop': 2, ...}``."""
         with self._lock:
-            counts = Counter(action for _d, _n, action in self.log)
-        return {action: counts.get(action, 0) for action in ACTIONS}
+            return dict(self._stats)
 
     # -- running ---------------------------------------------------------------
     def _start(self) -> None:
@@ -223,7 +222,8 @@ class UDPRelay(LabServer):
                     return
                 fate = self._fate(rng)
                 with self._lock:
-                    self.log.append((direction, n, fate))
+                    self._stats[fate] += 1
+                self.log.append((direction, n, fate))
                 n += 1
                 if fate == "hold":
                     held.append(data)
@@ -248,12 +248,13 @@ class AckReceiver:
     Datagram in: 4-byte big-endian sequence number + message.  Reply: the 4-byte
     sequence number (the ACK).  Sequence numbers start at 0; the expected one is
     delivered, an old one (a duplicate) is acknowledged again but not delivered, a
-    future one is ignored.  ``delivered`` holds the messages in order;
+    future one is ignored.  ``delivered`` holds the first 10,000 messages in order
+    (``delivered.dropped`` counts the rest, still acknowledged in order);
     ``garbage`` counts datagrams too short to carry a sequence number.
     """
 
     def __init__(self):
-        self.delivered: list[bytes] = []
+        self.delivered: Kept = Kept(LOG_LIMIT, "AckReceiver", "delivered")
         self.duplicates = 0
         self.garbage = 0
         self._lock = threading.Lock()
@@ -265,7 +266,7 @@ class AckReceiver:
             return None
         (seq,) = SEQ.unpack_from(data)
         with self._lock:
-            expected = len(self.delivered)
+            expected = len(self.delivered) + self.delivered.dropped
             if seq == expected:
                 self.delivered.append(data[SEQ.size:])
             elif seq < expected:

@@ -23,21 +23,13 @@ import struct
 import threading
 import time
 
+from labkit.servers import arguments
+
 __all__ = ["Dribbler", "SlowConsumer", "ByteCounter", "FramedEcho"]
 
 MAX_DRIBBLE_SECONDS = 3.0   # pieces x pause: a lesson demo, not a soak test
 MAX_FRAME = 1 << 20         # FramedEcho refuses longer frames (garbage, most likely)
 FRAME_HEADER = struct.Struct("!I")
-
-
-def _number(value, name: str, low: float, high: float, *, integer: bool = False):
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        kind = "an int" if integer else "a number"
-        raise TypeError(f"{name} must be {kind}, not {type(value).__name__} {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be from {low} to {high}, not {value!r}")
-    return value
 
 
 class _Handler:
@@ -71,25 +63,21 @@ class Dribbler(_Handler):
     def __init__(self, data, *, piece: int = 4, pause: float = 0.05, then: str = "close"):
         super().__init__()
         if isinstance(data, (bytes, bytearray)):
-            piece = _number(piece, "piece", 1, 1 << 20, integer=True)
+            piece = arguments.integer(piece, "piece", 1, 1 << 20, "4 bytes")
             self.pieces = [bytes(data[i:i + piece]) for i in range(0, len(data), piece)]
         elif isinstance(data, (list, tuple)) and all(isinstance(p, (bytes, bytearray))
                                                       for p in data):
             self.pieces = [bytes(p) for p in data if p]
         else:
-            raise TypeError(
-                f"data must be bytes such as b'HELLO' or a list of bytes pieces, "
-                f"not {type(data).__name__}; encode text first: 'hi'.encode()"
-            )
-        self.pause = _number(pause, "pause", 0, MAX_DRIBBLE_SECONDS)
-        if then not in ("close", "wait"):
-            raise ValueError(f"then must be 'close' or 'wait', not {then!r}")
+            arguments.fail(TypeError, "data", "bytes or a list of bytes pieces", data,
+                           "b'HELLO'", "encode text first: 'hi'.encode()")
+        self.pause = arguments.number(pause, "pause", 0, MAX_DRIBBLE_SECONDS, "0.05 seconds")
+        self.then = arguments.one_of(then, "then", ["close", "wait"])
         if self.pause * max(len(self.pieces) - 1, 0) > MAX_DRIBBLE_SECONDS:
-            raise ValueError(
-                f"{len(self.pieces)} pieces with pause={self.pause} take longer than "
-                f"{MAX_DRIBBLE_SECONDS}s: use bigger pieces or a shorter pause"
-            )
-        self.then = then
+            arguments.fail(ValueError, "pause × (pieces - 1)",
+                           f"at most {MAX_DRIBBLE_SECONDS:g} seconds",
+                           f"{self.pause:g} × {len(self.pieces) - 1}",
+                           why="use bigger pieces or a shorter pause")
         self.sends = 0
 
     @property
@@ -120,8 +108,8 @@ class SlowConsumer(_Handler):
 
     def __init__(self, *, chunk: int = 16384, pause: float = 0.005):
         super().__init__()
-        self.chunk = _number(chunk, "chunk", 1, 1 << 20, integer=True)
-        self.pause = _number(pause, "pause", 0, 1.0)
+        self.chunk = arguments.integer(chunk, "chunk", 1, 1 << 20, "16384 bytes")
+        self.pause = arguments.number(pause, "pause", 0, 1.0, "0.005 seconds")
         self.received = 0
 
     def serve(self, conn: socket.socket) -> None:

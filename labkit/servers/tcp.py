@@ -26,8 +26,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from labkit.servers import base
-from labkit.servers.base import MAX_ERRORS, SocketServer, log, wake
+from labkit.servers import arguments, base
+from labkit.servers.base import MAX_ERRORS, Kept, SocketServer, log, wake
 from labkit.servers.conversation import (
     SERVER_NAMES,
     _accept_queue,
@@ -40,6 +40,7 @@ from labkit.servers.conversation import (
     tcp_payload_counts,
     tcp_segment_counts,
 )
+from labkit.servers.unraisable import caught
 
 __all__ = ["TCPServer"]
 
@@ -71,20 +72,25 @@ def _upper(conn: socket.socket, addr) -> None:
 
 
 TCP_HANDLERS: dict[str, Callable] = {"echo": _echo, "upper": _upper}
+_SIGNATURES = {"TCP": "handler(conn, addr)", "UDP": "handler(data, addr)"}
 _CHANGES = {_echo: lambda data: data, _upper: bytes.upper}  # built-ins: the server does the I/O
 
 
 def pick_handler(handler, table: dict[str, Callable], kind: str) -> Callable:
     """A built-in handler by name, or the function given."""
+    names = " or ".join(repr(name) for name in sorted(table))
+    must = f"{names} (built in) or a function {_SIGNATURES[kind]}"
     if isinstance(handler, str):
         if handler not in table:
-            raise ValueError(f"unknown {kind} handler {handler!r}: use one of {sorted(table)} "
-                             "or pass a function")
+            arguments.fail(ValueError, "handler", must, handler)
         return table[handler]
-    if not callable(handler):
-        raise TypeError(
-            f"handler must be a name like 'echo' or a function, not {type(handler).__name__}")
-    return handler
+    return arguments.function(handler, "handler", must)
+
+
+def handler_label(handler) -> str:
+    """A handler as a sentence names it: 'echo', or the function's name."""
+    name = handler if isinstance(handler, str) else getattr(handler, "__name__", None)
+    return repr(name or type(handler).__name__)
 
 
 def describe_tls_error(exc: BaseException) -> str:
@@ -126,22 +132,23 @@ class TCPServer(SocketServer):
     def __init__(self, handler="echo", *, host: str = "127.0.0.1", port: int = 0,
                  name: str = "server", backlog: int = socket.SOMAXCONN):
         super().__init__(host=host, port=port, name=name)
-        if isinstance(backlog, bool) or not isinstance(backlog, int) or not 1 <= backlog <= 65535:
-            raise ValueError(f"backlog must be a positive int (connections the kernel queues "
-                             f"before accept(), e.g. 128), not {backlog!r}")
+        # (connections the kernel queues before accept())
+        self.backlog = arguments.integer(backlog, "backlog", 1, 65535, "128")
         self.handler = pick_handler(handler, TCP_HANDLERS, "TCP")
-        self.backlog = backlog
+        self.speaks = f"a byte stream, answered by {handler_label(handler)}"
         self._sock: socket.socket | None = None
         self._conns: set[socket.socket] = set()
         self._idle = threading.Condition(self._lock)
         self.connections_served = 0
+        self.connections_queued = 0   # accepted when no thread could start: they waited for one
+        self._short_of_threads = False
         self._numbers: dict[int, int] = {}   # fd of an open connection -> its accept number
         self._heard: dict[int, _Heard] = {}  # accept number -> what the client sent (built-ins)
         self._finished = _Recent()           # (number, _counts(...)) as they end
         self._accepted_at: dict[int, float] = {}  # accept number -> monotonic time
         # TLS (set by _use_tls): handshakes that failed, described; handshakes finished
         self._tls_context: ssl.SSLContext | None = None
-        self.tls_errors: list[str] = []
+        self.tls_errors: Kept = Kept(MAX_ERRORS, f"{type(self).__name__} {name!r}", "tls_errors")
         self.handshakes = 0
         self._handshakes = threading.Condition(self._lock)
 
@@ -199,20 +206,38 @@ class TCPServer(SocketServer):
                 self._numbers[conn.fileno()] = self.connections_served
                 self._accepted_at[self.connections_served] = time.monotonic()
                 self._idle.notify_all()  # conversation() waits for the accept queue to drain
+            self._hand_over(conn, addr)
+
+    def _hand_over(self, conn: socket.socket, addr) -> None:
+        """Start the thread that serves ``conn``; while none can start (the process is out
+        of threads), ``conn`` waits here and later clients in the kernel's backlog, until
+        a handler thread ends: queued for real, never accepted and dropped."""
+        waited = False
+        while True:
             try:
                 self._spawn(self._serve, conn, addr)
-            except RuntimeError as exc:  # "can't start new thread": drop this one, keep going
-                self._forget(conn)
-                self._starving(exc, starved)
-                starved = True
+                return
+            except RuntimeError as exc:  # "can't start new thread"
+                if self._stopping.is_set():
+                    self._forget(conn)
+                    return
+                with self._lock:
+                    self.connections_queued += not waited
+                    reported, self._short_of_threads = self._short_of_threads, True
+                waited = True
+                # reported once per server: a burst of clients is one problem, not hundreds
+                self._starving(exc, reported, "start a thread for a new connection")
 
-    def _starving(self, exc: BaseException, reported: bool) -> None:
-        """Out of descriptors or threads: log and record it once, then wait a little."""
+    def _starving(self, exc: BaseException, reported: bool,
+                  what: str = "take a new connection") -> None:
+        """Out of descriptors or threads: log and record it once, then wait a little (or
+        until a connection ends).  Clients that come meanwhile wait in the backlog."""
         if not reported:
-            log.warning("%s: cannot take a new connection (%s); retrying every %ss",
-                        self.name, exc, RETRY_PAUSE)
+            log.warning("%s: cannot %s (%s); new clients wait in the backlog, retrying "
+                        "every %ss", self.name, what, exc, RETRY_PAUSE)
             self.record_error(exc)
-        self._stopping.wait(RETRY_PAUSE)  # the queued clients wait in the backlog meanwhile
+        with self._lock:
+            self._idle.wait(RETRY_PAUSE)  # notified when a connection ends (or stop())
 
     # -- one connection ---------------------------------------------------------------
     def _accepted(self, conn: socket.socket) -> None:
@@ -228,12 +253,11 @@ class TCPServer(SocketServer):
                     return  # described in tls_errors, closed and forgotten
                 conn = tls
             change = _CHANGES.get(self.handler)
-            with self._lock:
-                number = self._numbers.get(conn.fileno())
-            if change is None or number is None or isinstance(conn, ssl.SSLSocket):
-                self.handler(conn, addr)  # TLS: the wire carries ciphertext, not what we read
+            heard = None if isinstance(conn, ssl.SSLSocket) or change is None \
+                else self.hearing(conn)  # TLS: the wire carries ciphertext, not what we read
+            if heard is None:
+                self.handler(conn, addr)
             else:
-                heard = self._heard[number] = _Heard()
                 _send_back(conn, change, heard.update)
         except ssl.SSLError as exc:
             if not isinstance(conn, ssl.SSLSocket):
@@ -244,7 +268,7 @@ class TCPServer(SocketServer):
 
     def _handshake(self, conn: socket.socket, context: ssl.SSLContext) -> ssl.SSLSocket | None:
         """The TLS socket once its handshake is done, or None (described in tls_errors)."""
-        tls = None
+        tls, why = None, ""
         try:
             with self._lock:  # wrapped and swapped at once: stop() shuts down one or the other
                 tls = context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
@@ -254,12 +278,16 @@ class TCPServer(SocketServer):
                     raise ConnectionAbortedError("the server is stopping")
             timeout = tls.gettimeout()
             tls.settimeout(HANDSHAKE_TIMEOUT)  # one deadline for the whole handshake: a
-            tls.do_handshake()                 # silent or trickling client is let go
+            with caught() as problems:         # silent or trickling client is let go
+                try:
+                    tls.do_handshake()
+                finally:
+                    why = self._sni_problems(problems)
             tls.settimeout(timeout)
         except (OSError, ValueError) as exc:   # (wrap_socket fails if the client reset first)
             if isinstance(exc, TimeoutError):
                 exc = TimeoutError(f"no TLS handshake within {HANDSHAKE_TIMEOUT}s")
-            self._tls_failed(exc, handshake=True)
+            self._tls_failed(exc, handshake=True, why=why)
             left = tls if tls is not None else _left_behind(exc)
             if left is not None:
                 self._forget(left)  # a failed handshake is a connection too (replay counts it)
@@ -269,13 +297,39 @@ class TCPServer(SocketServer):
             self._handshakes.notify_all()
         return tls
 
-    def _tls_failed(self, exc: BaseException, handshake: bool) -> None:
+    def _sni_problems(self, problems: list) -> str:
+        """What went wrong in the SNI callback (CPython can only print it), in words.
+
+        A server name that is not ASCII is the client's doing; an exception raised by
+        the context's own ``sni_callback`` is the owner's code failing: kept in errors.
+        """
+        why = ""
+        for exc, where in problems:
+            if isinstance(where, bytes):
+                why = f" (the server name the client sent, {where[:60]!r}, is not ASCII)"
+            else:
+                if exc is not None:
+                    self.record_error(exc)
+                why = f" (the sni_callback raised {type(exc).__name__}: {exc})"
+        return why
+
+    def _tls_failed(self, exc: BaseException, handshake: bool, why: str = "") -> None:
+        if not self._stopping.is_set():
+            self.tls_errors.append(describe_tls_error(exc) + why)
         with self._lock:
-            if not self._stopping.is_set() and len(self.tls_errors) < MAX_ERRORS:
-                self.tls_errors.append(describe_tls_error(exc))
             if handshake:
                 self.handshakes += 1
                 self._handshakes.notify_all()
+
+    def hearing(self, conn: socket.socket) -> _Heard | None:
+        """Where a handler that reads everything its client sends notes it (``update(data)``):
+        its count and digest then stand in for the kernel's in :meth:`conversation`."""
+        with self._lock:
+            number = self._numbers.get(conn.fileno())
+            if number is None:
+                return None
+            heard = self._heard[number] = _Heard()
+        return heard
 
     def wait_handshakes(self, n: int = 1, timeout: float = 2.0) -> bool:
         """Wait until ``n`` TLS handshakes have finished (well or not) on the server side."""
@@ -334,6 +388,19 @@ class TCPServer(SocketServer):
         (as a live capture waits for the last packets).  None if the server cannot
         tell (too many connections since ``since``, or a kernel without the counters).
         """
+        ordered = self._connections(since, settle)
+        if ordered is None:
+            return None
+        digests = [h for _r, _w, h, *_rest in ordered]
+        return conversation_entry(
+            connections=[(received, written) for received, written, *_rest in ordered],
+            content_in=content_digest(digests) if None not in digests else None,
+            segments=[segments for *_bytes, segments, _s in ordered],
+            seconds=[seconds for *_rest, seconds in ordered])
+
+    def _connections(self, since: int, settle: float) -> list[tuple] | None:
+        """``(bytes in, bytes out, digest or None, segments, seconds)`` of each connection
+        after ``since``, in order; None if some were forgotten or the kernel cannot count."""
         with self._lock:
             self._idle.wait_for(lambda: not self._conns and not (
                 self._sock and _accept_queue(self._sock)), settle)
@@ -346,12 +413,7 @@ class TCPServer(SocketServer):
                                                    key=lambda found: found[0])]
         if any(received is None for received, *_rest in ordered):
             return None
-        digests = [h for _r, _w, h, *_rest in ordered]
-        return conversation_entry(
-            connections=[(received, written) for received, written, *_rest in ordered],
-            content_in=content_digest(digests) if None not in digests else None,
-            segments=[segments for *_bytes, segments, _s in ordered],
-            seconds=[seconds for *_rest, seconds in ordered])
+        return ordered
 
     def wait_idle(self, timeout: float = 2.0) -> bool:
         """Wait until no connection is open; True if that happened within ``timeout``."""

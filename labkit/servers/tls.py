@@ -29,6 +29,7 @@ from typing import NamedTuple
 
 import trustme
 
+from labkit.servers import arguments
 from labkit.servers.http import HTTPServer
 from labkit.servers.tcp import TCPServer
 
@@ -60,8 +61,7 @@ class LocalCA:
     """
 
     def __init__(self, name: str = "netlab lab CA"):
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"the CA needs a non-empty name, not {name!r}")
+        arguments.server_name(name)   # short printable text, like a server's name
         self.name = name
         # Fixed names (trustme would add random text): what the lesson prints stays the same
         self._ca = trustme.CA(organization_name="netlab", organization_unit_name=name)
@@ -99,10 +99,11 @@ class LocalCA:
         """
         hosts = hosts or LAB_HOSTS
         for host in hosts:
-            if not isinstance(host, str) or not host:
-                raise ValueError(f"host names must be non-empty strings, not {host!r}")
-        if not isinstance(days, int) or days < 1:
-            raise ValueError(f"days must be a positive int, not {days!r}")
+            arguments.instance(host, "each host", str, "a host name", "'localhost'")
+            if not host:
+                arguments.fail(ValueError, "each host", "a host name", host, "'localhost'")
+        arguments.integer(days, "days", 1, 36500, "30")
+        arguments.flag(expired, "expired")
         key = (hosts, expired, days)
         if key not in self._leaves:
             now = _utcnow().replace(microsecond=0)
@@ -183,14 +184,12 @@ class LocalCA:
 
 def _pick_context(ca, context) -> ssl.SSLContext:
     if context is not None:
-        if not isinstance(context, ssl.SSLContext):
-            raise TypeError(f"context must be an ssl.SSLContext, not {type(context).__name__}")
-        return context
+        return arguments.instance(context, "context", ssl.SSLContext, "an ssl.SSLContext",
+                                  "ca.server_context()")
     if ca is None:
-        raise ValueError("a TLS server needs a certificate: pass a LocalCA "
-                         "(TLSServer(ca)) or a server context (TLSServer(context=...))")
-    if not isinstance(ca, LocalCA):
-        raise TypeError(f"ca must be a LocalCA, not {type(ca).__name__}")
+        arguments.fail(ValueError, "ca", "a LocalCA, or context= a server ssl.SSLContext", ca,
+                       "TLSServer(LocalCA())", "a TLS server needs a certificate")
+    arguments.instance(ca, "ca", LocalCA, "a LocalCA", "TLSServer(LocalCA())")
     return ca.server_context()
 
 
@@ -211,6 +210,7 @@ class TLSServer(TCPServer):
         super().__init__(handler, **kwargs)
         self.context = _pick_context(ca, context)
         self._use_tls(self.context)
+        self.speaks = f"TLS, then {self.speaks}"
 
 
 class HTTPSServer(HTTPServer):

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from labkit.servers.base import SocketServer, log, wake
 from labkit.servers.conversation import _Recent, content_digest, conversation_entry
-from labkit.servers.tcp import pick_handler
+from labkit.servers.tcp import handler_label, pick_handler
 
 __all__ = ["UDPServer"]
 
@@ -42,10 +42,13 @@ class UDPServer(SocketServer):
         b'ping'
     """
 
+    protocol = "udp"
+
     def __init__(self, handler="echo", *, host: str = "127.0.0.1", port: int = 0,
                  name: str = "server"):
         super().__init__(host=host, port=port, name=name)
         self.handler = pick_handler(handler, UDP_HANDLERS, "UDP")
+        self.speaks = f"datagrams, each answered by {handler_label(handler)}"
         self._sock: socket.socket | None = None
         self.datagrams_received = 0
         self.replies_refused = 0
@@ -55,10 +58,19 @@ class UDPServer(SocketServer):
         self._handled = threading.Condition(self._lock)
 
     def _start(self) -> None:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        self._sock = sock = socket.socket(family, socket.SOCK_DGRAM)
-        sock.bind((self.host, self._requested_port))  # bound: datagrams queue from now on
+        self._sock = sock = self._bind()  # bound: datagrams queue from now on
         self._spawn(self._receive_loop, sock)
+
+    def _bind(self, port: int | None = None) -> socket.socket:
+        """A UDP socket bound to ``host`` and ``port`` (default: the one asked for)."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((self.host, self._requested_port if port is None else port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def _wake(self) -> None:
         wake(self._sock)  # recvfrom() returns
@@ -127,11 +139,19 @@ class UDPServer(SocketServer):
         ``settle`` seconds at most are given to datagrams still queued or being
         handled.  None if too many datagrams came since ``since`` to remember.
         """
+        datagrams = self._datagrams(since, settle)
+        if datagrams is None:
+            return None
+        came, went = datagrams
+        return conversation_entry(datagrams_in=[size for size, _d in came], datagrams_out=went,
+                                  content_in=content_digest(d for _s, d in came))
+
+    def _datagrams(self, since: tuple[int, int], settle: float
+                   ) -> tuple[list[tuple[int, str]], list[int]] | None:
+        """``([(size, sha256 hex) in], [size out])`` after ``since``; None if forgotten."""
         with self._lock:
             self._handled.wait_for(lambda: not self._pending(), settle)
             came, went = self._in.since(since[0]), self._out.since(since[1])
         if came is None or went is None:
             return None
-        return conversation_entry(datagrams_in=[size for _n, (size, _d) in came],
-                                  datagrams_out=[size for _n, size in went],
-                                  content_in=content_digest(d for _n, (_s, d) in came))
+        return [entry for _n, entry in came], [size for _n, size in went]

@@ -15,11 +15,15 @@ on the wire (see :mod:`labkit.protocols.websocket`).
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
+import ssl
+import sys
 import threading
 import weakref
 from typing import TYPE_CHECKING
 
-from labkit.servers import base
+from labkit.servers import arguments, base
 from labkit.servers.base import LabServer, ServerError
 
 if TYPE_CHECKING:
@@ -28,6 +32,112 @@ if TYPE_CHECKING:
 __all__ = ["WebSocketServer"]
 
 CLOSE_TIMEOUT = 1.0   # seconds a client gets to answer the server's close frame
+MAX_SECONDS = 3600.0  # the longest timeout or ping interval an option may ask for
+
+
+# -- the options serve() takes, checked before anything starts -----------------------------
+def _seconds(value, what: str):
+    return None if value is None else \
+        arguments.number(value, what, 0, MAX_SECONDS, "1.0, or None for never", above_low=True)
+
+
+def _limit(value, what: str, low: int, example: str, none: bool = True):
+    """An int limit, None (no limit, where allowed), or websockets' (high, low) pair."""
+    if isinstance(value, tuple) and len(value) == 2:
+        return tuple(_limit(v, what, low, example) for v in value)
+    if value is None and none:
+        return None
+    return arguments.integer(value, what, low, 2**31 - 1, example)
+
+
+def _strings(value, what: str):
+    if value is None:
+        return None
+    arguments.instance(value, what, (list, tuple), "None or a list of str", "['chat']")
+    for item in value:
+        arguments.instance(item, f"each of {what}", str, "a str", "'chat'")
+    return value
+
+
+def _optional_function(value, what: str):
+    return None if value is None else arguments.function(value, what, "None or a function")
+
+
+def _origins(value, what: str):
+    if value is None:
+        return None
+    arguments.instance(value, what, (list, tuple), "None or a list of origins",
+                       "['http://localhost:8888']")
+    for item in value:
+        if item is not None:
+            arguments.instance(item, f"each of {what}", (str, re.Pattern),
+                               "a str, a re.Pattern or None", "'http://localhost:8888'")
+    return value
+
+
+def _sequence(value, what: str):
+    return None if value is None else \
+        arguments.instance(value, what, (list, tuple), "None or a list")
+
+
+def _logger(value, what: str):
+    return None if value is None else arguments.instance(
+        value, what, (str, logging.Logger, logging.LoggerAdapter),
+        "None, a logger name or a logging.Logger", "'websockets.server'")
+
+
+OPTIONS = {  # websockets.asyncio.server.serve()'s keyword arguments, and their checks
+    "compression": lambda v, what: arguments.one_of(v, what, [None, "deflate"]),
+    "open_timeout": _seconds, "ping_interval": _seconds, "ping_timeout": _seconds,
+    "close_timeout": _seconds,
+    "max_size": lambda v, what: _limit(v, what, 1, "2**20 bytes"),
+    "max_queue": lambda v, what: _limit(v, what, 1, "16 messages"),
+    "write_limit": lambda v, what: _limit(v, what, 0, "2**15 bytes", none=False),
+    "subprotocols": _strings,
+    "origins": _origins, "extensions": _sequence, "logger": _logger,
+    "select_subprotocol": _optional_function, "process_request": _optional_function,
+    "process_response": _optional_function,
+    "server_header": lambda v, what: None if v is None else
+    arguments.instance(v, what, str, "None or a str", "'labkit'"),
+    "ssl": lambda v, what: None if v is None else
+    arguments.instance(v, what, ssl.SSLContext, "None or an ssl.SSLContext"),
+    "backlog": lambda v, what: arguments.integer(v, what, 1, 65535, "100"),
+}
+
+
+def check_options(options: dict) -> dict:
+    """``options`` if each is one serve() takes, of a type and value it takes."""
+    for key, value in options.items():
+        if key in ("port", "sock"):
+            arguments.fail(TypeError, key, "left out", value,
+                           why="WebSocketServer picks a free loopback port itself")
+        if key not in OPTIONS:
+            arguments.fail(TypeError, "each option", f"one of {', '.join(sorted(OPTIONS))}",
+                           key, why="these are websockets' serve() options")
+        OPTIONS[key](value, key)
+    return options
+
+
+class _ErrorsKept(logging.LoggerAdapter):
+    """websockets' logger, except that what it logs about a failure of the server's own
+    code (``process_request`` raised, a bad option, an internal error) is kept in
+    ``server.errors`` - raised in the owning cell at exit, not printed into whatever cell
+    runs at the time, and never lost while every handshake fails."""
+
+    def __init__(self, logger: logging.Logger | logging.LoggerAdapter, server: LabServer):
+        super().__init__(logger, {})
+        self.server = server
+
+    def process(self, msg, kwargs):
+        return msg, kwargs  # websockets' own adapter's extra ({"websocket": ...}) kept
+
+    def log(self, level, msg, *args, **kwargs):
+        exc = sys.exc_info()[1] if kwargs.get("exc_info") else None
+        # (a handler's exception is kept by _guarded already)
+        if level >= logging.ERROR and exc is not None and msg != "connection handler failed":
+            self.server.record_error(exc)
+            return
+        super().log(level, msg, *args, **kwargs)
 
 
 # -- the server -----------------------------------------------------------------------------------
@@ -45,22 +155,18 @@ class WebSocketServer(LabServer):
     ``RuntimeError``.
     """
 
+    speaks = "WebSocket (RFC 6455), after an HTTP/1.1 upgrade"
+
     def __init__(self, handler, *, host: str = "127.0.0.1", name: str = "server", **options):
-        if not callable(handler):
-            raise TypeError(
-                f"WebSocketServer needs an async function handler(websocket), "
-                f"not {type(handler).__name__}"
-            )
+        must = "an async function handler(websocket)"
+        arguments.function(handler, "handler", must, "async def echo(ws): ...")
         if not asyncio.iscoroutinefunction(handler):
-            raise TypeError(
-                f"handler {getattr(handler, '__name__', handler)!r} must be `async def`: "
-                "websockets awaits it once per connection"
-            )
-        if "port" in options or "sock" in options:
-            raise ValueError("WebSocketServer picks a free loopback port itself; drop port=/sock=")
+            arguments.fail(TypeError, "handler", must, handler, "async def echo(ws): ...",
+                           "websockets awaits it once per connection, so it must be `async def`")
         super().__init__(host=host, name=name)
         self.handler = handler
-        self.options = {"compression": None, "close_timeout": CLOSE_TIMEOUT, **options}
+        self.options = {"compression": None, "close_timeout": CLOSE_TIMEOUT,
+                        **check_options(options)}
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Future | None = None
@@ -127,8 +233,12 @@ class WebSocketServer(LabServer):
         loop = asyncio.get_running_loop()
         self._stopped = stopped = loop.create_future()
         self._loop = loop  # after the future: _wake() needs both
+        logger = self.options.get("logger") or "websockets.server"
+        if isinstance(logger, str):
+            logger = logging.getLogger(logger)
         server = await serve(self._guarded, self.host, 0,
-                             **{"create_connection": Tracked, **self.options})
+                             **{"create_connection": Tracked, **self.options,
+                                "logger": _ErrorsKept(logger, self)})
         self._server = server
         self._ready.set()
         await stopped

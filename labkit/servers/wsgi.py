@@ -20,10 +20,15 @@ from collections.abc import Callable
 from wsgiref.simple_server import WSGIRequestHandler
 from wsgiref.simple_server import WSGIServer as _WsgirefServer
 
-from labkit.servers import base
-from labkit.servers.base import LabServer
+from labkit.servers import arguments, base
+from labkit.servers.base import Kept, LabServer, wake
+from labkit.servers.http_message import cut
 
 __all__ = ["serve_in_thread", "SocketServerThread", "WSGIServer"]
+
+IDLE_TIMEOUT = 10.0   # seconds a WSGI client may stay silent before its connection is closed
+LOG_LIMIT = 10_000    # entries kept in WSGIServer.log
+RETRY_PAUSE = 0.05    # seconds between tries to start a request thread when none can start
 
 
 class _SocketServerHost(LabServer):
@@ -74,16 +79,24 @@ class SocketServerThread(_SocketServerHost):
     _called = "serve_in_thread"
 
     def __init__(self, server: socketserver.BaseServer):
-        if not isinstance(server, socketserver.BaseServer):
-            raise TypeError(f"serve_in_thread takes a socketserver server such as "
-                            f"http.server.HTTPServer(('127.0.0.1', 0), Handler), "
-                            f"not {type(server).__name__}")
-        if not isinstance(server.server_address, tuple):
-            raise TypeError(f"serve_in_thread serves a server on an IP address and port; "
-                            f"this one listens on {server.server_address!r}")
-        host, port = server.server_address[:2]
-        super().__init__(host=host, port=port, name=type(server).__name__[:64])
+        arguments.instance(server, "server", socketserver.BaseServer,
+                           "a socketserver server",
+                           "http.server.HTTPServer(('127.0.0.1', 0), Handler)")
+        try:
+            if not isinstance(server.server_address, tuple):
+                arguments.fail(TypeError, "server", "a server on an IP address and port",
+                               server.server_address)
+            host, port = server.server_address[:2]
+            super().__init__(host=host, port=port, name=type(server).__name__[:64])
+        except (TypeError, ValueError) as exc:
+            server.server_close()  # refused: the socket the student bound is let go too
+            raise type(exc)(f"{exc} (serve_in_thread closed this server: make it again "
+                            "on 127.0.0.1)") from None
         self.server = server
+        datagrams = getattr(server, "socket_type", None) == socket.SOCK_DGRAM
+        self.protocol = "udp" if datagrams else "tcp"
+        handler = getattr(server.RequestHandlerClass, "__name__", "its request handler")
+        self.speaks = f"whatever {handler} answers"
         original = server.handle_error
 
         def handle_error(request, client_address):
@@ -122,25 +135,30 @@ def serve_in_thread(server: socketserver.BaseServer) -> SocketServerThread:
 class _QuietHandler(WSGIRequestHandler):
     """wsgiref's handler, logging into the server's list instead of stderr."""
 
-    server: _ThreadingWSGIServer
+    server: _LabWSGIServer
+    timeout = IDLE_TIMEOUT  # (StreamRequestHandler sets it on the connection)
 
     def log_message(self, format, *args):  # wsgiref's signature
-        self.server.log.append(format % args)
+        self.server.owner.log.append(cut(format % args, 200))  # not a 60 KB URL
 
     def get_stderr(self):
         return io.StringIO()  # app tracebacks: reported to the cell on exit instead
 
 
-class _ThreadingWSGIServer(socketserver.ThreadingMixIn, _WsgirefServer):
-    daemon_threads = True
-    block_on_close = True
-    log: list[str]  # the WSGIServer's, which _QuietHandler appends to
+class _LabWSGIServer(_WsgirefServer):
+    """wsgiref's server, each connection served in a thread its WSGIServer owns (so it is
+    closed and joined when the ``with`` block ends)."""
+
+    owner: WSGIServer
+
+    def process_request(self, request, client_address) -> None:
+        self.owner._hand_over(request, client_address)
 
     def handle_error(self, request, client_address) -> None:
         """Silent: wsgiref would print app tracebacks to stderr; WSGIServer records them."""
 
 
-class _ThreadingWSGIServer6(_ThreadingWSGIServer):
+class _LabWSGIServer6(_LabWSGIServer):
     address_family = socket.AF_INET6  # socketserver binds IPv4 unless the class says so
 
 
@@ -155,19 +173,23 @@ class WSGIServer(_SocketServerHost):
         b'hi\\n'
 
     An exception escaping the app becomes a 500 for that client and is raised
-    again when the ``with`` block ends.  ``host`` may be ``"::1"`` (the url then
-    reads ``http://[::1]:PORT``).
+    again when the ``with`` block ends.  Each connection is served in a thread of its
+    own; on exit every connection is closed and every thread joined, so no request is
+    answered (or fails unreported) after the block.  ``log`` lists wsgiref's lines
+    (``'"GET / HTTP/1.1" 200 3'``), the first 10,000 (``log.dropped`` counts the rest).
+    ``host`` may be ``"::1"`` (the url then reads ``http://[::1]:PORT``).
     """
+
+    speaks = "HTTP/1.1, answered by a WSGI app (wsgiref)"
 
     def __init__(self, app: Callable, *, host: str = "127.0.0.1", port: int = 0,
                  name: str = "server"):
-        if not callable(app):
-            raise TypeError(f"WSGIServer needs a WSGI application: a function "
-                            f"app(environ, start_response) or a Flask app, not "
-                            f"{type(app).__name__}")
+        arguments.function(app, "app", "a WSGI application: a function "
+                           "app(environ, start_response) or a Flask app")
         super().__init__(host=host, port=port, name=name)
         self.app = app
-        self.log: list[str] = []
+        self.log: Kept = Kept(LOG_LIMIT, f"WSGIServer {name!r}", "log")
+        self._conns: set[socket.socket] = set()
         self._disconnect = lambda: None
 
     @property
@@ -179,12 +201,65 @@ class WSGIServer(_SocketServerHost):
         return "the WSGI app"
 
     def _make_server(self) -> socketserver.BaseServer:
-        kind = _ThreadingWSGIServer6 if ":" in self.host else _ThreadingWSGIServer
+        kind = _LabWSGIServer6 if ":" in self.host else _LabWSGIServer
         server = kind((self.host, self._requested_port), _QuietHandler)
         server.set_app(self._wrapped)
-        server.log = self.log
+        server.owner = self
         self._flask_errors()
         return server
+
+    # -- one thread per connection, all of them the server's ---------------------------
+    def _hand_over(self, conn: socket.socket, client_address) -> None:
+        """Serve ``conn`` in a thread of its own; while none can start, it waits here (and
+        later clients in the backlog) - queued, never dropped unanswered."""
+        with self._lock:
+            if self._stopping.is_set():   # accepted just as the server stopped: refused
+                conn.close()
+                return
+            self._conns.add(conn)
+        reported = False
+        while True:
+            try:
+                self._spawn(self._serve_connection, conn, client_address, name="request")
+                return
+            except RuntimeError as exc:  # "can't start new thread"
+                if not reported:
+                    base.log.warning("%s: cannot start a thread for a new connection (%s); "
+                                     "it waits, retrying every %ss", self.name, exc, RETRY_PAUSE)
+                    self.record_error(exc)
+                    reported = True
+                if self._stopping.wait(RETRY_PAUSE):
+                    self._forget(conn)
+                    return
+
+    def _serve_connection(self, conn: socket.socket, client_address) -> None:
+        server = self._socketserver
+        assert server is not None  # set before serve_forever accepts anything
+        try:
+            server.finish_request(conn, client_address)
+        except Exception:  # noqa: BLE001 - as socketserver does: recorded unless the client's
+            self._record_handler_error(conn, client_address)
+        finally:
+            self._forget(conn)
+
+    def _forget(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._conns.discard(conn)
+        if self._socketserver is not None:
+            self._socketserver.shutdown_request(conn)
+        else:
+            conn.close()
+
+    def _wake(self) -> None:
+        super()._wake()                # serve_forever stops accepting
+        with self._lock:
+            conns = list(self._conns)
+        wake(*conns)                   # every handler's read returns b'': it ends
+
+    def _stuck_message(self, stuck: list[str]) -> str:
+        return (f"{self.name}: the WSGI app did not return within {base.JOIN_TIMEOUT:g} s "
+                f"of the server closing its connections ({len(stuck)} thread(s) still "
+                "running); an app must return its response")
 
     def _close(self) -> None:
         super()._close()
