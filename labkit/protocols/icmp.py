@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ICMPMessage", "Quoted", "icmp_message", "describe_icmp", "ICMP_NAMES"]
+__all__ = ["ICMPMessage", "Quoted", "icmp_message", "describe_icmp", "ICMP_NAMES",
+           "quotes", "why_dropped"]
 
 # (type, code) -> meaning; a type alone (code None) names every code of it
 ICMP_NAMES = {
@@ -37,6 +38,11 @@ ICMP_NAMES = {
 }
 _PROTOCOLS = {1: "ICMP", 6: "TCP", 17: "UDP"}
 FRAGMENTATION_NEEDED = (3, 4)
+REDIRECT = 5   # the one error whose packet was forwarded all the same
+# why a router (not the destination) dropped a packet, in the few words a ladder writes
+_WHY = {11: "TTL ran out", (3, 4): "too big", (3, 0): "no route", (3, 1): "no route",
+        (3, 6): "no route", (3, 7): "no route", (3, 9): "prohibited", (3, 10): "prohibited",
+        (3, 13): "prohibited"}
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,29 @@ def icmp_message(pkt) -> ICMPMessage | None:
                         int(inner.ttl), int(inner.id), *ports, int(inner.len))
     mtu = int(icmp.nexthopmtu) if (kind, code) == FRAGMENTATION_NEEDED else None
     return ICMPMessage(kind, code, name, mtu=mtu, quoted=quoted)
+
+
+def quotes(message: ICMPMessage, pkt) -> bool:
+    """Is ``pkt`` (Scapy, IPv4) the packet the error ``message`` quotes? Same source,
+    destination, protocol, identification, length and ports, as the sender of the error
+    saw them (its TTL is lower by then)."""
+    from scapy.layers.inet import IP
+
+    quoted = message.quoted
+    if quoted is None or pkt is None or IP not in pkt:
+        return False
+    ip = pkt[IP]
+    transport = ip.payload
+    ports = getattr(transport, "sport", None), getattr(transport, "dport", None)
+    return ((ip.src, ip.dst, int(ip.id), int(ip.len)) == (quoted.src, quoted.dst,
+                                                            quoted.ident, quoted.length)
+            and _PROTOCOLS.get(int(ip.proto), str(ip.proto)) == quoted.proto
+            and (None in (quoted.sport, *ports) or ports == (quoted.sport, quoted.dport)))
+
+
+def why_dropped(message: ICMPMessage) -> str:
+    """A few words for why the sender of an error dropped the packet: ``"TTL ran out"``."""
+    return _WHY.get(message.type) or _WHY.get((message.type, message.code)) or message.name
 
 
 def describe_icmp(pkt) -> str:
