@@ -326,13 +326,17 @@ def test_with_dynamic_arp_the_first_packet_waits_for_a_request_and_a_reply():
                             sock.sendto(b"hi", echo.address)
                             sock.recv(10)
                 out[arp] = {"before": before, "after": net.neighbours("client"),
-                            "rows": [(s.proto, s.src, s.dst, s.summary) for s in wire.segments]}
+                            "rows": [(s.proto, s.src, s.dst, s.summary) for s in wire.segments],
+                            "kept": net.run("server", "sysctl -n "
+                                            "net.ipv4.neigh.eth0.base_reachable_time_ms")}
         print(json.dumps(out))
     """)
     static, dynamic = result["static"], result["dynamic"]
     assert [row[0] for row in static["rows"]] == ["UDP", "UDP"]
     assert static["before"] == static["after"] == {"10.0.0.2": "02:00:0a:00:00:02"}
     assert dynamic["before"] == {} and dynamic["after"] == {"10.0.0.2": "02:00:0a:00:00:02"}
+    # an answer stays valid for an hour: no re-checking ARP in a lesson's later captures
+    assert dynamic["kept"] == "3600000" and static["kept"] == "30000", result
     assert dynamic["rows"][:3] == [
         ["ARP", "client", "server", "ARP who has 10.0.0.2? tell 10.0.0.1 (broadcast)"],
         ["ARP", "server", "client", "ARP 10.0.0.2 is at 02:00:0a:00:00:02"],

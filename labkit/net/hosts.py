@@ -29,7 +29,8 @@ even on an exception; other threads are not affected, and threads started inside
 block (a server's) stay on that host. Segmentation offloads are off on every end: every
 frame is one real packet of at most one MTU, as on a wire. ARP is static by default (each
 host knows its neighbours' MAC addresses: no ARP in captures); ``arp="dynamic"`` lets the
-kernel ask. No IPv6 yet: it is planned per interface (``Interface.address6``) and off.
+kernel ask, once: an answer stays valid for an hour (``ARP_KEPT_MS``; Linux checks it again
+after 15-45 s), so later captures of a lesson show no re-checks. No IPv6 yet: it is planned per interface (``Interface.address6``) and off.
 Lab hosts answer every packet with the ICMP error it earns (``icmp_ratelimit`` 0: a real
 router sends at most about one a second per destination, which would make lessons vary).
 ``net.link.trace`` has every frame the link carried (its headers), with its fate and when
@@ -72,6 +73,9 @@ from labkit.net.topology import Cable, Topology
 
 ARP_MODES = ("static", "dynamic")
 UP_TIMEOUT = 10.0  # s for every interface to come up (well under one on a quiet machine)
+# arp="dynamic": how long an answer stays REACHABLE (Linux: 15-45 s, then it is checked
+# again with a unicast request), so a lesson's later captures are not cut by re-checks
+ARP_KEPT_MS = 3_600_000
 # per host: no IPv6 on new interfaces (no router solicitations or MLD in captures), ICMP
 # errors never rate-limited (lessons repeat), ICMP "ping" sockets for root (the one group
 # the lab user namespace maps)
@@ -395,6 +399,9 @@ class LabNetwork:
                 events[link_events()] = {iface.name for iface in ifaces}
                 for iface in ifaces:
                     offloads(iface.name, off=True)
+                    if self.arp == "dynamic":
+                        _sysctl(f"net/ipv4/neigh/{iface.name}/base_reachable_time_ms",
+                                str(ARP_KEPT_MS))
                 lines = ["link set lo up"]
                 for iface in ifaces:
                     lines += [f"addr add {iface.address} dev {iface.name}",
