@@ -9,13 +9,8 @@ and a port forward, a firewall's drop against its reject, a missing route, dynam
 Each claim waits on a condition or a bounded deadline, never on a sleep.
 """
 
-import os
-import shutil
 
-import pytest
 from test_labnet import in_lab
-
-from labkit.net.hosts import TOOL_PATH
 
 NETWORK = """
     import errno, select, struct
@@ -54,15 +49,6 @@ NETWORK = """
             got += len(chunk)
         return got
 """
-
-
-@pytest.fixture
-def nft():
-    """nftables' nft, which LabNetwork.nft runs; in CI its absence is a failure."""
-    if shutil.which("nft", path=os.environ.get("PATH", "") + TOOL_PATH) is None:
-        if os.environ.get("CI"):
-            pytest.fail("nft is missing: .ci/run (make system-tools) must install nftables")
-        pytest.skip("nft not installed (apt-get install nftables)")
 
 
 def test_a_traceroute_in_python_finds_the_routers_the_topology_has():

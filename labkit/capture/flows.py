@@ -374,7 +374,9 @@ class TcpTracker:
 
     Settled means: every SYN, FIN and data byte sent has been acknowledged (or the
     connection was reset), and no connection is half-closed.  A capture waits for
-    this before it stops, so the last ACK of a teardown is never cut off.
+    this before it stops, so the last ACK of a teardown is never cut off.  A connection
+    attempt that nothing answered (only SYNs, dropped by a firewall or met by an ICMP
+    error) waits for nothing: its client has given up by the time a capture stops.
     """
 
     def __init__(self):
@@ -382,6 +384,19 @@ class TcpTracker:
         self._acked: dict[tuple, int] = {}     # direction -> highest ack received for it
         self._fins: dict[tuple, set] = {}      # connection -> directions that sent FIN
         self._reset: set[tuple] = set()
+        self._only_syns: set[tuple] = set()    # directions that sent nothing but SYNs
+
+    def _note_syn(self, key, flags: str, size: int) -> None:
+        if set(flags) - {"E", "C"} == {"S"} and not size:   # a SYN (ECN bits or not)
+            if key not in self._next_seq:
+                self._only_syns.add(key)
+        else:
+            self._only_syns.discard(key)
+
+    def _unanswered(self, key) -> bool:
+        """Only SYNs went this way, and nothing ever came back."""
+        back = (key[2], key[3], key[0], key[1])
+        return key in self._only_syns and back not in self._next_seq and key not in self._acked
 
     @staticmethod
     def _conn(key):
@@ -400,6 +415,7 @@ class TcpTracker:
         if "R" in flags:
             self._reset.add(conn)
             return
+        self._note_syn(key, flags, len(tcp.payload))
         used = len(tcp.payload) + ("S" in flags) + ("F" in flags)
         if used:
             end = (tcp.seq + used) % 2**32
@@ -412,7 +428,7 @@ class TcpTracker:
     def settled(self) -> bool:
         for key, end in self._next_seq.items():
             conn = self._conn(key)
-            if conn in self._reset:
+            if conn in self._reset or self._unanswered(key):
                 continue
             acked = self._acked.get(key)
             if acked is None or 0 < (end - acked) % 2**32 < 2**31:

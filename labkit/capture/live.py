@@ -153,6 +153,7 @@ class _FrameTracker(TcpTracker):
         if "R" in flags:
             self._reset.add(conn)
             return
+        self._note_syn(key, flags, size)
         used = size + ("S" in flags) + ("F" in flags)
         if used:
             self._next_seq[key] = (seq + used) % 2**32

@@ -30,7 +30,8 @@ block (a server's) stay on that host. Segmentation offloads are off on every end
 frame is one real packet of at most one MTU, as on a wire. ARP is static by default (each
 host knows its neighbours' MAC addresses: no ARP in captures); ``arp="dynamic"`` lets the
 kernel ask, once: an answer stays valid for an hour (``ARP_KEPT_MS``; Linux checks it again
-after 15-45 s), so later captures of a lesson show no re-checks. No IPv6 yet: it is planned per interface (``Interface.address6``) and off.
+after 15-45 s), so later captures of a lesson show no re-checks. No IPv6 yet: it is
+planned per interface (``Interface.address6``) and off.
 Lab hosts answer every packet with the ICMP error it earns (``icmp_ratelimit`` 0: a real
 router sends at most about one a second per destination, which would make lessons vary).
 ``net.link.trace`` has every frame the link carried (its headers), with its fate and when
@@ -44,6 +45,7 @@ calls themselves are in :mod:`labkit.net.netns`.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import itertools
 import json
 import os
@@ -230,9 +232,11 @@ class LabNetwork:
         return Output((done.stdout + done.stderr).rstrip("\n"))
 
     def neighbours(self, host: str) -> dict[str, str | None]:
-        """``host``'s neighbour (ARP) cache: {address: MAC, or None while unanswered}."""
+        """``host``'s neighbour (ARP) cache: {address: MAC, or None while unanswered}, in
+        address order (the kernel lists them in its hash table's order)."""
         entries = json.loads(self.run(host, "ip -j neigh show") or "[]")
-        return {entry["dst"]: entry.get("lladdr") for entry in entries}
+        return {entry["dst"]: entry.get("lladdr")
+                for entry in sorted(entries, key=lambda e: ipaddress.ip_address(e["dst"]))}
 
     def nft(self, host: str, rules: str) -> None:
         """Add nftables rules on ``host`` (the text ``nft -f`` reads), e.g. a NAT:

@@ -87,7 +87,9 @@ def topology_figure(plan: Topology, *, title: str | None = None, routes: bool = 
         for host, (x0, y0), (x1, y1) in ((cable.a, (xa, ya), (xb, yb)),
                                          (cable.b, (xb, yb), (xa, ya))):
             iface = plan.interface(host, cable.b if host == cable.a else cable.a)
-            fx, fy = x0 + 0.22 * (x1 - x0), y0 + 0.22 * (y1 - y0)
+            # along a slanting cable, further from the host: clear of its box
+            along = 0.22 if y0 == y1 else 0.3
+            fx, fy = x0 + along * (x1 - x0), y0 + along * (y1 - y0)
             _text(ax, fx, fy - 0.14, f"{iface.name}\n{iface.address.ip}", ha="center",
                   va="top", fontsize=11, color="#333333",
                   bbox=dict(boxstyle="round,pad=0.15", fc="#f4f4f4", ec="none"))
