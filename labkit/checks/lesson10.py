@@ -31,7 +31,7 @@ from labkit.servers.tcp import TCPServer
 from . import NOT_WRITTEN, Verdict, answers_back, unfinished
 
 __all__ = ["check_traceroute", "check_path_mtu", "check_culprit", "firewall_puzzle",
-           "path_mtu_network", "PUZZLE_PORT"]
+           "path_mtu_network", "rules_of", "PUZZLE_PORT"]
 
 # Linux's <linux/in.h> (Python's socket module does not name them)
 IP_RECVERR, IP_MTU_DISCOVER, IP_PMTUDISC_DONT, IP_PMTUDISC_DO, IP_MTU = 11, 10, 0, 2, 14
@@ -314,9 +314,14 @@ def firewall_puzzle() -> Iterator[LabNetwork]:
             yield net
 
 
-def _rules(net: LabNetwork, host: str) -> dict[str, str]:
-    """{rule as nft lists it (normalised): "family table chain handle N"} on ``host``."""
-    found, table, chain = {}, "", ""
+def rules_of(net: LabNetwork, host: str) -> list[tuple[str, str, str]]:
+    """``host``'s firewall rules as ``nft -a list ruleset`` shows them: (chain, rule,
+    "family table chain handle N", which ``nft delete rule`` takes).
+
+        >>> for chain, rule, _where in rules_of(puzzle, "r1"):
+        ...     print(chain, rule)
+    """
+    found, table, chain = [], "", ""
     for line in net.run(host, "nft -a list ruleset").splitlines():
         words = line.split()
         if words[:1] == ["table"]:
@@ -324,7 +329,7 @@ def _rules(net: LabNetwork, host: str) -> dict[str, str]:
         elif words[:1] == ["chain"]:
             chain = words[1]
         elif (rule := re.fullmatch(r"\s*(.+?) # handle (\d+)", line)) is not None:
-            found[_normal(rule.group(1))] = f"{table} {chain} handle {rule.group(2)}"
+            found.append((chain, rule.group(1), f"{table} {chain} handle {rule.group(2)}"))
     return found
 
 
@@ -350,7 +355,7 @@ def check_culprit(culprit) -> Verdict:
         return Verdict(False, f"{host!r} is not a host of the puzzle",
                        "the hosts are client, r1, r2 and server")
     with firewall_puzzle() as net:
-        rules = _rules(net, host) if host in PUZZLE_RULES else {}
+        rules = {_normal(rule): where for _chain, rule, where in rules_of(net, host)}
         if rule not in rules:
             shown = "; ".join(rules) or "no rules at all"
             return Verdict(False, f"{host} has no rule that reads {culprit[1]!r} ({host} has: "
