@@ -180,13 +180,14 @@ def _ended_on_the_way(segs: list[Segment]) -> dict[int, tuple[str, str, int | No
             continue
         pkt = seg.packet
         message = icmp_message(pkt) if pkt is not None else None
-        if message is None or message.quoted is None or message.type == REDIRECT:
+        if pkt is None or message is None or message.quoted is None or message.type == REDIRECT:
             continue
         if pkt["IP"].src == message.quoted.dst:
             continue  # from the destination itself
         for earlier in reversed(segs[max(0, at - QUOTE_REACH):at]):
-            if earlier.proto != "ARP" and quotes(message, earlier.packet):
-                ttl = int(earlier.packet["IP"].ttl) if message.type == 11 else None
+            probe = earlier.packet
+            if earlier.proto != "ARP" and probe is not None and quotes(message, probe):
+                ttl = int(probe["IP"].ttl) if message.type == 11 else None
                 ended[earlier.index] = (seg.src, why_dropped(message), ttl)
                 break
     return ended
