@@ -24,10 +24,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import select
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import time
@@ -35,8 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))   # topology.py's traceroute
 
-IP_RECVERR, IP_MTU_DISCOVER, IP_PMTUDISC_DONT, IP_PMTUDISC_DO, IP_MTU = 11, 10, 0, 2, 14
 DATAGRAM = 3000
 
 
@@ -55,27 +52,9 @@ def nbval_times(runs: int) -> None:
     print(f"  median of {runs}: {statistics.median(times):.1f} s (goal: 20 s)")
 
 
-def traceroute(net, source: str, target: str, timeout: float = 0.5) -> list[str | None]:
-    hops: list[str | None] = []
-    with net.on(source), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
-        poller = select.poll()
-        poller.register(probe, select.POLLERR)
-        for ttl in range(1, 16):
-            probe.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
-            probe.sendto(b"probe", (target, 33433 + ttl))
-            if not poller.poll(timeout * 1000):
-                hops.append(None)
-                continue
-            _, ancillary, _, _ = probe.recvmsg(512, 512, socket.MSG_ERRQUEUE)
-            cdata = ancillary[0][2]
-            hops.append(socket.inet_ntoa(cdata[20:24]))
-            if struct.unpack("IBBBB", cdata[:8])[2] != 11:  # not Time Exceeded: arrived
-                break
-    return hops
-
-
 def traceroutes() -> None:
+    from topology import traceroute
+
     from labkit.checks.lesson10 import QUIET_RULES
     from labkit.net.hosts import LabNetwork
     from labkit.net.topology import Cable
@@ -100,7 +79,7 @@ def traceroutes() -> None:
             path = net.topology.path(source, "server")
             expected = [None if host == silent else hop
                         for host, hop in zip(path[1:], plan, strict=True)]
-            found = traceroute(net, source, net.addresses["server"])
+            found = traceroute(net, net.addresses["server"], source, timeout=0.5)
         verdict = "same" if found == expected else "DIFFERENT"
         print(f"  {name:34} found {found}\n  {'':34} plan  {expected}: {verdict}")
 
@@ -118,7 +97,7 @@ def fragments_expected(mtus: list[int], payload: int) -> int:
 
 
 def path_mtus() -> None:
-    from labkit.checks.lesson10 import _arrives, _reassembly_requests
+    from labkit.checks.lesson10 import measure_path
     from labkit.net.hosts import LabNetwork
     from labkit.net.topology import Cable
 
@@ -128,35 +107,13 @@ def path_mtus() -> None:
         hosts = ["client", *(f"r{i}" for i in range(1, len(mtus))), "server"]
         with LabNetwork(*(Cable(a, b, mtu=mtu) for (a, b), mtu in
                           zip(itertools.pairwise(hosts), mtus, strict=True))) as net:
-            server = net.addresses["server"]
-            with net.on("server"), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
-                sink.bind((server, 9000))
-                sink.settimeout(2)
-                with net.on("client"), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-                    sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
-                    sock.connect((server, 9000))
-                    sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
-                    before = _reassembly_requests(net)
-                    sock.send(bytes(DATAGRAM))
-                    whole = len(sink.recv(65536)) == DATAGRAM
-                    fragments = _reassembly_requests(net) - before
-                    sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
-                    crossed = False
-                    for _ in mtus:  # bounded: each "fragmentation needed" lowers IP_MTU
-                        largest = sock.getsockopt(socket.IPPROTO_IP, IP_MTU) - 28
-                        if crossed := _arrives(sock, sink, largest):
-                            break
-                    found = sock.getsockopt(socket.IPPROTO_IP, IP_MTU)
-                    try:
-                        sock.send(bytes(largest + 1))
-                        refused = False
-                    except OSError:
-                        refused = True
+            found = measure_path(net, links=len(mtus))
         expected = fragments_expected(mtus, DATAGRAM)
-        print(f"  links {mtus}: path MTU found {found}, smallest link {min(mtus)} "
-              f"({'same' if found == min(mtus) else 'DIFFERENT'}); {largest} bytes with DF "
-              f"crossed: {crossed}, one more refused: {refused}; {DATAGRAM} bytes without DF "
-              f"arrived whole: {whole} in {fragments} fragments (worked out: {expected})")
+        same = "same" if found["mtu"] == min(mtus) else "DIFFERENT"
+        print(f"  links {mtus}: path MTU found {found['mtu']}, smallest link {min(mtus)} "
+              f"({same}); {found['largest']} bytes with DF crossed: {found['crossed']}, one "
+              f"more: {found['one more']}; {DATAGRAM} bytes without DF arrived whole: "
+              f"{found['whole']} in {found['fragments']} fragments (worked out: {expected})")
 
 
 def tcpdump() -> None:

@@ -72,17 +72,19 @@ def bulk(net: LabNetwork, seconds: float) -> float:
     return got[0] * 8 / got[1] / 1e6
 
 
-def traceroute(net: LabNetwork, target: str) -> list[str]:
-    hops = []
-    with net.on("client"), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+def traceroute(net: LabNetwork, target: str, source: str = "client",
+               timeout: float = 2.0) -> list[str | None]:
+    """The hops from ``source`` to ``target``: each answer's sender, None for silence."""
+    hops: list[str | None] = []
+    with net.on(source), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
         poller = select.poll()
         poller.register(probe, select.POLLERR)
         for ttl in range(1, 16):
             probe.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
             probe.sendto(b"probe", (target, 33433 + ttl))
-            if not poller.poll(2000):
-                hops.append("*")
+            if not poller.poll(timeout * 1000):
+                hops.append(None)
                 continue
             _, ancillary, _, _ = probe.recvmsg(512, 512, socket.MSG_ERRQUEUE)
             cdata = ancillary[0][2]

@@ -31,7 +31,7 @@ from labkit.servers.tcp import TCPServer
 from . import NOT_WRITTEN, Verdict, answers_back, unfinished
 
 __all__ = ["check_traceroute", "check_path_mtu", "check_culprit", "firewall_puzzle",
-           "path_mtu_network", "rules_of", "PUZZLE_PORT"]
+           "path_mtu_network", "measure_path", "rules_of", "PUZZLE_PORT"]
 
 # Linux's <linux/in.h> (Python's socket module does not name them)
 IP_RECVERR, IP_MTU_DISCOVER, IP_PMTUDISC_DONT, IP_PMTUDISC_DO, IP_MTU = 11, 10, 0, 2, 14
@@ -200,10 +200,10 @@ def _arrives(sock: socket.socket, sink: socket.socket, size: int) -> bool:
     return False
 
 
-def _measure_path(net: LabNetwork) -> dict:
-    """Path MTU (the kernel's, found by probing with DF), whether the largest DF payload
-    crosses and one byte more does not, and the fragments a DATAGRAM-byte payload sent
-    without DF arrives in."""
+def measure_path(net: LabNetwork, links: int = len(PATH_MTUS)) -> dict:
+    """Client to server over at most ``links`` links: the path MTU (the kernel's, found by
+    probing with DF), whether the largest DF payload crosses and one byte more does not,
+    and the fragments a DATAGRAM-byte payload sent without DF arrives in."""
     server = net.addresses["server"]
     with net.on("server"), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
         sink.bind((server, 9000))
@@ -221,7 +221,7 @@ def _measure_path(net: LabNetwork) -> dict:
             fragments = _reassembly_requests(net) - before
             sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
             crossed = False
-            for _ in PATH_MTUS:  # each "fragmentation needed" lowers the kernel's path MTU
+            for _ in range(links):  # each "fragmentation needed" lowers the path MTU
                 largest = sock.getsockopt(socket.IPPROTO_IP, IP_MTU) - 28
                 if crossed := _arrives(sock, sink, largest):
                     break
@@ -256,7 +256,7 @@ def check_path_mtu(path_mtu, largest_payload=None, fragments=None) -> Verdict:
         if (wrong := _number_or_none(value)) is not None:
             return wrong
     with path_mtu_network() as net:
-        found = _measure_path(net)
+        found = measure_path(net)
     if not (found["crossed"] and found["whole"] and found["one more"] == "EMSGSIZE"):
         return Verdict(False, f"the network did not behave as planned ({json.dumps(found)}): "
                               "this is the check's fault, not yours",
