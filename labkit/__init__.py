@@ -56,6 +56,9 @@ _EXPORTS: dict[str, list[str | tuple[str, str]]] = {
     "protocols.ipfrag": ["Reassembly"],
     "net.link": ["Lateness"],
     "net.impairment": ["Impairment", "GilbertElliott"],
+    "servers.vanish": ["forget"],
+    "servers.tornado_app": ["TornadoServer"],
+    "views.silence": ["silence_figure"],
 }
 _WHERE = {(name if isinstance(name, str) else name[0]): (module, name if isinstance(name, str)
                                                          else name[1])

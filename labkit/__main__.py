@@ -11,7 +11,10 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("doctor", help="capture mode and why, versions, what to fix")
+    doc = sub.add_parser("doctor", help="capture mode and why, versions, what to fix: in the "
+                         "lab kernel, what the notebooks get")
+    doc.add_argument("--here", action="store_true",
+                     help="report on this Python itself, not on the lab kernel")
     rec = sub.add_parser("record", help="re-run notebooks in record mode: refresh data/ "
                          "and the stored outputs together")
     rec.add_argument("notebooks", nargs="*", help="default: every notebook in notebooks/")
@@ -37,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="passed on to jupyter lab (e.g. --ServerApp.log_level=INFO)")
     args = parser.parse_args(argv)
     if args.command == "doctor":
-        from labkit.tools.doctor import report
+        from labkit.tools.doctor import lab_kernel_report, report
 
-        print(report())
+        print(report() if args.here else lab_kernel_report())
         return 0
     if args.command == "record":
         from labkit.tools.record import record

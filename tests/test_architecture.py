@@ -196,10 +196,12 @@ def test_only_the_compat_module_names_scapys_private_names():
 
 
 def test_scapy_is_in_the_pinned_range_and_has_every_private_name_labkit_uses():
+    import tomllib
+
     from labkit.protocols.scapy_compat import PRIVATE
 
-    pin = next(line for line in (ROOT.parent / "requirements.txt").read_text().splitlines()
-               if line.startswith("scapy"))
+    dependencies = tomllib.loads((ROOT.parent / "pyproject.toml").read_text())["project"]
+    pin = next(line for line in dependencies["dependencies"] if line.startswith("scapy"))
     low, high = re.fullmatch(r"scapy>=([\d.]+),<([\d.]+)", pin.strip()).groups()
     installed = tuple(int(x) for x in re.findall(r"\d+", version("scapy"))[:3])
     as_tuple = lambda v: tuple(int(x) for x in v.split("."))  # noqa: E731

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import tornado.web
 from handlers import serve_until_stopped, ws_echo
 
 import labkit
@@ -30,10 +31,12 @@ from labkit import (
     SlowReader,
     TCPServer,
     TLSServer,
+    TornadoServer,
     UDPRelay,
     UDPServer,
     WebSocketServer,
     WSGIServer,
+    forget,
     load,
     percentile,
     serve_in_thread,
@@ -47,6 +50,11 @@ def ca():
     global CA
     CA = CA or LocalCA()
     return CA
+
+
+class TornadoHello(tornado.web.RequestHandler):
+    def get(self):
+        self.write("hi\n")
 
 
 def wsgi_app(environ, start_response):
@@ -71,6 +79,9 @@ CONSTRUCTORS = {
                    {"port", "host", "name"}),
     "WebSocketServer": (lambda **kw: WebSocketServer(kw.pop("handler", ws_echo), **kw),
                         {"host", "name"}),
+    "TornadoServer": (lambda **kw: TornadoServer(kw.pop("handlers", [("/", TornadoHello)]), **kw),
+                      {"host", "name"}),
+    "forget": (lambda **kw: forget(kw.pop("sock")), set()),
     "BackgroundServer": (lambda **kw: BackgroundServer(kw.pop("serve", serve_until_stopped),
                                                        **kw), {"port", "host", "name", "backlog"}),
     "DNSServer": (lambda **kw: DNSServer(kw.pop("records", {"a.test": "127.0.0.1"}), **kw),
@@ -140,6 +151,11 @@ SPECIFIC = {
         ("port", 8080, TypeError, "port"), ("sock", None, TypeError, "sock"),
         ("bogus", 1, TypeError, "each option"),
     ],
+    "TornadoServer": [("handlers", TornadoHello, TypeError, "handlers"),
+                      ("handlers", [TornadoHello], TypeError, "handlers"),
+                      ("port", 8080, TypeError, "port"), ("sock", None, TypeError, "sock")],
+    "forget": [("sock", "127.0.0.1:80", TypeError, "sock"),
+               ("sock", socket.socket(socket.AF_INET, socket.SOCK_DGRAM), TypeError, "sock")],
     "BackgroundServer": [("serve", 5, TypeError, "serve"), ("backlog", 5000, ValueError,
                                                              "backlog")],
     "DNSServer": [("records", ["a.test"], TypeError, "records"),

@@ -19,6 +19,7 @@ notebook without its solutions.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -159,3 +160,84 @@ def test_binder_build_from_nothing(tmp_path):
                    cwd=repo, check=True, timeout=600)
     environ = _run_post_build(env, repo)
     _check_the_image(env, repo, environ, labkit_home=repo)
+
+
+# --- what the lessons import is what requirements.txt installs ----------------------------
+
+# What a student's `make lab` runs besides the notebooks' kernel: the doctor, the launcher,
+# the student edition. labkit's other tools are for maintainers and instructors and may
+# import the extras (nbgrader, Sphinx, Playwright), at module level too.
+RUNTIME_TOOLS = ("doctor", "lab", "handout")
+
+
+def _module_level(tree: ast.Module):
+    """The statements that run on import: the module's body, into its ifs and trys."""
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, ast.If | ast.Try):
+            todo += node.body + node.orelse + getattr(node, "finalbody", [])
+            todo += [stmt for handler in getattr(node, "handlers", []) for stmt in handler.body]
+
+
+def _imports(source: str, everywhere: bool) -> set[str]:
+    """The dotted modules ``source`` imports (IPython's %magics and !commands aside): every
+    import, or only those that run on import."""
+    code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line
+                     for line in source.splitlines())
+    tree = ast.parse(code)
+    found = set()
+    for node in ast.walk(tree) if everywhere else _module_level(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+    return found
+
+
+def _labkit_file(module: str) -> Path | None:
+    path = ROOT / Path(*module.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def test_the_runtime_dependencies_cover_what_the_lessons_import():
+    """What the notebooks import, and what labkit's runtime imports when it is imported
+    (every module but the tools, and the tools `make lab` runs, with the labkit modules they
+    import), is the standard library, labkit, or a distribution that pyproject.toml lists in
+    `dependencies` (what requirements.txt, Binder and `make hub` install): a new import in a
+    lesson needs its package there, not in an extra."""
+    from importlib.metadata import packages_distributions
+
+    from packaging.requirements import Requirement
+
+    modules = set()
+    for notebook in (ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"):
+        for cell in json.loads(notebook.read_text())["cells"]:
+            if cell["cell_type"] == "code":
+                modules |= _imports("".join(cell["source"]), everywhere=True)
+    todo = [p for p in (ROOT / "labkit").rglob("*.py") if "tools" not in p.parts]
+    todo += [ROOT / "labkit" / "tools" / f"{name}.py" for name in RUNTIME_TOOLS]
+    seen: set[Path] = set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for module in _imports(path.read_text(), everywhere=False):
+            if module.split(".")[0] == "labkit":
+                todo += filter(None, [_labkit_file(module)])
+            else:
+                modules.add(module)
+    third_party = {m.split(".")[0] for m in modules} - set(sys.stdlib_module_names) - {
+        "labkit", "__future__"}
+    declared = {Requirement(r).name.lower().replace("_", "-") for r in tomllib.loads(
+        (ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    providers = packages_distributions()
+    missing = {m: providers.get(m) for m in sorted(third_party)
+               if not {d.lower().replace("_", "-") for d in providers.get(m, [])} & declared}
+    assert not missing, (f"imported but not in pyproject.toml's dependencies: {missing}; "
+                         "add each distribution there")

@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from labkit.__main__ import main
 from labkit.tools.doctor import fix_for, network_lines, report
 
@@ -32,7 +34,7 @@ def test_network_line_in_the_lab_kernel_and_outside_it(monkeypatch):
 
 def test_command_line(capsys):
     # in-process: the same main() that `python -m labkit` runs, without a second Scapy import
-    assert main(["doctor"]) == 0
+    assert main(["doctor", "--here"]) == 0
     assert capsys.readouterr().out.startswith("capture mode : ")
     # one real `python -m labkit`: its exit code and message for a command it does not know
     bad = subprocess.run([sys.executable, "-m", "labkit", "fix-everything"],
@@ -60,3 +62,34 @@ def test_the_doctor_says_whether_lab_hosts_can_have_firewall_rules(monkeypatch):
     monkeypatch.setattr(doctor.shutil, "which", lambda *args, **kwargs: None)
     assert "apt-get install nftables" in doctor.firewall_line()
     assert "nft          : not found" in doctor.report()
+
+
+def test_in_a_terminal_the_doctor_reports_what_the_notebooks_get(monkeypatch, capsys):
+    """`make lab` runs it in a terminal, where pytest runs too: no raw sockets, no namespace
+    of its own. It reports on the lab kernel all the same, started as a notebook starts it."""
+    from labkit.tools.doctor import namespace_probe
+
+    if namespace_probe() != "private":
+        pytest.skip("this machine refuses the lab kernel its namespace")
+    monkeypatch.delenv("LABKIT_CAPTURE", raising=False)   # as a student's terminal has it
+    monkeypatch.delenv("LABKIT_NETWORK", raising=False)
+    assert main(["doctor"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "capture mode : live — this Python may open raw sockets (CAP_NET_RAW)"
+    assert lines[2].startswith("network      : private — this kernel has its own network")
+    assert lines[-1].startswith("checked in   : the lab kernel 'Python 3 (netlab)', started "
+                                "as a notebook starts it (")
+
+
+def test_without_the_lab_kernel_the_doctor_says_so(monkeypatch):
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    from labkit.tools.doctor import lab_kernel_report
+
+    def no_such_kernel(self, name):
+        raise NoSuchKernel(name)
+
+    monkeypatch.setattr(KernelSpecManager, "get_kernel_spec", no_such_kernel)
+    last = lab_kernel_report().splitlines()[-1]
+    assert last == ("checked in   : this Python only: the lab kernel 'Python 3 (netlab)' is not "
+                    "installed here (make, or python -m labkit kernel install)")

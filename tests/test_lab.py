@@ -1,8 +1,10 @@
 """`make lab`'s launcher: one line, the URL to open, and that URL serves JupyterLab."""
 
 import http.client
+import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -45,9 +47,29 @@ def _get(port: int, path: str) -> int:
         conn.close()
 
 
+def _open_a_notebook_in_the_lab_kernel(port: int, token: str, notebook: str) -> None:
+    """What JupyterLab does when a student opens a notebook: reads it, starts its kernel,
+    connects to the kernel's channels (a websocket), and waits for its first message."""
+    from websockets.sync.client import connect
+
+    headers = {"Authorization": f"token {token}"}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("GET", f"/api/contents/{notebook}?content=1", headers=headers)
+    response = conn.getresponse()
+    assert (response.status, response.read()[:1]) == (200, b"{")
+    conn.request("POST", "/api/sessions", headers=headers, body=json.dumps(
+        {"path": notebook, "type": "notebook", "kernel": {"name": "netlab"}}))
+    kernel = json.loads(conn.getresponse().read())["kernel"]["id"]
+    conn.close()
+    url = f"ws://127.0.0.1:{port}/api/kernels/{kernel}/channels?session_id=test"
+    with connect(url, additional_headers=headers, open_timeout=60) as channels:
+        channels.recv(timeout=60)  # the kernel's status
+
+
 def test_lab_prints_one_line_and_serves_that_url(tmp_path):
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    shutil.copy(Path(__file__).parents[1] / "notebooks" / "00-Start-Here.ipynb", tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "labkit", "lab", str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -59,6 +81,7 @@ def test_lab_prints_one_line_and_serves_that_url(tmp_path):
         assert _get(port, f"/lab?token={token}") == 200
         assert _get(port, "/api/status") == 403                  # no token, no entry
         assert _get(port, f"/api/status?token={'0' * 48}") == 403
+        _open_a_notebook_in_the_lab_kernel(port, token, "00-Start-Here.ipynb")
     finally:
         proc.send_signal(signal.SIGINT)                           # one Ctrl-C stops it
         try:
@@ -67,5 +90,10 @@ def test_lab_prints_one_line_and_serves_that_url(tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
+    assert proc.returncode == 0                                   # stopped, not killed
     assert out == ""                                              # nothing after the URL
     assert "[I " not in err, err                                  # and no log of routine
+    for noise in ("websocket_ping_timeout", "is not trusted", "Parent appears to have exited"):
+        assert noise not in err, err                              # nor a warning to ignore
+    # Ctrl-C shut the kernel down: nothing of it left
+    assert not list((tmp_path / "runtime").glob("kernel-*.json"))

@@ -354,3 +354,51 @@ def test_dechunk_mistakes_get_the_hint_for_their_case():
     says_wrong(lesson04.check_dechunk(b"5\r\nhello\r\n0\r\n\r\n"), message="not bytes",
                hint="def dechunk(body: bytes)")
     says_right(lesson04.check_dechunk(dechunk))
+
+
+# -- lesson 04, exercise 2: a patient requests Session ----------------------------------------
+def patient_session(retries=2, timeout=(0.2, 0.3), read=None):
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util import Retry
+
+    def make_session():
+        session = requests.Session()
+        if retries is not None:
+            session.mount("http://", HTTPAdapter(max_retries=Retry(
+                total=retries, read=read, status_forcelist=[503], backoff_factor=0.1,
+                raise_on_status=False)))
+
+        def fetch(session, url):
+            return session.get(url, timeout=timeout)
+        return session, fetch
+    return make_session
+
+
+def test_a_patient_session_is_right_whether_or_not_it_retries_timeouts():
+    says_right(lesson04.check_patient_fetch(patient_session()))
+    says_right(lesson04.check_patient_fetch(patient_session(read=False)))
+
+
+@wrong_answer_to(lesson04.check_patient_fetch)
+def test_a_session_that_never_retries():
+    says_wrong(lesson04.check_patient_fetch(patient_session(retries=None)),
+               message="asked 1 time(s), not 3", hint="status_forcelist")
+
+
+@wrong_answer_to(lesson04.check_patient_fetch)
+def test_a_session_that_retries_too_often():
+    says_wrong(lesson04.check_patient_fetch(patient_session(retries=4)),
+               message="503 for ever, the server was asked 5 time(s)", hint="Retry(total=2")
+
+
+@wrong_answer_to(lesson04.check_patient_fetch)
+def test_a_session_without_a_timeout_waits_for_a_silent_server():
+    says_wrong(lesson04.check_patient_fetch(patient_session(timeout=None)),
+               message="had not given up after 5 s", hint="timeout=(0.2, 0.3)")
+
+
+@wrong_answer_to(lesson04.check_patient_fetch)
+def test_make_session_that_returns_only_the_session():
+    says_wrong(lesson04.check_patient_fetch(lambda: (patient_session()()[0], None)),
+               message="not a requests.Session and a function", hint="return (session, fetch)")

@@ -345,6 +345,8 @@ import http.server  # noqa: E402
 import ssl  # noqa: E402
 import urllib.request  # noqa: E402
 
+import tornado.web  # noqa: E402
+
 import labkit  # noqa: E402
 from labkit import (  # noqa: E402
     BackgroundServer,
@@ -353,12 +355,18 @@ from labkit import (  # noqa: E402
     HTTPSServer,
     LocalCA,
     TLSServer,
+    TornadoServer,
     UDPRelay,
     WebSocketServer,
     WSGIServer,
     serve_in_thread,
 )
 from labkit.servers.base import LabServer  # noqa: E402
+
+
+class TornadoHello(tornado.web.RequestHandler):
+    def get(self):
+        self.write("hi\n")
 
 
 def wsgi_hello(environ, start_response):
@@ -381,6 +389,7 @@ SERVERS = {
     "HTTPSServer": lambda ca, **kw: HTTPSServer(ca, **kw),
     "WSGIServer": lambda ca, **kw: WSGIServer(wsgi_hello, **kw),
     "WebSocketServer": lambda ca, **kw: WebSocketServer(ws_echo, **kw),
+    "TornadoServer": lambda ca, **kw: TornadoServer([("/", TornadoHello)], **kw),
     "BackgroundServer": lambda ca, **kw: BackgroundServer(serve_until_stopped, **kw),
     "DNSServer": lambda ca, **kw: DNSServer({"www.netlab.test": "127.0.0.7"}, **kw),
     "UDPRelay": lambda ca, **kw: UDPRelay(("127.0.0.1", 9), **kw),   # never sent to
@@ -406,7 +415,8 @@ def test_every_public_server_is_a_lab_server_and_is_in_the_contract_table():
 # what each server says it is: its endpoints' transports, as a Capture of it watches them
 DECLARED = {"TCPServer": {"tcp"}, "UDPServer": {"udp"}, "TLSServer": {"tcp"},
             "HTTPServer": {"tcp"}, "HTTPSServer": {"tcp"}, "WSGIServer": {"tcp"},
-            "WebSocketServer": {"tcp"}, "BackgroundServer": {"tcp"}, "DNSServer": {"udp", "tcp"},
+            "WebSocketServer": {"tcp"}, "TornadoServer": {"tcp"}, "BackgroundServer": {"tcp"},
+            "DNSServer": {"udp", "tcp"},
             "UDPRelay": {"udp"}, "SocketServerThread": {"tcp"}}
 
 

@@ -55,11 +55,13 @@ def _address(text: str) -> tuple[str, int]:
 
 
 def tcp_states(port: int, peer_port: int | None = None, *,
-               proc: Path = Path("/proc/net")) -> list[SocketState]:
+               proc: Path = Path("/proc/thread-self/net")) -> list[SocketState]:
     """Every TCP socket with ``port`` at one end (and ``peer_port`` at the other, if given).
 
     Name both ports to pick one connection: an ephemeral port still in TIME-WAIT
-    from an earlier connection may already be reused for a new one.
+    from an earlier connection may already be reused for a new one.  The table is the
+    calling thread's network's (``/proc/thread-self``): inside ``net.on("client")``, the
+    client host's.
     """
     check_port(port, low=1)
     if peer_port is not None:

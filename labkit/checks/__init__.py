@@ -28,10 +28,11 @@ import functools
 import html
 import inspect
 import os
+import threading
 from dataclasses import dataclass
 
 __all__ = ["Verdict", "verdict", "first_failure", "answers_back", "unfinished", "NOT_WRITTEN",
-           "NOT_ANSWERED", "not_a_recording"]
+           "NOT_ANSWERED", "not_a_recording", "StudentCall"]
 
 
 @dataclass(frozen=True)
@@ -182,3 +183,33 @@ def answers_back(check):
                 return _graded(NOT_WRITTEN)
             raise
     return run
+
+
+class StudentCall:
+    """The student's ``fn(*args)`` in a thread of its own, started now (in the calling
+    thread's network namespace: on a lab host inside ``net.on(...)``), so a check can play
+    the other side meanwhile, and never hangs on code that does.
+
+        >>> call = StudentCall(fetch, session, url)
+        >>> call.wait(5.0)          # False: still running after 5 s
+        >>> call.outcome, call.value   # "ok" and what it returned, or "raised" and the error
+    """
+
+    def __init__(self, fn, *args):
+        self.outcome, self.value = "running", None
+        self.thread = threading.Thread(target=self._run, args=(fn, *args), daemon=True)
+        self.thread.start()
+
+    def _run(self, fn, *args) -> None:
+        try:
+            self.value, self.outcome = fn(*args), "ok"
+        except Exception as exc:  # noqa: BLE001 - the student's exception is the answer
+            self.value, self.outcome = exc, "raised"
+
+    def running(self) -> bool:
+        return self.thread.is_alive()
+
+    def wait(self, limit: float) -> bool:
+        """Did it return (or raise) within ``limit`` seconds?"""
+        self.thread.join(limit)
+        return not self.thread.is_alive()

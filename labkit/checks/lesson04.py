@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import http.server
 import socket
 
-from . import Verdict, answers_back, verdict
+import requests
 
-__all__ = ["check_dechunk"]
+from labkit.servers.tcp import TCPServer
+from labkit.servers.wsgi import serve_in_thread
+
+from . import StudentCall, Verdict, answers_back, verdict
+
+__all__ = ["check_dechunk", "check_patient_fetch"]
 
 # (what the case shows, chunked body, the body it carries)
 CASES = [
@@ -77,3 +83,105 @@ def check_dechunk(dechunk) -> Verdict:
                                            "then the CRLF after them; repeat until size 0"))
     return verdict(True, f"dechunk decodes all {len(CASES) + 1} chunked bodies, including a "
                          "real server's", wrong="")
+
+
+# -- exercise 2: a requests Session that gives up in time and retries a 503 ---------------------
+PATIENCE = 5.0        # s the check waits for one call before it calls it hung
+RETRIES = 2           # retries of a 503 the exercise asks for (timeouts: 0.2 s, 0.3 s)
+
+
+def _flaky_handler(failures: int, seen: list[str]):
+    """An http.server handler: ``failures`` times 503, then 200 (-1: 503 for ever)."""
+    class Flaky(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            seen.append(self.path)
+            code = 503 if failures < 0 or len(seen) <= failures else 200
+            body = b"busy\n" if code == 503 else b"done\n"
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format, *args):
+            pass
+    return Flaky
+
+
+def _call(fetch, session, url: str) -> tuple[str, object]:
+    """(outcome, value): outcome "ok", "raised" or "running" (still, after PATIENCE s)."""
+    call = StudentCall(fetch, session, url)
+    call.wait(PATIENCE)
+    return call.outcome, call.value
+
+
+@answers_back
+def check_patient_fetch(make_session) -> Verdict:
+    """``make_session()`` returns ``(session, fetch)``; ``fetch(session, url)`` gets ``url``,
+    giving up connecting after 0.2 s and waiting after 0.3 s, and retrying a 503 twice.
+
+    A timeout may end in ``ReadTimeout``, or, once urllib3 has retried it too (a ``Retry``
+    retries read errors of a GET unless told ``read=False``), in a ``ConnectionError``
+    saying so: both are right."""
+    if not callable(make_session):
+        return Verdict(False, f"give the function itself, not {type(make_session).__name__}",
+                       "check_patient_fetch(make_session), without parentheses")
+    session, fetch = make_session()
+    if not isinstance(session, requests.Session) or not callable(fetch):
+        return Verdict(False, f"make_session() returned {type(session).__name__} and "
+                              f"{type(fetch).__name__}, not a requests.Session and a function",
+                       "return (session, fetch): the Session you set up, and your function")
+    for failures, wanted in ((RETRIES, "200 after two 503s"), (-1, "503 for ever")):
+        seen: list[str] = []
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                 _flaky_handler(failures, seen))
+        with serve_in_thread(server):
+            outcome, value = _call(fetch, session, f"http://127.0.0.1:{server.server_port}/")
+        asked = len(seen)
+        if outcome == "running":
+            return Verdict(False, f"against a server that answers {wanted}, fetch() had not "
+                                  f"returned after {PATIENCE:.0f} s",
+                           "a back-off of 0.1 s × 2ⁿ between retries keeps them short")
+        if asked != RETRIES + 1:
+            return Verdict(False, f"against a server that answers {wanted}, the server was "
+                                  f"asked {asked} time(s), not {RETRIES + 1}",
+                           "mount an HTTPAdapter(max_retries=Retry(total=2, status_forcelist="
+                           "[503], backoff_factor=0.1)) on the session for http://")
+        if failures > 0 and not (outcome == "ok" and getattr(value, "status_code", 0) == 200):
+            return Verdict(False, f"after two 503s and a 200, fetch() gave {value!r}",
+                           "return what session.get() returns")
+    with TCPServer(handler=_silent) as silent:
+        outcome, value = _call(fetch, session, f"http://127.0.0.1:{silent.port}/")
+    read_timeout = isinstance(value, requests.exceptions.ReadTimeout) or (
+        isinstance(value, requests.exceptions.ConnectionError) and "Read timed out" in str(value))
+    if outcome != "raised" or not read_timeout:
+        return Verdict(False, "against a server that never answers, fetch() "
+                              + ("had not given up after 5 s" if outcome == "running"
+                                 else f"ended with {value!r}, not a read timeout"),
+                       "give session.get() timeout=(0.2, 0.3): 0.2 s to connect, 0.3 s to "
+                       "wait for each piece of the answer")
+    busy = socket.create_server(("127.0.0.1", 0), backlog=0)   # never accepts ...
+    queued = socket.create_connection(busy.getsockname())      # ... and its queue is full
+    try:
+        outcome, value = _call(fetch, session, f"http://127.0.0.1:{busy.getsockname()[1]}/")
+    finally:
+        queued.close()
+        busy.close()
+    if outcome != "raised" or not isinstance(value, requests.exceptions.ConnectTimeout):
+        return Verdict(False, "against a server too busy to accept, fetch() "
+                              + ("had not given up after 5 s" if outcome == "running"
+                                 else f"ended with {value!r}, not ConnectTimeout"),
+                       "timeout=(0.2, 0.3): the first number bounds the TCP handshake")
+    session.close()
+    return Verdict(True, "three tries against a flaky server (the third answered 200), three "
+                         "against one that stays busy, a read timeout from a silent one and a "
+                         "ConnectTimeout from one that never accepts")
+
+
+def _silent(conn: socket.socket, addr) -> None:
+    try:
+        while conn.recv(4096):
+            pass
+    except OSError:
+        pass

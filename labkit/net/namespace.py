@@ -14,7 +14,9 @@ and ``LABKIT_NETWORK`` tells labkit (and ``python -m labkit doctor``) why::
     LABKIT_NETWORK=private                           the lab's own network
     LABKIT_NETWORK=host: <errno name>: <message>     namespaces were refused
 
-This module imports only the standard library: it runs before every kernel starts.
+This module imports only the standard library (and :mod:`labkit.net.kernel_dir`, which does
+too): it runs before every kernel starts. Before it starts a lab kernel it has the kernel
+hold its private directory, and starts the watcher that removes it once the kernel is gone.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import socket
 import struct
 import sys
 from pathlib import Path
+
+from labkit.net import kernel_dir
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
@@ -87,20 +91,36 @@ NOT_PROVISIONED = ("host: TCP: this kernel was started without the netlab provis
                    "(its client connects over TCP, which cannot reach into a namespace)")
 
 
-def _tcp_kernel(args: list[str]) -> bool:
-    """Is this a kernel whose ``-f`` connection file asks for TCP?
+def _connection(args: list[str]) -> tuple[Path, dict] | None:
+    """The kernel's ``-f`` connection file and what it says, if the command names one."""
+    if "-f" not in args[:-1]:
+        return None
+    path = Path(args[args.index("-f") + 1])
+    try:
+        return path, json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _tcp_kernel(info: dict) -> bool:
+    """Does this kernel's connection file ask for TCP?
 
     The lab kernel's provisioner always chooses ``ipc``. A client that launches the
     kernelspec's argv itself (VS Code does) writes ``tcp``, and would never reach a kernel
     inside a namespace: that kernel must stay on the host network.
     """
-    if "-f" not in args[:-1]:
-        return False
-    try:
-        info = json.loads(Path(args[args.index("-f") + 1]).read_text())
-    except (OSError, ValueError):
-        return False
     return info.get("transport", "tcp") == "tcp"
+
+
+def _hold_private_directory(path: Path, info: dict) -> None:
+    """The kernel holds its private directory (the provisioner's, for its ipc sockets) until
+    it exits, and a watcher removes it, with the connection file, once nobody holds it."""
+    directory = Path(str(info.get("ip"))).parent
+    if info.get("transport") != "ipc" or not kernel_dir.ours(directory):
+        return
+    fd = kernel_dir.hold(directory)
+    os.set_inheritable(fd, True)  # kept across exec: the kernel's to hold until it exits
+    kernel_dir.watch(directory, path.absolute())
 
 
 def rerun_in_private_network() -> None:
@@ -125,7 +145,10 @@ def main(argv: list[str] | None = None) -> None:
         args = args[1:]
     if not args:
         raise SystemExit("usage: python -m labkit.net.namespace -- COMMAND [ARG ...]")
-    if _tcp_kernel(args):
+    connection = _connection(args)
+    if connection is not None:
+        _hold_private_directory(*connection)
+    if connection is not None and _tcp_kernel(connection[1]):
         os.environ[ENV] = NOT_PROVISIONED
     else:
         try:

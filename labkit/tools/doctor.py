@@ -4,6 +4,11 @@
     capture mode : live — this Python may open raw sockets (CAP_NET_RAW)
     network      : private — this kernel has its own network namespace (the lab kernel)
     ...
+    checked in   : the lab kernel 'Python 3 (netlab)', started as a notebook starts it (...)
+
+In a terminal it reports on the lab kernel, what the notebooks will get (:func:`lab_kernel_report`:
+the kernelspec's own launcher, so its own namespace); in a notebook, ``labkit.doctor()``
+reports on the kernel it runs in (:func:`report`), and so does ``python -m labkit doctor --here``.
 
 The usual way to live capture is the lab kernel, ``Python 3 (netlab)``: every notebook
 kernel gets its own user + network namespace (see :mod:`labkit.net`). Where a machine
@@ -147,6 +152,32 @@ def fix_for(mode: str) -> str:
         return ("use the lab kernel 'Python 3 (netlab)' where namespaces are allowed (see "
                 "'network'); last resort: README, 'setcap, a last resort'")
     return "nothing to do: captures show the packets of this very run"
+
+
+def lab_kernel_report() -> str:
+    """:func:`report` as the lab kernel sees it: run by the installed kernelspec's launcher
+    (its interpreter, in a namespace of its own), as when a notebook starts the kernel."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    from labkit.net.kernel import DISPLAY_NAME, KERNEL_NAME
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
+        split = spec.argv.index("--")
+    except (NoSuchKernel, ValueError):
+        return (f"{report()}\nchecked in   : this Python only: the lab kernel {DISPLAY_NAME!r} is "
+                "not installed here (make, or python -m labkit kernel install)")
+    launcher, python = spec.argv[:split + 1], spec.argv[split + 1]
+    try:
+        done = subprocess.run([*launcher, python, "-m", "labkit", "doctor", "--here"],
+                              capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        done = subprocess.CompletedProcess([], 1, "", str(exc))
+    if done.returncode != 0:
+        return (f"{report()}\nchecked in   : this Python only: the lab kernel {DISPLAY_NAME!r} "
+                f"({spec.resource_dir}) failed to start: {done.stderr.strip()[-300:]}")
+    return (f"{done.stdout.rstrip()}\nchecked in   : the lab kernel {DISPLAY_NAME!r}, started as "
+            f"a notebook starts it ({spec.resource_dir})")
 
 
 def report() -> str:

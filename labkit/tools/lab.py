@@ -7,14 +7,18 @@ JupyterLab's own start-up prints some thirty log lines with the URL buried among
 the token is ours (from :mod:`secrets`), Jupyter logs only warnings and errors, and the URL
 is printed once the server listens: JupyterLab runs in this process, in the foreground, and
 the line comes from a callback its event loop runs right after the one that binds the port.
-One Ctrl-C stops it (``answer_yes``: no "Shut down? (y/[n])" prompt).
+One Ctrl-C stops it (``answer_yes``: no "Shut down? (y/[n])" prompt), and nothing is logged
+that a student should learn to ignore.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import signal
 import socket
+import sys
 from pathlib import Path
 
 PREFERRED_PORT = 8888
@@ -41,7 +45,19 @@ SETTINGS = {
     "ServerApp.log_level": "WARN",      # warnings and errors only, from the server
     "LabApp.log_level": "WARN",         # and from JupyterLab
     "ServerApp.answer_yes": "True",     # one Ctrl-C stops it
+    # jupyter_server asks for a websocket ping timeout 3x its ping interval, which tornado
+    # refuses with a warning at the first kernel connection and caps at the interval: ask
+    # for the cap itself (30000, jupyter_server's interval)
+    "ServerApp.tornado_settings": "ws_ping_timeout=30000",
 }
+
+
+class _NotTrustedFilter(logging.Filter):
+    """Drops "Notebook X is not trusted": the lessons are, and the student can do nothing
+    about it (trust is per user; JupyterLab shows their outputs all the same)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).endswith("is not trusted")
 
 
 def lab_arguments(root: Path, port: int, extra: list[str]) -> list[str]:
@@ -70,4 +86,15 @@ def run_lab(root: str | Path, extra: list[str] | None = None) -> None:
     # initialize_server queued the port's binding on the loop; this runs after it
     server.io_loop.add_callback(
         lambda: print(f"open: {url}   (Ctrl-C stops JupyterLab)", flush=True))
-    server.start()
+    server.log.addFilter(_NotTrustedFilter())
+    # Ctrl-C (or SIGTERM) stops the server and shuts its kernels down. jupyter_server does
+    # that only with a terminal on stdin; without one (an IDE's run button, a script) it
+    # would raise KeyboardInterrupt and leave its kernels to notice they are orphans.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: server.stop(from_signal=True))
+    server.start()  # until then
+    # Exit now: the worker threads that served files (anyio's, not daemons) outlive the
+    # stopped loop, and the interpreter would wait for them forever.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
