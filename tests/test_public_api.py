@@ -20,13 +20,8 @@ import labkit.checks
 
 ROOT = Path(__file__).parent.parent
 
-# Exported classes whose modules other branches are still changing: documented once they
-# have landed (issue 24).  Empty at the end.
-PENDING = {"LabNetwork"}                    # net/hosts.py (topology)
-
 CLASSES = sorted(name for name in labkit.__all__ if inspect.isclass(getattr(labkit, name)))
 FUNCTIONS = sorted(name for name in labkit.__all__ if inspect.isfunction(getattr(labkit, name)))
-
 
 
 def _ours(klass: type) -> bool:
@@ -101,7 +96,7 @@ def undescribed(cls: type, ours=_ours) -> list[str]:
     return missing
 
 
-@pytest.mark.parametrize("name", [c for c in CLASSES if c not in PENDING])
+@pytest.mark.parametrize("name", CLASSES)
 def test_help_lists_every_attribute_with_a_line_that_says_what_it_is(name):
     cls = getattr(labkit, name)
     missing = undescribed(cls)
@@ -110,7 +105,7 @@ def test_help_lists_every_attribute_with_a_line_that_says_what_it_is(name):
         f"is` under 'Attributes:' in the class docstring, or a docstring if it is a property")
 
 
-@pytest.mark.parametrize("name", [c for c in CLASSES if c not in PENDING])
+@pytest.mark.parametrize("name", CLASSES)
 def test_every_public_method_has_a_docstring(name):
     cls = getattr(labkit, name)
     bare = [method for klass in filter(_ours, cls.__mro__)
@@ -168,13 +163,7 @@ def test_a_server_lists_what_it_shares_with_every_server():
         assert line in text
 
 
-def test_every_pending_name_is_still_exported():
-    """PENDING names only what exists (a renamed class or function must leave the list)."""
-    lessons = {info.name for info in pkgutil.iter_modules(labkit.checks.__path__)}
-    assert set(CLASSES) | set(FUNCTIONS) | lessons >= PENDING
-
-
-@pytest.mark.parametrize("name", [f for f in FUNCTIONS if f not in PENDING])
+@pytest.mark.parametrize("name", FUNCTIONS)
 def test_every_exported_function_is_fully_annotated(name):
     function = inspect.unwrap(getattr(labkit, name))
     signature = inspect.signature(function)
@@ -187,8 +176,6 @@ def test_every_exported_function_is_fully_annotated(name):
 
 def _checks():
     for info in pkgutil.iter_modules(labkit.checks.__path__):
-        if info.name in PENDING:
-            continue
         module = importlib.import_module(f"labkit.checks.{info.name}")
         for name, value in vars(module).items():
             if name.startswith("check_") and inspect.isfunction(value):

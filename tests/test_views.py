@@ -232,3 +232,22 @@ def test_table_shows_200_rows_and_says_how_many_more():
     html = table._repr_html_()
     assert html.count("<tr") == 1 + 200 and "100 more packets" in html
     assert len(Table(_long_exchange(300), rows=range(250, 300))) == 50
+
+
+def test_a_probe_a_router_dropped_ends_at_that_router_with_its_ttl():
+    import packets
+
+    hosts = {"10.0.0.1": "client", "10.0.0.2": "r1", "10.0.1.3": "server"}
+    segs = segments(packets.arp_then_traceroute(), {}, {"hosts": hosts})
+    fig = ladder(segs, order=["client", "r1", "server"])
+    ax = fig.axes[0]
+    x = {t.get_text(): t.get_position()[0] for t in ax.texts
+         if t.get_text() in ("client", "r1", "server")}
+    tips = [arrow._posA_posB[1][0] for arrow in arrows(fig)]
+    # row 2: the TTL-1 probe dies at r1; row 4: the TTL-2 probe reaches the server (its
+    # port unreachable comes from the destination itself, so it arrived)
+    assert abs(tips[2] - x["r1"]) < 0.1, f"TTL-1 probe ends at {tips[2]}, r1 is at {x['r1']}"
+    assert tips[4] == x["server"], f"TTL-2 probe ends at {tips[4]}, server is at {x['server']}"
+    texts = [t.get_text() for t in ax.texts]
+    assert any(t.startswith("UDP len=5 ttl=1") for t in texts), texts
+    assert "TTL ran out" in texts and not any("ttl=2" in t for t in texts), texts

@@ -107,6 +107,10 @@ class Capture:
     UDP on any address; ``protocol="tcp"`` or ``"udp"`` narrows it.  ICMP errors
     quoting a watched packet (e.g. port unreachable) are captured too.
 
+    ``filter`` (a tcpdump expression, e.g. ``"arp or icmp"``; ``""``: every packet) keeps
+    what it matches too, with or without targets: on a lab host's interface it shows
+    the network layer (``LabNetwork.capture`` labels its rows by host).
+
     ``name`` names the recording shown in replay mode (``data/<name>.pcapng``).
     ``memory``: the most it holds, in bytes (ring and frames; see
     :mod:`labkit.capture.budget`); past it, packets keep their headers only, and every
@@ -125,6 +129,7 @@ class Capture:
         reason: why that mode, in words
         iface: the interface it reads (``"lo"``, or a lab host's ``"eth0"``)
         roles: the name each watched port gets in tables and ladders: ``{8080: "server"}``
+        filter: the tcpdump expression it keeps packets by (None: its targets' packets)
         complete: False if packets were lost, or the end gave up waiting for the last ones
         lost: packets the kernel dropped before the capture read them (live)
         memory_notice: what the memory limit left out, in words (None: nothing)
@@ -139,13 +144,17 @@ class Capture:
 
     def __init__(self, *targets: object, name: str | None = None, iface: str = "lo",
                  keylog: str | os.PathLike[str] | None = None, protocol: str | None = None,
-                 memory: int = DEFAULT_MEMORY) -> None:
+                 filter: str | None = None, memory: int = DEFAULT_MEMORY) -> None:
         arguments.recording_name(name)
         arguments.instance(iface, "iface", str, "an interface name", "'lo' or 'eth0'")
         if keylog is not None:
             arguments.path(keylog, "keylog", "'keys.log'")
+        if filter is not None:
+            arguments.instance(filter, "filter", str,
+                               "a tcpdump expression ('' for every packet)", "'arp or icmp'")
+        self.filter = filter
         self.budget = MemoryBudget(memory)  # checks it
-        self.roles, self._endpoints = watch(targets, protocol)
+        self.roles, self._endpoints = watch(targets, protocol, needed=filter is None)
         self._targets = targets
         self.name = name
         self.iface = iface
@@ -179,7 +188,7 @@ class Capture:
         """The kernel's filter (live modes): our endpoints, ICMP errors quoting them."""
         from labkit.capture.live import LiveSniffer
 
-        return (self._live or LiveSniffer(self.iface, self._endpoints)).bpf
+        return (self._live or LiveSniffer(self.iface, self._endpoints, filter=self.filter)).bpf
 
     @property
     def recording(self) -> Path | None:
@@ -207,15 +216,19 @@ class Capture:
             return self
         from labkit.capture.live import LiveSniffer  # raw sockets: live modes only
 
-        self._live = live = LiveSniffer(self.iface, self._endpoints, budget=self.budget)
+        self._live = live = LiveSniffer(self.iface, self._endpoints, budget=self.budget,
+                                        filter=self.filter)
         try:
             live.start()
         except BaseException:
             live.stop()  # no thread or raw socket outlives a failed start
             self._state = "done"
             raise
-        ports = ", ".join(f"{n} port {p}" for p, n in self.roles.items())
-        print(f"● live capture on {self.iface}: {ports}")
+        watched = [f"{n} port {p}" for p, n in self.roles.items()]
+        if self.filter is not None:
+            watched.append(f"filter {self.filter!r}" if self.filter.strip() else "every packet")
+        where = self.meta.get("where", self.iface)  # a lab host's capture: "r1 eth1"
+        print(f"● live capture on {where}: {', '.join(watched)}")
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -399,7 +412,7 @@ class Capture:
         chosen = self._rows(start, stop, rows_or_packets(rows, packets, "ladder"))
         segs, which = self._chosen(connection)
         return ladder(segs, title=title, rows=chosen, note=which, warning=self.notice,
-                      lost=lost)
+                      lost=lost, order=self.meta.get("lifelines"))
 
     def connections(self) -> Connections:
         """One row per TCP connection or UDP conversation: handshake time, bytes each way,

@@ -5,7 +5,10 @@
 
 Each arrow says how a packet travelled (flags, seq, ack, len) and, for data, what it
 carried; a protocol view may say more (TLS records, WebSocket frames): see
-:class:`labkit.protocols.base.ProtocolView.label`.  A ladder stays legible: it draws at
+:class:`labkit.protocols.base.ProtocolView.label`.  A packet that a router dropped and
+answered with an ICMP error (a traceroute's probe whose TTL ran out, a packet too big
+for the next link) ends at that router's lifeline, at a ✗ that says why, and a probe
+whose TTL ran out says the TTL it had there.  A ladder stays legible: it draws at
 most ``MAX_PACKETS`` arrows unless told which, and says in the figure what it left out;
 with more than ``MAX_LIFELINES`` roles it asks for one connection (or the summary view).
 A capture's warning (packets lost or not kept, a recording that is not your run) is
@@ -14,7 +17,7 @@ written across the top of the figure.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from matplotlib.axes import Axes
@@ -23,6 +26,7 @@ from matplotlib.patches import FancyArrowPatch
 from matplotlib.text import Text
 
 from labkit.capture.flows import Segment
+from labkit.protocols.icmp import REDIRECT, icmp_message, quotes, why_dropped
 from labkit.views.plotting import plt, show_notice
 from labkit.views.table import COLORS, Rows, kind, pick, printable, rows_or_packets
 
@@ -32,6 +36,7 @@ LABEL_PREVIEW = 44  # characters of payload summary shown under a data arrow
 LABEL_MAX = 160     # characters of any arrow label (a protocol view's too), all lines
 MAX_PACKETS = 40    # arrows drawn by default: a projector shows ~40 rows legibly
 MAX_LIFELINES = 12  # wider than this, a figure no longer fits a screen (4.5 inches each)
+QUOTE_REACH = 64    # packets back from an ICMP error to look for the one it quotes
 
 
 def _label(seg: Segment) -> str:
@@ -52,18 +57,23 @@ def _shorten(text: str, limit: int = LABEL_MAX) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def _lifelines(segs: list[Segment]) -> list[str]:
-    """Clients on the left, then everything they talk to, in order of appearance."""
+def _lifelines(segs: list[Segment], order: Sequence[str] | None = None) -> list[str]:
+    """Clients on the left, then everything they talk to, in order of appearance; or the
+    roles ``order`` names (a lab network's hosts, along its cables) in that order first."""
     seen: dict[str, int] = {}
     for seg in segs:
         for role in (seg.src, seg.dst):
             seen.setdefault(role, len(seen))
+    if order:
+        place = {role: i for i, role in enumerate(order)}
+        return sorted(seen, key=lambda r: (place.get(r, len(place)), seen[r]))
     return sorted(seen, key=lambda r: (not r.startswith("client"), seen[r]))
 
 
 def ladder(segs: Iterable[Segment], *, title: str | None = None, rows: Rows = None,
            note: str | None = None, warning: str | None = None,
-           lost: Collection[int] = (), packets: Rows = None) -> Figure:
+           lost: Collection[int] = (), order: Sequence[str] | None = None,
+           packets: Rows = None) -> Figure:
     """Draw a sequence diagram: one lifeline per role, one labelled arrow per packet.
 
     Time runs downwards, one row per packet (so 30+ packets stay legible); the left
@@ -71,17 +81,18 @@ def ladder(segs: Iterable[Segment], *, title: str | None = None, rows: Rows = No
     number in the table (a slice, range or list; default: the first ``MAX_PACKETS``);
     ``note`` is drawn under the arrows (e.g. which connection this is); ``warning`` across
     the top (default: the notice ``wire.segments`` carry).  ``lost``: indexes of packets
-    the link dropped (``Segment.index``): their arrows stop half-way, at a ✗.
-    (``packets=`` is the old name of ``rows=``.)
+    the link dropped (``Segment.index``): their arrows stop half-way, at a ✗.  ``order``:
+    lifelines to put first, left to right (a lab network's hosts).  (``packets=`` is the
+    old name of ``rows=``.)
     """
     rows = rows_or_packets(rows, packets, "ladder")
     warning = warning or getattr(segs, "notice", None)
     everything = list(segs)
     chosen, left_out = pick(everything, rows, limit=MAX_PACKETS)
-    roles = _lifelines(chosen) or ["client", "server"]
+    roles = _lifelines(chosen, order) or ["client", "server"]
     if len(roles) > MAX_LIFELINES and rows is None:  # the default view: fewer packets
         chosen = _within_lifelines(chosen)
-        roles = _lifelines(chosen)
+        roles = _lifelines(chosen, order)
         left_out = (f"… {len(everything) - len(chosen)} more packets between more than "
                     f"{MAX_LIFELINES} endpoints; pass connection= or rows= to choose, "
                     "or see wire.connections()")
@@ -92,7 +103,12 @@ def ladder(segs: Iterable[Segment], *, title: str | None = None, rows: Rows = No
             "(wire.ladder(connection=1)) or look at wire.connections() for all of them")
     notes = [text for text in (note, left_out) if text]
     x = {role: i for i, role in enumerate(roles)}
+    ended = _ended_on_the_way(everything)
     labels = [_label(seg) for seg in chosen]
+    for i, seg in enumerate(chosen):
+        if seg.index in ended and ended[seg.index][2] is not None:  # say the TTL it died with
+            first, *rest = labels[i].split("\n")
+            labels[i] = "\n".join([f"{first} ttl={ended[seg.index][2]}", *rest])
     ys: list[float] = []
     y = 0.0  # a row per packet; a label of k lines pushes its row down (k-1)/2
     for text in labels:
@@ -113,7 +129,14 @@ def ladder(segs: Iterable[Segment], *, title: str | None = None, rows: Rows = No
         color = COLORS[kind(seg)]
         if x0 == x1:  # a packet from a host to itself (rare): draw a short loop
             x1 = x0 + 0.3
-        tip = (x1, row + 0.36) if seg.index not in lost else _lost_on_the_way(ax, x0, x1, row)
+        if seg.index in lost:
+            tip = _lost_on_the_way(ax, x0, x1, row)
+        elif seg.index in ended and ended[seg.index][0] in x:
+            host, why, _ttl = ended[seg.index]
+            x1 = float(x[host])
+            tip = _dropped_at(ax, x0, x1, row, why)
+        else:
+            tip = (x1, row + 0.36)
         ax.add_patch(FancyArrowPatch((x0, row + 0.12), tip, arrowstyle="-|>",
                                      mutation_scale=22, lw=2.2, color=color, zorder=3))
         _text(ax, (x0 + x1) / 2, row + 0.1, label, ha="center", va="bottom", fontsize=12,
@@ -144,6 +167,42 @@ def _lost_on_the_way(ax: Axes, x0: float, x1: float, row: float) -> tuple[float,
     _text(ax, middle + 0.04 * (1 if x1 > x0 else -1), row + 0.3, "✗", ha="center",
           va="center", fontsize=22, color="#d7191c", fontweight="bold", zorder=5)
     return middle, row + 0.24
+
+
+def _dropped_at(ax: Axes, x0: float, x1: float, row: float, why: str
+                ) -> tuple[float, float]:
+    """A packet a router dropped (and said so, in ICMP): its arrow ends at the router's
+    lifeline ``x1``, at a ✗ with the reason beside it. Returns where the arrow ends."""
+    side = 1 if x1 > x0 else -1
+    _text(ax, x1, row + 0.36, "✗", ha="center", va="center", fontsize=20,
+          color=COLORS["ICMP"], fontweight="bold", zorder=5)
+    _text(ax, x1 + 0.06 * side, row + 0.36, why, ha="left" if side > 0 else "right",
+          va="center", fontsize=11, color=COLORS["ICMP"], style="italic", zorder=5)
+    return x1 - 0.05 * side, row + 0.36
+
+
+def _ended_on_the_way(segs: list[Segment]) -> dict[int, tuple[str, str, int | None]]:
+    """{index of a packet: (the host that dropped it, why, its TTL there if that was why)}
+    for every packet an ICMP error quotes whose sender is not the packet's destination:
+    a router on the way dropped it (a destination's own error, such as port
+    unreachable, means the packet did arrive)."""
+    ended: dict[int, tuple[str, str, int | None]] = {}
+    for at, seg in enumerate(segs):
+        if seg.proto != "ICMP":
+            continue
+        pkt = seg.packet
+        message = icmp_message(pkt) if pkt is not None else None
+        if pkt is None or message is None or message.quoted is None or message.type == REDIRECT:
+            continue
+        if pkt["IP"].src == message.quoted.dst:
+            continue  # from the destination itself
+        for earlier in reversed(segs[max(0, at - QUOTE_REACH):at]):
+            probe = earlier.packet
+            if earlier.proto != "ARP" and probe is not None and quotes(message, probe):
+                ttl = int(probe["IP"].ttl) if message.type == 11 else None
+                ended[earlier.index] = (seg.src, why_dropped(message), ttl)
+                break
+    return ended
 
 
 def _within_lifelines(segs: list[Segment]) -> list[Segment]:
