@@ -9,7 +9,7 @@ from packets import C, S, conversation, tcp
 from labkit import Connections, Table, ladder
 from labkit.capture.flows import segments
 from labkit.views.connections import connection_segments
-from labkit.views.ladder import LABEL_MAX, MAX_LIFELINES, MAX_PACKETS
+from labkit.views.ladder import DPI, FONT, LABEL_MAX, MAX_LIFELINES, MAX_PACKETS, PAGE_ROWS
 
 
 def arrows(fig):
@@ -122,6 +122,35 @@ def test_ladder_packets_picks_rows():
         ladder(segs, packets=[300])
     with pytest.raises(TypeError, match="slice, range or list"):
         ladder(segs, packets=40)
+
+
+def test_ladder_pages_cut_a_long_capture_into_slides():
+    segs = _long_exchange(30)                        # two-line labels, but the SYN's
+    pages = [ladder(segs, page=n) for n in range(1, 6)]
+    drawn = [len(arrows(fig)) for fig in pages]
+    assert drawn == [7, 7, 7, 7, 2]                 # every packet once, none lost at a cut
+    assert all(1 + 1.6 * (n - 1) <= PAGE_ROWS for n in drawn)  # 1 row a line, 0.6 more
+    assert "page 1: packets 0–6; 23 more on page=2" in _notes(pages[0])
+    assert "page 5: packets 28–29 (the last)" in _notes(pages[4])
+    assert max(fig.get_size_inches()[1] for fig in pages) * DPI <= 800  # 80 % of it fits 720 px
+    with pytest.raises(ValueError, match="past the end: these 30 packets make 5 pages"):
+        ladder(segs, page=6)
+    with pytest.raises(ValueError, match="counts from 1"):
+        ladder(segs, page=0)
+    # pages of the packets chosen (by packets=, or of one connection)
+    assert _notes(ladder(segs, packets=range(10, 30), page=1))[0].startswith("page 1: packets 10–16;")
+
+
+def test_ladder_text_reads_from_the_back_of_a_room():
+    """Every text is at least 18 px on a 1280x720 slide when the deck shows the figure at
+    80 % of its size (the least its fit() allows)."""
+    segs = _payload_segments([b"GET / HTTP/1.1", b"x" * 100])
+    fig = ladder(segs, title="echo", note="connection 1")
+    for text in fig.axes[0].texts + [fig.axes[0].title]:
+        if text.get_text():
+            assert text.get_fontsize() * DPI / 72 * 0.8 >= 18, text.get_text()
+    assert FONT * DPI / 72 * 0.8 == pytest.approx(18)
+    assert fig.get_dpi() == DPI
 
 
 def _many_connections(n, *, ends=("FA",), together=False):

@@ -353,16 +353,18 @@ class Capture:
         return Table(segs, packets=self._packets_arg(start, stop, packets), note=note)
 
     def ladder(self, *, start: int = 0, stop: int | None = None, packets=None,
-               connection: int | None = None, title: str | None = None, lost=()):
+               connection: int | None = None, title: str | None = None, lost=(),
+               page: int | None = None):
         """A sequence diagram of the packets (a matplotlib Figure): the first 40 at most,
-        or the ones ``packets`` picks (as in :meth:`table`); ``connection=2`` draws
-        connection 2 alone (:meth:`connections` numbers them); ``lost``: indexes of
-        packets a lab link dropped, drawn ending half-way at a ✗."""
+        or the ones ``packets`` picks (as in :meth:`table`); ``page=2`` the second
+        slide's worth of them; ``connection=2`` draws connection 2 alone
+        (:meth:`connections` numbers them); ``lost``: indexes of packets a lab link
+        dropped, drawn ending half-way at a ✗."""
         from labkit.views.ladder import ladder
 
         segs, which = self._chosen(connection)
         return ladder(segs, title=title, packets=self._packets_arg(start, stop, packets),
-                      note=which, warning=self.notice, lost=lost)
+                      note=which, warning=self.notice, lost=lost, page=page)
 
     def connections(self):
         """One row per TCP connection or UDP conversation: handshake time, bytes each way,

@@ -2,12 +2,16 @@
 
     >>> ladder(wire.segments)                     # matplotlib Figure: one lifeline per role
     >>> ladder(wire.segments, packets=range(40, 80))   # another window of a long capture
+    >>> ladder(wire.segments, page=2)                  # the second slide's worth of rows
 
 Each arrow says how a packet travelled (flags, seq, ack, len) and, for data, what it
 carried; a protocol view may say more (TLS records, WebSocket frames): see
 :class:`labkit.protocols.base.ProtocolView.label`.  A ladder stays legible: it draws at
 most ``MAX_PACKETS`` arrows unless told which, and says in the figure what it left out;
 with more than ``MAX_LIFELINES`` roles it asks for one connection (or the summary view).
+It is drawn for the back of a room: every text in it is at least 18 px on a 1280x720
+slide even when the deck shows the figure at 80 % of its size (``FONT``), and ``page=``
+cuts a long capture into figures of ``PAGE_ROWS`` rows, one per slide.
 A capture's warning (packets lost or not kept, a recording that is not your run) is
 written across the top of the figure.
 """
@@ -24,7 +28,12 @@ __all__ = ["ladder", "MAX_PACKETS", "MAX_LIFELINES"]
 
 LABEL_PREVIEW = 44  # characters of payload summary shown under a data arrow
 LABEL_MAX = 160     # characters of any arrow label (a protocol view's too), all lines
-MAX_PACKETS = 40    # arrows drawn by default: a projector shows ~40 rows legibly
+MAX_PACKETS = 40    # arrows drawn by default (a notebook scrolls; a slide shows a page)
+PAGE_ROWS = 12      # rows of a page= figure: a slide's height under a one-line code cell
+DPI = 100           # the figure's pixels per inch, as notebooks and decks show it
+# Points that make 18 px (the smallest text a room reads on a 1280x720 slide) when a deck
+# shows the figure at 80 % of its size (its fit(), slides_template/index.html.j2)
+FONT = 18 / 0.8 * 72 / DPI  # 16.2 pt
 MAX_LIFELINES = 12  # wider than this, a figure no longer fits a screen (4.5 inches each)
 
 
@@ -56,19 +65,25 @@ def _lifelines(segs: list[Segment]) -> list[str]:
 
 
 def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
-           note: str | None = None, warning: str | None = None, lost=()):
+           note: str | None = None, warning: str | None = None, lost=(),
+           page: int | None = None):
     """Draw a sequence diagram: one lifeline per role, one labelled arrow per packet.
 
     Time runs downwards, one row per packet (so 30+ packets stay legible); the left
     margin gives each packet's time since the first.  ``packets`` picks rows (a slice,
-    range or list; default: the first ``MAX_PACKETS``); ``note`` is drawn under the
-    arrows (e.g. which connection this is); ``warning`` across the top (default: the
-    notice ``wire.segments`` carry).  ``lost``: indexes of packets the link dropped
-    (``Segment.index``): their arrows stop half-way, at a ✗.
+    range or list; default: the first ``MAX_PACKETS``); ``page=n`` draws the n-th
+    slide's worth of them (``PAGE_ROWS`` rows, a two-line label counting more; default:
+    every packet) and says under the arrows which page it is and what follows; ``note``
+    is drawn under the arrows (e.g. which connection this is); ``warning`` across the
+    top (default: the notice ``wire.segments`` carry).  ``lost``: indexes of packets the
+    link dropped (``Segment.index``): their arrows stop half-way, at a ✗.
     """
     warning = warning or getattr(segs, "notice", None)
     everything = list(segs)
-    segs, left_out = pick(everything, packets, limit=MAX_PACKETS)
+    if page is None:
+        segs, left_out = pick(everything, packets, limit=MAX_PACKETS)
+    else:
+        segs, left_out = _page(pick(everything, packets, limit=None)[0], page)
     roles = _lifelines(segs) or ["client", "server"]
     if len(roles) > MAX_LIFELINES and packets is None:  # the default view: fewer packets
         segs = _within_lifelines(segs)
@@ -84,19 +99,19 @@ def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
     notes = [text for text in (note, left_out) if text]
     x = {role: i for i, role in enumerate(roles)}
     labels = [_label(seg) for seg in segs]
-    ys, y = [], 0.0  # a row per packet; a label of k lines pushes its row down (k-1)/2
+    ys, y = [], 0.0  # a row per packet, pushed down by a label's extra lines
     for text in labels:
-        y += 0.5 * text.count("\n")
+        y += _rows(text) - 1
         ys.append(y)
         y += 1
     n = y + 0.8 * len(notes)
     width = max(9.0, 4.5 * len(roles))
-    fig, ax = plt.subplots(figsize=(width, 1.6 + 0.5 * max(n, 1)))
+    fig, ax = plt.subplots(figsize=(width, 1.6 + 0.5 * max(n, 1)), dpi=DPI)
     plt.close(fig)  # returned, not auto-shown: the notebook displays it once
     top, bottom = -0.8, y - 0.2
     for role, xi in x.items():
         ax.plot([xi, xi], [top, bottom], color="#999999", lw=2, zorder=1)
-        _text(ax, xi, top - 0.15, role, ha="center", va="bottom", fontsize=15,
+        _text(ax, xi, top - 0.15, role, ha="center", va="bottom", fontsize=FONT + 2,
               fontweight="bold")
     for row, label, seg in zip(ys, labels, segs, strict=True):
         x0, x1 = float(x[seg.src]), float(x[seg.dst])
@@ -106,25 +121,55 @@ def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
         tip = (x1, row + 0.36) if seg.index not in lost else _lost_on_the_way(ax, x0, x1, row)
         ax.add_patch(FancyArrowPatch((x0, row + 0.12), tip, arrowstyle="-|>",
                                      mutation_scale=22, lw=2.2, color=color, zorder=3))
-        _text(ax, (x0 + x1) / 2, row + 0.1, label, ha="center", va="bottom", fontsize=12,
+        _text(ax, (x0 + x1) / 2, row + 0.1, label, ha="center", va="bottom", fontsize=FONT,
               color=color, zorder=4,
               bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
         _text(ax, -0.12, row + 0.24, f"{seg.time * 1000:.2f} ms", ha="right", va="center",
-              fontsize=10, color="#666666")
+              fontsize=FONT, color="#666666")
     for i, text in enumerate(notes):  # what the figure leaves out, where the eye ends
         _text(ax, (len(roles) - 1) / 2, bottom + 0.5 + 0.8 * i, text, ha="center",
-              va="center", fontsize=13, style="italic", color="#444444")
+              va="center", fontsize=FONT, style="italic", color="#444444")
     bottom += 0.8 * len(notes)
     ax.set_xlim(-0.55, len(roles) - 0.75)
     ax.set_ylim(bottom + 0.3, top - 0.7)  # inverted: time runs downwards
     ax.axis("off")
     if title:
-        ax.set_title(printable(title), fontsize=16, pad=12, parse_math=False)
+        ax.set_title(printable(title), fontsize=FONT + 2, pad=12, parse_math=False)
     if not segs:
-        _text(ax, sum(x.values()) / len(x), 0, "(no packets)", ha="center", fontsize=14)
+        _text(ax, sum(x.values()) / len(x), 0, "(no packets)", ha="center", fontsize=FONT)
     fig.tight_layout()
     show_notice(fig, warning)
     return fig
+
+
+def _rows(label: str) -> float:
+    """The rows a label takes: one, and 0.6 more for each line under its first."""
+    return 1 + 0.6 * label.count("\n")
+
+
+def _page(segs: list[Segment], page: int) -> tuple[list[Segment], str]:
+    """The ``page``-th run of ``segs`` that fits ``PAGE_ROWS`` rows, and a note saying
+    which packets it is and what comes next."""
+    if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+        raise ValueError(f"page= counts from 1 (page=1 is the first slide's worth of "
+                         f"packets), not {page!r}")
+    start, stop, rows, number = 0, len(segs), 0.0, 1
+    for i, seg in enumerate(segs):  # labels only as far as the page asked for
+        height = _rows(_label(seg))
+        if rows + height > PAGE_ROWS and i > start:  # row i starts the next page
+            if number == page:
+                stop = i
+                break
+            start, rows, number = i, 0.0, number + 1
+        rows += height
+    if number < page:
+        raise ValueError(f"page={page} is past the end: these {len(segs)} packets "
+                         f"make {number} page{'s' * (number > 1)}")
+    chosen = segs[start:stop]
+    said = f"page {page}: packets {chosen[0].index}–{chosen[-1].index}" if chosen else \
+        f"page {page}"
+    more = len(segs) - stop
+    return chosen, said + (f"; {more} more on page={page + 1}" if more else " (the last)")
 
 
 def _lost_on_the_way(ax, x0: float, x1: float, row: float) -> tuple[float, float]:
