@@ -128,17 +128,17 @@ def test_ladder_pages_cut_a_long_capture_into_slides():
     segs = _long_exchange(30)                        # two-line labels, but the SYN's
     pages = [ladder(segs, page=n) for n in range(1, 6)]
     drawn = [len(arrows(fig)) for fig in pages]
-    assert drawn == [7, 7, 7, 7, 2]                 # every packet once, none lost at a cut
+    assert drawn == [7, 6, 6, 6, 5]                 # every packet once, none lost at a cut
     assert all(1 + 1.6 * (n - 1) <= PAGE_ROWS for n in drawn)  # 1 row a line, 0.6 more
     assert "page 1: packets 0–6; 23 more on page=2" in _notes(pages[0])
-    assert "page 5: packets 28–29 (the last)" in _notes(pages[4])
-    assert max(fig.get_size_inches()[1] for fig in pages) * DPI <= 800  # 80 % of it fits 720 px
+    assert "page 5: packets 25–29 (the last)" in _notes(pages[4])
+    assert max(fig.get_size_inches()[1] for fig in pages) * DPI <= 760  # 80 %: 608 px of 720
     with pytest.raises(ValueError, match="past the end: these 30 packets make 5 pages"):
         ladder(segs, page=6)
     with pytest.raises(ValueError, match="counts from 1"):
         ladder(segs, page=0)
     # pages of the packets chosen (by packets=, or of one connection)
-    assert _notes(ladder(segs, packets=range(10, 30), page=1))[0].startswith("page 1: packets 10–16;")
+    assert _notes(ladder(segs, packets=range(10, 30), page=1))[0].startswith("page 1: packets 10–15;")
 
 
 def test_ladder_text_reads_from_the_back_of_a_room():
@@ -151,6 +151,19 @@ def test_ladder_text_reads_from_the_back_of_a_room():
             assert text.get_fontsize() * DPI / 72 * 0.8 >= 18, text.get_text()
     assert FONT * DPI / 72 * 0.8 == pytest.approx(18)
     assert fig.get_dpi() == DPI
+
+
+def test_long_labels_wrap_within_their_arrows_span():
+    """A label as long as a TLS flight's wraps to the room between its two lifelines (it
+    would run over the times column and other arrows), at most LABEL_LINES lines."""
+    from labkit.views.ladder import LABEL_LINES, SPAN_CHARS
+
+    words = " · ".join(["CertificateVerify"] * 12)
+    segs = _payload_segments([words.encode()])
+    fig = ladder(segs)
+    label = next(t.get_text() for t in fig.axes[0].texts if "CertificateVerify" in t.get_text())
+    lines = label.split("\n")
+    assert 2 < len(lines) <= LABEL_LINES and all(len(line) <= SPAN_CHARS for line in lines)
 
 
 def _many_connections(n, *, ends=("FA",), together=False):

@@ -18,6 +18,8 @@ written across the top of the figure.
 
 from __future__ import annotations
 
+import textwrap
+
 from matplotlib.patches import FancyArrowPatch
 
 from labkit.capture.flows import Segment
@@ -29,11 +31,13 @@ __all__ = ["ladder", "MAX_PACKETS", "MAX_LIFELINES"]
 LABEL_PREVIEW = 44  # characters of payload summary shown under a data arrow
 LABEL_MAX = 160     # characters of any arrow label (a protocol view's too), all lines
 MAX_PACKETS = 40    # arrows drawn by default (a notebook scrolls; a slide shows a page)
-PAGE_ROWS = 12      # rows of a page= figure: a slide's height under a one-line code cell
+PAGE_ROWS = 11      # rows of a page= figure: 80 % of it and a 2-line code cell fill a slide
 DPI = 100           # the figure's pixels per inch, as notebooks and decks show it
 # Points that make 18 px (the smallest text a room reads on a 1280x720 slide) when a deck
 # shows the figure at 80 % of its size (its fit(), slides_template/index.html.j2)
 FONT = 18 / 0.8 * 72 / DPI  # 16.2 pt
+SPAN_CHARS = 36     # characters of FONT between neighbouring lifelines (~4.7 in apart)
+LABEL_LINES = 4     # lines of a label once wrapped to its arrow's span
 MAX_LIFELINES = 12  # wider than this, a figure no longer fits a screen (4.5 inches each)
 
 
@@ -99,6 +103,7 @@ def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
     notes = [text for text in (note, left_out) if text]
     x = {role: i for i, role in enumerate(roles)}
     labels = [_label(seg) for seg in segs]
+    labels = [_wrap(text, seg, x) for text, seg in zip(labels, segs, strict=True)]
     ys, y = [], 0.0  # a row per packet, pushed down by a label's extra lines
     for text in labels:
         y += _rows(text) - 1
@@ -142,6 +147,17 @@ def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
     return fig
 
 
+def _wrap(label: str, seg: Segment, x: dict[str, int]) -> str:
+    """``label`` with its lines wrapped to the room between the lifelines ``seg`` joins
+    (at most ``LABEL_LINES``), so that no label runs over another arrow or the times."""
+    span = abs(x.get(seg.dst, 0) - x.get(seg.src, 0)) or 1
+    lines = [part for line in label.split("\n")
+             for part in textwrap.wrap(line, SPAN_CHARS * span, break_on_hyphens=False) or [""]]
+    if len(lines) > LABEL_LINES:
+        lines = lines[:LABEL_LINES - 1] + [lines[LABEL_LINES - 1].rstrip(" ·") + " …"]
+    return "\n".join(lines)
+
+
 def _rows(label: str) -> float:
     """The rows a label takes: one, and 0.6 more for each line under its first."""
     return 1 + 0.6 * label.count("\n")
@@ -153,9 +169,10 @@ def _page(segs: list[Segment], page: int) -> tuple[list[Segment], str]:
     if isinstance(page, bool) or not isinstance(page, int) or page < 1:
         raise ValueError(f"page= counts from 1 (page=1 is the first slide's worth of "
                          f"packets), not {page!r}")
+    x = {role: i for i, role in enumerate(_lifelines(segs))}
     start, stop, rows, number = 0, len(segs), 0.0, 1
     for i, seg in enumerate(segs):  # labels only as far as the page asked for
-        height = _rows(_label(seg))
+        height = _rows(_wrap(_label(seg), seg, x))
         if rows + height > PAGE_ROWS and i > start:  # row i starts the next page
             if number == page:
                 stop = i
