@@ -99,6 +99,12 @@ def _long_exchange(n):
     return segments(pkts, {8080: "server"})
 
 
+def _roles(fig):
+    """The lifelines' names, left to right."""
+    names = [t for t in fig.axes[0].texts if t.get_fontweight() == "bold"]
+    return [t.get_text() for t in sorted(names, key=lambda t: t.get_position()[0])]
+
+
 def _notes(fig):
     return [t.get_text() for t in fig.axes[0].texts if "packets" in t.get_text()]
 
@@ -137,6 +143,10 @@ def test_ladder_pages_cut_a_long_capture_into_slides():
         ladder(segs, page=6)
     with pytest.raises(ValueError, match="counts from 1"):
         ladder(segs, page=0)
+    # every page draws the same lifelines in the same places, even one where a role is quiet
+    later = _many_connections(3)                      # client, client 2, then client 3
+    assert [_roles(ladder(later, page=n)) for n in (1, 2, 3)] == [
+        ["client", "client 2", "client 3", "server"]] * 3
     # pages of the packets chosen (by packets=, or of one connection)
     assert _notes(ladder(segs, packets=range(10, 30), page=1))[0].startswith("page 1: packets 10–15;")
 

@@ -87,8 +87,11 @@ def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
     if page is None:
         segs, left_out = pick(everything, packets, limit=MAX_PACKETS)
     else:
-        segs, left_out = _page(pick(everything, packets, limit=None)[0], page)
+        chosen = pick(everything, packets, limit=None)[0]
+        segs, left_out = _page(chosen, page)
     roles = _lifelines(segs) or ["client", "server"]
+    if page is not None and len(_lifelines(chosen)) <= MAX_LIFELINES:
+        roles = _lifelines(chosen)  # every page: the same lifelines, in the same places
     if len(roles) > MAX_LIFELINES and packets is None:  # the default view: fewer packets
         segs = _within_lifelines(segs)
         roles = _lifelines(segs)
