@@ -10,7 +10,8 @@ Each host is a network namespace labkit makes (kept alive by an open fd, so it v
 when we close it) with one interface, ``eth0``, and one address: client 10.0.0.1, server
 10.0.0.2 (they exist only inside these namespaces). ``eth0`` is one end of a veth pair; the
 other end stays in the namespace that made the network (the lab kernel's), where the
-user-space ``Link`` (labkit/net/link.py) carries frames between the two hosts, so
+user-space ``Link`` (labkit/net/link.py, forwarding in a process of its own) carries
+frames between the two hosts, so
 ``Capture(iface=net.interface("client"))`` sees the link from there.
 
 ``on(host)`` moves *this thread* into the host (``setns``) for the block, and back after,
@@ -21,7 +22,8 @@ frame is one real segment of at most one MTU, as on a wire.
 Servers and captures on a host: inside ``on(host)`` a labkit server may bind that host's
 address (``servers/base.check_host``), and ``Capture(server, iface="eth0")`` captures at
 that host's end of the cable, both directions (``capture/live.py``).
-``net.link.trace`` has every frame the link carried, as bytes, with its fate.
+``net.link.trace`` has every frame the link carried (its headers), with its fate and when
+it was due and left; ``net.too_busy()`` says whether the link kept its timing.
 
 Needs to be root in its namespace: the lab kernel is (a user + network namespace of its
 own), so is ``python -m labkit.net.namespace -- COMMAND``, or real root.
@@ -43,7 +45,7 @@ import threading
 from collections.abc import Iterator
 
 from labkit.net.impairment import Impairment
-from labkit.net.link import Link
+from labkit.net.link import Lateness, Link
 
 CLONE_NEWNET = 0x40000000
 SIOCETHTOOL = 0x8946
@@ -214,6 +216,20 @@ class LabNetwork:
         with self.on(host):
             _ip(f"route change 10.0.0.0/{PREFIX} dev eth0 proto kernel scope link "
                 f"src {HOSTS[host]} rto_min {round(seconds * 1000)}ms")
+
+    def lateness(self, tolerance: float = 0.001) -> dict[str, Lateness]:
+        """Per direction, how many frames the link sent on more than ``tolerance`` s after
+        they were due, and the worst: ``print(net.lateness()["client→server"])``."""
+        return self.link.lateness(tolerance)
+
+    def too_busy(self, tolerance: float = 0.001) -> str | None:
+        """None if the link kept its timing; else one sentence a lesson prints before
+        numbers that are the machine's, not the link's:
+
+            >>> if (busy := net.too_busy()):
+            ...     print(busy)
+        """
+        return self.link.too_busy(tolerance)
 
     def _check_host(self, host: str) -> None:
         if host not in HOSTS:

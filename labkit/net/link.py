@@ -1,14 +1,19 @@
 """The impaired link in user space: frames cross from one host to the other through us.
 
 The kernel has no netem here, and a student has no root, so the link is two AF_PACKET
-sockets per direction on the link-side ends of the hosts' veth pairs: a receiver thread
-reads each frame, asks the direction's ``LinkModel`` (labkit/net/impairment.py) its fate,
-and either sends it at once (nothing delays it) or puts it in a time-ordered queue that a
-sender thread empties as each frame falls due: that wait *is* the link's delay.
+sockets per direction on the link-side ends of the hosts' veth pairs. ``Link`` opens them
+(in the network namespace of the thread that calls ``start``) and hands them to a
+forwarder in a process of its own (``labkit/net/forwarder.py``): its own GIL, so a
+notebook that computes, captures or samples beside it does not hold its frames up. The
+forwarder asks each direction's ``LinkModel`` (labkit/net/impairment.py) every frame's fate
+and sends it on when it falls due; ``stats``, ``trace`` and ``lateness`` are fetched from
+it when read, and kept when it stops.
 
     >>> link = Link({"client→server": ("lk1c", "lk1s"), "server→client": ("lk1s", "lk1c")},
     ...             {"client→server": Impairment(delay=0.02), "server→client": Impairment()})
     >>> link.start(); ...; link.stop()
+    >>> print(link.lateness()["client→server"])
+    412 frames, none more than 1 ms late (worst 0.3 ms)
 
 Only IPv4 frames are impaired and counted; anything else (there should be nothing: the
 hosts have static ARP entries and no IPv6) passes straight through.
@@ -16,241 +21,195 @@ hosts have static ARP entries and no IPv6) passes straight through.
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
 import dataclasses
-import heapq
 import mmap
 import os
-import select
 import socket
 import struct
+import subprocess
+import sys
 import threading
-import time
-from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 
-from labkit.net.impairment import Impairment, LinkModel
+from labkit.net.impairment import Impairment
 
 ETH_P_ALL = 0x0003
 SOL_PACKET, PACKET_RX_RING, PACKET_VERSION, PACKET_IGNORE_OUTGOING = 263, 5, 10, 23
-TPACKET_V2, TP_STATUS_KERNEL, TP_STATUS_USER = 1, 0, 1
-PR_SET_TIMERSLACK = 29
+TPACKET_V2 = 1
 RING_BYTES = 4 << 20  # per direction: about 2000 full-size frames of slack
 HEADER = 14  # Ethernet
-HOLD_LIMIT = 0.2  # s: a frame held back to reorder leaves by then even if no frame follows
+TRACE_BYTES = 128  # of each frame the trace keeps: Ethernet, IP and TCP headers, options too
 FATES = ("frames", "delivered", "dropped", "queue_dropped", "duplicated", "reordered")
-PACKET_STATISTICS = 6  # (frames read, frames the kernel dropped: our ring was full)
-_libc = ctypes.CDLL(None, use_errno=True)
+TICK = 1e-5  # s: lateness is tallied to 10 µs
+ANSWER_WITHIN = 60  # s: a forwarder that has not answered by then is stuck
 
 
 @dataclass(slots=True)
 class LinkEvent:
-    """One frame's passage: arrival, departure (None if it never left), its fate."""
+    """One frame's passage: arrival, departure (None if it never left), its fate.
 
-    t_in: float  # time.time() when the link read it
-    t_out: float | None  # time.time() when the link sent it on
-    direction: str  # "client→server" or "server→client"
-    frame: bytes  # the whole Ethernet frame
-    fate: str  # "delivered", "dropped", "queue_dropped", "duplicated" (the extra copy)
-    number: int = 0  # the frame's number in its direction, from 0
-
-
-class _Direction:
-    """One way across the link: receiver thread, sender thread, model, counters.
-
-    The receiver reads a PACKET_RX_RING (TPACKET_V2) shared with the kernel: no system
-    call per frame read, only one to send it on. That doubled the throughput of a plain
-    ``recv_into`` loop here (benchmarks/link_throughput.py).
+    ``frame`` is the frame's first 128 bytes (its headers), ``length`` the whole frame's:
+    ``cut`` says how many bytes the trace did not keep.
     """
 
-    def __init__(self, link: Link, name: str, iface_in: str, iface_out: str,
-                 impairment: Impairment, stream: int):
-        self.link, self.name = link, name
-        self.model = LinkModel(impairment, stream)
-        self.stats = dict.fromkeys(FATES, 0)
-        self.plain = False  # no impairment, no trace: the fastest path
-        self.immediate = self.lossy = False  # set by refresh()
-        self.rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        self.tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # sends only
-        # one slot holds a whole frame of the wire's MTU after the ring's own header
-        self.slot = max(2048, 1 << (link.wire_mtu + HEADER + 128).bit_length())
-        self.slots = max(16, RING_BYTES // self.slot)
-        try:
-            self.rx.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-            self.rx.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
-            block = max(self.slot, mmap.PAGESIZE)
-            self.rx.setsockopt(SOL_PACKET, PACKET_RX_RING, struct.pack(
-                "IIII", block, self.slots * self.slot // block, self.slot, self.slots))
-            self.ring = mmap.mmap(self.rx.fileno(), self.slots * self.slot)
-            self.rx.bind((iface_in, ETH_P_ALL))
-            self.tx.bind((iface_out, 0))
-        except OSError:
-            self.rx.close()
-            self.tx.close()
-            raise
-        self.schedule: list[list] = []  # heap of [due, order, frame, event, live, copy]
-        self.order = 0
-        self.held: list | None = None  # a frame held back to reorder
-        self.wakeup = threading.Condition()
-        self.refresh()
+    t_in: float  # wall-clock time (time.time()) when the kernel received it
+    t_out: float | None  # wall-clock time when the link sent it on
+    direction: str  # "client→server" or "server→client"
+    frame: bytes  # the frame's first TRACE_BYTES bytes
+    fate: str  # "delivered", "dropped", "queue_dropped", "duplicated" (the extra copy)
+    number: int = 0  # the frame's number in its direction, from 0
+    length: int = 0  # the whole frame's length in bytes
+    due: float | None = None  # wall-clock time it was due to leave (None: it never would)
 
-    def refresh(self) -> None:
-        """Pick the receiver's path for the current impairment."""
-        imp = self.model.impairment
-        self.immediate = imp.transparent  # each frame leaves at once, or never
-        self.lossy = bool(imp.loss) or imp.burst is not None
-        self.plain = (self.immediate and not self.lossy and imp.mtu >= self.link.wire_mtu
-                      and not self.link.trace_limit)
+    @property
+    def cut(self) -> int:
+        """Bytes of the frame the trace did not keep (its payload past TRACE_BYTES)."""
+        return self.length - len(self.frame)
 
-    def receive(self) -> None:
-        """Read frames from the ring until stopped."""
-        view = memoryview(self.ring)
-        try:
-            self._receive(view)
-        finally:
-            view.release()
 
-    def _receive(self, view: memoryview) -> None:
-        ring, slot, slots = self.ring, self.slot, self.slots
-        send, stats, link, model = self.tx.send, self.stats, self.link, self.model
-        schedule, unpack_from, pack_into = self.schedule, struct.unpack_from, struct.pack_into
-        record, name, clock = link._record, self.name, time.time
-        waiting = [self.rx.fileno(), link._stop_r]
-        index = 0
-        while not link._stopping:
-            at = index * slot
-            if not ring[at] & TP_STATUS_USER:  # the kernel has not filled it yet
-                select.select(waiting, [], [])
-                continue
-            _, length, captured, mac = unpack_from("IIIH", ring, at)
-            start = at + mac
-            frame = view[start:start + captured]
-            if ring[start + 12] != 0x08 or ring[start + 13] != 0x00:  # not IPv4
-                self._send(frame, count=False)
-            elif self.plain and not schedule:  # nothing to do but count and send on
-                model.frames += 1
-                stats["frames"] += 1
-                try:
-                    send(frame)
-                    stats["delivered"] += 1
-                except OSError:  # the host's receive queue is full (ENOBUFS)
-                    stats["queue_dropped"] += 1
-            elif self.immediate and not schedule:  # no waiting: lost, or sent on now
-                number = model.frames
-                model.frames += 1
-                stats["frames"] += 1
-                lost = ((self.lossy and model.lost()) or captured < length
-                        or captured - HEADER > model.impairment.mtu)
-                event = None
-                if link.trace_limit:
-                    event = [clock(), None, name, bytes(frame),
-                             "dropped" if lost else "delivered", number]
-                    record(event)
-                if lost:
-                    stats["dropped"] += 1
-                else:
-                    self._send(frame, event)
-            else:
-                self._admit(bytes(frame))
-            del frame  # the kernel may reuse the slot now
-            pack_into("I", ring, at, TP_STATUS_KERNEL)
-            index = index + 1 if index + 1 < slots else 0
+EVENT_FATES = ("delivered", "dropped", "queue_dropped", "duplicated")
+# a trace record: t_in, t_out, due (NaN: none), number, length, direction, fate, bytes kept;
+# then the frame's first TRACE_BYTES bytes
+RECORD = struct.Struct("<dddIIBBH")
+RECORD_BYTES = RECORD.size + TRACE_BYTES
 
-    def _admit(self, frame: bytes) -> None:
-        fate = self.model.admit(time.monotonic(), len(frame) - HEADER)
-        self.stats["frames"] += 1
-        event = None
-        if self.link.trace_limit:
-            event = [time.time(), None, self.name, frame, fate.kind, fate.number]
-            self.link._record(event)
-        if fate.kind != "delivered":
-            self.stats[fate.kind] += 1
-            return
-        with self.wakeup:
-            entry = self._push(fate.due, frame, event)
-            if fate.duplicate:
-                self.stats["duplicated"] += 1
-                twin = [*event[:4], "duplicated", event[5]] if event else None
-                self.link._record(twin)
-                self._push(fate.due, frame, twin, copy=True)
-            if self.held is not None:  # the frame held back leaves right after this one
-                held, self.held = self.held, None
-                if held[4]:
-                    held[4] = False
-                    self._push(fate.due, held[2], held[3], held[5])
-            if fate.hold:
-                self.stats["reordered"] += 1
-                entry[4] = False
-                self.held = self._push(fate.due + HOLD_LIMIT, frame, event)
-            self.wakeup.notify()
 
-    def _push(self, due: float, frame: bytes, event: list | None,
-              copy: bool = False) -> list:
-        self.order += 1
-        entry = [due, self.order, frame, event, True, copy]
-        heapq.heappush(self.schedule, entry)
-        return entry
+class Trace(Sequence):
+    """The link's trace: one ``LinkEvent`` per frame, oldest first, kept as compact records
+    (164 bytes a frame) and decoded when read. ``truncated``: older frames not kept.
 
-    def transmit(self) -> None:
-        """Send each queued frame when it falls due; waiting for that is the delay."""
-        # this thread's timers fire on time, not up to 50 µs late (the default slack)
-        _libc.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
-        schedule, link = self.schedule, self.link
-        while True:
-            due_now = []
-            with self.wakeup:
-                while not link._stopping:
-                    if not schedule:
-                        self.wakeup.wait()
-                        continue
-                    wait = schedule[0][0] - time.monotonic()
-                    if wait <= 0:
-                        break
-                    self.wakeup.wait(wait)
-                if link._stopping:
-                    return
-                now = time.monotonic()
-                while schedule and schedule[0][0] <= now:
-                    entry = heapq.heappop(schedule)
-                    if entry is self.held:  # held too long: nothing came after it
-                        self.held = None
-                    if entry[4]:
-                        due_now.append(entry)
-            for entry in due_now:
-                self._send(entry[2], entry[3], count=not entry[5])
+        >>> [e.number for e in net.link.trace if e.fate == "dropped"]
+    """
 
-    def _send(self, frame, event: list | None = None, count: bool = True) -> None:
-        try:
-            self.tx.send(frame)
-        except OSError:  # the host's receive queue is full (ENOBUFS): a drop at the end
-            self.stats["queue_dropped"] += 1
-            if event is not None:
-                event[4] = "queue_dropped"
-            return
-        if count:
-            self.stats["delivered"] += 1
-        if event is not None:
-            event[1] = time.time()
+    def __init__(self, records: bytes = b"", directions: Sequence[str] = (),
+                 truncated: int = 0):
+        self.records, self.directions, self.truncated = records, tuple(directions), truncated
 
-    def missed(self) -> int:
-        """Frames lost before we read them; the kernel's counter resets when read."""
-        if self.rx.fileno() >= 0:
-            with self.wakeup:
-                self.stats["missed"] = self.stats.get("missed", 0) + struct.unpack(
-                    "II", self.rx.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))[1]
-        return self.stats.get("missed", 0)
+    def __len__(self) -> int:
+        return len(self.records) // RECORD_BYTES
 
-    def close(self) -> None:
-        self.missed()  # the count survives the socket
-        self.ring.close()
-        self.rx.close()
-        self.tx.close()
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"trace index {index} out of range: the trace has {len(self)} "
+                             f"frames")
+        at = index * RECORD_BYTES
+        t_in, t_out, due, number, length, direction, fate, kept = RECORD.unpack_from(
+            self.records, at)
+        frame = self.records[at + RECORD.size:at + RECORD.size + kept]
+        return LinkEvent(t_in, None if t_out != t_out else t_out, self.directions[direction],
+                         frame, EVENT_FATES[fate], number, length,
+                         None if due != due else due)  # NaN != NaN: there was none
+
+    def __repr__(self) -> str:
+        return (f"<Trace of {len(self):,} frames, {TRACE_BYTES} bytes of each kept; "
+                f"{self.truncated:,} older frames not kept>")
+
+
+@dataclass(frozen=True)
+class Lateness:
+    """How faithfully one direction kept its timing: of ``frames`` that left, ``late``
+    left more than ``tolerance`` seconds after they were due; the worst by ``worst`` s.
+
+    A frame is due when the model says (its delay, its turn at a bottleneck) counted from
+    when the *kernel* received it, so a forwarder that read it late made it late too.
+
+        >>> print(net.lateness()["client→server"])
+        412 frames, none more than 1 ms late (worst 0.3 ms)
+    """
+
+    frames: int
+    late: int
+    worst: float
+    tolerance: float
+
+    def __str__(self) -> str:
+        within = f"{self.tolerance * 1000:g} ms"
+        if not self.late:
+            return f"{self.frames} frames, none more than {within} late " \
+                   f"(worst {self.worst * 1000:.1f} ms)"
+        return f"{self.frames} frames, {self.late} more than {within} late " \
+               f"(worst {self.worst * 1000:.1f} ms)"
+
+
+class Tally:
+    """Each departed frame's lateness, in 10 µs ticks: enough to answer any tolerance."""
+
+    def __init__(self):
+        self.frames, self.worst = 0, 0.0
+        self.ticks: dict[int, int] = {}  # tick → frames that late
+
+    def add(self, lateness: float) -> None:
+        self.frames += 1
+        if lateness > 0:
+            tick = int(lateness / TICK)
+            self.ticks[tick] = self.ticks.get(tick, 0) + 1
+            if lateness > self.worst:
+                self.worst = lateness
+
+    def lateness(self, tolerance: float) -> Lateness:
+        limit = round(tolerance / TICK)
+        late = sum(count for tick, count in self.ticks.items() if tick >= limit)
+        return Lateness(self.frames, late, self.worst, tolerance)
+
+
+def _is_seconds(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 3600
+
+
+def too_busy(lateness: dict[str, Lateness], missed: int = 0) -> str | None:
+    """One sentence for a lesson when frames left late (or were missed), else None."""
+    late = sum(one.late for one in lateness.values())
+    if not late and not missed:
+        return None
+    worst = max(one.worst for one in lateness.values())
+    what = []
+    if late:
+        what.append(f"{late} frame{'s' * (late != 1)} left up to {worst * 1000:.0f} ms late")
+    if missed:
+        what.append(f"{missed} {'frame was' if missed == 1 else 'frames were'} lost before "
+                    f"the link could read {'it' if missed == 1 else 'them'}")
+    return (f"this machine was too busy for this measurement: {' and '.join(what)}, so the "
+            f"numbers below are the machine's, not the link's — run it again when it is "
+            f"quieter")
+
+
+def open_direction(iface_in: str, iface_out: str, wire_mtu: int) -> tuple:
+    """One direction's sockets, in this thread's namespace: a receiver with a
+    PACKET_RX_RING (TPACKET_V2) on ``iface_in``, a sender on ``iface_out``.
+    Returns (receiver, sender, slot bytes, slots)."""
+    rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # sends only
+    # one slot holds a whole frame of the wire's MTU after the ring's own header
+    slot = max(2048, 1 << (wire_mtu + HEADER + 128).bit_length())
+    slots = max(16, RING_BYTES // slot)
+    try:
+        rx.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+        rx.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
+        block = max(slot, mmap.PAGESIZE)
+        rx.setsockopt(SOL_PACKET, PACKET_RX_RING, struct.pack(
+            "IIII", block, slots * slot // block, slot, slots))
+        rx.bind((iface_in, ETH_P_ALL))
+        tx.bind((iface_out, 0))
+    except OSError:
+        rx.close()
+        tx.close()
+        raise
+    return rx, tx, slot, slots
 
 
 class Link:
-    """The forwarder: ``directions`` maps a name to (interface in, interface out).
+    """The forwarder: ``directions`` maps a name to (interface in, interface out), any
+    number of them (one per direction of each impaired cable).
 
     Sockets are opened in the network namespace of the thread that calls ``start``.
+    ``trace_limit``: how many frames' events ``trace`` keeps (0: none, fastest).
     """
 
     def __init__(self, directions: dict[str, tuple[str, str]],
@@ -262,30 +221,105 @@ class Link:
         self.impairments = dict(impairments)
         self.wire_mtu = min(impairment.mtu for impairment in self.impairments.values())
         self.trace_limit = trace_limit
-        # events as lists (cheaper than objects, per frame): LinkEvent's fields in order
-        self._trace: deque[list] = deque(maxlen=max(trace_limit, 1))
         self.trace_truncated = 0  # events pushed out of the bounded trace
-        self._ways: dict[str, _Direction] = {}
-        self._threads: list[threading.Thread] = []
-        self._stopping = False
-        self._stop_r, self._stop_w = -1, -1
+        self._process: subprocess.Popen | None = None
+        self._keeper: threading.Thread | None = None
+        self._control: Connection | None = None
+        self._lock = threading.Lock()  # one request at a time on the control connection
+        # what the forwarder said last (all of it once it has stopped)
+        self._state: dict = {"stats": {}, "tallies": {}, "trace": Trace()}
 
     def start(self) -> Link:
-        self._stop_r, self._stop_w = os.pipe()
+        """Open the sockets here and start the forwarder; returns when it forwards."""
+        opened, ours, theirs = [], None, None
         try:
-            for stream, (name, (iface_in, iface_out)) in enumerate(self.directions.items()):
-                self._ways[name] = _Direction(self, name, iface_in, iface_out,
-                                              self.impairments[name], stream)
-        except OSError:
+            for iface_in, iface_out in self.directions.values():
+                opened.append(open_direction(iface_in, iface_out, self.wire_mtu))
+            ours, theirs = socket.socketpair()
+            fds = [theirs.fileno()] + [s.fileno() for rx, tx, *_ in opened for s in (rx, tx)]
+            self._spawn([sys.executable, "-m", "labkit.net.forwarder",
+                         str(theirs.fileno()), str(os.getpid())], fds)
+            self._control = Connection(ours.detach())
+            self._control.send({
+                "trace_limit": self.trace_limit,
+                "directions": [(name, rx.fileno(), tx.fileno(), slot, slots,
+                                self.impairments[name])
+                               for name, (rx, tx, slot, slots) in zip(self.directions, opened,
+                                                                      strict=True)]})
+            self._ask(None)  # its first answer: it has the sockets and forwards
+        except BaseException:
             self.stop()
             raise
-        for way in self._ways.values():
-            for job, role in ((way.receive, "receive"), (way.transmit, "send")):
-                thread = threading.Thread(target=job, name=f"labkit link {way.name} {role}",
-                                          daemon=True)
-                thread.start()
-                self._threads.append(thread)
+        finally:  # the forwarder holds its own copies now
+            for rx, tx, *_ in opened:
+                rx.close()
+                tx.close()
+            for end in (ours, theirs):
+                if end is not None:
+                    end.close()
         return self
+
+    def _spawn(self, argv: list[str], fds: list[int]) -> None:
+        """Start the forwarder from a thread that waits for it, and so outlives it: the
+        kernel kills it (PR_SET_PDEATHSIG) when the thread that started it ends, and
+        this one ends only after the forwarder, or with the whole process."""
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def keep():
+            try:
+                # the same session and process group: Jupyter's shutdown, which ends
+                # the kernel's group, ends it too (a session of its own, a scheduling
+                # group of its own, measured no better); it ignores the group's SIGINT
+                self._process = subprocess.Popen(argv, pass_fds=fds,
+                                                 stdin=subprocess.DEVNULL)
+            except BaseException as exc:  # noqa: BLE001 - given to the caller below
+                failure.append(exc)
+                return
+            finally:
+                started.set()
+            self._process.wait()
+
+        self._keeper = threading.Thread(target=keep, name="labkit link forwarder",
+                                        daemon=True)
+        self._keeper.start()
+        started.wait()
+        if failure:
+            raise failure[0]
+
+    def _ask(self, request) -> object:
+        """Send ``request`` to the forwarder and return its answer."""
+        control = self._control
+        if control is None:
+            raise RuntimeError("the link is not running")
+        with self._lock:
+            try:
+                if request is not None:
+                    control.send(request)
+                if not control.poll(ANSWER_WITHIN):
+                    pid = self._process.pid if self._process is not None else "?"
+                    raise RuntimeError(f"the link's forwarder (pid {pid}) did "
+                                       f"not answer within {ANSWER_WITHIN} s")
+                kind, answer = control.recv()
+            except (EOFError, OSError) as exc:
+                code = None
+                if self._process is not None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        code = self._process.wait(timeout=5)  # it is ending: say how
+                raise RuntimeError(f"the link's forwarder has ended (exit status {code}): "
+                                   f"its frames go nowhere; stop this network and start a "
+                                   f"new one") from exc
+        if kind == "error":
+            raise RuntimeError(f"the link's forwarder failed:\n{answer}")
+        return answer
+
+    def _fetch(self, what: str) -> dict:
+        """The forwarder's current state (``what``: "state" or "trace"), or the last."""
+        if self._control is not None:
+            answer = self._ask((what,))
+            assert isinstance(answer, dict), f"the forwarder answered {answer!r}"
+            self._state.update(answer)
+        return self._state
 
     def set(self, direction: str | None = None, **changes) -> None:
         """Change the impairment while running, e.g. ``link.set(loss=0.05)``; both
@@ -297,49 +331,64 @@ class Link:
                                  f"not {name!r}")
         fresh = {name: dataclasses.replace(self.impairments[name], **changes)
                  for name in names}  # all checked before any is applied
-        for name, impairment in fresh.items():
-            self.impairments[name] = impairment
-            if name in self._ways:
-                self._ways[name].model.reconfigure(impairment)
-                self._ways[name].refresh()
+        self.impairments.update(fresh)
+        if self._control is not None:
+            self._ask(("set", fresh))  # from the next frame on
 
     @property
     def stats(self) -> dict[str, dict[str, int]]:
         """Counters per direction: frames, delivered, dropped, queue_dropped, duplicated,
         reordered; and ``missed``: frames the kernel dropped before the link could read them
         (its ring was full: the link fell behind), never counted in ``frames``."""
-        return {name: {**{key: way.stats[key] for key in FATES}, "missed": way.missed()}
-                for name, way in self._ways.items()}
+        return self._fetch("state")["stats"]
+
+    def lateness(self, tolerance: float = 0.001) -> dict[str, Lateness]:
+        """Per direction: how many frames left more than ``tolerance`` s after they were
+        due, and the worst (to 10 µs). ``print(link.lateness()["client→server"])``"""
+        if not _is_seconds(tolerance):
+            raise ValueError(f"tolerance must be seconds ≥ 0 (e.g. 0.001 for 1 ms), "
+                             f"not {tolerance!r}")
+        return {name: tally.lateness(tolerance)
+                for name, tally in self._fetch("state")["tallies"].items()}
+
+    def too_busy(self, tolerance: float = 0.001) -> str | None:
+        """None if every frame left within ``tolerance`` of when it was due and none was
+        missed; else one sentence saying the machine, not the link, made the numbers."""
+        state = self._fetch("state")
+        missed = sum(counts["missed"] for counts in state["stats"].values())
+        return too_busy({name: tally.lateness(tolerance)
+                         for name, tally in state["tallies"].items()}, missed)
 
     @property
-    def trace(self) -> list[LinkEvent]:
-        """The last ``trace_limit`` frames' events (older ones: ``trace_truncated``)."""
-        return [LinkEvent(*event) for event in self._trace] if self.trace_limit else []
-
-    def _record(self, event: list | None) -> None:
-        if event is None:
-            return
-        if len(self._trace) == self._trace.maxlen:
-            self.trace_truncated += 1
-        self._trace.append(event)
+    def trace(self) -> Trace:
+        """The last ``trace_limit`` frames' events (older ones: ``trace_truncated``), each
+        with the frame's headers (``e.frame``; ``e.cut`` bytes of payload not kept)."""
+        trace = self._fetch("trace")["trace"]
+        self.trace_truncated = trace.truncated
+        return trace
 
     def stop(self) -> None:
-        """Join every thread and close every socket and pipe; safe to call twice."""
-        self._stopping = True
-        if self._stop_w >= 0:
-            os.write(self._stop_w, b"x")  # wakes the receivers' select
-        for way in self._ways.values():
-            with way.wakeup:
-                way.wakeup.notify_all()
-        for thread in self._threads:
-            thread.join(timeout=5)
-        alive = [thread.name for thread in self._threads if thread.is_alive()]
-        self._threads.clear()
-        for way in self._ways.values():
-            way.close()
-        for fd in (self._stop_r, self._stop_w):
-            if fd >= 0:
-                os.close(fd)
-        self._stop_r = self._stop_w = -1
-        if alive:
-            raise RuntimeError(f"labkit link threads did not stop: {alive}")
+        """Stop the forwarder (keeping its last stats, lateness and trace); safe to call
+        twice."""
+        control, self._control = self._control, None
+        if control is not None:
+            try:
+                with self._lock:
+                    control.send(("stop",))
+                    if control.poll(ANSWER_WITHIN):
+                        kind, answer = control.recv()
+                        if kind == "state":
+                            self._state.update(answer)
+                            self.trace_truncated = answer["trace"].truncated
+            except (EOFError, OSError):
+                pass  # it had ended: what it said last is all there is
+            finally:
+                control.close()  # end of file: a forwarder still running exits
+        if self._process is not None and self._process.poll() is None:
+            try:
+                self._process.wait(timeout=ANSWER_WITHIN)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+        if self._keeper is not None:
+            self._keeper.join()
+            self._keeper = None
