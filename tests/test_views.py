@@ -164,16 +164,24 @@ def test_ladder_text_reads_from_the_back_of_a_room():
 
 
 def test_long_labels_wrap_within_their_arrows_span():
-    """A label as long as a TLS flight's wraps to the room between its two lifelines (it
-    would run over the times column and other arrows), at most LABEL_LINES lines."""
-    from labkit.views.ladder import LABEL_LINES, SPAN_CHARS
+    """A label as long as a TLS flight's (a protocol view's) wraps to the room between its two
+    lifelines (it would run over the times column and other arrows), at most LABEL_LINES
+    lines; a payload preview's "(+N bytes)" is never cut in two."""
+    from labkit.views.ladder import CHAR_INCHES, LABEL_LINES, _wrap, _width
 
-    words = " · ".join(["CertificateVerify"] * 12)
-    segs = _payload_segments([words.encode()])
-    fig = ladder(segs)
-    label = next(t.get_text() for t in fig.axes[0].texts if "CertificateVerify" in t.get_text())
-    lines = label.split("\n")
-    assert 2 < len(lines) <= LABEL_LINES and all(len(line) <= SPAN_CHARS for line in lines)
+    flight = "ServerHello · ChangeCipherSpec\nencrypted: " + " · ".join(["CertificateVerify"] * 12)
+    seg = _payload_segments([b"x"])[0]
+    lines = _wrap(flight, seg, {"client": 0, "server": 1}).split("\n")
+    assert lines[0] == "ServerHello · ChangeCipherSpec" and len(lines) == LABEL_LINES
+    room = _width(2) / 1.8 / CHAR_INCHES   # two lifelines, 1.8 of their spacings wide
+    assert all(len(line) <= room for line in lines) and lines[-1].endswith(" …")
+    shorter = "encrypted: " + " · ".join(["CertificateVerify"] * 6)
+    neighbours, apart = ({"client": 0, "server": n} for n in (1, 2))  # two spans: more room
+    assert len(_wrap(shorter, seg, apart).split("\n")) < len(_wrap(shorter, seg, neighbours).split("\n"))
+    preview = "ACK len=1448 seq=1 ack=1\nb'GGGGGGGGGGGGGGGGGGGGGGGG' … (+1424 bytes)"
+    assert _wrap(preview, seg, neighbours).count("\n") == 1          # fits: two lines
+    assert _wrap(preview, seg, {"client": 0, "server": 1, "r1": 2, "r2": 3}).split("\n")[-1] == (
+        "(+1424\u00a0bytes)")          # four lifelines, less room each: never cut in two
 
 
 def _many_connections(n, *, ends=("FA",), together=False):

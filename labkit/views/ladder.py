@@ -18,6 +18,7 @@ written across the top of the figure.
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 from matplotlib.patches import FancyArrowPatch
@@ -36,8 +37,9 @@ DPI = 100           # the figure's pixels per inch, as notebooks and decks show 
 # Points that make 18 px (the smallest text a room reads on a 1280x720 slide) when a deck
 # shows the figure at 80 % of its size (its fit(), slides_template/index.html.j2)
 FONT = 18 / 0.8 * 72 / DPI  # 16.2 pt
-SPAN_CHARS = 36     # characters of FONT between neighbouring lifelines (~4.7 in apart)
+CHAR_INCHES = 0.125  # the width of an average character of FONT (0.55 em)
 LABEL_LINES = 4     # lines of a label once wrapped to its arrow's span
+_UNBROKEN = re.compile(r"\(\+\d+ bytes\)")  # a payload preview's tail stays on one line
 MAX_LIFELINES = 12  # wider than this, a figure no longer fits a screen (4.5 inches each)
 
 
@@ -113,7 +115,7 @@ def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
         ys.append(y)
         y += 1
     n = y + 0.8 * len(notes)
-    width = max(9.0, 4.5 * len(roles))
+    width = _width(len(roles))
     fig, ax = plt.subplots(figsize=(width, 1.6 + 0.5 * max(n, 1)), dpi=DPI)
     plt.close(fig)  # returned, not auto-shown: the notebook displays it once
     top, bottom = -0.8, y - 0.2
@@ -150,12 +152,19 @@ def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
     return fig
 
 
+def _width(lifelines: int) -> float:
+    """Inches: room for a payload preview between two lifelines, 4.5 between more."""
+    return max(11.0, 4.5 * lifelines)
+
+
 def _wrap(label: str, seg: Segment, x: dict[str, int]) -> str:
     """``label`` with its lines wrapped to the room between the lifelines ``seg`` joins
     (at most ``LABEL_LINES``), so that no label runs over another arrow or the times."""
     span = abs(x.get(seg.dst, 0) - x.get(seg.src, 0)) or 1
+    room = int(span * _width(len(x)) / (max(len(x), 2) - 0.2) / CHAR_INCHES)  # inches apart
+    label = _UNBROKEN.sub(lambda m: m[0].replace(" ", "\u00a0"), label)  # "(+1424 bytes)"
     lines = [part for line in label.split("\n")
-             for part in textwrap.wrap(line, SPAN_CHARS * span, break_on_hyphens=False) or [""]]
+             for part in textwrap.wrap(line, room, break_on_hyphens=False) or [""]]
     if len(lines) > LABEL_LINES:
         lines = lines[:LABEL_LINES - 1] + [lines[LABEL_LINES - 1].rstrip(" ·") + " …"]
     return "\n".join(lines)
