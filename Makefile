@@ -16,12 +16,13 @@ STAMP   := $(VENV)/.installed
 # starting, sockets, timeouts), so on 2 cores 3 workers take 42 s where 2 took 55 s.
 PYTEST_ARGS ?= -n $(shell echo $$(( $$(nproc) + 1 ))) --dist loadscope
 # Debian packages: the tools the tests compare against (tcpdump, tshark; dig, from
-# bind9-dnsutils, a resolver that checks DNSServer), iproute2's `ip` that
-# builds notebook 09's lab hosts, curl (04 sets it beside Python; binder/apt.txt lists the
-# same), and the browser
+# bind9-dnsutils, a resolver that checks DNSServer), iproute2's `ip` that builds the lab
+# hosts, nftables' `nft` for their NAT and firewall rules (notebook 10; a lesson writes
+# nft's own rules, so it is nft itself), curl (04 sets it beside Python; binder/apt.txt
+# lists the same), and the browser
 # tests/test_browser.py drives (chromium, with an emoji font for the text-form ✅/❌ in its
 # screenshots). Installed when we are root: one apt-get, about 50 s, most of it chromium.
-SYSTEM_TOOLS := tcpdump tshark iproute2 bind9-dnsutils curl
+SYSTEM_TOOLS := tcpdump tshark iproute2 nftables bind9-dnsutils curl
 BROWSER := chromium
 
 .PHONY: lab lab-instructor test lint notebooks handout slides system-tools doctor clean hub

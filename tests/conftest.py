@@ -95,3 +95,14 @@ def receiver():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def nft():
+    """nftables' nft, which LabNetwork.nft runs; in CI its absence is a failure."""
+    from labkit.net.netns import TOOL_PATH
+
+    if shutil.which("nft", path=os.environ.get("PATH", "") + TOOL_PATH) is None:
+        if os.environ.get("CI"):
+            pytest.fail("nft is missing: .ci/run (make system-tools) must install nftables")
+        pytest.skip("nft not installed (apt-get install nftables)")

@@ -7,8 +7,8 @@ The cases below trip relative numbering up; tests/test_tshark_diff.py holds labk
 numbers for each against tshark's.
 """
 
-from scapy.layers.inet import IP, TCP
-from scapy.layers.l2 import Ether
+from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
+from scapy.layers.l2 import ARP, Ether
 
 C, S = ("127.0.0.1", 40000), ("127.0.0.1", 8080)
 ISN_C, ISN_S = 1_000_000, 4_294_967_000  # the server's numbers wrap around 2**32
@@ -68,3 +68,56 @@ def mid_stream_server_first():
 def mid_stream_bare_ack_first():
     """A capture begun with the client's bare ACK of bytes the server sends again next."""
     return [tcp(C, S, "A", ISN_C + 6, ISN_S + 1, t=10.0035), *conversation()[4:]]
+
+
+# -- the network layer: lab hosts client 10.0.0.1, r1 10.0.0.2 / 10.0.1.2, server 10.0.1.3 --
+MAC_C, MAC_R1 = "02:00:0a:00:00:01", "02:00:0a:00:00:02"
+
+
+def _timed(pkts: list, t: float = 10.0) -> list:
+    """The packets as a capture reads them (bytes, dissected again), 1 ms apart."""
+    out = []
+    for n, pkt in enumerate(pkts):
+        again = Ether(bytes(pkt))
+        again.time = t + n / 1000
+        out.append(again)
+    return out
+
+
+def arp_then_traceroute():
+    """The client asks for its router's MAC, then probes with TTL 1 and 2: a Time Exceeded
+    from r1, a port unreachable from the server; a ping, and a "fragmentation needed"."""
+    probe = lambda ttl: IP(src="10.0.0.1", dst="10.0.1.3", ttl=ttl, id=ttl) / UDP(  # noqa: E731
+        sport=40000, dport=33433 + ttl) / b"probe"
+    return _timed([
+        Ether(src=MAC_C, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=MAC_C, psrc="10.0.0.1",
+                                                        pdst="10.0.0.2"),
+        Ether(src=MAC_R1, dst=MAC_C) / ARP(op=2, hwsrc=MAC_R1, psrc="10.0.0.2", hwdst=MAC_C,
+                                           pdst="10.0.0.1"),
+        Ether(src=MAC_C, dst=MAC_R1) / probe(1),
+        Ether(src=MAC_R1, dst=MAC_C) / IP(src="10.0.0.2", dst="10.0.0.1") / ICMP(
+            type=11, code=0) / probe(1),
+        Ether(src=MAC_C, dst=MAC_R1) / probe(2),
+        Ether(src=MAC_R1, dst=MAC_C) / IP(src="10.0.1.3", dst="10.0.0.1") / ICMP(
+            type=3, code=3) / probe(2),
+        Ether(src=MAC_C, dst=MAC_R1) / IP(src="10.0.0.1", dst="10.0.1.3") / ICMP(
+            type=8, id=7, seq=1) / b"ping",
+        Ether(src=MAC_R1, dst=MAC_C) / IP(src="10.0.1.3", dst="10.0.0.1") / ICMP(
+            type=0, id=7, seq=1) / b"ping",
+        Ether(src=MAC_R1, dst=MAC_C) / IP(src="10.0.0.2", dst="10.0.0.1") / ICMP(
+            type=3, code=4, nexthopmtu=1280) / IP(src="10.0.0.1", dst="10.0.1.3", flags="DF",
+                                                   len=1428) / UDP(sport=40000, dport=9000),
+    ])
+
+
+def fragments_out_of_order():
+    """A 4,000-byte UDP datagram in three fragments, the last first; a second datagram
+    whose middle fragment never comes (never whole)."""
+    whole = IP(src="10.0.0.1", dst="10.0.1.3", id=4711) / UDP(sport=40000, dport=9000) / (
+        b"x" * 4000)
+    lost = IP(src="10.0.0.1", dst="10.0.1.3", id=4712) / UDP(sport=40000, dport=9000) / (
+        b"y" * 4000)
+    first, middle, last = fragment(whole, 1480)
+    other = fragment(lost, 1480)
+    return _timed([Ether(src=MAC_C, dst=MAC_R1) / p
+                   for p in (last, first, other[0], middle, other[2])])

@@ -97,7 +97,7 @@ LAYERS = {
     # this thread is on
     "servers": {"servers", "protocols", "net"},
     "capture": {"capture", "protocols", "servers"},
-    "views": {"views", "capture", "protocols", "servers"},
+    "views": {"views", "capture", "protocols", "servers", "net"},  # net: a network's plan
     "checks": {"checks", "views", "capture", "protocols", "servers", "net"},
     "tools": {"tools", "capture", "net"},
 }
@@ -106,7 +106,10 @@ LAYERS = {
 # never loads matplotlib).
 UPWARD = {("labkit.capture.capture", "labkit.views.table"),
           ("labkit.capture.capture", "labkit.views.ladder"),
-          ("labkit.capture.capture", "labkit.views.connections")}
+          ("labkit.capture.capture", "labkit.views.connections"),
+          # and a lab network's net.capture(host) and net.figure() likewise
+          ("labkit.net.hosts", "labkit.capture.hostcapture"),
+          ("labkit.net.hosts", "labkit.views.topology")}
 
 
 def _every_import(path: Path) -> set[str]:

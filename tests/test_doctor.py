@@ -54,6 +54,16 @@ def test_the_doctor_says_whether_notebook_09_can_make_its_lab_hosts(monkeypatch)
     assert "lab hosts    : no" in doctor.report()
 
 
+def test_the_doctor_says_whether_lab_hosts_can_have_firewall_rules(monkeypatch):
+    from labkit.tools import doctor
+
+    monkeypatch.setattr(doctor.shutil, "which", lambda *args, **kwargs: "/usr/sbin/nft")
+    assert doctor.firewall_line().startswith("/usr/sbin/nft")
+    monkeypatch.setattr(doctor.shutil, "which", lambda *args, **kwargs: None)
+    assert "apt-get install nftables" in doctor.firewall_line()
+    assert "nft          : not found" in doctor.report()
+
+
 def test_in_a_terminal_the_doctor_reports_what_the_notebooks_get(monkeypatch, capsys):
     """`make lab` runs it in a terminal, where pytest runs too: no raw sockets, no namespace
     of its own. It reports on the lab kernel all the same, started as a notebook starts it."""

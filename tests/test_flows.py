@@ -60,14 +60,25 @@ def test_tracker_waits_for_every_ack_and_both_fins():
     for pkt in conversation():
         tracker.add(pkt)
         states.append(tracker.settled())
-    # settled after the handshake's ACK, unsettled while data/FINs are unacknowledged
-    assert states == [False, False, True, False, False, False, False, True]
+    # a SYN nothing answered yet needs nothing (the client gave up, if the capture ends
+    # now); settled after the handshake's ACK, unsettled while data/FINs are unacknowledged
+    assert states == [True, False, True, False, False, False, False, True]
+
+
+def test_tracker_does_not_wait_for_an_attempt_nobody_answered():
+    tracker = TcpTracker()
+    for t in (0.0, 1.0, 3.0):   # a SYN a firewall drops, sent again and again
+        tracker.add(tcp(C, S, "S", 10, t=t))
+    assert tracker.settled()
+    tracker.add(tcp(S, C, "SA", 0, 11))      # answered after all: now it needs its ACK
+    assert not tracker.settled()
+    tracker.add(tcp(C, S, "A", 11, 1))
+    assert tracker.settled()
 
 
 def test_tracker_reset_settles_a_refused_connection():
     tracker = TcpTracker()
     tracker.add(tcp(C, S, "S", 10))
-    assert not tracker.settled()
     tracker.add(tcp(S, C, "RA", 0, 11))
     assert tracker.settled()
 

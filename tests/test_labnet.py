@@ -23,6 +23,12 @@ PRELUDE = textwrap.dedent("""
         print(json.dumps({"skip": os.environ.get("LABKIT_NETWORK")}))
         raise SystemExit(0)
 
+    def fds():
+        return sorted(os.listdir("/proc/self/fd"))
+
+    def interfaces():
+        return sorted(name for _, name in socket.if_nameindex())
+
     def echo_server(net, port=7000):
         with net.on("server"):
             listener = socket.create_server(("10.0.0.2", port))
@@ -110,10 +116,6 @@ def test_on_is_per_thread_and_restored_after_an_exception():
 
 def test_stopping_leaves_no_thread_fd_or_interface():
     result = in_lab("""
-        def fds():
-            return sorted(os.listdir("/proc/self/fd"))
-        def interfaces():
-            return sorted(name for _, name in socket.if_nameindex())
         before = (fds(), threading.active_count(), interfaces())
         net = LabNetwork(Impairment(delay=0.01, loss=0.1, seed=3)).start()
         during = (threading.active_count(), interfaces())
@@ -516,6 +518,37 @@ def test_a_trace_keeps_each_frames_headers_and_says_what_it_did_not_keep():
     assert result["truncated"] == 3 and result["last"] == 7 and result["slice"] == [4, 5]
     assert result["repr"] == ("<Trace of 5 frames, 128 bytes of each kept; 3 older frames "
                               "not kept>")
+
+
+def test_one_link_carries_every_impaired_cable_and_a_network_leaves_nothing_behind():
+    result = in_lab("""
+        from labkit import Cable
+        before = (fds(), threading.active_count(), interfaces())
+        net = LabNetwork(Cable("client", "r1", Impairment(delay=0.010)), Cable("r1", "r2"),
+                         Cable("r2", "server", up=Impairment(delay=0.015), down=Impairment()))
+        net.start()
+        during = (threading.active_count(), interfaces())
+        with net.on("server"):
+            listener = socket.create_server(("10.0.2.4", 7000))
+        with net.on("client"), socket.create_connection(("10.0.2.4", 7000), timeout=10) as c:
+            with listener, listener.accept()[0] as conn:
+                start = time.monotonic()
+                c.sendall(b"ping")
+                conn.sendall(conn.recv(10))
+                assert c.recv(10) == b"ping"
+                rtt = time.monotonic() - start
+        ways = {way: stats["frames"] for way, stats in net.link.stats.items()}
+        net.stop()
+        after = (fds(), threading.active_count(), interfaces())
+        print(json.dumps({"before": before, "during": during, "after": after, "rtt": rtt,
+                          "ways": ways}))
+    """)
+    assert result["during"][0] == result["before"][1] + 1  # one forwarder (its keeper)
+    assert len(result["during"][1]) == len(result["before"][2]) + 4  # 2 cables × 2 ends
+    assert set(result["ways"]) == {"client→r1", "r1→client", "r2→server", "server→r2"}
+    assert all(frames > 0 for frames in result["ways"].values())
+    assert result["rtt"] >= 0.010 * 2 + 0.015   # both cables' delays, on the way there and back
+    assert result["after"] == result["before"]
 
 
 def test_a_forwarder_that_died_is_named_not_waited_for():

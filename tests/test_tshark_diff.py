@@ -1,5 +1,9 @@
 """labkit's packet rows against tshark's, field by field: Wireshark's numbering exactly.
 
+The network layer too: ARP (opcode), ICMP (type and code), IP fragments (offset, more
+fragments, length) and the datagram they make whole (shown in the row of the fragment
+that completes it, as Wireshark does).
+
 For every recording in data/ (what replay mode shows), for live captures of the cases that
 trip relative numbering up (ports reused, a refused connection, a capture begun mid-stream)
 and for hand-built packet lists (retransmissions and more), every packet labkit shows must
@@ -17,19 +21,23 @@ from pathlib import Path
 import packets
 import pytest
 from conftest import require_tool
+from scapy.layers.inet import IP
+from scapy.layers.l2 import ARP
 from scapy.utils import rdpcap, wrpcap
 
 from labkit import Capture, TCPServer
 from labkit.capture import recording
 from labkit.capture.capture import DATA_DIR
 from labkit.capture.flows import segments
+from labkit.protocols.icmp import icmp_message
 
 RECORDINGS = sorted(DATA_DIR.glob("*.pcapng"))
 # tcp.flags bits, named as labkit names them (NS, 0x100, has no name there: it would differ)
 FLAG_BITS = {0x01: "FIN", 0x02: "SYN", 0x04: "RST", 0x08: "PSH", 0x10: "ACK", 0x20: "URG",
              0x40: "ECE", 0x80: "CWR"}
 FIELDS = ["frame.number", "frame.protocols", "tcp.seq", "tcp.ack", "tcp.len", "tcp.flags",
-          "udp.length"]
+          "udp.length", "arp.opcode", "icmp.type", "icmp.code", "ip.flags.mf",
+          "ip.frag_offset", "ip.len", "ip.hdr_len"]
 # Wireshark's defaults, spelled out so a personal preferences file cannot change them
 PREFS = ["tcp.relative_sequence_numbers:TRUE", "tcp.analyze_sequence_numbers:TRUE"]
 
@@ -52,11 +60,22 @@ def tshark_rows(path: Path) -> list[tuple]:
     assert done.returncode == 0, done.stderr
     rows = []
     for line in done.stdout.splitlines():
-        number, protocols, seq, ack, length, flags, udp_length = line.split("\t")
+        (number, protocols, seq, ack, length, flags, udp_length, opcode, icmp_type, icmp_code,
+         more, offset, ip_len, ip_header) = line.split("\t")
         layers = protocols.split(":")
         # the first transport after the (outer) IP header: an ICMP error quotes TCP or UDP
-        proto = next((p for p in layers if p in ("tcp", "udp", "icmp", "icmpv6")), protocols)
-        if proto == "tcp":
+        proto = next((p for p in layers if p in ("tcp", "udp", "icmp", "icmpv6", "arp")),
+                     protocols)
+        if proto == protocols and layers[-2:] == ["ip", "data"]:  # a fragment, not the last
+            # tshark counts the offset in 8-byte units, as the header does; labkit in bytes
+            rows.append((int(number), "IP", frozenset({f"offset={int(offset) * 8}", f"mf={more}"}),
+                         None, None, int(ip_len) - int(ip_header)))
+        elif proto == "arp":
+            rows.append((int(number), "ARP", frozenset({f"op={opcode}"}), None, None, None))
+        elif proto == "icmp":
+            rows.append((int(number), "ICMP", frozenset({f"type={icmp_type}",
+                                                         f"code={icmp_code}"}), None, None, None))
+        elif proto == "tcp":
             bits = int(flags, 16)
             names = frozenset(n for bit, n in FLAG_BITS.items() if bits & bit)
             rows.append((int(number), "TCP", names, int(seq),
@@ -76,6 +95,16 @@ def labkit_rows(segs) -> list[tuple]:
             rows.append((n, "TCP", frozenset(s.flags.split("-")), s.seq, s.ack, s.length))
         elif s.proto == "UDP":
             rows.append((n, "UDP", frozenset(), None, None, s.length))
+        elif s.proto == "IP":  # a fragment: where its bytes go, and if more follow
+            ip = s.packet[IP]
+            rows.append((n, "IP", frozenset({f"offset={ip.frag * 8}",
+                                             f"mf={int(ip.flags.MF)}"}), None, None, s.length))
+        elif s.proto == "ARP":
+            rows.append((n, "ARP", frozenset({f"op={s.packet[ARP].op}"}), None, None, None))
+        elif s.proto == "ICMP":
+            message = icmp_message(s.packet)
+            rows.append((n, "ICMP", frozenset({f"type={message.type}", f"code={message.code}"}),
+                         None, None, None))
         else:
             rows.append((n, s.proto, frozenset(), None, None, None))
     return rows
@@ -102,7 +131,8 @@ def test_recording_numbers_as_tshark_does(path, tshark):
 # -- hand-built packet lists, written to pcap and read back as a capture would be ---------
 SYNTHETIC = {f.__name__: f for f in (
     packets.retransmission, packets.reused_ports, packets.syn_retransmitted, packets.refused,
-    packets.mid_stream_server_first, packets.mid_stream_bare_ack_first)}
+    packets.mid_stream_server_first, packets.mid_stream_bare_ack_first,
+    packets.arp_then_traceroute, packets.fragments_out_of_order)}
 
 
 @pytest.mark.parametrize("name", SYNTHETIC)

@@ -136,8 +136,8 @@ def test_ladder_pages_cut_a_long_capture_into_slides():
     drawn = [len(arrows(fig)) for fig in pages]
     assert drawn == [7, 6, 6, 6, 5]                 # every packet once, none lost at a cut
     assert all(1 + 1.6 * (n - 1) <= PAGE_ROWS for n in drawn)  # 1 row a line, 0.6 more
-    assert "page 1: packets 0–6; 23 more on page=2" in _notes(pages[0])
-    assert "page 5: packets 25–29 (the last)" in _notes(pages[4])
+    assert "page 1: packets 0 to 6; 23 more on page=2" in _notes(pages[0])
+    assert "page 5: packets 25 to 29 (the last)" in _notes(pages[4])
     assert max(fig.get_size_inches()[1] for fig in pages) * DPI <= 760  # 80 %: 608 px of 720
     with pytest.raises(ValueError, match="past the end: these 30 packets make 5 pages"):
         ladder(segs, page=6)
@@ -148,7 +148,8 @@ def test_ladder_pages_cut_a_long_capture_into_slides():
     assert [_roles(ladder(later, page=n)) for n in (1, 2, 3)] == [
         ["client", "client 2", "client 3", "server"]] * 3
     # pages of the packets chosen (by packets=, or of one connection)
-    assert _notes(ladder(segs, packets=range(10, 30), page=1))[0].startswith("page 1: packets 10–15;")
+    first = _notes(ladder(segs, packets=range(10, 30), page=1))[0]
+    assert first.startswith("page 1: packets 10 to 15;")
 
 
 def test_ladder_text_reads_from_the_back_of_a_room():
@@ -156,10 +157,10 @@ def test_ladder_text_reads_from_the_back_of_a_room():
     80 % of its size (the least its fit() allows)."""
     segs = _payload_segments([b"GET / HTTP/1.1", b"x" * 100])
     fig = ladder(segs, title="echo", note="connection 1")
-    for text in fig.axes[0].texts + [fig.axes[0].title]:
+    for text in [*fig.axes[0].texts, fig.axes[0].title]:
         if text.get_text():
             assert text.get_fontsize() * DPI / 72 * 0.8 >= 18, text.get_text()
-    assert FONT * DPI / 72 * 0.8 == pytest.approx(18)
+    assert pytest.approx(18) == FONT * DPI / 72 * 0.8
     assert fig.get_dpi() == DPI
 
 
@@ -167,7 +168,7 @@ def test_long_labels_wrap_within_their_arrows_span():
     """A label as long as a TLS flight's (a protocol view's) wraps to the room between its two
     lifelines (it would run over the times column and other arrows), at most LABEL_LINES
     lines; a payload preview's "(+N bytes)" is never cut in two."""
-    from labkit.views.ladder import CHAR_INCHES, LABEL_LINES, _wrap, _width
+    from labkit.views.ladder import CHAR_INCHES, LABEL_LINES, _width, _wrap
 
     flight = "ServerHello · ChangeCipherSpec\nencrypted: " + " · ".join(["CertificateVerify"] * 12)
     seg = _payload_segments([b"x"])[0]
@@ -177,7 +178,7 @@ def test_long_labels_wrap_within_their_arrows_span():
     assert all(len(line) <= room for line in lines) and lines[-1].endswith(" …")
     shorter = "encrypted: " + " · ".join(["CertificateVerify"] * 6)
     neighbours, apart = ({"client": 0, "server": n} for n in (1, 2))  # two spans: more room
-    assert len(_wrap(shorter, seg, apart).split("\n")) < len(_wrap(shorter, seg, neighbours).split("\n"))
+    assert _wrap(shorter, seg, apart).count("\n") < _wrap(shorter, seg, neighbours).count("\n")
     preview = "ACK len=1448 seq=1 ack=1\nb'GGGGGGGGGGGGGGGGGGGGGGGG' … (+1424 bytes)"
     assert _wrap(preview, seg, neighbours).count("\n") == 1          # fits: two lines
     assert _wrap(preview, seg, {"client": 0, "server": 1, "r1": 2, "r2": 3}).split("\n")[-1] == (
@@ -274,3 +275,22 @@ def test_table_shows_200_rows_and_says_how_many_more():
     html = table._repr_html_()
     assert html.count("<tr") == 1 + 200 and "100 more packets" in html
     assert len(Table(_long_exchange(300), packets=range(250, 300))) == 50
+
+
+def test_a_probe_a_router_dropped_ends_at_that_router_with_its_ttl():
+    import packets
+
+    hosts = {"10.0.0.1": "client", "10.0.0.2": "r1", "10.0.1.3": "server"}
+    segs = segments(packets.arp_then_traceroute(), {}, {"hosts": hosts})
+    fig = ladder(segs, order=["client", "r1", "server"])
+    ax = fig.axes[0]
+    x = {t.get_text(): t.get_position()[0] for t in ax.texts
+         if t.get_text() in ("client", "r1", "server")}
+    tips = [arrow._posA_posB[1][0] for arrow in arrows(fig)]
+    # row 2: the TTL-1 probe dies at r1; row 4: the TTL-2 probe reaches the server (its
+    # port unreachable comes from the destination itself, so it arrived)
+    assert abs(tips[2] - x["r1"]) < 0.1, f"TTL-1 probe ends at {tips[2]}, r1 is at {x['r1']}"
+    assert tips[4] == x["server"], f"TTL-2 probe ends at {tips[4]}, server is at {x['server']}"
+    texts = [t.get_text() for t in ax.texts]
+    assert any(t.startswith("UDP len=5 ttl=1") for t in texts), texts
+    assert "TTL ran out" in texts and not any("ttl=2" in t for t in texts), texts

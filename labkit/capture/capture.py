@@ -98,6 +98,10 @@ class Capture:
     UDP on any address; ``protocol="tcp"`` or ``"udp"`` narrows it.  ICMP errors
     quoting a watched packet (e.g. port unreachable) are captured too.
 
+    ``filter`` (a tcpdump expression, e.g. ``"arp or icmp"``; ``""``: every packet) keeps
+    what it matches too, with or without targets: on a lab host's interface it shows
+    the network layer (``LabNetwork.capture`` labels its rows by host).
+
     ``name`` names the recording shown in replay mode (``data/<name>.pcapng``).
     ``memory``: the most it holds, in bytes (ring and frames; see
     :mod:`labkit.capture.budget`); past it, packets keep their headers only, and every
@@ -112,13 +116,18 @@ class Capture:
     """
 
     def __init__(self, *targets, name: str | None = None, iface: str = "lo", keylog=None,
-                 protocol: str | None = None, memory: int = DEFAULT_MEMORY):
+                 protocol: str | None = None, filter: str | None = None,
+                 memory: int = DEFAULT_MEMORY):
         arguments.recording_name(name)
         arguments.instance(iface, "iface", str, "an interface name", "'lo' or 'eth0'")
         if keylog is not None:
             arguments.path(keylog, "keylog", "'keys.log'")
+        if filter is not None:
+            arguments.instance(filter, "filter", str,
+                               "a tcpdump expression ('' for every packet)", "'arp or icmp'")
+        self.filter = filter
         self.budget = MemoryBudget(memory)  # checks it
-        self.roles, self._endpoints = watch(targets, protocol)
+        self.roles, self._endpoints = watch(targets, protocol, needed=filter is None)
         self._targets = targets
         self.name = name
         self.iface = iface
@@ -150,7 +159,7 @@ class Capture:
         """The kernel's filter (live modes): our endpoints, ICMP errors quoting them."""
         from labkit.capture.live import LiveSniffer
 
-        return (self._live or LiveSniffer(self.iface, self._endpoints)).bpf
+        return (self._live or LiveSniffer(self.iface, self._endpoints, filter=self.filter)).bpf
 
     @property
     def recording(self) -> Path | None:
@@ -177,15 +186,19 @@ class Capture:
             return self
         from labkit.capture.live import LiveSniffer  # raw sockets: live modes only
 
-        self._live = live = LiveSniffer(self.iface, self._endpoints, budget=self.budget)
+        self._live = live = LiveSniffer(self.iface, self._endpoints, budget=self.budget,
+                                        filter=self.filter)
         try:
             live.start()
         except BaseException:
             live.stop()  # no thread or raw socket outlives a failed start
             self._state = "done"
             raise
-        ports = ", ".join(f"{n} port {p}" for p, n in self.roles.items())
-        print(f"● live capture on {self.iface}: {ports}")
+        watched = [f"{n} port {p}" for p, n in self.roles.items()]
+        if self.filter is not None:
+            watched.append(f"filter {self.filter!r}" if self.filter.strip() else "every packet")
+        where = self.meta.get("where", self.iface)  # a lab host's capture: "r1 eth1"
+        print(f"● live capture on {where}: {', '.join(watched)}")
         return self
 
     def __exit__(self, exc_type, *_):
@@ -364,7 +377,8 @@ class Capture:
 
         segs, which = self._chosen(connection)
         return ladder(segs, title=title, packets=self._packets_arg(start, stop, packets),
-                      note=which, warning=self.notice, lost=lost, page=page)
+                      note=which, warning=self.notice, lost=lost, page=page,
+                      order=self.meta.get("lifelines"))
 
     def connections(self):
         """One row per TCP connection or UDP conversation: handshake time, bytes each way,

@@ -136,8 +136,9 @@ def _declares(target) -> bool:
         getattr(target, "protocol", None) in PROTOCOLS and hasattr(target, "address"))
 
 
-def watch(targets, protocol: str | None) -> tuple[dict[int, str], list[_Endpoint]]:
-    """``({port: role}, endpoints)`` for Capture's arguments."""
+def watch(targets, protocol: str | None,
+          needed: bool = True) -> tuple[dict[int, str], list[_Endpoint]]:
+    """``({port: role}, endpoints)`` for Capture's arguments (``needed``: at least one)."""
     arguments.one_of(protocol, "protocol", [None, *PROTOCOLS])
     found: dict[int, tuple[str, _Endpoint]] = {}
     for target in targets:
@@ -154,7 +155,7 @@ def watch(targets, protocol: str | None) -> tuple[dict[int, str], list[_Endpoint
             arguments.fail(TypeError, "each target",
                            "a server, a port number or a {port: name} dict", target,
                            "Capture(server)")
-    if not found:
+    if not found and needed:
         arguments.fail(ValueError, "targets", "at least one server or port", targets,
                        "Capture(server)")
     return {port: role for port, (role, _e) in found.items()}, [e for _r, e in found.values()]

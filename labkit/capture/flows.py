@@ -20,8 +20,11 @@ from scapy.packet import Packet
 
 from labkit.capture.frames import Frames, Header
 from labkit.protocols import PROTOCOLS
+from labkit.protocols.arp import describe_arp
 from labkit.protocols.base import Dissection, Later
 from labkit.protocols.base import ip_layer as _ip_layer
+from labkit.protocols.icmp import describe_icmp
+from labkit.protocols.ipfrag import Datagram, Fragment, Reassembly
 
 __all__ = ["Segment", "Segments", "segments", "flag_names", "TcpTracker", "dissect", "NOT_KEPT"]
 
@@ -90,7 +93,7 @@ class Segment:
     time: float            # seconds since the first packet of the capture
     src: str               # role name, e.g. "client"
     dst: str
-    proto: str             # "TCP", "UDP" or "ICMP"
+    proto: str             # "TCP", "UDP", "ICMP", "ARP" or "IP" (a fragment)
     flags: str = ""        # "SYN-ACK", ... (TCP only)
     seq: int | None = None  # relative, as Wireshark shows it
     ack: int | None = None
@@ -125,13 +128,21 @@ class Segments(list):
 
 
 class _Roles:
-    """Names endpoints: known listening ports get their server's name; others are clients."""
+    """Names endpoints: a lab host's addresses get its name (``hosts``: {address: host});
+    known listening ports get their server's name; others are clients."""
 
-    def __init__(self, roles: dict[int, str]):
+    def __init__(self, roles: dict[int, str], hosts: dict[str, str] | None = None):
         self.by_port = dict(roles)
+        self.hosts = hosts or {}
         self.clients: dict[tuple[str, int | None], str] = {}
 
+    def host(self, ip: str) -> str:
+        """A packet's end named by address alone (ARP, ICMP, fragments)."""
+        return self.hosts.get(ip, ip)
+
     def name(self, ip: str, port: int | None) -> str:
+        if ip in self.hosts:
+            return self.hosts[ip]
         if port in self.by_port:
             return self.by_port[port]
         key = (ip, port)
@@ -212,25 +223,33 @@ def segments(packets, roles: dict[int, str], meta: dict | None = None, *,
     """
     if dissection is None:
         dissection = dissect(packets, meta)
-    names = _Roles(roles)
+    names = _Roles(roles, (meta or {}).get("hosts"))
     numbering = _Numbering()
+    fragments = Reassembly(packets)
     out: list[Segment] = []
     frames = packets if isinstance(packets, Frames) else None
     t0 = float(_time(packets, 0)) if len(packets) else 0.0
     t = 0.0
     for n in range(len(packets)):
         head = frames.header(n) if frames is not None else None
+        arp = None
         if head is None:
             pkt = packets[n]
             ip = _ip_layer(pkt)
-            if ip is None:
+            if ip is None and (arp := describe_arp(pkt)) is None:
                 continue
         # pcapng keeps microseconds: so do we.  Never earlier than the row above: on lo the
         # kernel stamps packets at more than one point, so a busy machine can hand us a
         # reply stamped a few microseconds before the request it answers (read in order).
         t = max(t, round(float(_time(packets, n)) - t0, 6))
         i = len(out)
-        if head is not None:  # read from a frame's bytes: its packet is dissected if asked for
+        if arp is not None:
+            sender, target, summary = arp
+            out.append(Segment(i, t, names.host(sender), names.host(target), "ARP",
+                               summary=summary, packet=pkt))
+        elif (piece := fragments.of(n)) is not None:
+            out.append(_fragment_segment(i, t, piece, packets, names, dissection))
+        elif head is not None:  # read from a frame's bytes: its packet is dissected if asked for
             packet = Later(packets.packet, n)
             if head.proto == "TCP":
                 out.append(_tcp_segment(i, t, head, packet, names, numbering, dissection))
@@ -296,20 +315,58 @@ def _tcp_segment(i: int, t: float, head: Header, packet, names: _Roles, numberin
 
 
 def _icmp_segment(i: int, t: float, pkt: Packet, names: _Roles) -> Segment:
-    icmp = pkt[ICMP]
-    text = {(3, 3): "port unreachable", (3, 1): "host unreachable",
-            (8, 0): "echo request", (0, 0): "echo reply"}.get((icmp.type, icmp.code),
-                                                             f"type={icmp.type} code={icmp.code}")
-    inner = icmp.payload
-    if UDPerror in pkt:
-        # The error quotes the datagram that caused it: name both ends from that.
+    inner = pkt[ICMP].payload
+    if UDPerror in pkt and not names.hosts:
+        # On lo every end is 127.0.0.1: name both ends from the datagram the error quotes.
         err = pkt[UDPerror]
         src = names.name(inner.dst, err.dport) if err.dport in names.by_port else "kernel"
         dst = names.name(inner.src, err.sport)
-        text += f" (quotes UDP to port {err.dport})"
     else:
-        src, dst = pkt[IP].src, pkt[IP].dst
-    return Segment(i, t, src, dst, "ICMP", summary=f"ICMP {text}", packet=pkt)
+        src, dst = names.host(pkt[IP].src), names.host(pkt[IP].dst)
+    return Segment(i, t, src, dst, "ICMP", summary=describe_icmp(pkt), packet=pkt)
+
+
+def _fragment_segment(i: int, t: float, piece: tuple[Fragment, Datagram], packets,
+                      names: _Roles, dissection: Dissection) -> Segment:
+    """A fragment's row: the fragment itself, or (the one that makes its datagram whole)
+    the datagram, as Wireshark shows them."""
+    fragment, datagram = piece
+    src, dst = names.host(datagram.src), names.host(datagram.dst)
+    if datagram.completed_by != fragment.index:
+        end = fragment.offset + fragment.length - 1
+        more = "more follow" if fragment.more else "the last"
+        return Segment(i, t, src, dst, "IP", length=fragment.length,
+                       summary=f"IP fragment of {datagram.proto} id={datagram.ident}: bytes "
+                               f"{fragment.offset}-{end}, {more}",
+                       packet=packets[fragment.index])
+    whole = _reassembled(packets[fragment.index], datagram.payload(packets))
+    rows = ", ".join(f"#{f.index}" for f in datagram.fragments)
+    note = f"reassembled from {len(datagram.fragments)} fragments ({rows})"
+    if UDP in whole:
+        udp = whole[UDP]
+        payload = bytes(udp.payload)
+        return Segment(i, t, names.name(datagram.src, udp.sport),
+                       names.name(datagram.dst, udp.dport), "UDP", length=len(payload),
+                       summary=f"{_describe(payload, 'UDP', whole, dissection)}; {note}",
+                       packet=whole, dissection=dissection)
+    if ICMP in whole:
+        return Segment(i, t, src, dst, "ICMP", summary=f"{describe_icmp(whole)}; {note}",
+                       packet=whole)
+    return Segment(i, t, src, dst, "IP", length=datagram.size or 0,
+                   summary=f"{datagram.proto} datagram id={datagram.ident}; {note}",
+                   packet=whole)
+
+
+def _reassembled(last: Packet, payload: bytes) -> Packet:
+    """The whole datagram as one Scapy packet: the last fragment's headers, all the bytes."""
+    from scapy.layers.l2 import Ether
+
+    ip = last[IP].copy()
+    ip.remove_payload()
+    ip.flags, ip.frag, ip.len, ip.chksum = 0, 0, None, None
+    whole = Ether(bytes(Ether(dst=last[Ether].dst, src=last[Ether].src) / ip / payload))
+    whole.time = last.time
+    return whole
 
 
 class TcpTracker:
@@ -317,7 +374,9 @@ class TcpTracker:
 
     Settled means: every SYN, FIN and data byte sent has been acknowledged (or the
     connection was reset), and no connection is half-closed.  A capture waits for
-    this before it stops, so the last ACK of a teardown is never cut off.
+    this before it stops, so the last ACK of a teardown is never cut off.  A connection
+    attempt that nothing answered (only SYNs, dropped by a firewall or met by an ICMP
+    error) waits for nothing: its client has given up by the time a capture stops.
     """
 
     def __init__(self):
@@ -325,6 +384,19 @@ class TcpTracker:
         self._acked: dict[tuple, int] = {}     # direction -> highest ack received for it
         self._fins: dict[tuple, set] = {}      # connection -> directions that sent FIN
         self._reset: set[tuple] = set()
+        self._only_syns: set[tuple] = set()    # directions that sent nothing but SYNs
+
+    def _note_syn(self, key, flags: str, size: int) -> None:
+        if set(flags) - {"E", "C"} == {"S"} and not size:   # a SYN (ECN bits or not)
+            if key not in self._next_seq:
+                self._only_syns.add(key)
+        else:
+            self._only_syns.discard(key)
+
+    def _unanswered(self, key) -> bool:
+        """Only SYNs went this way, and nothing ever came back."""
+        back = (key[2], key[3], key[0], key[1])
+        return key in self._only_syns and back not in self._next_seq and key not in self._acked
 
     @staticmethod
     def _conn(key):
@@ -343,6 +415,7 @@ class TcpTracker:
         if "R" in flags:
             self._reset.add(conn)
             return
+        self._note_syn(key, flags, len(tcp.payload))
         used = len(tcp.payload) + ("S" in flags) + ("F" in flags)
         if used:
             end = (tcp.seq + used) % 2**32
@@ -355,7 +428,7 @@ class TcpTracker:
     def settled(self) -> bool:
         for key, end in self._next_seq.items():
             conn = self._conn(key)
-            if conn in self._reset:
+            if conn in self._reset or self._unanswered(key):
                 continue
             acked = self._acked.get(key)
             if acked is None or 0 < (end - acked) % 2**32 < 2**31:

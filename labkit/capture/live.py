@@ -85,8 +85,12 @@ def _bpf_program(expression: str, iface: str) -> bytes:
     outgoing copy is the only one of what this side sends), and an accepted packet is
     kept whole (libpcap's program keeps 65,535 bytes, lo frames reach 65,549)."""
     from scapy.arch.common import compile_filter
+    from scapy.error import Scapy_Exception
 
-    compiled = compile_filter(expression, iface)
+    try:
+        compiled = compile_filter(expression, iface)
+    except Scapy_Exception as exc:
+        raise ValueError(f"the capture filter is not one tcpdump understands: {exc}") from None
     code = ctypes.string_at(ctypes.addressof(compiled.bf_insns.contents), compiled.bf_len * 8)
     insns = [list(struct.unpack("HBBI", code[i:i + 8])) for i in range(0, len(code), 8)]
     for insn in insns:
@@ -151,6 +155,7 @@ class _FrameTracker(TcpTracker):
         if "R" in flags:
             self._reset.add(conn)
             return
+        self._note_syn(key, flags, size)
         used = size + ("S" in flags) + ("F" in flags)
         if used:
             self._next_seq[key] = (seq + used) % 2**32
@@ -164,9 +169,10 @@ class LiveSniffer:
     """The packets of some endpoints, read from ``iface`` by a thread that only stores bytes."""
 
     def __init__(self, iface: str, endpoints: list, *, buffer: int | None = None,
-                 budget: MemoryBudget | None = None):
+                 budget: MemoryBudget | None = None, filter: str | None = None):
         self.iface = iface
         self.endpoints = endpoints
+        self.filter = filter           # a tcpdump expression kept too ("": every packet)
         self.buffer = buffer or RING_START  # the ring's first size; it grows (see _grow)
         self.budget = budget or MemoryBudget()
         self.ring_size = 0             # bytes of ring now
@@ -206,8 +212,13 @@ class LiveSniffer:
     @property
     def bpf(self) -> str:
         """The kernel's filter: our endpoints, ICMP errors quoting them, and the fence."""
-        ours = " or ".join(e.bpf() for e in self.endpoints)
-        return f"{ours} or (udp and dst host 127.0.0.1 and dst port {self._fence_port})"
+        ours = [e.bpf() for e in self.endpoints]
+        if self.filter is not None:
+            if not self.filter.strip():
+                return ""  # every packet (the reader knows a fence when it sees one)
+            ours.append(f"({self.filter})")
+        fence = f"(udp and dst host 127.0.0.1 and dst port {self._fence_port})"
+        return " or ".join([*ours, fence])
 
     def start(self) -> None:
         """Open the socket and start the reader; on an error call :meth:`stop`."""
@@ -289,9 +300,12 @@ class LiveSniffer:
                             continue
                         elif ns > seen_until + _STAMP_LAG:
                             seen = None               # past everything both rings had
-                    if (size == _FENCE_LEN and mem[start + 36:start + 38] == fence_port
-                            and mem[start + 23] == 17):
-                        self._fence_read(mem[start + 42:start + size])
+                    if (size == _FENCE_LEN and mem[start + 23] == 17
+                            and mem[start + 42:start + 54] == b"labkit fence"):
+                        if mem[start + 36:start + 38] == fence_port:
+                            self._fence_read(mem[start + 42:start + size])
+                        # else another capture's fence, sent out of the interface at the
+                        # far end of this cable: capture machinery, not a lesson's packet
                     elif kept < whole:
                         append(Frame(mem[start:start + size], ns, wirelen))
                         kept += size + overhead
@@ -436,7 +450,10 @@ class LiveSniffer:
 
     def is_ours(self, pkt) -> bool:
         """Does this frame (bytes, or a Scapy packet) belong to our endpoints?  The
-        kernel's filter twin, in Python: an ICMP error is judged by the packet it quotes."""
+        kernel's filter twin, in Python: an ICMP error is judged by the packet it quotes.
+        With a tcpdump ``filter`` (no twin here) what the kernel's filter kept is ours."""
+        if self.filter is not None:
+            return True
         data = pkt if isinstance(pkt, bytes) else bytes(pkt)
         # The common case, IPv4 TCP/UDP with a 20-byte header, unfragmented: its protocol,
         # addresses and ports are 13 bytes in place, and a capture holds few distinct ones.

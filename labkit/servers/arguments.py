@@ -102,9 +102,10 @@ def host(value: object, what: str = "host") -> str:
 
 
 def _on_lab_host(address: str) -> bool:
-    from labkit.net.hosts import current_lab_address  # only for non-loopback addresses
+    # any of the host's addresses: a router has one on each of its subnets
+    from labkit.net.hosts import current_lab_addresses  # only for non-loopback addresses
 
-    return address == current_lab_address()
+    return address in current_lab_addresses()
 
 
 def server_name(value: object, what: str = "name") -> str:

@@ -136,6 +136,15 @@ def lab_hosts_line() -> str:
     return f"yes — notebook 09 can make them in this kernel's network ({ip})"
 
 
+def firewall_line() -> str:
+    """Can lab hosts be given NAT and firewall rules (notebook 10)?  They need ``nft``."""
+    nft = shutil.which("nft", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    if nft is None:
+        return ("not found — notebook 10's NAT and firewall rules need nftables' `nft` "
+                "(apt-get install nftables)")
+    return f"{nft} (notebook 10's NAT and firewall rules on lab hosts)"
+
+
 def fix_for(mode: str) -> str:
     if mode == "replay" and os.environ.get("LABKIT_CAPTURE", "").lower() == "replay":
         return "unset LABKIT_CAPTURE to capture live where this kernel is allowed to"
@@ -186,5 +195,6 @@ def report() -> str:
         f"tcpdump      : {shutil.which('tcpdump') or 'not found (apt-get install tcpdump)'}",
         f"tshark       : {shutil.which('tshark') or 'not found (apt-get install tshark)'}",
         f"lab hosts    : {lab_hosts_line()}",
+        f"nft          : {firewall_line()}",
     ]
     return "\n".join(lines)

@@ -140,8 +140,8 @@ def lay_out(nb, heights: dict[str, float]) -> list[int]:
             new = "fragment" if old == "fragment" else "-"
         else:
             new = "subslide"
-            lead = nb.cells[members[-1]] if members else None
-            leads = (cell.cell_type == "code" and lead is not None and lead.cell_type == "markdown"
+            lead = nb.cells[members[-1]] if members else nbformat.v4.new_code_cell()  # (no lead)
+            leads = (cell.cell_type == "code" and lead.cell_type == "markdown"
                      and not lead.source.lstrip().startswith("#"))
             if leads and len(members) == 1 and heights.get(lead.id, 0.0) <= LEAD:
                 # the sentence that introduces this code opened the slide: they stay together

@@ -6,7 +6,10 @@
 
 Each arrow says how a packet travelled (flags, seq, ack, len) and, for data, what it
 carried; a protocol view may say more (TLS records, WebSocket frames): see
-:class:`labkit.protocols.base.ProtocolView.label`.  A ladder stays legible: it draws at
+:class:`labkit.protocols.base.ProtocolView.label`.  A packet that a router dropped and
+answered with an ICMP error (a traceroute's probe whose TTL ran out, a packet too big
+for the next link) ends at that router's lifeline, at a ✗ that says why, and a probe
+whose TTL ran out says the TTL it had there.  A ladder stays legible: it draws at
 most ``MAX_PACKETS`` arrows unless told which, and says in the figure what it left out;
 with more than ``MAX_LIFELINES`` roles it asks for one connection (or the summary view).
 It is drawn for the back of a room: every text in it is at least 18 px on a 1280x720
@@ -24,6 +27,7 @@ import textwrap
 from matplotlib.patches import FancyArrowPatch
 
 from labkit.capture.flows import Segment
+from labkit.protocols.icmp import REDIRECT, icmp_message, quotes, why_dropped
 from labkit.views.plotting import plt, show_notice
 from labkit.views.table import COLORS, kind, pick, printable
 
@@ -41,6 +45,8 @@ CHAR_INCHES = 0.125  # the width of an average character of FONT (0.55 em)
 LABEL_LINES = 4     # lines of a label once wrapped to its arrow's span
 _UNBROKEN = re.compile(r"\(\+\d+ bytes\)")  # a payload preview's tail stays on one line
 MAX_LIFELINES = 12  # wider than this, a figure no longer fits a screen (4.5 inches each)
+MAX_WIDTH = 15.0    # inches (1500 px): a 1280x720 slide shows that at 80 % or more
+QUOTE_REACH = 64    # packets back from an ICMP error to look for the one it quotes
 
 
 def _label(seg: Segment) -> str:
@@ -61,17 +67,21 @@ def _shorten(text: str, limit: int = LABEL_MAX) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def _lifelines(segs: list[Segment]) -> list[str]:
-    """Clients on the left, then everything they talk to, in order of appearance."""
+def _lifelines(segs: list[Segment], order=None) -> list[str]:
+    """Clients on the left, then everything they talk to, in order of appearance; or the
+    roles ``order`` names (a lab network's hosts, along its cables) in that order first."""
     seen: dict[str, int] = {}
     for seg in segs:
         for role in (seg.src, seg.dst):
             seen.setdefault(role, len(seen))
+    if order:
+        place = {role: i for i, role in enumerate(order)}
+        return sorted(seen, key=lambda r: (place.get(r, len(place)), seen[r]))
     return sorted(seen, key=lambda r: (not r.startswith("client"), seen[r]))
 
 
 def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
-           note: str | None = None, warning: str | None = None, lost=(),
+           note: str | None = None, warning: str | None = None, lost=(), order=None,
            page: int | None = None):
     """Draw a sequence diagram: one lifeline per role, one labelled arrow per packet.
 
@@ -82,21 +92,23 @@ def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
     every packet) and says under the arrows which page it is and what follows; ``note``
     is drawn under the arrows (e.g. which connection this is); ``warning`` across the
     top (default: the notice ``wire.segments`` carry).  ``lost``: indexes of packets the
-    link dropped (``Segment.index``): their arrows stop half-way, at a ✗.
+    link dropped (``Segment.index``): their arrows stop half-way, at a ✗.  ``order``:
+    lifelines to put first, left to right (a lab network's hosts).
     """
     warning = warning or getattr(segs, "notice", None)
     everything = list(segs)
+    ended = _ended_on_the_way(everything)
     if page is None:
         segs, left_out = pick(everything, packets, limit=MAX_PACKETS)
     else:
         chosen = pick(everything, packets, limit=None)[0]
-        segs, left_out = _page(chosen, page)
-    roles = _lifelines(segs) or ["client", "server"]
+        segs, left_out = _page(chosen, page, _lifelines(chosen, order), ended)
+    roles = _lifelines(segs, order) or ["client", "server"]
     if page is not None and len(_lifelines(chosen)) <= MAX_LIFELINES:
-        roles = _lifelines(chosen)  # every page: the same lifelines, in the same places
+        roles = _lifelines(chosen, order)  # every page: the same lifelines, in the same places
     if len(roles) > MAX_LIFELINES and packets is None:  # the default view: fewer packets
         segs = _within_lifelines(segs)
-        roles = _lifelines(segs)
+        roles = _lifelines(segs, order)
         left_out = (f"… {len(everything) - len(segs)} more packets between more than "
                     f"{MAX_LIFELINES} endpoints; pass connection= or packets= to choose, "
                     "or see wire.connections()")
@@ -107,8 +119,7 @@ def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
             "(wire.ladder(connection=1)) or look at wire.connections() for all of them")
     notes = [text for text in (note, left_out) if text]
     x = {role: i for i, role in enumerate(roles)}
-    labels = [_label(seg) for seg in segs]
-    labels = [_wrap(text, seg, x) for text, seg in zip(labels, segs, strict=True)]
+    labels = [_wrap(_text_of(seg, ended), seg, x) for seg in segs]
     ys, y = [], 0.0  # a row per packet, pushed down by a label's extra lines
     for text in labels:
         y += _rows(text) - 1
@@ -128,7 +139,14 @@ def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
         color = COLORS[kind(seg)]
         if x0 == x1:  # a packet from a host to itself (rare): draw a short loop
             x1 = x0 + 0.3
-        tip = (x1, row + 0.36) if seg.index not in lost else _lost_on_the_way(ax, x0, x1, row)
+        if seg.index in lost:
+            tip = _lost_on_the_way(ax, x0, x1, row)
+        elif seg.index in ended and ended[seg.index][0] in x:
+            host, why, _ttl = ended[seg.index]
+            x1 = float(x[host])
+            tip = _dropped_at(ax, x0, x1, row, why)
+        else:
+            tip = (x1, row + 0.36)
         ax.add_patch(FancyArrowPatch((x0, row + 0.12), tip, arrowstyle="-|>",
                                      mutation_scale=22, lw=2.2, color=color, zorder=3))
         _text(ax, (x0 + x1) / 2, row + 0.1, label, ha="center", va="bottom", fontsize=FONT,
@@ -152,9 +170,20 @@ def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
     return fig
 
 
+def _text_of(seg: Segment, ended: dict) -> str:
+    """A packet's label; a probe whose TTL ran out on the way says the TTL it had there."""
+    text = _label(seg)
+    if seg.index in ended and ended[seg.index][2] is not None:
+        first, *rest = text.split("\n")
+        text = "\n".join([f"{first} ttl={ended[seg.index][2]}", *rest])
+    return text
+
+
 def _width(lifelines: int) -> float:
-    """Inches: room for a payload preview between two lifelines, 4.5 between more."""
-    return max(11.0, 4.5 * lifelines)
+    """Inches: room for a payload preview between two lifelines, 4.5 a lifeline for more,
+    at most ``MAX_WIDTH`` for up to four (a slide shows them at 80 % or more)."""
+    width = max(11.0, 4.5 * lifelines)
+    return min(width, MAX_WIDTH) if lifelines <= 4 else width
 
 
 def _wrap(label: str, seg: Segment, x: dict[str, int]) -> str:
@@ -166,7 +195,7 @@ def _wrap(label: str, seg: Segment, x: dict[str, int]) -> str:
     lines = [part for line in label.split("\n")
              for part in textwrap.wrap(line, room, break_on_hyphens=False) or [""]]
     if len(lines) > LABEL_LINES:
-        lines = lines[:LABEL_LINES - 1] + [lines[LABEL_LINES - 1].rstrip(" ·") + " …"]
+        lines = [*lines[:LABEL_LINES - 1], lines[LABEL_LINES - 1].rstrip(" ·") + " …"]
     return "\n".join(lines)
 
 
@@ -175,16 +204,17 @@ def _rows(label: str) -> float:
     return 1 + 0.6 * label.count("\n")
 
 
-def _page(segs: list[Segment], page: int) -> tuple[list[Segment], str]:
-    """The ``page``-th run of ``segs`` that fits ``PAGE_ROWS`` rows, and a note saying
-    which packets it is and what comes next."""
+def _page(segs: list[Segment], page: int, roles: list[str],
+          ended: dict) -> tuple[list[Segment], str]:
+    """The ``page``-th run of ``segs`` that fits ``PAGE_ROWS`` rows (drawn between ``roles``),
+    and a note saying which packets it is and what comes next."""
     if isinstance(page, bool) or not isinstance(page, int) or page < 1:
         raise ValueError(f"page= counts from 1 (page=1 is the first slide's worth of "
                          f"packets), not {page!r}")
-    x = {role: i for i, role in enumerate(_lifelines(segs))}
+    x = {role: i for i, role in enumerate(roles)}
     start, stop, rows, number = 0, len(segs), 0.0, 1
     for i, seg in enumerate(segs):  # labels only as far as the page asked for
-        height = _rows(_wrap(_label(seg), seg, x))
+        height = _rows(_wrap(_text_of(seg, ended), seg, x))
         if rows + height > PAGE_ROWS and i > start:  # row i starts the next page
             if number == page:
                 stop = i
@@ -195,7 +225,7 @@ def _page(segs: list[Segment], page: int) -> tuple[list[Segment], str]:
         raise ValueError(f"page={page} is past the end: these {len(segs)} packets "
                          f"make {number} page{'s' * (number > 1)}")
     chosen = segs[start:stop]
-    said = f"page {page}: packets {chosen[0].index}–{chosen[-1].index}" if chosen else \
+    said = f"page {page}: packets {chosen[0].index} to {chosen[-1].index}" if chosen else \
         f"page {page}"
     more = len(segs) - stop
     return chosen, said + (f"; {more} more on page={page + 1}" if more else " (the last)")
@@ -208,6 +238,41 @@ def _lost_on_the_way(ax, x0: float, x1: float, row: float) -> tuple[float, float
     _text(ax, middle + 0.04 * (1 if x1 > x0 else -1), row + 0.3, "✗", ha="center",
           va="center", fontsize=22, color="#d7191c", fontweight="bold", zorder=5)
     return middle, row + 0.24
+
+
+def _dropped_at(ax, x0: float, x1: float, row: float, why: str) -> tuple[float, float]:
+    """A packet a router dropped (and said so, in ICMP): its arrow ends at the router's
+    lifeline ``x1``, at a ✗ with the reason beside it. Returns where the arrow ends."""
+    side = 1 if x1 > x0 else -1
+    _text(ax, x1, row + 0.36, "✗", ha="center", va="center", fontsize=20,
+          color=COLORS["ICMP"], fontweight="bold", zorder=5)
+    _text(ax, x1 + 0.06 * side, row + 0.36, why, ha="left" if side > 0 else "right",
+          va="center", fontsize=FONT, color=COLORS["ICMP"], style="italic", zorder=5)
+    return x1 - 0.05 * side, row + 0.36
+
+
+def _ended_on_the_way(segs: list[Segment]) -> dict[int, tuple[str, str, int | None]]:
+    """{index of a packet: (the host that dropped it, why, its TTL there if that was why)}
+    for every packet an ICMP error quotes whose sender is not the packet's destination:
+    a router on the way dropped it (a destination's own error, such as port
+    unreachable, means the packet did arrive)."""
+    ended: dict[int, tuple[str, str, int | None]] = {}
+    for at, seg in enumerate(segs):
+        if seg.proto != "ICMP":
+            continue
+        pkt = seg.packet
+        message = icmp_message(pkt) if pkt is not None else None
+        if pkt is None or message is None or message.quoted is None or message.type == REDIRECT:
+            continue
+        if pkt["IP"].src == message.quoted.dst:
+            continue  # from the destination itself
+        for earlier in reversed(segs[max(0, at - QUOTE_REACH):at]):
+            probe = earlier.packet
+            if earlier.proto != "ARP" and probe is not None and quotes(message, probe):
+                ttl = int(probe["IP"].ttl) if message.type == 11 else None
+                ended[earlier.index] = (seg.src, why_dropped(message), ttl)
+                break
+    return ended
 
 
 def _within_lifelines(segs: list[Segment]) -> list[Segment]:
