@@ -28,7 +28,7 @@ from matplotlib.patches import FancyArrowPatch
 
 from labkit.capture.flows import Segment
 from labkit.protocols.icmp import REDIRECT, icmp_message, quotes, why_dropped
-from labkit.views.plotting import plt, show_notice
+from labkit.views.plotting import WIDEST, plt, show_notice
 from labkit.views.table import COLORS, kind, pick, printable
 
 __all__ = ["ladder", "MAX_PACKETS", "MAX_LIFELINES"]
@@ -45,7 +45,6 @@ CHAR_INCHES = 0.125  # the width of an average character of FONT (0.55 em)
 LABEL_LINES = 4     # lines of a label once wrapped to its arrow's span
 _UNBROKEN = re.compile(r"\(\+\d+ bytes\)")  # a payload preview's tail stays on one line
 MAX_LIFELINES = 12  # wider than this, a figure no longer fits a screen (4.5 inches each)
-MAX_WIDTH = 15.0    # inches (1500 px): a 1280x720 slide shows that at 80 % or more
 QUOTE_REACH = 64    # packets back from an ICMP error to look for the one it quotes
 
 
@@ -181,9 +180,9 @@ def _text_of(seg: Segment, ended: dict) -> str:
 
 def _width(lifelines: int) -> float:
     """Inches: room for a payload preview between two lifelines, 4.5 a lifeline for more,
-    at most ``MAX_WIDTH`` for up to four (a slide shows them at 80 % or more)."""
+    at most ``WIDEST`` for up to four (a slide shows them at 80 % or more)."""
     width = max(11.0, 4.5 * lifelines)
-    return min(width, MAX_WIDTH) if lifelines <= 4 else width
+    return min(width, WIDEST) if lifelines <= 4 else width
 
 
 def _wrap(label: str, seg: Segment, x: dict[str, int]) -> str:
