@@ -401,18 +401,20 @@ class Capture:
 
     def ladder(self, *, start: int = 0, stop: int | None = None, rows: Rows = None,
                connection: int | None = None, title: str | None = None,
-               lost: Collection[int] = (), packets: Rows = None) -> Figure:
+               lost: Collection[int] = (), page: int | None = None,
+               packets: Rows = None) -> Figure:
         """A sequence diagram of the packets (a matplotlib Figure): the first 40 at most,
-        or the ones ``rows`` picks (as in :meth:`table`); ``connection=2`` draws
-        connection 2 alone (:meth:`connections` numbers them); ``lost``: indexes of
-        packets a lab link dropped, drawn ending half-way at a ✗."""
+        or the ones ``rows`` picks (as in :meth:`table`); ``page=2`` the second slide's
+        worth of them; ``connection=2`` draws connection 2 alone (:meth:`connections`
+        numbers them); ``lost``: indexes of packets a lab link dropped, drawn ending
+        half-way at a ✗."""
         from labkit.views.ladder import ladder
         from labkit.views.table import rows_or_packets
 
         chosen = self._rows(start, stop, rows_or_packets(rows, packets, "ladder"))
         segs, which = self._chosen(connection)
         return ladder(segs, title=title, rows=chosen, note=which, warning=self.notice,
-                      lost=lost, order=self.meta.get("lifelines"))
+                      lost=lost, page=page, order=self.meta.get("lifelines"))
 
     def connections(self) -> Connections:
         """One row per TCP connection or UDP conversation: handshake time, bytes each way,

@@ -18,7 +18,7 @@ from matplotlib.text import Text
 
 from labkit.net.impairment import Impairment
 from labkit.net.topology import Topology
-from labkit.views.plotting import plt
+from labkit.views.plotting import WIDEST, plt
 
 __all__ = ["topology_figure", "impairment_text"]
 
@@ -67,7 +67,8 @@ def topology_figure(plan: Topology, *, title: str | None = None, routes: bool = 
     columns = max(x for x, _ in where.values()) + 1
     rows = max(sum(1 for x2, _ in where.values() if x2 == x) for x, _ in where.values())
     scale_y = 3.0
-    fig, ax = plt.subplots(figsize=(max(8.0, 4.2 * columns), max(2.8, 2.6 * rows)))
+    width = min(WIDEST, max(8.0, 4.2 * columns))  # five hosts in a row still fit a slide
+    fig, ax = plt.subplots(figsize=(width, max(2.8, 2.6 * rows)))
     plt.close(fig)  # returned, not auto-shown: the notebook displays it once
     for k, cable in enumerate(plan.cables):
         (xa, ya), (xb, yb) = where[cable.a], where[cable.b]
