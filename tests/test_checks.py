@@ -1,3 +1,5 @@
+import os
+
 from labkit.checks import Verdict, first_failure, verdict
 
 
@@ -157,9 +159,12 @@ def test_a_check_that_always_says_right_fails_its_wrong_answer_tests(request, mo
                     test(**fixtures)
             assert check_name(getattr(module, check)) == name   # the real check is back
             ran += 1
-    # every registered test ran (or could not, here: no capture privilege), and most did
+    # every registered test ran, or could not here (no capture privilege, no root for lab
+    # hosts: a plain user's pytest skips about half); as root every one of them ran
     total = sum(len(tests) for tests in registered_wrong_answer_tests().values())
-    assert ran + skipped == total and ran > total // 2, (ran, skipped, total)
+    assert ran + skipped == total and ran >= max(1, total // 3), (ran, skipped, total)
+    if os.geteuid() == 0:
+        assert skipped == 0, f"{skipped} of {total} wrong-answer tests skipped as root"
 
 
 def test_under_nbgrader_a_check_cell_shows_its_verdict_and_nothing_nbgrader_warns_about(
