@@ -19,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import threading
 from typing import Any
 
 from labkit.servers import arguments, base
-from labkit.servers.base import LabServer, ServerError
+from labkit.servers.base import LabServer
+from labkit.servers.loop_thread import LoopServer
 
 __all__ = ["TornadoServer"]
 
@@ -46,7 +46,7 @@ def _quiet(handler: object) -> None:
     """Tornado's access log, silenced: the capture shows every request."""
 
 
-class TornadoServer(LabServer):
+class TornadoServer(LoopServer):
     """Serve ``tornado.web.Application(handlers, **settings)`` on loopback, in a thread.
 
     ``handlers``: tornado's list of ``(path pattern, RequestHandler subclass)``. Ready when
@@ -60,6 +60,7 @@ class TornadoServer(LabServer):
 
     protocol = "tcp"
     speaks = "HTTP/1.1 and WebSocket (RFC 6455), by tornado"
+    _loop_name = "tornado"
 
     def __init__(self, handlers: list[tuple[Any, ...]], *, host: str = "127.0.0.1",
                  name: str = "server", **settings: Any) -> None:
@@ -75,10 +76,6 @@ class TornadoServer(LabServer):
         self.handlers = handlers
         self.settings = settings
         self._sockets: list[socket.socket] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopped: asyncio.Future[None] | None = None
-        self._ready = threading.Event()
-        self._startup_error: BaseException | None = None
         self._log = _Kept(self)
         self._propagated = True
 
@@ -96,9 +93,7 @@ class TornadoServer(LabServer):
         import tornado.netutil
         import tornado.web
 
-        loop = asyncio.get_running_loop()
-        self._stopped = stopped = loop.create_future()
-        self._loop = loop
+        stopped = self._until_stopped()
         # no access log line per request (a 405 is a warning there) unless asked for
         app = tornado.web.Application(self.handlers, **{"log_function": _quiet, **self.settings})
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -114,17 +109,6 @@ class TornadoServer(LabServer):
         except TimeoutError:
             pass  # asyncio.run cancels what is left when we return
 
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # noqa: BLE001 - reported to the owning cell
-            if self._ready.is_set():
-                self.record_error(exc)
-            else:
-                self._startup_error = exc
-        finally:
-            self._ready.set()
-
     def _start(self) -> None:
         import tornado.web  # noqa: F401 - imported here, not in the start timeout
 
@@ -132,24 +116,7 @@ class TornadoServer(LabServer):
         tornado_log.addHandler(self._log)
         # tornado's own lines (each request, a 405) stay out of the cells while we run
         self._propagated, tornado_log.propagate = tornado_log.propagate, False
-        self._spawn(self._run, name="tornado")
-        if not self._ready.wait(base.JOIN_TIMEOUT):
-            raise RuntimeError(f"{self.name}: tornado did not start in {base.JOIN_TIMEOUT}s")
-        if self._startup_error is not None:
-            raise ServerError(f"{self.name} could not start: {self._startup_error}") \
-                from self._startup_error
-
-    def _wake(self) -> None:
-        loop, stopped = self._loop, self._stopped
-        if loop is not None and stopped is not None and not loop.is_closed():
-            def wake() -> None:
-                if not stopped.done():
-                    stopped.set_result(None)
-
-            try:
-                loop.call_soon_threadsafe(wake)
-            except RuntimeError:
-                pass  # the loop has just finished
+        self._start_loop()
 
     def _join_timeout(self) -> float:
         return CLOSE_GRACE + base.JOIN_TIMEOUT

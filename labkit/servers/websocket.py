@@ -25,7 +25,8 @@ from collections.abc import Callable, Coroutine, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from labkit.servers import arguments, base
-from labkit.servers.base import LabServer, ServerError
+from labkit.servers.base import LabServer
+from labkit.servers.loop_thread import LoopServer
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import Server, ServerConnection
@@ -154,7 +155,7 @@ class _ErrorsKept(logging.LoggerAdapter[logging.Logger | logging.LoggerAdapter[A
 
 
 # -- the server -----------------------------------------------------------------------------------
-class WebSocketServer(LabServer):
+class WebSocketServer(LoopServer):
     """Serve ``handler(websocket)`` (plain ``websockets`` code) on loopback, in a thread.
 
     The server runs ``websockets.asyncio.server.serve`` on its own event loop in a
@@ -173,6 +174,7 @@ class WebSocketServer(LabServer):
     """
 
     speaks = "WebSocket (RFC 6455), after an HTTP/1.1 upgrade"
+    _loop_name = "WebSocket"
 
     def __init__(self, handler: WebSocketHandler, *, host: str = "127.0.0.1",
                  name: str = "server", **options: Any) -> None:
@@ -186,11 +188,7 @@ class WebSocketServer(LabServer):
         self.options = {"compression": None, "close_timeout": CLOSE_TIMEOUT,
                         **check_options(options)}
         self._server: Server | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopped: asyncio.Future[None] | None = None
         self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._startup_error: BaseException | None = None
         self._stuck = False   # handlers still running when the server had to be done
         self._handlers = 0     # handler calls running now
         self._handlers_changed = threading.Condition()
@@ -248,9 +246,7 @@ class WebSocketServer(LabServer):
                 super().connection_made(transport)
                 accepted.add(self)
 
-        loop = asyncio.get_running_loop()
-        self._stopped = stopped = loop.create_future()
-        self._loop = loop  # after the future: _wake() needs both
+        stopped = self._until_stopped()
         logger = self.options.get("logger") or "websockets.server"
         if isinstance(logger, str):
             logger = logging.getLogger(logger)
@@ -269,39 +265,10 @@ class WebSocketServer(LabServer):
             # (asyncio.run cancels it when we return).
             self._stuck = not (await asyncio.wait({closed}, timeout=base.JOIN_TIMEOUT))[0]
 
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # noqa: BLE001 - reported to the owning cell
-            if self._ready.is_set():
-                self.record_error(exc)
-            else:
-                self._startup_error = exc
-        finally:
-            self._ready.set()  # only now: __enter__ sees the startup error, if any
-
     def _start(self) -> None:
         import websockets.asyncio.server  # noqa: F401 - imported here, not in the start timeout
 
-        self._thread = self._spawn(self._run, name="websocket")
-        if not self._ready.wait(base.JOIN_TIMEOUT):
-            raise RuntimeError(
-                f"{self.name}: the WebSocket server did not start in {base.JOIN_TIMEOUT}s")
-        if self._startup_error is not None:
-            raise ServerError(f"{self.name} could not start: {self._startup_error}") \
-                from self._startup_error
-
-    def _wake(self) -> None:
-        loop, stopped = self._loop, self._stopped
-        if loop is not None and stopped is not None and not loop.is_closed():
-            def wake() -> None:
-                if not stopped.done():  # stop() may wake it twice
-                    stopped.set_result(None)
-
-            try:
-                loop.call_soon_threadsafe(wake)
-            except RuntimeError:
-                pass  # the loop has just finished
+        self._thread = self._start_loop()
 
     def _join_timeout(self) -> float:
         return self._grace() + 2 * base.JOIN_TIMEOUT  # closing handshakes, then handlers
