@@ -82,7 +82,7 @@ hub:
 LESSONS := $(wildcard notebooks/[0-9][0-9]-*.ipynb)
 HANDOUT := handout/.built
 
-$(HANDOUT): $(LAB) $(LESSONS) labkit/tools/handout.py labkit/tools/exercises.py
+$(HANDOUT): $(LAB) $(LESSONS) labkit/tools/handout.py labkit/tools/solutions.py labkit/tools/exercises.py notebooks/rise.css
 	$(BIN)/python -m labkit handout handout   # also writes $(HANDOUT)
 
 # Students: the lessons without their solutions.
@@ -111,7 +111,7 @@ handout: $(LAB)
 # Static decks with reveal.js copied beside them: no CDN, so they work offline and the folder
 # can be copied to the presenting machine as it is.
 slides: $(STAMP)
-	$(BIN)/python -m labkit slides slides
+	$(BIN)/python -m labkit slides --outdir slides
 
 doctor: $(LAB)
 	$(BIN)/python -m labkit doctor

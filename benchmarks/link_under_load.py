@@ -158,11 +158,9 @@ def memory(frames: int) -> dict:
                            timeout=600)
         receiver.communicate(timeout=60)
         held = rss(pid) - before
-        trace = net.link.trace
-        read = rss(os.getpid()) - reader_before - (held if pid == os.getpid() else 0)
-        kept = len(trace)
-        del trace
-    return {"held": held, "read": read, "kept": kept}
+    trace = net.link.trace  # as a lesson reads it: after the network stopped
+    read = rss(os.getpid()) - reader_before - (held if pid == os.getpid() else 0)
+    return {"held": held, "read": read, "kept": len(trace)}
 
 
 FILL = """

@@ -1,5 +1,6 @@
-"""``python -m labkit doctor | record [NOTEBOOK...] | handout [DIR] | slides [DIR] |
-slide-layout [NOTEBOOK...] | exercises [--check] | kernel install | lab [DIR]``."""
+"""``python -m labkit doctor | record [NOTEBOOK...] | handout [DIR] |
+slides [--outdir DIR] [NOTEBOOK...] | slide-layout [--check] [NOTEBOOK...] |
+exercises [--check] | kernel install | lab [DIR]``."""
 
 from __future__ import annotations
 
@@ -21,11 +22,15 @@ def main(argv: list[str] | None = None) -> int:
     hand = sub.add_parser("handout", help="write the student edition (solutions removed)")
     hand.add_argument("outdir", nargs="?", default="handout")
     slides = sub.add_parser("slides", help="write every lesson's reveal.js deck (works offline)")
-    slides.add_argument("outdir", nargs="?", default="slides")
-    slides.add_argument("notebooks", nargs="*", help="default: every notebook in notebooks/")
+    slides.add_argument("--outdir", default="slides", metavar="DIR",
+                        help="where the decks and reveal.js go (default: slides)")
+    slides.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
+                        help="default: every notebook in notebooks/")
     layout = sub.add_parser("slide-layout", help="set the lessons' slide types so every "
                             "slide fits 1280x720 (measured in Chromium)")
     layout.add_argument("notebooks", nargs="*", help="default: every notebook in notebooks/")
+    layout.add_argument("--check", action="store_true",
+                        help="change nothing; say what would change (exit 1 if anything would)")
     exe = sub.add_parser("exercises", help="write nbgrader's metadata on every exercise's "
                          "answer and check cells")
     exe.add_argument("--check", action="store_true",
@@ -65,10 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "slide-layout":
         from labkit.tools.slide_layout import main as lay_out_slides
 
-        return lay_out_slides(args.notebooks)
+        return lay_out_slides(args.notebooks, check=args.check)
     if args.command == "slides":
         from labkit.tools.slides import build_decks
 
+        not_notebooks = [p for p in args.notebooks if not p.endswith(".ipynb")]
+        if not_notebooks:
+            parser.error(f"slides: {not_notebooks[0]!r} is not a notebook (.ipynb); the "
+                         "folder to write the decks to is --outdir DIR")
+        missing = [p for p in args.notebooks if not Path(p).is_file()]
+        if missing:
+            parser.error(f"slides: no such notebook: {missing[0]}")
         for path in build_decks(args.outdir, [Path(p) for p in args.notebooks]):
             print(f"wrote {path}")
         return 0

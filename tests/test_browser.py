@@ -256,19 +256,53 @@ def test_run_all_in_chromium(notebook, jupyter_lab, page, screenshots, run_all_t
     assert all(rows > 0 for rows in seen["table_rows"]), f"{notebook.name}: an empty table"
 
 
-SLIDES_LESSON = ROOT / "notebooks" / "01-Watch-A-TCP-Handshake.ipynb"
-SMALLEST_ZOOM = 0.6  # a slide shrunk further than this is too small to read from the back
+# --- The decks, as a projector shows them ---------------------------------------------------
+# Every lesson's static deck (`make slides`), every slide at 1280x720 with all fragments shown:
+# nothing outside the slide, nothing shrunk below 80 %, no text under 18 px (code and tables
+# included), every figure loaded and drawn at 80 % of its size or more. A screenshot of each
+# slide goes to slides-NN-.../ beside the notebooks' screenshots.
+
+SMALLEST_ZOOM = 0.8     # a slide shrunk further than this is too small to read from the back
+SMALLEST_TEXT = 18      # px at 1280x720
+SMALLEST_FIGURE = 0.8   # of a figure's own size (a ladder's labels are 12 pt at 100 dpi)
 
 
-def test_slides_fit_1280x720(browser, screenshots, tmp_path):
-    """One lesson's static deck (`make slides`): every slide fits a 1280x720 projector."""
-    from labkit.tools.slides import HEIGHT, WIDTH, build_decks, measure_deck
+@pytest.fixture(scope="module")
+def decks(tmp_path_factory) -> dict[str, Path]:
+    from labkit.tools.slides import build_decks
 
-    [deck] = build_decks(tmp_path, [SLIDES_LESSON])
+    return {deck.name[:2]: deck for deck in build_decks(tmp_path_factory.mktemp("decks"),
+                                                          NOTEBOOKS)}
+
+
+def slide_problems(slides: list[dict]) -> list[str]:
+    """What is wrong with each slide that is not readable as projected, one line each."""
+    problems = []
+    for s in slides:
+        where = f"slide {s['slide']} ({s['title'][:40]!r})"
+        if s["overflows"]:
+            problems.append(f"{where} does not fit (outside {s['outside']}, cut {s['cut']})")
+        if s["zoom"] < SMALLEST_ZOOM:
+            problems.append(f"{where} is shrunk to {s['zoom']:.2f}")
+        if s["smallest_text"] is not None and s["smallest_text"] < SMALLEST_TEXT - 0.05:
+            problems.append(f"{where} has {s['smallest_text']} px text "
+                            f"({s['smallest_sample']!r})")
+        if s["figures_missing"]:
+            problems.append(f"{where}: {s['figures_missing']} figure(s) did not load")
+        if s["figure_scale"] is not None and s["figure_scale"] < SMALLEST_FIGURE - 0.005:
+            problems.append(f"{where} draws a figure at {s['figure_scale']:.2f} of its size")
+    return problems
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem[:2] for p in NOTEBOOKS])
+def test_every_slide_reads_from_the_back_of_the_room(notebook, decks, browser, screenshots):
+    from labkit.tools.slides import HEIGHT, WIDTH, measure_deck
+
+    deck = decks[notebook.name[:2]]
     page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
     try:
         slides = measure_deck(page, deck.as_uri())  # walks every slide, all fragments shown
-        folder = screenshots / f"slides-{SLIDES_LESSON.stem}"
+        folder = screenshots / f"slides-{notebook.stem}"
         folder.mkdir(exist_ok=True)
         for n, slide in enumerate(slides, 1):  # the deck's URL says which slide: #/h/v
             h, v = (int(i) - 1 for i in slide["slide"].split("."))
@@ -279,7 +313,88 @@ def test_slides_fit_1280x720(browser, screenshots, tmp_path):
     finally:
         page.close()
     assert len(slides) > 5, "the deck has (almost) no slides"
-    overflowing = [(s["slide"], s["title"]) for s in slides if s["overflows"]]
-    assert overflowing == [], f"slides that do not fit {WIDTH}x{HEIGHT}: {overflowing}"
-    tiny = [(s["slide"], s["zoom"]) for s in slides if s["zoom"] < SMALLEST_ZOOM]
-    assert tiny == [], f"slides shrunk below {SMALLEST_ZOOM:.0%} to fit: {tiny}"
+    problems = slide_problems(slides)
+    assert not problems, (f"{len(problems)} problems in {deck.name} at {WIDTH}x{HEIGHT} "
+                          "(`python -m labkit slide-layout` lays a lesson out again; "
+                          "benchmarks/slides_overflow.py -v lists every slide):\n"
+                          + "\n".join(problems))
+
+
+def test_every_decks_slide_metadata_is_current(browser):
+    """`python -m labkit slide-layout` would change nothing: the committed slide types are the
+    ones the cells' measured heights give, and each notebook carries its RISE settings."""
+    from labkit.tools.slide_layout import laid_out
+    from labkit.tools.slides import HEIGHT, WIDTH
+
+    page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
+    try:
+        found = laid_out(NOTEBOOKS, page)
+    finally:
+        page.close()
+    stale = {path.name: changed for path, (_, changed, _) in found.items() if changed}
+    assert stale == {}, f"run `python -m labkit slide-layout` on these (changes): {stale}"
+
+
+def test_speaker_notes_are_in_the_speaker_view_and_not_on_the_slide(browser, tmp_path):
+    import nbformat
+
+    from labkit.tools.slides import HEIGHT, WIDTH, build_deck, copy_reveal
+
+    cells = [nbformat.v4.new_markdown_cell("## What a handshake is"),
+             nbformat.v4.new_markdown_cell("Ask first: who sends the first SYN?"),
+             nbformat.v4.new_markdown_cell("## Next")]
+    for cell, kind in zip(cells, ["slide", "notes", "slide"], strict=True):
+        cell.metadata["slideshow"] = {"slide_type": kind}
+    (tmp_path / "nb").mkdir()
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), tmp_path / "nb" / "01-Test.ipynb")
+    copy_reveal(tmp_path)
+    deck = build_deck(tmp_path / "nb" / "01-Test.ipynb", tmp_path)
+    page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
+    try:
+        page.goto(deck.as_uri())
+        page.wait_for_function("() => window.Reveal && Reveal.isReady()")
+        notes = page.evaluate("() => Reveal.getSlides().map(s => Reveal.getSlideNotes(s) || '')")
+        shown = page.evaluate("() => Reveal.getCurrentSlide().innerText")
+    finally:
+        page.close()
+    assert ["Ask first" in n for n in notes] == [True, False]
+    assert "Ask first" not in shown and "What a handshake is" in shown
+
+
+def test_rise_presents_offline_at_a_readable_size(jupyter_lab, browser, screenshots):
+    """JupyterLab's slideshow (jupyterlab-rise, Alt+R) of a lesson: nothing loaded from outside
+    this machine (the default theme loads 4 fonts from a font CDN), no text under 18 px."""
+    base, token = jupyter_lab
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    remote = []
+    page.on("request", lambda r: remote.append(r.url)
+            if not r.url.startswith((base, "data:", "blob:")) else None)
+    try:
+        page.goto(f"{base}/rise/{SLIDES_LESSON.name}?token={token}")
+        page.wait_for_function("() => document.querySelector('.reveal .slides section.present "
+                               ".jp-Cell')", timeout=KERNEL_IDLE_S * 1000)
+        page.wait_for_load_state("networkidle")
+        seen = page.evaluate(RISE_SLIDE_JS)
+        page.screenshot(path=screenshots / f"rise-{SLIDES_LESSON.stem}.png")
+    finally:
+        page.close()
+    assert remote == [], f"RISE loaded from outside this machine: {remote}"
+    assert "theme-white" in seen["theme"], seen
+    assert seen["smallest"] >= SMALLEST_TEXT, seen
+
+
+SLIDES_LESSON = ROOT / "notebooks" / "01-Watch-A-TCP-Handshake.ipynb"
+# The slide on screen in RISE: the theme, and its smallest text as drawn
+RISE_SLIDE_JS = """() => {
+    const slide = document.querySelector('.reveal .slides section.present');
+    let smallest = Infinity, sample = '';
+    const texts = document.createTreeWalker(slide, NodeFilter.SHOW_TEXT);
+    while (texts.nextNode()) {
+        const node = texts.currentNode, box = node.parentElement;
+        const rect = box.getBoundingClientRect();
+        if (!node.textContent.trim() || !rect.width || !box.offsetWidth) continue;
+        const size = parseFloat(getComputedStyle(box).fontSize) * rect.width / box.offsetWidth;
+        if (size < smallest) { smallest = size; sample = node.textContent.trim().slice(0, 40); }
+    }
+    return {theme: document.body.className, smallest, sample};
+}"""

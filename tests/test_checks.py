@@ -160,3 +160,48 @@ def test_a_check_that_always_says_right_fails_its_wrong_answer_tests(request, mo
     # every registered test ran (or could not, here: no capture privilege), and most did
     total = sum(len(tests) for tests in registered_wrong_answer_tests().values())
     assert ran + skipped == total and ran > total // 2, (ran, skipped, total)
+
+
+def test_under_nbgrader_a_check_cell_shows_its_verdict_and_nothing_nbgrader_warns_about(
+        monkeypatch):
+    """What the autograder stores, in a real kernel: a pass as display data (a result would be
+    read as partial points: "cannot be converted to a float"), a fail as an error showing the
+    ❌ and its hint, with no traceback through labkit and no path of the instructor's."""
+    import logging
+    from pathlib import Path
+
+    import nbformat
+    import pytest
+    from nbclient import NotebookClient
+
+    determine_grade = pytest.importorskip("nbgrader.utils").determine_grade
+
+    import labkit
+
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    setup = ("from labkit.checks import answers_back, verdict\n"
+             "@answers_back\ndef check_value(x):\n"
+             "    return verdict(x == 4, '4 is right', wrong=f'{x!r} is not 4', hint='add')")
+    cells = [nbformat.v4.new_code_cell(s) for s in (setup, "check_value(4)", "check_value(5)")]
+    for cell in cells[1:]:
+        cell.metadata["nbgrader"] = {"grade": True, "points": 1, "grade_id": "g", "solution": False}
+    nb = nbformat.v4.new_notebook(cells=cells)
+    NotebookClient(nb, timeout=60, kernel_name="python3", allow_errors=True).execute()
+    passed, failed = nb.cells[1].outputs, nb.cells[2].outputs
+    assert [o.output_type for o in passed] == ["display_data"], passed
+    assert passed[0].data["text/plain"] == "✅ Right: 4 is right"
+    [error] = failed
+    assert error.output_type == "error" and error.traceback == [
+        "❌ Not yet: 5 is not 4", "💡 Hint: add"]
+    warnings = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            warnings.append(record.getMessage())
+
+    log = logging.getLogger("test-nbgrader-grade")
+    log.addHandler(Collect())
+    assert determine_grade(nb.cells[1], log) == (1, 1) and warnings == []
+    assert determine_grade(nb.cells[2], log) == (0, 1)
+    labkit_dir = str(Path(labkit.__file__).parent)
+    assert labkit_dir not in str(failed) and "Traceback" not in str(failed)

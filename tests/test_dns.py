@@ -249,7 +249,7 @@ def test_the_query_record_is_bounded_and_says_how_much_it_dropped(monkeypatch, c
 
 @needs_capture
 def test_a_capture_watches_both_transports_and_replay_counts_them(live):
-    from labkit.capture.recording import summarize
+    from labkit.capture.recording import difference, summarize
 
     with DNSServer(ZONE) as dns, Capture(dns) as wire:
         ask(dns, "www.netlab.test", qid=7)
@@ -260,7 +260,11 @@ def test_a_capture_watches_both_transports_and_replay_counts_them(live):
                          "DNS query id=1000 www.netlab.test. A (over TCP)",
                          "DNS response id=1000 www.netlab.test. A → 127.0.0.7 (over TCP)"]
     assert {s.proto for s in wire.segments} == {"UDP", "TCP"}
-    assert dns.conversation() == summarize(wire.packets, wire.roles)["dns"]
+    seen, recorded = dns.conversation(), summarize(wire.packets, wire.roles)["dns"]
+    counted = ("connections", "datagrams_in", "datagrams_out", "content_in")
+    assert {k: seen[k] for k in counted} == {k: recorded[k] for k in counted}
+    assert seen["segments"] == [[len(s) for s in sizes] for sizes in recorded["segments"]]
+    assert difference([seen], [recorded]) is None  # (and the connection lasted as long)
 
 
 # -- dig, a resolver nobody here wrote ----------------------------------------------------------

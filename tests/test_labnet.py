@@ -549,3 +549,20 @@ def test_one_link_carries_every_impaired_cable_and_a_network_leaves_nothing_behi
     assert all(frames > 0 for frames in result["ways"].values())
     assert result["rtt"] >= 0.010 * 2 + 0.015   # both cables' delays, on the way there and back
     assert result["after"] == result["before"]
+
+
+def test_a_forwarder_that_died_is_named_not_waited_for():
+    result = in_lab("""
+        import signal
+        net = LabNetwork().start()
+        os.kill(net.link._process.pid, signal.SIGKILL)   # ours: it ends, as a crash would
+        try:
+            net.link.stats
+            error = ""
+        except RuntimeError as exc:
+            error = str(exc)
+        net.stop()                                       # still stops cleanly
+        print(json.dumps(error))
+    """)
+    assert "forwarder has ended (exit status -9)" in result
+    assert "start a new one" in result

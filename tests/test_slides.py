@@ -127,3 +127,41 @@ def test_split_headings_gives_a_heading_its_own_cell():
     assert split_headings(nb) == 1
     assert [c.source for c in nb.cells] == ["The end of a section.", "## Summary\n\n- a point"]
     assert nb.cells[1].id == "abc-1" and nb.cells[1].metadata["slideshow"]["slide_type"] == "slide"
+
+
+def test_slides_writes_to_outdir_and_refuses_a_folder_for_a_notebook(tmp_path, capsys):
+    from labkit.__main__ import main
+
+    assert main(["slides", "--outdir", str(tmp_path / "out"), str(LESSON)]) == 0
+    assert (tmp_path / "out" / f"{LESSON.stem}.slides.html").is_file()
+    assert (tmp_path / "out" / REVEAL_DIR / "dist" / "reveal.js").is_file()
+    with pytest.raises(SystemExit):
+        main(["slides", str(tmp_path / "elsewhere")])   # the old form: DIR as a notebook
+    assert "--outdir DIR" in capsys.readouterr().err
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_speaker_notes_go_to_the_notes_of_their_slide(tmp_path):
+    cells = [nbformat.v4.new_markdown_cell("## A slide"),
+             nbformat.v4.new_markdown_cell("Ask the room first."),
+             nbformat.v4.new_code_cell("x = 1")]
+    cells[1].metadata["slideshow"] = {"slide_type": "notes"}
+    (tmp_path / "nb").mkdir()
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), tmp_path / "nb" / "01-Test.ipynb")
+    [deck] = build_decks(tmp_path / "out", [tmp_path / "nb" / "01-Test.ipynb"])
+    aside = re.search(r'(?s)<aside class="notes">(.*?)</aside>', deck.read_text())
+    assert aside and "Ask the room first." in aside.group(1)
+
+
+def test_layout_keeps_notes_and_sets_rise():
+    from labkit.tools.slide_layout import RISE, lay_out
+
+    md = nbformat.v4.new_markdown_cell
+    cells = [md("## A section"), md("For the speaker"), md("A paragraph")]
+    for n, cell in enumerate(cells):
+        cell.id = f"c{n}"
+    cells[1].metadata["slideshow"] = {"slide_type": "notes"}
+    nb = nbformat.v4.new_notebook(cells=cells)
+    assert lay_out(nb, {"c0": 60, "c1": 5000, "c2": 40}) == []  # notes take no room
+    assert [c.metadata["slideshow"]["slide_type"] for c in nb.cells] == ["slide", "notes", "-"]
+    assert nb.metadata["rise"] == RISE and RISE["theme"] == "white"

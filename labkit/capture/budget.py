@@ -19,10 +19,13 @@ it as "[Packet size limited during capture]".
 
 from __future__ import annotations
 
+from labkit.servers import arguments
+
 __all__ = ["MemoryBudget", "DEFAULT_MEMORY", "MIN_MEMORY", "FRAME_OVERHEAD"]
 
 DEFAULT_MEMORY = 256 * 10**6   # bytes: ~100 MB of payload whole, then headers only
 MIN_MEMORY = 8 * 10**6          # less would not hold a ring and a lesson's frames
+MAX_MEMORY = 10**12             # bytes: a typo's guard, far above any machine's memory
 RING_MAX = 64 * 1024 * 1024     # the most ring a capture grows to (tcpdump -B 65536)
 FRAME_OVERHEAD = 170            # bytes Python spends per kept frame besides its data
 
@@ -31,13 +34,8 @@ class MemoryBudget:
     """The limits of one capture (see the module docstring); ``limit`` in bytes."""
 
     def __init__(self, limit: int = DEFAULT_MEMORY):
-        if isinstance(limit, bool) or not isinstance(limit, int):
-            raise TypeError(f"memory= takes a number of bytes (an int, e.g. 512 * 10**6 for "
-                            f"512 MB), not {limit!r}")
-        if limit < MIN_MEMORY:
-            raise ValueError(f"memory={limit:,} bytes is too little for a capture: give at "
-                             f"least {MIN_MEMORY:,} (the default is {DEFAULT_MEMORY:,})")
-        self.limit = limit
+        self.limit = arguments.integer(limit, "memory", MIN_MEMORY, MAX_MEMORY,
+                                       "512 * 10**6 for 512 MB; the default is 256 MB")
         self.ring_max = min(RING_MAX, limit // 4)
         self.frames = limit - self.ring_max      # frames kept, headers only past `whole`
         self.whole = self.frames * 3 // 4        # frames kept whole up to this

@@ -153,12 +153,6 @@ def plain_header(data: bytes, wirelen: int | None = None) -> Header | None:
     trailing bytes, odd lengths) is left to Scapy, so what this says Scapy says too.
     ``wirelen``: the frame's original length, for a frame cut to its headers.
     """
-    header = _plain_header(data, wirelen)
-    return None if header is None else header[0]._replace(payload=data[header[1]:header[2]])
-
-
-def _plain_header(data: bytes, wirelen: int | None) -> tuple[Header, int, int] | None:
-    """``(header without its payload, where the payload starts, where it ends)``."""
     kind = data[12:14]
     if kind == _IPV4:
         if len(data) < 34 or data[14] != 0x45 or data[20] & 0x3F or data[21]:
@@ -180,18 +174,17 @@ def _plain_header(data: bytes, wirelen: int | None) -> tuple[Header, int, int] |
         if header < 20 or at + header > end or at + header > len(data):
             return None
         bits = data[at + 13]
-        return (Header("TCP", _text(src), int.from_bytes(data[at:at + 2], "big"), _text(dst),
-                       int.from_bytes(data[at + 2:at + 4], "big"),
-                       "".join(letter for bit, letter in enumerate("FSRPAUEC")
-                               if bits >> bit & 1),
-                       int.from_bytes(data[at + 4:at + 8], "big"),
-                       int.from_bytes(data[at + 8:at + 12], "big"), size=end - at - header),
-                at + header, min(end, len(data)))
+        return Header("TCP", _text(src), int.from_bytes(data[at:at + 2], "big"), _text(dst),
+                      int.from_bytes(data[at + 2:at + 4], "big"),
+                      "".join(letter for bit, letter in enumerate("FSRPAUEC") if bits >> bit & 1),
+                      int.from_bytes(data[at + 4:at + 8], "big"),
+                      int.from_bytes(data[at + 8:at + 12], "big"), data[at + header:end],
+                      end - at - header)
     if number == 17 and end >= at + 8 and len(data) >= at + 8 \
             and int.from_bytes(data[at + 4:at + 6], "big") == end - at:
-        return (Header("UDP", _text(src), int.from_bytes(data[at:at + 2], "big"), _text(dst),
-                       int.from_bytes(data[at + 2:at + 4], "big"), size=end - at - 8),
-                at + 8, min(end, len(data)))
+        return Header("UDP", _text(src), int.from_bytes(data[at:at + 2], "big"), _text(dst),
+                      int.from_bytes(data[at + 2:at + 4], "big"), "", 0, 0, data[at + 8:end],
+                      end - at - 8)
     return None
 
 
@@ -213,6 +206,9 @@ def _bound_ports(proto: str) -> set:
     return _BOUND[proto][1]
 
 
+_KEPT_PAYLOAD = 256  # bytes of payload a cached header keeps (Frames.header slices longer)
+
+
 class _EveryPort(set):
     def __contains__(self, port) -> bool:
         return True
@@ -232,9 +228,10 @@ class Frames(Sequence):
     def __init__(self, frames: list[Frame] | None = None):
         self.frames: list[Frame] = frames if frames is not None else []
         self._packets: dict[int, Any] = {}   # index -> Scapy packet
-        # each frame's header, once, without its payload (sliced again when asked for: a
-        # copy of every payload would double a big capture's memory)
-        self._plain: list[tuple[Header, int, int] | None] | None = None
+        # each frame's header, once; a big payload is left out (sliced again when asked for:
+        # a copy of every payload would double a big capture's memory)
+        self._plain: list[Header | None] | None = None
+        self._big: set[int] = set()  # frames whose payload _plain left out
 
     @classmethod
     def of_packets(cls, packets) -> Frames:
@@ -249,15 +246,24 @@ class Frames(Sequence):
         frame needs Scapy: anything unusual, or ports Scapy dissects a protocol on (unless
         the frame was cut: Scapy would misread a payload that is not there)."""
         if self._plain is None or len(self._plain) != len(self.frames):
-            self._plain = [_plain_header(data, wirelen) for data, _ns, wirelen in self.frames]
-        found = self._plain[i]
-        if found is None:
+            self._read_headers()
+        head = self._plain[i]  # type: ignore[index]
+        if head is None:
             return None
-        head, start, end = found
+        if i in self._big:
+            data = self.frames[i].data
+            head = head._replace(payload=data[len(data) - head.size:])  # (a whole frame's)
         bound = _bound_ports(head.proto)
-        if (head.sport in bound or head.dport in bound) and end - start == head.size:
-            return None
-        return Header(*head[:8], self.frames[i].data[start:end], head[9])  # (no _replace: hot)
+        return None if (head.sport in bound or head.dport in bound) and not head.cut else head
+
+    def _read_headers(self) -> None:
+        self._plain, self._big = [], set()
+        for i, (data, _ns, wirelen) in enumerate(self.frames):
+            head = plain_header(data, wirelen)
+            if head is not None and len(head.payload) > _KEPT_PAYLOAD:
+                head = head._replace(payload=b"")
+                self._big.add(i)
+            self._plain.append(head)
 
     def cut(self) -> list[int]:
         """Indexes of the frames kept without their payload (headers only)."""

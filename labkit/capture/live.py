@@ -47,9 +47,10 @@ STOP_TIMEOUT = 5.0     # seconds for the reader thread to end once told to
 DRAIN_STALL = 10.0     # seconds with no packet read before the drain is called a hang
 RING_START = 8 * 1024 * 1024  # bytes of ring at first: a lesson's capture never fills it,
 #                        and it absorbs ~60 ms of 1 Gbit/s while the reader waits for the
-#                        CPU; once an eighth of it waits to be read, the capture grows it
-#                        x4, up to its budget's ring_max (64 MB by default, as tcpdump -B
-#                        65536 which capture_scale.py compares with)
+#                        CPU; once a block fills before its timer (25 MB/s or more) or an
+#                        eighth of it waits to be read, the capture grows it, at once, to its
+#                        budget's ring_max (64 MB by default, as tcpdump -B 65536, which
+#                        capture_scale.py compares with)
 BLOCK_SIZE = 1 << 18   # bytes per ring block: 3 whole lo frames (65,549 bytes), or ~1,800
 RETIRE_MS = 10         # small ones; the kernel hands over a block that is not full after
 #                        this long, so a slow trickle reaches us late by at most this, and a
@@ -60,6 +61,7 @@ _STAMP_LAG = 5_000_000  # ns: a frame reaches the capture sockets within this of
 ETH_P_ALL, ETH_HEADER = 3, 14
 SOL_PACKET, PACKET_STATISTICS, PACKET_OUTGOING = 263, 6, 4
 PACKET_RX_RING, PACKET_VERSION, TPACKET_V3, TP_STATUS_USER = 5, 10, 2, 1
+TP_STATUS_BLK_TMO = 1 << 5  # a block handed over by its timer, not because it was full
 SO_ATTACH_FILTER, SO_TIMESTAMPNS = 26, 35  # Linux; not in every Python's `socket`
 SNAP_ALL = 0x40000     # a BPF "accept" returns how many bytes to keep: all of them
 _BLOCK = struct.Struct("=III")        # tpacket_hdr_v1: block_status, num_pkts, first packet
@@ -326,12 +328,14 @@ class LiveSniffer:
                     seen, seen_until = (Counter(), 0) if bigger is not None else (None, 0)
                 elif (seen is None and self._making is None and not self._cannot_grow
                       and ring.blocks < most_blocks
-                      and _BLOCK.unpack_from(mem, (block + ring.blocks // 8) % ring.blocks
-                                             * BLOCK_SIZE + 8)[0] & TP_STATUS_USER):
-                    # an eighth of the ring waits to be read: have a bigger one made (taking
-                    # its memory takes milliseconds, in which this ring must be read)
+                      and (not status & TP_STATUS_BLK_TMO or _BLOCK.unpack_from(
+                          mem, (block + ring.blocks // 8) % ring.blocks * BLOCK_SIZE + 8)[0]
+                           & TP_STATUS_USER)):
+                    # a block filled before its timer (25 MB/s or more), or an eighth of the
+                    # ring waits to be read: have a bigger ring made now (its memory takes
+                    # milliseconds to get, in which this one must hold what comes)
                     self._making = threading.Thread(
-                        target=self._make_ring, args=(min(most_blocks, ring.blocks * 4),),
+                        target=self._make_ring, args=(most_blocks,),
                         daemon=True, name=f"labkit capture ring on {self.iface}")
                     self._making.start()
         except BaseException as exc:  # noqa: BLE001 - reported on exit, never lost

@@ -5,7 +5,9 @@ keeps going and the notebook shows the verdict under the exercise. An answer not
 written yet (a function that raises ``NotImplementedError``, or ``None``, the student
 edition's stubs) gets :data:`NOT_WRITTEN` or :data:`NOT_ANSWERED`. Under nbgrader's
 autograder (``NBGRADER_EXECUTION`` set) a failed check raises ``AssertionError`` with
-its verdict, so the check cell scores 0; the student's notebook stays free of asserts.
+its verdict, so the check cell scores 0 (the feedback shows the verdict and its hint, not a
+traceback), and a passed one is shown as display data, not as the cell's result (nbgrader
+would try to read a result as partial points); the student's notebook stays free of asserts.
 
     >>> verdict(2 + 2 == 4, "2 + 2 is 4", wrong="2 + 2 is not 5", hint="count again")
     ✅ Right: 2 + 2 is 4
@@ -32,7 +34,7 @@ import threading
 from dataclasses import dataclass
 
 __all__ = ["Verdict", "verdict", "first_failure", "answers_back", "unfinished", "NOT_WRITTEN",
-           "NOT_ANSWERED", "not_a_recording", "StudentCall"]
+           "NOT_ANSWERED", "not_a_recording", "StudentCall", "CheckFailed"]
 
 
 @dataclass(frozen=True)
@@ -143,10 +145,40 @@ def autograded() -> bool:
     return bool(os.environ.get("NBGRADER_EXECUTION"))
 
 
+class CheckFailed(AssertionError):
+    """A failed verdict under nbgrader: the check cell raised, so it scores 0.
+
+    Shown (in the graded notebook and the feedback) as the verdict alone: the ❌, what is
+    wrong and the hint, with no traceback through labkit (nor the instructor's paths).
+    """
+
+    def __init__(self, result: Verdict):
+        super().__init__(str(result))
+        self.verdict = result
+
+    def _render_traceback_(self) -> list[str]:  # IPython shows this instead of a traceback
+        return str(self.verdict).splitlines()
+
+
+class _ShownVerdict(Verdict):
+    """A passed verdict under nbgrader, displayed rather than returned as the cell's result.
+
+    nbgrader reads a graded cell's result as partial points when it is a number, and logs a
+    six-line warning for every one that is not ("✅ Right: ..."); display data it leaves alone.
+    """
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import publish_display_data
+
+        publish_display_data({"text/plain": str(self), "text/html": self._repr_html_()})
+
+
 def _graded(result: Verdict) -> Verdict:
-    if autograded() and not result.passed:
-        raise AssertionError(str(result))  # nbgrader scores a check cell that raised as 0
-    return result
+    if not autograded():
+        return result
+    if not result.passed:
+        raise CheckFailed(result)  # nbgrader scores a check cell that raised as 0
+    return _ShownVerdict(result.passed, result.message, result.hint)
 
 
 def answers_back(check):

@@ -21,6 +21,7 @@ hosts have static ARP entries and no IPv6) passes straight through.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import mmap
 import os
@@ -267,9 +268,9 @@ class Link:
 
         def keep():
             try:
-                # the same session: its own would be a scheduling group of its own
-                # (autogroup), which made it wake later under load (benchmarks/
-                # link_under_load.py); it ignores the interrupts sent to the group
+                # the same session and process group: Jupyter's shutdown, which ends
+                # the kernel's group, ends it too (a session of its own, a scheduling
+                # group of its own, measured no better); it ignores the group's SIGINT
                 self._process = subprocess.Popen(argv, pass_fds=fds,
                                                  stdin=subprocess.DEVNULL)
             except BaseException as exc:  # noqa: BLE001 - given to the caller below
@@ -300,7 +301,10 @@ class Link:
                                        f"not answer within {ANSWER_WITHIN} s")
                 kind, answer = control.recv()
             except (EOFError, OSError) as exc:
-                code = self._process.poll() if self._process else None
+                code = None
+                if self._process is not None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        code = self._process.wait(timeout=5)  # it is ending: say how
                 raise RuntimeError(f"the link's forwarder has ended (exit status {code}): "
                                    f"its frames go nowhere; stop this network and start a "
                                    f"new one") from exc

@@ -230,9 +230,10 @@ class DNSServer(UDPServer):
         if datagrams is None or connections is None:
             return None
         came, went = datagrams
-        digests = [digest for _in, _out, digest in connections] + [d for _s, d in came]
-        return conversation_entry([(r, w) for r, w, _d in connections], [s for s, _d in came],
-                                  went, content_digest(digests) if None not in digests else None)
+        digests = [digest for _in, _out, digest, *_split in connections] + [d for _s, d in came]
+        return conversation_entry([(r, w) for r, w, *_rest in connections], [s for s, _d in came],
+                                  went, content_digest(digests) if None not in digests else None,
+                                  [c[3] for c in connections], [c[4] for c in connections])
 
     def __repr__(self) -> str:
         return f"<DNSServer {sorted(self.zone)}>"

@@ -399,8 +399,9 @@ class TCPServer(SocketServer):
             seconds=[seconds for *_rest, seconds in ordered])
 
     def _connections(self, since: int, settle: float) -> list[tuple] | None:
-        """``(bytes in, bytes out, digest or None, segments, seconds)`` of each connection
-        after ``since``, in order; None if some were forgotten or the kernel cannot count."""
+        """``(bytes in, bytes out, digest or None, [segments in, out], seconds)`` of each
+        connection after ``since`` (see :meth:`_counts`), in order; None if some were
+        forgotten or the kernel cannot count."""
         with self._lock:
             self._idle.wait_for(lambda: not self._conns and not (
                 self._sock and _accept_queue(self._sock)), settle)

@@ -1,7 +1,8 @@
 """The student edition: every lesson with its solutions removed.
 
 Solutions sit between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` (nbgrader's
-markers). Each becomes a stub that lets "Run All" reach the end of the notebook:
+markers). Each becomes a stub that lets "Run All" reach the end of the notebook
+(:func:`labkit.tools.solutions.strip_solutions`, which reads the cell's syntax tree):
 
 * inside a function, ``raise NotImplementedError()``: defining the function works,
   calling it raises, and the check below catches that and says "not written yet";
@@ -10,10 +11,13 @@ markers). Each becomes a stub that lets "Run All" reach the end of the notebook:
   "not written yet" too.
 
 The lesson's own outputs stay (a student reads the tables, ladders and figures before
-running anything); only the exercise cells' outputs, which would show the answer and its
-✅, are cleared. A handout notebook the student has changed since it was written is kept:
-it is renamed ``NN-....mine.ipynb`` (``.mine-2`` ... if that exists) before the new one
-is written.
+running anything); the outputs that would show an answer are cleared: the exercise's own
+cells (the answer and its ✅), and every later cell that reads what an answer sets, or what
+such a cell sets in turn (09's "predicted 3.55 Mbit/s, measured ..." under its exercise).
+Speaker notes (cells whose slide type is ``notes``) are for the presenter: the student
+edition leaves them out. A handout notebook the student has changed since it was written
+is kept: it is renamed ``NN-....mine.ipynb`` (``.mine-2`` ... if that exists) before the
+new one is written.
 
     $ python -m labkit handout handout/
 """
@@ -22,57 +26,60 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
+import shutil
 from pathlib import Path
 
 import nbformat
 
-from labkit.tools.exercises import is_answer, is_check
+from labkit.tools.exercises import is_check
 from labkit.tools.record import NOTEBOOKS
+from labkit.tools.solutions import binds, reads, solutions, strip_solutions
 
-_SOLUTION = re.compile(r"(?ms)^([ \t]*)### BEGIN SOLUTION\s*$.*?^[ \t]*### END SOLUTION[ \t]*$")
-_DEF = re.compile(r"[ \t]*(?:async[ \t]+)?def[ \t]")
+__all__ = ["student_edition", "answer_outputs", "write_handout", "strip_solutions", "is_notes"]
+
 MANIFEST = ".built"  # {notebook name: sha256 of the file as written}; also make's stamp
+RISE_CSS = "rise.css"  # jupyterlab-rise's style sheet, beside the notebooks
 
 
-def _inside_function(lines: list[str], row: int) -> bool:
-    """Is line ``row`` in the body of a ``def``? (Walks out through each enclosing block.)"""
-    indent = len(lines[row]) - len(lines[row].lstrip())
-    for line in reversed(lines[:row]):
-        stripped = line.lstrip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        outer = len(line) - len(stripped)
-        if outer < indent:
-            if _DEF.match(line):
-                return True
-            indent = outer
-    return False
+def is_notes(cell) -> bool:
+    """A speaker-notes cell (slide type ``notes``): the presenter's, not the student's."""
+    return cell.get("metadata", {}).get("slideshow", {}).get("slide_type") == "notes"
 
 
-def strip_solutions(source: str) -> str:
-    """Replace each solution block with a stub, keeping its indentation."""
-    if "### BEGIN SOLUTION" in source and not _SOLUTION.search(source):
-        raise ValueError("a '### BEGIN SOLUTION' has no matching '### END SOLUTION'")
+def answer_outputs(nb) -> list[int]:
+    """Indexes of the code cells whose outputs would show an answer.
 
-    def stub(m: re.Match) -> str:
-        pad = m.group(1)
-        row = source.count("\n", 0, m.start())
-        if _inside_function(source.splitlines(), row):
-            return f"{pad}# YOUR CODE HERE\n{pad}raise NotImplementedError()"
-        return f"{pad}# YOUR CODE HERE\n{pad}pass"
-    return _SOLUTION.sub(stub, source)
-
-
-def student_edition(nb):
-    """``nb`` (changed in place) without solutions, and without its exercises' outputs."""
-    for cell in nb.cells:
+    An exercise's answer cell and its check; then, in order, every cell that reads a name
+    an answer sets (or a name set by such a cell), until a cell sets that name afresh.
+    """
+    tainted: set[str] = set()
+    found = []
+    for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
-        if is_answer(cell) or is_check(cell):
-            cell.outputs = []
-            cell.execution_count = None
-        cell.source = strip_solutions(cell.source)
+        blocks = solutions(cell.source)
+        if blocks:
+            tainted |= set().union(*(b.answer for b in blocks))
+            found.append(i)
+        elif is_check(cell) or reads(cell.source) & tainted:
+            tainted |= binds(cell.source)
+            found.append(i)
+        else:
+            tainted -= binds(cell.source)  # set again, from what the lesson computed
+    return found
+
+
+def student_edition(nb, *, notes: bool = False):
+    """``nb`` (changed in place) without solutions, and without the outputs that would show
+    an answer (:func:`answer_outputs`); without speaker notes unless ``notes``."""
+    for i in answer_outputs(nb):
+        nb.cells[i].outputs = []
+        nb.cells[i].execution_count = None
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.source = strip_solutions(cell.source)
+    if not notes:
+        nb.cells = [cell for cell in nb.cells if not is_notes(cell)]
     return nb
 
 
@@ -108,4 +115,7 @@ def write_handout(outdir, notebooks: Path = NOTEBOOKS) -> list[Path]:
         digests[target.name] = _digest(target)
         written.append(target)
     manifest.write_text(json.dumps(digests, indent=1) + "\n")
+    style = notebooks / RISE_CSS  # presenting the handout with RISE looks as the lessons do
+    if style.is_file():
+        shutil.copy(style, out / RISE_CSS)
     return written

@@ -8,12 +8,18 @@ from the height the cell really has on a slide, measured in Chromium.
   starts a subslide when it does not; a short paragraph that leads into a code cell moves
   with that cell;
 * a cell too big for any slide gets a slide of its own (the deck then shortens its figure,
-  or shrinks it: benchmarks/slides_overflow.py reports those).
+  or shrinks it as far as its text stays readable); the tool names those cells: their
+  content needs splitting (benchmarks/slides_overflow.py says whether the deck fits them);
+* speaker notes (slide type ``notes``) stay notes, on the slide above them;
+* the notebook's ``rise`` metadata presents it in JupyterLab (jupyterlab-rise) the way the
+  static decks look: 1280x720, top-aligned, no transition, reveal.js's ``white`` theme,
+  whose fonts come with the extension (its default theme loads fonts from a font CDN).
 
 Only metadata changes (and markdown cells split in two): code, outputs, ids stay.
 
     $ python -m labkit slide-layout                 # every lesson
     $ python -m labkit slide-layout notebooks/04-Speak-HTTP-From-A-Raw-Socket.ipynb
+    $ python -m labkit slide-layout --check         # change nothing; exit 1 if it would
 
 Needs Playwright and /usr/bin/chromium, as tests/test_browser.py does.
 """
@@ -25,6 +31,7 @@ import itertools
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import nbformat
 
@@ -34,6 +41,9 @@ from labkit.tools.slides import HEIGHT, WIDTH, build_decks
 
 CHROMIUM = "/usr/bin/chromium"
 BUDGET = HEIGHT - 2 * 16 - 24  # the slide's padding (slides.css), and a margin
+# jupyterlab-rise's settings, per notebook (they win over the user's): as the static decks
+RISE = {"width": WIDTH, "height": HEIGHT, "center": False, "transition": "none",
+        "theme": "white", "slideNumber": "c/t", "scroll": True}
 _MID_HEADING = re.compile(r"^## ", re.MULTILINE)
 
 # Every cell's height on its slide, by cell id, with all fragments shown and nothing fitted.
@@ -84,32 +94,43 @@ def split_headings(nb) -> int:
     return splits
 
 
-def cell_heights(notebooks: list[Path]) -> dict[str, dict[str, float]]:
-    """{notebook name: {cell id: pixels}} from each lesson's deck, in Chromium."""
-    from playwright.sync_api import sync_playwright
+def cell_heights(notebooks: list[Path], page=None) -> dict[str, dict[str, float]]:
+    """{notebook name: {cell id: pixels}} from each lesson's deck, in Chromium (a Playwright
+    ``page`` at 1280x720 if given, else a browser of its own)."""
+    if page is None:
+        from playwright.sync_api import sync_playwright
 
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            try:
+                return cell_heights(notebooks, browser.new_page(
+                    viewport={"width": WIDTH, "height": HEIGHT}))
+            finally:
+                browser.close()
     heights = {}
-    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
+    with tempfile.TemporaryDirectory() as tmp:
         for path, deck in zip(notebooks, build_decks(tmp, notebooks), strict=True):
             page.goto(deck.as_uri() + "?nofit")
             page.wait_for_function("() => window.Reveal && Reveal.isReady()")
             heights[path.name] = page.evaluate(CELL_HEIGHTS_JS)
-        browser.close()
     return heights
 
 
-def lay_out(nb, heights: dict[str, float]) -> None:
-    """Set every cell's slide type from ``heights`` (see the module's docstring)."""
+def lay_out(nb, heights: dict[str, float]) -> list[int]:
+    """Set every cell's slide type from ``heights`` (see the module's docstring); the indexes
+    of the cells too tall for a slide of their own."""
     used = 0.0  # the height of the slide being filled ...
     members: list[int] = []  # ... and its cells
+    too_big = []
     for i, cell in enumerate(nb.cells):
         old = _slide_type(cell)
-        height = 0.0 if old == "skip" or is_check(cell) else heights.get(cell.id, 0.0)
+        shown = old not in ("skip", "notes") and not is_check(cell)
+        height = heights.get(cell.id, 0.0) if shown else 0.0
         text = cell.source.lstrip()
-        if old == "skip":
-            new = "skip"
+        if height > BUDGET:
+            too_big.append(i)
+        if old in ("skip", "notes"):
+            new = old
         elif i == 0 or (cell.cell_type == "markdown" and text.startswith(("# ", "## "))):
             new = "slide"
         elif cell.cell_type == "markdown" and text.startswith("### "):
@@ -127,22 +148,53 @@ def lay_out(nb, heights: dict[str, float]) -> None:
         if new in ("slide", "subslide"):
             used, members = 0.0, []
         used += height
-        members.append(i)
+        if shown:
+            members.append(i)
         _set(cell, new)
+    nb.metadata["rise"] = dict(RISE)
+    return too_big
 
 
-def main(paths: list[str]) -> int:
-    notebooks = [Path(p) for p in paths] or sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
-    for path in notebooks:  # split first: the measured deck must have the final cells
-        nb = nbformat.read(path, as_version=4)
-        if split_headings(nb):
-            nbformat.write(nb, path)
-    heights = cell_heights(notebooks)
+def laid_out(notebooks: list[Path], page=None) -> dict[Path, tuple[Any, int, list[int]]]:
+    """Each notebook as slide-layout would write it, without writing it:
+    {path: (notebook, how many cells or settings change, cells too big for a slide)}
+    (``page``: see :func:`cell_heights`)."""
+    notebooks = [Path(p) for p in notebooks]
+    books, splits = {}, {}
     for path in notebooks:
-        nb = nbformat.read(path, as_version=4)
-        before = [_slide_type(c) for c in nb.cells]
-        lay_out(nb, heights[path.name])
-        changed = sum(a != _slide_type(c) for a, c in zip(before, nb.cells, strict=True))
-        nbformat.write(nb, path)
-        print(f"{path.name}: {changed} slide types changed")
-    return 0
+        books[path] = nbformat.read(path, as_version=4)
+        splits[path] = split_headings(books[path])
+    with tempfile.TemporaryDirectory() as tmp:  # the deck is measured with the final cells
+        split = []
+        for path in notebooks:
+            split.append(Path(tmp) / path.name)
+            nbformat.write(books[path], split[-1])
+        heights = cell_heights(split, page)
+    found = {}
+    for path in notebooks:
+        nb = books[path]
+        before = [_slide_type(c) for c in nb.cells], nb.metadata.get("rise")
+        too_big = lay_out(nb, heights[path.name])
+        changed = (splits[path] + sum(a != _slide_type(c) for a, c in zip(before[0], nb.cells,
+                                                                           strict=True))
+                   + (before[1] != nb.metadata["rise"]))
+        found[path] = (nb, changed, too_big)
+    return found
+
+
+def main(paths: list[str], check: bool = False) -> int:
+    notebooks = [Path(p) for p in paths] or sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
+    stale = 0
+    for path, (nb, changed, too_big) in laid_out(notebooks).items():
+        if changed and not check:
+            nbformat.write(nb, path)
+        verb = "would change" if check else "changed"
+        print(f"{path.name}: {changed} slide types or settings {verb}")
+        for i in too_big:
+            first = nb.cells[i].source.strip().splitlines()[0][:60] if nb.cells[i].source else ""
+            print(f"    cell {i} is taller than a slide: split it, or shorten its output "
+                  f"({first!r})")
+        stale += bool(changed)
+    if check and stale:
+        print("run `python -m labkit slide-layout` on these notebooks")
+    return 1 if check and stale else 0

@@ -7,12 +7,18 @@ reveal.js 5) and is copied beside the decks, so the folder works without a netwo
 be carried to another machine as it is. The deck shows the lesson as a student gets it:
 
 * exercises without their solutions (the student edition's stubs) and without their
-  checks, whose ✅ would give the answer away;
+  checks, whose ✅ would give the answer away, nor any output that shows an answer;
+* speaker notes (cells of slide type ``notes``) in the speaker view (press S), not on
+  the slides;
 * no test scaffolding: nbval's tags, the comment that explains a tag (the first comment
   lines of a tagged cell), ``# NBVAL_...`` lines and ``# noqa`` remarks stay in the notebook;
 * a ``##`` heading inside a markdown cell starts a slide of its own (01's Summary).
 
-    $ python -m labkit slides slides/
+    $ python -m labkit slides --outdir slides/              # every lesson
+    $ python -m labkit slides --outdir /tmp/d notebooks/01-Watch-A-TCP-Handshake.ipynb
+
+Every text on a slide is at least 18 px at 1280x720 (``slides_template/slides.css``); a
+slide too big is fitted as far as that allows, and scrolls beyond (see the template).
 """
 
 from __future__ import annotations
@@ -86,7 +92,7 @@ def _split_at_headings(cell) -> list:
 
 def deck_notebook(nb):
     """A copy of ``nb`` as the deck shows it (see the module's docstring)."""
-    nb = student_edition(copy.deepcopy(nb))
+    nb = student_edition(copy.deepcopy(nb), notes=True)
     cells = []
     for cell in nb.cells:
         if cell.cell_type == "code":
@@ -156,8 +162,12 @@ def build_decks(outdir, notebooks: list[Path] | None = None) -> list[Path]:
 
 # Walks every slide of a deck open in a browser (Reveal's API) and says, per slide, whether
 # anything on it lies outside the WIDTH x HEIGHT slide: the slide taller or wider than that,
-# an element past its edges, or content cut inside a scrolling box (a long code line).
-# Fragments count as shown. Used by benchmarks/slides_overflow.py and tests/test_browser.py.
+# an element past its edges, or content cut inside a scrolling box (a long code line); how
+# much it was shrunk to fit (zoom); the smallest text on it as projected (its font size times
+# the slide's zoom and Reveal's scale, code and tables included: a 1280x720 window is the
+# projector); how far its figures are scaled from their own size; figures that failed to
+# load. Fragments count as shown. Used by benchmarks/slides_overflow.py and
+# tests/test_browser.py.
 MEASURE_SLIDES_JS = """async () => {
     const frame = () => new Promise(done => requestAnimationFrame(
         () => requestAnimationFrame(done)));
@@ -169,15 +179,23 @@ MEASURE_SLIDES_JS = """async () => {
         Reveal.slide(h, v, slide.querySelectorAll('.fragment').length);
         await frame();
         const zoom = parseFloat(slide.style.zoom || '1');
+        // the slide's zoom and Reveal's scale together: what a CSS pixel becomes on screen
+        const scale = slide.getBoundingClientRect().width / slide.offsetWidth;
         // what can be seen: every piece of text (its own extent, not its box's) and picture
-        let outside = 0, cut = 0;
+        let outside = 0, cut = 0, smallest = Infinity, sample = '';
         const past = r => r.width > 0 && (r.right > box.right + 1 || r.bottom > box.bottom + 1);
         const texts = document.createTreeWalker(slide, NodeFilter.SHOW_TEXT);
         const range = document.createRange();
         while (texts.nextNode()) {
-            if (!texts.currentNode.textContent.trim()) continue;
+            const text = texts.currentNode.textContent.trim();
+            if (!text) continue;
             range.selectNodeContents(texts.currentNode);
-            if (past(range.getBoundingClientRect())) outside++;
+            const rect = range.getBoundingClientRect();
+            if (rect.width === 0 || rect.height === 0) continue;  // not shown (display: none)
+            if (past(rect)) outside++;
+            const size = parseFloat(getComputedStyle(texts.currentNode.parentElement).fontSize)
+                * scale;
+            if (size < smallest) { smallest = size; sample = text.slice(0, 40); }
         }
         for (const el of slide.querySelectorAll('img, svg, canvas, table')) {
             if (past(el.getBoundingClientRect())) outside++;
@@ -187,12 +205,21 @@ MEASURE_SLIDES_JS = """async () => {
             if (style.overflowX !== 'visible' && el.scrollWidth > el.clientWidth + 1) cut++;
             if (style.overflowY !== 'visible' && el.scrollHeight > el.clientHeight + 1) cut++;
         }
+        const images = [...slide.querySelectorAll('img')];
+        const shown = images.filter(img => img.naturalWidth > 0);
         const heading = slide.querySelector('h1, h2, h3');
         results.push({
             slide: `${h + 1}.${v + 1}`,
             title: (heading ? heading.textContent : slide.textContent).trim().slice(0, 60),
             height: slide.scrollHeight, zoom,
-            figure_fitted: [...slide.querySelectorAll('img')].some(img => img.style.maxHeight),
+            smallest_text: smallest === Infinity ? null : Math.round(smallest * 10) / 10,
+            smallest_sample: sample,
+            figures: images.length,
+            figures_missing: images.length - shown.length,
+            figure_scale: shown.length ? Math.min(...shown.map(
+                img => img.getBoundingClientRect().width / img.naturalWidth)) : null,
+            figure_fitted: images.some(img => img.style.maxHeight),
+            notes: Reveal.getSlideNotes(slide) || '',
             overflows: outside > 0 || cut > 0, outside, cut,
         });
     }
