@@ -20,6 +20,7 @@ from __future__ import annotations
 from matplotlib.patches import FancyArrowPatch
 
 from labkit.capture.flows import Segment
+from labkit.protocols.base import ip_layer
 from labkit.protocols.icmp import REDIRECT, icmp_message, quotes, why_dropped
 from labkit.views.plotting import plt, show_notice
 from labkit.views.table import COLORS, kind, pick, printable
@@ -176,18 +177,23 @@ def _ended_on_the_way(segs: list[Segment]) -> dict[int, tuple[str, str, int | No
     unreachable, means the packet did arrive)."""
     ended: dict[int, tuple[str, str, int | None]] = {}
     for at, seg in enumerate(segs):
-        if seg.proto != "ICMP":
+        if seg.proto not in ("ICMP", "ICMPv6"):
             continue
         pkt = seg.packet
         message = icmp_message(pkt) if pkt is not None else None
-        if pkt is None or message is None or message.quoted is None or message.type == REDIRECT:
+        if pkt is None or message is None or message.quoted is None or (
+                message.version == 4 and message.type == REDIRECT):
             continue
-        if pkt["IP"].src == message.quoted.dst:
+        if ip_layer(pkt).src == message.quoted.dst:
             continue  # from the destination itself
+        ran_out = 11 if message.version == 4 else 3  # time exceeded (ICMPv6: hop limit)
         for earlier in reversed(segs[max(0, at - QUOTE_REACH):at]):
             probe = earlier.packet
-            if earlier.proto != "ARP" and probe is not None and quotes(message, probe):
-                ttl = int(probe["IP"].ttl) if message.type == 11 else None
+            if earlier.proto not in ("ARP", "NDP") and probe is not None \
+                    and quotes(message, probe):
+                layer = ip_layer(probe)
+                ttl = int(layer.ttl if layer.version == 4 else layer.hlim) \
+                    if message.type == ran_out else None
                 ended[earlier.index] = (seg.src, why_dropped(message), ttl)
                 break
     return ended
