@@ -366,16 +366,19 @@ class Capture:
         return Table(segs, packets=self._packets_arg(start, stop, packets), note=note)
 
     def ladder(self, *, start: int = 0, stop: int | None = None, packets=None,
-               connection: int | None = None, title: str | None = None, lost=()):
+               connection: int | None = None, title: str | None = None, lost=(),
+               warning: str | None = None):
         """A sequence diagram of the packets (a matplotlib Figure): the first 40 at most,
         or the ones ``packets`` picks (as in :meth:`table`); ``connection=2`` draws
         connection 2 alone (:meth:`connections` numbers them); ``lost``: indexes of
-        packets a lab link dropped, drawn ending half-way at a ✗."""
+        packets a lab link dropped, drawn ending half-way at a ✗; ``warning``: written
+        across the top with the capture's own notice (``net.too_busy()``, say)."""
         from labkit.views.ladder import ladder
 
         segs, which = self._chosen(connection)
+        notice = "\n".join(text for text in (self.notice, warning) if text) or None
         return ladder(segs, title=title, packets=self._packets_arg(start, stop, packets),
-                      note=which, warning=self.notice, lost=lost,
+                      note=which, warning=notice, lost=lost,
                       order=self.meta.get("lifelines"))
 
     def connections(self):

@@ -187,7 +187,8 @@ def slow_lookup(servers: list[str], silent: set[str], timeout: float,
             query = DNSRecord.question("www.netlab.test", kind)
             query.header.id = qid
             queries.append(query)
-            packets.append(_frame(Ether() / IP(src=client, dst=server) /
+            packets.append(_frame(Ether(src=CLIENT_MAC, dst=ROUTER_MAC) /
+                                  IP(src=client, dst=server) /
                                   UDP(sport=port, dport=53) / query.pack(), t))
             t += 0.00003
         if server in silent:
@@ -200,10 +201,14 @@ def slow_lookup(servers: list[str], silent: set[str], timeout: float,
             reply.add_answer(RR("www.netlab.test", query.q.qtype, ttl=60,
                                 rdata=A("10.0.5.7") if kind == "A" else AAAA("fd00:10:0:5::7")))
             t += 0.0004
-            packets.append(_frame(Ether() / IP(src=server, dst=client) /
+            packets.append(_frame(Ether(src=ROUTER_MAC, dst=CLIENT_MAC) /
+                                  IP(src=server, dst=client) /
                                   UDP(sport=53, dport=port) / reply.pack(), t))
         break
     return packets
+
+
+CLIENT_MAC, ROUTER_MAC = "02:00:0a:00:00:01", "02:00:0a:00:00:02"  # (Scapy looks up none)
 
 
 def _frame(pkt, t: float):

@@ -60,6 +60,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 
 from labkit.net.hostfiles import HostFiles, inside_mounts
@@ -72,6 +73,7 @@ from labkit.net.netns import (
     _sysctl,
     _tool,
     inside,
+    ipv6_settled,
     link_events,
     new_namespace,
     offloads,
@@ -92,13 +94,14 @@ HOST_SYSCTLS = {"net/ipv6/conf/default/disable_ipv6": "1", "net/ipv4/icmp_rateli
 # ipv6=True: IPv6 on every new interface, its addresses usable at once (no duplicate
 # address detection: the plan makes them unique), no router solicitations or
 # advertisements (routes are set), ICMPv6 errors never rate-limited; the multicast
-# listener reports a new address sends (MLD, RFC 3810) repeated within 1 ms, not over
-# a second, so they are over before any lesson captures
+# listener reports a host sends as its interfaces join groups are MLDv1's, sent at once
+# and repeated within a tick (MLDv2 repeats them over up to a second), and start() waits
+# until they are over (ipv6_settled): no lesson's capture meets them
 HOST_SYSCTLS6 = {"net/ipv6/conf/default/disable_ipv6": "0",
                  "net/ipv6/conf/default/accept_dad": "0",
                  "net/ipv6/conf/default/router_solicitations": "0",
                  "net/ipv6/conf/default/accept_ra": "0",
-                 "net/ipv6/conf/default/mldv2_unsolicited_report_interval": "1",
+                 "net/ipv6/conf/default/force_mld_version": "1",
                  "net/ipv6/conf/default/mldv1_unsolicited_report_interval": "1",
                  "net/ipv6/icmp/ratelimit": "0"}
 _numbers = itertools.count(1)
@@ -473,6 +476,21 @@ class LabNetwork:
             raise RuntimeError(f"the lab hosts' interfaces did not come up within "
                                f"{UP_TIMEOUT:g} s ({states}): the machine is very busy; "
                                "try again")
+        if self.ipv6:
+            self._settle_ipv6()
+
+    def _settle_ipv6(self) -> None:
+        """Wait until IPv6 has finished starting on every host (ipv6_settled): the kernel
+        offers no event for it, so its tables are read again each millisecond."""
+        deadline = time.monotonic() + UP_TIMEOUT
+        for host, fd in self._hosts.items():
+            with inside(fd):
+                while not ipv6_settled():
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"IPv6 on {host} did not finish starting within "
+                                           f"{UP_TIMEOUT:g} s: the machine is very busy; "
+                                           "try again")
+                    threading.Event().wait(0.001)
 
     def _bring_up(self, events: dict) -> None:
         """Addresses, links up, neighbours and routes on every host; link-side ends up."""

@@ -80,9 +80,11 @@ def connection_attempts(segs) -> list[Attempt]:
     return list(attempts.values())
 
 
-def race_figure(segs, *, delay: float | None = None, title: str | None = None):
+def race_figure(segs, *, delay: float | None = None, title: str | None = None,
+                warning: str | None = None):
     """A lane per connection attempt on one time axis (ms since the first SYN); ``delay``:
-    the Happy Eyeballs delay the client was given, drawn where it ran out."""
+    the Happy Eyeballs delay the client was given, drawn where it ran out; ``warning``:
+    written across the top, with the capture's own notice."""
     attempts = connection_attempts(segs)
     fig, ax = plt.subplots(figsize=(12, 1.9 + 1.3 * max(1, len(attempts))))
     plt.close(fig)  # returned, not auto-shown: the notebook displays it once
@@ -141,7 +143,8 @@ def race_figure(segs, *, delay: float | None = None, title: str | None = None):
         title = _title(attempts)
     ax.set_title(title, fontsize=15, pad=12, parse_math=False)
     fig.tight_layout()
-    show_notice(fig, getattr(segs, "notice", None))
+    show_notice(fig, "\n".join(text for text in (getattr(segs, "notice", None), warning)
+                                if text) or None)
     return fig
 
 
