@@ -96,7 +96,7 @@ def ladder_label(record: DNSRecord) -> str:
     (records and TTLs, a referral and its glue, NXDOMAIN and the SOA's TTL) and its flags.
 
         'www.netlab.test. A?  RD'
-        'referral to test.: NS ns.nic.test.\nglue 10.0.3.5, fd00:10:0:3::5 (TTL 300)'
+        'referral to test.: NS ns.nic.test. + glue (TTL 300)'
     """
     h, q = record.header, record.questions[0]
     if not h.qr:
@@ -116,9 +116,9 @@ def ladder_label(record: DNSRecord) -> str:
         return f"{head}{what}{tail}"
     ns = [rr for rr in record.auth if rr.rtype == QTYPE.NS]
     if ns:
-        glue = [str(rr.rdata) for rr in record.ar if rr.rtype in (QTYPE.A, QTYPE.AAAA)]
-        text = f"{head}referral to {ns[0].rname}: NS {ns[0].rdata}"
-        return text + (f"\nglue {', '.join(glue[:2])} (TTL {ns[0].ttl})" if glue else "")
+        glue = any(rr.rtype in (QTYPE.A, QTYPE.AAAA) for rr in record.ar)
+        return (f"{head}referral to {ns[0].rname}: NS {ns[0].rdata}" + (" + glue" if glue else "")
+                + f" (TTL {ns[0].ttl})")
     return f"{head}{RCODE[h.rcode]}, no records"
 
 

@@ -30,7 +30,8 @@ __all__ = ["ladder", "MAX_PACKETS", "MAX_LIFELINES"]
 LABEL_PREVIEW = 44  # characters of payload summary shown under a data arrow
 LABEL_MAX = 160     # characters of any arrow label (a protocol view's too), all lines
 MAX_PACKETS = 40    # arrows drawn by default: a projector shows ~40 rows legibly
-MAX_LIFELINES = 12  # wider than this, a figure no longer fits a screen (4.5 inches each)
+MAX_LIFELINES = 12  # wider than this, a figure no longer fits a screen (3 inches each)
+WIDEST = 15.0       # inches a ladder of five lifelines takes (3 each for more)
 QUOTE_REACH = 64    # packets back from an ICMP error to look for the one it quotes
 
 
@@ -106,7 +107,9 @@ def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
         ys.append(y)
         y += 1
     n = y + 0.8 * len(notes)
-    width = max(9.0, 4.5 * len(roles))
+    # 4.5 inches a lifeline, at most WIDEST in all: five or more share that width, so a
+    # slide does not shrink the figure (and its words) below about 0.8
+    width = min(max(9.0, 4.5 * len(roles)), max(WIDEST, 3.0 * len(roles)))
     fig, ax = plt.subplots(figsize=(width, 1.6 + 0.5 * max(n, 1)))
     plt.close(fig)  # returned, not auto-shown: the notebook displays it once
     top, bottom = -0.8, y - 0.2

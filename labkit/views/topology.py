@@ -69,8 +69,8 @@ def topology_figure(plan: Topology, *, title: str | None = None, routes: bool = 
     columns = max(x for x, _ in where.values()) + 1
     rows = max(sum(1 for x2, _ in where.values() if x2 == x) for x, _ in where.values())
     compact = rows >= CROWDED
-    scale_y = 1.5 if compact else 3.0
-    height = 1.45 * rows + 1.0 if compact else max(2.8, 2.6 * rows)
+    scale_y = 1.2 if compact else 3.0
+    height = 1.15 * rows + 1.0 if compact else max(2.8, 2.6 * rows)
     fig, ax = plt.subplots(figsize=(max(8.0, 4.2 * columns), height))
     plt.close(fig)  # returned, not auto-shown: the notebook displays it once
 
@@ -106,7 +106,7 @@ def topology_figure(plan: Topology, *, title: str | None = None, routes: bool = 
                 continue  # its address is in its box
             iface = plan.interface(host, cable.b if host == cable.a else cable.a)
             if compact:  # a fan: only the interface's name, close to the host
-                fx, fy = x0 + 0.16 * (x1 - x0), y0 + 0.16 * (y1 - y0)
+                fx, fy = x0 + 0.25 * (x1 - x0), y0 + 0.25 * (y1 - y0)
                 _text(ax, fx, fy, iface.name, ha="center", va="center", fontsize=11,
                       color="#333333", bbox=dict(boxstyle="round,pad=0.15", fc="#f4f4f4",
                                                  ec="none"))
