@@ -58,13 +58,13 @@ def test_a_server_without_a_zone_answers_as_before():
 
 @pytest.mark.parametrize("kwargs, words", [
     (dict(records={"a.test": "127.0.0.1"}, delegate={"b.test": {"ns.b.test": "1.2.3.4"}}),
-     "delegate= needs the zone"),
+     "delegate must be given with the zone"),
     (dict(zone="netlab.test", delegate={"example.com": {"ns.example.com": "1.2.3.4"}}),
-     "not below the zone netlab.test."),
+     "a name below the zone netlab.test."),
     (dict(zone="netlab.test", delegate={"netlab.test": {"ns.netlab.test": "1.2.3.4"}}),
-     "not below the zone"),
+     "a name below the zone"),
     (dict(records={"www.example.com": "1.2.3.4"}, zone="netlab.test"),
-     "not in the zone netlab.test."),
+     "a name in the zone netlab.test."),
     (dict(zone="test", delegate={"b.test": {"ns.b.test": "not an address"}}),
      "the address of 'ns.b.test' must be an IP address"),
     (dict(zone="a..test"), "zone must be a domain name"),

@@ -180,7 +180,8 @@ def slow_lookup(servers: list[str], silent: set[str], timeout: float,
     from scapy.layers.inet import IP, UDP
     from scapy.layers.l2 import Ether
 
-    client, port, packets, t = "10.0.0.1", 41000, [], start
+    client, port, t = "10.0.0.1", 41000, start
+    packets: list = []
     for server in servers:
         queries = []
         for qid, kind in ((4000 + len(packets), "A"), (4001 + len(packets), "AAAA")):

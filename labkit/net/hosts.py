@@ -517,7 +517,8 @@ class LabNetwork:
                         lines.append(f"addr add {iface.address6} dev {iface.name} nodad")
                     lines.append(f"link set {iface.name} up")
                     if self.arp == "static":
-                        peers = [iface.peer_address]
+                        peers: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [
+                            iface.peer_address]
                         if self.ipv6:
                             peers += [iface.peer_address6, iface.peer_link_local]
                         lines += [f"neigh replace {peer} lladdr {iface.peer_mac} dev "

@@ -72,8 +72,8 @@ class DNSServer(UDPServer):
                  delegate: dict[str, dict[str, Any]] | None = None, ttl: int = 300,
                  negative_ttl: int = 60, host: str = "127.0.0.1", port: int = 0,
                  name: str = "dns"):
-        self.zone = Zone({} if records is None and zone is not None else records, zone,
-                         delegate=delegate, ttl=ttl, negative_ttl=negative_ttl)
+        given: Any = {} if records is None and zone is not None else records  # (checked)
+        self.zone = Zone(given, zone, delegate=delegate, ttl=ttl, negative_ttl=negative_ttl)
         self.ttl = self.zone.ttl
         super().__init__(self._answer_datagram, host=host, port=port, name=name)
         self.speaks = type(self).speaks

@@ -118,24 +118,26 @@ class Zone:
         self.negative_ttl = arguments.integer(negative_ttl, "negative_ttl", 0, 2**31 - 1,
                                               "60 seconds")
         self.delegations: dict[str, dict[str, list[Address]]] = {}
-        if delegate is not None and self.origin is None:
-            raise ValueError("delegate= needs the zone it delegates from: give zone=, e.g. "
-                             "DNSServer(zone='test', delegate={'netlab.test': {...}})")
+        example = "{'netlab.test': {'ns.netlab.test': '10.0.4.6'}}"
         if delegate is not None and not isinstance(delegate, dict):
             arguments.fail(TypeError, "delegate", "a dict of child zones to their name servers",
-                           delegate, "{'netlab.test': {'ns.netlab.test': '10.0.4.6'}}")
+                           delegate, example)
+        if delegate is not None and self.origin is None:
+            arguments.fail(ValueError, "delegate", "given with the zone it delegates from "
+                           "(zone='test')", delegate, example)
         for child, servers in (delegate or {}).items():
             name = _name(child, "a delegated zone")
             if name == self.origin or not within(name, self.origin or "."):
-                raise ValueError(f"{child!r} is not below the zone {self.origin}: a zone "
-                                 f"delegates only names under it")
+                arguments.fail(ValueError, "a delegated zone", f"a name below the zone "
+                               f"{self.origin} (a zone delegates only names under it)", child,
+                               "'netlab.test'")
             self.delegations[name] = zone_records(servers, f"the name servers of {child!r}",
                                                   label="a name server's name")
         if self.origin is not None:
             for owner in self.records:
                 if not within(owner, self.origin):
-                    raise ValueError(f"{owner} is not in the zone {self.origin}: give names "
-                                     f"that end in {self.origin}")
+                    arguments.fail(ValueError, "a record's name", f"a name in the zone "
+                                   f"{self.origin}", owner, f"'www.{self.origin}'")
 
     # -- answering ---------------------------------------------------------------------
     def answer(self, qname: str, qtype: str) -> Answer:

@@ -149,11 +149,11 @@ def race_figure(segs, *, delay: float | None = None, title: str | None = None,
 
 
 def _title(attempts: list[Attempt]) -> str:
-    winners = [a for a in attempts if a.connected is not None]
+    winners = [(a.connected, a) for a in attempts if a.connected is not None]
     if not winners:
         return f"{len(attempts)} connection attempts, none connected"
-    first = min(winners, key=lambda a: a.connected)
-    after = (first.connected - attempts[0].started) * 1000
+    connected, first = min(winners, key=lambda pair: pair[0])
+    after = (connected - attempts[0].started) * 1000
     losers = len(attempts) - 1
     tail = f"; {losers} other attempt{'s' * (losers != 1)}" if losers else ""
     return f"{first.family} connected after {after:.0f} ms{tail}"

@@ -114,10 +114,10 @@ def topology_figure(plan: Topology, *, title: str | None = None, routes: bool = 
             # along a slanting cable, further from the host: clear of its box
             along = 0.22 if y0 == y1 else 0.3
             fx, fy = x0 + along * (x1 - x0), y0 + along * (y1 - y0)
-            words = f"{iface.name}\n{iface.address.ip}"
+            label = f"{iface.name}\n{iface.address.ip}"
             if ipv6:
-                words += f"\n{iface.address6.ip}"
-            _text(ax, fx, fy - 0.14, words, ha="center", va="top", fontsize=11,
+                label += f"\n{iface.address6.ip}"
+            _text(ax, fx, fy - 0.14, label, ha="center", va="top", fontsize=11,
                   color="#333333", bbox=dict(boxstyle="round,pad=0.15", fc="#f4f4f4",
                                              ec="none"))
     for host, (x, y) in where.items():
