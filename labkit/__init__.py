@@ -48,7 +48,7 @@ _EXPORTS: dict[str, list[str | tuple[str, str]]] = {
     "views.timeseq": ["time_sequence", "seq_trace", "dropped_segments"],
     "views.congestion": ["cwnd_figure", "backoffs", "per_round_trip", "mathis_figure",
                          "bufferbloat_figure", "transfer_time_figure", "ramp_figure"],
-    "views.models": ["mathis_throughput", "transfer_time", "naive_transfer_time"],
+    "views.models": ["mathis_throughput", "transfer_time"],
     "net.hosts": ["LabNetwork"],
     "net.topology": ["Cable", "Topology"],
     "views.topology": ["topology_figure"],

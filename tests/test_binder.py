@@ -125,6 +125,7 @@ def _check_the_image(env: Path, repo: Path, environ: dict[str, str], labkit_home
         assert "### BEGIN SOLUTION" not in path.read_text(), path
 
 
+@pytest.mark.slow
 def test_post_build_in_a_fresh_environment(tmp_path):
     """A new prefix that borrows .venv's packages (a .pth file), so nothing is installed
     in it: postBuild must register the kernel there all the same. labkit is the project's

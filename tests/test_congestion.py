@@ -16,13 +16,7 @@ from labkit.views.congestion import (
     ramp_figure,
     transfer_time_figure,
 )
-from labkit.views.models import (
-    fit_saturating_ramp,
-    mathis_throughput,
-    naive_transfer_time,
-    slow_start_rounds,
-    transfer_time,
-)
+from labkit.views.models import mathis_throughput, slow_start_rounds, transfer_time
 
 
 # -- TCP_INFO ---------------------------------------------------------------------------------
@@ -77,18 +71,19 @@ def test_mathis_names_a_bad_argument(kwargs, field):
         mathis_throughput(**kwargs)
 
 
-def test_slow_start_adds_round_trips_the_seed_model_does_not_have():
+def test_slow_start_adds_round_trips_to_the_bytes_time_on_the_link():
     rtt, rate = 0.040, 12.5e6                      # 100 Mbit/s, 40 ms
+
+    def no_ramp(nbytes):                           # handshake, B / rate, the answer's trip
+        return rtt + nbytes / rate + rtt
+
     assert slow_start_rounds(14480) == 1           # 10 segments: the initial window
     assert slow_start_rounds(14481) == 2
-    small = transfer_time(1000, rtt=rtt, rate=rate)
-    assert small == pytest.approx(naive_transfer_time(1000, rtt=rtt, rate=rate))
+    assert transfer_time(1000, rtt=rtt, rate=rate) == pytest.approx(no_ramp(1000))
     mid = 1_000_000                                # 6 doublings before the window fills the pipe
-    assert transfer_time(mid, rtt=rtt, rate=rate) > naive_transfer_time(mid, rtt=rtt,
-                                                                       rate=rate) + 4 * rtt
+    assert transfer_time(mid, rtt=rtt, rate=rate) > no_ramp(mid) + 4 * rtt
     huge = 10**9                                   # the ramp is a rounding error at this size
-    assert transfer_time(huge, rtt=rtt, rate=rate) == pytest.approx(
-        naive_transfer_time(huge, rtt=rtt, rate=rate), rel=0.01)
+    assert transfer_time(huge, rtt=rtt, rate=rate) == pytest.approx(no_ramp(huge), rel=0.01)
 
 
 def test_per_round_trip_reads_the_kernels_delivery_rate_once_per_round_trip():
@@ -101,11 +96,19 @@ def test_per_round_trip_reads_the_kernels_delivery_rate_once_per_round_trip():
         per_round_trip(samples, rtt=0)
 
 
-def test_the_ramp_fit_finds_k_of_a_true_saturating_ramp():
-    times = [i * 0.01 for i in range(1, 30)]
-    rates = [1e6 * (1 - math.exp(-50 * t)) for t in times]
-    r_max, k = fit_saturating_ramp(times, rates)
-    assert k == pytest.approx(50, rel=0.15) and r_max == max(rates)
+def test_a_sampler_says_when_the_machine_made_it_look_late():
+    sampler = CwndSampler(socket.socket(), interval=0.002)
+    sampler.samples = [info(t, 10) for t in (0.0, 0.002, 0.0045, 0.0065)]
+    assert sampler.too_busy() is None                      # 0.5 ms late at worst
+    sampler.samples.append(info(0.0465, 20))               # 38 ms late
+    assert sampler.too_busy() == (
+        "this machine was too busy for this measurement: TCP_INFO, due every 2 ms, was read "
+        "up to 38 ms late, so the samples below are the machine's, not the connection's — run "
+        "it again when it is quieter")
+    assert sampler.too_busy(tolerance=0.05) is None
+    with pytest.raises(ValueError, match="tolerance must be seconds"):
+        sampler.too_busy(tolerance=-1)
+    sampler.sock.close()
 
 
 # -- figures ----------------------------------------------------------------------------------
@@ -144,6 +147,13 @@ def test_bufferbloat_transfer_time_and_ramp_figures_compute_their_titles():
                               "100 ms with 1000 packets")
     ax = transfer_time_figure([1000, 10**6], [0.061, 0.4], [0.06, 0.14], [0.06, 0.38]).axes[0]
     assert ax.get_title() == ("Ts + Tt + Tr misses by 2.9× at 1,000,000 bytes; "
-                              "slow start explains it")
-    ax = ramp_figure([0.04, 0.08, 0.12, 0.16], [1e5, 2e5, 4e5, 4e5], rtt=0.04).axes[0]
-    assert ax.get_title().startswith("The rate doubled 2 times")
+                              "the transfer itself explains it")
+    assert ax.get_legend_handles_labels()[1][1].startswith("T = Ts + Tt + Tr (processing")
+    ax = ramp_figure([0.04, 0.08, 0.12, 0.16], [1e5, 2e5, 4e5, 4e5], rtt=0.04,
+                     link_rate=5e5).axes[0]
+    assert ax.get_title() == "Slow start: the rate doubled 2 times, then reached 3 Mbit/s"
+    full = ramp_figure([0.04, 0.08, 0.12], [1e5, 2e5, 4.9e5], rtt=0.04, link_rate=5e5).axes[0]
+    assert full.get_title() == "Slow start: the rate doubled 2 times, then filled the 4 Mbit/s link"
+    assert ax.get_legend_handles_labels()[1][0] == "the link's rate, 4 Mbit/s"
+    with pytest.raises(ValueError, match="as many rates as times"):
+        ramp_figure([0.04], [1e5, 2e5], rtt=0.04)

@@ -317,6 +317,7 @@ def _in_kernel(kernel, code: str, timeout: float = 900) -> dict:
 LEAKS_TRIED: dict[str, int] = {}
 
 
+@pytest.mark.leaks
 def test_nothing_printed_in_the_handout_or_the_deck_passes_a_check(student_run, tmp_path):
     """For every exercise, its check against every value the handout and the deck print
     (tests/leaks.py): none may say ✅, or the page gives the answer away."""

@@ -66,6 +66,7 @@ def _open_a_notebook_in_the_lab_kernel(port: int, token: str, notebook: str) -> 
         channels.recv(timeout=60)  # the kernel's status
 
 
+@pytest.mark.slow
 def test_lab_prints_one_line_and_serves_that_url(tmp_path):
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}

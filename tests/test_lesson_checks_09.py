@@ -12,19 +12,20 @@ SEQ = struct.Struct("!I")
 
 
 # -- exercise 1: Mathis --------------------------------------------------------------------
-RIGHT = 1448 / 0.040 * math.sqrt(1.5) / math.sqrt(0.01) * 8 / 1e6   # 3.547 Mbit/s
+RIGHT = 1448 / 0.080 * math.sqrt(1.5) / math.sqrt(0.02) * 8 / 1e6   # 1.254 Mbit/s
 
 
 @wrong_answer_to(lesson09.check_mathis_prediction)
 def test_each_usual_slip_gets_its_own_hint():
     for wrong, hint in [(RIGHT / 8, "8 bits"), (RIGHT * 8, "multiplied by 8 twice"),
-                        (RIGHT * 10, "square root"), (RIGHT / math.sqrt(1.5), "C = √(3/2)"),
-                        (RIGHT / 1000, "0.040 s"), (RIGHT * 1e6, "1,000,000"),
-                        (1.0, "C = √(3/2): that is bytes per second")]:
+                        (RIGHT / math.sqrt(0.02), "square root"),
+                        (RIGHT / math.sqrt(1.5), "C = √(3/2)"),
+                        (RIGHT / 1000, "80 ms is 0.08 s"), (RIGHT * 1e6, "1,000,000"),
+                        (2.0, "C = √(3/2): that is bytes per second")]:
         says_wrong(lesson09.check_mathis_prediction(wrong), hint=hint)
     says_wrong(lesson09.check_mathis_prediction("3.5"), message="a number", hint="math.sqrt")
     says_right(lesson09.check_mathis_prediction(RIGHT))
-    says_right(lesson09.check_mathis_prediction(3.55))   # rounded on the way: still right
+    says_right(lesson09.check_mathis_prediction(1.25))   # rounded on the way: still right
 
 
 # -- exercise 2: a sliding window over UDP --------------------------------------------------
@@ -81,3 +82,16 @@ def test_a_sender_that_never_resends_loses_chunks(lab_hosts):
 def test_a_go_back_n_sender_is_right_and_unfinished_code_is_not_written(lab_hosts):
     says_right(lesson09.check_sliding_window(go_back_n))
     assert lesson09.check_sliding_window(todo).message.startswith("your code is not written")
+
+
+def test_a_late_link_makes_the_window_check_say_so_not_judge(monkeypatch):
+    receiver = lesson09._WatchingReceiver()
+    receiver.delivered = list(lesson09.CHUNKS)
+    receiver.first_seen = {0: 0.0, 1: 0.001, 2: 0.030, 3: 0.031}   # at most 2 per round trip
+    busy = "this machine was too busy for this measurement: 3 frames left up to 40 ms late"
+    monkeypatch.setattr(lesson09, "_run", lambda send_file, chunks: ("ok", None, receiver, busy))
+    says_wrong(lesson09.check_sliding_window(go_back_n), message="cannot judge your sender",
+               hint="quieter")
+    receiver.first_seen = {0: 0.0, 1: 0.030, 2: 0.060}               # one per round trip
+    says_wrong(lesson09.check_sliding_window(go_back_n), message="that is stop-and-wait",
+               hint="up to `window` chunks")

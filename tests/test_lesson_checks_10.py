@@ -102,26 +102,29 @@ def test_unfinished_code_is_not_written(lab_hosts, nft):
 
 # -- exercise 2: a path MTU ----------------------------------------------------------------
 def test_the_right_predictions_are_measured_right(lab_hosts):
-    says_right(lesson10.check_path_mtu(1300, 1272, 7))
+    says_right(lesson10.check_path_mtu((1300, 1272, 7)))
 
 
 @wrong_answer_to(lesson10.check_path_mtu)
 def test_each_usual_slip_in_a_path_mtu_gets_its_own_hint(lab_hosts):
-    says_wrong(lesson10.check_path_mtu(1500, 1472, 3), message="not 1500",
+    says_wrong(lesson10.check_path_mtu((1500, 1472, 3)), message="not 1500",
                hint="the first link's MTU")
-    says_wrong(lesson10.check_path_mtu(9000, 8972, 1), hint="the smallest one does")
-    says_wrong(lesson10.check_path_mtu(1400, 1372, 5), hint="smallest link MTU")
-    says_wrong(lesson10.check_path_mtu(1300, 1300, 7), message="not 1300",
+    says_wrong(lesson10.check_path_mtu((9000, 8972, 1)), hint="the smallest one does")
+    says_wrong(lesson10.check_path_mtu((1400, 1372, 5)), hint="smallest link MTU")
+    says_wrong(lesson10.check_path_mtu((1300, 1300, 7)), message="not 1300",
                hint="counts the IP header")
-    says_wrong(lesson10.check_path_mtu(1300, 1280, 7), hint="UDP header takes 8")
-    says_wrong(lesson10.check_path_mtu(1300, 1292, 7), hint="IP header takes 20")
-    says_wrong(lesson10.check_path_mtu(1300, 1272, 3), message="other than 3 fragments",
+    says_wrong(lesson10.check_path_mtu((1300, 1280, 7)), hint="UDP header takes 8")
+    says_wrong(lesson10.check_path_mtu((1300, 1292, 7)), hint="IP header takes 20")
+    says_wrong(lesson10.check_path_mtu((1300, 1272, 3)), message="other than 3 fragments",
                hint="3 fragments leave the client")
-    says_wrong(lesson10.check_path_mtu(1300, 1272, 5), hint="cut again")
-    says_wrong(lesson10.check_path_mtu(1300, 1272), message="now the fragments",
-               hint="write fragments")
-    says_wrong(lesson10.check_path_mtu(1300.0, 1272, 7), message="whole number",
-               hint="path_mtu = 1234")
+    says_wrong(lesson10.check_path_mtu((1300, 1272, 5)), hint="cut again")
+    says_wrong(lesson10.check_path_mtu((1300, 1272, None)), message="now the fragments",
+               hint="third number")
+    says_wrong(lesson10.check_path_mtu((1300, None, None)), message="now the largest",
+               hint="second number")
+    says_wrong(lesson10.check_path_mtu((1300.0, 1272, 7)), message="whole number",
+               hint="prediction = (")
+    says_wrong(lesson10.check_path_mtu(1300), message="three numbers", hint="prediction = (")
     assert lesson10.check_path_mtu(None).message.startswith("your answer is not written")
 
 

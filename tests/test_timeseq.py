@@ -58,6 +58,31 @@ def test_a_lost_last_segment_has_nobody_to_complain_so_it_waits_for_the_timer():
     assert [d.seq for d in trace.retransmissions] == [501]
 
 
+def test_the_timer_runs_from_the_last_ack_of_new_data_whatever_came_after():
+    # the last segment lost; the server's echo data repeats the old ACK number meanwhile
+    pkts = transfer(lost=5, rto=0.25)
+    resend = pkts[-2]
+    pkts.insert(-2, tcp(S, C, "PA", ISN_S + 1, ISN_C + 1 + 5 * MSS, b"echo", t=resend.time - 0.1))
+    trace = seq_trace(segments(pkts, roles={S[1]: "server"}))
+    assert trace.recovery() == ["timeout"]
+
+
+def test_without_sack_a_window_update_is_not_a_duplicate_ack():
+    # after the hole the server sends data (its sequence number moves on), then ACKs: the
+    # first pure ACK after its data is a window update for the sender, as is a bigger window
+    pkts = transfer(lost=1, n=7)
+    acks = [i for i, p in enumerate(pkts) if p.sport == S[1] and not len(p["TCP"].payload)]
+    third, fourth = acks[3], acks[4]   # the 2nd and 3rd ACKs after the hole
+    pkts.insert(third, tcp(S, C, "PA", ISN_S + 1, ISN_C + 1 + MSS, b"data", t=pkts[third].time))
+    for p in pkts[third + 1:]:
+        if p.sport == S[1]:
+            p["TCP"].seq = ISN_S + 5          # after its 4 bytes of data
+    pkts[fourth + 1]["TCP"].window = 2000   # and one ACK offers a bigger window
+    trace = seq_trace(segments(pkts, roles={S[1]: "server"}))
+    assert [a.duplicate for a in trace.acks if a.ack == 101] == [
+        False, True, False, False, False, True, True]
+
+
 def test_two_duplicate_acks_are_not_a_fast_retransmit():
     pkts = transfer(lost=3, n=6)   # segments 4 and 5 arrive: 2 duplicate ACKs
     trace = seq_trace(segments(pkts, roles={S[1]: "server"}))
@@ -88,6 +113,9 @@ def test_the_links_frame_number_n_is_the_nth_packet_the_sender_sent():
     assert [segs[i].seq for i in lost] == [101] and len(lost) == 1
     trace = seq_trace(segs, lost=lost)
     assert [(d.seq, d.retransmission) for d in trace.lost] == [(101, False)]
+    assert [(lost.seq, resent.seq, resent.retransmission) for lost, resent in trace.repairs()] \
+        == [(101, 101, True)]
+    assert seq_trace(segs).repairs() == []   # the link's drops not given: none known
     assert dropped_segments(segs, []) == set()
     assert [segs[i].flags for i in dropped_segments(segs, [0], sender="server")] == ["SYN-ACK"]
     assert dropped_segments(segs, [999]) == set()   # a frame the capture never saw
@@ -132,3 +160,79 @@ def test_a_lost_packet_s_arrow_stops_half_way_at_a_cross():
     assert [t.get_text() for t in ax.texts].count("✗") == 1
     plain = ladder(segs).axes[0]
     assert "✗" not in [t.get_text() for t in plain.texts]
+
+
+def sack_transfer(acks: list[int], *, resend_after: float = 0.0005):
+    """With SACK: the client sends 6 segments, the 2nd is lost, and the server's ACKs after
+    the hole SACK segments 3.. : ``acks`` says how many segments each of them reports
+    (a busy receiver may report several in one ACK). The client resends the hole
+    ``resend_after`` s after the last of those ACKs."""
+    syn = [tcp(C, S, "S", ISN_C, t=0.0, options=[("MSS", MSS), ("SAckOK", b"")]),
+           tcp(S, C, "SA", ISN_S, ISN_C + 1, t=0.01, options=[("MSS", MSS), ("SAckOK", b"")]),
+           tcp(C, S, "A", ISN_C + 1, ISN_S + 1, t=0.02)]
+    pkts = list(syn)
+    for i in range(6):
+        pkts.append(tcp(C, S, "PA", ISN_C + 1 + i * MSS, ISN_S + 1, b"x" * MSS, t=0.03 + i / 1e4,
+                        ip_id=10 + i))
+    hole, t = ISN_C + 1 + MSS, 0.04
+    pkts.append(tcp(S, C, "A", ISN_S + 1, hole, t=t))          # the 1st segment arrived
+    reported = 0
+    for n in acks:
+        reported += n
+        t += 0.001
+        pkts.append(tcp(S, C, "A", ISN_S + 1, hole, t=t,
+                        options=[("SAck", (hole + MSS, hole + MSS + reported * MSS))]))
+    pkts.append(tcp(C, S, "PA", hole, ISN_S + 1, b"x" * MSS, t=t + resend_after, ip_id=99))
+    return pkts
+
+
+def test_with_sack_the_segments_reported_count_not_the_acks():
+    # one ACK per segment: the third duplicate ACK reports the third segment past the hole
+    trace = seq_trace(segments(sack_transfer([1, 1, 1]), roles={S[1]: "server"}))
+    retx = trace.retransmissions[0]
+    assert trace.sack and trace.dup_acks_before(retx) == 3 and trace.reported_beyond(retx) == 3
+    assert trace.recovery() == ["fast retransmit"]
+    # a busy receiver's one ACK for three segments: Linux resends after it, and so do we
+    merged = seq_trace(segments(sack_transfer([1, 3]), roles={S[1]: "server"}))
+    retx = merged.retransmissions[0]
+    assert merged.dup_acks_before(retx) == 2 and merged.reported_beyond(retx) == 4
+    assert merged.recovery() == ["fast retransmit"]
+    assert merged.acks[1].sacked == ((201, 301),)   # relative numbers, as the data's
+
+
+def test_with_sack_a_second_hole_is_reported_by_the_acks_asking_for_the_first():
+    # segments 2 and 4 of 8 lost (1-based); the server's ACKs ask for 2 and SACK 3, 5, 6, ...
+    syn = sack_transfer([1])[:3]
+    pkts, hole, second = list(syn), ISN_C + 1 + MSS, ISN_C + 1 + 3 * MSS
+    for i in range(8):
+        pkts.append(tcp(C, S, "PA", ISN_C + 1 + i * MSS, ISN_S + 1, b"x" * MSS,
+                        t=0.03 + i / 1e4, ip_id=10 + i))
+    pkts.append(tcp(S, C, "A", ISN_S + 1, hole, t=0.04))
+    blocks = [(hole + MSS, hole + 2 * MSS)]
+    for i, t in enumerate([0.041, 0.042, 0.043, 0.044, 0.045]):
+        if i:   # segments 5.. arrive: a second block above the second hole
+            blocks = [blocks[0], (second + MSS, second + MSS + i * MSS)]
+        pkts.append(tcp(S, C, "A", ISN_S + 1, hole, t=t,
+                        options=[("SAck", tuple(x for block in blocks for x in block))]))
+    pkts.append(tcp(C, S, "PA", hole, ISN_S + 1, b"x" * MSS, t=0.0455, ip_id=98))
+    pkts.append(tcp(C, S, "PA", second, ISN_S + 1, b"x" * MSS, t=0.046, ip_id=99))
+    trace = seq_trace(segments(pkts, roles={S[1]: "server"}))
+    _, then = trace.retransmissions
+    assert trace.dup_acks_before(then) == 0        # no ACK asked for it: they asked for the first
+    assert trace.reported_beyond(then) == 4 and trace.recovery() == ["fast retransmit"] * 2
+
+
+def test_with_sack_one_segment_reported_then_a_quick_resend_is_rack_s_clock_not_the_count():
+    trace = seq_trace(segments(sack_transfer([1], resend_after=0.010), roles={S[1]: "server"}))
+    assert trace.reported_beyond(trace.retransmissions[0]) == 1
+    assert trace.recovery() == ["early retransmit"]
+
+
+def test_without_sack_the_first_ack_after_the_handshake_is_a_window_update():
+    # the very first data segment lost: the server's ACKs all ask for byte 1, as its SYN-ACK
+    # did, but the first also moves its own sequence number past its SYN: Linux's sender
+    # takes it as a window update, and counts the ones after it
+    pkts = transfer(lost=0, n=4)
+    trace = seq_trace(segments(pkts, roles={S[1]: "server"}))
+    assert [a.duplicate for a in trace.acks][:3] == [False, True, True]
+    assert trace.dup_acks_before(trace.retransmissions[0]) == 2

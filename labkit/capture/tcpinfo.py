@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from itertools import pairwise
 
 __all__ = ["TcpInfo", "tcp_info", "CwndSampler", "CA_STATES"]
 
@@ -146,6 +147,25 @@ class CwndSampler:
                 self._look()
             except OSError:
                 return  # the socket was closed under us: the block is over
+
+    def too_busy(self, tolerance: float = 0.010) -> str | None:
+        """None if every look came within ``tolerance`` s of when it was due; else one
+        sentence for a lesson: the samples missed what happened between them.
+
+            >>> if (busy := sampler.too_busy()):
+            ...     print(busy)
+        """
+        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) \
+                or tolerance < 0:
+            raise ValueError(f"tolerance must be seconds ≥ 0, not {tolerance!r}")
+        looks = [sample.t for sample in self.samples]
+        late = max((b - a - self.interval for a, b in pairwise(looks)), default=0.0)
+        if late <= tolerance:
+            return None
+        return (f"this machine was too busy for this measurement: TCP_INFO, due every "
+                f"{self.interval * 1000:g} ms, was read up to {late * 1000:.0f} ms late, so the "
+                f"samples below are the machine's, not the connection's — run it again when it "
+                f"is quieter")
 
     def __enter__(self) -> CwndSampler:
         if self._thread is not None:

@@ -242,19 +242,26 @@ def _reassembly_requests(net: LabNetwork) -> int:
     return int(values[names.index("ReasmReqds")])
 
 
-def _number_or_none(value) -> Verdict | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        return Verdict(False, f"each answer is a whole number of bytes or fragments, not "
-                              f"{value!r}", "write e.g. path_mtu = 1234")
-    return None
+def _prediction(value) -> Verdict | tuple:
+    """``value`` as (path MTU, payload, fragments), each a whole number or None; or why not."""
+    form = "prediction = (path MTU, largest payload, fragments), e.g. (1234, None, None)"
+    if not isinstance(value, (tuple, list)) or len(value) != 3:
+        return Verdict(False, f"the prediction should be three numbers, not {value!r}", form)
+    for part in value:
+        if part is not None and (isinstance(part, bool) or not isinstance(part, int)):
+            return Verdict(False, f"each answer is a whole number of bytes or fragments, not "
+                                  f"{part!r}", form)
+    return tuple(value)
 
 
 @answers_back
-def check_path_mtu(path_mtu, largest_payload=None, fragments=None) -> Verdict:
-    """The three predictions for :func:`path_mtu_network`, each checked against the network."""
-    for value in (path_mtu, largest_payload, fragments):
-        if (wrong := _number_or_none(value)) is not None:
-            return wrong
+def check_path_mtu(prediction) -> Verdict:
+    """``prediction``: (path MTU, largest UDP payload with DF, fragments) for
+    :func:`path_mtu_network`, each checked against the network (None: not yet)."""
+    answer = _prediction(prediction)
+    if isinstance(answer, Verdict):
+        return answer
+    path_mtu, largest_payload, fragments = answer
     with path_mtu_network() as net:
         found = measure_path(net)
     if not (found["crossed"] and found["whole"] and found["one more"] == "EMSGSIZE"):
@@ -270,7 +277,7 @@ def check_path_mtu(path_mtu, largest_payload=None, fragments=None) -> Verdict:
                                            "crosses: the path MTU is the smallest link MTU"))
     if largest_payload is None:
         return Verdict(False, f"path MTU {mtu}: right; now the largest UDP payload",
-                       "write largest_payload")
+                       "write the second number of the prediction")
     if largest_payload != largest:
         slips = {mtu: "the MTU counts the IP header (20 bytes) and the UDP header (8) too",
                  mtu - 20: "the UDP header takes 8 bytes of it too",
@@ -281,7 +288,7 @@ def check_path_mtu(path_mtu, largest_payload=None, fragments=None) -> Verdict:
                                                   "UDP header (8) from the path MTU"))
     if fragments is None:
         return Verdict(False, f"path MTU {mtu} and {largest} bytes: right; now the fragments",
-                       "write fragments")
+                       "write the third number of the prediction")
     if fragments != count:
         first = -(-(DATAGRAM + 8) // 1480)
         hint = ("routers never put fragments together: each fragment too big for the next "

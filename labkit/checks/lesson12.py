@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from labkit.net.hosts import LabNetwork
 from labkit.net.impairment import Impairment
+from labkit.net.link import Link
 from labkit.servers.tcp import TCPServer
 from labkit.servers.vanish import forget
 
@@ -56,10 +57,17 @@ def _tcp(frame: bytes) -> tuple[int, int, int, int] | None:
 SYN, RST, ACK = 0x02, 0x04, 0x10
 
 
+def _link(net: LabNetwork) -> Link:
+    """The link a two-host LabNetwork always has (a network of plain cables has none)."""
+    if net.link is None:
+        raise RuntimeError("this check needs hosts joined through labkit's link")
+    return net.link
+
+
 def _sent(net: LabNetwork, port: int, since: float = 0.0) -> list[tuple[int, int]]:
     """(flags, payload bytes) of each frame the client host sent from ``port``."""
     found = []
-    for event in net.link.trace:
+    for event in _link(net).trace:
         header = _tcp(event.frame)
         if event.direction == "client→server" and header and header[0] == port \
                 and event.t_in >= since:
@@ -68,7 +76,7 @@ def _sent(net: LabNetwork, port: int, since: float = 0.0) -> list[tuple[int, int
 
 
 def _syns_to(net: LabNetwork, port: int, since: float) -> int:
-    return sum(1 for event in net.link.trace
+    return sum(1 for event in _link(net).trace
                if event.direction == "client→server" and event.t_in >= since
                and (h := _tcp(event.frame)) and h[1] == port and h[2] & SYN and not h[2] & ACK)
 
@@ -110,7 +118,7 @@ def _judge_settings(seconds: int, on: bool, idle: int, interval: int, count: int
 
 def _cut_and_wait(net: LabNetwork, socks: list[socket.socket], limit: float) -> list[float | None]:
     """Cut the cable; seconds until the kernel gave up on each (None: not within ``limit``)."""
-    net.link.set(loss=1.0)
+    _link(net).set(loss=1.0)
     start = time.monotonic()
     ended: list[float | None] = [None] * len(socks)
     waiting = dict(enumerate(socks))

@@ -161,7 +161,7 @@ class Way:
         if fate.duplicate:
             self.stats["duplicated"] += 1
             twin = None
-            if event is not None:
+            if event is not None and self.forwarder.record:
                 twin = [*event[:4], "duplicated", *event[5:]]
                 self.forwarder.record(twin)
             self.push(fate.due, frame, twin, copy=True)
@@ -226,7 +226,8 @@ class Forwarder:
     def __init__(self, control: Connection, settings: dict):
         self.control = control
         self.trace_limit = settings["trace_limit"]
-        self.trace: deque[list] = deque(maxlen=max(self.trace_limit, 1))
+        # events still in flight are lists (their fate can change); final ones bytes
+        self.trace: deque[list | bytes] = deque(maxlen=max(self.trace_limit, 1))
         self.record = self.trace.append if self.trace_limit else None
         self.offset = clock_offset(0.0)
         self.wire_mtu = min(imp.mtu for *_, imp in settings["directions"])

@@ -300,7 +300,8 @@ class Link:
                 if request is not None:
                     control.send(request)
                 if not control.poll(ANSWER_WITHIN):
-                    raise RuntimeError(f"the link's forwarder (pid {self._process.pid}) did "
+                    pid = self._process.pid if self._process is not None else "?"
+                    raise RuntimeError(f"the link's forwarder (pid {pid}) did "
                                        f"not answer within {ANSWER_WITHIN} s")
                 kind, answer = control.recv()
             except (EOFError, OSError) as exc:
@@ -318,7 +319,9 @@ class Link:
     def _fetch(self, what: str) -> dict:
         """The forwarder's current state (``what``: "state" or "trace"), or the last."""
         if self._control is not None:
-            self._state.update(self._ask((what,)))
+            answer = self._ask((what,))
+            assert isinstance(answer, dict), f"the forwarder answered {answer!r}"
+            self._state.update(answer)
         return self._state
 
     def set(self, direction: str | None = None, **changes) -> None:

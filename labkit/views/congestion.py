@@ -1,5 +1,6 @@
 """Figures of TCP on an impaired link: the congestion window, throughput against Mathis,
-RTT under a growing queue, and the seed models against what was measured.
+RTT under a growing queue, and the course notes' transfer-time model against what was
+measured.
 
     >>> cwnd_figure(sampler.samples)                       # TcpInfo samples over time
     >>> mathis_figure({0.01: 3.1e5, 0.04: 1.6e5}, mss=1448, rtt=0.04)
@@ -10,13 +11,12 @@ Each returns a matplotlib figure, its title computed from the data unless given.
 
 from __future__ import annotations
 
-import math
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from labkit.views.models import MATHIS_C, fit_saturating_ramp, mathis_throughput
+from labkit.views.models import MATHIS_C, mathis_throughput
 from labkit.views.plotting import plt
 
 if TYPE_CHECKING:
@@ -187,19 +187,20 @@ def bufferbloat_figure(rtts: dict[str, list[float]], *, base_rtt: float | None =
     return fig
 
 
-def transfer_time_figure(sizes: list[int], measured: list[float], naive: list[float],
-                         with_slow_start: list[float], *, title: str | None = None):
-    """Transfer time vs size: measured, the seed model ``Ts + Tt + Tr``, and the model with
-    slow start's round trips in."""
-    if not len(sizes) == len(measured) == len(naive) == len(with_slow_start) or not sizes:
+def transfer_time_figure(sizes: list[int], measured: list[float], seed_model: list[float],
+                         corrected: list[float], *, title: str | None = None):
+    """Transfer time vs size: measured; the course notes' ``T = Ts + Tt + Tr`` (each term
+    measured: server and client processing, two round trips of network delay); and that
+    model with the network's share corrected (slow start's round trips, ``B / rate``)."""
+    if not len(sizes) == len(measured) == len(seed_model) == len(corrected) or not sizes:
         raise ValueError("transfer_time_figure needs one time per size in every list")
     fig, ax = plt.subplots(figsize=(11, 6))
     plt.close(fig)
     ax.plot(sizes, [t * 1000 for t in measured], "o", ms=11, color="#d01c8b", label="measured")
-    ax.plot(sizes, [t * 1000 for t in naive], "--", lw=2, color="#555555",
-            label="T = Ts + Tt + Tr (RTT + B/rate + RTT)")
-    ax.plot(sizes, [t * 1000 for t in with_slow_start], "-", lw=2.5, color="#1b7837",
-            label="with slow start: + one RTT per doubling")
+    ax.plot(sizes, [t * 1000 for t in seed_model], "--", lw=2, color="#555555",
+            label="T = Ts + Tt + Tr (processing at both ends + two round trips)")
+    ax.plot(sizes, [t * 1000 for t in corrected], "-", lw=2.5, color="#1b7837",
+            label="corrected: + slow start's round trips + B / rate")
     ax.set_xscale("log")
     ax.set_xlabel("bytes transferred (log scale)", fontsize=15)
     ax.set_ylabel("time to deliver (ms)", fontsize=15)
@@ -207,30 +208,35 @@ def transfer_time_figure(sizes: list[int], measured: list[float], naive: list[fl
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=12, loc="upper left")
     if title is None:
-        worst = max(range(len(sizes)), key=lambda i: measured[i] / naive[i])
-        title = (f"Ts + Tt + Tr misses by {measured[worst] / naive[worst]:.1f}× at "
-                 f"{sizes[worst]:,} bytes; slow start explains it")
+        worst = max(range(len(sizes)), key=lambda i: measured[i] / seed_model[i])
+        title = (f"Ts + Tt + Tr misses by {measured[worst] / seed_model[worst]:.1f}× at "
+                 f"{sizes[worst]:,} bytes; the transfer itself explains it")
     ax.set_title(title, fontsize=16)
     fig.tight_layout()
     return fig
 
 
 def ramp_figure(times: list[float], rates: list[float], *, rtt: float,
-                title: str | None = None):
-    """Delivery rate over time (one point per round trip) against the best fit of the seed
-    model ``R(t) = R_max (1 - e^(-kt))``."""
-    r_max, k = fit_saturating_ramp(times, rates)
+                link_rate: float | None = None, title: str | None = None):
+    """Delivery rate over time, one point per round trip (bytes/s), and the link's rate:
+    slow start doubles it each round trip until the link is full."""
+    if len(times) != len(rates) or len(times) < 2:
+        raise ValueError("ramp_figure needs as many rates as times, at least 2")
     fig, ax = plt.subplots(figsize=(11, 6))
     plt.close(fig)
-    grid = [max(times) * i / 100 for i in range(101)]
-    ax.plot([t * 1000 for t in grid], [r_max * (1 - math.exp(-k * t)) * MBIT for t in grid],
-            "--", lw=2, color="#555555", label=f"best fit of R_max(1 - e^(-kt)), k = {k:.0f}/s")
+    if link_rate:
+        ax.axhline(link_rate * MBIT, color="#555555", ls="--", lw=2,
+                   label=f"the link's rate, {link_rate * MBIT:g} Mbit/s")
     ax.plot([t * 1000 for t in times], [r * MBIT for r in rates], "o-", ms=9, lw=2,
             color="#2166ac", label=f"measured, per round trip ({rtt * 1000:.0f} ms)")
-    _style(ax, "time since the first data byte (ms)", "delivery rate (Mbit/s)")
+    _style(ax, "time since the connection began (ms)", "delivery rate (Mbit/s)")
+    ax.legend(fontsize=12, loc="lower right")
     if title is None:
         doublings = sum(1 for a, b in pairwise(rates) if b >= 1.6 * a > 0)
-        title = f"The rate doubled {doublings} times, then hit the link's rate: not 1 - e^(-kt)"
+        reached = (f"filled the {link_rate * MBIT:g} Mbit/s link"
+                   if link_rate and max(rates) >= 0.9 * link_rate
+                   else f"reached {max(rates) * MBIT:.0f} Mbit/s")
+        title = f"Slow start: the rate doubled {doublings} times, then {reached}"
     ax.set_title(title, fontsize=16)
     fig.tight_layout()
     return fig

@@ -1,4 +1,5 @@
-"""Throughput models to hold measurements against: Mathis et al., and the seed models.
+"""Throughput models to hold measurements against: Mathis et al., and a transfer's time
+with slow start in (what the course notes' ``T = Ts + Tt + Tr`` leaves out).
 
     >>> mathis_throughput(mss=1448, rtt=0.040, loss=0.01) * 8 / 1e6    # Mbit/s
     3.5468...
@@ -14,8 +15,8 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["MATHIS_C", "mathis_throughput", "transfer_time", "naive_transfer_time",
-           "slow_start_rounds", "fit_saturating_ramp", "INITIAL_WINDOW"]
+__all__ = ["MATHIS_C", "mathis_throughput", "transfer_time", "slow_start_rounds",
+           "INITIAL_WINDOW"]
 
 MATHIS_C = math.sqrt(3 / 2)
 INITIAL_WINDOW = 10   # segments a Linux sender may send before the first ACK (RFC 6928)
@@ -45,13 +46,6 @@ def slow_start_rounds(nbytes: int, *, mss: int = 1448, iw: int = INITIAL_WINDOW)
     return max(1, math.ceil(math.log2(segments / iw + 1)))
 
 
-def naive_transfer_time(nbytes: int, *, rtt: float, rate: float) -> float:
-    """The seed model ``T = Ts + Tt + Tr``: set up (a handshake, one RTT), transmit
-    ``nbytes`` at ``rate`` bytes/s, respond (the last byte's trip there and the answer's
-    trip back: one RTT)."""
-    return rtt + nbytes / rate + rtt
-
-
 def transfer_time(nbytes: int, *, rtt: float, rate: float, mss: int = 1448,
                   iw: int = INITIAL_WINDOW) -> float:
     """``T`` with slow start in: one RTT of handshake, then each round sends a window that
@@ -65,18 +59,3 @@ def transfer_time(nbytes: int, *, rtt: float, rate: float, mss: int = 1448,
         window *= 2
         t += rtt
     return t + (nbytes - sent) / rate + rtt
-
-
-def fit_saturating_ramp(times: list[float], rates: list[float]) -> tuple[float, float]:
-    """Fit the seed model ``R(t) = R_max · (1 - e^(-k t))`` by least squares over ``k``
-    (``R_max`` is the largest rate seen).  Returns ``(r_max, k)``."""
-    if len(times) != len(rates) or len(times) < 2:
-        raise ValueError("fit_saturating_ramp needs as many rates as times, at least 2")
-    r_max = max(rates)
-
-    def error(k: float) -> float:
-        return sum((r - r_max * (1 - math.exp(-k * t))) ** 2
-                   for t, r in zip(times, rates, strict=True))
-
-    ks = [10 ** (e / 20) for e in range(-40, 101)]   # 0.01 to 1e5 per second, log-spaced
-    return r_max, min(ks, key=error)

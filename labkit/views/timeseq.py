@@ -10,6 +10,8 @@ old sequence number.
     >>> trace = seq_trace(wire.segments)            # the facts, for asserts
     >>> trace.retransmissions[0].seq, trace.recovery()
     (14481, ['fast retransmit'])
+    >>> trace.reported_beyond(trace.retransmissions[0])   # segments past the hole, by SACK
+    3
     >>> time_sequence(wire.segments, lost=dropped_segments(wire.segments, [3, 17]))
 """
 
@@ -24,7 +26,9 @@ from labkit.views.plotting import plt, show_notice
 __all__ = ["SeqTrace", "DataPoint", "AckPoint", "seq_trace", "time_sequence",
            "dropped_segments", "DUP_ACK_THRESHOLD", "MIN_RTO"]
 
-DUP_ACK_THRESHOLD = 3   # RFC 5681: the third duplicate ACK triggers fast retransmit
+# RFC 5681: the third duplicate ACK triggers fast retransmit; with SACK (RFC 6675, and
+# Linux) three segments reported past the hole, however many ACKs reported them
+DUP_ACK_THRESHOLD = 3
 MIN_RTO = 0.2           # Linux's smallest retransmission timeout (TCP_RTO_MIN), seconds
 
 
@@ -47,9 +51,12 @@ class AckPoint:
     ack: int
     window_edge: int       # ack + advertised window (scaled): the sender may send below it
     # a pure ACK repeating the previous ACK number while data is outstanding: a hole is
-    # waiting (unlike RFC 5681 we do not ask for an unchanged window: with SACK, Linux's
-    # receiver may shrink it while its out-of-order queue fills)
+    # waiting. Without SACK, as Linux's sender counts them (RFC 5681 much the same): no
+    # bigger window and the receiver's own sequence number unchanged, or it is a window
+    # update. With SACK (whose blocks the sender counts instead) the window may shrink
+    # while the receiver's out-of-order queue fills: any window.
     duplicate: bool
+    sacked: tuple[tuple[int, int], ...] = ()   # SACK blocks (relative: first, just past last)
 
 
 @dataclass
@@ -59,6 +66,7 @@ class SeqTrace:
     receiver: str
     data: list[DataPoint] = field(default_factory=list)
     acks: list[AckPoint] = field(default_factory=list)
+    sack: bool = False   # both ends offered SACK in their SYNs: the ACKs may carry blocks
 
     @property
     def retransmissions(self) -> list[DataPoint]:
@@ -76,29 +84,61 @@ class SeqTrace:
     def bytes_delivered(self) -> int:
         return max((a.ack for a in self.acks), default=0)
 
-    def dup_acks_before(self, retx: DataPoint) -> int:
-        """Duplicate ACKs asking for ``retx.seq`` since these bytes were last sent."""
+    def _since_sent(self, retx: DataPoint) -> list[AckPoint]:
+        """The ACKs that came since these bytes were last sent, up to the resend (captured
+        before it), not yet acknowledging them."""
         before = [d.t for d in self.data if d.seq == retx.seq and d.t < retx.t
                   and d.index < retx.index]
         since = before[-1] if before else 0.0
-        return sum(1 for a in self.acks
-                   if a.duplicate and a.ack == retx.seq and since <= a.t <= retx.t)
+        return [a for a in self.acks
+                if a.ack <= retx.seq and since <= a.t <= retx.t and a.index < retx.index]
+
+    def dup_acks_before(self, retx: DataPoint) -> int:
+        """Duplicate ACKs asking for ``retx.seq`` since these bytes were last sent."""
+        return sum(1 for a in self._since_sent(retx) if a.duplicate and a.ack == retx.seq)
+
+    def reported_beyond(self, retx: DataPoint) -> int:
+        """Segments past ``retx`` the receiver had reported received before it was resent:
+        what Linux (and RFC 6675) count to decide a fast retransmit.  With SACK, the
+        segments the ACKs' SACK blocks covered past it (one ACK may report several: a
+        busy receiver sends one ACK for a batch; and a second hole in the same window is
+        reported by the ACKs still asking for the first); without SACK, the duplicate
+        ACKs asking for it."""
+        if not self.sack:
+            return self.dup_acks_before(retx)
+        mss = max(d.end - d.seq for d in self.data)
+        beyond = max((sum(max(0, right - max(left, retx.end)) for left, right in a.sacked)
+                      for a in self._since_sent(retx)), default=0)
+        return -(-beyond // mss)   # a partly filled segment is a segment
 
     def recovery(self) -> list[str]:
-        """How each retransmission was triggered: ``'fast retransmit'`` (3+ duplicate ACKs
-        asked for it), ``'timeout'`` (no ACK at all for ``MIN_RTO`` before it: the sender's
-        timer ran out) or ``'early retransmit'`` (ACKs came, but fewer than 3 asked for
-        it: Linux acted on SACK blocks, a partial ACK or RACK's clock, RFC 8985)."""
+        """How each retransmission was triggered: ``'fast retransmit'`` (the receiver had
+        reported 3+ segments past it: :meth:`reported_beyond`), ``'timeout'`` (no ACK of new
+        data for ``MIN_RTO`` before it: the sender's timer ran out) or ``'early retransmit'``
+        (ACKs came, but reported fewer: Linux acted on a partial ACK, RACK's clock
+        (RFC 8985) or a tail loss probe)."""
         return [self.how(r) for r in self.retransmissions]
 
     def how(self, retx: DataPoint) -> str:
         """What triggered one retransmission (the kinds :meth:`recovery` names)."""
-        last_ack = max((a.t for a in self.acks if a.t <= retx.t), default=None)
-        if self.dup_acks_before(retx) >= DUP_ACK_THRESHOLD:
+        if self.reported_beyond(retx) >= DUP_ACK_THRESHOLD:
             return "fast retransmit"
-        if last_ack is None or retx.t - last_ack >= MIN_RTO:
+        # the timer restarts when an ACK acknowledges new data; duplicate ACKs and the
+        # receiver's own data (an echo) repeating an old ACK number leave it running
+        highest, restarted = 0, None
+        for a in self.acks:
+            if a.t > retx.t or a.index > retx.index:
+                break
+            if a.ack > highest:
+                highest, restarted = a.ack, a.t
+        if restarted is None or retx.t - restarted >= MIN_RTO:
             return "timeout"
         return "early retransmit"
+
+    def repairs(self) -> list[tuple[DataPoint, DataPoint]]:
+        """Each segment the link dropped, with the retransmission that repaired it:
+        ``for lost, resent in trace.repairs(): ...`` (no loss, no pairs)."""
+        return [(d, self.repair(d)) for d in self.lost]
 
     def repair(self, lost: DataPoint) -> DataPoint:
         """The first retransmission of the bytes ``lost`` carried (a lost segment's repair)."""
@@ -108,18 +148,34 @@ class SeqTrace:
         raise ValueError(f"bytes {lost.seq} to {lost.end - 1} were never sent again")
 
 
-def _window_scale(segs: list[Segment], role: str) -> int:
-    """The window scale ``role`` announced in its SYN (RFC 7323), if both sides did."""
+def _syn_options(segs: list[Segment]) -> dict[str, dict]:
+    """Each role's TCP options in its SYN (or SYN-ACK), by name."""
     from scapy.layers.inet import TCP
 
-    scales = {}
+    offered = {}
     for seg in segs:
         if seg.proto == "TCP" and "SYN" in seg.flags and seg.packet is not None:
-            options = dict((k, v) for k, v in seg.packet[TCP].options if isinstance(k, str))
-            scales[seg.src] = options.get("WScale")
+            offered[seg.src] = {k: v for k, v in seg.packet[TCP].options if isinstance(k, str)}
+    return offered
+
+
+def _window_scale(offered: dict[str, dict], role: str) -> int:
+    """The window scale ``role`` announced in its SYN (RFC 7323), if both sides did."""
+    scales = {who: options.get("WScale") for who, options in offered.items()}
     if len(scales) == 2 and None not in scales.values():
         return int(scales[role] or 0)
     return 0
+
+
+def _sack_blocks(seg: Segment, base: int | None) -> tuple[tuple[int, int], ...]:
+    """``seg``'s SACK blocks in relative numbers (``base``: the sender's ISN)."""
+    from scapy.layers.inet import TCP
+
+    if base is None or seg.packet is None:
+        return ()
+    edges = next((v for k, v in seg.packet[TCP].options if k == "SAck"), ())
+    return tuple(((left - base) % 2**32, (right - base) % 2**32)
+                 for left, right in zip(edges[::2], edges[1::2], strict=True))
 
 
 def _sender(segs: list[Segment]) -> str:
@@ -147,26 +203,37 @@ def seq_trace(segs: list[Segment], *, sender: str | None = None,
                          f"{sorted({s.src for s in tcp})}")
     receiver = sorted(receivers)[0]
     lost = set(lost)
-    scale = 1 << _window_scale(segs, receiver)
-    trace = SeqTrace(sender, receiver)
+    offered = _syn_options(segs)
+    scale = 1 << _window_scale(offered, receiver)
+    sack = len(offered) == 2 and all("SAckOK" in options for options in offered.values())
+    trace = SeqTrace(sender, receiver, sack=sack)
+    base = None   # the sender's ISN: SACK blocks carry absolute numbers
     highest = 0   # just past the highest byte sent so far
     last_ack: int | None = None
+    last_seq = last_window = None   # the receiver's previous segment's, for window updates
     for seg in tcp:
         if seg.src == sender and seg.dst == receiver and seg.length:
             assert seg.seq is not None
+            if base is None and sack and seg.packet is not None:
+                base = (seg.packet["TCP"].seq - seg.seq) % 2**32
             end = seg.seq + seg.length
             trace.data.append(DataPoint(seg.index, seg.time, seg.seq, end,
                                         retransmission=seg.seq < highest,
                                         lost=seg.index in lost))
             highest = max(highest, end)
-        elif seg.src == receiver and seg.dst == sender and seg.ack is not None \
-                and "SYN" not in seg.flags:
+        elif seg.src == receiver and seg.dst == sender and seg.ack is not None:
             window = seg.packet["TCP"].window * scale if seg.packet is not None else 0
+            if "SYN" in seg.flags:   # the SYN-ACK's ACK is the first the sender heard
+                last_ack, last_seq, last_window = seg.ack, seg.seq, window
+                continue
             pure = not seg.length and "FIN" not in seg.flags
+            # Linux's test (tcp_may_update_window): a bigger window or a newer sequence number
+            update = not sack and (window > (last_window or 0) or seg.seq != last_seq)
             trace.acks.append(AckPoint(seg.index, seg.time, seg.ack, seg.ack + window,
                                        duplicate=pure and seg.ack == last_ack
-                                       and seg.ack < highest))
-            last_ack = seg.ack
+                                       and seg.ack < highest and not update,
+                                       sacked=_sack_blocks(seg, base) if sack else ()))
+            last_ack, last_seq, last_window = seg.ack, seg.seq, window
     return trace
 
 
