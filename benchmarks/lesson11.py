@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import contextlib
 import io
-import os
 import statistics
 import subprocess
 import sys
@@ -60,21 +59,6 @@ DIG_CASES = [  # (case, server, name, dig options)
     ("NXDOMAIN", "ns", "nowhere.netlab.test", ["+norec"]),
     ("referral (root)", "root", "www.netlab.test", ["+norec"]),
 ]
-
-
-def nbval_times(runs: int) -> None:
-    notebook = next((ROOT / "notebooks").glob("11-*.ipynb"))
-    times = []
-    for _ in range(runs):
-        load = os.getloadavg()[0]
-        start = time.perf_counter()
-        done = subprocess.run([str(ROOT / ".venv/bin/pytest"), "-p", "no:xdist", "-q",
-                               str(notebook)], cwd=ROOT, capture_output=True, text=True)
-        times.append(time.perf_counter() - start)
-        last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr
-        print(f"  nbval {notebook.name}: {times[-1]:5.1f} s (load average before: {load:.1f}; "
-              f"{last})")
-    print(f"  median of {runs}: {statistics.median(times):.1f} s (goal: 20 s)")
 
 
 def dig_table(net) -> None:
@@ -182,8 +166,10 @@ def main() -> None:
         network_figures()
         return
     if not args.skip_nbval:
+        from lesson10 import nbval_times
+
         print("nbval:")
-        nbval_times(args.runs)
+        nbval_times(args.runs, "11")
     subprocess.run([sys.executable, "-m", "labkit.net.namespace", "--", sys.executable,
                     __file__, "--network-only"], cwd=ROOT, check=False)
     if not args.skip_tcpdump:
