@@ -248,3 +248,28 @@ def test_a_name_server_without_glue_is_looked_up_first():
         "asked 127.0.0.4 for ns.netlab.test. A: answer (127.0.0.4)",
         "asked 127.0.0.4 for www.other.test. A: REFUSED"]
     assert result["other"]["rcode"] == "SERVFAIL"   # (that server refuses: not its zone)
+
+
+def test_a_ladder_says_what_each_dns_message_asks_or_answers():
+    from labkit.protocols.dns import ladder_label
+
+    query = DNSRecord.question("www.netlab.test", "AAAA")
+    assert ladder_label(query) == "www.netlab.test. AAAA?  RD"
+
+    def reply(zone, name="www.netlab.test.", qtype="A", **flags):
+        record = DNSRecord.question(name, qtype).reply()   # (dnslib sets AA and RA)
+        record.header.ra = 0
+        answer = zone.answer(name, qtype)
+        record.header.aa, record.header.rcode = answer.aa, answer.rcode
+        for key, value in flags.items():
+            setattr(record.header, key, value)
+        record.rr, record.auth, record.ar = answer.answer, answer.authority, answer.additional
+        return record
+
+    assert ladder_label(reply(ROOT)) == "referral to test.: NS ns.nic.test. + glue (TTL 300)"
+    assert ladder_label(reply(AUTH, qtype="AAAA")) == "AA: AAAA fd00:10:0:5::7 (TTL 120)"
+    assert ladder_label(reply(AUTH, "nowhere.netlab.test.")) == "AA: NXDOMAIN, SOA (TTL 30)"
+    assert ladder_label(reply(AUTH, "a.b.netlab.test.", "AAAA")) == "AA: no data, SOA (TTL 30)"
+    truncated = DNSRecord.question("many.netlab.test").reply()
+    truncated.header.tc = 1
+    assert ladder_label(truncated) == "AA RA TC: truncated: ask again over TCP"
