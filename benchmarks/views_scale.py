@@ -17,7 +17,7 @@ each.  For each size it times, best of ``--repeat`` runs:
 * ``summary``     - ``Connections(segs)``, HTML and text;
 * ``ladder``      - ``ladder(segs)`` (the default: at most 40 arrows) rendered to PNG, as
   the notebook does inline;
-* ``ladder, all`` - every packet of one long connection drawn (``packets=slice(None)``), the
+* ``ladder, all`` - every packet of one long connection drawn (``rows=slice(None)``), the
   old behaviour; only up to 300 packets (10,000 would take minutes).  (A ladder of every
   packet of many connections is refused: more than 12 lifelines.)
 
@@ -133,7 +133,7 @@ def measure(size: int, repeat: int) -> str:
                                          str(Connections(segs))))
     t_ladder = best_of(repeat, lambda: png(ladder(segs)))
     long = segments(one_connection(size), {SERVER[1]: "server"})
-    t_all = (f"{best_of(1, lambda: png(ladder(long, packets=slice(None)))):12.3f}"
+    t_all = (f"{best_of(1, lambda: png(ladder(long, rows=slice(None)))):12.3f}"
              if size <= 300 else f"{'(skipped)':>12}")
     return (f"{size:>8} {t_segments:11.3f} {t_bytes:11.3f} {t_scapy:10.3f} {t_table:8.3f} "
             f"{t_summary:8.3f} "

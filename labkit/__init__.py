@@ -16,6 +16,7 @@ Scapy or matplotlib.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 # public name -> the module that defines it
 _EXPORTS: dict[str, list[str | tuple[str, str]]] = {
@@ -42,7 +43,7 @@ _EXPORTS: dict[str, list[str | tuple[str, str]]] = {
     "servers.load": ["BackgroundServer", "LoadResult", "SlowReader", "load", "percentile"],
     "views.figures": ["rtt_figure", "throughput_figure", "plot_load"],
     "servers.websocket": ["WebSocketServer"],
-    "protocols.websocket": ["Frame", "parse_frames", "websocket_frames"],
+    "protocols.websocket": ["WebSocketFrame", "parse_frames", "websocket_frames"],
     "net.namespace": ["textbook_port"],
     "capture.tcpinfo": ["CwndSampler", "TcpInfo", "tcp_info"],
     "views.timeseq": ["time_sequence", "seq_trace", "dropped_segments"],
@@ -69,7 +70,7 @@ _WHERE = {(name if isinstance(name, str) else name[0]): (module, name if isinsta
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name not in _WHERE:
         raise AttributeError(f"module 'labkit' has no attribute {name!r}")
     module, attr = _WHERE[name]
@@ -78,5 +79,5 @@ def __getattr__(name: str):
     return value
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))

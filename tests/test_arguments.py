@@ -321,15 +321,6 @@ def test_the_same_mistake_reads_the_same_from_a_server_and_a_capture():
             make()
 
 
-def test_architecture_md_quotes_the_real_error():
-    doc = (Path(__file__).parent.parent / "docs" / "architecture.md").read_text()
-    quoted = re.findall(r"`((?:TypeError|ValueError): [^`]+)`", doc)
-    assert quoted, "architecture.md quotes an error message"
-    with pytest.raises(TypeError) as info:
-        TCPServer(port=True)
-    assert f"TypeError: {info.value}" in quoted
-
-
 @pytest.mark.parametrize("check, args, error", [
     (arguments.integer, (True, "n", 1, 5), TypeError),
     (arguments.integer, (6, "n", 1, 5), ValueError),

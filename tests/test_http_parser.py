@@ -25,7 +25,7 @@ from labkit.protocols.http_parser import (
     EndOfMessage,
     Limits,
     ParseError,
-    Request,
+    RequestHead,
     RequestParser,
 )
 
@@ -63,7 +63,7 @@ def labkit_reads(pieces: list[bytes], limits: Limits = Limits()) -> Outcome:
         for piece in [*filter(None, pieces), b""]:  # b"": the client closed
             parser.feed(piece)
             while (event := parser.next_event()) not in (NEED_DATA, ConnectionClosed):
-                if isinstance(event, Request):
+                if isinstance(event, RequestHead):
                     head, body = event, b""
                 elif isinstance(event, Data):
                     body += event.data
@@ -357,7 +357,7 @@ def test_in_progress_tells_a_stall_from_an_idle_connection():
     parser = RequestParser()
     parser.feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nab")
     assert parser.in_progress
-    assert isinstance(parser.next_event(), Request) and parser.in_progress
+    assert isinstance(parser.next_event(), RequestHead) and parser.in_progress
     assert parser.next_event() == Data(b"ab") and parser.in_progress
     assert parser.next_event() is NEED_DATA
 
@@ -367,7 +367,7 @@ def test_clean_close_between_requests():
     parser.feed(GET + b"\r\n")
     parser.feed(b"")
     events = [parser.next_event() for _ in range(3)]
-    assert isinstance(events[0], Request) and isinstance(events[1], EndOfMessage)
+    assert isinstance(events[0], RequestHead) and isinstance(events[1], EndOfMessage)
     assert events[2] is ConnectionClosed
     with pytest.raises(RuntimeError, match="already closed"):
         parser.feed(b"more")

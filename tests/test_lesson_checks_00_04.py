@@ -141,9 +141,14 @@ def test_server_that_waits_for_the_client_to_close(monkeypatch):
     def greets_and_returns(conn, addr):
         conn.sendall(b"hello\n")
 
+    def returns_at_once(conn, addr):   # labkit closes conn: the server closes first, unheard
+        pass
+
     monkeypatch.setattr(lesson01, "WAIT", 0.5)
     says_wrong(lesson01.check_server_closes_first(waits_for_client),
                message="the server never closed", hint="call conn.close()")
+    says_wrong(lesson01.check_server_closes_first(returns_at_once),
+               message="the client got b'' before the server closed", hint="send the greeting")
     says_right(lesson01.check_server_closes_first(greets_and_returns))
 
 

@@ -106,22 +106,37 @@ def _notes(fig):
 def test_ladder_draws_the_first_40_packets_and_says_how_many_more():
     fig = ladder(_long_exchange(300))
     assert len(arrows(fig)) == MAX_PACKETS == 40
-    assert any(n.startswith("… 260 more packets; pass packets= to choose") for n in _notes(fig))
+    assert any(n.startswith("… 260 more packets; pass rows= to choose") for n in _notes(fig))
     width, height = fig.get_size_inches()
     assert height < 40 and width <= 4.5 * 12
     assert _notes(ladder(_long_exchange(40))) == []     # all of it: nothing to say
 
 
-def test_ladder_packets_picks_rows():
+def test_ladder_rows_picks_rows():
     segs = _long_exchange(300)
-    fig = ladder(segs, packets=range(100, 130))
+    fig = ladder(segs, rows=range(100, 130))
     assert len(arrows(fig)) == 30 and _notes(fig) == []
-    assert len(arrows(ladder(segs, packets=slice(290, None)))) == 10
-    assert len(arrows(ladder(segs, packets=[0, 5, -1]))) == 3
+    assert len(arrows(ladder(segs, rows=slice(290, None)))) == 10
+    assert len(arrows(ladder(segs, rows=[0, 5, -1]))) == 3
     with pytest.raises(ValueError, match="rows 0 to 299"):
-        ladder(segs, packets=[300])
+        ladder(segs, rows=[300])
     with pytest.raises(TypeError, match="slice, range or list"):
-        ladder(segs, packets=40)
+        ladder(segs, rows=40)
+
+
+def test_packets_is_the_old_name_of_rows_and_says_so():
+    """``packets=`` picked rows but read as Scapy's packet list: it still works, with a
+    DeprecationWarning that points at the caller's own line."""
+    segs = _long_exchange(300)
+    with pytest.warns(DeprecationWarning, match=r"ladder\(packets=\.\.\.\) is now ladder\("
+                      r"rows=\.\.\.\)") as caught:
+        fig = ladder(segs, packets=range(100, 130))
+    assert len(arrows(fig)) == 30
+    assert caught[0].filename == __file__
+    with pytest.warns(DeprecationWarning, match=r"Table\(packets="):
+        assert len(Table(segs, packets=[1, 2])) == 2
+    with pytest.raises(TypeError, match="not both"):
+        Table(segs, rows=[1], packets=[2])
 
 
 def _many_connections(n, *, ends=("FA",), together=False):
@@ -148,7 +163,7 @@ def test_many_connections_never_make_a_giant_ladder():
     assert len(roles) <= MAX_LIFELINES and fig.get_size_inches()[0] <= 4.5 * MAX_LIFELINES
     assert any("connection=" in n and "wire.connections()" in n for n in _notes(fig))
     with pytest.raises(ValueError, match=r"wire.ladder\(connection=1\).*wire.connections\(\)"):
-        ladder(segs, packets=slice(None))            # asked for all 21 lifelines
+        ladder(segs, rows=slice(None))               # asked for all 21 lifelines
 
 
 # -- one row per connection ---------------------------------------------------------------------
@@ -201,19 +216,22 @@ def test_connections_of_a_recording_through_the_capture(monkeypatch):
                for t in fig.axes[0].texts)
     table = wire.table(connection=2)
     assert {row[2] for row in table.rows} <= {"client 2 → server", "server → client 2"}
-    assert len(wire.table(stop=3)) == 3 and len(wire.table(packets=range(2, 5))) == 3
+    assert len(wire.table(stop=3)) == 3 and len(wire.table(rows=range(2, 5))) == 3
     with pytest.raises(ValueError, match="not both"):
-        wire.table(stop=3, packets=range(3))
+        wire.table(stop=3, rows=range(3))
+    with pytest.warns(DeprecationWarning, match=r"table\(packets=") as caught:
+        assert len(wire.table(packets=range(2, 5))) == 3
+    assert caught[0].filename == __file__   # the student's own line, not labkit's
 
 
 # -- tables of long captures ----------------------------------------------------------------------
 def test_table_shows_200_rows_and_says_how_many_more():
     table = Table(_long_exchange(300))
     assert len(table) == 200
-    assert str(table).splitlines()[-1].startswith("… 100 more packets; pass packets= to choose")
+    assert str(table).splitlines()[-1].startswith("… 100 more packets; pass rows= to choose")
     html = table._repr_html_()
     assert html.count("<tr") == 1 + 200 and "100 more packets" in html
-    assert len(Table(_long_exchange(300), packets=range(250, 300))) == 50
+    assert len(Table(_long_exchange(300), rows=range(250, 300))) == 50
 
 
 def test_a_probe_a_router_dropped_ends_at_that_router_with_its_ttl():

@@ -11,8 +11,16 @@ from scapy.layers.inet import IP, TCP
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from labkit import Capture, ServerError, WebSocketServer, parse_frames, websocket_frames
+from labkit import (
+    Capture,
+    ServerError,
+    WebSocketFrame,
+    WebSocketServer,
+    parse_frames,
+    websocket_frames,
+)
 from labkit.capture.flows import segments
+from labkit.protocols.websocket import CloseCode, Opcode
 
 
 async def echo(ws):
@@ -129,8 +137,32 @@ def test_parse_rfc6455_examples():
 
 def test_close_frame_code_and_reason():
     (f,) = parse_frames(b"\x88\x05" + struct.pack("!H", 1000) + b"bye")
-    assert f.close_code == 1000
+    assert f.close_code == 1000 == CloseCode.NORMAL_CLOSURE
+    assert CloseCode(f.close_code).meaning == "normal closure"
     assert f.describe() == "WebSocket close FIN unmasked code=1000 reason='bye'"
+    (own,) = parse_frames(b"\x88\x02" + struct.pack("!H", 4000))  # an application's own code
+    assert own.close_code == 4000 and own.close_code not in set(CloseCode)
+
+
+def test_opcodes_are_named_and_still_numbers():
+    frames = parse_frames(bytes.fromhex("810548656c6c6f 8a00 8800"))
+    assert [f.opcode for f in frames] == [Opcode.TEXT, Opcode.PONG, Opcode.CLOSE] == [1, 10, 8]
+    assert [f.opcode.is_control for f in frames] == [False, True, True]
+    assert f"{frames[0].opcode}" == "1"   # printed, an opcode reads as its number
+    made = WebSocketFrame(True, 0, 9, False, None, b"", 2)   # given as an int: named
+    assert made.opcode is Opcode.PING and made.kind == "ping"
+    with pytest.raises(ValueError):
+        WebSocketFrame(True, 0, 3, False, None, b"", 2)  # reserved
+
+
+def test_the_enums_agree_with_the_websockets_library():
+    """Our names follow RFC 6455 and IANA; the numbers are websockets' own."""
+    from websockets.frames import CloseCode as TheirCloseCode
+    from websockets.frames import Opcode as TheirOpcode
+
+    assert sorted(Opcode) == sorted(TheirOpcode)
+    assert sorted(CloseCode) == sorted(TheirCloseCode)
+    assert {c.name for c in CloseCode} == {c.name for c in TheirCloseCode}
 
 
 @pytest.mark.parametrize("garbage", [

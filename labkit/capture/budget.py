@@ -19,7 +19,13 @@ it as "[Packet size limited during capture]".
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 from labkit.servers import arguments
+
+if TYPE_CHECKING:
+    from labkit.capture.frames import Frame
 
 __all__ = ["MemoryBudget", "DEFAULT_MEMORY", "MIN_MEMORY", "FRAME_OVERHEAD"]
 
@@ -40,7 +46,8 @@ class MemoryBudget:
         self.frames = limit - self.ring_max      # frames kept, headers only past `whole`
         self.whole = self.frames * 3 // 4        # frames kept whole up to this
 
-    def notice(self, frames, not_kept: int, not_kept_bytes: int) -> str | None:
+    def notice(self, frames: Sequence[Frame], not_kept: int, not_kept_bytes: int
+               ) -> str | None:
         """What every view says when some of the capture was not kept (None: all was).
 
         ``frames`` are the kept :class:`~labkit.capture.frames.Frame` s, in order; a cut

@@ -35,8 +35,10 @@ import os
 import socket
 import sys
 import threading
+from collections.abc import Collection
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
 
 from labkit.capture.budget import DEFAULT_MEMORY, MemoryBudget
 from labkit.capture.endpoints import watch
@@ -44,7 +46,13 @@ from labkit.capture.frames import Frames
 from labkit.servers import arguments
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from scapy.plist import PacketList
+
+    from labkit.capture.flows import Segment, Segments
     from labkit.capture.live import LiveSniffer
+    from labkit.views.connections import Connections
+    from labkit.views.table import Rows, Table
 
 __all__ = ["Capture", "capture_mode", "DATA_DIR"]
 
@@ -58,11 +66,12 @@ REPLAY_NOTICE = ("⚠ These packets are a recording, not your run: {}. To see yo
                  "lab kernel (`python -m labkit doctor` says how).")
 
 
-def _current_cell():
+def _current_cell() -> int | None:
     """The running notebook cell's number (IPython), else None: a notice said once per cell."""
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None else None
-    return getattr(shell, "execution_count", None)
+    cell: int | None = getattr(shell, "execution_count", None)
+    return cell
 
 
 def capture_mode() -> tuple[str, str]:
@@ -113,11 +122,29 @@ class Capture:
     In replay mode, ``matches_recording`` says whether the servers saw the conversation
     the recording shows (None: cannot tell), ``difference`` what differs, in words.
     ``notice`` is what every view says first (None: nothing to say).
+
+    Attributes:
+        name: the recording's name (``data/<name>.pcapng``), None if not recorded
+        mode: ``"live"``, ``"replay"`` or ``"record"`` (see :func:`capture_mode`)
+        reason: why that mode, in words
+        iface: the interface it reads (``"lo"``, or a lab host's ``"eth0"``)
+        roles: the name each watched port gets in tables and ladders: ``{8080: "server"}``
+        filter: the tcpdump expression it keeps packets by (None: its targets' packets)
+        complete: False if packets were lost, or the end gave up waiting for the last ones
+        lost: packets the kernel dropped before the capture read them (live)
+        memory_notice: what the memory limit left out, in words (None: nothing)
+        budget: the memory it may hold, and what happens past it (a ``MemoryBudget``)
+        keylog: the TLS key log file it reads on exit (None: none)
+        meta: what goes with a recording, e.g. ``meta["tls_keylog"]``
+        matches_recording: replay: did the servers see what the recording shows? (None:
+            cannot tell)
+        difference: replay: what differs from the recording, in words (None: nothing)
+        live_summary: replay: what each lab server saw, ``{server name: counts}``
     """
 
-    def __init__(self, *targets, name: str | None = None, iface: str = "lo", keylog=None,
-                 protocol: str | None = None, filter: str | None = None,
-                 memory: int = DEFAULT_MEMORY):
+    def __init__(self, *targets: object, name: str | None = None, iface: str = "lo",
+                 keylog: str | os.PathLike[str] | None = None, protocol: str | None = None,
+                 filter: str | None = None, memory: int = DEFAULT_MEMORY) -> None:
         arguments.recording_name(name)
         arguments.instance(iface, "iface", str, "an interface name", "'lo' or 'eth0'")
         if keylog is not None:
@@ -132,7 +159,7 @@ class Capture:
         self.name = name
         self.iface = iface
         self.mode, self.reason = capture_mode()
-        self.meta: dict = {}       # saved beside a recording (e.g. a TLS key log)
+        self.meta: dict[str, Any] = {}  # saved beside a recording (e.g. a TLS key log)
         self.keylog = keylog       # path of a TLS key log to read on exit (live modes)
         self.complete = True       # False if packets were lost or the exit gave up waiting
         self.lost = 0              # packets the kernel dropped before the capture read them
@@ -140,15 +167,17 @@ class Capture:
         # Replay mode: did labkit's servers see the conversation the recording shows?
         # True / False, or None when that cannot be told (see the module docstring).
         self.matches_recording: bool | None = None
-        self.live_summary: dict | None = None   # {server name: conversation entry}
+        self.live_summary: dict[str, dict[str, Any]] | None = None  # {server: its entry}
         self.difference: str | None = None      # what differs, in words
         self._replay_notice: str | None = None  # REPLAY_NOTICE, when it differs
         self._notice_said_in: object = ()       # the cell that last printed it
-        self._talkers = [t for t in targets if callable(getattr(t, "conversation", None))]
-        self._marks: list = []                  # where each server's count started
-        self._recorded_summary: dict = {}
+        # the targets that count what they saw (lab servers: conversation(), a name, a port)
+        self._talkers: list[Any] = [t for t in targets
+                                    if callable(getattr(t, "conversation", None))]
+        self._marks: list[Any] = []             # where each server's count started
+        self._recorded_summary: dict[str, dict[str, Any]] = {}
         self._frames = Frames()  # bytes as read; Scapy packets made when a view asks
-        self._segments: list | None = None    # made by the first view that asks
+        self._segments: list[Segment] | None = None  # made by the first view that asks
         self._live: LiveSniffer | None = None  # live modes: made on entry
         self._state_lock = threading.Lock()
         self._state = "new"  # -> "running" -> "stopping" -> "done"; never back
@@ -163,6 +192,7 @@ class Capture:
 
     @property
     def recording(self) -> Path | None:
+        """The recording's file, ``data/<name>.pcapng`` (None for a capture with no name)."""
         return DATA_DIR / f"{self.name}.pcapng" if self.name else None
 
     def __enter__(self) -> Capture:
@@ -201,7 +231,8 @@ class Capture:
         print(f"● live capture on {where}: {', '.join(watched)}")
         return self
 
-    def __exit__(self, exc_type, *_):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
         with self._state_lock:
             if self._state == "new":
                 raise RuntimeError("this Capture was never entered: use it as "
@@ -243,6 +274,7 @@ class Capture:
     def _read_keylog(self) -> None:
         from labkit.protocols.tlsdissect import keylog_for
 
+        assert self.keylog is not None  # (only called with one)
         path = Path(self.keylog)
         text = path.read_text() if path.exists() else ""
         self.meta["tls_keylog"] = keylog_for(self._frames, text)  # this capture's sessions only
@@ -269,7 +301,7 @@ class Capture:
 
         if not self._marks or self.recording is None or not self.recording.exists():
             return  # some target cannot count, or nothing was shown
-        live: dict[str, dict] = {}
+        live: dict[str, dict[str, Any]] = {}
         for server, mark in zip(self._talkers, self._marks, strict=True):
             entry = server.conversation(mark, settle=SETTLE_TIMEOUT)
             if entry is None:
@@ -301,7 +333,7 @@ class Capture:
             raise RuntimeError("the capture is still running: look at it after its `with` block")
 
     @property
-    def packets(self):
+    def packets(self) -> PacketList:
         """The captured packets (a Scapy PacketList), one copy each, in arrival order.
         A replay unlike the student's run says so (once per cell)."""
         from scapy.plist import PacketList
@@ -311,7 +343,7 @@ class Capture:
         return PacketList(list(self._frames), name=self.name or "capture")
 
     @property
-    def segments(self) -> list:
+    def segments(self) -> Segments:
         """Each packet as a :class:`Segment`: roles, flags, relative seq/ack, length, summary.
 
         A list that carries :attr:`notice` (``Table(wire.segments)`` shows it); a replay
@@ -323,7 +355,7 @@ class Capture:
         self._say_replay_notice()
         return segs
 
-    def _all_segments(self) -> list:
+    def _all_segments(self) -> list[Segment]:
         from labkit.capture.flows import segments  # Scapy loads on first look, not on import
 
         self._require_finished()
@@ -351,44 +383,48 @@ class Capture:
                  self._replay_notice]
         return "\n".join(line for line in lines if line) or None
 
-    def table(self, *, start: int = 0, stop: int | None = None, packets=None,
-              connection: int | None = None):
-        """One row per packet: the first 200, or the rows ``packets`` picks.
+    def table(self, *, start: int = 0, stop: int | None = None, rows: Rows = None,
+              connection: int | None = None, packets: Rows = None) -> Table:
+        """One row per packet: the first 200, or the ones ``rows`` picks.
 
-        ``packets`` is a slice, range or list of row numbers (``start``/``stop`` are
-        ``packets=slice(start, stop)``); ``connection=2`` shows connection 2's packets only,
-        numbered as in :meth:`connections`.
+        ``rows`` is a slice, range or list of row numbers, the ``#`` column (``start``/
+        ``stop`` are ``rows=slice(start, stop)``); ``connection=2`` shows connection 2's
+        packets only, numbered as in :meth:`connections`.  (``packets=`` is the old name
+        of ``rows=``: ``wire.packets`` is Scapy's packet list.)
         """
-        from labkit.views.table import Table
+        from labkit.views.table import Table, rows_or_packets
 
+        chosen = self._rows(start, stop, rows_or_packets(rows, packets, "table"))
         segs, which = self._chosen(connection)
         note = "\n".join(line for line in (self.notice, which) if line) or None
-        return Table(segs, packets=self._packets_arg(start, stop, packets), note=note)
+        return Table(segs, rows=chosen, note=note)
 
-    def ladder(self, *, start: int = 0, stop: int | None = None, packets=None,
-               connection: int | None = None, title: str | None = None, lost=(),
-               warning: str | None = None):
+    def ladder(self, *, start: int = 0, stop: int | None = None, rows: Rows = None,
+               connection: int | None = None, title: str | None = None,
+               lost: Collection[int] = (), warning: str | None = None,
+               packets: Rows = None) -> Figure:
         """A sequence diagram of the packets (a matplotlib Figure): the first 40 at most,
-        or the ones ``packets`` picks (as in :meth:`table`); ``connection=2`` draws
+        or the ones ``rows`` picks (as in :meth:`table`); ``connection=2`` draws
         connection 2 alone (:meth:`connections` numbers them); ``lost``: indexes of
         packets a lab link dropped, drawn ending half-way at a ✗; ``warning``: written
         across the top with the capture's own notice (``net.too_busy()``, say)."""
         from labkit.views.ladder import ladder
+        from labkit.views.table import rows_or_packets
 
+        chosen = self._rows(start, stop, rows_or_packets(rows, packets, "ladder"))
         segs, which = self._chosen(connection)
         notice = "\n".join(text for text in (self.notice, warning) if text) or None
-        return ladder(segs, title=title, packets=self._packets_arg(start, stop, packets),
-                      note=which, warning=notice, lost=lost,
-                      order=self.meta.get("lifelines"))
+        return ladder(segs, title=title, rows=chosen, note=which, warning=notice,
+                      lost=lost, order=self.meta.get("lifelines"))
 
-    def connections(self):
+    def connections(self) -> Connections:
         """One row per TCP connection or UDP conversation: handshake time, bytes each way,
         packets, duration and how it ended; ``wire.ladder(connection=n)`` draws one."""
         from labkit.views.connections import Connections
 
         return Connections(self._all_segments(), note=self.notice)
 
-    def _chosen(self, connection: int | None) -> tuple[list, str | None]:
+    def _chosen(self, connection: int | None) -> tuple[list[Segment], str | None]:
         """The packets to show, and which connection they are (None: all of them)."""
         if connection is None:
             return self._all_segments(), None
@@ -398,13 +434,13 @@ class Capture:
         return segs, f"{conn} ({len(segs)} packets)"
 
     @staticmethod
-    def _packets_arg(start: int, stop: int | None, packets):
-        if packets is not None and (start, stop) != (0, None):
-            raise ValueError("pass packets= or start=/stop=, not both "
-                             "(packets=slice(start, stop) is the same as start=, stop=)")
-        return slice(start, stop) if (start, stop) != (0, None) else packets
+    def _rows(start: int, stop: int | None, rows: Rows) -> Rows:
+        if rows is not None and (start, stop) != (0, None):
+            raise ValueError("pass rows= or start=/stop=, not both "
+                             "(rows=slice(start, stop) is the same as start=, stop=)")
+        return slice(start, stop) if (start, stop) != (0, None) else rows
 
-    def save(self, path) -> Path:
+    def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the packets as pcapng (opens in Wireshark); returns the path.
 
         One interface (``lo``), the kernel's timestamps to the nanosecond, each frame
@@ -413,7 +449,7 @@ class Capture:
         decrypt the TLS with no settings.
         """
         self._require_finished()
-        path = Path(path)
+        path = Path(arguments.path(path, "path", "'handshake.pcapng'"))
         if path.suffix != ".pcapng":
             raise ValueError(
                 f"save() writes pcapng: give a path ending in .pcapng, not {path.name!r}")
@@ -422,9 +458,9 @@ class Capture:
         return write(path, self._frames.frames, iface=self.iface,
                      keylog=self.meta.get("tls_keylog") or "")
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._frames)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         said = f" ({self.notice})" if self.notice else ""
         return f"<Capture {self.mode} {self.name or ''} {len(self._frames)} packets{said}>"

@@ -18,7 +18,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 import socketserver
-from typing import NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 from labkit.servers import arguments
 
@@ -74,19 +75,22 @@ class _Endpoint(NamedTuple):
         return " or ".join(clauses)
 
 
-def _ip(address: str):
+IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _ip(address: str) -> IP:
     ip = ipaddress.ip_address(address.split("%")[0])  # drop an IPv6 scope ("fe80::1%lo")
     if ip.version == 6 and ip.ipv4_mapped:
         return ip.ipv4_mapped  # ::ffff:127.0.0.1 travels as IPv4
     return ip
 
 
-def _bpf_address(icmp: str, offset: int, ip) -> str:
+def _bpf_address(icmp: str, offset: int, ip: IP) -> str:
     words = [ip.packed[i:i + 4] for i in range(0, len(ip.packed), 4)]
     return " and ".join(f"{icmp}[{offset + 4 * i}:4] = 0x{w.hex()}" for i, w in enumerate(words))
 
 
-def _host_of(host) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _host_of(host: object) -> IP | None:
     """The IP a server is bound to; None (any address) for a wildcard or a name."""
     try:
         ip = _ip(str(host))
@@ -95,7 +99,7 @@ def _host_of(host) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return None if ip.is_unspecified else ip
 
 
-def _declared(server) -> list[tuple[str | None, object, int, str]]:
+def _declared(server: Any) -> list[tuple[str | None, object, int, str]]:
     """``[(transport, host, port, role)]`` where a running server listens, as it says."""
     try:
         if isinstance(server, socketserver.BaseServer):  # e.g. http.server.HTTPServer
@@ -118,7 +122,8 @@ def _declared(server) -> list[tuple[str | None, object, int, str]]:
                        "start the server first")
 
 
-def _server_endpoints(server, protocol: str | None) -> dict[int, tuple[str, _Endpoint]]:
+def _server_endpoints(server: object, protocol: str | None
+                      ) -> dict[int, tuple[str, _Endpoint]]:
     """{port: (role, endpoint)} of a running server object."""
     found: dict[int, tuple[str, _Endpoint]] = {}
     for transport, host, port, role in _declared(server):
@@ -130,14 +135,14 @@ def _server_endpoints(server, protocol: str | None) -> dict[int, tuple[str, _End
     return found
 
 
-def _declares(target) -> bool:
+def _declares(target: object) -> bool:
     # (asked of the type: a stopped server's endpoints property raises)
     return isinstance(target, socketserver.BaseServer) or hasattr(type(target), "endpoints") or (
         getattr(target, "protocol", None) in PROTOCOLS and hasattr(target, "address"))
 
 
-def watch(targets, protocol: str | None,
-          needed: bool = True) -> tuple[dict[int, str], list[_Endpoint]]:
+def watch(targets: Iterable[object], protocol: str | None, needed: bool = True
+          ) -> tuple[dict[int, str], list[_Endpoint]]:
     """``({port: role}, endpoints)`` for Capture's arguments (``needed``: at least one)."""
     arguments.one_of(protocol, "protocol", [None, *PROTOCOLS])
     found: dict[int, tuple[str, _Endpoint]] = {}

@@ -12,11 +12,14 @@ Wireshark shows them (also without a SYN, and when a new SYN reuses the ports).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import overload
+from decimal import Decimal
+from typing import Any, overload
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP, TCPerror, UDPerror
 from scapy.packet import Packet
+from scapy.plist import PacketList
 
 from labkit.capture.frames import Frames, Header
 from labkit.protocols import PROTOCOLS
@@ -32,12 +35,17 @@ __all__ = ["Segment", "Segments", "segments", "flag_names", "TcpTracker", "disse
 # The summary of a segment whose payload a capture past its memory limit did not keep.
 NOT_KEPT = "(payload not kept: the capture's memory limit)"
 
+# One direction of a TCP connection: (src, sport, dst, dport), addresses as text (or as
+# raw bytes, where read from a frame)
+Direction = tuple[Any, Any, Any, Any]
+
 # Wireshark's order: what the segment is first, then what it acknowledges.
 _FLAG_ORDER = [("S", "SYN"), ("F", "FIN"), ("R", "RST"), ("P", "PSH"), ("U", "URG"),
                ("A", "ACK"), ("E", "ECE"), ("C", "CWR")]
 
 
-def dissect(packets, meta: dict | None = None) -> Dissection:
+def dissect(packets: Frames | Iterable[Packet], meta: dict[str, Any] | None = None
+            ) -> Dissection:
     """One look at ``packets`` through every registered protocol view (fresh state)."""
     return Dissection(PROTOCOLS, packets, meta)
 
@@ -50,7 +58,8 @@ def _describe_bytes(payload: bytes) -> str:
     return repr(shown) + more
 
 
-def _describe(payload: bytes, proto: str, packet, dissection: Dissection) -> str:
+def _describe(payload: bytes, proto: str, packet: Packet | Later[Packet],
+              dissection: Dissection) -> str:
     """The protocol views' summary, else the bytes; ``packet`` may be a :class:`Later`
     (dissected only if some view might recognise the payload)."""
     if isinstance(packet, Later):
@@ -60,7 +69,7 @@ def _describe(payload: bytes, proto: str, packet, dissection: Dissection) -> str
     return _describe_bytes(payload) if text is None else text
 
 
-def flag_names(flags) -> str:
+def flag_names(flags: object) -> str:
     """``'SA'`` → ``'SYN-ACK'``, ``'PA'`` → ``'PSH-ACK'``."""
     text = str(flags)
     return "-".join(name for letter, name in _FLAG_ORDER if letter in text)
@@ -70,39 +79,56 @@ class _PacketSlot:
     """``Segment.packet``: a :class:`Later` stored in it is resolved on first read (and kept)."""
 
     @overload
-    def __get__(self, seg: None, owner=None) -> None: ...
+    def __get__(self, seg: None, owner: type | None = None) -> None: ...
     @overload
-    def __get__(self, seg: Segment, owner=None) -> Packet | None: ...
-    def __get__(self, seg, owner=None):
+    def __get__(self, seg: Segment, owner: type | None = None) -> Packet | None: ...
+    def __get__(self, seg: Segment | None, owner: type | None = None) -> Packet | None:
         if seg is None:
             return None  # the dataclass's default
         value = seg.__dict__.get("_packet")
         if isinstance(value, Later):
             value = seg.__dict__["_packet"] = value()
-        return value
+        packet: Packet | None = value
+        return packet
 
-    def __set__(self, seg, value: Packet | Later | _PacketSlot | None) -> None:
+    def __set__(self, seg: Segment, value: Packet | Later[Packet] | _PacketSlot | None
+                ) -> None:
         # the dataclass's __init__ passes this slot itself when no packet is given
         seg.__dict__["_packet"] = None if isinstance(value, _PacketSlot) else value
 
 
 @dataclass
 class Segment:
-    """One captured packet, told as a fact of the conversation."""
+    """One captured packet, told as a fact of the conversation.
+
+    Attributes:
+        index: its row in the capture's table (0 for the first packet)
+        time: seconds since the first packet of the capture
+        src: who sent it, by role: ``"client"``, ``"server"``, ``"client 2"``, ...
+        dst: who it went to, by role
+        proto: ``"TCP"``, ``"UDP"``, ``"ICMP"``, ``"ICMPv6"``, ``"ARP"``, ``"NDP"`` (IPv6's
+            neighbour discovery) or ``"IP"`` (a fragment)
+        flags: its TCP flags, as Wireshark names them: ``"SYN-ACK"`` (``""`` if not TCP)
+        seq: its TCP sequence number relative to the sender's SYN, as Wireshark shows it
+        ack: its TCP acknowledgement number, relative; None without the ACK flag
+        length: its payload's length on the wire, in bytes
+        summary: what its payload is, in words (a protocol view's, or its first bytes)
+        packet: the Scapy packet (dissected on first look), for the layers and fields
+        dissection: the protocol views that described it (None: plain TCP/UDP/ICMP)
+    """
 
     index: int
-    time: float            # seconds since the first packet of the capture
-    src: str               # role name, e.g. "client"
+    time: float
+    src: str
     dst: str
-    proto: str             # "TCP", "UDP", "ICMP", "ICMPv6", "ARP", "NDP" or "IP" (a fragment)
-    flags: str = ""        # "SYN-ACK", ... (TCP only)
-    seq: int | None = None  # relative, as Wireshark shows it
+    proto: str
+    flags: str = ""
+    seq: int | None = None
     ack: int | None = None
-    length: int = 0        # payload bytes
+    length: int = 0
     summary: str = ""
-    # the Scapy packet; a segment made from a frame's bytes dissects it on first look
+    # a segment made from a frame's bytes dissects its packet on first look
     packet: _PacketSlot = field(default=_PacketSlot(), repr=False)
-    # the protocol views that described it (they label its ladder arrow); None: plain
     dissection: Dissection | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -117,13 +143,16 @@ class Segment:
         return self.summary
 
 
-class Segments(list):
+class Segments(list[Segment]):
     """A capture's segments (a list), carrying what every view of them says first.
 
         >>> segs = wire.segments; segs.notice      # None, or e.g. "⚠ 3 packets were lost ..."
+
+    Attributes:
+        notice: what every view of them says first (None: nothing), e.g. packets lost
     """
 
-    def __init__(self, segs=(), *, notice: str | None = None):
+    def __init__(self, segs: Iterable[Segment] = (), *, notice: str | None = None) -> None:
         super().__init__(segs)
         self.notice = notice
 
@@ -132,7 +161,7 @@ class _Roles:
     """Names endpoints: a lab host's addresses get its name (``hosts``: {address: host});
     known listening ports get their server's name; others are clients."""
 
-    def __init__(self, roles: dict[int, str], hosts: dict[str, str] | None = None):
+    def __init__(self, roles: dict[int, str], hosts: dict[str, str] | None = None) -> None:
         self.by_port = dict(roles)
         self.hosts = hosts or {}
         self.clients: dict[tuple[str, int | None], str] = {}
@@ -167,14 +196,15 @@ class _Stream:
         (1, 1)
     """
 
-    def __init__(self):
-        self.base: dict[tuple, int] = {}   # direction (src ip, sport, dst ip, dport) -> raw 0
-        self.sent: dict[tuple, int] = {}   # direction -> relative seq just past its last new byte
-        self.opened: set[tuple] = set()    # directions whose SYN we saw: their seqs can be trusted
+    def __init__(self) -> None:
+        self.base: dict[Direction, int] = {}  # direction -> raw seq 0
+        self.sent: dict[Direction, int] = {}  # direction -> relative seq past its last new byte
+        self.opened: set[Direction] = set()   # directions whose SYN we saw: seqs can be trusted
 
-    def relative(self, key: tuple, seq: int, ack: int, flags: str) -> tuple[int, int | None]:
+    def relative(self, key: Direction, seq: int, ack: int, flags: str
+                 ) -> tuple[int, int | None]:
         """(seq, ack) of one packet going ``key``'s way, relative as Wireshark shows them."""
-        back = key[2:] + key[:2]
+        back = (key[2], key[3], key[0], key[1])
         if "S" in flags:
             self.opened.add(key)
         if key not in self.base:
@@ -185,7 +215,7 @@ class _Stream:
             self.base[back] = (ack - 1) % 2**32
         return (seq - self.base[key]) % 2**32, (ack - self.base[back]) % 2**32
 
-    def resends(self, key: tuple, seq: int, length: int) -> bool:
+    def resends(self, key: Direction, seq: int, length: int) -> bool:
         """Were all ``length`` bytes from relative ``seq`` on sent before (a retransmission)?"""
         if key in self.opened and seq + length <= self.sent.get(key, 0):
             return True
@@ -196,11 +226,12 @@ class _Stream:
 class _Numbering:
     """The TCP streams of a capture, by address/port pair, as Wireshark tells them apart."""
 
-    def __init__(self):
-        self.streams: dict[tuple, _Stream] = {}  # sorted pair of endpoints -> its latest stream
+    def __init__(self) -> None:
+        # the sorted pair of endpoints -> its latest stream
+        self.streams: dict[tuple[tuple[str, int], ...], _Stream] = {}
 
     def stream(self, src: str, sport: int, dst: str, dport: int, seq: int,
-               flags: str) -> tuple[_Stream, tuple]:
+               flags: str) -> tuple[_Stream, Direction]:
         """The stream a packet belongs to, and the packet's direction key in it."""
         key = (src, sport, dst, dport)
         pair = tuple(sorted([(src, sport), (dst, dport)]))
@@ -214,7 +245,8 @@ class _Numbering:
         return current, key
 
 
-def segments(packets, roles: dict[int, str], meta: dict | None = None, *,
+def segments(packets: Frames | Sequence[Packet] | PacketList, roles: dict[int, str],
+             meta: dict[str, Any] | None = None, *,
              dissection: Dissection | None = None) -> list[Segment]:
     """Describe every packet (IPv4/IPv6 TCP, UDP, ICMP, ICMPv6; ARP and IPv6's neighbour
     discovery) with roles and relative numbers.
@@ -254,8 +286,9 @@ def segments(packets, roles: dict[int, str], meta: dict | None = None, *,
                                "ARP" if ip is None else "NDP", summary=summary, packet=pkt))
         elif (piece := fragments.of(n)) is not None:
             out.append(_fragment_segment(i, t, piece, packets, names, dissection))
-        elif head is not None:  # read from a frame's bytes: its packet is dissected if asked for
-            packet = Later(packets.packet, n)
+        elif frames is not None and head is not None:
+            # read from a frame's bytes: its packet is dissected if asked for
+            packet = Later(frames.packet, n)
             if head.proto == "TCP":
                 out.append(_tcp_segment(i, t, head, packet, names, numbering, dissection))
             else:
@@ -286,11 +319,13 @@ def segments(packets, roles: dict[int, str], meta: dict | None = None, *,
     return out
 
 
-def _time(packets, n: int):
-    return packets.time(n) if isinstance(packets, Frames) else packets[n].time
+def _time(packets: Frames | Sequence[Packet] | PacketList, n: int) -> Decimal | float:
+    stamp: Decimal | float = (packets.time(n) if isinstance(packets, Frames)
+                              else packets[n].time)
+    return stamp
 
 
-def _wire_size(pkt, ip, layer, payload: bytes) -> int:
+def _wire_size(pkt: Packet, ip: Any, layer: Any, payload: bytes) -> int:
     """A Scapy packet's TCP/UDP payload size on the wire: ``len(payload)``, or, for a frame
     the capture cut to its headers, what its IP header says."""
     if not pkt.wirelen or pkt.wirelen <= len(pkt):
@@ -298,13 +333,13 @@ def _wire_size(pkt, ip, layer, payload: bytes) -> int:
     from scapy.layers.inet import UDP
 
     if isinstance(layer, UDP):
-        return layer.len - 8
+        return int(layer.len) - 8
     ip_payload = ip.len - ip.ihl * 4 if ip.version == 4 else ip.plen
-    return ip_payload - layer.dataofs * 4
+    return int(ip_payload - layer.dataofs * 4)
 
 
-def _tcp_segment(i: int, t: float, head: Header, packet, names: _Roles, numbering: _Numbering,
-                 dissection: Dissection) -> Segment:
+def _tcp_segment(i: int, t: float, head: Header, packet: Packet | Later[Packet], names: _Roles,
+                 numbering: _Numbering, dissection: Dissection) -> Segment:
     stream, key = numbering.stream(head.src, head.sport, head.dst, head.dport, head.seq,
                                    head.flags)
     size = head.size
@@ -335,8 +370,9 @@ def _icmp_segment(i: int, t: float, pkt: Packet, names: _Roles) -> Segment:
                    summary=describe_icmp(pkt), packet=pkt)
 
 
-def _fragment_segment(i: int, t: float, piece: tuple[Fragment, Datagram], packets,
-                      names: _Roles, dissection: Dissection) -> Segment:
+def _fragment_segment(i: int, t: float, piece: tuple[Fragment, Datagram],
+                      packets: Frames | Sequence[Packet] | PacketList, names: _Roles,
+                      dissection: Dissection) -> Segment:
     """A fragment's row: the fragment itself, or (the one that makes its datagram whole)
     the datagram, as Wireshark shows them."""
     fragment, datagram = piece
@@ -388,27 +424,28 @@ class TcpTracker:
     error) waits for nothing: its client has given up by the time a capture stops.
     """
 
-    def __init__(self):
-        self._next_seq: dict[tuple, int] = {}  # direction -> seq after the last byte/flag sent
-        self._acked: dict[tuple, int] = {}     # direction -> highest ack received for it
-        self._fins: dict[tuple, set] = {}      # connection -> directions that sent FIN
-        self._reset: set[tuple] = set()
-        self._only_syns: set[tuple] = set()    # directions that sent nothing but SYNs
+    def __init__(self) -> None:
+        self._next_seq: dict[Direction, int] = {}  # direction -> seq after its last byte/flag
+        self._acked: dict[Direction, int] = {}     # direction -> highest ack received for it
+        self._fins: dict[tuple[Any, ...], set[Direction]] = {}  # connection -> who sent FIN
+        self._reset: set[tuple[Any, ...]] = set()
+        self._only_syns: set[Direction] = set()    # directions that sent nothing but SYNs
 
-    def _note_syn(self, key, flags: str, size: int) -> None:
+    def _note_syn(self, key: Direction, flags: str, size: int) -> None:
         if set(flags) - {"E", "C"} == {"S"} and not size:   # a SYN (ECN bits or not)
             if key not in self._next_seq:
                 self._only_syns.add(key)
         else:
             self._only_syns.discard(key)
 
-    def _unanswered(self, key) -> bool:
+    def _unanswered(self, key: Direction) -> bool:
         """Only SYNs went this way, and nothing ever came back."""
         back = (key[2], key[3], key[0], key[1])
         return key in self._only_syns and back not in self._next_seq and key not in self._acked
 
     @staticmethod
-    def _conn(key):
+    def _conn(key: Direction) -> tuple[Any, ...]:
+        """Both ends of a direction's connection, in one order (the same either way)."""
         a, b = key[:2], key[2:]
         return (a, b) if a <= b else (b, a)
 
@@ -435,6 +472,7 @@ class TcpTracker:
             self._acked[back] = tcp.ack
 
     def settled(self) -> bool:
+        """Has every TCP conversation seen so far settled (see the class docstring)?"""
         for key, end in self._next_seq.items():
             conn = self._conn(key)
             if conn in self._reset or self._unanswered(key):

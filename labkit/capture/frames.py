@@ -21,7 +21,12 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
-from typing import Any, NamedTuple, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
+
+if TYPE_CHECKING:
+    import mmap
+
+    from scapy.packet import Packet
 
 __all__ = ["Frame", "Frames", "Header", "flow", "tcp_facts", "plain_header", "headers_end"]
 
@@ -33,14 +38,21 @@ _ICMP_QUOTES = {3, 4, 5, 11, 12}    # ICMP types that quote the packet they are 
 
 class Frame(NamedTuple):
     """One captured frame: its bytes, the kernel's timestamp (ns) and its original length
-    (more than ``len(data)`` when the capture kept only its headers)."""
+    (more than ``len(data)`` when the capture kept only its headers).
+
+    Attributes:
+        data: the bytes captured, from the Ethernet header on
+        ns: the kernel's timestamp, in nanoseconds since the epoch
+        wirelen: its length on the wire (more than ``len(data)`` when cut to its headers)
+    """
 
     data: bytes
     ns: int
     wirelen: int
 
 
-def headers_end(data, start: int = 0, size: int | None = None) -> int:
+def headers_end(data: bytes | bytearray | memoryview | mmap.mmap, start: int = 0,
+                size: int | None = None) -> int:
     """How many bytes of the frame at ``data[start:start + size]`` are its headers (Ethernet,
     IP, TCP or UDP): what a capture past its memory limit keeps.  Anything else (ICMP, IPv4
     fragments, IPv6 extension headers) is small or rare, and kept whole (``size``)."""
@@ -61,7 +73,8 @@ def headers_end(data, start: int = 0, size: int | None = None) -> int:
     return size
 
 
-def _ip_header(data: bytes, at: int, version_type: bytes):
+def _ip_header(data: bytes, at: int, version_type: bytes
+               ) -> tuple[int, bytes, bytes, int, int] | None:
     """``(protocol number, src, dst, offset of the next header, payload length)`` or None."""
     if version_type == _IPV4 and len(data) >= at + 20:
         if int.from_bytes(data[at + 6:at + 8], "big") & 0x1FFF:
@@ -102,7 +115,8 @@ def flow(data: bytes) -> tuple[str, str, int, str, int] | None:
     return _PROTOCOLS[number], _text(src), sport, _text(dst), dport
 
 
-def tcp_facts(data: bytes) -> tuple[tuple, str, int, int, int] | None:
+def tcp_facts(data: bytes) -> tuple[tuple[bytes, bytes, bytes, bytes], str, int, int, int
+                                    ] | None:
     """``(direction, flags, seq, ack, payload length)`` of a TCP frame (not a quoted one).
 
     ``direction`` is ``(src, sport, dst, dport)`` with addresses as raw bytes; flags in
@@ -128,9 +142,21 @@ class Header(NamedTuple):
 
     ``size`` is the payload's length on the wire; ``payload`` what the capture kept of it
     (all of it, or nothing in a frame cut to its headers).
+
+    Attributes:
+        proto: ``"TCP"`` or ``"UDP"``
+        src: the sender's address
+        sport: the sender's port
+        dst: the receiver's address
+        dport: the receiver's port
+        flags: TCP flags in Scapy's letters (``"SA"``); ``""`` for UDP
+        seq: the TCP sequence number, as on the wire (0 for UDP)
+        ack: the TCP acknowledgement number, as on the wire (0 for UDP)
+        payload: the payload's bytes the capture kept
+        size: the payload's length on the wire
     """
 
-    proto: str           # "TCP" or "UDP"
+    proto: str
     src: str
     sport: int
     dst: str
@@ -188,7 +214,7 @@ def plain_header(data: bytes, wirelen: int | None = None) -> Header | None:
     return None
 
 
-def _bound_ports(proto: str) -> set:
+def _bound_ports(proto: str) -> set[int]:
     """Ports on which Scapy dissects the payload as a protocol of its own (e.g. DNS on 53),
     as bound now (layers bind on import); every port when a binding is not by port."""
     from scapy.layers.inet import TCP, UDP
@@ -196,7 +222,7 @@ def _bound_ports(proto: str) -> set:
     guesses = (TCP if proto == "TCP" else UDP).payload_guess
     key = (proto, id(guesses), len(guesses))
     if _BOUND.get(proto, (None,))[0] != key:
-        ports: set = set()
+        ports: set[int] = set()
         for fields, _cls in guesses:
             if not set(fields) <= {"sport", "dport"}:
                 ports = _EVERY_PORT
@@ -209,23 +235,26 @@ def _bound_ports(proto: str) -> set:
 _KEPT_PAYLOAD = 256  # bytes of payload a cached header keeps (Frames.header slices longer)
 
 
-class _EveryPort(set):
-    def __contains__(self, port) -> bool:
+class _EveryPort(set[int]):
+    def __contains__(self, port: object) -> bool:
         return True
 
 
 _EVERY_PORT = _EveryPort()
-_BOUND: dict[str, tuple] = {}
+_BOUND: dict[str, tuple[tuple[str, int, int], set[int]]] = {}
 
 
-class Frames(Sequence):
+class Frames(Sequence["Packet"]):
     """Frames that act as a list of Scapy packets, each dissected on first look and kept.
 
     ``pkt.time`` is the kernel's stamp to the nanosecond (a Decimal), ``pkt.wirelen``
     the frame's original length.
+
+    Attributes:
+        frames: each :class:`Frame` as captured: bytes, timestamp and original length
     """
 
-    def __init__(self, frames: list[Frame] | None = None):
+    def __init__(self, frames: list[Frame] | None = None) -> None:
         self.frames: list[Frame] = frames if frames is not None else []
         self._packets: dict[int, Any] = {}   # index -> Scapy packet
         # each frame's header, once; a big payload is left out (sliced again when asked for:
@@ -234,7 +263,7 @@ class Frames(Sequence):
         self._big: set[int] = set()  # frames whose payload _plain left out
 
     @classmethod
-    def of_packets(cls, packets) -> Frames:
+    def of_packets(cls, packets: Sequence[Packet]) -> Frames:
         """Frames of Scapy packets (e.g. read from a pcapng file), the packets kept as they are."""
         made = cls([Frame(bytes(p), int(Decimal(str(p.time)) * 10**9),
                           p.wirelen or len(bytes(p))) for p in packets])
@@ -269,14 +298,16 @@ class Frames(Sequence):
         """Indexes of the frames kept without their payload (headers only)."""
         return [i for i, (data, _ns, wirelen) in enumerate(self.frames) if len(data) < wirelen]
 
-    def time(self, i: int):
+    def time(self, i: int) -> Decimal:
         """Frame ``i``'s time in seconds, as its packet's ``time`` says (no dissection)."""
         pkt = self._packets.get(i)
         if pkt is not None:
-            return pkt.time
+            stamp: Decimal = pkt.time  # (Scapy's EDecimal)
+            return stamp
         return Decimal(self.frames[i].ns) / 10**9
 
-    def packet(self, i: int):
+    def packet(self, i: int) -> Packet:
+        """Frame ``i`` as a Scapy packet, dissected on first look and kept."""
         if i < 0:
             i += len(self.frames)
         pkt = self._packets.get(i)
@@ -292,10 +323,10 @@ class Frames(Sequence):
         return pkt
 
     @overload
-    def __getitem__(self, i: int) -> object: ...
+    def __getitem__(self, i: int) -> Packet: ...
     @overload
-    def __getitem__(self, i: slice) -> list: ...
-    def __getitem__(self, i):
+    def __getitem__(self, i: slice) -> list[Packet]: ...
+    def __getitem__(self, i: int | slice) -> Packet | list[Packet]:
         if isinstance(i, slice):
             return [self.packet(j) for j in range(*i.indices(len(self.frames)))]
         if not -len(self.frames) <= i < len(self.frames):
@@ -305,5 +336,5 @@ class Frames(Sequence):
     def __len__(self) -> int:
         return len(self.frames)
 
-    def __iter__(self) -> Iterator:
+    def __iter__(self) -> Iterator[Packet]:
         return (self.packet(i) for i in range(len(self.frames)))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import Any
 
 from labkit.capture.capture import Capture
 
@@ -24,11 +25,16 @@ class HostCapture(Capture):
     """``Capture(*targets, iface=interface, filter=...)`` on lab host ``host``; with no
     targets and no filter, every packet on that interface.  ``on(host)`` runs a block on
     the host; ``names`` is {address: host name} of the whole network, ``hosts`` its
-    hosts in order (a ladder's lifelines, left to right)."""
+    hosts in order (a ladder's lifelines, left to right).
 
-    def __init__(self, host: str, interface: str, targets: tuple, *,
-                 on: Callable[[str], AbstractContextManager], names: dict[str, str],
-                 hosts: list[str] | None = None, filter: str | None = None, **options):
+    Attributes:
+        host: the lab host it captures on
+    """
+
+    def __init__(self, host: str, interface: str, targets: tuple[object, ...], *,
+                 on: Callable[[str], AbstractContextManager[object]], names: dict[str, str],
+                 hosts: list[str] | None = None, filter: str | None = None,
+                 **options: Any) -> None:
         if not targets and filter is None:
             filter = ""  # nothing named: everything on this interface
         super().__init__(*targets, iface=interface, filter=filter, **options)

@@ -35,11 +35,16 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from labkit.capture.budget import FRAME_OVERHEAD, MemoryBudget
 from labkit.capture.flows import TcpTracker
 from labkit.capture.frames import Frame, flow, headers_end, tcp_facts
+
+if TYPE_CHECKING:
+    from scapy.packet import Packet
+
+    from labkit.capture.endpoints import _Endpoint
 
 __all__ = ["LiveSniffer", "lost_notice"]
 
@@ -168,8 +173,8 @@ class _FrameTracker(TcpTracker):
 class LiveSniffer:
     """The packets of some endpoints, read from ``iface`` by a thread that only stores bytes."""
 
-    def __init__(self, iface: str, endpoints: list, *, buffer: int | None = None,
-                 budget: MemoryBudget | None = None, filter: str | None = None):
+    def __init__(self, iface: str, endpoints: list[_Endpoint], *, buffer: int | None = None,
+                 budget: MemoryBudget | None = None, filter: str | None = None) -> None:
         self.iface = iface
         self.endpoints = endpoints
         self.filter = filter           # a tcpdump expression kept too ("": every packet)
@@ -253,7 +258,8 @@ class LiveSniffer:
         bigger: _Ring | None = None   # a bigger ring bound beside this one (see _grow)
         bound_at = 0                  # ns: when it was bound; frames stamped later are in it
         bind_start = 0                # ns: just before (frames stamped sooner are not in it)
-        seen: Counter | None = None   # frames read from the old ring that the new one has too
+        seen: Counter[tuple[int, bytes]] | None = None  # frames read from the old ring that
+        #                                                the new one has too
         seen_until = 0                # the latest stamp among them
         try:
             while True:
@@ -396,7 +402,7 @@ class LiveSniffer:
             self._drops += _kernel_drops(self._sock)  # dropped before: lost.  Dropped from
         return made, before, time.time_ns()            # now on: the new ring has them
 
-    def _switch(self, old: _Ring, new: _Ring, poller) -> _Ring:
+    def _switch(self, old: _Ring, new: _Ring, poller: select.poll) -> _Ring:
         """Read from the bigger ring from now on; close the old one."""
         with self._ring_lock:
             _kernel_drops(old.sock)  # what the old ring dropped since the new one was bound
@@ -448,7 +454,7 @@ class LiveSniffer:
               + socket.inet_aton("127.0.0.1") * 2)
         self._fence_out.send(b"\0" * 12 + b"\x08\x00" + ip + udp)
 
-    def is_ours(self, pkt) -> bool:
+    def is_ours(self, pkt: bytes | Packet) -> bool:
         """Does this frame (bytes, or a Scapy packet) belong to our endpoints?  The
         kernel's filter twin, in Python: an ICMP error is judged by the packet it quotes.
         With a tcpdump ``filter`` (no twin here) what the kernel's filter kept is ours."""

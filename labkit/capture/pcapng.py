@@ -11,10 +11,16 @@ microseconds, and has no Decryption Secrets Block; each block below is a few byt
 
 from __future__ import annotations
 
+import os
 import struct
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from labkit.capture.frames import Frame
+
+if TYPE_CHECKING:
+    from scapy.packet import Packet
 
 __all__ = ["write", "read", "LINKTYPE_ETHERNET"]
 
@@ -36,8 +42,8 @@ def _option(code: int, value: bytes) -> bytes:
     return struct.pack("<HH", code, len(value)) + _pad(value)
 
 
-def write(path, frames: list[Frame], *, iface: str = "lo", keylog: str = "",
-          linktype: int = LINKTYPE_ETHERNET) -> Path:
+def write(path: str | os.PathLike[str], frames: Iterable[Frame], *, iface: str = "lo",
+          keylog: str = "", linktype: int = LINKTYPE_ETHERNET) -> Path:
     """Write ``frames`` to ``path``: section header, the TLS key log (if any), one
     interface, then one Enhanced Packet Block per frame with its original length."""
     path = Path(path)
@@ -54,11 +60,11 @@ def write(path, frames: list[Frame], *, iface: str = "lo", keylog: str = "",
     return path
 
 
-def read(path) -> list:
+def read(path: str | os.PathLike[str]) -> list[Packet]:
     """The packets of a pcap or pcapng file (Scapy's reader), each frame whole."""
     from scapy.utils import PcapReader
 
-    packets = []
+    packets: list[Packet] = []
     with PcapReader(str(path)) as reader:
         while True:
             try:

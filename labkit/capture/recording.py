@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6
+from scapy.packet import Packet
 
 from labkit.capture.frames import Frames
 from labkit.capture.pcapng import read, write
@@ -29,8 +32,14 @@ __all__ = ["save", "load", "summarize", "difference", "merge"]
 # this much longer: a busy machine stretches a run by less (a sleep() in a lesson by ms).
 SECONDS_APART = 0.5
 
+# A conversation entry (``labkit.servers.conversation.conversation_entry``): JSON-ready
+Entry = dict[str, Any]
+# A TCP connection, as the summary keys it: (server ip, port, client ip, port)
+Key = tuple[str, int, str, int]
 
-def save(path: Path, packets, roles: dict[int, str], meta: dict, *, iface: str = "lo") -> None:
+
+def save(path: Path, packets: Frames | Sequence[Packet], roles: dict[int, str],
+         meta: dict[str, Any], *, iface: str = "lo") -> None:
     """Write the packets (pcapng) and, beside them, roles, summary and ``meta`` (JSON)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = packets if isinstance(packets, Frames) else Frames.of_packets(packets)
@@ -40,7 +49,7 @@ def save(path: Path, packets, roles: dict[int, str], meta: dict, *, iface: str =
     path.with_suffix(".json").write_text(json.dumps(data, indent=1, sort_keys=True))
 
 
-def load(path: Path) -> tuple[list, dict[int, str], dict, dict]:
+def load(path: Path) -> tuple[list[Packet], dict[int, str], dict[str, Entry], dict[str, Any]]:
     """``(packets, roles, summary, meta)`` of a recording written by :func:`save`."""
     if not path.exists():
         raise FileNotFoundError(
@@ -58,7 +67,7 @@ def load(path: Path) -> tuple[list, dict[int, str], dict, dict]:
 
 
 # -- what a recording shows, in the terms lab servers count in --------------------------------
-def summarize(packets, roles: dict[int, str]) -> dict[str, dict]:
+def summarize(packets: Iterable[Packet], roles: dict[int, str]) -> dict[str, Entry]:
     """{server name: conversation entry} of captured packets (see ``conversation_entry``).
 
     Per TCP connection to a watched port (one the server answered with SYN-ACK), the
@@ -68,8 +77,9 @@ def summarize(packets, roles: dict[int, str]) -> dict[str, dict]:
     retransmissions: then they depend on what was lost); per UDP datagram its size;
     and a digest of what clients sent.
     """
-    conns: dict[tuple, dict] = {}   # (server ip, port, client ip, port) -> facts
-    udp: dict[int, dict] = {p: {"in": [], "out": [], "digests": []} for p in roles}
+    conns: dict[Key, dict[str, Any]] = {}   # connection -> facts
+    udp: dict[int, dict[str, list[Any]]] = {p: {"in": [], "out": [], "digests": []}
+                                             for p in roles}
     for pkt in packets:
         ip = pkt[IP] if IP in pkt else pkt[IPv6] if IPv6 in pkt else None  # noqa: SIM401 - a Scapy packet has no .get()
         if ip is None or ICMP in pkt or ICMPv6DestUnreach in pkt:
@@ -109,9 +119,12 @@ def summarize(packets, roles: dict[int, str]) -> dict[str, dict]:
                      _stream(facts["out"], facts["base"].get("out")))
                for key, facts in conns.items() if facts["answered"]}  # else: refused, or
     tls_names = _tls_names(packets, streams)  # begun before the capture: no server counted it
-    summary: dict[str, dict] = {}
+    summary: dict[str, Entry] = {}
     for port, name in roles.items():
-        connections, digests, segments, seconds = [], [], [], []
+        connections: list[tuple[int, int]] = []
+        digests: list[str] = []
+        segments: list[list[list[int] | None]] = []
+        seconds: list[float | None] = []
         for key, ((stream_in, count_in), (_s, count_out)) in streams.items():
             if key[1] != port:
                 continue
@@ -133,7 +146,7 @@ def summarize(packets, roles: dict[int, str]) -> dict[str, dict]:
     return summary
 
 
-def _note_segment(facts: dict, side: str, seq: int, size: int) -> None:
+def _note_segment(facts: dict[str, Any], side: str, seq: int, size: int) -> None:
     """Add a data segment's size to its direction, or mark the direction as resent."""
     first = facts["base"].get(side, facts["first"].setdefault(side, seq))  # no SYN: 1st data
     offset = (seq - first) % 2**32
@@ -143,13 +156,15 @@ def _note_segment(facts: dict, side: str, seq: int, size: int) -> None:
     facts["sizes"][side].append(size)
 
 
-def _tls_names(packets, streams: dict) -> dict[tuple, str]:
+def _tls_names(packets: Iterable[Packet],
+               streams: dict[Key, tuple[tuple[bytes, int], tuple[bytes, int]]]
+               ) -> dict[Key, str]:
     """{connection: the name its TLS ClientHello asks for}, for the TLS connections."""
     if not any(s[0][0][:1] == b"\x16" for s in streams.values()):
         return {}  # no stream starts with a TLS handshake record: skip the TLS dissector
     from labkit.protocols.tlsdissect import connections, hello_facts
 
-    names: dict[tuple, str] = {}
+    names: dict[Key, str] = {}
     for conn in connections(packets):
         if conn.hello is not None:
             client_ip, client_port, server_ip, server_port = conn.client_key
@@ -170,7 +185,7 @@ def _stream(pieces: dict[int, bytes], base: int | None) -> tuple[bytes, int]:
     return bytes(stream), len(stream)
 
 
-def merge(old: dict | None, new: dict) -> dict:
+def merge(old: Entry | None, new: Entry) -> Entry:
     """Two servers (or ports) with one name count as one."""
     if old is None:
         return new
@@ -184,12 +199,13 @@ def merge(old: dict | None, new: dict) -> dict:
                               _each(old, "seconds", None) + _each(new, "seconds", None))
 
 
-def _each(entry: dict, key: str, unknown) -> list:
+def _each(entry: Entry, key: str, unknown: object) -> list[Any]:
     """``entry[key]``, one per connection (an entry from before that key: all unknown)."""
-    return entry.get(key) or [unknown] * len(entry["connections"])
+    given: list[Any] | None = entry.get(key)
+    return given or [unknown] * len(entry["connections"])
 
 
-def difference(live: list[dict], recorded: list[dict]) -> str | None:
+def difference(live: list[Entry], recorded: list[Entry]) -> str | None:
     """What differs between two lists of conversation entries, in words; None if nothing."""
     mine, theirs = _totals(live), _totals(recorded)
     said = []
@@ -212,7 +228,7 @@ def difference(live: list[dict], recorded: list[dict]) -> str | None:
     return _split_differently(live, recorded)
 
 
-def _split_differently(live: list[dict], recorded: list[dict]) -> str | None:
+def _split_differently(live: list[Entry], recorded: list[Entry]) -> str | None:
     """How the same bytes were carried differently: segments each way, or how long a
     connection lasted (far apart only: see ``SECONDS_APART``).  None if not, or unknown."""
     mine, theirs = _per_connection(live), _per_connection(recorded)
@@ -231,7 +247,7 @@ def _split_differently(live: list[dict], recorded: list[dict]) -> str | None:
     return None
 
 
-def _per_connection(entries: list[dict]) -> list[tuple]:
+def _per_connection(entries: list[Entry]) -> list[tuple[Any, ...]]:
     """``(bytes in, bytes out, [segments in, out], seconds)`` per connection, sorted by
     bytes then segments, so both sides pair the same connections whatever their order."""
     rows = []
@@ -242,7 +258,7 @@ def _per_connection(entries: list[dict]) -> list[tuple]:
             rows.append((_span(conn[0])[0], conn[1] if isinstance(conn[1], int) else -1,
                          segs, secs))
 
-    def count(segs) -> tuple:
+    def count(segs: list[Any]) -> tuple[int, ...]:
         return tuple(-1 if s is None else s if isinstance(s, int) else len(s) for s in segs)
 
     return sorted(rows, key=lambda row: (row[0], row[1], count(row[2])))
@@ -257,23 +273,28 @@ def _sizes_words(sizes: list[int]) -> str:
     return f"{len(sizes)} segments of {min(sizes)} to {max(sizes)} bytes"
 
 
-def _span(value) -> tuple[int, int]:
+def _span(value: int | Sequence[int]) -> tuple[int, int]:
     """A count as (low, high): the kernel may not know one FIN byte (see tcp_payload_counts)."""
     return (value, value) if isinstance(value, int) else (value[0], value[1])
 
 
-def _totals(entries: list[dict]) -> dict:
+def _totals(entries: list[Entry]) -> dict[str, Any]:
     # bytes in are always counted; bytes out may be unknown (None: a TLS server's)
     conns = [(_span(c[0]), None if c[1] is None else _span(c[1]))
              for e in entries for c in e["connections"]]
     dgrams = {side: [n for e in entries for n in e[f"datagrams_{side}"]] for side in ("in", "out")}
     outs = [c[1] for c in conns]
     contents = [e["content_in"] for e in entries]
-    point = lambda n: (n, n)  # noqa: E731
-    added = lambda spans: (tuple(map(sum, zip((0, 0), *spans, strict=True))),)  # noqa: E731
+
+    def point(n: int) -> tuple[int, int]:
+        return n, n
+
+    def added(spans: Iterable[tuple[int, int]]) -> tuple[tuple[int, ...]]:
+        return (tuple(map(sum, zip((0, 0), *spans, strict=True))),)
+
     return {"connections": (point(len(conns)),),
             "bytes_in": added(c[0] for c in conns),
-            "bytes_out": None if None in outs else added(outs),
+            "bytes_out": None if None in outs else added(c for c in outs if c is not None),
             "datagrams_in": (point(len(dgrams["in"])), point(sum(dgrams["in"]))),
             "datagrams_out": (point(len(dgrams["out"])), point(sum(dgrams["out"]))),
             "shapes": (sorted(conns, key=lambda c: c[0]), sorted(dgrams["in"]),
@@ -281,7 +302,7 @@ def _totals(entries: list[dict]) -> dict:
             "content": None if None in contents else content_digest(contents)}
 
 
-def _overlap(a: tuple, b: tuple) -> bool:
+def _overlap(a: tuple[tuple[int, int], ...], b: tuple[tuple[int, int], ...]) -> bool:
     """Could two tuples of (low, high) counts be the same counts?"""
     return all(x[0] <= y[1] and y[0] <= x[1] for x, y in zip(a, b, strict=True))
 
@@ -290,7 +311,7 @@ def _words(span: tuple[int, int]) -> str:
     return str(span[0]) if span[0] == span[1] else f"{span[0]} or {span[1]}"
 
 
-def _same_shapes(mine: tuple, theirs: tuple) -> bool:
+def _same_shapes(mine: tuple[Any, ...], theirs: tuple[Any, ...]) -> bool:
     """Same sizes per connection (each way) and per datagram, in any order."""
     conns_a, conns_b = mine[0], theirs[0]
     if len(conns_a) != len(conns_b) or mine[1:] != theirs[1:]:

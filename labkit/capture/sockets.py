@@ -26,11 +26,19 @@ _STATES = {1: "ESTAB", 2: "SYN-SENT", 3: "SYN-RECV", 4: "FIN-WAIT-1", 5: "FIN-WA
 
 @dataclass(frozen=True)
 class SocketState:
+    """One TCP socket as the kernel lists it (a line of ``ss -tan``).
+
+    Attributes:
+        local: the socket's own ``(address, port)``
+        remote: the peer's ``(address, port)`` (``("0.0.0.0", 0)`` for a listener)
+        state: its TCP state, as ``ss`` names it: ``"ESTAB"``, ``"TIME-WAIT"``, ...
+        expires_in: seconds until the kernel's timer on it fires (in TIME-WAIT: until the
+            kernel forgets the connection); None when no timer runs
+    """
+
     local: tuple[str, int]
     remote: tuple[str, int]
     state: str
-    # Seconds until the kernel's timer on this socket fires (in TIME-WAIT: until the kernel
-    # forgets the connection); None when no timer runs.
     expires_in: float | None = None
 
 

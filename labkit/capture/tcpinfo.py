@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from itertools import pairwise
 
+from labkit.servers import arguments
+
 __all__ = ["TcpInfo", "tcp_info", "CwndSampler", "CA_STATES"]
 
 TCP_INFO = getattr(socket, "TCP_INFO", 11)
@@ -68,25 +70,43 @@ class TcpInfo:
     """One look at a connection, in SI units (seconds, bytes, segments).
 
     ``t`` is when it was read (``time.monotonic()``, or seconds since a sampler started).
+
+    Attributes:
+        t: when it was read: ``time.monotonic()``, or seconds since a sampler started
+        ca_state: the congestion state: ``"open"``, ``"disorder"``, ``"cwr"``,
+            ``"recovery"`` or ``"loss"``
+        cwnd: the congestion window, in segments of ``mss`` bytes
+        ssthresh: the slow start threshold, in segments (huge until the first loss)
+        mss: bytes of payload per segment the sender uses
+        rtt: the smoothed round-trip time, in seconds
+        rttvar: how much the round-trip time varies, in seconds
+        rto: the retransmission timeout now, in seconds
+        retransmits: retransmissions of the oldest unacknowledged segment (RTO backoff)
+        total_retrans: segments retransmitted over the connection's life
+        lost: segments the sender believes lost right now
+        unacked: segments in flight (sent, not yet acknowledged)
+        bytes_acked: payload bytes the peer acknowledged
+        delivery_rate: the kernel's estimate of the delivery rate, in bytes per second
     """
 
     t: float
-    ca_state: str          # "open", "disorder", "cwr", "recovery" or "loss"
-    cwnd: int              # congestion window, in segments of ``mss`` bytes
-    ssthresh: int          # slow start threshold, segments (huge until the first loss)
-    mss: int               # bytes of payload per segment the sender uses
-    rtt: float             # smoothed round-trip time (seconds)
+    ca_state: str
+    cwnd: int
+    ssthresh: int
+    mss: int
+    rtt: float
     rttvar: float
-    rto: float             # retransmission timeout now (seconds)
-    retransmits: int       # retransmissions of the oldest unacknowledged segment (RTO backoff)
-    total_retrans: int     # segments retransmitted over the connection's life
-    lost: int              # segments the sender believes lost right now
-    unacked: int           # segments in flight
-    bytes_acked: int       # payload bytes the peer acknowledged
-    delivery_rate: float   # the kernel's estimate, bytes/s
+    rto: float
+    retransmits: int
+    total_retrans: int
+    lost: int
+    unacked: int
+    bytes_acked: int
+    delivery_rate: float
 
     @property
     def in_slow_start(self) -> bool:
+        """Is the window below the threshold, so growing by one segment per ACK?"""
         return self.cwnd < self.ssthresh
 
 
@@ -122,13 +142,19 @@ class CwndSampler:
         >>> with CwndSampler(sock, interval=0.002) as sampler:
         ...     sock.sendall(data)
         >>> max(s.cwnd for s in sampler.samples)
+
+    Attributes:
+        sock: the connected TCP socket it reads ``TCP_INFO`` of
+        interval: seconds between two looks
+        limit: seconds after which it stops on its own
+        samples: the looks so far, each a :class:`TcpInfo`, ``t`` from the block's start
     """
 
-    def __init__(self, sock: socket.socket, *, interval: float = 0.002, limit: float = 60.0):
-        if isinstance(interval, bool) or not isinstance(interval, (int, float)) \
-                or not 0.0005 <= interval <= 1:
-            raise ValueError(f"interval must be seconds from 0.0005 to 1, not {interval!r}")
-        self.sock, self.interval, self.limit = sock, float(interval), float(limit)
+    def __init__(self, sock: socket.socket, *, interval: float = 0.002, limit: float = 60.0
+                 ) -> None:
+        self.sock = arguments.instance(sock, "sock", socket.socket, "a connected TCP socket")
+        self.interval = arguments.number(interval, "interval", 0.0005, 1, "0.002 seconds")
+        self.limit = arguments.number(limit, "limit", 0, 3600, "60 seconds", above_low=True)
         self.samples: list[TcpInfo] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -176,7 +202,7 @@ class CwndSampler:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         assert self._thread is not None
         self._thread.join()

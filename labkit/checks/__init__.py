@@ -31,7 +31,12 @@ import html
 import inspect
 import os
 import threading
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ParamSpec, cast, overload
+
+if TYPE_CHECKING:
+    from labkit.capture.capture import Capture
 
 __all__ = ["Verdict", "verdict", "first_failure", "answers_back", "unfinished", "NOT_WRITTEN",
            "NOT_ANSWERED", "not_a_recording", "StudentCall", "CheckFailed"]
@@ -39,14 +44,22 @@ __all__ = ["Verdict", "verdict", "first_failure", "answers_back", "unfinished", 
 
 @dataclass(frozen=True)
 class Verdict:
+    """What a check says: ✅ and what is right, or ❌, what is wrong and a hint.
+
+    Attributes:
+        passed: True if the answer is right (a Verdict is truthy then)
+        message: what is right, or what is wrong
+        hint: what to try next (shown only when not passed)
+    """
+
     passed: bool
     message: str
     hint: str = ""
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return self.passed
 
-    def __str__(self):
+    def __str__(self) -> str:
         if self.passed:
             return f"✅ Right: {self.message}"
         text = f"❌ Not yet: {self.message}"
@@ -54,7 +67,7 @@ class Verdict:
 
     __repr__ = __str__
 
-    def _repr_html_(self):
+    def _repr_html_(self) -> str:
         # The marks are inline SVG, not the ✅/❌/💡 of the text form: those are emoji,
         # drawn as empty boxes by a browser on a machine without an emoji font.
         color, bg = ("#1b7837", "#e7f5e9") if self.passed else ("#b2182b", "#fdecea")
@@ -110,7 +123,7 @@ LIVE_HINT = ("in replay mode a check cannot see your own packets: run this noteb
              "says how), then run the exercise cell and this check again")
 
 
-def not_a_recording(wire) -> Verdict | None:
+def not_a_recording(wire: Capture) -> Verdict | None:
     """None if ``wire`` may be graded; else a failed Verdict saying why it may not.
 
     A live capture shows the student's run.  A replayed one shows a recording: it may be
@@ -129,10 +142,11 @@ def not_a_recording(wire) -> Verdict | None:
                    LIVE_HINT)
 
 
-def unfinished(exc: BaseException | None) -> bool:
-    """Did this come from a ``raise NotImplementedError()`` (maybe in a server thread)?"""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
+def unfinished(exc: object) -> bool:
+    """Did this come from a ``raise NotImplementedError()`` (maybe in a server thread)?
+    (Anything that is not an exception did not.)"""
+    seen: set[int] = set()
+    while isinstance(exc, BaseException) and id(exc) not in seen:
         if isinstance(exc, NotImplementedError):
             return True
         seen.add(id(exc))
@@ -181,35 +195,49 @@ def _graded(result: Verdict) -> Verdict:
     return _ShownVerdict(result.passed, result.message, result.hint)
 
 
-def answers_back(check):
+P = ParamSpec("P")
+
+
+@overload
+def answers_back(check: Callable[P, Coroutine[Any, Any, Verdict]]
+                 ) -> Callable[P, Coroutine[Any, Any, Verdict]]: ...
+@overload
+def answers_back(check: Callable[P, Verdict]) -> Callable[P, Verdict]: ...
+def answers_back(check: Callable[P, Verdict] | Callable[P, Coroutine[Any, Any, Verdict]]
+                 ) -> Callable[P, Verdict] | Callable[P, Coroutine[Any, Any, Verdict]]:
     """Decorate a check so unfinished work gets a verdict, not a traceback.
 
     ``raise NotImplementedError()`` in the student's code gives :data:`NOT_WRITTEN`, a first
     argument (the student's answer) still ``None`` gives :data:`NOT_ANSWERED`; under
-    nbgrader a failed verdict raises (:func:`autograded`).
+    nbgrader a failed verdict raises (:func:`autograded`).  The check keeps its signature
+    (a ``ParamSpec``): a type checker sees the decorated check's own parameters.
 
         >>> @answers_back
         ... def check_f(f): return verdict(f() == 1, "f gives 1", wrong="...")
     """
     if inspect.iscoroutinefunction(check):
-        @functools.wraps(check)
-        async def run_async(*args, **kwargs):
+        check_async = cast(Callable[P, Coroutine[Any, Any, Verdict]], check)
+
+        @functools.wraps(check_async)
+        async def run_async(*args: P.args, **kwargs: P.kwargs) -> Verdict:
             if args and args[0] is None:
                 return _graded(NOT_ANSWERED)
             try:
-                return _graded(await check(*args, **kwargs))
+                return _graded(await check_async(*args, **kwargs))
             except Exception as exc:
                 if unfinished(exc):
                     return _graded(NOT_WRITTEN)
                 raise
         return run_async
 
-    @functools.wraps(check)
-    def run(*args, **kwargs):
+    check_sync = cast(Callable[P, Verdict], check)
+
+    @functools.wraps(check_sync)
+    def run(*args: P.args, **kwargs: P.kwargs) -> Verdict:
         if args and args[0] is None:
             return _graded(NOT_ANSWERED)
         try:
-            return _graded(check(*args, **kwargs))
+            return _graded(check_sync(*args, **kwargs))
         except Exception as exc:
             if unfinished(exc):
                 return _graded(NOT_WRITTEN)
@@ -225,20 +253,27 @@ class StudentCall:
         >>> call = StudentCall(fetch, session, url)
         >>> call.wait(5.0)          # False: still running after 5 s
         >>> call.outcome, call.value   # "ok" and what it returned, or "raised" and the error
+
+    Attributes:
+        outcome: ``"running"``, then ``"ok"`` (it returned) or ``"raised"``
+        value: what it returned, or the exception it raised (None while running)
+        thread: the thread it runs in
     """
 
-    def __init__(self, fn, *args):
-        self.outcome, self.value = "running", None
+    def __init__(self, fn: Callable[..., object], *args: object) -> None:
+        self.outcome: str = "running"
+        self.value: object = None
         self.thread = threading.Thread(target=self._run, args=(fn, *args), daemon=True)
         self.thread.start()
 
-    def _run(self, fn, *args) -> None:
+    def _run(self, fn: Callable[..., object], *args: object) -> None:
         try:
             self.value, self.outcome = fn(*args), "ok"
         except Exception as exc:  # noqa: BLE001 - the student's exception is the answer
             self.value, self.outcome = exc, "raised"
 
     def running(self) -> bool:
+        """Is it still running?"""
         return self.thread.is_alive()
 
     def wait(self, limit: float) -> bool:

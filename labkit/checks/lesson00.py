@@ -7,7 +7,9 @@ sending b"pong" is never passed on the strength of the author's b"ping".
 
 from __future__ import annotations
 
-from labkit.capture.capture import capture_mode
+from collections.abc import Callable
+
+from labkit.capture.capture import Capture, capture_mode
 
 from . import Verdict, answers_back, first_failure, not_a_recording, unfinished, verdict
 
@@ -28,7 +30,7 @@ def _report(mode: str, reason: str) -> str:
 
 
 @answers_back
-def check_mode_answer(mode_of) -> Verdict:
+def check_mode_answer(mode_of: Callable[[str], str]) -> Verdict:
     """``mode_of(report)`` takes the capture mode out of the first line of any doctor's
     report (made-up ones for every mode, then one with this kernel's mode and reason)."""
     if not callable(mode_of):
@@ -64,7 +66,7 @@ def check_mode_answer(mode_of) -> Verdict:
 
 
 @answers_back
-def check_first_capture(wire) -> Verdict:
+def check_first_capture(wire: Capture) -> Verdict:
     """A capture holding a handshake and the 4 bytes b'ping' sent by the client."""
     try:
         segs = wire.segments
@@ -79,7 +81,8 @@ def check_first_capture(wire) -> Verdict:
     if refused is not None:  # (a failed Verdict is falsy)
         return refused
     flags = [s.flags for s in segs[:3]]
-    sent = b"".join(bytes(s.packet["TCP"].payload) for s in segs if s.src == "client")
+    sent = b"".join(bytes(s.packet["TCP"].payload) for s in segs
+                    if s.src == "client" and s.packet is not None and "TCP" in s.packet)
     return first_failure(
         verdict(flags == ["SYN", "SYN-ACK", "ACK"], "", wrong=f"the capture starts {flags}",
                 hint="open the connection inside the `with Capture(...)` block"),
@@ -89,7 +92,7 @@ def check_first_capture(wire) -> Verdict:
         right="a handshake, then your 4 bytes: you captured your first TCP connection")
 
 
-def _ran_nothing(wire) -> bool:
+def _ran_nothing(wire: Capture) -> bool:
     """Did the student's own run open no connection? (In replay mode the packets shown are
     the recording's, so ask the servers, ``live_summary``, instead.)"""
     if getattr(wire, "mode", None) == "replay":

@@ -9,31 +9,37 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from labkit.capture.sockets import settled_tcp_states
-from labkit.servers.tcp import TCPServer
+from labkit.servers.tcp import TCPHandler, TCPServer
 
 from . import Verdict, answers_back, first_failure, not_a_recording, verdict
 
+if TYPE_CHECKING:
+    from labkit.capture.capture import Capture
+
 WAIT = 3.0  # seconds the check's client waits for the student's server to close
+GREETING = b"hello\n"  # what Exercise 3's server sends before it closes
 # What the check's client sends in Exercise 1, one message at a time, each echo awaited.
 ACK_MESSAGES = (b"ping", b"0123456789", b"!")
 
 
-def acks_after_client_data(wire) -> list[int | None]:
+def acks_after_client_data(wire: Capture) -> list[int | None]:
     """The server's ACK number that answers each client data segment, in order (None: no
     ACK in the capture answers it)."""
     segs = wire.segments
-    acks = []
+    acks: list[int | None] = []
     for i, seg in enumerate(segs):
-        if seg.src == "client" and seg.length:
+        if seg.src == "client" and seg.length and seg.seq is not None:
             reply = next((s for s in segs[i + 1:] if s.src == "server" and s.ack is not None
                           and s.ack >= seg.seq + seg.length), None)
             acks.append(reply.ack if reply else None)
     return acks
 
 
-def _capture_messages(messages) -> object:
+def _capture_messages(messages: Sequence[bytes]) -> Capture:
     """An echo server, and a client that sends each message and waits for its echo, captured
     under the exercise's name (its recording in replay mode)."""
     from labkit.capture.capture import Capture
@@ -47,7 +53,7 @@ def _capture_messages(messages) -> object:
 
 
 @answers_back
-def check_ack_predictions(predicted, wire=None) -> Verdict:
+def check_ack_predictions(predicted: Sequence[int], wire: Capture | None = None) -> Verdict:
     """Compare the student's predicted ACK numbers with the ones in a capture: ``wire``, or
     (the exercise) one the check makes of a client sending :data:`ACK_MESSAGES`."""
     if not isinstance(predicted, (list, tuple)) or not all(isinstance(n, int) for n in predicted):
@@ -72,7 +78,7 @@ def check_ack_predictions(predicted, wire=None) -> Verdict:
 
 
 @answers_back
-def check_is_port_open(is_port_open) -> Verdict:
+def check_is_port_open(is_port_open: Callable[[str, int], bool]) -> Verdict:
     """``is_port_open(host, port)`` must say True for a listening port, False for a closed one."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -96,17 +102,18 @@ def check_is_port_open(is_port_open) -> Verdict:
 
 
 @answers_back
-def check_server_closes_first(handler) -> Verdict:
-    """Run ``handler`` as the server; the client waits for EOF, then closes.
+def check_server_closes_first(handler: TCPHandler) -> Verdict:
+    """Run ``handler`` as the server; the client reads until EOF, then closes.
 
-    Passes if the kernel then holds the *server's* end of the connection in TIME-WAIT.
+    Passes if the client got :data:`GREETING` and the kernel then holds the *server's* end
+    of the connection in TIME-WAIT.
     """
     if not callable(handler):
         return Verdict(False, f"pass your handler function, not {handler!r}",
                        "def server_closes_first(conn, addr): ...")
     finished = threading.Event()
 
-    def run(conn, addr):
+    def run(conn: socket.socket, addr: Any) -> None:
         try:
             handler(conn, addr)
         finally:
@@ -115,9 +122,10 @@ def check_server_closes_first(handler) -> Verdict:
     with TCPServer(run) as server:
         with socket.create_connection(server.address, timeout=WAIT) as client:
             client_port = client.getsockname()[1]
+            got = b""
             try:
-                while client.recv(4096):  # read until the server closes (EOF)
-                    pass
+                while data := client.recv(4096):  # read until the server closes (EOF)
+                    got += data[:64 - len(got)]   # (a handler that floods: its start is enough)
             except TimeoutError:
                 return Verdict(False, f"the client waited {WAIT:g} s and the server never closed",
                                "the handler must close the connection itself: return from it "
@@ -126,6 +134,10 @@ def check_server_closes_first(handler) -> Verdict:
         states = {s.local[1]: s.state for s in settled_tcp_states(client_port, server.port)}
     server_side = [state for port, state in states.items() if port != client_port]
     client_side = states.get(client_port, "gone")
+    if got != GREETING:
+        return Verdict(False, f"the client got {got!r} before the server closed, not "
+                       f"{GREETING!r}", f"send the greeting first: conn.sendall({GREETING!r}), "
+                       "then close")
     if "TIME-WAIT" in server_side:
         return Verdict(True, "the server closed first, so the server's end is in TIME-WAIT "
                        f"(client's end: {client_side})")

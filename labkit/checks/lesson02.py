@@ -13,6 +13,8 @@ import socket
 import struct
 import sys
 import threading
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from labkit.servers.stream import Dribbler
 from labkit.servers.tcp import TCPServer
@@ -25,6 +27,10 @@ WAIT = 3.0          # seconds a recv() may block before we call it a hang
 MAX_EMPTY = 3       # recv() returning b'' more often than this: looping on a closed peer
 MAX_CALLS = 100_000
 
+# What one call of the student's function did: ("ok", value) | ("raised", exc) |
+# ("spun", None) | ("hung", None)
+Outcome = tuple[str, Any]
+
 
 class _Spinning(BaseException):
     """recv() returned b'' again and again (a BaseException, so `except Exception` can't eat it)."""
@@ -33,7 +39,7 @@ class _Spinning(BaseException):
 class _Watched:
     """The real socket, with recv()/recv_into() watched for looping on b''."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._empty = 0
         self._calls = 0
@@ -46,24 +52,25 @@ class _Watched:
         if self._empty > MAX_EMPTY or self._calls > MAX_CALLS:
             raise _Spinning()
 
-    def recv(self, bufsize, flags=0):
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
         self.asked.append(bufsize)
         data = self._sock.recv(bufsize, flags)
         self._count(len(data) or (bufsize == 0))
         return data
 
-    def recv_into(self, buffer, nbytes=0, flags=0):
+    def recv_into(self, buffer: bytearray | memoryview, nbytes: int = 0, flags: int = 0
+                  ) -> int:
         self.asked.append(nbytes or len(buffer))
         n = self._sock.recv_into(buffer, nbytes, flags)
         self._count(n)
         return n
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
 
 
-def _call(fn, sock, *args):
-    """("ok", value) | ("raised", exc) | ("spun", None) | ("hung", None)."""
+def _call(fn: Callable[..., object], sock: _Watched, *args: object) -> Outcome:
+    """What calling ``fn(sock, *args)`` did (an :data:`Outcome`)."""
     try:
         return "ok", fn(sock, *args)
     except _Spinning:
@@ -74,10 +81,11 @@ def _call(fn, sock, *args):
         return "raised", exc
 
 
-def _session(dribbler: Dribbler, fn, calls, asked: list[list[int]] | None = None):
+def _session(dribbler: Dribbler, fn: Callable[..., object], calls: Sequence[tuple[Any, ...]],
+             asked: list[list[int]] | None = None) -> list[Outcome]:
     """Connect to a dribbling server and call ``fn(sock, *args)`` for each args tuple;
     ``asked`` gets, for each call, the sizes it asked recv() for."""
-    results = []
+    results: list[Outcome] = []
     with TCPServer(handler=dribbler, name="dribbler") as server:
         with socket.create_connection(server.address, timeout=WAIT) as raw:
             sock = _Watched(raw)
@@ -97,7 +105,7 @@ _EOF_HINT = ("recv() returns b'' when the peer has closed the connection: then n
              "saying how many bytes were missing")
 
 
-def _expect_eof(outcome, what: str) -> Verdict:
+def _expect_eof(outcome: Outcome, what: str) -> Verdict:
     kind, value = outcome
     if kind == "spun":
         return Verdict(False, f"{what}: your function kept calling recv() after it returned "
@@ -114,7 +122,8 @@ def _expect_eof(outcome, what: str) -> Verdict:
     return Verdict(True, f"{what}: raised {type(value).__name__}")
 
 
-def _expect_values(results, wanted: list, what: str, hint: str) -> Verdict:
+def _expect_values(results: list[Outcome], wanted: list[bytes], what: str, hint: str
+                   ) -> Verdict:
     # not strict: _session stops at the first call that fails, and that one returns a verdict
     for i, (outcome, want) in enumerate(zip(results, wanted, strict=False)):
         kind, value = outcome
@@ -138,8 +147,8 @@ def _expect_values(results, wanted: list, what: str, hint: str) -> Verdict:
     return Verdict(True, what)
 
 
-def _run_in_thread(body, limit: float = 15.0) -> Verdict:
-    box: list = []
+def _run_in_thread(body: Callable[[], Verdict], limit: float = 15.0) -> Verdict:
+    box: list[Verdict] = []
     thread = threading.Thread(target=lambda: box.append(body()), daemon=True)
     thread.start()
     thread.join(limit)
@@ -150,14 +159,14 @@ def _run_in_thread(body, limit: float = 15.0) -> Verdict:
 
 
 @answers_back
-def check_recv_exactly(recv_exactly) -> Verdict:
+def check_recv_exactly(recv_exactly: Callable[[socket.socket, int], bytes]) -> Verdict:
     """``recv_exactly(sock, n)`` returns exactly n bytes, or raises EOFError if the peer closes."""
     if not callable(recv_exactly):
         return Verdict(False, "recv_exactly is not a function", "define def recv_exactly(sock, n):")
     hint = ("one recv() returns whatever has arrived (maybe fewer bytes than asked): "
             "loop, asking only for what is still missing, until you have n bytes")
 
-    def body():
+    def body() -> Verdict:
         data = b"HELLO, WORLD! 0123456789"
         results = _session(Dribbler(data, piece=3, pause=0.01, then="wait"), recv_exactly,
                            [(5,), (8,), (11,)])
@@ -178,7 +187,7 @@ def _frame(message: bytes) -> bytes:
     return struct.pack("!I", len(message)) + message
 
 
-def _byte_order_mistake(asked: list[list[int]], results, messages: list[bytes]
+def _byte_order_mistake(asked: list[list[int]], results: list[Outcome], messages: list[bytes]
                         ) -> Verdict | None:
     """A verdict naming the little-endian mistake, if the first call that went wrong shows
     it: it asked recv() for its message's length read the wrong way round, or it raised
@@ -212,7 +221,7 @@ _BYTE_ORDER_HINT = ("the length is in network byte order, big-endian (most signi
 
 
 @answers_back
-def check_read_message(read_message) -> Verdict:
+def check_read_message(read_message: Callable[[socket.socket], bytes]) -> Verdict:
     """``read_message(sock)`` reads one length-prefixed message (4-byte big-endian length)."""
     if not callable(read_message):
         return Verdict(False, "read_message is not a function", "define def read_message(sock):")
@@ -225,7 +234,7 @@ def check_read_message(read_message) -> Verdict:
     cuts = [2, 5, 9, 30, 1000, 2000, len(stream)]
     pieces = [stream[a:b] for a, b in itertools.pairwise([0, *cuts])]
 
-    def body():
+    def body() -> Verdict:
         asked: list[list[int]] = []
         results = _session(Dribbler(pieces, pause=0.01, then="wait"), read_message,
                            [()] * len(messages), asked)

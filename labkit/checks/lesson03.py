@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from labkit.servers.relay import AckReceiver, UDPRelay
 from labkit.servers.udp import UDPServer
@@ -22,17 +24,21 @@ LOSSY = dict(drop=0.25, duplicate=0.2, reorder=0.15, seed=2)
 LIMIT = 15.0  # seconds the whole run may take
 HOLE_LIMIT = 5.0  # seconds the sender may take to give up on a black hole
 
+# send_reliably(sock, messages): the student's stop-and-wait sender
+Sender = Callable[[socket.socket, list[bytes]], object]
 
-def _run(send_reliably, messages, relay_args, limit=LIMIT) -> tuple[str, object, AckReceiver]:
+
+def _run(send_reliably: Sender, messages: list[bytes], relay_args: dict[str, Any],
+         limit: float = LIMIT) -> tuple[str, object, AckReceiver]:
     """Returns (outcome, value, receiver): outcome is ok / raised / timeout."""
     receiver = AckReceiver()
-    box: list = []
+    box: list[tuple[str, object]] = []
     with UDPServer(handler=receiver, name="receiver") as server, \
             UDPRelay(server, **relay_args) as relay, \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.connect(relay.address)
 
-        def call():
+        def call() -> None:
             try:
                 box.append(("ok", send_reliably(sock, messages)))
             except Exception as exc:  # noqa: BLE001 - the student's exception is the answer
@@ -48,7 +54,8 @@ def _run(send_reliably, messages, relay_args, limit=LIMIT) -> tuple[str, object,
     return box[0][0], box[0][1], receiver
 
 
-def _delivery(outcome, value, receiver, messages) -> Verdict:
+def _delivery(outcome: str, value: object, receiver: AckReceiver, messages: list[bytes]
+              ) -> Verdict:
     hint_seq = ("every datagram carries its sequence number, in the format the exercise gives; "
                 "resend it after each timeout, and move on only when an ACK carrying that same "
                 "sequence number comes back; ignore any other ACK (a late or duplicated one)")
@@ -73,7 +80,7 @@ def _delivery(outcome, value, receiver, messages) -> Verdict:
 
 
 @answers_back
-def check_send_reliably(send_reliably) -> Verdict:
+def check_send_reliably(send_reliably: Sender) -> Verdict:
     """``send_reliably(sock, messages)`` on a UDP socket connected to a lossy relay."""
     if not callable(send_reliably):
         return Verdict(False, "send_reliably is not a function",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import http.server
 import socket
+from collections.abc import Callable
+from typing import Any
 
 import requests
 
@@ -57,7 +59,7 @@ def _live_case(n: int = 20) -> tuple[str, bytes, bytes]:
 
 
 @answers_back
-def check_dechunk(dechunk) -> Verdict:
+def check_dechunk(dechunk: Callable[[bytes], bytes]) -> Verdict:
     """Run ``dechunk(body) -> bytes`` on chunked bodies, ending with a real server's."""
     if not callable(dechunk):
         return Verdict(False, f"dechunk should be a function, not {type(dechunk).__name__}",
@@ -87,15 +89,18 @@ def check_dechunk(dechunk) -> Verdict:
 
 # -- exercise 2: a requests Session that gives up in time and retries a 503 ---------------------
 PATIENCE = 5.0        # s the check waits for one call before it calls it hung
+# fetch(session, url): the student's function, what session.get() returns
+Fetch = Callable[[requests.Session, str], object]
 RETRIES = 2           # retries of a 503 the exercise asks for (timeouts: 0.2 s, 0.3 s)
 
 
-def _flaky_handler(failures: int, seen: list[str]):
+def _flaky_handler(failures: int, seen: list[str]
+                   ) -> type[http.server.BaseHTTPRequestHandler]:
     """An http.server handler: ``failures`` times 503, then 200 (-1: 503 for ever)."""
     class Flaky(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self):
+        def do_GET(self) -> None:
             seen.append(self.path)
             code = 503 if failures < 0 or len(seen) <= failures else 200
             body = b"busy\n" if code == 503 else b"done\n"
@@ -104,12 +109,12 @@ def _flaky_handler(failures: int, seen: list[str]):
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format, *args):
+        def log_message(self, format: str, *args: Any) -> None:
             pass
     return Flaky
 
 
-def _call(fetch, session, url: str) -> tuple[str, object]:
+def _call(fetch: Fetch, session: requests.Session, url: str) -> tuple[str, object]:
     """(outcome, value): outcome "ok", "raised" or "running" (still, after PATIENCE s)."""
     call = StudentCall(fetch, session, url)
     call.wait(PATIENCE)
@@ -117,7 +122,7 @@ def _call(fetch, session, url: str) -> tuple[str, object]:
 
 
 @answers_back
-def check_patient_fetch(make_session) -> Verdict:
+def check_patient_fetch(make_session: Callable[[], tuple[requests.Session, Fetch]]) -> Verdict:
     """``make_session()`` returns ``(session, fetch)``; ``fetch(session, url)`` gets ``url``,
     giving up connecting after 0.2 s and waiting after 0.3 s, and retrying a 503 twice.
 
@@ -179,7 +184,7 @@ def check_patient_fetch(make_session) -> Verdict:
                          "ConnectTimeout from one that never accepts")
 
 
-def _silent(conn: socket.socket, addr) -> None:
+def _silent(conn: socket.socket, addr: Any) -> None:
     try:
         while conn.recv(4096):
             pass

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import http.client
+from typing import TYPE_CHECKING
 
-from labkit.servers.base import ServerError
+from labkit.servers.base import LabServer, ServerError
 
 from . import Verdict, answers_back
+
+if TYPE_CHECKING:
+    from wsgiref.types import WSGIApplication
 
 __all__ = ["check_greet"]
 
@@ -34,7 +38,8 @@ _HINT_ROUTES = "200 for /greet?name=..., 400 for /greet without a name, 404 for 
 _HINT_BODY = "the body is f'Hello, {name}!\\n', encoded to bytes"
 
 
-def _ask(server, method: str, target: str):
+def _ask(server: LabServer, method: str, target: str
+         ) -> tuple[int, str, str | None, bytes]:
     """(status, Content-Type, Content-Length, every body byte sent before the server closed).
 
     Read raw, not with http.client: a client stops at Content-Length, so a wrong one
@@ -58,7 +63,7 @@ def _ask(server, method: str, target: str):
     return status, headers.get("content-type", ""), headers.get("content-length"), body
 
 
-def _check_answers(server) -> Verdict | None:
+def _check_answers(server: LabServer) -> Verdict | None:
     for method, target, status, body in REQUESTS:
         try:
             got_status, ctype, length, got_body = _ask(server, method, target)
@@ -85,7 +90,7 @@ def _check_answers(server) -> Verdict | None:
 
 
 @answers_back
-def check_greet(app) -> Verdict:
+def check_greet(app: WSGIApplication) -> Verdict:
     """Serve ``app`` (a WSGI callable or a Flask app) and send it real requests."""
     from labkit.servers.wsgi import WSGIServer
 

@@ -12,8 +12,14 @@ from __future__ import annotations
 import random
 import secrets
 import ssl
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING
 
 from . import NOT_WRITTEN, Verdict, answers_back, unfinished, verdict
+
+if TYPE_CHECKING:
+    from labkit.capture.capture import Capture
+    from labkit.servers.tls import LocalCA
 
 __all__ = ["check_diagnose", "check_server_name", "check_versions_spoken"]
 
@@ -23,7 +29,7 @@ _HINT_TRUST = ("start from ssl.create_default_context(), which verifies, and tel
 LABELS = ("trusted", "unknown CA", "wrong name", "expired")
 
 
-def _cases(ca):
+def _cases(ca: LocalCA) -> tuple[LocalCA, list[tuple[str, ssl.SSLContext, str, str]]]:
     """(what, server context, host name asked for, right label) for check_diagnose."""
     from labkit.servers.tls import LocalCA
 
@@ -57,7 +63,7 @@ def _diagnose_hint(said: str, right: str) -> str:
 
 
 @answers_back
-def check_diagnose(diagnose, ca) -> Verdict:
+def check_diagnose(diagnose: Callable[[tuple[str, int], str], str], ca: LocalCA) -> Verdict:
     """``diagnose(address, hostname)`` says, for lab servers made to fail in known ways,
     'trusted', 'unknown CA', 'wrong name' or 'expired'."""
     from labkit.servers.tls import TLSServer
@@ -118,7 +124,7 @@ def _client_hello(name: str, alpn: list[str] | None = None, tls12: bool = False)
 
 
 @answers_back
-def check_server_name(server_name, wire) -> Verdict:
+def check_server_name(server_name: Callable[[bytes], str], wire: Capture) -> Verdict:
     """``server_name(hello: bytes) -> str`` finds the SNI in ClientHellos it has never seen,
     then names the server the ``wire``'s client asked for."""
     from labkit.views.tls import client_hello
@@ -145,8 +151,9 @@ def check_server_name(server_name, wire) -> Verdict:
                            "the name travels as ASCII bytes: decode them")
         if got != name:
             return Verdict(False, f"with {what}, you returned {got!r}", _HINT_SNI)
-    first = next((s for s in wire.segments if s.src == "client" and s.length), None)
-    if first is None:
+    first = next((s for s in wire.segments if s.src == "client" and s.length
+                  and s.packet is not None and "TCP" in s.packet), None)
+    if first is None or first.packet is None:
         return Verdict(False, "the capture holds no ClientHello",
                        "pass the capture of the exercise, `mystery`")
     expected = client_hello(wire).get("sni")
@@ -161,11 +168,11 @@ def check_server_name(server_name, wire) -> Verdict:
 _VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 
 
-def _version_set(answer) -> set | None:
+def _version_set(answer: object) -> set[ssl.TLSVersion] | None:
     """The answer as a set of ssl.TLSVersion (strings like 'TLSv1.3' accepted), or None."""
     if not isinstance(answer, (set, frozenset, list, tuple)):
         return None
-    found = set()
+    found: set[ssl.TLSVersion] = set()
     for item in answer:
         if isinstance(item, ssl.TLSVersion):
             found.add(item)
@@ -176,12 +183,14 @@ def _version_set(answer) -> set | None:
     return found
 
 
-def _names(versions: set) -> str:
+def _names(versions: set[ssl.TLSVersion]) -> str:
     return "{" + ", ".join(sorted(v.name for v in versions)) + "}" if versions else "none"
 
 
 @answers_back
-def check_versions_spoken(versions_spoken, ca) -> Verdict:
+def check_versions_spoken(versions_spoken: Callable[[tuple[str, int]],
+                                                    Collection[ssl.TLSVersion | str]],
+                          ca: LocalCA) -> Verdict:
     """``versions_spoken(address)`` finds which of TLS 1.2 and 1.3 a lab server accepts, for
     a modern server, one stuck on TLS 1.2 and one that insists on TLS 1.3."""
     from labkit.servers.tls import TLSServer
@@ -200,7 +209,7 @@ def check_versions_spoken(versions_spoken, ca) -> Verdict:
     pin = ("a context agrees to a range of versions, and a handshake settles on the highest "
            "both sides speak: to try one version, set both minimum_version and "
            "maximum_version to it")
-    answers = {}
+    answers: dict[str, tuple[set[ssl.TLSVersion], set[ssl.TLSVersion]]] = {}
     for what, context, right in servers:
         with TLSServer(context=context) as server:
             try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import socket
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
 
 from labkit.servers import load as _load
 from labkit.servers.base import ServerError
@@ -15,9 +17,14 @@ __all__ = ["check_asyncio_upper", "check_does_not_block"]
 
 CLIENTS = 50
 
+# async def serve(listener, stop): the student's asyncio server
+AsyncServe = Callable[[socket.socket, asyncio.Event], Coroutine[Any, Any, object]]
+# async def handler(reader, writer): asyncio.start_server's connection handler
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, object]]
+
 
 @answers_back
-def check_asyncio_upper(serve) -> Verdict:
+def check_asyncio_upper(serve: AsyncServe) -> Verdict:
     """``serve(listener, stop)`` is asyncio and answers 50 concurrent clients in upper case."""
     if not callable(serve):
         return Verdict(False, f"give the function itself, not {type(serve).__name__}",
@@ -27,14 +34,14 @@ def check_asyncio_upper(serve) -> Verdict:
                        "make it an `async def` whose connections asyncio.start_server "
                        "accepts (it can take the listening socket you are given)")
     message = b"hello from client\n"
-    returned_early = []
+    returned_early: list[bool] = []
     loop_ran: list[bool] = []  # empty: serve() never gave the event loop control
     blocked: list[bool] = []   # serve() ended (raised) before it ever did
 
     def never_yielded() -> bool:
         return bool(blocked) or not loop_ran
 
-    async def watched(listener, stop):
+    async def watched(listener: socket.socket, stop: asyncio.Event) -> None:
         # runs at the loop's next turn, i.e. as soon as serve() first awaits something
         asyncio.get_running_loop().call_soon(loop_ran.append, True)
         try:
@@ -89,7 +96,7 @@ def check_asyncio_upper(serve) -> Verdict:
     )
 
 
-def _blocked_loop(serve) -> Verdict:
+def _blocked_loop(serve: Callable[..., object]) -> Verdict:
     return Verdict(False, f"{serve.__name__} never let the event loop run: a blocking call "
                    "inside `async def` (listener.accept(), a socket's recv(), time.sleep()) stops "
                    "the whole loop, so no other client can be served",
@@ -107,57 +114,59 @@ class _LoopWatch:
     This is decided by the order of events, not by a clock, so load cannot change it.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.replies = 0
         self.blocked = 0
         self._waiting: list[bool] | None = None
 
-    def _got_data(self):
+    def _got_data(self) -> None:
         yielded = [False]
         self._waiting = yielded
         asyncio.get_running_loop().call_soon(yielded.__setitem__, 0, True)
 
-    def _replied(self):
+    def _replied(self) -> None:
         if self._waiting is not None:
             self.replies += 1
             self.blocked += not self._waiting[0]
             self._waiting = None
 
-    def reader(self, reader):
+    def reader(self, reader: asyncio.StreamReader) -> asyncio.StreamReader:
+        """``reader``, its reads noted (a stand-in: the handler cannot tell)."""
         watch = self
 
         class Reader:
-            def __getattr__(self, name):
+            def __getattr__(self, name: str) -> Any:
                 attr = getattr(reader, name)
                 if name not in ("read", "readline", "readexactly", "readuntil"):
                     return attr
 
-                async def read(*args, **kwargs):
+                async def read(*args: Any, **kwargs: Any) -> bytes:
                     data = await attr(*args, **kwargs)
                     if data:
                         watch._got_data()
-                    return data
+                    return bytes(data)
                 return read
-        return Reader()
+        return cast(asyncio.StreamReader, Reader())
 
-    def writer(self, writer):
+    def writer(self, writer: asyncio.StreamWriter) -> asyncio.StreamWriter:
+        """``writer``, its writes noted (a stand-in: the handler cannot tell)."""
         watch = self
 
         class Writer:
-            def __getattr__(self, name):
+            def __getattr__(self, name: str) -> Any:
                 attr = getattr(writer, name)
                 if name not in ("write", "writelines"):
                     return attr
 
-                def write(*args, **kwargs):
+                def write(*args: Any, **kwargs: Any) -> Any:
                     watch._replied()
                     return attr(*args, **kwargs)
                 return write
-        return Writer()
+        return cast(asyncio.StreamWriter, Writer())
 
 
 @answers_back
-def check_does_not_block(handler, *, clients: int = 6) -> Verdict:
+def check_does_not_block(handler: Handler, *, clients: int = 6) -> Verdict:
     """``handler(reader, writer)`` does its 'work' without blocking the event loop."""
     if not inspect.iscoroutinefunction(handler):
         return Verdict(False, f"{getattr(handler, '__name__', handler)!r} is not `async def`",
@@ -166,7 +175,8 @@ def check_does_not_block(handler, *, clients: int = 6) -> Verdict:
     raised: list[BaseException] = []
     watches: list[_LoopWatch] = []
 
-    async def guarded(reader, writer):  # asyncio would only log a handler's exception
+    # asyncio would only log a handler's exception
+    async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         watch = _LoopWatch()
         watches.append(watch)
         try:
@@ -175,7 +185,7 @@ def check_does_not_block(handler, *, clients: int = 6) -> Verdict:
             raised.append(exc)
             writer.close()
 
-    async def serve(listener, stop):
+    async def serve(listener: socket.socket, stop: asyncio.Event) -> None:
         server = await asyncio.start_server(guarded, sock=listener)
         async with server:
             await stop.wait()

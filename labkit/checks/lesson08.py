@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from labkit.servers.base import ServerError
-from labkit.servers.websocket import WebSocketServer
+from labkit.servers.websocket import WebSocketHandler, WebSocketServer
 
 from . import NOT_WRITTEN, Verdict, answers_back, unfinished, verdict
+
+if TYPE_CHECKING:
+    from websockets.asyncio.client import ClientConnection
 
 __all__ = ["check_unmask", "check_named_chat"]
 
@@ -32,7 +37,7 @@ CASES = [  # (what it is, payload, where the length is written)
 
 
 @answers_back
-def check_unmask(unmask) -> Verdict:
+def check_unmask(unmask: Callable[[bytes], bytes]) -> Verdict:
     """``unmask(frame: bytes) -> bytes`` returns the payload of one masked client frame."""
     if not callable(unmask):
         return Verdict(False, f"give the function itself, not {type(unmask).__name__}",
@@ -68,13 +73,13 @@ async def _named_chat_scenario(server: WebSocketServer) -> tuple[str, str] | Non
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
-    async def next_message(ws, who):
+    async def next_message(ws: ClientConnection, who: str) -> str | bytes:
         try:
             return await asyncio.wait_for(ws.recv(), 2)
         except TimeoutError:
             raise AssertionError(f"{who} waited 2 s and got no message") from None
 
-    async def after_cid_vanished(ann, ben):
+    async def after_cid_vanished(ann: ClientConnection, ben: ClientConnection) -> str | None:
         # Both talk twice: a handler that still sends to cid may fail only on a later message.
         for (sender, said), (reader, name) in [((ben, "ben"), (ann, "ann")),
                                                ((ann, "ann"), (ben, "ben"))] * 2:
@@ -108,6 +113,7 @@ async def _named_chat_scenario(server: WebSocketServer) -> tuple[str, str] | Non
         await next_message(cid, "cid")          # 'ben: hi ann'
     except AssertionError as exc:
         return str(exc), _HINT_CHAT
+    wrong: str | None
     try:
         cid.transport.abort()                    # cid vanishes: no close frame
         # Go on once cid's handler has returned (its `finally:` ran), so the verdict
@@ -128,7 +134,7 @@ async def _named_chat_scenario(server: WebSocketServer) -> tuple[str, str] | Non
 
 
 @answers_back
-async def check_named_chat(handler) -> Verdict:
+async def check_named_chat(handler: WebSocketHandler) -> Verdict:
     """``handler(websocket)``: first message is a name; then 'name: text' goes to the others."""
     if not inspect.iscoroutinefunction(handler):
         return Verdict(False, f"{getattr(handler, '__name__', handler)!r} is not `async def`",

@@ -16,6 +16,8 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 from labkit.net.hosts import LabNetwork
 from labkit.net.impairment import Impairment
@@ -39,9 +41,12 @@ IN_FLIGHT = 4         # new datagrams arriving within one round trip: a window, 
 BUSY_TOLERANCE = 0.005  # s: frames later than this can spread a window over a round trip
 SEQ = struct.Struct("!I")
 
+# send_file(sock, chunks): the student's sliding-window sender
+Sender = Callable[[socket.socket, list[bytes]], object]
+
 
 @answers_back
-def check_mathis_prediction(predicted_mbit) -> Verdict:
+def check_mathis_prediction(predicted_mbit: float) -> Verdict:
     """``predicted_mbit``: the throughput (Mbit/s) Mathis predicts for ``PREDICT``."""
     if isinstance(predicted_mbit, bool) or not isinstance(predicted_mbit, (int, float)):
         return Verdict(False, f"the prediction should be a number of Mbit/s, not "
@@ -74,11 +79,11 @@ def check_mathis_prediction(predicted_mbit) -> Verdict:
 class _WatchingReceiver(AckReceiver):
     """Lesson 03's receiver, noting when each sequence number first arrived."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.first_seen: dict[int, float] = {}
 
-    def __call__(self, data: bytes, addr) -> bytes | None:
+    def __call__(self, data: bytes, addr: Any) -> bytes | None:
         if len(data) >= SEQ.size:
             self.first_seen.setdefault(SEQ.unpack_from(data)[0], time.monotonic())
         return super().__call__(data, addr)
@@ -95,11 +100,12 @@ class _WatchingReceiver(AckReceiver):
         return best
 
 
-def _run(send_file, chunks) -> tuple[str, object, _WatchingReceiver, str | None]:
+def _run(send_file: Sender, chunks: list[bytes]
+         ) -> tuple[str, object, _WatchingReceiver, str | None]:
     """(outcome, value, receiver, busy): outcome is ok / raised / timeout; busy is the
     link's sentence if the machine made it late (the timings are then the machine's)."""
     receiver = _WatchingReceiver()
-    box: list = []
+    box: list[tuple[str, object]] = []
     with LabNetwork(WINDOW_LINK) as net:
         with net.on("server"), UDPServer(handler=receiver, host=net.addresses["server"],
                                          name="receiver") as server:
@@ -107,7 +113,7 @@ def _run(send_file, chunks) -> tuple[str, object, _WatchingReceiver, str | None]
                 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 sock.connect(server.address)
 
-                def call():
+                def call() -> None:
                     try:
                         box.append(("ok", send_file(sock, list(chunks))))
                     except Exception as exc:  # noqa: BLE001 - the student's exception is the answer
@@ -126,7 +132,7 @@ def _run(send_file, chunks) -> tuple[str, object, _WatchingReceiver, str | None]
 
 
 @answers_back
-def check_sliding_window(send_file) -> Verdict:
+def check_sliding_window(send_file: Sender) -> Verdict:
     """``send_file(sock, chunks)`` with a UDP socket connected to the receiver."""
     if not callable(send_file):
         return Verdict(False, "send_file is not a function",

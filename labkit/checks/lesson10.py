@@ -22,7 +22,8 @@ import re
 import select
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from labkit.net.hosts import LabNetwork
 from labkit.net.topology import Cable
@@ -97,11 +98,12 @@ def _normal(rule: str) -> str:
 
 
 # -- exercise 1: traceroute -----------------------------------------------------------------
-def _call_on(net: LabNetwork, host: str, function, *args) -> tuple[str, object]:
+def _call_on(net: LabNetwork, host: str, function: Callable[..., object], *args: object
+             ) -> tuple[str, object]:
     """Run ``function(*args)`` in a thread on ``host``: ("ok" | "raised" | "timeout", value)."""
-    box: list = []
+    box: list[tuple[str, object]] = []
 
-    def call():
+    def call() -> None:
         try:
             box.append(("ok", function(*args)))
         except Exception as exc:  # noqa: BLE001 - the student's exception is the answer
@@ -115,7 +117,7 @@ def _call_on(net: LabNetwork, host: str, function, *args) -> tuple[str, object]:
 
 
 @answers_back
-def check_traceroute(traceroute) -> Verdict:
+def check_traceroute(traceroute: Callable[[str], list[str | None]]) -> Verdict:
     """``traceroute(address)`` on the client of client — r1 — r2 — r3 — server, where r2
     stays silent: it should return ``[r1, None, r3, server]`` (each as an address)."""
     if not callable(traceroute):
@@ -131,7 +133,8 @@ def check_traceroute(traceroute) -> Verdict:
     return _judge_hops(outcome, hops, expected, target)
 
 
-def _judge_hops(outcome: str, hops, expected: list, target: str) -> Verdict:
+def _judge_hops(outcome: str, hops: object, expected: list[str | None], target: str
+                ) -> Verdict:
     silent = expected.index(None) + 1
     if outcome == "raised" and isinstance(hops, BaseException):
         if unfinished(hops):
@@ -200,7 +203,7 @@ def _arrives(sock: socket.socket, sink: socket.socket, size: int) -> bool:
     return False
 
 
-def measure_path(net: LabNetwork, links: int = len(PATH_MTUS)) -> dict:
+def measure_path(net: LabNetwork, links: int = len(PATH_MTUS)) -> dict[str, Any]:
     """Client to server over at most ``links`` links: the path MTU (the kernel's, found by
     probing with DF), whether the largest DF payload crosses and one byte more does not,
     and the fragments a DATAGRAM-byte payload sent without DF arrives in."""
@@ -242,7 +245,7 @@ def _reassembly_requests(net: LabNetwork) -> int:
     return int(values[names.index("ReasmReqds")])
 
 
-def _prediction(value) -> Verdict | tuple:
+def _prediction(value: object) -> Verdict | tuple[int | None, ...]:
     """``value`` as (path MTU, payload, fragments), each a whole number or None; or why not."""
     form = "prediction = (path MTU, largest payload, fragments), e.g. (1234, None, None)"
     if not isinstance(value, (tuple, list)) or len(value) != 3:
@@ -255,7 +258,7 @@ def _prediction(value) -> Verdict | tuple:
 
 
 @answers_back
-def check_path_mtu(prediction) -> Verdict:
+def check_path_mtu(prediction: tuple[int | None, int | None, int | None]) -> Verdict:
     """``prediction``: (path MTU, largest UDP payload with DF, fragments) for
     :func:`path_mtu_network`, each checked against the network (None: not yet)."""
     answer = _prediction(prediction)
@@ -270,8 +273,9 @@ def check_path_mtu(prediction) -> Verdict:
                        "run the check again; if it says the same, report it")
     mtu, largest, count = found["mtu"], found["largest"], found["fragments"]
     if path_mtu != mtu:
-        slips = {PATH_MTUS[0]: "that is the first link's MTU: every link on the way counts",
-                 max(PATH_MTUS): "the biggest link does not matter: the smallest one does"}
+        slips: dict[int | None, str] = {
+            PATH_MTUS[0]: "that is the first link's MTU: every link on the way counts",
+            max(PATH_MTUS): "the biggest link does not matter: the smallest one does"}
         return Verdict(False, f"the path MTU is not {path_mtu}",
                        slips.get(path_mtu, "a packet with DF set must fit every link it "
                                            "crosses: the path MTU is the smallest link MTU"))
@@ -350,7 +354,7 @@ def _connects(net: LabNetwork) -> str:
 
 
 @answers_back
-def check_culprit(culprit) -> Verdict:
+def check_culprit(culprit: tuple[str, str]) -> Verdict:
     """``culprit``: (host, rule) - the rule as ``nft list ruleset`` shows it on that host."""
     hint = "write culprit = (\"host\", \"the rule as nft list ruleset shows it\")"
     if (not isinstance(culprit, tuple) or len(culprit) != 2

@@ -15,12 +15,22 @@ times a stub resolver sends them), so the answers differ from the lesson's own.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from labkit.net.hosts import LabNetwork
 from labkit.net.topology import Cable
 from labkit.servers.dns import DNSServer
 
 from . import NOT_WRITTEN, StudentCall, Verdict, answers_back, unfinished
+
+if TYPE_CHECKING:
+    from scapy.packet import Packet
+
+    from labkit.capture.flows import Segment
+
+Resolve = Callable[[str, str], list[str]]
+Diagnose = Callable[[Sequence["Segment"]], tuple[str | None, float]]
 
 __all__ = ["check_resolve", "check_first_family", "check_diagnose", "hierarchy_network",
            "first_family", "SYN_RETRY", "slow_lookup"]
@@ -33,7 +43,7 @@ SYN_RETRY = 1.0     # seconds until Linux sends a SYN again (its first retransmi
 
 
 # -- exercise 1: resolve a name from the root ------------------------------------------------
-def hierarchy_network() -> tuple[LabNetwork, dict]:
+def hierarchy_network() -> tuple[LabNetwork, dict[str, DNSServer]]:
     """client — r1 — root, tld, uni, cs (started), each with its DNS server; and the
     servers by name. The caller stops the network."""
     net = LabNetwork(*(Cable("r1", host) for host in ("client", "root", "tld", "uni", "cs")))
@@ -56,7 +66,7 @@ def hierarchy_network() -> tuple[LabNetwork, dict]:
     return net, servers
 
 
-def _ask(net: LabNetwork, resolve, name: str, root: str) -> StudentCall:
+def _ask(net: LabNetwork, resolve: Resolve, name: str, root: str) -> StudentCall:
     with net.on("client"):  # its thread (and sockets) belong to the client
         call = StudentCall(resolve, name, root)
     call.wait(LIMIT)
@@ -64,7 +74,7 @@ def _ask(net: LabNetwork, resolve, name: str, root: str) -> StudentCall:
 
 
 @answers_back
-def check_resolve(resolve) -> Verdict:
+def check_resolve(resolve: Resolve) -> Verdict:
     """``resolve(name, server)`` should walk from ``server`` (a root) down the referrals and
     return the name's IPv4 addresses, or [] for a name that does not exist."""
     if not callable(resolve):
@@ -81,8 +91,8 @@ def check_resolve(resolve) -> Verdict:
     return _judge(found, missing, asked, net.addresses)
 
 
-def _judge(found: StudentCall, missing: StudentCall | None, asked: dict,
-           addresses: dict) -> Verdict:
+def _judge(found: StudentCall, missing: StudentCall | None, asked: dict[str, list[str]],
+           addresses: dict[str, str]) -> Verdict:
     glue = {addresses[host] for host in ("tld", "uni", "cs")}
     if found.outcome == "running":
         return Verdict(False, f"resolve({NAME!r}, root) was still running after {LIMIT:.0f} s",
@@ -140,7 +150,7 @@ DELAYS = (0.1, 0.5, 2.0, None)
 
 
 @answers_back
-def check_first_family(prediction) -> Verdict:
+def check_first_family(prediction: dict[float | None, str]) -> Verdict:
     """``prediction``: {happy_eyeballs_delay: "IPv6" or "IPv4"} for the delays 0.1, 0.5, 2.0
     and None, when the IPv6 path loses the first SYN."""
     if not isinstance(prediction, dict) or set(prediction) != set(DELAYS):
@@ -172,7 +182,7 @@ def check_first_family(prediction) -> Verdict:
 
 # -- exercise 3: why is this lookup slow? ----------------------------------------------------
 def slow_lookup(servers: list[str], silent: set[str], timeout: float,
-                start: float = 100.0) -> list:
+                start: float = 100.0) -> list[Packet]:
     """The packets a stub resolver's lookup of an A and an AAAA record sends and gets,
     asking ``servers`` in turn (``timeout`` seconds each) and never heard from by the
     ``silent`` ones: Ethernet frames with times, as a capture on the client has them."""
@@ -181,9 +191,9 @@ def slow_lookup(servers: list[str], silent: set[str], timeout: float,
     from scapy.layers.l2 import Ether
 
     client, port, t = "10.0.0.1", 41000, start
-    packets: list = []
+    packets: list[Packet] = []
     for server in servers:
-        queries = []
+        queries: list[DNSRecord] = []
         for qid, kind in ((4000 + len(packets), "A"), (4001 + len(packets), "AAAA")):
             query = DNSRecord.question("www.netlab.test", kind)
             query.header.id = qid
@@ -212,7 +222,7 @@ def slow_lookup(servers: list[str], silent: set[str], timeout: float,
 CLIENT_MAC, ROUTER_MAC = "02:00:0a:00:00:01", "02:00:0a:00:00:02"  # (Scapy looks up none)
 
 
-def _frame(pkt, t: float):
+def _frame(pkt: Packet, t: float) -> Packet:
     from scapy.layers.l2 import Ether
 
     frame = Ether(bytes(pkt))
@@ -234,7 +244,7 @@ def _expected(servers: list[str], silent: set[str], timeout: float) -> tuple[str
 
 
 @answers_back
-def check_diagnose(diagnose) -> Verdict:
+def check_diagnose(diagnose: Diagnose) -> Verdict:
     """``diagnose(segments)`` → (the address of the name server that never answered, or
     None; the seconds the lookup lost waiting for it, 0 if none)."""
     from labkit.capture.flows import segments
@@ -262,7 +272,8 @@ def check_diagnose(diagnose) -> Verdict:
                          "culprit for a quick one")
 
 
-def _judge_diagnosis(answer, expected: tuple[str | None, float], servers: list[str]):
+def _judge_diagnosis(answer: object, expected: tuple[str | None, float], servers: list[str]
+                     ) -> Verdict | None:
     if not isinstance(answer, tuple) or len(answer) != 2:
         return Verdict(False, f"diagnose returned {answer!r}, not (address, seconds)",
                        "return a tuple: (the server's address or None, seconds as a number)")

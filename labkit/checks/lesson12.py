@@ -20,6 +20,7 @@ import selectors
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 from labkit.net.hosts import LabNetwork
 from labkit.net.impairment import Impairment
@@ -28,6 +29,9 @@ from labkit.servers.tcp import TCPServer
 from labkit.servers.vanish import forget
 
 from . import NOT_WRITTEN, StudentCall, Verdict, answers_back, unfinished
+
+# ask(conn, address, question) -> (conn, answer): the student's function of exercise 2
+Ask = Callable[[socket.socket, tuple[str, int], bytes], tuple[socket.socket, bytes]]
 
 __all__ = ["check_keepalive_within", "check_ask", "DEADLINES"]
 
@@ -138,7 +142,7 @@ def _cut_and_wait(net: LabNetwork, socks: list[socket.socket], limit: float) -> 
     return ended
 
 
-def _quiet(conn: socket.socket, addr) -> None:
+def _quiet(conn: socket.socket, addr: Any) -> None:
     """A server that reads and never answers (until the client's kernel gives up)."""
     try:
         while conn.recv(4096):
@@ -148,7 +152,8 @@ def _quiet(conn: socket.socket, addr) -> None:
 
 
 @answers_back
-def check_keepalive_within(keepalive_within: Callable) -> Verdict:
+def check_keepalive_within(keepalive_within: Callable[[socket.socket, int], object]
+                           ) -> Verdict:
     """``keepalive_within(sock, seconds)`` sets keepalive on ``sock`` so that the kernel gives
     up on a silent peer of an idle connection ``seconds`` after it fell silent (whole
     seconds: not later, and not sooner), after at least 2 unanswered probes."""
@@ -201,7 +206,8 @@ def check_keepalive_within(keepalive_within: Callable) -> Verdict:
 
 
 # -- exercise 2: ask again, once, on a fresh connection ---------------------------------------
-def _asking(net: LabNetwork, ask: Callable, conn, address, question: bytes) -> StudentCall:
+def _asking(net: LabNetwork, ask: Ask, conn: socket.socket, address: tuple[str, int],
+            question: bytes) -> StudentCall:
     """The student's ask() started in a thread of the client host (it connects from there)."""
     with net.on("client"):
         return StudentCall(ask, conn, address, question)
@@ -255,7 +261,7 @@ def _result(asking: StudentCall, step: str) -> tuple[socket.socket, bytes] | Ver
 
 
 @answers_back
-def check_ask(ask: Callable) -> Verdict:
+def check_ask(ask: Ask) -> Verdict:
     """``ask(conn, address, question) -> (conn, answer)`` asks on ``conn``; if the server
     forgot that connection, it asks once more on a new connection to ``address``."""
     if not callable(ask):

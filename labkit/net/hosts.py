@@ -145,6 +145,14 @@ class LabNetwork:
     subnets a host is on). ``ipv6``: IPv6 beside IPv4 on every interface (default False).
     ``trace_limit``: how many frames ``net.link.trace`` keeps (0: none, fastest).
     Use it as a context manager, or ``net = LabNetwork(...).start()`` ... ``net.stop()``.
+
+    Attributes:
+        topology: the plan: hosts, interfaces, addresses and routes (a ``Topology``)
+        addresses: each host's first address: ``{"client": "10.0.0.1", ...}``
+        arp: ``"static"`` (no ARP on the wire) or ``"dynamic"`` (hosts ask)
+        link: the user-space link the impaired cables cross (None: none is impaired)
+        ipv6: True: every interface has IPv6 addresses too (link-local and a unique local
+            ``fd00:...``), routes for both families
     """
 
     def __init__(self, *cables: Impairment | Cable, up: Impairment | None = None,
@@ -403,6 +411,7 @@ class LabNetwork:
 
     # -- building and taking down ---------------------------------------------------------
     def start(self) -> LabNetwork:
+        """Build the network (namespaces, cables, addresses, routes); ``stop()`` undoes it."""
         if self._state != "new":
             raise RuntimeError("a LabNetwork runs once: make a new one")
         if os.geteuid() != 0:

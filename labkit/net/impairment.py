@@ -40,6 +40,12 @@ class GilbertElliott:
     length 1/r frames; mean loss ``mean_loss``.
 
         >>> GilbertElliott(p=0.01, r=0.25).mean_loss     # bursts of 4, 3.8 % lost
+
+    Attributes:
+        p: the chance per frame of going from the good state to the bad one
+        r: the chance per frame of going from the bad state back to the good one
+        loss_bad: the chance a frame is lost in the bad state
+        loss_good: the chance a frame is lost in the good state
     """
 
     p: float
@@ -55,6 +61,7 @@ class GilbertElliott:
 
     @property
     def mean_loss(self) -> float:
+        """The fraction of frames lost in the long run."""
         bad = self.p / (self.p + self.r)
         return bad * self.loss_bad + (1 - bad) * self.loss_good
 
@@ -63,21 +70,25 @@ class GilbertElliott:
 class Impairment:
     """One direction's impairments; a bad value raises ValueError before anything starts.
 
-    delay, jitter  seconds (one way); jitter is a normal spread around delay
-    loss           chance a frame is lost (0.01 = 1 %)
-    burst          bursty loss instead: GilbertElliott, or a dict / (p, r[, loss_bad, loss_good])
-    duplicate      chance a frame arrives twice
-    reorder        chance a frame is held back and arrives after the next one
-    rate           bottleneck in bit/s (IP bytes, as Mahimahi counts), or None
-    queue          the bottleneck's buffer: bytes (int, ≥ one MTU) or "100 packets";
-                   None = no limit. Needs rate or trace.
-    mtu            largest IP packet in bytes; bigger frames are dropped
-    trace          Mahimahi packet-delivery trace: a path or a list of ms, one per
-                   1500-byte delivery opportunity, looping (instead of rate)
-    seed           the random generator's seed: same seed, same fates
-
         >>> Impairment(delay=0.020, loss=0.01, seed=1)
         >>> Impairment(rate=10e6, queue="100 packets")
+
+    Attributes:
+        delay: seconds each frame takes, one way
+        jitter: seconds of normal spread around ``delay``
+        loss: the chance a frame is lost (0.01 = 1 %)
+        burst: bursty loss instead: a :class:`GilbertElliott` (given as one, a dict or a tuple)
+        duplicate: the chance a frame arrives twice
+        reorder: the chance a frame is held back and arrives after the next one
+        rate: the bottleneck in bit/s (IP bytes, as Mahimahi counts), or None
+        queue: the bottleneck's buffer: bytes (≥ one MTU) or ``"100 packets"``; None: no
+            limit (needs ``rate`` or ``trace``)
+        mtu: the largest IP packet in bytes; bigger frames are dropped
+        trace: a Mahimahi delivery trace instead of ``rate``: a path or a list of ms, one
+            per 1500-byte delivery opportunity, looping
+        seed: the random generator's seed: the same seed, the same fates
+        queue_limit: ``queue`` parsed: ``(size, "bytes" or "packets")``, or None
+        opportunities: ``trace`` read: the ms of each delivery opportunity
     """
 
     delay: float = 0.0

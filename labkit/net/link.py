@@ -125,6 +125,12 @@ class Lateness:
 
         >>> print(net.lateness()["client→server"])
         412 frames, none more than 1 ms late (worst 0.3 ms)
+
+    Attributes:
+        frames: frames that left the link in this direction
+        late: frames that left more than ``tolerance`` seconds after they were due
+        worst: seconds the latest frame was late by
+        tolerance: seconds late a frame may be and still count as on time
     """
 
     frames: int

@@ -56,6 +56,16 @@ class Cable:
         >>> Cable("r1", "r2", mtu=1280)
         >>> Cable("client", "r1", Impairment(delay=0.020, loss=0.01, seed=1))
         >>> Cable("client", "nat", subnet="192.168.1.0/24", addresses={"nat": "192.168.1.1"})
+
+    Attributes:
+        a: the host at one end
+        b: the host at the other end
+        impairment: what the link does to frames both ways (None: see ``up``/``down``)
+        up: what the link does to frames from ``a`` to ``b`` (None: ``impairment``)
+        down: what the link does to frames from ``b`` to ``a`` (None: ``impairment``)
+        mtu: both interfaces' MTU (None: 1500, or the impairments' ``mtu``)
+        subnet: its IPv4 network, e.g. ``"192.168.1.0/24"`` (None: ``10.0.k.0/24``)
+        addresses: ``{host: address}`` for an end whose address is chosen in ``subnet``
     """
 
     a: str
@@ -99,6 +109,7 @@ class Cable:
 
     @property
     def ends(self) -> tuple[str, str]:
+        """``(a, b)``: the hosts it joins."""
         return self.a, self.b
 
     @property
@@ -112,6 +123,7 @@ class Cable:
         return {f"{self.a}→{self.b}": self.up or both, f"{self.b}→{self.a}": self.down or both}
 
     def wire_mtu(self) -> int:
+        """The MTU its interfaces get: ``mtu``, else the impairments' (else 1500)."""
         if self.mtu is not None:
             return self.mtu
         return min(imp.mtu for imp in self.impairments().values()) if self.forwarded else 1500
@@ -169,6 +181,15 @@ class Topology:
     hop on a shortest path; a host with one cable whose neighbour is a router gets a
     default route via it.  ``routes=None``: only the subnets each host is on (the student
     adds the rest).
+
+    Attributes:
+        cables: the cables, as given
+        hosts: every host, in the order the cables name them
+        interfaces: each host's interfaces, ``eth0`` first: ``{host: [Interface, ...]}``
+        subnets: each cable's subnet, in the order of ``cables``
+        routers: the hosts with more than one cable
+        routes: the routes the plan gives each host: ``{host: [Route, ...]}``
+        routes6: the same routes for IPv6 (unique local prefixes): ``{host: [Route, ...]}``
     """
 
     def __init__(self, cables, routes: str | None = "auto"):
@@ -245,6 +266,7 @@ class Topology:
                          f"{[i.peer for i in ifaces]}")
 
     def check_host(self, host: str) -> None:
+        """``ValueError`` unless ``host`` is one of this network's hosts."""
         if host not in self.interfaces:
             raise ValueError(f"host must be one of {self.hosts}, not {host!r}")
 

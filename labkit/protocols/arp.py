@@ -12,13 +12,18 @@ question and the answer between the two hosts, as Wireshark's "who has / is at".
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scapy.packet import Packet
+
 __all__ = ["describe_arp", "BROADCAST"]
 
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 REQUEST, REPLY = 1, 2
 
 
-def describe_arp(pkt) -> tuple[str, str, str] | None:
+def describe_arp(pkt: Packet) -> tuple[str, str, str] | None:
     """``(sender IP, target IP, summary)`` of an ARP packet (Scapy), or None if not ARP."""
     from scapy.layers.l2 import ARP, Ether
 
@@ -38,4 +43,4 @@ def describe_arp(pkt) -> tuple[str, str, str] | None:
         text = f"ARP {arp.psrc} is at {arp.hwsrc}"
     else:
         text = f"ARP opcode {arp.op}"
-    return arp.psrc, arp.pdst, text
+    return str(arp.psrc), str(arp.pdst), text

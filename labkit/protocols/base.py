@@ -15,16 +15,67 @@ that instance and never leaks into the next capture.
     'echo hi'
 
 This module imports no Scapy layer and no other labkit module: the protocol views
-and the capture code both depend on it, never the other way round.
+and the capture code both depend on it, never the other way round.  What a view is
+given of a capture is described here as protocols (:class:`Frames`, :class:`Header`,
+:class:`Segment`): the capture's classes fit them without importing this module's
+names, and this module never imports the capture's.
 """
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
-__all__ = ["ProtocolView", "Dissection", "Later", "ip_layer", "tcp_connection", "headers"]
+if TYPE_CHECKING:
+    from scapy.packet import Packet
+
+__all__ = ["ProtocolView", "Dissection", "Later", "ip_layer", "tcp_connection", "headers",
+           "Frames", "Header", "Segment", "Connection"]
 
 V = TypeVar("V", bound="ProtocolView")
+T = TypeVar("T")
+
+# Both ends of a TCP connection, {(address, port), (address, port)}: the same either way
+Connection = frozenset[tuple[str, int]]
+
+
+class Header(Protocol):
+    """What a capture read from a frame's bytes (``labkit.capture.frames.Header``)."""
+
+    @property
+    def proto(self) -> str: ...        # "TCP" or "UDP"
+    @property
+    def payload(self) -> bytes: ...
+
+
+@runtime_checkable
+class Frames(Protocol):
+    """A capture's frames (``labkit.capture.frames.Frames``): headers read from bytes,
+    packets dissected by Scapy on request (or as they are iterated)."""
+
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[Packet]: ...
+    def header(self, i: int) -> Header | None: ...
+    def packet(self, i: int) -> Packet: ...
+
+
+class Segment(Protocol):
+    """A captured packet as a ladder arrow (``labkit.capture.flows.Segment``)."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def src(self) -> str: ...
+    @property
+    def dst(self) -> str: ...
+    @property
+    def proto(self) -> str: ...
+    @property
+    def length(self) -> int: ...
+    @property
+    def summary(self) -> str: ...
+    @property
+    def packet(self) -> Packet | None: ...
 
 
 class ProtocolView:
@@ -42,13 +93,13 @@ class ProtocolView:
     # proto) alone, so a capture may give them None for pkt rather than dissect it
     needs_packet = True
 
-    def analyse(self, packets, meta: dict) -> None:
+    def analyse(self, packets: Frames | Iterable[Packet], meta: dict[str, Any]) -> None:
         """Look at the whole conversation first (e.g. reassemble streams, find upgrades).
 
         ``meta`` is the capture's metadata, e.g. ``meta["tls_keylog"]``.
         """
 
-    def recognises(self, payload: bytes, pkt) -> bool:
+    def recognises(self, payload: bytes, pkt: Packet | None) -> bool:
         """Is this packet's payload (TCP or UDP, maybe empty) this protocol's?"""
         return False
 
@@ -58,16 +109,16 @@ class ProtocolView:
         "UDP") ``payload``.  Override it when payload bytes alone can rule a packet out."""
         return True
 
-    def describe(self, payload: bytes, pkt) -> str:
+    def describe(self, payload: bytes, pkt: Packet | None) -> str:
         """The table's one-line summary of a packet this view recognised."""
         raise NotImplementedError(f"{type(self).__name__} recognises packets but cannot "
                                   "describe them: define describe()")
 
-    def label(self, seg) -> str | None:
+    def label(self, seg: Segment) -> str | None:
         """Ladder arrow text for a :class:`~labkit.capture.flows.Segment`; None: not mine."""
         return None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
 
 
@@ -78,18 +129,21 @@ class Dissection:
     label for an arrow labels it.
     """
 
-    def __init__(self, views, packets=(), meta: dict | None = None):
+    def __init__(self, views: Iterable[type[ProtocolView]],
+                 packets: Frames | Iterable[Packet] = (),
+                 meta: dict[str, Any] | None = None) -> None:
         self.views = [view() for view in views]  # fresh state for this capture
         for view in self.views:
             view.analyse(packets, meta or {})
 
-    def describe(self, payload: bytes, pkt) -> str | None:
+    def describe(self, payload: bytes, pkt: Packet | None) -> str | None:
         for view in self.views:
             if view.recognises(payload, pkt):
                 return view.describe(payload, pkt)
         return None
 
-    def describe_lazily(self, payload: bytes, proto: str, pkt) -> str | None:
+    def describe_lazily(self, payload: bytes, proto: str, pkt: Packet | Later[Packet] | None
+                        ) -> str | None:
         """:meth:`describe`, where ``pkt`` may be a :class:`Later`: made only when a view
         that might recognise the payload needs the packet (the others get None)."""
         for view in self.views:
@@ -106,30 +160,31 @@ class Dissection:
         """This capture's instance of a view class, e.g. ``find(TLSView).connections``."""
         return next(view for view in self.views if isinstance(view, kind))
 
-    def label(self, seg) -> str | None:
+    def label(self, seg: Segment) -> str | None:
         for view in self.views:
             text = view.label(seg)
             if text is not None:
                 return text
         return None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Dissection {' '.join(v.name for v in self.views)}>"
 
 
-class Later:
+class Later(Generic[T]):
     """A value made when first needed: ``Later(frames.packet, 7)()`` dissects frame 7."""
 
     __slots__ = ("args", "make")
 
-    def __init__(self, make, *args):
+    def __init__(self, make: Callable[..., T], *args: Any) -> None:
         self.make, self.args = make, args
 
-    def __call__(self):
+    def __call__(self) -> T:
         return self.make(*self.args)
 
 
-def headers(packets):
+def headers(packets: Frames | Iterable[Packet]
+            ) -> Iterator[tuple[Header | None, Later[Packet]]]:
     """``(header, packet)`` for each of ``packets``: ``header`` read from the bytes when
     ``packets`` can (a capture's Frames: ``.header(i)``, a NamedTuple with ``proto``,
     ``flags`` and ``payload``; None for a frame that needs Scapy), else None, and the
@@ -138,20 +193,19 @@ def headers(packets):
         >>> for head, pkt in headers(packets):
         ...     if head is None: print(pkt().summary())  # the Scapy way
     """
-    read = getattr(packets, "header", None)
-    if read is None:
+    if not isinstance(packets, Frames):   # plain Scapy packets
         for pkt in packets:
             yield None, Later(_same, pkt)
         return
     for i in range(len(packets)):
-        yield read(i), Later(packets.packet, i)
+        yield packets.header(i), Later(packets.packet, i)
 
 
-def _same(value):
+def _same(value: T) -> T:
     return value
 
 
-def ip_layer(pkt):
+def ip_layer(pkt: Packet) -> Any:  # (a Scapy layer: its fields are read by name)
     """The IPv4 or IPv6 layer of a Scapy packet, or None."""
     from scapy.layers.inet import IP
     from scapy.layers.inet6 import IPv6
@@ -163,7 +217,7 @@ def ip_layer(pkt):
     return None
 
 
-def tcp_connection(pkt) -> frozenset | None:
+def tcp_connection(pkt: Packet) -> Connection | None:
     """Both ends of the TCP connection a packet belongs to (the same either way), or None."""
     from scapy.layers.inet import TCP
 

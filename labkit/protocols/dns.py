@@ -13,10 +13,17 @@ message split over two TCP segments is not described: each segment alone is not 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dnslib import QTYPE, RCODE, RR, DNSHeader, DNSQuestion, DNSRecord
 from dnslib.dns import DNSBuffer
 
 from labkit.protocols.base import ProtocolView
+
+if TYPE_CHECKING:
+    from scapy.packet import Packet
+
+    from labkit.protocols.base import Segment
 
 __all__ = ["DNSView", "parse_dns", "describe_dns", "ladder_label"]
 
@@ -57,7 +64,7 @@ def _over_tcp(payload: bytes) -> list[DNSRecord] | None:
     return records or None
 
 
-def describe_dns(payload: bytes, pkt) -> str | None:
+def describe_dns(payload: bytes, pkt: Packet | None) -> str | None:
     """Table summary for DNS on any port: ``DNS query id=7 www.x. A`` (`` (over TCP)``).
 
     ``pkt`` None: the caller read the headers from bytes (see
@@ -126,7 +133,7 @@ class DNSView(ProtocolView):
     name = "DNS"
     needs_packet = False  # the payload's shape tells a UDP message from TCP's framing
 
-    def recognises(self, payload: bytes, pkt) -> bool:
+    def recognises(self, payload: bytes, pkt: Packet | None) -> bool:
         return describe_dns(payload, pkt) is not None
 
     def might_recognise(self, payload: bytes, proto: str) -> bool:
@@ -135,13 +142,13 @@ class DNSView(ProtocolView):
         # TCP: a two-byte length of at least one message, not past the segment's end
         return len(payload) >= 19 and 17 <= int.from_bytes(payload[:2], "big") <= len(payload) - 2
 
-    def describe(self, payload: bytes, pkt) -> str:
+    def describe(self, payload: bytes, pkt: Packet | None) -> str:
         text = describe_dns(payload, pkt)
         if text is None:
             raise ValueError("not a DNS message: describe() is for what recognises() accepted")
         return text
 
-    def label(self, seg) -> str | None:
+    def label(self, seg: Segment) -> str | None:
         """A DNS message's arrow says what it asks or answers (not its id or length)."""
         if not seg.summary.startswith("DNS ") or seg.packet is None:
             return None

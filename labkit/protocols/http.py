@@ -9,7 +9,12 @@ status line.  Bodies and later pieces of a message stay plain bytes.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from labkit.protocols.base import ProtocolView
+
+if TYPE_CHECKING:
+    from scapy.packet import Packet
 
 __all__ = ["HTTPView"]
 
@@ -20,11 +25,11 @@ class HTTPView(ProtocolView):
     name = "HTTP"
     needs_packet = False  # the payload's first line says it all
 
-    def recognises(self, payload: bytes, pkt) -> bool:
+    def recognises(self, payload: bytes, pkt: Packet | None) -> bool:
         return payload.startswith(STARTS)
 
     def might_recognise(self, payload: bytes, proto: str) -> bool:
         return payload.startswith(STARTS)
 
-    def describe(self, payload: bytes, pkt) -> str:
+    def describe(self, payload: bytes, pkt: Packet | None) -> str:
         return payload.split(b"\r\n", 1)[0].decode("latin-1")

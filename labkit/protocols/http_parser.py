@@ -2,20 +2,21 @@
 
     >>> parser = RequestParser()
     >>> parser.feed(b"POST /echo HTTP/1.1\\r\\nHost: lab\\r\\nContent-Length: 2\\r\\n\\r\\nhi")
-    >>> request = parser.next_event()
-    >>> request.method, request.target, request.headers
+    >>> head = parser.next_event()
+    >>> head.method, head.target, head.headers
     ('POST', '/echo', [('Host', 'lab'), ('Content-Length', '2')])
     >>> parser.next_event(), parser.next_event(), parser.next_event()
     (Data(data=b'hi'), EndOfMessage(trailers=[]), NEED_DATA)
 
 The caller reads bytes however it likes and ``feed()``\\s them (``feed(b"")``: the
-peer closed); ``next_event()`` returns ``Request``, then ``Data`` pieces, then
+peer closed); ``next_event()`` returns a ``RequestHead``, then ``Data`` pieces, then
 ``EndOfMessage``, then the next pipelined request's events, ``NEED_DATA`` when it
 must be fed more, or ``ConnectionClosed`` after a clean close between requests.
 Anything that is not a request it may accept raises :class:`ParseError`, with the
 status to answer (400, 413, 414, 431, 505) and a reason a person can act on; the
 parser then stays broken (raises again), because after a framing error nobody
-knows where the next request would start.
+knows where the next request would start.  (A server puts the events together into one
+whole request: :class:`labkit.servers.http_message.Request`.)
 
 Each rule cites the section of RFC 9112 (HTTP/1.1) or RFC 9110 (HTTP semantics)
 it enforces.  The parser is strict where a lenient reading lets two parsers
@@ -29,11 +30,12 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["RequestParser", "Limits", "Request", "Data", "EndOfMessage", "ConnectionClosed",
-           "NEED_DATA", "ParseError"]
+__all__ = ["RequestParser", "Limits", "RequestHead", "Data", "EndOfMessage", "Event",
+           "ConnectionClosed", "NEED_DATA", "ParseError"]
 
 MAX_REQUEST_LINE = 8 * 1024   # bytes of the request line (longer: 414 URI Too Long)
 MAX_HEAD = 16 * 1024          # bytes of request line + headers, and of chunked trailers (431)
@@ -53,9 +55,19 @@ _STARTS_LIKE_A_REQUEST = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ /")
 
 
 class ParseError(Exception):
-    """Not an acceptable request: answer ``status`` with ``reason``, then close."""
+    """The bytes are not a request this parser accepts: answer ``status``, then close.
 
-    def __init__(self, reason: str, status: int = 400):
+    After a framing error nobody knows where the next request would start, so the
+    connection ends.  (An endpoint that refuses a request it *could* read raises
+    :class:`labkit.servers.http_message.RequestRefused` instead, and the connection
+    stays open.)
+
+    Attributes:
+        reason: what is wrong with the bytes, and the fix (also ``str(error)``)
+        status: the status code to answer with: 400, 408, 413, 414, 431 or 505
+    """
+
+    def __init__(self, reason: str, status: int = 400) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
@@ -63,7 +75,15 @@ class ParseError(Exception):
 
 @dataclass(frozen=True)
 class Limits:
-    """How much one request may make the parser hold (bytes)."""
+    """How much one request may make the parser hold (bytes).
+
+    Attributes:
+        request_line: bytes of the request line (longer: 414)
+        head: bytes of the request line and headers, and of trailers (larger: 431)
+        body: bytes of the body, framing removed (larger: 413)
+        chunked: bytes of a chunked body with its chunk-size lines (larger: 413)
+        chunk_line: bytes of one chunk-size line (longer: 400)
+    """
 
     request_line: int = MAX_REQUEST_LINE
     head: int = MAX_HEAD
@@ -73,8 +93,15 @@ class Limits:
 
 
 @dataclass(frozen=True)
-class Request:
-    """A request's head: its framing has been checked, its body events follow."""
+class RequestHead:
+    """The first event of a request: its head, framing checked; its body events follow.
+
+    Attributes:
+        method: ``"GET"``, ``"POST"``, ...
+        target: the request target as sent (``"/echo"``)
+        version: ``"HTTP/1.1"`` or ``"HTTP/1.0"``
+        headers: ``(name, value)`` pairs in the order sent
+    """
 
     method: str
     target: str
@@ -84,21 +111,30 @@ class Request:
 
 @dataclass(frozen=True)
 class Data:
-    """A piece of the body, framing removed."""
+    """A piece of the body, framing removed.
+
+    Attributes:
+        data: the bytes of this piece
+    """
 
     data: bytes
 
 
 @dataclass(frozen=True)
 class EndOfMessage:
-    """The request is complete; ``raw`` is every byte of it exactly as received."""
+    """The request is complete.
+
+    Attributes:
+        trailers: ``(name, value)`` fields after a chunked body (usually none)
+        raw: every byte of the request exactly as received
+    """
 
     trailers: list[tuple[str, str]] = field(default_factory=list)
     raw: bytes = field(default=b"", repr=False)
 
 
 class _Sentinel:
-    def __init__(self, name: str):
+    def __init__(self, name: str) -> None:
         self.name = name
 
     def __repr__(self) -> str:
@@ -108,11 +144,14 @@ class _Sentinel:
 NEED_DATA = _Sentinel("NEED_DATA")                # feed() more bytes, then ask again
 ConnectionClosed = _Sentinel("ConnectionClosed")  # closed cleanly between two requests
 
+# What next_event() returns
+Event = RequestHead | Data | EndOfMessage | _Sentinel
+
 
 class RequestParser:
     """Turns the bytes of one connection into request events (see the module doc)."""
 
-    def __init__(self, limits: Limits = Limits()):
+    def __init__(self, limits: Limits = Limits()) -> None:
         self.limits = limits
         self._buf = bytearray()   # bytearray: del buf[:n] is cheap, so many small feeds stay linear
         self._raw = bytearray()   # what the current request consumed, exactly as received
@@ -137,12 +176,13 @@ class RequestParser:
         """True once a request has started and is not complete (a stall is then a 408)."""
         return self._state != "head" or bool(self._raw) or bool(self._buf.strip(b"\r\n"))
 
-    def next_event(self):
+    def next_event(self) -> Event:
         """The next event, ``NEED_DATA`` or ``ConnectionClosed``; raises ``ParseError``."""
         if self._error is not None:
             raise self._error
         try:
-            return getattr(self, "_in_" + self._state.replace("-", "_"))()
+            state: Callable[[], Event] = getattr(self, "_in_" + self._state.replace("-", "_"))
+            return state()
         except ParseError as error:
             self._error = error
             raise
@@ -154,7 +194,7 @@ class RequestParser:
         self._raw += data
         return data
 
-    def _in_head(self):
+    def _in_head(self) -> Event:
         limits, buf = self.limits, self._buf
         end = buf.find(b"\r\n\r\n")
         head = buf[:end + 4] if end >= 0 else buf
@@ -188,9 +228,9 @@ class RequestParser:
             self._state = "chunk-size"
         else:
             self._state, self._left = "body", framing
-        return Request(method, target, version, headers)
+        return RequestHead(method, target, version, headers)
 
-    def _in_body(self):
+    def _in_body(self) -> Event:
         if self._left == 0:
             return self._end([])
         if self._buf:
@@ -206,9 +246,9 @@ class RequestParser:
         self._body_bytes += n
         return Data(self._take(n))
 
-    def _in_chunk_size(self):
+    def _in_chunk_size(self) -> Event:
         line = self._line(self.limits.chunk_line, "a chunk-size line")
-        if line is NEED_DATA:
+        if line is None:
             return NEED_DATA
         # RFC 9112 §7.1: chunk-size = 1*HEXDIG, then optional extensions after BWS ";"
         # (§7.1.1), which carry nothing we use.  At most 8 digits: no int() of a megabyte.
@@ -232,7 +272,7 @@ class RequestParser:
             self._state, self._left = "chunk-data", size
         return self.next_event()
 
-    def _in_chunk_data(self):
+    def _in_chunk_data(self) -> Event:
         if self._left == 0:
             self._state = "chunk-end"
             return self.next_event()
@@ -242,7 +282,7 @@ class RequestParser:
             raise ParseError("the connection closed in the middle of a chunked body")
         return NEED_DATA
 
-    def _in_chunk_end(self):
+    def _in_chunk_end(self) -> Event:
         if len(self._buf) < 2:
             if self._closed:
                 raise ParseError("the connection closed in the middle of a chunked body")
@@ -252,10 +292,10 @@ class RequestParser:
         self._state = "chunk-size"
         return self.next_event()
 
-    def _in_trailers(self):
+    def _in_trailers(self) -> Event:
         while True:
             line = self._line(self.limits.head, "a trailer line", 431)
-            if line is NEED_DATA:
+            if line is None:
                 return NEED_DATA
             if not line:
                 return self._end(self._fields)
@@ -268,13 +308,14 @@ class RequestParser:
                 raise ParseError("lines must end with CRLF (\\r\\n); found a bare \\n")
             self._fields.append(parse_field_line(line, "trailer line"))
 
-    def _line(self, limit: int, what: str, status: int = 400):
-        """One CRLF-terminated line (without the CRLF) of at most ``limit`` bytes."""
+    def _line(self, limit: int, what: str, status: int = 400) -> bytes | None:
+        """One CRLF-terminated line (without the CRLF) of at most ``limit`` bytes; None:
+        it has not all arrived yet."""
         end = self._buf.find(b"\r\n")
         if end < 0 and len(self._buf) <= limit:
             if self._closed:
                 raise ParseError("the connection closed in the middle of a chunked body")
-            return NEED_DATA
+            return None
         if end < 0 or end > limit:
             raise ParseError(f"{what} is longer than {limit} bytes", status)
         return self._take(end + 2)[:-2]

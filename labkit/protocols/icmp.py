@@ -21,6 +21,10 @@ which ICMPv6 carries too, is :mod:`labkit.protocols.ndp`'s.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scapy.packet import Packet
 
 __all__ = ["ICMPMessage", "Quoted", "icmp_message", "icmp6_message", "icmp6_layer",
            "describe_icmp", "ICMP_NAMES", "ICMP6_NAMES", "quotes", "why_dropped"]
@@ -64,23 +68,47 @@ _WHY6 = {3: "hop limit ran out", 2: "too big", (1, 0): "no route", (1, 1): "proh
 
 @dataclass(frozen=True)
 class Quoted:
-    """The start of the packet an ICMP error is about, as the router or host saw it."""
+    """The start of the packet an ICMP error is about, as the router or host saw it.
+
+    Attributes:
+        src: the quoted packet's source address
+        dst: its destination address
+        proto: its protocol: ``"UDP"``, ``"TCP"``, ``"ICMP"``, or the protocol number
+        ttl: its TTL when the error's sender dropped it
+        ident: its IP identification field
+        sport: its source port, when the quote reaches the ports (else None)
+        dport: its destination port, likewise
+        length: its total length, as its IP header says
+    """
 
     src: str
     dst: str
-    proto: str          # "UDP", "TCP", "ICMP", or the protocol number
-    ttl: int            # its TTL (IPv6: hop limit) as it arrived
-    ident: int          # the IP identification field (IPv6: its flow label)
-    sport: int | None   # ports, when the quote reaches them
+    proto: str
+    ttl: int
+    ident: int
+    sport: int | None
     dport: int | None
-    length: int         # the quoted packet's total length (its IP header says so)
+    length: int
 
 
 @dataclass(frozen=True)
 class ICMPMessage:
     """One ICMP message: ``type``, ``code``, ``name``; ``mtu`` for "fragmentation needed"
     (IPv6: "packet too big"; the next hop's MTU); ``ident``/``seq`` for echoes; ``quoted``
-    for errors; ``version`` 4 (ICMP) or 6 (ICMPv6)."""
+    for errors; ``version`` 4 (ICMP) or 6 (ICMPv6).
+
+    Attributes:
+        type: the ICMP type (0 echo reply, 3 destination unreachable, 8 echo, 11 time
+            exceeded, ...; ICMPv6: 1 destination unreachable, 2 packet too big, 3 time
+            exceeded, 128 echo request, 129 echo reply, ...)
+        code: the ICMP code, which says more about the type
+        name: the type and code in words: ``"port unreachable"``
+        mtu: the next hop's MTU, for "fragmentation needed" or "packet too big" (else None)
+        ident: an echo's identifier (else None)
+        seq: an echo's sequence number (else None)
+        quoted: for an error, the start of the packet it is about (else None)
+        version: 4 (ICMP) or 6 (ICMPv6)
+    """
 
     type: int
     code: int
@@ -93,14 +121,16 @@ class ICMPMessage:
 
     @property
     def protocol(self) -> str:
+        """``"ICMP"`` or ``"ICMPv6"``, as a capture's table names it."""
         return "ICMPv6" if self.version == 6 else "ICMP"
 
     @property
     def error(self) -> bool:
+        """Is it an error (it quotes a packet), not an echo?"""
         return self.quoted is not None
 
 
-def icmp_message(pkt) -> ICMPMessage | None:
+def icmp_message(pkt: Packet) -> ICMPMessage | None:
     """The ICMP (or ICMPv6) message in a Scapy packet, or None if it carries none."""
     from scapy.layers.inet import ICMP, IPerror
 
@@ -122,7 +152,7 @@ def icmp_message(pkt) -> ICMPMessage | None:
     return ICMPMessage(kind, code, name, mtu=mtu, quoted=quoted)
 
 
-def icmp6_layer(pkt):
+def icmp6_layer(pkt: Packet) -> Packet | None:
     """The ICMPv6 layer of a Scapy packet (after the IPv6 header, or its hop-by-hop
     options header), or None."""
     from scapy.layers.inet6 import IPv6, IPv6ExtHdrHopByHop
@@ -136,7 +166,7 @@ def icmp6_layer(pkt):
         else None
 
 
-def icmp6_message(pkt) -> ICMPMessage | None:
+def icmp6_message(pkt: Packet) -> ICMPMessage | None:
     """The ICMPv6 message in a Scapy packet, or None (neighbour discovery too: named
     by :mod:`labkit.protocols.ndp`)."""
     from scapy.layers.inet6 import IPerror6
@@ -159,7 +189,7 @@ def icmp6_message(pkt) -> ICMPMessage | None:
     return ICMPMessage(kind, code, name, mtu=mtu, quoted=quoted, version=6)
 
 
-def quotes(message: ICMPMessage, pkt) -> bool:
+def quotes(message: ICMPMessage, pkt: Packet | None) -> bool:
     """Is ``pkt`` (Scapy) the packet the error ``message`` quotes? Same source,
     destination, protocol, identification (IPv6: flow label), length and ports, as the
     sender of the error saw them (its TTL is lower by then)."""
@@ -196,7 +226,7 @@ def why_dropped(message: ICMPMessage) -> str:
     return why.get(message.type) or why.get((message.type, message.code)) or message.name
 
 
-def describe_icmp(pkt) -> str:
+def describe_icmp(pkt: Packet) -> str:
     """The table's summary: ``ICMP port unreachable (quotes UDP to port 9)``."""
     message = icmp_message(pkt)
     if message is None:

@@ -15,7 +15,13 @@ but the last as a fragment, and the one that completes the datagram as the whole
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scapy.packet import Packet
+    from scapy.plist import PacketList
 
 __all__ = ["Fragment", "Datagram", "Reassembly", "is_fragment"]
 
@@ -30,27 +36,44 @@ def is_fragment(data: bytes) -> bool:
 
 @dataclass(frozen=True)
 class Fragment:
-    """One fragment: the packet it is (``index``), where its bytes go, and if more follow."""
+    """One fragment: the packet it is (``index``), where its bytes go, and if more follow.
+
+    Attributes:
+        index: the packet it is, its row in the capture
+        offset: where its bytes go: bytes into the datagram's payload
+        length: payload bytes it carries
+        more: True if more fragments follow (the MF flag)
+    """
 
     index: int
-    offset: int     # bytes into the datagram's payload
-    length: int     # payload bytes it carries
+    offset: int
+    length: int
     more: bool
 
 
 @dataclass
 class Datagram:
-    """The fragments of one IP datagram (same source, destination, protocol and ident)."""
+    """The fragments of one IP datagram (same source, destination, protocol and ident).
+
+    Attributes:
+        src: its source address
+        dst: its destination address
+        proto: its protocol: ``"UDP"``, ``"TCP"``, ``"ICMP"``, or the protocol number
+        ident: the IP identification field its fragments share
+        fragments: its fragments, in the order they came
+        completed_by: the packet whose arrival made it whole (None: it never was)
+    """
 
     src: str
     dst: str
     proto: str
     ident: int
     fragments: list[Fragment] = field(default_factory=list)
-    completed_by: int | None = None   # the packet whose arrival made it whole
+    completed_by: int | None = None
 
     @property
     def complete(self) -> bool:
+        """Did every byte of it arrive?"""
         return self.completed_by is not None
 
     @property
@@ -60,6 +83,7 @@ class Datagram:
         return last[0].offset + last[0].length if last else None
 
     def covered(self) -> bool:
+        """Do its fragments so far cover every byte of it?"""
         size = self.size
         if size is None:
             return False
@@ -70,7 +94,7 @@ class Datagram:
             reached = max(reached, fragment.offset + fragment.length)
         return reached >= size
 
-    def payload(self, packets) -> bytes:
+    def payload(self, packets: Sequence[Packet] | PacketList) -> bytes:
         """The reassembled payload (the transport header and data) from ``packets``."""
         from scapy.layers.inet import IP
 
@@ -89,13 +113,17 @@ class Datagram:
 
 
 class Reassembly:
-    """Every fragment of a capture (Scapy packets, or a capture's Frames), grouped."""
+    """Every fragment of a capture (Scapy packets, or a capture's Frames), grouped.
 
-    def __init__(self, packets):
+    Attributes:
+        datagrams: the fragmented datagrams, in the order their first fragment came
+    """
+
+    def __init__(self, packets: Sequence[Packet] | PacketList) -> None:
         self.datagrams: list[Datagram] = []
         self._by_index: dict[int, tuple[Fragment, Datagram]] = {}
         frames = getattr(packets, "frames", None)  # a capture's Frames: test bytes first
-        open_: dict[tuple, Datagram] = {}
+        open_: dict[tuple[str, str, int, int], Datagram] = {}
         for i in range(len(packets)):
             if frames is not None and not is_fragment(frames[i].data):
                 continue
@@ -121,7 +149,7 @@ class Reassembly:
         return self._by_index.get(index)
 
 
-def _fragment_facts(pkt) -> tuple[tuple, int, int, bool] | None:
+def _fragment_facts(pkt: Packet) -> tuple[tuple[str, str, int, int], int, int, bool] | None:
     from scapy.layers.inet import IP
 
     if IP not in pkt:

@@ -16,7 +16,12 @@ ICMPv6 rows: :data:`labkit.protocols.icmp.ICMP6_NAMES`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from labkit.protocols.icmp import icmp6_layer
+
+if TYPE_CHECKING:
+    from scapy.packet import Packet
 
 __all__ = ["describe_ndp", "NDP_TYPES"]
 
@@ -25,7 +30,7 @@ NDP_TYPES = {133: "router solicitation", 134: "router advertisement",
 SOLICITATION, ADVERTISEMENT = 135, 136
 
 
-def describe_ndp(pkt) -> tuple[str, str, str] | None:
+def describe_ndp(pkt: Packet) -> tuple[str, str, str] | None:
     """``(sender IP, the IP it is about, summary)`` of a neighbour discovery message
     (Scapy), or None if the packet is not one."""
     from scapy.layers.inet6 import ICMPv6NDOptDstLLAddr, IPv6

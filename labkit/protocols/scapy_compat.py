@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+from typing import Any
 
 __all__ = ["tls_names", "PRIVATE"]
 
@@ -28,12 +29,12 @@ PRIVATE = {
 }
 
 
-def _private(module: str, name: str):
+def _private(module: str, name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
 @functools.cache
-def tls_names() -> dict[str, dict]:
+def tls_names() -> dict[str, dict[int, str]]:
     """Scapy's tables of TLS numbers -> names (versions, cipher suites, ...)."""
     return {
         "versions": _private("scapy.layers.tls.basefields", "_tls_version"),

@@ -15,22 +15,30 @@ a whole capture (``tls_records``, ``client_hello`` ...) are in :mod:`labkit.view
 
 from __future__ import annotations
 
-from labkit.protocols.base import ProtocolView, headers
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from labkit.protocols.base import Frames, Header, Later, ProtocolView, Segment, headers
+
+if TYPE_CHECKING:
+    from scapy.packet import Packet
+
+    from labkit.protocols.tlsdissect import TLSConnection, TLSRecord
 
 __all__ = ["TLSView", "numbered_connections"]
 
 
-def _might_be_tls(packets) -> bool:
+def _might_be_tls(packets: Frames | Iterable[Packet]) -> bool:
     """Cheap test before loading Scapy's TLS layer: does any TCP payload start a record?
     (Read from the bytes where ``packets`` are a capture's frames: no dissection.)"""
     from scapy.layers.inet import TCP
     from scapy.packet import Raw
 
-    def start(pkt) -> bytes:  # a Raw payload's load as read: bytes() would rebuild the packet
+    def start(pkt: Packet) -> bytes:  # a Raw payload's load as read: bytes() would rebuild it
         payload = pkt[TCP].payload
-        return payload.load[:2] if isinstance(payload, Raw) else bytes(payload)[:2]
+        return bytes(payload.load[:2]) if isinstance(payload, Raw) else bytes(payload)[:2]
 
-    def starts_record(head, later) -> bool:
+    def starts_record(head: Header | None, later: Later[Packet]) -> bool:
         if head is not None:
             return head.proto == "TCP" and head.payload[:2] == b"\x16\x03"
         pkt = later()
@@ -39,7 +47,8 @@ def _might_be_tls(packets) -> bool:
     return any(starts_record(head, later) for head, later in headers(packets))
 
 
-def numbered_connections(packets, keylog: str = "") -> list:
+def numbered_connections(packets: Frames | Iterable[Packet], keylog: str = ""
+                         ) -> list[TLSConnection]:
     """The TLS connections in ``packets``, their records numbered by connection."""
     if not _might_be_tls(packets):
         return []
@@ -52,12 +61,12 @@ def numbered_connections(packets, keylog: str = "") -> list:
     return conns
 
 
-def _packet_text(recs: list, *, lock: bool = True) -> str:
+def _packet_text(recs: Sequence[TLSRecord], *, lock: bool = True) -> str:
     from labkit.protocols.tlsdissect import show_data
 
     if not recs:
         return "TLS (part of a record)"
-    parts: list[list] = []  # [text, count]
+    parts: list[list[Any]] = []  # [text, count]
     for rec in recs:
         text = rec.text if lock else rec.name + (": " + show_data(rec.plaintext)
                                                   if rec.plaintext else "")
@@ -74,13 +83,13 @@ class TLSView(ProtocolView):
 
     name = "TLS"
 
-    def __init__(self):
-        self.connections: list = []
-        self._packets: list = []          # held, so the ids below stay theirs
-        self._records: dict[int, list] = {}  # id(packet) -> TLS records it completes
+    def __init__(self) -> None:
+        self.connections: list[TLSConnection] = []
+        self._packets: list[Packet] = []          # held, so the ids below stay theirs
+        self._records: dict[int, list[TLSRecord]] = {}  # id(packet) -> records it completes
 
-    def analyse(self, packets, meta: dict) -> None:
-        if not hasattr(packets, "__getitem__"):
+    def analyse(self, packets: Frames | Iterable[Packet], meta: dict[str, Any]) -> None:
+        if not isinstance(packets, (Frames, Sequence)):
             packets = list(packets)  # an iterator: read twice below
         self.connections = numbered_connections(packets, meta.get("tls_keylog", ""))
         self._packets = list(packets) if self.connections else []
@@ -90,20 +99,20 @@ class TLSView(ProtocolView):
             for rec in conn.records:
                 self._records.setdefault(id(rec.packet), []).append(rec)
 
-    def records(self, pkt) -> list | None:
+    def records(self, pkt: Packet | None) -> list[TLSRecord] | None:
         """The TLS records a packet completes ([] for part of one); None: not TLS."""
-        return self._records.get(id(pkt))
+        return None if pkt is None else self._records.get(id(pkt))
 
-    def recognises(self, payload: bytes, pkt) -> bool:
+    def recognises(self, payload: bytes, pkt: Packet | None) -> bool:
         return id(pkt) in self._records
 
     def might_recognise(self, payload: bytes, proto: str) -> bool:
         return proto == "TCP" and bool(self._records)
 
-    def describe(self, payload: bytes, pkt) -> str:
+    def describe(self, payload: bytes, pkt: Packet | None) -> str:
         return _packet_text(self._records[id(pkt)])
 
-    def label(self, seg) -> str | None:
+    def label(self, seg: Segment) -> str | None:
         recs = self._records.get(id(seg.packet)) if seg.packet is not None else None
         if recs is None:
             return None

@@ -11,13 +11,15 @@ records too.  Records are named as Wireshark names them (``ServerHello``, ``Fini
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.tls.record import TLS, TLSAlert, TLSApplicationData
 from scapy.layers.tls.session import parse_nss_keys, tlsSession
-from scapy.packet import Raw
+from scapy.packet import Packet, Raw
 
 from labkit.protocols.scapy_compat import tls_names
 
@@ -44,7 +46,7 @@ def parse_keylog(text: str) -> dict[str, dict[bytes, bytes]]:
     return parse_nss_keys(wanted)  # type: ignore[return-value]
 
 
-def keylog_for(packets, text: str) -> str:
+def keylog_for(packets: Iterable[Packet], text: str) -> str:
     """Only the key log lines for TLS sessions that appear in ``packets``."""
     randoms = {c.client_random.hex() for c in connections(packets) if c.client_random}
     return "".join(line + "\n" for line in (text or "").splitlines()
@@ -54,23 +56,40 @@ def keylog_for(packets, text: str) -> str:
 # -- records ---------------------------------------------------------------------------
 @dataclass
 class TLSRecord:
-    """One TLS record as a fact: who sent it, what it is, whether it was encrypted."""
+    """One TLS record as a fact: who sent it, what it is, whether it was encrypted.
 
-    packet: object = field(repr=False)   # the Scapy packet that carries its last byte
-    sender: str                          # "client" or "server" (side of the TLS session)
-    content_type: int                    # as in the record header (23 for all of TLS 1.3's)
-    names: list[str]                     # e.g. ["ServerHello"], ["Alert unknown_ca"]
+    Attributes:
+        packet: the Scapy packet that carries its last byte
+        sender: ``"client"`` or ``"server"``: the side of the TLS session that sent it
+        content_type: as in the record header: 22 handshake, 23 application data (all of
+            TLS 1.3's encrypted records), 21 alert, 20 ChangeCipherSpec
+        names: what it holds, e.g. ``["ServerHello"]``, ``["Alert unknown_ca"]``
+        encrypted: True if it was encrypted on the wire
+        decrypted: True if the key log let it be read
+        plaintext: the application data it carried, once decrypted (else None)
+        length: its length on the wire, without the 5-byte record header
+        src: who sent it, as the capture's table names it (``"client"``)
+        dst: who it went to, as the capture's table names it
+        index: the row of its packet in the capture's table
+        connection: which TLS connection of the capture it belongs to (0 = the first)
+    """
+
+    packet: Packet = field(repr=False)
+    sender: str
+    content_type: int
+    names: list[str]
     encrypted: bool
     decrypted: bool = False
-    plaintext: bytes | None = None       # application data, when decrypted
-    length: int = 0                      # record length on the wire (without 5-byte header)
-    src: str = ""                        # role names in the capture, filled by tls_records()
+    plaintext: bytes | None = None
+    length: int = 0
+    src: str = ""
     dst: str = ""
-    index: int = -1                      # the packet's row in the capture's table
-    connection: int = 0                  # which TLS connection of the capture (0 = first)
+    index: int = -1
+    connection: int = 0
 
     @property
     def name(self) -> str:
+        """Its messages' names, joined: ``'ServerHello'``, ``'Certificate, Finished'``."""
         return ", ".join(self.names)
 
     @property
@@ -83,13 +102,14 @@ class TLSRecord:
 
 
 def show_data(data: bytes) -> str:
+    """Application data in a few words: an HTTP request or status line, or its first bytes."""
     if data[:5] in (b"GET /", b"POST ", b"HEAD ", b"PUT /", b"HTTP/") or data[:8] == b"DELETE /":
         return repr(data.split(b"\r\n", 1)[0].decode("latin-1"))
     shown = data[:24]
     return repr(shown) + (f" … (+{len(data) - 24} bytes)" if len(data) > 24 else "")
 
 
-def _message_name(msg) -> str:
+def _message_name(msg: Packet) -> str:
     """Scapy's message -> Wireshark's name: TLS13ServerHello -> ServerHello."""
     if isinstance(msg, TLSAlert):
         return f"Alert {tls_names()['alerts'].get(msg.descr, msg.descr)}"
@@ -101,7 +121,8 @@ def _message_name(msg) -> str:
 class TLSConnection:
     """One TCP connection carrying TLS: both directions' bytes and Scapy's TLS session."""
 
-    def __init__(self, client_key, keys: dict):
+    def __init__(self, client_key: tuple[str, int, str, int],
+                 keys: dict[str, dict[bytes, bytes]]) -> None:
         self.client_key = client_key     # (ip, port, ip, port) of the client -> server side
         self.buf = {"client": b"", "server": b""}
         self.next_seq: dict[str, int | None] = {"client": None, "server": None}
@@ -109,17 +130,21 @@ class TLSConnection:
         self.session = tlsSession()      # reads the client's records; mirror() for the server's
         self.session.nss_keys = keys
         self.reading = "client"
-        self.hello = self.server_hello = None   # Scapy's ClientHello / ServerHello messages
+        # Scapy's ClientHello / ServerHello messages
+        self.hello: Packet | None = None
+        self.server_hello: Packet | None = None
         self.version: int | None = None
         self.encrypting = {"client": False, "server": False}   # TLS 1.2: after ChangeCipherSpec
         self.records: list[TLSRecord] = []
-        self.partial: list = []                # packets that carry no record's last byte
+        self.partial: list[Packet] = []        # packets that carry no record's last byte
 
     @property
     def client_random(self) -> bytes | None:
-        return self.session.client_random
+        """The ClientHello's random: what names this session in a key log."""
+        random: bytes | None = self.session.client_random
+        return random
 
-    def feed(self, side: str, seq: int, payload: bytes, pkt) -> None:
+    def feed(self, side: str, seq: int, payload: bytes, pkt: Packet) -> None:
         """Add a TCP segment's payload; cut out every record it completes."""
         expected = self.next_seq[side]
         end = (seq + len(payload)) % 2**32
@@ -148,7 +173,7 @@ class TLSConnection:
         if payload and len(self.records) == before:
             self.partial.append(pkt)
 
-    def _keys(self, which=all) -> bool:
+    def _keys(self, which: Callable[[Iterable[bool]], bool] = all) -> bool:
         """Does the key log hold ``all`` (or ``any``) secrets this session needs?"""
         labels = _TLS13_SECRETS if self.version == TLS13 else ("CLIENT_RANDOM",)
         return which(self.client_random in self.keys.get(label, {}) for label in labels)
@@ -159,7 +184,7 @@ class TLSConnection:
             rec.names = ["Encrypted Handshake Message"]
         return rec
 
-    def _record(self, side: str, raw: bytes, pkt) -> TLSRecord:
+    def _record(self, side: str, raw: bytes, pkt: Packet) -> TLSRecord:
         ctype = raw[0]
         rec = TLSRecord(pkt, side, ctype, [CONTENT_TYPES[ctype]], False, length=len(raw) - 5)
         if self.version == TLS13:
@@ -199,16 +224,16 @@ class TLSConnection:
         return rec
 
 
-def _ip(pkt):
+def _ip(pkt: Packet) -> Any:
     return pkt[IP] if IP in pkt else pkt[IPv6] if IPv6 in pkt else None  # noqa: SIM401 - a Scapy packet has no .get()
 
 
-def connections(packets, keylog_text: str = "") -> list[TLSConnection]:
+def connections(packets: Iterable[Packet], keylog_text: str = "") -> list[TLSConnection]:
     """Every TCP connection in ``packets`` that carries TLS, in order of appearance."""
     keys = parse_keylog(keylog_text)
-    conns: dict[tuple, TLSConnection] = {}
+    conns: dict[tuple[str, int, str, int], TLSConnection] = {}
     order: list[TLSConnection] = []
-    plain: set[tuple] = set()      # connections that began with something other than TLS
+    plain: set[tuple[str, int, str, int]] = set()  # connections that began with other than TLS
     for pkt in packets:
         ip = _ip(pkt)
         if ip is None or TCP not in pkt:
@@ -238,14 +263,14 @@ def connections(packets, keylog_text: str = "") -> list[TLSConnection]:
 
 
 # -- hello messages ----------------------------------------------------------------------
-def _named(table: dict, ids) -> list[str]:
+def _named(table: dict[int, str], ids: Iterable[int]) -> list[str]:
     return [table.get(i, f"0x{i:04x}") for i in ids]
 
 
-def hello_facts(msg, *, client: bool) -> dict:
+def hello_facts(msg: Packet, *, client: bool) -> dict[str, Any]:
     """Stable facts of Scapy's ClientHello/ServerHello (no randoms, no key bytes)."""
     exts = {ext.type: ext for ext in msg.ext or []}
-    facts: dict = {"legacy_version": tls_names()["versions"].get(msg.version, "?"),
+    facts: dict[str, Any] = {"legacy_version": tls_names()["versions"].get(msg.version, "?"),
                    "session_id_bytes": len(msg.sid or b"")}
     if client:
         facts["cipher_suites"] = _named(tls_names()["cipher_suites"], msg.ciphers or [])

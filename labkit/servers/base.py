@@ -21,15 +21,23 @@ and what it is: ``protocol`` ("tcp" or "udp"), ``speaks`` (the conversation it
 expects) and ``endpoints`` (each socket it listens on, which is what a Capture of it
 watches).  Its arguments are checked by :mod:`labkit.servers.arguments`; its logs are
 :class:`Kept` lists, bounded, counting what they drop.
+
+Each server's docstring lists its attributes under ``Attributes:``; ``help()`` of a
+server shows those of the classes it builds on too (``Attributes from TCPServer:``...),
+added to its docstring when the class is made (:func:`with_inherited_attributes`).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
+import re
 import socket
 import threading
 import time
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any, Literal, NamedTuple, Self
 
 from labkit.servers import arguments
 
@@ -40,7 +48,7 @@ from labkit.servers.arguments import port as check_port
 from labkit.servers.arguments import server_name as check_name
 
 __all__ = ["LabServer", "SocketServer", "ServerError", "Endpoint", "Kept", "check_host",
-           "check_port", "check_name", "url_host", "wake"]
+           "check_port", "check_name", "url_host", "wake", "with_inherited_attributes"]
 
 JOIN_TIMEOUT = 5.0  # seconds all threads together get to finish once they were woken
 MAX_ERRORS = 100    # exceptions kept in server.errors; later ones are only counted
@@ -58,13 +66,20 @@ class Endpoint(NamedTuple):
 
         >>> server.endpoints
         (Endpoint(transport='tcp', host='127.0.0.1', port=40123, role='server', speaks='HTTP/1.1'),)
+
+    Attributes:
+        transport: ``"tcp"`` or ``"udp"``
+        host: the address it is bound to
+        port: the port it is bound to
+        role: the name tables and ladders give it (the server's name)
+        speaks: the conversation it expects there, in words
     """
 
-    transport: str   # "tcp" or "udp"
-    host: str        # the address it is bound to
+    transport: str
+    host: str
     port: int
-    role: str        # the name tables and ladders give it
-    speaks: str      # the conversation it expects there, in words
+    role: str
+    speaks: str
 
 
 class Kept(list[Any]):
@@ -77,6 +92,10 @@ class Kept(list[Any]):
     For a log or record no client may grow without bound.  Given its ``owner`` and
     ``attribute`` (``Kept(10_000, "HTTPServer 'web'", "log")``), the first entry it
     drops is announced once on the ``labkit`` logger.
+
+    Attributes:
+        limit: how many entries it keeps
+        dropped: how many entries came once it was full (counted, not kept)
     """
 
     def __init__(self, limit: int, owner: str | None = None, attribute: str = ""):
@@ -98,12 +117,46 @@ class Kept(list[Any]):
                         self._attribute)
 
 
+def _attribute_lines(doc: str | None) -> dict[str, str]:
+    """The ``name: what it is`` lines under a docstring's ``Attributes:`` heading, by name."""
+    lines = inspect.cleandoc(doc or "").splitlines()
+    if "Attributes:" not in lines:
+        return {}
+    found: dict[str, str] = {}
+    for line in lines[lines.index("Attributes:") + 1:]:
+        entry = re.match(r" {4}(\w+): \S", line)
+        if entry:
+            found[entry[1]] = line
+        elif not line.startswith(" " * 8):   # (deeper: an entry's second line)
+            break                             # a blank line, or the next heading
+        elif found:
+            found[next(reversed(found))] += "\n" + line
+    return found
+
+
+def with_inherited_attributes(cls: type) -> str:
+    """``cls``'s docstring, and under it the ``Attributes:`` lines of each labkit class it
+    builds on that it does not describe itself (help() shows only a class's own docstring,
+    so a server's help would otherwise leave out what every server has)."""
+    text = inspect.cleandoc(cls.__doc__ or "")
+    seen = set(_attribute_lines(text))
+    for base in cls.__mro__[1:]:
+        if not base.__module__.startswith("labkit."):
+            continue
+        lines = {name: line for name, line in _attribute_lines(vars(base).get("__doc__")).items()
+                 if name not in seen}
+        if lines:
+            text += f"\n\nAttributes from {base.__name__}:\n" + "\n".join(lines.values())
+            seen |= set(lines)
+    return text
+
+
 def url_host(host: str) -> str:
     """``host`` as a URL writes it: an IPv6 address in brackets (``[::1]``)."""
     return f"[{host}]" if ":" in host else host
 
 
-def wake(*socks) -> None:
+def wake(*socks: socket.socket | None) -> None:
     """Shut sockets down to wake the threads blocked on them (accept/recv return at once).
 
     On Linux, ``shutdown`` (unlike ``close``) wakes a thread blocked in ``accept()``,
@@ -117,9 +170,10 @@ def wake(*socks) -> None:
                 pass  # not connected, or already closed: nothing blocks on it
 
 
-def join_all(threads, timeout: float) -> list[str]:
+def join_all(threads: Iterable[threading.Thread], timeout: float) -> list[str]:
     """Join ``threads`` within one overall ``timeout``; names of those still running."""
     deadline = time.monotonic() + timeout
+    threads = list(threads)
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
     return [thread.name for thread in threads if thread.is_alive()]
@@ -145,11 +199,22 @@ class LabServer:
     ``MAX_ERRORS``; ``errors_dropped`` counts the rest); the ``with`` block raises the
     first as :class:`ServerError` when it ends.  Problems a client causes (a reset,
     a failed TLS handshake) are not errors: servers that see them keep serving.
+
+    Attributes:
+        host: the address it was asked to bind (``address`` says where it listens)
+        name: its name in tables, ladders, thread names and errors
+        errors: exceptions its threads raised, the first 100 (raised at the block's end)
+        protocol: the transport its clients use: ``"tcp"`` or ``"udp"``
+        speaks: the conversation it expects, in words (what a Capture labels it with)
     """
 
     _called: str | None = None  # how users make one, if not by the class name (for errors)
     protocol: str = "tcp"              # the transport its clients use: "tcp" or "udp"
     speaks: str = "bytes"              # the conversation it expects, in words
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.__doc__ = with_inherited_attributes(cls)
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, name: str = "server"):
         self.host = arguments.host(host)
@@ -174,7 +239,7 @@ class LabServer:
     def _close(self) -> None:
         """Release what ``_start`` opened; the threads have ended (or are stuck)."""
 
-    def _bound_address(self):
+    def _bound_address(self) -> tuple[Any, ...] | None:
         """``(host, port, ...)`` the server is bound to, or None while it is stopped."""
         raise NotImplementedError
 
@@ -188,7 +253,7 @@ class LabServer:
                 f"{JOIN_TIMEOUT}s after the server stopped")
 
     # -- the context manager ------------------------------------------------------------
-    def __enter__(self):
+    def __enter__(self) -> Self:
         kind = self._called or type(self).__name__
         with _RUN_LOCK:
             if self._ran:
@@ -207,7 +272,8 @@ class LabServer:
         self._running = True
         return self
 
-    def __exit__(self, exc_type, *_):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
         self.stop()
         if exc_type is None:
             self.raise_errors()
@@ -254,9 +320,10 @@ class LabServer:
         return f"{self.name} handler"
 
     # -- threads -----------------------------------------------------------------------
-    def _spawn(self, target, *args, name: str | None = None) -> threading.Thread:
+    def _spawn(self, target: Callable[..., object], *args: Any,
+               name: str | None = None) -> threading.Thread:
         """Run ``target(*args)`` in a thread that stop() joins; what it raises is recorded."""
-        def run():
+        def run() -> None:
             try:
                 target(*args)
             except BaseException as exc:  # noqa: BLE001 - reported to the owning cell
@@ -285,10 +352,12 @@ class LabServer:
         bound = self._bound_address()
         if bound is None:
             raise RuntimeError(f"{type(self).__name__} is not running: use it in a `with` block")
-        return tuple(bound[:2])
+        host, port = bound[:2]
+        return host, port
 
     @property
     def port(self) -> int:
+        """The port it listens on (the one the system picked, if it was given 0)."""
         return self.address[1]
 
     @property
@@ -301,7 +370,7 @@ class LabServer:
         host, port = self.address
         return f"{scheme}://{url_host(host)}:{port}{path}"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         where = f"{url_host(self.host)}:{self.port}" if self._bound_address() else "stopped"
         return f"<{type(self).__name__} {self.name!r} {where}>"
 
@@ -317,5 +386,5 @@ class SocketServer(LabServer):
             self._sock.close()
             self._sock = None
 
-    def _bound_address(self):
+    def _bound_address(self) -> tuple[Any, ...] | None:
         return self._sock.getsockname() if self._sock else None

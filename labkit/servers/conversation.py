@@ -16,6 +16,8 @@ import ssl
 import struct
 import weakref
 from collections import deque
+from collections.abc import Iterable
+from typing import Any
 
 CONVERSATION_LIMIT = 10_000  # connections (or datagrams) each server remembers for comparisons
 
@@ -38,14 +40,14 @@ def _tcp_info(sock: socket.socket) -> bytes | None:
     return info if len(info) >= _TCPI_SIZE else None  # an older kernel: no byte counters
 
 
-def _tcp_counters(sock: socket.socket) -> tuple | None:
+def _tcp_counters(sock: socket.socket) -> tuple[int, ...] | None:
     """(state, acked, received, not sent, sent, retransmitted), consistent with each other.
 
     The kernel reads the state before it locks the socket to read the counters, so one
     reading may pair the state before a FIN with the counters after it: read until two
     readings agree (a few tries; on loopback a connection is settled by now anyway).
     """
-    last = None
+    last: tuple[int, ...] | None = None
     for _ in range(5):
         info = _tcp_info(sock)
         if info is None:
@@ -59,7 +61,7 @@ def _tcp_counters(sock: socket.socket) -> tuple | None:
     return last
 
 
-def tcp_payload_counts(sock: socket.socket) -> tuple[int | list, int] | None:
+def tcp_payload_counts(sock: socket.socket) -> tuple[int | list[int], int] | None:
     """``(bytes received, bytes written)`` of a connected TCP socket, from the kernel.
 
     Payload only (no SYN or FIN), each byte once however often it was retransmitted,
@@ -74,11 +76,12 @@ def tcp_payload_counts(sock: socket.socket) -> tuple[int | list, int] | None:
         return None
     state, acked, received, notsent, sent, retransmitted = counters
     sent -= retransmitted
+    counted: int | list[int] = received
     if received and (state in _FIN_RECEIVED or (state == _CLOSE and acked > sent)):
-        received -= 1  # their FIN came (in CLOSE: our FIN was acked, so we left LAST_ACK)
+        counted = received - 1  # their FIN came (in CLOSE: our FIN was acked, so we left LAST_ACK)
     elif received and state == _CLOSE:
-        received = [received - 1, received]  # a reset: before it, a FIN or not
-    return received, sent + notsent
+        counted = [received - 1, received]  # a reset: before it, a FIN or not
+    return counted, sent + notsent
 
 
 def tcp_segment_counts(sock: socket.socket) -> tuple[int, int] | None:
@@ -105,16 +108,19 @@ def tcp_segment_counts(sock: socket.socket) -> tuple[int, int] | None:
 def _accept_queue(listener: socket.socket) -> int:
     """Connections the kernel completed that accept() has not taken yet."""
     info = _tcp_info(listener)
-    return struct.unpack_from("=I", info, _TCPI_UNACKED)[0] if info else 0
+    return int(struct.unpack_from("=I", info, _TCPI_UNACKED)[0]) if info else 0
 
 
-def content_digest(pieces_digests) -> str:
+def content_digest(pieces_digests: Iterable[str]) -> str:
     """One digest for many streams or datagrams, in any order (sha256 hex of each piece)."""
     return hashlib.sha256("".join(sorted(pieces_digests)).encode()).hexdigest()[:32]
 
 
-def conversation_entry(connections=(), datagrams_in=(), datagrams_out=(),
-                       content_in: str | None = None, segments=None, seconds=None) -> dict:
+def conversation_entry(connections: Iterable[Iterable[Any]] = (),
+                       datagrams_in: Iterable[int] = (), datagrams_out: Iterable[int] = (),
+                       content_in: str | None = None,
+                       segments: Iterable[Iterable[Any]] | None = None,
+                       seconds: Iterable[float | None] | None = None) -> dict[str, Any]:
     """The summary both sides of a replay comparison give, one per server (JSON-ready).
 
     ``connections``: ``[bytes from the client, bytes to it]`` per TCP connection (the
@@ -125,8 +131,9 @@ def conversation_entry(connections=(), datagrams_in=(), datagrams_out=(),
     each a count of data segments (a recording: their sizes; None: unknown), and
     ``seconds``, how long each lasted (None: unknown).  Left out: all unknown.
     """
-    count = len(connections)
-    return {"connections": [list(c) for c in connections], "datagrams_in": list(datagrams_in),
+    rows = [list(c) for c in connections]
+    count = len(rows)
+    return {"connections": rows, "datagrams_in": list(datagrams_in),
             "datagrams_out": list(datagrams_out), "content_in": content_in,
             "segments": [list(s) for s in segments] if segments else [[None, None]] * count,
             "seconds": list(seconds) if seconds else [None] * count}
@@ -134,10 +141,12 @@ def conversation_entry(connections=(), datagrams_in=(), datagrams_out=(),
 
 # The name each TLS client asked for (SNI), by server-side socket: a TLS connection's
 # content on the wire is ciphertext, so its name is what replay compares (see _tls).
-SERVER_NAMES: weakref.WeakKeyDictionary[ssl.SSLSocket, str] = weakref.WeakKeyDictionary()
+SERVER_NAMES: weakref.WeakKeyDictionary[ssl.SSLSocket | ssl.SSLObject, str] = (
+    weakref.WeakKeyDictionary())
 
 
-def note_server_name(tls_socket, server_name, context) -> None:
+def note_server_name(tls_socket: ssl.SSLSocket | ssl.SSLObject, server_name: str | None,
+                     context: ssl.SSLContext) -> None:
     """An ``sni_callback`` that only remembers the name; the handshake goes on unchanged."""
     SERVER_NAMES[tls_socket] = server_name or ""
 
@@ -150,7 +159,7 @@ def name_digest(server_name: str) -> str:
 class _Heard:
     """What a client sent, as the server read it: a byte count and a running sha256."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.count, self._sha = 0, hashlib.sha256()
 
     def update(self, data: bytes) -> None:
@@ -164,16 +173,16 @@ class _Heard:
 class _Recent:
     """Numbered entries, only the last CONVERSATION_LIMIT kept: memory stays bounded."""
 
-    def __init__(self):
-        self.entries: deque = deque(maxlen=CONVERSATION_LIMIT)
+    def __init__(self) -> None:
+        self.entries: deque[tuple[int, Any]] = deque(maxlen=CONVERSATION_LIMIT)
         self.forgot = 0  # the highest number dropped so far
 
-    def add(self, number: int, entry) -> None:
+    def add(self, number: int, entry: Any) -> None:
         if len(self.entries) == self.entries.maxlen:
             self.forgot = max(self.forgot, self.entries[0][0])
         self.entries.append((number, entry))
 
-    def since(self, mark: int) -> list | None:
+    def since(self, mark: int) -> list[tuple[int, Any]] | None:
         """Entries numbered after ``mark``; None if some of them were forgotten."""
         if self.forgot > mark:
             return None

@@ -64,6 +64,16 @@ class DNSServer(UDPServer):
     (``queries.dropped`` counts the rest); ``malformed`` counts messages that were not
     a DNS query (answered FORMERR when they carry a query id); ``truncated`` the UDP
     replies sent with TC set; ``tcp_queries`` the queries that came over TCP.
+
+    Attributes:
+        zone: the records it answers for: ``{'www.netlab.test.': [IPv4Address(...)]}``
+        ttl: the time to live of each answer, in seconds
+        queries: ``(name, type)`` of the questions answered, the first 10,000
+        malformed: messages that were not a DNS query
+        truncated: UDP replies sent with TC set (too big for the client's limit)
+        tcp_queries: queries that came over TCP
+        recursive: False: it answers for its zone alone (``aa`` set, ``ra`` clear); a
+            :class:`~labkit.servers.resolver.DNSResolver` is True
     """
 
     speaks = "DNS (RFC 1035): a message per UDP datagram, or after a 2-byte length on TCP"
@@ -112,6 +122,7 @@ class DNSServer(UDPServer):
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
+        """Its two sockets, on one port: DNS over UDP and DNS over TCP."""
         host, port = self.address
         return (Endpoint("udp", host, port, self.name, "DNS over UDP"),
                 Endpoint("tcp", host, port, self.name,
@@ -219,9 +230,11 @@ class DNSServer(UDPServer):
             return None
         came, went = datagrams
         digests = [digest for _in, _out, digest, *_split in connections] + [d for _s, d in came]
+        known = [d for d in digests if d is not None]
         return conversation_entry([(r, w) for r, w, *_rest in connections], [s for s, _d in came],
-                                  went, content_digest(digests) if None not in digests else None,
-                                  [c[3] for c in connections], [c[4] for c in connections])
+                                  went, content_digest(known) if len(known) == len(digests)
+                                  else None, [c[3] for c in connections],
+                                  [c[4] for c in connections])
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.zone.origin or self.zone.names()}>"

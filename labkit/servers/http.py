@@ -23,10 +23,12 @@ To host a server *you* wrote (``http.server``, WSGI, Flask) see ``labkit.servers
 from __future__ import annotations
 
 import email.utils
+import os
 import socket
 import ssl
 import time
 from pathlib import Path
+from typing import Any
 
 from labkit.protocols import http_parser
 
@@ -43,7 +45,15 @@ from labkit.protocols.http_parser import (
 from labkit.servers import arguments
 from labkit.servers.base import Kept
 from labkit.servers.http_endpoints import HTTPEndpoints, static_root
-from labkit.servers.http_message import BadRequest, Request, Response, cut, head_bytes, phrase, text
+from labkit.servers.http_message import (
+    Request,
+    RequestRefused,
+    Response,
+    cut,
+    head_bytes,
+    phrase,
+    text,
+)
 from labkit.servers.tcp import TCPServer
 
 __all__ = ["HTTPServer", "Request"]
@@ -90,12 +100,12 @@ def _read_request(conn: socket.socket, parser: http_parser.RequestParser) -> Req
                 continue  # its deadline passed: answered 408 above
         elif event is http_parser.ConnectionClosed:
             return None
-        elif isinstance(event, http_parser.Request):
+        elif isinstance(event, http_parser.RequestHead):
             head = event
         elif isinstance(event, http_parser.Data):
             body += event.data  # (the parser bounds it: MAX_BODY)
-        else:  # EndOfMessage
-            assert head is not None  # the parser gives a Request before its EndOfMessage
+        elif isinstance(event, http_parser.EndOfMessage):
+            assert head is not None  # the parser gives a head before its EndOfMessage
             conn.settimeout(IDLE_TIMEOUT)  # for sending the answer (a deadline may be near)
             return Request(head.method, head.target, head.version, head.headers, bytes(body),
                            event.raw)
@@ -111,11 +121,17 @@ class HTTPServer(HTTPEndpoints, TCPServer):
     ``server.log`` lists what it answered (``'GET /hello → 200'``),
     ``server.connections_served`` how many TCP connections it accepted; TLS
     handshakes that failed are described in ``server.tls_errors``, as on a TLSServer.
+
+    Attributes:
+        static: the folder ``/static/`` serves, resolved (None: no static files)
+        ssl_context: the TLS context of an HTTPS server (None: plain HTTP)
+        log: what it answered, one line each (``'GET /hello → 200'``), the first 10,000
+        requests_served: requests answered so far (400s for unreadable ones not counted)
     """
 
-    def __init__(self, static=None, *, ssl_context: ssl.SSLContext | None = None,
-                 host: str = "127.0.0.1", port: int = 0, name: str = "server",
-                 backlog: int = socket.SOMAXCONN):
+    def __init__(self, static: str | os.PathLike[str] | None = None, *,
+                 ssl_context: ssl.SSLContext | None = None, host: str = "127.0.0.1",
+                 port: int = 0, name: str = "server", backlog: int = socket.SOMAXCONN) -> None:
         if ssl_context is not None:
             arguments.instance(ssl_context, "ssl_context", ssl.SSLContext,
                                "an ssl.SSLContext or None", "ca.server_context()")
@@ -143,7 +159,7 @@ class HTTPServer(HTTPEndpoints, TCPServer):
         conn.settimeout(IDLE_TIMEOUT)  # (TCPServer's TLS handshake has its own deadline)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def _serve_connection(self, conn: socket.socket, addr) -> None:
+    def _serve_connection(self, conn: socket.socket, addr: Any) -> None:
         try:
             self._request_loop(conn)
         except (OSError, ValueError) as exc:
@@ -206,7 +222,7 @@ class HTTPServer(HTTPEndpoints, TCPServer):
         """Route and send one response; True if the connection stays open."""
         try:
             resp = self._route(req)
-        except BadRequest as bad:
+        except RequestRefused as bad:
             resp = text(bad.status, f"{bad.status} {phrase(bad.status)}: {bad}\n")
         except Exception as exc:  # noqa: BLE001 - a bug in an endpoint: answer 500, report it
             self.record_error(exc)

@@ -20,9 +20,10 @@
 
 An endpoint gets the parsed :class:`~labkit.servers.http_message.Request` and returns a
 :class:`~labkit.servers.http_message.Response` (``text()`` makes a plain-text one); it
-raises ``BadRequest("what is wrong, and the fix")`` for a request it cannot answer (a
-400 with that reason).  Read numbers from the query with ``_number``, which bounds them:
-no client may make the server wait, send or buffer without limit.  The connection side
+raises ``RequestRefused("what is wrong, and the fix")`` for a request it cannot answer
+(a 400 with that reason; the connection stays open).  Read numbers from the query with
+``_number``, which bounds them: no client may make the server wait, send or buffer
+without limit.  The connection side
 (reading, keep-alive, framing, sending) is ``labkit.servers.http``'s and needs no change.
 """
 
@@ -34,11 +35,12 @@ import os
 import re
 import threading
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 from labkit.servers import arguments
-from labkit.servers.http_message import BadRequest, Request, Response, cut, phrase, text
+from labkit.servers.http_message import Request, RequestRefused, Response, cut, phrase, text
 
 __all__ = ["HTTPEndpoints", "INDEX", "static_root"]
 
@@ -110,13 +112,13 @@ class HTTPEndpoints:
         if req.method != "POST":
             return text(405, "405 Method Not Allowed: POST a JSON body to /json\n",
                         headers=[("Allow", "POST")])
-        too_deep = BadRequest(f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep")
+        too_deep = RequestRefused(f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep")
         try:
             value = json.loads(req.body)
         except RecursionError:  # deeper than the parser's own limit (about 1,000)
             raise too_deep from None
         except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"the body is not JSON: {exc}") from None
+            raise RequestRefused(f"the body is not JSON: {exc}") from None
         if _depth(value) > MAX_JSON_DEPTH:  # json.dumps below recurses as deep: refuse first
             raise too_deep
         answer = {"content_type": req.header("Content-Type"), "length": len(req.body),
@@ -127,26 +129,26 @@ class HTTPEndpoints:
     @staticmethod
     def _status(code_text: str) -> Response:
         if not (len(code_text) == 3 and code_text.isdigit() and 200 <= int(code_text) <= 599):
-            raise BadRequest(f"/status/{code_text[:20]}: use a final status code 200-599, "
+            raise RequestRefused(f"/status/{code_text[:20]}: use a final status code 200-599, "
                              "like /status/404")
         code = int(code_text)
         body = b"" if code in (204, 304) else f"{code} {phrase(code)}\n".encode()
         return Response(code, body)
 
     @staticmethod
-    def _redirect(q: dict) -> Response:
+    def _redirect(q: dict[str, str]) -> Response:
         to = q.get("to", "/hello")
         if re.search(r"[\x00-\x1f\x7f\\]", to):
             # CR/LF would end the Location header and start the attacker's own; browsers
             # drop tabs and read "\" as "/", so "/\evil" and "/<TAB>/evil" mean //evil.
-            raise BadRequest(f"to={cut(to)!r}: a redirect target must not contain control "
+            raise RequestRefused(f"to={cut(to)!r}: a redirect target must not contain control "
                              "characters (CR, LF, tab) or backslashes")
         if not to.startswith("/") or to.startswith("//"):
-            raise BadRequest(f"to={cut(to)!r}: redirect only to a path on this server, "
+            raise RequestRefused(f"to={cut(to)!r}: redirect only to a path on this server, "
                              "like to=/hello (not //host or http://…)")
         code = _number(q, "code", 302, int, 300, 308)
         if code not in (301, 302, 303, 307, 308):
-            raise BadRequest(f"code={code}: use 301, 302, 303, 307 or 308")
+            raise RequestRefused(f"code={code}: use 301, 302, 303, 307 or 308")
         # Location is ASCII: percent-encode the rest (é → %C3%A9), as browsers do.
         location = urllib.parse.quote(to, safe="/?#[]@!$&'()*+,;=:%~")
         return text(code, f"{code} {phrase(code)}: see {cut(location)}\n",
@@ -186,7 +188,7 @@ class HTTPEndpoints:
         return text(500, f"500 Internal Server Error: cannot read {cut(name)!r} ({why})\n")
 
 
-def static_root(static) -> Path:
+def static_root(static: str | os.PathLike[str]) -> Path:
     """The folder ``static=`` names, resolved; refuse one that would expose the user's files."""
     arguments.path(static, "static", "'public'")
     root = Path(static)
@@ -208,18 +210,22 @@ def static_root(static) -> Path:
     return root
 
 
-def _number(query: dict, name: str, default, kind, low, high):
+N = TypeVar("N", int, float)
+
+
+def _number(query: dict[str, str], name: str, default: N, kind: Callable[[str], N], low: N,
+            high: N) -> N:
     """``query[name]`` as ``kind`` (int or float) within low..high, or ``default`` if absent;
-    BadRequest (400, with the reason) if it is not a number or out of range."""
+    RequestRefused (400, with the reason) if it is not a number or out of range."""
     raw = query.get(name)
     if raw is None:
         return default
     try:
         value = kind(raw)
     except ValueError:
-        raise BadRequest(f"{name}={raw!r} is not a number") from None
+        raise RequestRefused(f"{name}={raw!r} is not a number") from None
     if not low <= value <= high:
-        raise BadRequest(f"{name}={raw} is out of range {low}..{high}")
+        raise RequestRefused(f"{name}={raw} is out of range {low}..{high}")
     return value
 
 
@@ -231,7 +237,7 @@ def _letters(n: int) -> Iterable[bytes]:
         yield piece
 
 
-def _depth(value) -> int:
+def _depth(value: object) -> int:
     """How deeply lists and dicts nest in a parsed JSON value (without recursion)."""
     deepest, stack = 0, [(value, 1)]
     while stack:

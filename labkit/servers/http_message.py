@@ -5,10 +5,11 @@
     >>> head_bytes(404, [("Content-Length", "0")])
     b'HTTP/1.1 404 Not Found\\r\\nContent-Length: 0\\r\\n\\r\\n'
 
-:class:`Request` is what ``labkit.servers.http`` read from the connection; an
-endpoint (``labkit.servers.http_endpoints``) answers with a :class:`Response`, or
-raises :class:`BadRequest` to refuse with a reason.  They live here, below both
-modules, so neither has to import the other's internals.
+:class:`Request` is what ``labkit.servers.http`` read from the connection: a whole
+request, its body too (the parser's :class:`~labkit.protocols.http_parser.RequestHead`
+is only its first part).  An endpoint (``labkit.servers.http_endpoints``) answers with
+a :class:`Response`, or raises :class:`RequestRefused` to refuse it with a reason.  They
+live here, below both modules, so neither has to import the other's internals.
 """
 
 from __future__ import annotations
@@ -17,21 +18,45 @@ import http
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["Request", "Response", "BadRequest", "text", "phrase", "head_bytes", "cut"]
+__all__ = ["Request", "Response", "RequestRefused", "text", "phrase", "head_bytes", "cut"]
 
 
-class BadRequest(Exception):
-    """The client sent something that is not HTTP/1.1; the message says what."""
+class RequestRefused(Exception):
+    """An endpoint refuses a request it read well: ``RequestRefused("n=x is not a number")``.
 
-    def __init__(self, reason: str, status: int = 400):
+    The server answers ``status`` (400 unless given) with the reason and keeps the
+    connection open: the request was framed correctly, so the next one can be read.
+    (A request that cannot be *read* is the parser's
+    :class:`~labkit.protocols.http_parser.ParseError` instead: answered, then the
+    connection is closed, since where the next request starts is unknown.)
+
+    Attributes:
+        reason: what is wrong with the request, and the fix (also ``str(error)``)
+        status: the 4xx status code to answer with
+    """
+
+    def __init__(self, reason: str, status: int = 400) -> None:
         super().__init__(reason)
+        self.reason = reason
         self.status = status
 
 
 @dataclass
 class Request:
-    """One parsed request, plus the bytes it came in (``raw``)."""
+    """One whole request as an endpoint gets it: head, body, and the bytes it came in.
+
+    Attributes:
+        method: ``"GET"``, ``"POST"``, ...
+        target: the request target as sent (``"/bytes?n=5"``)
+        version: ``"HTTP/1.1"`` or ``"HTTP/1.0"``
+        headers: ``(name, value)`` pairs in the order sent
+        body: the body, framing removed (chunked bodies joined)
+        raw: every byte of the request exactly as received
+        path: the target's path, without the query (``"/bytes"``)
+        query: the query's parameters (``{"n": "5"}``)
+    """
 
     method: str
     target: str
@@ -42,7 +67,7 @@ class Request:
     path: str = field(init=False)
     query: dict[str, str] = field(init=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.target.startswith("/"):  # origin-form: "//x" is a path here, not a host
             path, _, query = self.target.partition("?")
         else:                            # absolute-form (the parser checked it) or "*"
@@ -58,6 +83,7 @@ class Request:
 
     @property
     def keep_alive(self) -> bool:
+        """Does the client want the connection kept open after this request?"""
         tokens = {t.strip().lower() for t in (self.header("Connection") or "").split(",")}
         if self.version == "HTTP/1.0":
             return "keep-alive" in tokens
@@ -68,7 +94,16 @@ class Request:
 class Response:
     """What to answer.  ``body`` is bytes, or an open binary file or pieces sent as they
     come: framed by ``length`` (Content-Length) if given, else chunked.  A body with
-    ``close()`` (a file, a generator) is closed once sent, even if the client went away."""
+    ``close()`` (a file, a generator) is closed once sent, even if the client went away.
+
+    Attributes:
+        status: the status code (``200``)
+        body: bytes, an open binary file, or an iterable of bytes pieces
+        content_type: the Content-Type header
+        headers: more ``(name, value)`` headers to send
+        chunk_delay: seconds between two chunks of a chunked body (a lesson's slow server)
+        length: the Content-Length of a body that is not bytes (None: sent chunked)
+    """
 
     status: int
     body: bytes | Iterable[bytes] = b""
@@ -78,7 +113,7 @@ class Response:
     length: int | None = None
 
 
-def text(status: int, message: str, **kw) -> Response:
+def text(status: int, message: str, **kw: Any) -> Response:
     """A plain-text Response: ``text(404, "404 Not Found: ...\\n")``."""
     return Response(status, message.encode(), **kw)
 

@@ -33,12 +33,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from typing import Any, Literal, cast
 
 from labkit.servers import arguments, base, loadclient
 from labkit.servers.base import LabServer
 
 __all__ = ["BackgroundServer", "load", "LoadResult", "percentile", "SlowReader"]
+
+# serve(listener, stop): the student's server; async def with an asyncio.Event to stop
+Serve = (Callable[[socket.socket, threading.Event], object]
+         | Callable[[socket.socket, asyncio.Event], Coroutine[Any, Any, object]])
 
 MAX_CLIENTS = 1000
 MAX_REQUESTS = 200_000     # clients * requests, in one run
@@ -46,7 +52,7 @@ MAX_TIMEOUT = 120.0
 
 
 # -- percentiles ---------------------------------------------------------------------------
-def percentile(values, q: float) -> float:
+def percentile(values: Iterable[float], q: float) -> float:
     """The ``q``-th percentile (0-100) of ``values``, interpolating between ranks.
 
     Same definition as ``numpy.percentile``'s default ("linear"): sort, then the
@@ -59,7 +65,7 @@ def percentile(values, q: float) -> float:
                        why="run some requests first")
     rank = (len(data) - 1) * q / 100
     lo, hi = math.floor(rank), math.ceil(rank)
-    return data[lo] + (data[hi] - data[lo]) * (rank - lo)
+    return float(data[lo] + (data[hi] - data[lo]) * (rank - lo))
 
 
 # -- the student's server, in a thread --------------------------------------------------------
@@ -73,10 +79,15 @@ class BackgroundServer(LabServer):
     which raises ``OSError`` in ``serve``; that is expected and not reported).  Any
     other exception comes back to the ``with`` block as :class:`~labkit.ServerError`.
     Like every labkit server it runs once: entering it again raises ``RuntimeError``.
+
+    Attributes:
+        serve: the student's server function, ``serve(listener, stop)``
+        backlog: connections the kernel queues until ``serve`` accepts them
+        is_async: True if ``serve`` is ``async def`` (run by asyncio in its thread)
     """
 
-    def __init__(self, serve, *, host: str = "127.0.0.1", port: int = 0, name: str = "server",
-                 backlog: int = 128):
+    def __init__(self, serve: Serve, *, host: str = "127.0.0.1", port: int = 0,
+                 name: str = "server", backlog: int = 128) -> None:
         arguments.function(serve, "serve", "a function serve(listener, stop)")
         super().__init__(host=host, port=port, name=name)
         self.serve = serve
@@ -88,32 +99,35 @@ class BackgroundServer(LabServer):
         self._async_stop: asyncio.Event | None = None
         self._started = threading.Event()
 
-    def _bound_address(self):
+    def _bound_address(self) -> tuple[Any, ...] | None:
         return self._listener.getsockname() if self._listener else None
 
     def _start(self) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        self._listener = socket.create_server((self.host, self._requested_port), family=family,
-                                              backlog=self.backlog)
-        self._spawn(self._run, name="serve")
+        self._listener = listener = socket.create_server(
+            (self.host, self._requested_port), family=family, backlog=self.backlog)
+        self._spawn(self._run, listener, name="serve")
         if self.is_async and not self._started.wait(base.JOIN_TIMEOUT):
             raise RuntimeError(
                 f"{self.name}: the asyncio loop did not start within {base.JOIN_TIMEOUT}s")
 
-    def _run(self) -> None:
+    def _run(self, listener: socket.socket) -> None:
         try:
             if self.is_async:
-                asyncio.run(self._run_async())
+                asyncio.run(self._run_async(listener))
             else:
-                self.serve(self._listener, self._stopping)
+                serve = cast(Callable[[socket.socket, threading.Event], object], self.serve)
+                serve(listener, self._stopping)
         finally:
             self._started.set()
 
-    async def _run_async(self) -> None:
+    async def _run_async(self, listener: socket.socket) -> None:
         self._async_stop = stop = asyncio.Event()
         self._loop = asyncio.get_running_loop()  # after the event: _wake() needs both
         self._started.set()
-        await self.serve(self._listener, stop)
+        serve = cast(Callable[[socket.socket, asyncio.Event], Coroutine[Any, Any, object]],
+                     self.serve)
+        await serve(listener, stop)
 
     def _wake(self) -> None:
         if self.is_async:
@@ -143,14 +157,24 @@ class BackgroundServer(LabServer):
 # -- the load generator ------------------------------------------------------------------------
 @dataclass
 class LoadResult:
-    """What one :func:`load` run measured.  Latencies are in seconds, sorted."""
+    """What one :func:`load` run measured.
+
+    Attributes:
+        clients: how many clients ran at the same time
+        requests: how many requests each client sent
+        completed: requests answered correctly
+        elapsed: seconds from the first connect to the last answer
+        latencies: seconds each answered request took, sorted
+        errors: how many clients failed, by kind of failure (``{'wrong answer': 2}``)
+        timed_out: True if the run stopped at its time limit
+    """
 
     clients: int
-    requests: int                 # per client
-    completed: int                # requests answered correctly
-    elapsed: float                # seconds from the first connect to the last answer
+    requests: int
+    completed: int
+    elapsed: float
     latencies: list[float] = field(repr=False, default_factory=list)
-    errors: dict[str, int] = field(default_factory=dict)   # kind of failure -> clients
+    errors: dict[str, int] = field(default_factory=dict)
     timed_out: bool = False
 
     @property
@@ -164,17 +188,20 @@ class LoadResult:
         return self.completed / self.elapsed if self.elapsed > 0 else 0.0
 
     def latency_ms(self, q: float) -> float:
+        """The ``q``-th percentile of the latencies, in milliseconds."""
         return percentile(self.latencies, q) * 1000
 
     @property
     def p50_ms(self) -> float:
+        """The median latency in milliseconds: half the requests took longer."""
         return self.latency_ms(50)
 
     @property
     def p99_ms(self) -> float:
+        """The 99th-percentile latency in milliseconds: 1 request in 100 took longer."""
         return self.latency_ms(99)
 
-    def __str__(self):
+    def __str__(self) -> str:
         text = (f"{self.clients} clients × {self.requests} requests: "
                 f"{self.completed}/{self.clients * self.requests} answered in {self.elapsed:.2f} s")
         if self.latencies:
@@ -186,7 +213,7 @@ class LoadResult:
         return text
 
 
-def _check_target(target) -> tuple[str, int]:
+def _check_target(target: LabServer | tuple[Any, ...]) -> tuple[str, int]:
     address = target.address if isinstance(target, LabServer) else target
     if not (isinstance(address, tuple) and len(address) in (2, 4)):
         arguments.fail(TypeError, "target", "a running server or a (host, port) tuple", target,
@@ -194,8 +221,8 @@ def _check_target(target) -> tuple[str, int]:
     return arguments.host(address[0]), arguments.port(address[1], low=1)
 
 
-def load(target, *, clients: int = 10, requests: int = 100, message: bytes = b"ping\n",
-         expect: bytes | None = None, hold_open: bool = False,
+def load(target: LabServer | tuple[Any, ...], *, clients: int = 10, requests: int = 100,
+         message: bytes = b"ping\n", expect: bytes | None = None, hold_open: bool = False,
          timeout: float = 10.0) -> LoadResult:
     """Run ``clients`` concurrent connections, each sending ``message`` ``requests`` times.
 
@@ -244,11 +271,20 @@ class SlowReader:
     from it), or ``max_bytes`` were sent, or ``FILL_LIMIT`` seconds passed (a server
     that reads, but slowly).  It keeps the connection open, unread, until exit.
     ``stuck`` says the server stopped reading.  Use each SlowReader once.
+
+    Attributes:
+        target: the ``(host, port)`` it connects to
+        max_bytes: the most it sends
+        quiet: seconds a send may wait for room before the server counts as stuck
+        FILL_LIMIT: seconds it sends at most
+        bytes_sent: bytes sent so far
+        stuck: True once the server stopped reading (a send waited ``quiet`` seconds)
     """
 
     FILL_LIMIT = 30.0
 
-    def __init__(self, target, *, max_bytes: int = 64 * 2**20, quiet: float = 0.2):
+    def __init__(self, target: LabServer | tuple[Any, ...], *, max_bytes: int = 64 * 2**20,
+                 quiet: float = 0.2) -> None:
         self.target = _check_target(target)
         self.max_bytes = arguments.integer(max_bytes, "max_bytes", 1, 2**31, "2**20")
         self.quiet = arguments.number(quiet, "quiet", 0, 10, "0.2 seconds", above_low=True)
@@ -273,11 +309,11 @@ class SlowReader:
                     self.stuck = True
                     break
         except BaseException:
-            self.__exit__()  # e.g. the server reset the connection: do not leak the socket
+            self.__exit__(None, None, None)  # e.g. the server reset: do not leak the socket
             raise
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         if self._sock is not None:
             self._sock.close()
             self._sock = None

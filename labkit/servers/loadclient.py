@@ -14,9 +14,12 @@ import asyncio
 import json
 import sys
 import time
+from typing import Any
 
 
-async def _client(job, message, expect, barrier, latencies, errors) -> None:
+async def _client(job: dict[str, Any], message: bytes, expect: bytes,
+                  barrier: asyncio.Barrier | None, latencies: list[float],
+                  errors: dict[str, int]) -> None:
     writer = None
     try:
         try:
@@ -40,7 +43,7 @@ async def _client(job, message, expect, barrier, latencies, errors) -> None:
             writer.close()
 
 
-async def _run_job(job) -> dict:
+async def _run_job(job: dict[str, Any]) -> dict[str, Any]:
     message, expect = bytes.fromhex(job["message"]), bytes.fromhex(job["expect"])
     barrier = asyncio.Barrier(job["clients"]) if job["hold_open"] else None
     latencies: list[float] = []

@@ -26,6 +26,8 @@ import socket
 import struct
 import threading
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 from labkit.servers import arguments
 from labkit.servers import base as _servers
@@ -38,7 +40,7 @@ ACTIONS = ("forward", "drop", "duplicate", "hold")
 LOG_LIMIT = 10_000   # entries kept in UDPRelay.log (stats count every datagram)
 
 
-def _target_address(target) -> tuple[tuple[str, int], str]:
+def _target_address(target: LabServer | tuple[Any, ...]) -> tuple[tuple[str, int], str]:
     must = "a running server or a (host, port) tuple"
     if isinstance(target, tuple) and len(target) in (2, 4):  # (IPv6: host, port, flow, scope)
         host, port = target[:2]
@@ -65,14 +67,25 @@ class UDPRelay(LabServer):
     Datagrams to the relay's ``address`` go to the target; the target's replies go to
     the client that sent last.  The relay listens on ``port`` (default: any free
     port) of the target's loopback address (127.0.0.1, or ::1 for an IPv6 target).
+
+    Attributes:
+        target: the ``(host, port)`` it passes datagrams on to
+        target_name: the target's name in tables and ladders
+        drop: the probability that a datagram is dropped
+        duplicate: the probability that a datagram is sent twice
+        reorder: the probability that a datagram is held back (and so reordered)
+        seed: what every fate is drawn from: the same seed, the same run
+        hold: seconds a held-back datagram waits at most
+        log: ``(direction, n, action)`` per datagram, the first 10,000
+        undeliverable: datagrams that could not be sent on (logged)
     """
 
     protocol = "udp"
     speaks = "UDP datagrams, passed on (or dropped, duplicated, held back)"
 
-    def __init__(self, target, *, drop: float = 0.0, duplicate: float = 0.0,
-                 reorder: float = 0.0, seed: int = 0, hold: float = 0.1, port: int = 0,
-                 name: str = "relay"):
+    def __init__(self, target: LabServer | tuple[Any, ...], *, drop: float = 0.0,
+                 duplicate: float = 0.0, reorder: float = 0.0, seed: int = 0,
+                 hold: float = 0.1, port: int = 0, name: str = "relay") -> None:
         self.target, self.target_name = _target_address(target)
         # Both sides speak the target's IP version: what one side receives fits the other.
         super().__init__(host="::1" if ":" in self.target[0] else "127.0.0.1", port=port,
@@ -95,7 +108,7 @@ class UDPRelay(LabServer):
         self.undeliverable = 0   # datagrams that could not be sent on (logged)
 
     # -- addresses and names ---------------------------------------------------
-    def _bound_address(self):
+    def _bound_address(self) -> tuple[Any, ...] | None:
         """Where clients send: the relay's front socket."""
         return self._front.getsockname() if self._front else None
 
@@ -171,7 +184,7 @@ class UDPRelay(LabServer):
             raise OSError(errno.EBADF, "the relay has stopped")
         return sock
 
-    def _pass_on(self, send, data: bytes, direction: str) -> None:
+    def _pass_on(self, send: Callable[[bytes], None], data: bytes, direction: str) -> None:
         """Send one datagram on; one that cannot go is logged and counted, not fatal."""
         try:
             send(data)
@@ -195,7 +208,8 @@ class UDPRelay(LabServer):
             return "hold"
         return "forward"
 
-    def _run(self, direction: str, src: socket.socket, send, rng: random.Random) -> None:
+    def _run(self, direction: str, src: socket.socket, send: Callable[[bytes], None],
+             rng: random.Random) -> None:
         held: list[bytes] = []  # reordered datagrams, sent after the next one that goes through
         n = 0
         try:
@@ -237,7 +251,7 @@ class UDPRelay(LabServer):
             if not self._stopping.is_set():
                 self.record_error(exc)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"<UDPRelay drop={self.drop} duplicate={self.duplicate} "
                 f"reorder={self.reorder} seed={self.seed}>")
 
@@ -251,15 +265,20 @@ class AckReceiver:
     future one is ignored.  ``delivered`` holds the first 10,000 messages in order
     (``delivered.dropped`` counts the rest, still acknowledged in order);
     ``garbage`` counts datagrams too short to carry a sequence number.
+
+    Attributes:
+        delivered: the messages delivered, in order, each once (the first 10,000)
+        duplicates: datagrams that came again (acknowledged again, not delivered)
+        garbage: datagrams too short to carry a sequence number
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.delivered: Kept = Kept(LOG_LIMIT, "AckReceiver", "delivered")
         self.duplicates = 0
         self.garbage = 0
         self._lock = threading.Lock()
 
-    def __call__(self, data: bytes, addr) -> bytes | None:
+    def __call__(self, data: bytes, addr: Any) -> bytes | None:
         if len(data) < SEQ.size:
             with self._lock:
                 self.garbage += 1
@@ -275,5 +294,5 @@ class AckReceiver:
                 return None  # from the future: a stop-and-wait sender never does this
         return SEQ.pack(seq)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<AckReceiver delivered={len(self.delivered)} duplicates={self.duplicates}>"

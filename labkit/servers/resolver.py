@@ -107,6 +107,15 @@ class DNSResolver(DNSServer):
     ``timeout``: seconds each upstream server gets to answer before the next is tried.
     ``log``: a :class:`Step` per question sent upstream; ``hits``: questions answered
     from the cache; :meth:`cached` what it remembers; :meth:`flush` forgets it all.
+
+    Attributes:
+        roots: the root servers' addresses it starts each walk from
+        timeout: seconds each upstream server gets to answer before the next is tried
+        log: a :class:`Step` per question sent upstream, the first 10,000
+        hits: questions answered from the cache, without asking anyone
+        recursive: True: it answers any name (``ra`` set, ``aa`` clear)
+        (and :class:`~labkit.servers.dns.DNSServer`'s ``queries``, ``malformed``,
+        ``truncated`` and ``tcp_queries``)
     """
 
     recursive = True
@@ -295,7 +304,7 @@ class DNSResolver(DNSServer):
                 self._store((qname, "*"), soa[:1], rcode=rcode, negative=True)
             return "NXDOMAIN"
         if rcode != RCODE.NOERROR:
-            return RCODE[rcode]
+            return str(RCODE[rcode])
         answers = [rr for rr in reply.rr if str(rr.rname).lower() == qname
                    and QTYPE[rr.rtype] == qtype]
         if answers:
@@ -396,7 +405,7 @@ def _with_ttl(rr: RR, ttl: int) -> RR:
     return RR(rr.rname, rr.rtype, rr.rclass, ttl, rr.rdata)
 
 
-def _by_name(item) -> tuple:
+def _by_name(item: tuple[tuple[str, str], _Cached, str]) -> tuple[tuple[str, ...], str]:
     """Names as a tree reads them: test. before netlab.test. before www.netlab.test."""
     (name, kind), *_rest = item
     return tuple(reversed(name.rstrip(".").split("."))), kind

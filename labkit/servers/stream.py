@@ -22,6 +22,7 @@ import socket
 import struct
 import threading
 import time
+from typing import Any
 
 from labkit.servers import arguments
 
@@ -35,11 +36,11 @@ FRAME_HEADER = struct.Struct("!I")
 class _Handler:
     """Counts connections; subclasses implement ``serve(conn)``."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self.connections = 0
 
-    def __call__(self, conn: socket.socket, addr) -> None:
+    def __call__(self, conn: socket.socket, addr: Any) -> None:
         with self._lock:
             self.connections += 1
         try:
@@ -48,6 +49,7 @@ class _Handler:
             pass  # the client went away: that is its right, not a server error
 
     def serve(self, conn: socket.socket) -> None:  # pragma: no cover - abstract
+        """Talk to one client over ``conn`` (the server closes it afterwards)."""
         raise NotImplementedError
 
 
@@ -57,10 +59,18 @@ class Dribbler(_Handler):
     ``data`` is bytes (cut into equal pieces) or a list of bytes (sent exactly as
     those pieces).  ``then="close"`` closes the connection after the last piece (a
     peer that may close early); ``then="wait"`` keeps it open until the client closes.
-    ``sends`` counts the ``send()`` calls made, over all connections.
+
+    Attributes:
+        pieces: the pieces it sends, in order (a list of bytes)
+        data: all of them joined: the bytes each client gets
+        pause: seconds between two pieces
+        then: "close" (close after the last piece) or "wait" (until the client closes)
+        sends: ``send()`` calls made so far, over all connections
+        connections: connections served so far
     """
 
-    def __init__(self, data, *, piece: int = 4, pause: float = 0.05, then: str = "close"):
+    def __init__(self, data: bytes | bytearray | list[bytes] | tuple[bytes, ...], *,
+                 piece: int = 4, pause: float = 0.05, then: str = "close") -> None:
         super().__init__()
         if isinstance(data, (bytes, bytearray)):
             piece = arguments.integer(piece, "piece", 1, 1 << 20, "4 bytes")
@@ -82,9 +92,11 @@ class Dribbler(_Handler):
 
     @property
     def data(self) -> bytes:
+        """All the pieces joined: the bytes each client gets."""
         return b"".join(self.pieces)
 
     def serve(self, conn: socket.socket) -> None:
+        """Send the pieces, pausing between them; then close, or wait for the client to."""
         for i, piece in enumerate(self.pieces):
             if i and self.pause:
                 time.sleep(self.pause)  # the lesson: a sender that dribbles
@@ -95,7 +107,7 @@ class Dribbler(_Handler):
             while conn.recv(65536):
                 pass
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"Dribbler({len(self.data)} bytes in {len(self.pieces)} pieces, "
                 f"pause={self.pause}s, then={self.then!r})")
 
@@ -103,33 +115,44 @@ class Dribbler(_Handler):
 class SlowConsumer(_Handler):
     """Read ``chunk`` bytes, pause ``pause`` seconds, repeat until the client closes.
 
-    ``received`` counts the bytes read over all connections.
+    Attributes:
+        chunk: bytes asked for in each ``recv()``
+        pause: seconds it waits after each ``recv()``
+        received: bytes read so far, over all connections
+        connections: connections served so far
     """
 
-    def __init__(self, *, chunk: int = 16384, pause: float = 0.005):
+    def __init__(self, *, chunk: int = 16384, pause: float = 0.005) -> None:
         super().__init__()
         self.chunk = arguments.integer(chunk, "chunk", 1, 1 << 20, "16384 bytes")
         self.pause = arguments.number(pause, "pause", 0, 1.0, "0.005 seconds")
         self.received = 0
 
     def serve(self, conn: socket.socket) -> None:
+        """Read a chunk, pause, and again, until the client closes."""
         while data := conn.recv(self.chunk):
             with self._lock:
                 self.received += len(data)
             time.sleep(self.pause)  # the lesson: a reader slower than its sender
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"SlowConsumer(chunk={self.chunk}, pause={self.pause}s)"
 
 
 class ByteCounter(_Handler):
-    """Read until the client shuts down its sending side, then reply ``b"<count>\\n"``."""
+    """Read until the client shuts down its sending side, then reply ``b"<count>\\n"``.
 
-    def __init__(self):
+    Attributes:
+        received: bytes of the last connection that finished
+        connections: connections served so far
+    """
+
+    def __init__(self) -> None:
         super().__init__()
         self.received = 0  # bytes of the last connection that finished
 
     def serve(self, conn: socket.socket) -> None:
+        """Count the bytes until the client shuts down its side, then send the count."""
         total = 0
         buf = bytearray(1 << 18)
         while n := conn.recv_into(buf):
@@ -143,9 +166,14 @@ class FramedEcho(_Handler):
 
     A frame longer than ``MAX_FRAME`` (1 MiB) is answered with the frame
     ``b"error: frame too long"`` and the connection is closed; other clients carry on.
+
+    Attributes:
+        messages: frames echoed so far, over all connections
+        refused: frames refused as too long (each closed its connection)
+        connections: connections served so far
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.messages = 0
         self.refused = 0   # frames refused as too long (the connection was closed)
@@ -161,6 +189,7 @@ class FramedEcho(_Handler):
         return bytes(buf)
 
     def serve(self, conn: socket.socket) -> None:
+        """Echo each length-prefixed message whole; refuse (and close on) one too long."""
         while (head := self._exactly(conn, 4)) is not None:
             (size,) = FRAME_HEADER.unpack(head)
             if size > MAX_FRAME:

@@ -25,6 +25,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from labkit.servers import arguments, base
 from labkit.servers.base import MAX_ERRORS, Kept, SocketServer, log, wake
@@ -42,7 +43,15 @@ from labkit.servers.conversation import (
 )
 from labkit.servers.unraisable import caught
 
-__all__ = ["TCPServer"]
+__all__ = ["TCPServer", "TCPHandler"]
+
+# A TCP handler talks to one client: handler(conn, addr), conn the connected socket, addr
+# the client's (host, port); what it returns is ignored.
+TCPHandler = Callable[[socket.socket, Any], object]
+# What one connection carried: (bytes in, or a [low, high] range, or None: unknown;
+# bytes out, None: unknown or not comparable; content digest, None: unknown;
+# [data segments in, out], each None where unknown; seconds it lasted, None: unknown)
+_Counts = tuple[int | list[int] | None, int | None, str | None, list[int | None], float | None]
 
 HANDSHAKE_TIMEOUT = 3.0  # seconds a TLS client gets for its whole handshake
 RETRY_PAUSE = 0.05  # seconds between accept() attempts while the process is out of descriptors
@@ -53,7 +62,8 @@ CLIENT_GONE = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENETDOWN, er
                errno.EHOSTDOWN, errno.ENONET, errno.EHOSTUNREACH, errno.ENETUNREACH}
 
 
-def _send_back(conn: socket.socket, change, heard=None) -> None:
+def _send_back(conn: socket.socket, change: Callable[[bytes], bytes],
+               heard: Callable[[bytes], None] | None = None) -> None:
     try:
         while data := conn.recv(65536):
             if heard is not None:
@@ -63,20 +73,25 @@ def _send_back(conn: socket.socket, change, heard=None) -> None:
         pass  # the client went away without reading: its right, not a server bug
 
 
-def _echo(conn: socket.socket, addr) -> None:
+def _echo(conn: socket.socket, addr: Any) -> None:
     _send_back(conn, lambda data: data)
 
 
-def _upper(conn: socket.socket, addr) -> None:
+def _upper(conn: socket.socket, addr: Any) -> None:
     _send_back(conn, bytes.upper)
 
 
-TCP_HANDLERS: dict[str, Callable] = {"echo": _echo, "upper": _upper}
+TCP_HANDLERS: dict[str, TCPHandler] = {"echo": _echo, "upper": _upper}
 _SIGNATURES = {"TCP": "handler(conn, addr)", "UDP": "handler(data, addr)"}
-_CHANGES = {_echo: lambda data: data, _upper: bytes.upper}  # built-ins: the server does the I/O
+# the built-ins: the server does their I/O itself (and so knows what the client sent)
+_CHANGES: dict[object, Callable[[bytes], bytes]] = {_echo: lambda data: data,
+                                                    _upper: bytes.upper}
 
 
-def pick_handler(handler, table: dict[str, Callable], kind: str) -> Callable:
+H = TypeVar("H", bound=Callable[..., object])
+
+
+def pick_handler(handler: str | H, table: dict[str, H], kind: str) -> H:
     """A built-in handler by name, or the function given."""
     names = " or ".join(repr(name) for name in sorted(table))
     must = f"{names} (built in) or a function {_SIGNATURES[kind]}"
@@ -84,10 +99,10 @@ def pick_handler(handler, table: dict[str, Callable], kind: str) -> Callable:
         if handler not in table:
             arguments.fail(ValueError, "handler", must, handler)
         return table[handler]
-    return arguments.function(handler, "handler", must)
+    return cast(H, arguments.function(handler, "handler", must))
 
 
-def handler_label(handler) -> str:
+def handler_label(handler: object) -> str:
     """A handler as a sentence names it: 'echo', or the function's name."""
     name = handler if isinstance(handler, str) else getattr(handler, "__name__", None)
     return repr(name or type(handler).__name__)
@@ -127,10 +142,18 @@ class TCPServer(SocketServer):
         ...     with socket.create_connection(server.address) as s:
         ...         s.sendall(b"hi"); s.recv(10)
         b'HI'
+
+    Attributes:
+        handler: the function that talks to each client (a built-in one for a name)
+        backlog: connections the kernel queues until they are accepted
+        connections_served: connections accepted so far
+        connections_queued: connections that waited for a thread (the process had none)
+        handshakes: TLS handshakes finished so far, well or not (TLS servers only)
+        tls_errors: failed TLS handshakes, described (``'SSLError: ...UNKNOWN_CA'``)
     """
 
-    def __init__(self, handler="echo", *, host: str = "127.0.0.1", port: int = 0,
-                 name: str = "server", backlog: int = socket.SOMAXCONN):
+    def __init__(self, handler: str | TCPHandler = "echo", *, host: str = "127.0.0.1",
+                 port: int = 0, name: str = "server", backlog: int = socket.SOMAXCONN) -> None:
         super().__init__(host=host, port=port, name=name)
         # (connections the kernel queues before accept())
         self.backlog = arguments.integer(backlog, "backlog", 1, 65535, "128")
@@ -208,7 +231,7 @@ class TCPServer(SocketServer):
                 self._idle.notify_all()  # conversation() waits for the accept queue to drain
             self._hand_over(conn, addr)
 
-    def _hand_over(self, conn: socket.socket, addr) -> None:
+    def _hand_over(self, conn: socket.socket, addr: Any) -> None:
         """Start the thread that serves ``conn``; while none can start (the process is out
         of threads), ``conn`` waits here and later clients in the kernel's backlog, until
         a handler thread ends: queued for real, never accepted and dropped."""
@@ -243,7 +266,7 @@ class TCPServer(SocketServer):
     def _accepted(self, conn: socket.socket) -> None:
         """Set socket options on a new connection, before anything is sent (a hook)."""
 
-    def _serve(self, conn: socket.socket, addr) -> None:
+    def _serve(self, conn: socket.socket, addr: Any) -> None:
         try:
             self._accepted(conn)
             context = self._tls_context
@@ -255,7 +278,7 @@ class TCPServer(SocketServer):
             change = _CHANGES.get(self.handler)
             heard = None if isinstance(conn, ssl.SSLSocket) or change is None \
                 else self.hearing(conn)  # TLS: the wire carries ciphertext, not what we read
-            if heard is None:
+            if heard is None or change is None:
                 self.handler(conn, addr)
             else:
                 _send_back(conn, change, heard.update)
@@ -297,7 +320,7 @@ class TCPServer(SocketServer):
             self._handshakes.notify_all()
         return tls
 
-    def _sni_problems(self, problems: list) -> str:
+    def _sni_problems(self, problems: list[tuple[BaseException | None, object]]) -> str:
         """What went wrong in the SNI callback (CPython can only print it), in words.
 
         A server name that is not ASCII is the client's doing; an exception raised by
@@ -344,7 +367,7 @@ class TCPServer(SocketServer):
             self._idle.notify_all()
 
     # -- what it saw -----------------------------------------------------------------
-    def _counts(self, conn: socket.socket, number: int, ended: bool = False) -> tuple:
+    def _counts(self, conn: socket.socket, number: int, ended: bool = False) -> _Counts:
         """(bytes in, bytes out, content digest, [segments in, out], seconds) of one
         connection so far; seconds since it was accepted only once it ``ended``."""
         counts = tcp_payload_counts(conn)
@@ -379,7 +402,7 @@ class TCPServer(SocketServer):
         with self._lock:
             return self.connections_served
 
-    def conversation(self, since: int = 0, settle: float = 0.0) -> dict | None:
+    def conversation(self, since: int = 0, settle: float = 0.0) -> dict[str, Any] | None:
         """What this server saw in the connections it accepted after ``since``.
 
         A :func:`conversation_entry`: payload bytes each way per connection (open ones
@@ -391,14 +414,14 @@ class TCPServer(SocketServer):
         ordered = self._connections(since, settle)
         if ordered is None:
             return None
-        digests = [h for _r, _w, h, *_rest in ordered]
+        digests = [h for _r, _w, h, *_rest in ordered if h is not None]
         return conversation_entry(
             connections=[(received, written) for received, written, *_rest in ordered],
-            content_in=content_digest(digests) if None not in digests else None,
+            content_in=content_digest(digests) if len(digests) == len(ordered) else None,
             segments=[segments for *_bytes, segments, _s in ordered],
             seconds=[seconds for *_rest, seconds in ordered])
 
-    def _connections(self, since: int, settle: float) -> list[tuple] | None:
+    def _connections(self, since: int, settle: float) -> list[_Counts] | None:
         """``(bytes in, bytes out, digest or None, [segments in, out], seconds)`` of each
         connection after ``since`` (see :meth:`_counts`), in order; None if some were
         forgotten or the kernel cannot count."""

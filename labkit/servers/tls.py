@@ -21,17 +21,21 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import shutil
+import socket
 import ssl
 import tempfile
 import weakref
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import trustme
 
 from labkit.servers import arguments
 from labkit.servers.http import HTTPServer
-from labkit.servers.tcp import TCPServer
+from labkit.servers.tcp import TCPHandler, TCPServer
+
+if TYPE_CHECKING:
+    from cryptography.x509 import Certificate
 
 __all__ = ["LocalCA", "CertFiles", "TLSServer", "HTTPSServer", "LAB_HOSTS"]
 
@@ -43,7 +47,12 @@ def _utcnow() -> _dt.datetime:
 
 
 class CertFiles(NamedTuple):
-    """A server certificate chain and its private key, as PEM files for ``load_cert_chain``."""
+    """A server certificate chain and its private key, as PEM files for ``load_cert_chain``.
+
+    Attributes:
+        certfile: the certificate chain, PEM (the server's certificate first)
+        keyfile: its private key, PEM (in the CA's private temp dir)
+    """
 
     certfile: Path
     keyfile: Path
@@ -58,9 +67,13 @@ class LocalCA:
     yourself.  Use it as a context manager (or call :meth:`close`) to delete its temp
     dir at once; a finaliser deletes it anyway when the CA is garbage collected or
     Python exits.
+
+    Attributes:
+        name: the CA's name, in its certificate (organizational unit)
+        cafile: the CA certificate, a PEM file: what a client trusts
     """
 
-    def __init__(self, name: str = "netlab lab CA"):
+    def __init__(self, name: str = "netlab lab CA") -> None:
         arguments.server_name(name)   # short printable text, like a server's name
         self.name = name
         # Fixed names (trustme would add random text): what the lesson prints stays the same
@@ -69,21 +82,22 @@ class LocalCA:
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self._dir), ignore_errors=True)
         self.cafile = self._dir / "lab-ca.pem"
         self._ca.cert_pem.write_to_path(str(self.cafile))
-        self._leaves: dict[tuple, trustme.LeafCert] = {}
+        self._leaves: dict[tuple[tuple[str, ...], bool, int], trustme.LeafCert] = {}
         self._files: dict[trustme.LeafCert, CertFiles] = {}   # by leaf: written once
 
     # -- context manager -----------------------------------------------------
     def __enter__(self) -> LocalCA:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.close()
         return False
 
     def close(self) -> None:
+        """Delete the CA's temp dir (its keys and certificate files); safe to call twice."""
         self._cleanup()  # runs rmtree once; later calls (and the finaliser) do nothing
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<LocalCA {self.name!r}>"
 
     # -- certificates --------------------------------------------------------
@@ -117,7 +131,7 @@ class LocalCA:
                 organization_unit_name="lab server", not_before=not_before, not_after=not_after)
         return self._leaves[key]
 
-    def certificate(self, *hosts: str, expired: bool = False):
+    def certificate(self, *hosts: str, expired: bool = False) -> Certificate:
         """The server certificate for ``hosts`` as a ``cryptography`` x509.Certificate."""
         from cryptography import x509
 
@@ -169,7 +183,7 @@ class LocalCA:
         self.issue(*hosts, expired=expired).configure_cert(ctx)
         return ctx
 
-    def client_context(self, keylog=None) -> ssl.SSLContext:
+    def client_context(self, keylog: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
         """``ssl.create_default_context(cafile=ca.cafile)``: verifies certificate and host name.
 
         ``keylog`` (a path) makes it append its session secrets there in the
@@ -178,19 +192,21 @@ class LocalCA:
         ctx = ssl.create_default_context(cafile=str(self.cafile))
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # Debian's Python leaves it to OpenSSL
         if keylog is not None:
-            ctx.keylog_filename = str(keylog)
+            ctx.keylog_filename = os.fspath(arguments.path(keylog, "keylog", "'keys.log'"))
         return ctx
 
 
-def _pick_context(ca, context) -> ssl.SSLContext:
+def _pick_context(ca: LocalCA | None, context: ssl.SSLContext | None) -> ssl.SSLContext:
     if context is not None:
-        return arguments.instance(context, "context", ssl.SSLContext, "an ssl.SSLContext",
-                                  "ca.server_context()")
+        checked: ssl.SSLContext = arguments.instance(
+            context, "context", ssl.SSLContext, "an ssl.SSLContext", "ca.server_context()")
+        return checked
     if ca is None:
         arguments.fail(ValueError, "ca", "a LocalCA, or context= a server ssl.SSLContext", ca,
                        "TLSServer(LocalCA())", "a TLS server needs a certificate")
-    arguments.instance(ca, "ca", LocalCA, "a LocalCA", "TLSServer(LocalCA())")
-    return ca.server_context()
+    checked_ca: LocalCA = arguments.instance(ca, "ca", LocalCA, "a LocalCA",
+                                             "TLSServer(LocalCA())")
+    return checked_ca.server_context()
 
 
 class TLSServer(TCPServer):
@@ -203,11 +219,15 @@ class TLSServer(TCPServer):
     ``HANDSHAKE_TIMEOUT`` seconds) is not a server bug: it is described in
     ``server.tls_errors`` (``'SSLError: TLSV1_ALERT_UNKNOWN_CA'``) and the server
     keeps serving.  ``wait_handshakes(n)`` waits for n handshakes, good or failed.
+
+    Attributes:
+        context: the server's TLS context (its certificate, versions, ...)
     """
 
-    def __init__(self, ca: LocalCA | None = None, handler="echo", *,
-                 context: ssl.SSLContext | None = None, **kwargs):
-        super().__init__(handler, **kwargs)
+    def __init__(self, ca: LocalCA | None = None, handler: str | TCPHandler = "echo", *,
+                 context: ssl.SSLContext | None = None, host: str = "127.0.0.1",
+                 port: int = 0, name: str = "server", backlog: int = socket.SOMAXCONN) -> None:
+        super().__init__(handler, host=host, port=port, name=name, backlog=backlog)
         self.context = _pick_context(ca, context)
         self._use_tls(self.context)
         self.speaks = f"TLS, then {self.speaks}"
@@ -223,6 +243,8 @@ class HTTPSServer(HTTPServer):
     Failed handshakes land in ``server.tls_errors``, as on :class:`TLSServer`.
     """
 
-    def __init__(self, ca: LocalCA | None = None, *args, context: ssl.SSLContext | None = None,
-                 **kwargs):
-        super().__init__(*args, ssl_context=_pick_context(ca, context), **kwargs)
+    def __init__(self, ca: LocalCA | None = None, static: str | os.PathLike[str] | None = None,
+                 *, context: ssl.SSLContext | None = None, host: str = "127.0.0.1",
+                 port: int = 0, name: str = "server", backlog: int = socket.SOMAXCONN) -> None:
+        super().__init__(static, ssl_context=_pick_context(ca, context), host=host, port=port,
+                         name=name, backlog=backlog)

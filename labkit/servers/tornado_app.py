@@ -20,6 +20,7 @@ import asyncio
 import logging
 import socket
 import threading
+from typing import Any
 
 from labkit.servers import arguments, base
 from labkit.servers.base import LabServer, ServerError
@@ -32,7 +33,7 @@ CLOSE_GRACE = 1.0  # s open connections get to close when the server stops
 class _Kept(logging.Handler):
     """Tornado's log, while a server runs: errors with a traceback go to ``server.errors``."""
 
-    def __init__(self, server: LabServer):
+    def __init__(self, server: LabServer) -> None:
         super().__init__(logging.ERROR)
         self.server = server
 
@@ -41,7 +42,7 @@ class _Kept(logging.Handler):
             self.server.record_error(record.exc_info[1])
 
 
-def _quiet(handler) -> None:
+def _quiet(handler: object) -> None:
     """Tornado's access log, silenced: the capture shows every request."""
 
 
@@ -51,12 +52,17 @@ class TornadoServer(LabServer):
     ``handlers``: tornado's list of ``(path pattern, RequestHandler subclass)``. Ready when
     ``__enter__`` returns; on exit it stops listening, closes the connections still open
     (within ``CLOSE_GRACE`` s) and joins. ``server.url("ws", "/chat")`` is a URL for it.
+
+    Attributes:
+        handlers: the ``(path pattern, handler class)`` rules the application routes by
+        settings: what else goes to ``tornado.web.Application`` (e.g. ``debug=True``)
     """
 
     protocol = "tcp"
     speaks = "HTTP/1.1 and WebSocket (RFC 6455), by tornado"
 
-    def __init__(self, handlers, *, host: str = "127.0.0.1", name: str = "server", **settings):
+    def __init__(self, handlers: list[tuple[Any, ...]], *, host: str = "127.0.0.1",
+                 name: str = "server", **settings: Any) -> None:
         if not isinstance(handlers, list) or not all(
                 isinstance(rule, tuple) and len(rule) >= 2 for rule in handlers):
             arguments.fail(TypeError, "handlers", "tornado's list of (path, handler class) "
@@ -70,7 +76,7 @@ class TornadoServer(LabServer):
         self.settings = settings
         self._sockets: list[socket.socket] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopped: asyncio.Future | None = None
+        self._stopped: asyncio.Future[None] | None = None
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._log = _Kept(self)
@@ -82,7 +88,7 @@ class TornadoServer(LabServer):
             raise ValueError(f"scheme must be 'http' or 'ws', not {scheme!r}")
         return self._url(scheme, path)
 
-    def _bound_address(self):
+    def _bound_address(self) -> tuple[Any, ...] | None:
         return self._sockets[0].getsockname() if self._sockets else None
 
     async def _main(self) -> None:

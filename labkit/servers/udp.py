@@ -17,14 +17,19 @@ import select
 import socket
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from labkit.servers.base import SocketServer, log, wake
 from labkit.servers.conversation import _Recent, content_digest, conversation_entry
 from labkit.servers.tcp import handler_label, pick_handler
 
-__all__ = ["UDPServer"]
+__all__ = ["UDPServer", "UDPHandler"]
 
-UDP_HANDLERS: dict[str, Callable] = {
+# A UDP handler answers one datagram: handler(data, addr) returns the reply (bytes) or
+# None for no reply; addr is the sender's (host, port).
+UDPHandler = Callable[[bytes, Any], bytes | None]
+
+UDP_HANDLERS: dict[str, UDPHandler] = {
     "echo": lambda data, addr: data,
     "upper": lambda data, addr: data.upper(),
 }
@@ -40,12 +45,17 @@ class UDPServer(SocketServer):
         ...     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         ...         s.sendto(b"ping", server.address); s.recvfrom(100)[0]
         b'ping'
+
+    Attributes:
+        handler: the function that answers each datagram (a built-in one for a name)
+        datagrams_received: datagrams received so far
+        replies_refused: replies not sent because they did not fit in one datagram
     """
 
     protocol = "udp"
 
-    def __init__(self, handler="echo", *, host: str = "127.0.0.1", port: int = 0,
-                 name: str = "server"):
+    def __init__(self, handler: str | UDPHandler = "echo", *, host: str = "127.0.0.1",
+                 port: int = 0, name: str = "server") -> None:
         super().__init__(host=host, port=port, name=name)
         self.handler = pick_handler(handler, UDP_HANDLERS, "UDP")
         self.speaks = f"datagrams, each answered by {handler_label(handler)}"
@@ -102,7 +112,7 @@ class UDPServer(SocketServer):
                     self._busy = False
                     self._handled.notify_all()
 
-    def _send_reply(self, sock: socket.socket, reply: bytes, addr) -> None:
+    def _send_reply(self, sock: socket.socket, reply: bytes, addr: Any) -> None:
         try:
             sock.sendto(reply, addr)
             with self._lock:
@@ -132,7 +142,8 @@ class UDPServer(SocketServer):
         except (OSError, ValueError):  # closed meanwhile
             return False
 
-    def conversation(self, since: tuple[int, int] = (0, 0), settle: float = 0.0) -> dict | None:
+    def conversation(self, since: tuple[int, int] = (0, 0), settle: float = 0.0
+                     ) -> dict[str, Any] | None:
         """What this server saw after ``since``: each datagram's size, in and out.
 
         A :func:`conversation_entry`, with a digest of the datagrams' content.

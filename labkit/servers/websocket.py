@@ -21,72 +21,83 @@ import ssl
 import sys
 import threading
 import weakref
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine, MutableMapping
+from typing import TYPE_CHECKING, Any
 
 from labkit.servers import arguments, base
 from labkit.servers.base import LabServer, ServerError
 
 if TYPE_CHECKING:
-    from websockets.asyncio.server import Server
+    from websockets.asyncio.server import Server, ServerConnection
 
-__all__ = ["WebSocketServer"]
+__all__ = ["WebSocketServer", "WebSocketHandler"]
+
+# async def handler(websocket): the student's code, awaited once per connection
+WebSocketHandler = Callable[["ServerConnection"], Coroutine[Any, Any, object]]
 
 CLOSE_TIMEOUT = 1.0   # seconds a client gets to answer the server's close frame
 MAX_SECONDS = 3600.0  # the longest timeout or ping interval an option may ask for
 
 
 # -- the options serve() takes, checked before anything starts -----------------------------
-def _seconds(value, what: str):
+def _seconds(value: object, what: str) -> float | None:
     return None if value is None else \
         arguments.number(value, what, 0, MAX_SECONDS, "1.0, or None for never", above_low=True)
 
 
-def _limit(value, what: str, low: int, example: str, none: bool = True):
+def _limit(value: object, what: str, low: int, example: str, none: bool = True
+           ) -> int | tuple[int | None, ...] | None:
     """An int limit, None (no limit, where allowed), or websockets' (high, low) pair."""
     if isinstance(value, tuple) and len(value) == 2:
-        return tuple(_limit(v, what, low, example) for v in value)
+        return tuple(_single_limit(v, what, low, example) for v in value)
+    return _single_limit(value, what, low, example, none)
+
+
+def _single_limit(value: object, what: str, low: int, example: str, none: bool = True
+                  ) -> int | None:
     if value is None and none:
         return None
     return arguments.integer(value, what, low, 2**31 - 1, example)
 
 
-def _strings(value, what: str):
+def _strings(value: object, what: str) -> object:
     if value is None:
         return None
-    arguments.instance(value, what, (list, tuple), "None or a list of str", "['chat']")
-    for item in value:
+    items = arguments.instance(value, what, (list, tuple), "None or a list of str", "['chat']")
+    for item in items:
         arguments.instance(item, f"each of {what}", str, "a str", "'chat'")
     return value
 
 
-def _optional_function(value, what: str):
+def _optional_function(value: object, what: str) -> Callable[..., Any] | None:
     return None if value is None else arguments.function(value, what, "None or a function")
 
 
-def _origins(value, what: str):
+def _origins(value: object, what: str) -> object:
     if value is None:
         return None
-    arguments.instance(value, what, (list, tuple), "None or a list of origins",
-                       "['http://localhost:8888']")
-    for item in value:
+    items = arguments.instance(value, what, (list, tuple), "None or a list of origins",
+                               "['http://localhost:8888']")
+    for item in items:
         if item is not None:
             arguments.instance(item, f"each of {what}", (str, re.Pattern),
                                "a str, a re.Pattern or None", "'http://localhost:8888'")
     return value
 
 
-def _sequence(value, what: str):
+def _sequence(value: object, what: str) -> object:
     return None if value is None else \
         arguments.instance(value, what, (list, tuple), "None or a list")
 
 
-def _logger(value, what: str):
+def _logger(value: object, what: str) -> object:
     return None if value is None else arguments.instance(
         value, what, (str, logging.Logger, logging.LoggerAdapter),
         "None, a logger name or a logging.Logger", "'websockets.server'")
 
 
-OPTIONS = {  # websockets.asyncio.server.serve()'s keyword arguments, and their checks
+# websockets.asyncio.server.serve()'s keyword arguments, and their checks
+OPTIONS: dict[str, Callable[[Any, str], object]] = {
     "compression": lambda v, what: arguments.one_of(v, what, [None, "deflate"]),
     "open_timeout": _seconds, "ping_interval": _seconds, "ping_timeout": _seconds,
     "close_timeout": _seconds,
@@ -105,7 +116,7 @@ OPTIONS = {  # websockets.asyncio.server.serve()'s keyword arguments, and their 
 }
 
 
-def check_options(options: dict) -> dict:
+def check_options(options: dict[str, Any]) -> dict[str, Any]:
     """``options`` if each is one serve() takes, of a type and value it takes."""
     for key, value in options.items():
         if key in ("port", "sock"):
@@ -118,20 +129,22 @@ def check_options(options: dict) -> dict:
     return options
 
 
-class _ErrorsKept(logging.LoggerAdapter):
+class _ErrorsKept(logging.LoggerAdapter[logging.Logger | logging.LoggerAdapter[Any]]):
     """websockets' logger, except that what it logs about a failure of the server's own
     code (``process_request`` raised, a bad option, an internal error) is kept in
     ``server.errors`` - raised in the owning cell at exit, not printed into whatever cell
     runs at the time, and never lost while every handshake fails."""
 
-    def __init__(self, logger: logging.Logger | logging.LoggerAdapter, server: LabServer):
+    def __init__(self, logger: logging.Logger | logging.LoggerAdapter[Any],
+                 server: LabServer) -> None:
         super().__init__(logger, {})
         self.server = server
 
-    def process(self, msg, kwargs):
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]
+                ) -> tuple[Any, MutableMapping[str, Any]]:
         return msg, kwargs  # websockets' own adapter's extra ({"websocket": ...}) kept
 
-    def log(self, level, msg, *args, **kwargs):
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
         exc = sys.exc_info()[1] if kwargs.get("exc_info") else None
         # (a handler's exception is kept by _guarded already)
         if level >= logging.ERROR and exc is not None and msg != "connection handler failed":
@@ -153,11 +166,16 @@ class WebSocketServer(LabServer):
     the wire are readable.  An exception raised by the handler comes back to the
     ``with`` block.  Like every labkit server it runs once: entering it again raises
     ``RuntimeError``.
+
+    Attributes:
+        handler: the student's ``async def handler(websocket)``, awaited per connection
+        options: what goes to websockets' ``serve()`` (compression off unless asked for)
     """
 
     speaks = "WebSocket (RFC 6455), after an HTTP/1.1 upgrade"
 
-    def __init__(self, handler, *, host: str = "127.0.0.1", name: str = "server", **options):
+    def __init__(self, handler: WebSocketHandler, *, host: str = "127.0.0.1",
+                 name: str = "server", **options: Any) -> None:
         must = "an async function handler(websocket)"
         arguments.function(handler, "handler", must, "async def echo(ws): ...")
         if not asyncio.iscoroutinefunction(handler):
@@ -169,7 +187,7 @@ class WebSocketServer(LabServer):
                         **check_options(options)}
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopped: asyncio.Future | None = None
+        self._stopped: asyncio.Future[None] | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
@@ -177,7 +195,7 @@ class WebSocketServer(LabServer):
         self._handlers = 0     # handler calls running now
         self._handlers_changed = threading.Condition()
 
-    def _bound_address(self):
+    def _bound_address(self) -> tuple[Any, ...] | None:
         return self._server.sockets[0].getsockname() if self._server else None
 
     @property
@@ -199,7 +217,7 @@ class WebSocketServer(LabServer):
             self._handlers += step
             self._handlers_changed.notify_all()
 
-    async def _guarded(self, websocket):
+    async def _guarded(self, websocket: ServerConnection) -> None:
         from websockets.exceptions import ConnectionClosed
 
         self._count_handlers(+1)
@@ -226,7 +244,7 @@ class WebSocketServer(LabServer):
         class Tracked(ServerConnection):
             # server.all_connections lists a connection only once its opening handshake is
             # done: a client silent before that would hold stop() for open_timeout (10 s).
-            def connection_made(self, transport):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
                 super().connection_made(transport)
                 accepted.add(self)
 
@@ -304,6 +322,6 @@ class WebSocketServer(LabServer):
             self._stuck = False
             raise RuntimeError(self._stuck_message([]))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         where = f"{self.url}" if self._server else "stopped"
         return f"<WebSocketServer {self.name!r} {where}>"

@@ -16,9 +16,12 @@ import io
 import socket
 import socketserver
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler
 from wsgiref.simple_server import WSGIServer as _WsgirefServer
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from labkit.servers import arguments, base
 from labkit.servers.base import Kept, LabServer, wake
@@ -35,7 +38,7 @@ class _SocketServerHost(LabServer):
     """A LabServer whose serving is a socketserver's ``serve_forever`` in a thread."""
 
     _socketserver: socketserver.BaseServer | None = None
-    _thread = None   # the serve_forever thread
+    _thread: threading.Thread | None = None   # the serve_forever thread
 
     def _make_server(self) -> socketserver.BaseServer:
         raise NotImplementedError
@@ -55,9 +58,11 @@ class _SocketServerHost(LabServer):
         if self._socketserver is not None:
             self._socketserver.server_close()
 
-    def _bound_address(self):
+    def _bound_address(self) -> tuple[Any, ...] | None:
         server = self._socketserver
-        return server.server_address if self._running and server is not None else None
+        if not self._running or server is None or not isinstance(server.server_address, tuple):
+            return None  # (an IP server's address is a tuple: SocketServerThread checked)
+        return server.server_address
 
     def _stuck_message(self, stuck: list[str]) -> str:
         return (f"{type(self._socketserver).__name__} did not stop within "
@@ -65,7 +70,7 @@ class _SocketServerHost(LabServer):
                 "keeps its connection open, or a handler that never returns); use "
                 "ThreadingHTTPServer or end the handler")
 
-    def _record_handler_error(self, request, client_address) -> None:
+    def _record_handler_error(self, request: object, client_address: Any) -> None:
         exc = sys.exc_info()[1]  # handle_error is called from an except block
         gone = (ConnectionError, TimeoutError)  # a client gone: not a bug
         if exc is not None and not isinstance(exc, gone):
@@ -74,11 +79,15 @@ class _SocketServerHost(LabServer):
 
 # -- any socketserver in a thread ------------------------------------------------
 class SocketServerThread(_SocketServerHost):
-    """A ``socketserver`` server serving in a thread; made by :func:`serve_in_thread`."""
+    """A ``socketserver`` server serving in a thread; made by :func:`serve_in_thread`.
+
+    Attributes:
+        server: the student's server (what ``with serve_in_thread(server) as s`` gives)
+    """
 
     _called = "serve_in_thread"
 
-    def __init__(self, server: socketserver.BaseServer):
+    def __init__(self, server: socketserver.BaseServer) -> None:
         arguments.instance(server, "server", socketserver.BaseServer,
                            "a socketserver server",
                            "http.server.HTTPServer(('127.0.0.1', 0), Handler)")
@@ -99,7 +108,7 @@ class SocketServerThread(_SocketServerHost):
         self.speaks = f"whatever {handler} answers"
         original = server.handle_error
 
-        def handle_error(request, client_address):
+        def handle_error(request: Any, client_address: Any) -> None:
             self._record_handler_error(request, client_address)
             custom = getattr(original, "__func__", None)
             if custom not in (None, socketserver.BaseServer.handle_error):
@@ -111,7 +120,8 @@ class SocketServerThread(_SocketServerHost):
     def _make_server(self) -> socketserver.BaseServer:
         return self.server  # bound and listening since the student made it
 
-    def __enter__(self) -> socketserver.BaseServer:
+    # (not Self: `with serve_in_thread(server) as s` gives back the student's own server)
+    def __enter__(self) -> socketserver.BaseServer:  # type: ignore[override]
         super().__enter__()
         return self.server  # what the student made, as `with ... as server` names it
 
@@ -138,10 +148,10 @@ class _QuietHandler(WSGIRequestHandler):
     server: _LabWSGIServer
     timeout = IDLE_TIMEOUT  # (StreamRequestHandler sets it on the connection)
 
-    def log_message(self, format, *args):  # wsgiref's signature
+    def log_message(self, format: str, *args: Any) -> None:  # wsgiref's signature
         self.server.owner.log.append(cut(format % args, 200))  # not a 60 KB URL
 
-    def get_stderr(self):
+    def get_stderr(self) -> io.StringIO:
         return io.StringIO()  # app tracebacks: reported to the cell on exit instead
 
 
@@ -151,10 +161,10 @@ class _LabWSGIServer(_WsgirefServer):
 
     owner: WSGIServer
 
-    def process_request(self, request, client_address) -> None:
+    def process_request(self, request: Any, client_address: Any) -> None:
         self.owner._hand_over(request, client_address)
 
-    def handle_error(self, request, client_address) -> None:
+    def handle_error(self, request: Any, client_address: Any) -> None:
         """Silent: wsgiref would print app tracebacks to stderr; WSGIServer records them."""
 
 
@@ -178,19 +188,23 @@ class WSGIServer(_SocketServerHost):
     answered (or fails unreported) after the block.  ``log`` lists wsgiref's lines
     (``'"GET / HTTP/1.1" 200 3'``), the first 10,000 (``log.dropped`` counts the rest).
     ``host`` may be ``"::1"`` (the url then reads ``http://[::1]:PORT``).
+
+    Attributes:
+        app: the WSGI application it serves
+        log: wsgiref's line for each request (``'"GET / HTTP/1.1" 200 3'``), the first 10,000
     """
 
     speaks = "HTTP/1.1, answered by a WSGI app (wsgiref)"
 
-    def __init__(self, app: Callable, *, host: str = "127.0.0.1", port: int = 0,
-                 name: str = "server"):
+    def __init__(self, app: WSGIApplication, *, host: str = "127.0.0.1", port: int = 0,
+                 name: str = "server") -> None:
         arguments.function(app, "app", "a WSGI application: a function "
                            "app(environ, start_response) or a Flask app")
         super().__init__(host=host, port=port, name=name)
         self.app = app
         self.log: Kept = Kept(LOG_LIMIT, f"WSGIServer {name!r}", "log")
         self._conns: set[socket.socket] = set()
-        self._disconnect = lambda: None
+        self._disconnect: Callable[[], object] = lambda: None
 
     @property
     def url(self) -> str:
@@ -209,7 +223,7 @@ class WSGIServer(_SocketServerHost):
         return server
 
     # -- one thread per connection, all of them the server's ---------------------------
-    def _hand_over(self, conn: socket.socket, client_address) -> None:
+    def _hand_over(self, conn: socket.socket, client_address: Any) -> None:
         """Serve ``conn`` in a thread of its own; while none can start, it waits here (and
         later clients in the backlog) - queued, never dropped unanswered."""
         with self._lock:
@@ -232,7 +246,7 @@ class WSGIServer(_SocketServerHost):
                     self._forget(conn)
                     return
 
-    def _serve_connection(self, conn: socket.socket, client_address) -> None:
+    def _serve_connection(self, conn: socket.socket, client_address: Any) -> None:
         server = self._socketserver
         assert server is not None  # set before serve_forever accepts anything
         try:
@@ -265,7 +279,8 @@ class WSGIServer(_SocketServerHost):
         super()._close()
         self._disconnect()
 
-    def _wrapped(self, environ, start_response):
+    def _wrapped(self, environ: WSGIEnvironment, start_response: StartResponse
+                 ) -> Iterable[bytes]:
         try:
             result = self.app(environ, start_response)
         except Exception as exc:
@@ -273,7 +288,7 @@ class WSGIServer(_SocketServerHost):
             raise  # wsgiref answers 500
         return self._checked(result)
 
-    def _checked(self, result):
+    def _checked(self, result: Iterable[bytes]) -> Iterator[bytes]:
         """Pass the body through, recording what wsgiref would only print to stderr."""
         try:
             for item in result:
@@ -286,21 +301,22 @@ class WSGIServer(_SocketServerHost):
             self.record_error(exc)
             raise  # wsgiref answers 500 if nothing was sent yet
         finally:
-            if hasattr(result, "close"):
-                result.close()
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
 
-    def _flask_errors(self):
+    def _flask_errors(self) -> None:
         try:
             import flask
         except ImportError:  # pragma: no cover - flask is in requirements
             return
         if isinstance(self.app, flask.Flask):
-            def record(sender, exception, **extra):
+            def record(sender: object, exception: BaseException, **extra: object) -> None:
                 self.record_error(exception)
 
             flask.got_request_exception.connect(record, self.app, weak=False)
             self._disconnect = lambda: flask.got_request_exception.disconnect(record, self.app)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         where = f"{self.url.removeprefix('http://')}" if self._running else "stopped"
         return f"<WSGIServer {getattr(self.app, '__name__', type(self.app).__name__)} {where}>"

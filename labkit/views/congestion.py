@@ -14,6 +14,8 @@ from __future__ import annotations
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from labkit.views.models import MATHIS_C, mathis_throughput
@@ -29,7 +31,7 @@ MBIT = 8 / 1e6   # bytes/s -> Mbit/s
 
 
 
-def _style(ax, xlabel: str, ylabel: str) -> None:
+def _style(ax: Axes, xlabel: str, ylabel: str) -> None:
     """Axes as every figure here draws them: large labels, y from 0, a light grid."""
     ax.set_xlabel(xlabel, fontsize=15)
     ax.set_ylabel(ylabel, fontsize=15)
@@ -61,7 +63,7 @@ def per_round_trip(samples: list[TcpInfo], rtt: float) -> tuple[list[float], lis
     return times, rates
 
 
-def cwnd_figure(samples: list[TcpInfo], *, title: str | None = None):
+def cwnd_figure(samples: list[TcpInfo], *, title: str | None = None) -> Figure:
     """The congestion window (segments) over time, with ssthresh and each retransmission."""
     if len(samples) < 2:
         raise ValueError("cwnd_figure needs at least 2 TcpInfo samples (a CwndSampler's)")
@@ -106,7 +108,7 @@ def cwnd_figure(samples: list[TcpInfo], *, title: str | None = None):
 
 def mathis_figure(by_loss: dict[float, float], *, mss: int, rtt: float,
                   by_rtt: dict[float, float] | None = None, loss: float | None = None,
-                  title: str | None = None):
+                  title: str | None = None) -> Figure:
     """Measured throughput (bytes/s) against ``MSS/RTT · C/√p``: by loss rate at ``rtt``,
     and (``by_rtt``, at loss ``loss``) by round-trip time."""
     if not by_loss or (by_rtt and not loss):
@@ -159,7 +161,7 @@ def mathis_figure(by_loss: dict[float, float], *, mss: int, rtt: float,
 
 
 def bufferbloat_figure(rtts: dict[str, list[float]], *, base_rtt: float | None = None,
-                       title: str | None = None):
+                       title: str | None = None) -> Figure:
     """RTT samples (seconds) under load, one box per queue size: a bigger queue, a
     longer wait, and no more throughput."""
     if not rtts or not all(rtts.values()):
@@ -188,7 +190,7 @@ def bufferbloat_figure(rtts: dict[str, list[float]], *, base_rtt: float | None =
 
 
 def transfer_time_figure(sizes: list[int], measured: list[float], seed_model: list[float],
-                         corrected: list[float], *, title: str | None = None):
+                         corrected: list[float], *, title: str | None = None) -> Figure:
     """Transfer time vs size: measured; the course notes' ``T = Ts + Tt + Tr`` (each term
     measured: server and client processing, two round trips of network delay); and that
     model with the network's share corrected (slow start's round trips, ``B / rate``)."""
@@ -217,7 +219,7 @@ def transfer_time_figure(sizes: list[int], measured: list[float], seed_model: li
 
 
 def ramp_figure(times: list[float], rates: list[float], *, rtt: float,
-                link_rate: float | None = None, title: str | None = None):
+                link_rate: float | None = None, title: str | None = None) -> Figure:
     """Delivery rate over time, one point per round trip (bytes/s), and the link's rate:
     slow start doubles it each round trip until the link is full."""
     if len(times) != len(rates) or len(times) < 2:

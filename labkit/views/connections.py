@@ -15,9 +15,14 @@ the :class:`~labkit.capture.flows.Segment` list alone: nothing is dissected agai
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from labkit.views.table import COLORS, html_notes, html_table, pick, text_table, with_notice
+
+if TYPE_CHECKING:
+    from labkit.capture.flows import Segment
 
 __all__ = ["Connection", "Connections", "connections", "connection_segments"]
 
@@ -28,28 +33,43 @@ MAX_ROWS = 200
 
 @dataclass
 class Connection:
-    """What one TCP connection (or UDP conversation) did, from its segments."""
+    """What one TCP connection (or UDP conversation) did, from its segments.
+
+    Attributes:
+        number: its number in the capture, from 1, in the order of first packets
+        proto: ``"TCP"`` or ``"UDP"``
+        client: the role that sent the SYN (or the first datagram)
+        server: the role it talked to
+        segments: its packets, in order
+        handshake: seconds from the SYN to the ACK of the SYN-ACK (None: not seen)
+        sent: payload bytes client → server (retransmissions included)
+        received: payload bytes server → client (retransmissions included)
+        fins: the roles that sent a FIN
+        reset: True if a RST ended it
+    """
 
     number: int
-    proto: str               # "TCP" or "UDP"
-    client: str              # the role that sent the SYN (or the first datagram)
+    proto: str
+    client: str
     server: str
-    segments: list = field(default_factory=list, repr=False)
-    handshake: float | None = None   # seconds from SYN to the ACK of the SYN-ACK
-    sent: int = 0            # payload bytes client → server (retransmissions included)
-    received: int = 0        # payload bytes server → client
-    fins: set = field(default_factory=set, repr=False)   # roles that sent FIN
+    segments: list[Segment] = field(default_factory=list, repr=False)
+    handshake: float | None = None
+    sent: int = 0
+    received: int = 0
+    fins: set[str] = field(default_factory=set, repr=False)
     reset: bool = False
     _syn_time: float | None = field(default=None, repr=False)
     _syn_ack_seen: bool = field(default=False, repr=False)
 
     @property
     def start(self) -> float:
-        return self.segments[0].time
+        """When its first packet came: seconds since the capture's first."""
+        return float(self.segments[0].time)
 
     @property
     def duration(self) -> float:
-        return self.segments[-1].time - self.segments[0].time
+        """Seconds from its first packet to its last."""
+        return float(self.segments[-1].time - self.segments[0].time)
 
     @property
     def ended(self) -> str:
@@ -62,7 +82,8 @@ class Connection:
             return "FIN"
         return f"FIN from {next(iter(self.fins))} only" if self.fins else "open"
 
-    def add(self, seg) -> None:
+    def add(self, seg: Segment) -> None:
+        """Count one more of its packets in (they come in order)."""
         self.segments.append(seg)
         if seg.src == self.client:
             self.sent += seg.length
@@ -83,23 +104,25 @@ class Connection:
             self.handshake = seg.time - self._syn_time
 
     def row(self) -> list[str]:
+        """Its row of the connections table, as text."""
         hand = "—" if self.handshake is None else f"{self.handshake * 1000:.2f} ms"
         return [str(self.number), self.proto, f"{self.client} → {self.server}", hand,
                 str(self.sent), str(self.received), str(len(self.segments)),
                 f"{self.duration * 1000:.2f} ms", self.ended]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"connection {self.number}: {self.proto} {self.client} → {self.server}"
 
 
-def _pure_syn(seg) -> bool:
+def _pure_syn(seg: Segment) -> bool:
     return seg.proto == "TCP" and "SYN" in seg.flags.split("-") and "ACK" not in seg.flags
 
 
-def connections(segs) -> list[Connection]:
+def connections(segs: Iterable[Segment]) -> list[Connection]:
     """Group segments into connections, numbered from 1 by first packet (ICMP left out)."""
     out: list[Connection] = []
-    current: dict[tuple, Connection] = {}  # (proto, pair of roles) -> its latest connection
+    # (proto, pair of roles) -> its latest connection
+    current: dict[tuple[str, frozenset[str]], Connection] = {}
     for seg in segs:
         if seg.proto not in ("TCP", "UDP"):
             continue
@@ -117,7 +140,8 @@ def connections(segs) -> list[Connection]:
     return out
 
 
-def connection_segments(segs, number: int) -> tuple[list, Connection]:
+def connection_segments(segs: Iterable[Segment], number: int
+                        ) -> tuple[list[Segment], Connection]:
     """The segments of connection ``number`` (as numbered by :func:`connections`)."""
     found = connections(segs)
     if isinstance(number, bool) or not isinstance(number, int):
@@ -132,9 +156,18 @@ def connection_segments(segs, number: int) -> tuple[list, Connection]:
 
 
 class Connections:
-    """One row per connection, text and HTML (see the module docstring)."""
+    """One row per connection, text and HTML (see the module docstring).
 
-    def __init__(self, segs, *, limit: int | None = MAX_ROWS, note: str | None = None):
+    Attributes:
+        connections: every :class:`Connection`, numbered from 1
+        shown: the connections the table shows (the first ``MAX_ROWS``)
+        rows: the table's cells as text, one list per shown connection
+        note: the lines over the table: the capture's notice, then ``note`` (None: none)
+        more: the line under the table saying how many were left out (None: none were)
+    """
+
+    def __init__(self, segs: Iterable[Segment], *, limit: int | None = MAX_ROWS,
+                 note: str | None = None) -> None:
         self.note = with_notice(segs, note)  # shown first, e.g. that packets were lost
         self.connections = connections(segs)
         self.shown, self.more = pick(self.connections, None, limit=limit)
@@ -143,7 +176,7 @@ class Connections:
                          "wire.connections().connections lists them all")
         self.rows = [conn.row() for conn in self.shown]
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.connections)
 
     def __getitem__(self, number: int) -> Connection:
@@ -153,13 +186,13 @@ class Connections:
                              f"not {number}")
         return self.connections[number - 1]
 
-    def __str__(self):
+    def __str__(self) -> str:
         text = text_table(COLUMNS, self.rows, empty="(no connections)")
         return "\n".join(line for line in (self.note, text, self.more) if line)
 
     __repr__ = __str__
 
-    def _repr_html_(self):
+    def _repr_html_(self) -> str:
         colors = [COLORS["RST"] if c.reset else COLORS["UDP"] if c.proto == "UDP"
                   else COLORS["data"] for c in self.shown]
         table = html_table(COLUMNS, self.rows, colors, empty="(no connections)")

@@ -13,6 +13,8 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING
 
+from matplotlib.figure import Figure
+
 from labkit.views.plotting import plt
 
 if TYPE_CHECKING:
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["rtt_figure", "throughput_figure", "plot_load"]
 
 
-def rtt_figure(rtts: dict[str, list[float]], *, title: str | None = None):
+def rtt_figure(rtts: dict[str, list[float]], *, title: str | None = None) -> Figure:
     """Round-trip times in seconds per setting -> a strip plot in ms (log scale)."""
     if not rtts or not all(rtts.values()):
         raise ValueError("rtt_figure needs {setting: [round-trip seconds, ...]} with data")
@@ -49,7 +51,8 @@ def rtt_figure(rtts: dict[str, list[float]], *, title: str | None = None):
     return fig
 
 
-def throughput_figure(sizes: list[int], rates: list[float], *, title: str | None = None):
+def throughput_figure(sizes: list[int], rates: list[float], *, title: str | None = None
+                      ) -> Figure:
     """Write size (bytes) vs throughput (bytes/s) -> a log-x line plot in MB/s."""
     if len(sizes) != len(rates) or not sizes:
         raise ValueError("throughput_figure needs one rate per write size, and at least one")
@@ -77,7 +80,7 @@ def throughput_figure(sizes: list[int], rates: list[float], *, title: str | None
 
 
 # -- a picture of a sweep --------------------------------------------------------------------------
-def plot_load(results: dict[str, dict[int, LoadResult]], *, title: str):
+def plot_load(results: dict[str, dict[int, LoadResult]], *, title: str) -> Figure:
     """Throughput and p50/p99 latency versus concurrent clients, one line per design.
 
     ``results`` maps a design name to ``{clients: LoadResult}``.

@@ -1,7 +1,7 @@
 """Ladder (sequence) diagrams of captured conversations, sized for a projector.
 
     >>> ladder(wire.segments)                     # matplotlib Figure: one lifeline per role
-    >>> ladder(wire.segments, packets=range(40, 80))   # another window of a long capture
+    >>> ladder(wire.segments, rows=range(40, 80))      # another window of a long capture
 
 Each arrow says how a packet travelled (flags, seq, ack, len) and, for data, what it
 carried; a protocol view may say more (TLS records, WebSocket frames): see
@@ -17,13 +17,19 @@ written across the top of the figure.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch
+from matplotlib.text import Text
 
 from labkit.capture.flows import Segment
 from labkit.protocols.base import ip_layer
 from labkit.protocols.icmp import REDIRECT, icmp_message, quotes, why_dropped
 from labkit.views.plotting import plt, show_notice
-from labkit.views.table import COLORS, kind, pick, printable
+from labkit.views.table import COLORS, Rows, kind, pick, printable, rows_or_packets
 
 __all__ = ["ladder", "MAX_PACKETS", "MAX_LIFELINES"]
 
@@ -53,7 +59,7 @@ def _shorten(text: str, limit: int = LABEL_MAX) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def _lifelines(segs: list[Segment], order=None) -> list[str]:
+def _lifelines(segs: list[Segment], order: Sequence[str] | None = None) -> list[str]:
     """Clients on the left, then everything they talk to, in order of appearance; or the
     roles ``order`` names (a lab network's hosts, along its cables) in that order first."""
     seen: dict[str, int] = {}
@@ -66,27 +72,31 @@ def _lifelines(segs: list[Segment], order=None) -> list[str]:
     return sorted(seen, key=lambda r: (not r.startswith("client"), seen[r]))
 
 
-def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
-           note: str | None = None, warning: str | None = None, lost=(), order=None):
+def ladder(segs: Iterable[Segment], *, title: str | None = None, rows: Rows = None,
+           note: str | None = None, warning: str | None = None,
+           lost: Collection[int] = (), order: Sequence[str] | None = None,
+           packets: Rows = None) -> Figure:
     """Draw a sequence diagram: one lifeline per role, one labelled arrow per packet.
 
     Time runs downwards, one row per packet (so 30+ packets stay legible); the left
-    margin gives each packet's time since the first.  ``packets`` picks rows (a slice,
-    range or list; default: the first ``MAX_PACKETS``); ``note`` is drawn under the
-    arrows (e.g. which connection this is); ``warning`` across the top (default: the
-    notice ``wire.segments`` carry).  ``lost``: indexes of packets the link dropped
-    (``Segment.index``): their arrows stop half-way, at a ✗.  ``order``: lifelines to put
-    first, left to right (a lab network's hosts).
+    margin gives each packet's time since the first.  ``rows`` picks packets by their row
+    number in the table (a slice, range or list; default: the first ``MAX_PACKETS``);
+    ``note`` is drawn under the arrows (e.g. which connection this is); ``warning`` across
+    the top (default: the notice ``wire.segments`` carry).  ``lost``: indexes of packets
+    the link dropped (``Segment.index``): their arrows stop half-way, at a ✗.  ``order``:
+    lifelines to put first, left to right (a lab network's hosts).  (``packets=`` is the
+    old name of ``rows=``.)
     """
+    rows = rows_or_packets(rows, packets, "ladder")
     warning = warning or getattr(segs, "notice", None)
     everything = list(segs)
-    segs, left_out = pick(everything, packets, limit=MAX_PACKETS)
-    roles = _lifelines(segs, order) or ["client", "server"]
-    if len(roles) > MAX_LIFELINES and packets is None:  # the default view: fewer packets
-        segs = _within_lifelines(segs)
-        roles = _lifelines(segs, order)
-        left_out = (f"… {len(everything) - len(segs)} more packets between more than "
-                    f"{MAX_LIFELINES} endpoints; pass connection= or packets= to choose, "
+    chosen, left_out = pick(everything, rows, limit=MAX_PACKETS)
+    roles = _lifelines(chosen, order) or ["client", "server"]
+    if len(roles) > MAX_LIFELINES and rows is None:  # the default view: fewer packets
+        chosen = _within_lifelines(chosen)
+        roles = _lifelines(chosen, order)
+        left_out = (f"… {len(everything) - len(chosen)} more packets between more than "
+                    f"{MAX_LIFELINES} endpoints; pass connection= or rows= to choose, "
                     "or see wire.connections()")
     if len(roles) > MAX_LIFELINES:
         raise ValueError(
@@ -96,12 +106,13 @@ def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
     notes = [text for text in (note, left_out) if text]
     x = {role: i for i, role in enumerate(roles)}
     ended = _ended_on_the_way(everything)
-    labels = [_label(seg) for seg in segs]
-    for i, seg in enumerate(segs):
+    labels = [_label(seg) for seg in chosen]
+    for i, seg in enumerate(chosen):
         if seg.index in ended and ended[seg.index][2] is not None:  # say the TTL it died with
             first, *rest = labels[i].split("\n")
             labels[i] = "\n".join([f"{first} ttl={ended[seg.index][2]}", *rest])
-    ys, y = [], 0.0  # a row per packet; a label of k lines pushes its row down (k-1)/2
+    ys: list[float] = []
+    y = 0.0  # a row per packet; a label of k lines pushes its row down (k-1)/2
     for text in labels:
         y += 0.5 * text.count("\n")
         ys.append(y)
@@ -117,7 +128,7 @@ def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
         ax.plot([xi, xi], [top, bottom], color="#999999", lw=2, zorder=1)
         _text(ax, xi, top - 0.15, role, ha="center", va="bottom", fontsize=15,
               fontweight="bold")
-    for row, label, seg in zip(ys, labels, segs, strict=True):
+    for row, label, seg in zip(ys, labels, chosen, strict=True):
         x0, x1 = float(x[seg.src]), float(x[seg.dst])
         color = COLORS[kind(seg)]
         if x0 == x1:  # a packet from a host to itself (rare): draw a short loop
@@ -146,14 +157,14 @@ def ladder(segs: list[Segment], *, title: str | None = None, packets=None,
     ax.axis("off")
     if title:
         ax.set_title(printable(title), fontsize=16, pad=12, parse_math=False)
-    if not segs:
+    if not chosen:
         _text(ax, sum(x.values()) / len(x), 0, "(no packets)", ha="center", fontsize=14)
     fig.tight_layout()
     show_notice(fig, warning)
     return fig
 
 
-def _lost_on_the_way(ax, x0: float, x1: float, row: float) -> tuple[float, float]:
+def _lost_on_the_way(ax: Axes, x0: float, x1: float, row: float) -> tuple[float, float]:
     """A packet the link dropped: its arrow ends half-way, where a ✗ marks the loss.
     Returns where the arrow ends."""
     middle = (x0 + x1) / 2
@@ -162,7 +173,8 @@ def _lost_on_the_way(ax, x0: float, x1: float, row: float) -> tuple[float, float
     return middle, row + 0.24
 
 
-def _dropped_at(ax, x0: float, x1: float, row: float, why: str) -> tuple[float, float]:
+def _dropped_at(ax: Axes, x0: float, x1: float, row: float, why: str
+                ) -> tuple[float, float]:
     """A packet a router dropped (and said so, in ICMP): its arrow ends at the router's
     lifeline ``x1``, at a ✗ with the reason beside it. Returns where the arrow ends."""
     side = 1 if x1 > x0 else -1
@@ -212,6 +224,6 @@ def _within_lifelines(segs: list[Segment]) -> list[Segment]:
     return segs
 
 
-def _text(ax, x, y, text, **style):
+def _text(ax: Axes, x: float, y: float, text: str, **style: Any) -> Text:
     """Text as it is: ``$`` in a payload is a dollar sign, never matplotlib's mathtext."""
     return ax.text(x, y, text, parse_math=False, **style)

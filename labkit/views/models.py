@@ -22,7 +22,7 @@ MATHIS_C = math.sqrt(3 / 2)
 INITIAL_WINDOW = 10   # segments a Linux sender may send before the first ACK (RFC 6928)
 
 
-def _positive(value, name: str, example: str) -> float:
+def _positive(value: object, name: str, example: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"{name} must be a positive number ({example}), not {value!r}")
     return float(value)

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import re
 import textwrap
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 if not matplotlib.get_backend().lower().startswith(("module://", "nbagg", "ipympl", "widget")):
     matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # only after the backend is chosen
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["plt", "show_notice"]
 
@@ -27,7 +31,7 @@ _CHARS_PER_INCH = 8.0   # of that font: how long a line may be
 _LINE_INCHES = 0.26
 
 
-def show_notice(fig, notice: str | None) -> None:
+def show_notice(fig: Figure, notice: str | None) -> None:
     """Write ``notice`` (a capture's ⚠ lines) across the top of ``fig``, inside the figure:
     a saved or projected picture keeps it.  The figure grows by the lines' height."""
     if not notice:

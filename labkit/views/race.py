@@ -16,8 +16,12 @@ answers), the server's SYN-ACK, the client's ACK, a reset.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from matplotlib.figure import Figure
+
+from labkit.capture.flows import Segment
 from labkit.protocols.base import ip_layer
 from labkit.views.plotting import plt, show_notice
 from labkit.views.table import COLORS
@@ -47,9 +51,9 @@ class Attempt:
         return f"{self.family} {self.address}"
 
 
-def connection_attempts(segs) -> list[Attempt]:
+def connection_attempts(segs: Iterable[Segment]) -> list[Attempt]:
     """The TCP connection attempts in a capture (a SYN without ACK opens one), in order."""
-    attempts: dict[tuple, Attempt] = {}
+    attempts: dict[tuple[str, int, str, int], Attempt] = {}
     for seg in segs:
         if seg.proto != "TCP" or seg.packet is None:
             continue
@@ -80,8 +84,8 @@ def connection_attempts(segs) -> list[Attempt]:
     return list(attempts.values())
 
 
-def race_figure(segs, *, delay: float | None = None, title: str | None = None,
-                warning: str | None = None):
+def race_figure(segs: Iterable[Segment], *, delay: float | None = None,
+                title: str | None = None, warning: str | None = None) -> Figure:
     """A lane per connection attempt on one time axis (ms since the first SYN); ``delay``:
     the Happy Eyeballs delay the client was given, drawn where it ran out; ``warning``:
     written across the top, with the capture's own notice."""

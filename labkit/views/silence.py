@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from labkit.views.plotting import plt
@@ -34,7 +35,8 @@ def _kind(seg: Segment) -> str:
 
 
 def silence_figure(segments: list[Segment], *, since: float,
-                   rows: dict[str, tuple[str, float | None]], title: str | None = None):
+                   rows: dict[str, tuple[str, float | None]], title: str | None = None
+                   ) -> Figure:
     """One row per connection: what it sent after ``since`` (capture seconds), and when the
     kernel gave up on it (a vertical bar) or that it never did (an arrow off the right)."""
     if not rows:

@@ -1,7 +1,7 @@
 """Tables of captured packets, and the one renderer every labkit table uses.
 
     >>> Table(wire.segments)                       # one row per packet (text and HTML)
-    >>> Table(wire.segments, packets=range(200, 300))   # rows of a long capture
+    >>> Table(wire.segments, rows=range(200, 300))      # rows of a long capture
     >>> print(text_table(("a", "b"), [["1", "2"]]))
     a  b
     -  -
@@ -10,14 +10,29 @@
 Text for terminals and tests, HTML (rows coloured) for Jupyter; sized for a projector.
 A long capture shows its first ``MAX_ROWS`` rows and says how many more there are; a
 capture's notice (packets lost or not kept, a recording that is not your run) comes first.
+
+``rows=`` (of a table, a ladder, ``wire.table()`` and ``wire.ladder()``) picks rows by
+their number, the ``#`` column: a slice, a range or a list.  It was called ``packets=``,
+a name that said Scapy's packet list (``wire.packets``); that name still works, with a
+``DeprecationWarning``.
 """
 
 from __future__ import annotations
 
 import html
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from labkit.capture.flows import Segment
 
 __all__ = ["Table", "text_table", "html_table", "COLORS", "kind", "pick", "printable",
-           "with_notice", "html_notes"]
+           "with_notice", "html_notes", "Rows", "rows_or_packets"]
+
+# Which rows to show, by number: a slice, a range or a list (None: the first ones)
+Rows = slice | range | Sequence[int] | None
+T = TypeVar("T")
 
 MAX_ROWS = 200  # rows shown unless told which: more is slow to render, and nobody reads it
 
@@ -30,19 +45,20 @@ COLORS = {"SYN": "#1b7837", "FIN": "#e66101", "RST": "#d01c8b", "data": "#2166ac
 # ARP: who has / is at (NDP: the same in IPv6); IP: a fragment
 
 
-def text_table(columns, rows: list[list[str]], *, empty: str = "(no rows)") -> str:
+def text_table(columns: Sequence[str], rows: list[list[str]], *, empty: str = "(no rows)"
+               ) -> str:
     """Columns padded to their widest cell, a rule under the header."""
     if not rows:
         return empty
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
 
-    def line(cells):
+    def line(cells: Sequence[str]) -> str:
         return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
 
     return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def html_table(columns, rows: list[list[str]], colors: list[str], *,
+def html_table(columns: Sequence[str], rows: list[list[str]], colors: list[str], *,
                empty: str = "(no rows)") -> str:
     """An HTML table in a monospace font, each row in its colour."""
     if not rows:
@@ -63,7 +79,7 @@ def html_table(columns, rows: list[list[str]], colors: list[str], *,
 WARNING_COLOR = "#b2182b"  # a ⚠ line over a table or in a figure
 
 
-def with_notice(segs, note: str | None) -> str | None:
+def with_notice(segs: Iterable[object], note: str | None) -> str | None:
     """``note`` after the notice that ``segs`` carry (a capture's ``wire.segments``), if any."""
     notice = getattr(segs, "notice", None)
     lines = [notice, note] if notice and notice not in (note or "") else [note]
@@ -86,31 +102,45 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def pick(rows: list, packets=None, *, limit: int | None = MAX_ROWS) -> tuple[list, str | None]:
-    """The rows chosen by ``packets`` (a slice, range or list of row numbers), and a note.
+def rows_or_packets(rows: Rows, packets: Rows, where: str) -> Rows:
+    """``rows``, or what the old name ``packets=`` gave (with a ``DeprecationWarning``
+    pointing at the caller's line)."""
+    if packets is None:
+        return rows
+    if rows is not None:
+        raise TypeError(f"{where}() takes rows= (packets= is its old name), not both")
+    warnings.warn(f"{where}(packets=...) is now {where}(rows=...): it picks rows by their "
+                  "number (wire.packets is Scapy's packet list); packets= will go",
+                  DeprecationWarning, stacklevel=3)
+    return packets
 
-    With ``packets=None``, the first ``limit`` rows; the note says how many are left out.
+
+def pick(items: list[T], rows: Rows = None, *, limit: int | None = MAX_ROWS
+         ) -> tuple[list[T], str | None]:
+    """The items ``rows`` chooses (a slice, range or list of row numbers), and a note.
+
+    With ``rows=None``, the first ``limit``; the note says how many are left out.
     An explicit choice is shown as asked, with no note.
     """
-    total = len(rows)
-    if packets is None:
+    total = len(items)
+    if rows is None:
         if limit is None or total <= limit:
-            return rows, None
-        return rows[:limit], (f"… {total - limit} more packets; pass packets= to choose "
-                              f"(e.g. packets=range({limit}, {min(total, 2 * limit)}))")
-    if isinstance(packets, slice):
-        return rows[packets], None
-    if isinstance(packets, (range, list, tuple)):
-        bad = [i for i in packets if not isinstance(i, int) or not -total <= i < total]
+            return items, None
+        return items[:limit], (f"… {total - limit} more packets; pass rows= to choose "
+                               f"(e.g. rows=range({limit}, {min(total, 2 * limit)}))")
+    if isinstance(rows, slice):
+        return items[rows], None
+    if isinstance(rows, (range, list, tuple)):
+        bad = [i for i in rows if not isinstance(i, int) or not -total <= i < total]
         if bad:
-            raise ValueError(f"packets= names rows {bad[:3]} but this capture has rows "
+            raise ValueError(f"rows= names rows {bad[:3]} but this capture has rows "
                              f"0 to {total - 1}; pass a slice, range or list of row numbers")
-        return [rows[i] for i in packets], None
-    raise TypeError(f"packets= takes a slice, range or list of row numbers "
-                    f"(e.g. range(0, 40)), not {type(packets).__name__}")
+        return [items[i] for i in rows], None
+    raise TypeError(f"rows= takes a slice, range or list of row numbers "
+                    f"(e.g. range(0, 40)), not {type(rows).__name__}")
 
 
-def kind(seg) -> str:
+def kind(seg: Segment) -> str:
     """Which colour a segment gets: SYN, FIN, RST, data or ACK (TCP), UDP, ICMP(v6), ARP,
     NDP, IP."""
     if seg.proto != "TCP":
@@ -121,8 +151,10 @@ def kind(seg) -> str:
     return "data" if seg.length else "ACK"
 
 
-def _row(seg) -> list[str]:
-    num = lambda v: "" if v is None else str(v)  # noqa: E731
+def _row(seg: Segment) -> list[str]:
+    def num(value: int | None) -> str:
+        return "" if value is None else str(value)
+
     flags = seg.flags if seg.proto == "TCP" else seg.proto
     return [str(seg.index), f"{seg.time:.6f}", f"{seg.src} → {seg.dst}", flags,
             num(seg.seq), num(seg.ack), str(seg.length), printable(seg.summary)]
@@ -131,26 +163,35 @@ def _row(seg) -> list[str]:
 class Table:
     """Rows of a capture (:class:`~labkit.capture.flows.Segment` s); text, and HTML in Jupyter.
 
-    ``packets`` picks rows (a slice, range or list); by default the first ``MAX_ROWS``
-    are shown, and a line under them says how many more there are.  ``note`` is a line
-    over the rows (e.g. which connection they belong to), after the segments' notice.
+    ``rows`` picks rows by number (a slice, range or list); by default the first
+    ``MAX_ROWS`` are shown, and a line under them says how many more there are.  ``note``
+    is a line over the rows (e.g. which connection they belong to), after the segments'
+    notice.  (``packets=`` is the old name of ``rows=``.)
+
+    Attributes:
+        segments: the segments shown, one per row
+        rows: the rows' cells as text, one list per row (the columns of ``COLUMNS``)
+        note: the lines over the rows: the capture's notice, then ``note`` (None: none)
+        more: the line under the rows saying how many were left out (None: none were)
     """
 
-    def __init__(self, segs, *, packets=None, note: str | None = None):
+    def __init__(self, segs: Iterable[Segment], *, rows: Rows = None, note: str | None = None,
+                 packets: Rows = None) -> None:
+        rows = rows_or_packets(rows, packets, "Table")
         self.note = with_notice(segs, note)
-        self.segments, self.more = pick(list(segs), packets)
+        self.segments, self.more = pick(list(segs), rows)
         self.rows = [_row(s) for s in self.segments]
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.rows)
 
-    def __str__(self):
+    def __str__(self) -> str:
         text = text_table(COLUMNS, self.rows, empty="(no packets)")
         return "\n".join(line for line in (self.note, text, self.more) if line)
 
     __repr__ = __str__
 
-    def _repr_html_(self):
+    def _repr_html_(self) -> str:
         colors = [COLORS[kind(seg)] for seg in self.segments]
         table = html_table(COLUMNS, self.rows, colors, empty="(no packets)")
         return "".join([html_notes(self.note), table,

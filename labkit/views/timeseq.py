@@ -17,8 +17,11 @@ old sequence number.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
+
+from matplotlib.figure import Figure
 
 from labkit.capture.flows import Segment
 from labkit.views.plotting import plt, show_notice
@@ -148,18 +151,18 @@ class SeqTrace:
         raise ValueError(f"bytes {lost.seq} to {lost.end - 1} were never sent again")
 
 
-def _syn_options(segs: list[Segment]) -> dict[str, dict]:
+def _syn_options(segs: list[Segment]) -> dict[str, dict[str, Any]]:
     """Each role's TCP options in its SYN (or SYN-ACK), by name."""
     from scapy.layers.inet import TCP
 
-    offered = {}
+    offered: dict[str, dict[str, Any]] = {}
     for seg in segs:
         if seg.proto == "TCP" and "SYN" in seg.flags and seg.packet is not None:
             offered[seg.src] = {k: v for k, v in seg.packet[TCP].options if isinstance(k, str)}
     return offered
 
 
-def _window_scale(offered: dict[str, dict], role: str) -> int:
+def _window_scale(offered: dict[str, dict[str, Any]], role: str) -> int:
     """The window scale ``role`` announced in its SYN (RFC 7323), if both sides did."""
     scales = {who: options.get("WScale") for who, options in offered.items()}
     if len(scales) == 2 and None not in scales.values():
@@ -264,7 +267,8 @@ def _steps(points: list[tuple[float, int]], t_end: float) -> tuple[list[float], 
 
 
 def time_sequence(segs: list[Segment], *, sender: str | None = None, lost: Iterable[int] = (),
-                  between: tuple[float, float] | None = None, title: str | None = None):
+                  between: tuple[float, float] | None = None, title: str | None = None
+                  ) -> Figure:
     """Draw the time-sequence graph of ``sender``'s data (default: who sent the most).
 
     ``lost``: indexes of segments the link dropped (:func:`dropped_segments`), drawn
@@ -286,9 +290,10 @@ def time_sequence(segs: list[Segment], *, sender: str | None = None, lost: Itera
     xs, ys = _steps([(a.t, a.window_edge) for a in acks], t1)
     ax.plot([x * ms for x in xs], [y * kb for y in ys], color="#e6ab02", lw=2,
             label="ACK + window: the receiver's limit")
-    styles = [("sent", lambda d: not d.retransmission and not d.lost, "#2166ac"),
-              ("retransmitted", lambda d: d.retransmission and not d.lost, "#d7191c"),
-              ("dropped by the link", lambda d: d.lost, "#000000")]
+    styles: list[tuple[str, Callable[[DataPoint], bool], str]] = [
+        ("sent", lambda d: not d.retransmission and not d.lost, "#2166ac"),
+        ("retransmitted", lambda d: d.retransmission and not d.lost, "#d7191c"),
+        ("dropped by the link", lambda d: d.lost, "#000000")]
     for label, chosen, color in styles:
         these = [d for d in data if chosen(d)]
         if not these:

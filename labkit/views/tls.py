@@ -7,41 +7,55 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from labkit.capture.flows import dissect, segments
 from labkit.protocols.tls import TLSView, numbered_connections
 from labkit.views.table import html_notes, html_table, text_table
+
+if TYPE_CHECKING:
+    from labkit.capture.capture import Capture
+    from labkit.protocols.tlsdissect import TLSConnection, TLSRecord
 
 __all__ = ["RecordTable", "tls_records", "handshake", "client_hello", "server_hello",
            "handshake_round_trips"]
 
 
-def _capture_meta(wire) -> dict:
-    return getattr(wire, "meta", None) or {}
+def _capture_meta(wire: Capture) -> dict[str, Any]:
+    meta: dict[str, Any] = getattr(wire, "meta", None) or {}
+    return meta
 
 
-class RecordTable(list):
-    """TLS records of a capture, one per row (text, and HTML in Jupyter)."""
+class RecordTable(list["TLSRecord"]):
+    """TLS records of a capture, one per row (text, and HTML in Jupyter).
+
+    Attributes:
+        COLUMNS: the table's column headings
+        EMPTY: what it says when there are no records
+        notice: the capture's notice (e.g. a recording unlike your run), shown first
+    """
 
     COLUMNS = ("from → to", "TLS record")
     EMPTY = "(no TLS records)"
-    notice: str | None = None  # the capture's (e.g. a recording unlike your run), shown first
+    notice: str | None = None
 
     def rows(self) -> list[list[str]]:
+        """The table's cells: who sent each record to whom, and what it is."""
         return [[f"{r.src} → {r.dst}", r.text] for r in self]
 
-    def __str__(self):
+    def __str__(self) -> str:
         text = text_table(self.COLUMNS, self.rows(), empty=self.EMPTY)
         return f"{self.notice}\n{text}" if self.notice else text
 
     __repr__ = __str__
 
-    def _repr_html_(self):
+    def _repr_html_(self) -> str:
         colors = ["#b2182b" if r.encrypted else "#1b7837" for r in self]
         return html_notes(self.notice) + html_table(self.COLUMNS, self.rows(), colors,
                                                     empty=self.EMPTY)
 
 
-def tls_records(wire, *, decrypt: bool = True) -> RecordTable:
+def tls_records(wire: Capture, *, decrypt: bool = True) -> RecordTable:
     """Every TLS record in a capture, in order, with role names and packet numbers.
 
     ``decrypt=False`` shows what an observer without the key log sees.
@@ -58,7 +72,7 @@ def tls_records(wire, *, decrypt: bool = True) -> RecordTable:
     return out
 
 
-def handshake(wire, connection: int = 0) -> dict[str, list[str]]:
+def handshake(wire: Capture, connection: int = 0) -> dict[str, list[str]]:
     """The handshake of one TLS connection: each side's records up to its Finished.
 
     Needs the key log for TLS 1.3 (where Finished is encrypted).
@@ -75,7 +89,7 @@ def handshake(wire, connection: int = 0) -> dict[str, list[str]]:
     return out
 
 
-def _conn(wire, which: int):
+def _conn(wire: Capture, which: int) -> TLSConnection:
     conns = numbered_connections(wire.packets, _capture_meta(wire).get("tls_keylog", ""))
     if not conns:
         raise ValueError("no TLS connection in this capture: did the client speak TLS "
@@ -86,7 +100,7 @@ def _conn(wire, which: int):
     return conns[which]
 
 
-def client_hello(wire, connection: int = 0) -> dict:
+def client_hello(wire: Capture, connection: int = 0) -> dict[str, Any]:
     """Stable facts of the ClientHello of TLS connection ``connection`` (0 = first)."""
     conn = _conn(wire, connection)
     if conn.hello is None:
@@ -96,7 +110,7 @@ def client_hello(wire, connection: int = 0) -> dict:
     return hello_facts(conn.hello, client=True)
 
 
-def server_hello(wire, connection: int = 0) -> dict:
+def server_hello(wire: Capture, connection: int = 0) -> dict[str, Any]:
     """Stable facts of the ServerHello: chosen version, cipher suite, key share ..."""
     conn = _conn(wire, connection)
     if conn.server_hello is None:
@@ -109,7 +123,7 @@ def server_hello(wire, connection: int = 0) -> dict:
     return facts
 
 
-def handshake_round_trips(wire, connection: int = 0) -> int:
+def handshake_round_trips(wire: Capture, connection: int = 0) -> int:
     """Round trips of TLS the client waits for before it sends its first application data.
 
     Counts the server's handshake flights that arrive before the client's first

@@ -10,6 +10,12 @@ interface and address it has on that host.
 
 from __future__ import annotations
 
+from typing import Any
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.text import Text
+
 from labkit.net.impairment import Impairment
 from labkit.net.topology import Topology
 from labkit.views.plotting import plt
@@ -57,7 +63,7 @@ CROWDED = 4  # hosts in one column from which a figure goes compact (a router's 
 
 
 def topology_figure(plan: Topology, *, title: str | None = None, routes: bool = False,
-                    ipv6: bool = False):
+                    ipv6: bool = False) -> Figure:
     """The network as a figure (matplotlib): one box per host, one line per cable;
     ``routes=True`` writes each host's planned routes under it; ``ipv6=True`` each
     interface's unique local IPv6 address under its IPv4 one.
@@ -148,5 +154,5 @@ def topology_figure(plan: Topology, *, title: str | None = None, routes: bool = 
     return fig
 
 
-def _text(ax, x, y, text, **style):
+def _text(ax: Axes, x: float, y: float, text: str, **style: Any) -> Text:
     return ax.text(x, y, text, parse_math=False, **style)

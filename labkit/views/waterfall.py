@@ -12,8 +12,10 @@ keeps the numbers in a :class:`Timing`; :func:`waterfall` only draws them.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from labkit.views.plotting import plt
@@ -31,17 +33,27 @@ PHASES = {
 
 @dataclass(frozen=True)
 class Timing:
-    """Clock readings (seconds, any common clock) for one request, in order."""
+    """Clock readings (seconds, any common clock) for one request, in order.
+
+    Attributes:
+        label: the request's name on the waterfall's row (``"/slow"``)
+        start: just before ``connect()``
+        connected: ``connect()`` returned: the handshake is done
+        sent: ``sendall()`` of the request returned
+        first_byte: the first ``recv()`` returned data
+        last_byte: the last byte of the response was received
+        nbytes: response bytes received (head and body)
+    """
 
     label: str
-    start: float        # just before connect()
-    connected: float    # connect() returned: handshake done
-    sent: float         # sendall() of the request returned
-    first_byte: float   # the first recv() returned data
-    last_byte: float    # the last byte of the response was received
-    nbytes: int = 0     # response bytes received (head + body)
+    start: float
+    connected: float
+    sent: float
+    first_byte: float
+    last_byte: float
+    nbytes: int = 0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         marks = [self.start, self.connected, self.sent, self.first_byte, self.last_byte]
         if any(later < earlier for earlier, later in itertools.pairwise(marks)):
             raise ValueError(
@@ -58,6 +70,7 @@ class Timing:
 
     @property
     def total(self) -> float:
+        """Seconds from ``start`` to ``last_byte``: the whole request."""
         return self.last_byte - self.start
 
     def relative_to(self, t0: float, label: str | None = None) -> Timing:
@@ -71,7 +84,7 @@ def _fmt_ms(seconds: float) -> str:
     return f"{ms:.0f} ms" if ms >= 10 else f"{ms:.2f} ms" if ms >= 0.1 else f"{ms * 1000:.0f} µs"
 
 
-def waterfall(timings: list[Timing], *, title: str | None = None):
+def waterfall(timings: Iterable[Timing], *, title: str | None = None) -> Figure:
     """One row per request, bars coloured by phase on a shared time axis in ms."""
     timings = list(timings)
     if not timings:
