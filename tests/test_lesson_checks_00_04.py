@@ -132,24 +132,36 @@ def test_is_port_open_that_lets_rst_escape_or_returns_no_bool():
 
 
 @wrong_answer_to(lesson01.check_server_closes_first)
-def test_server_that_waits_for_the_client_to_close(monkeypatch):
+def test_server_that_waits_resets_or_does_nothing(monkeypatch):
     def waits_for_client(conn, addr):
-        conn.sendall(b"hello\n")
+        conn.recv(1024)
+        conn.sendall(b"bye\n")
         while conn.recv(1024):                    # the client's FIN ends this, which never comes
             pass
 
-    def greets_and_returns(conn, addr):
-        conn.sendall(b"hello\n")
-
-    def returns_at_once(conn, addr):   # labkit closes conn: the server closes first, unheard
+    def does_nothing(conn, addr):                 # labkit closes conn when it returns
         pass
+
+    def answers_without_reading(conn, addr):      # closes with the client's line unread
+        conn.sendall(b"bye\n")
+
+    def reads_and_says_nothing(conn, addr):
+        conn.recv(1024)
+
+    def reads_answers_and_closes(conn, addr):
+        conn.recv(1024)
+        conn.sendall(b"bye\n")
+        conn.close()
 
     monkeypatch.setattr(lesson01, "WAIT", 0.5)
     says_wrong(lesson01.check_server_closes_first(waits_for_client),
                message="the server never closed", hint="call conn.close()")
-    says_wrong(lesson01.check_server_closes_first(returns_at_once),
-               message="the client got b'' before the server closed", hint="send the greeting")
-    says_right(lesson01.check_server_closes_first(greets_and_returns))
+    for resets in (does_nothing, answers_without_reading):
+        says_wrong(lesson01.check_server_closes_first(resets), message="reset (RST), not a FIN",
+                   hint="read the client's line with conn.recv() before you close")
+    says_wrong(lesson01.check_server_closes_first(reads_and_says_nothing),
+               message="the client received b''", hint="send b'bye\\n'")
+    says_right(lesson01.check_server_closes_first(reads_answers_and_closes))
 
 
 # -- 02 Frame messages on a TCP stream -------------------------------------------------------

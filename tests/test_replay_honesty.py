@@ -441,3 +441,21 @@ def test_a_split_or_a_length_that_cannot_be_known_is_no_difference():
     older = {key: value for key, value in recorded.items() if key not in ("segments",
                                                                           "seconds")}
     assert _difference([same], [older]) is None  # a summary saved before segments were
+
+
+def test_writes_the_kernel_merges_differently_are_no_difference():
+    """Notebook 02's 256 writes of 64 bytes: a busy moment merged them into 27 segments in
+    the recording, a quiet run sent 64 or 256 — the same code (a fresh CI run said otherwise)."""
+    merged = [64] * 20 + [128] * 5 + [14208, 256]  # 16384 bytes
+    recorded = {"connections": [[16384, 6]], "datagrams_in": [], "datagrams_out": [],
+                "content_in": None, "segments": [[merged, [6]]], "seconds": [0.02]}
+    for count in (1, 64, 256):
+        live = dict(recorded, segments=[[count, 1]])
+        assert _difference([live], [recorded]) is None, count
+    smaller_writes = dict(recorded, segments=[[512, 1]])  # writes of 32: more than 256
+    assert _difference([smaller_writes], [recorded]) == (
+        "your run sent its 16384 bytes in 512 segments (this recording: "
+        f"{len(merged)} segments of 64 to 14208 bytes)")
+    equal = dict(recorded, segments=[[[1024] * 16, [6]]])  # 16 writes of 1024, none merged
+    assert _difference([dict(equal, segments=[[9, 1]])], [equal]) is None  # merged live
+    assert _difference([dict(equal, segments=[[17, 1]])], [equal]) is not None

@@ -118,6 +118,25 @@ def test_layout_starts_a_subslide_where_the_slide_is_full():
     assert types == ["slide", "-", "fragment", "subslide", "-", "subslide", "-"]
 
 
+def test_a_sentence_that_opened_a_slide_keeps_the_cell_it_introduces():
+    from labkit.tools.slide_layout import BUDGET, LEAD, lay_out
+
+    md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+    cells = [md("## A section"), code("wire.ladder(page=1)"), md("The rest:"),
+             code("wire.ladder(page=2)"), md("### 1. An exercise"), code("tall = True")]
+    heights = {"c0": 60, "c1": BUDGET - 70, "c2": LEAD - 10, "c3": BUDGET - 40, "c4": 60,
+               "c5": BUDGET}
+    for n, cell in enumerate(cells):
+        cell.id = f"c{n}"
+        cell.metadata["slideshow"] = {"slide_type": "-"}
+    nb = nbformat.v4.new_notebook(cells=cells)
+    lay_out(nb, heights)
+    types = [c.metadata["slideshow"]["slide_type"] for c in nb.cells]
+    # the sentence did not fit under page 1: it opens the next slide, and page 2 stays with it
+    # (no slide of one sentence); a heading is no such sentence: the tall cell gets a slide
+    assert types == ["slide", "-", "subslide", "-", "subslide", "subslide"]
+
+
 def test_split_headings_gives_a_heading_its_own_cell():
     from labkit.tools.slide_layout import split_headings
 

@@ -9,7 +9,7 @@ from packets import C, S, conversation, tcp
 from labkit import Connections, Table, ladder
 from labkit.capture.flows import segments
 from labkit.views.connections import connection_segments
-from labkit.views.ladder import LABEL_MAX, MAX_LIFELINES, MAX_PACKETS
+from labkit.views.ladder import DPI, FONT, LABEL_MAX, MAX_LIFELINES, MAX_PACKETS, PAGE_ROWS
 
 
 def arrows(fig):
@@ -99,6 +99,12 @@ def _long_exchange(n):
     return segments(pkts, {8080: "server"})
 
 
+def _roles(fig):
+    """The lifelines' names, left to right."""
+    names = [t for t in fig.axes[0].texts if t.get_fontweight() == "bold"]
+    return [t.get_text() for t in sorted(names, key=lambda t: t.get_position()[0])]
+
+
 def _notes(fig):
     return [t.get_text() for t in fig.axes[0].texts if "packets" in t.get_text()]
 
@@ -137,6 +143,61 @@ def test_packets_is_the_old_name_of_rows_and_says_so():
         assert len(Table(segs, packets=[1, 2])) == 2
     with pytest.raises(TypeError, match="not both"):
         Table(segs, rows=[1], packets=[2])
+
+
+def test_ladder_pages_cut_a_long_capture_into_slides():
+    segs = _long_exchange(30)                        # two-line labels, but the SYN's
+    pages = [ladder(segs, page=n) for n in range(1, 6)]
+    drawn = [len(arrows(fig)) for fig in pages]
+    assert drawn == [7, 6, 6, 6, 5]                 # every packet once, none lost at a cut
+    assert all(1 + 1.6 * (n - 1) <= PAGE_ROWS for n in drawn)  # 1 row a line, 0.6 more
+    assert "page 1: packets 0 to 6; 23 more on page=2" in _notes(pages[0])
+    assert "page 5: packets 25 to 29 (the last)" in _notes(pages[4])
+    assert max(fig.get_size_inches()[1] for fig in pages) * DPI <= 760  # 80 %: 608 px of 720
+    with pytest.raises(ValueError, match="past the end: these 30 packets make 5 pages"):
+        ladder(segs, page=6)
+    with pytest.raises(ValueError, match="counts from 1"):
+        ladder(segs, page=0)
+    # every page draws the same lifelines in the same places, even one where a role is quiet
+    later = _many_connections(3)                      # client, client 2, then client 3
+    assert [_roles(ladder(later, page=n)) for n in (1, 2, 3)] == [
+        ["client", "client 2", "client 3", "server"]] * 3
+    # pages of the packets chosen (by packets=, or of one connection)
+    first = _notes(ladder(segs, rows=range(10, 30), page=1))[0]
+    assert first.startswith("page 1: packets 10 to 15;")
+
+
+def test_ladder_text_reads_from_the_back_of_a_room():
+    """Every text is at least 18 px on a 1280x720 slide when the deck shows the figure at
+    80 % of its size (the least its fit() allows)."""
+    segs = _payload_segments([b"GET / HTTP/1.1", b"x" * 100])
+    fig = ladder(segs, title="echo", note="connection 1")
+    for text in [*fig.axes[0].texts, fig.axes[0].title]:
+        if text.get_text():
+            assert text.get_fontsize() * DPI / 72 * 0.8 >= 18, text.get_text()
+    assert pytest.approx(18) == FONT * DPI / 72 * 0.8
+    assert fig.get_dpi() == DPI
+
+
+def test_long_labels_wrap_within_their_arrows_span():
+    """A label as long as a TLS flight's (a protocol view's) wraps to the room between its two
+    lifelines (it would run over the times column and other arrows), at most LABEL_LINES
+    lines; a payload preview's "(+N bytes)" is never cut in two."""
+    from labkit.views.ladder import CHAR_INCHES, LABEL_LINES, _width, _wrap
+
+    flight = "ServerHello · ChangeCipherSpec\nencrypted: " + " · ".join(["CertificateVerify"] * 12)
+    seg = _payload_segments([b"x"])[0]
+    lines = _wrap(flight, seg, {"client": 0, "server": 1}).split("\n")
+    assert lines[0] == "ServerHello · ChangeCipherSpec" and len(lines) == LABEL_LINES
+    room = _width(2) / 1.8 / CHAR_INCHES   # two lifelines, 1.8 of their spacings wide
+    assert all(len(line) <= room for line in lines) and lines[-1].endswith(" …")
+    shorter = "encrypted: " + " · ".join(["CertificateVerify"] * 6)
+    neighbours, apart = ({"client": 0, "server": n} for n in (1, 2))  # two spans: more room
+    assert _wrap(shorter, seg, apart).count("\n") < _wrap(shorter, seg, neighbours).count("\n")
+    preview = "ACK len=1448 seq=1 ack=1\nb'GGGGGGGGGGGGGGGGGGGGGGGG' … (+1424 bytes)"
+    assert _wrap(preview, seg, neighbours).count("\n") == 1          # fits: two lines
+    assert _wrap(preview, seg, {"client": 0, "server": 1, "r1": 2, "r2": 3}).split("\n")[-1] == (
+        "(+1424\u00a0bytes)")          # four lifelines, less room each: never cut in two
 
 
 def _many_connections(n, *, ends=("FA",), together=False):

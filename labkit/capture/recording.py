@@ -31,6 +31,9 @@ __all__ = ["save", "load", "summarize", "difference", "merge"]
 # A connection's length differs only if one lasted more than twice as long as the other and
 # this much longer: a busy machine stretches a run by less (a sleep() in a lesson by ms).
 SECONDS_APART = 0.5
+# Seconds per segment, on average, above which a recording's writes were paced (a lesson's
+# sleep() between them), so the kernel had no later write to merge into an earlier one.
+PACED = 0.01
 
 # A conversation entry (``labkit.servers.conversation.conversation_entry``): JSON-ready
 Entry = dict[str, Any]
@@ -235,7 +238,7 @@ def _split_differently(live: list[Entry], recorded: list[Entry]) -> str | None:
     for (*_bytes, segs_a, secs_a), (*_b, segs_b, secs_b) in zip(mine, theirs, strict=False):
         for who, count, sizes in (("your run", segs_a[0], segs_b[0]),
                                   ("the server", segs_a[1], segs_b[1])):
-            if count is None or sizes is None or count == len(sizes):
+            if count is None or sizes is None or _same_writes(count, sizes, secs_b):
                 continue
             return (f"{who} sent its {sum(sizes)} bytes in {count} "
                     f"segment{'s' * (count != 1)} (this recording: {_sizes_words(sizes)})")
@@ -245,6 +248,28 @@ def _split_differently(live: list[Entry], recorded: list[Entry]) -> str | None:
                 return (f"a connection of your run lasted {secs_a:.2f} s "
                         f"(this recording: {secs_b:.2f} s)")
     return None
+
+
+def _same_writes(count: int, sizes: list[int], seconds: float | None) -> bool:
+    """Could the writes that made the recording's segments ``sizes`` have crossed in
+    ``count`` segments on another run?  The kernel merges writes queued behind an unsent or
+    unacknowledged one (Nagle, autocork, a busy machine), so back-to-back writes may take
+    anything from one segment to one each; no merging keeps more segments than writes.
+
+        >>> _same_writes(64, [64, 128, 14208, 1984], 0.004)   # writes of 64, merged here
+        True
+        >>> _same_writes(2, [4, 4, 4, 4, 4], 0.4)             # paced pieces of 4, not of 10
+        False
+    """
+    if count == len(sizes):
+        return True
+    body = sizes[:-1] or sizes  # the last write may be shorter
+    equal = len(set(body)) == 1 and sizes[-1] <= body[0]  # one write each, none merged
+    # merged: no more writes than the smallest segment fits into the bytes
+    most = len(sizes) if equal else sum(sizes) // min(body)
+    paced = seconds is not None and seconds >= PACED * len(sizes)
+    least = -(-len(sizes) // 2) if paced else 1  # paced: a busy moment may merge a pair
+    return least <= count <= most
 
 
 def _per_connection(entries: list[Entry]) -> list[tuple[Any, ...]]:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from labkit.capture.capture import Capture
 
 WAIT = 3.0  # seconds the check's client waits for the student's server to close
-GREETING = b"hello\n"  # what Exercise 3's server sends before it closes
+HELLO, BYE = b"hello\n", b"bye\n"  # Exercise 3: what the client says, what it awaits
 # What the check's client sends in Exercise 1, one message at a time, each echo awaited.
 ACK_MESSAGES = (b"ping", b"0123456789", b"!")
 
@@ -103,10 +103,13 @@ def check_is_port_open(is_port_open: Callable[[str, int], bool]) -> Verdict:
 
 @answers_back
 def check_server_closes_first(handler: TCPHandler) -> Verdict:
-    """Run ``handler`` as the server; the client reads until EOF, then closes.
+    """Run ``handler`` as the server; the client sends ``HELLO``, reads until the server
+    closes, then closes too.
 
-    Passes if the client got :data:`GREETING` and the kernel then holds the *server's* end
-    of the connection in TIME-WAIT.
+    Passes if the client got ``BYE`` and the kernel then holds the *server's* end of
+    the connection in TIME-WAIT: the server read the line, answered and closed first.  A
+    handler that returns at once fails: closing a socket with bytes it never read (or
+    getting bytes after closing) sends RST, which leaves nobody in TIME-WAIT.
     """
     if not callable(handler):
         return Verdict(False, f"pass your handler function, not {handler!r}",
@@ -119,28 +122,35 @@ def check_server_closes_first(handler: TCPHandler) -> Verdict:
         finally:
             finished.set()
 
+    received, reset = b"", False
     with TCPServer(run) as server:
         with socket.create_connection(server.address, timeout=WAIT) as client:
             client_port = client.getsockname()[1]
-            got = b""
+            client.sendall(HELLO)
             try:
                 while data := client.recv(4096):  # read until the server closes (EOF)
-                    got += data[:64 - len(got)]   # (a handler that floods: its start is enough)
+                    received += data[:64 - len(received)]  # a flood: its start is enough
             except TimeoutError:
                 return Verdict(False, f"the client waited {WAIT:g} s and the server never closed",
                                "the handler must close the connection itself: return from it "
                                "(labkit closes conn then) or call conn.close()")
+            except ConnectionResetError:
+                reset = True
         finished.wait(WAIT)
         states = {s.local[1]: s.state for s in settled_tcp_states(client_port, server.port)}
     server_side = [state for port, state in states.items() if port != client_port]
     client_side = states.get(client_port, "gone")
-    if got != GREETING:
-        return Verdict(False, f"the client got {got!r} before the server closed, not "
-                       f"{GREETING!r}", f"send the greeting first: conn.sendall({GREETING!r}), "
-                       "then close")
+    if reset or not states:
+        return Verdict(False, "the connection ended with a reset (RST), not a FIN: neither end "
+                       "is in TIME-WAIT",
+                       f"a socket closed with bytes it never read (the client's {HELLO!r}) "
+                       "sends RST: read the client's line with conn.recv() before you close")
+    if received != BYE:
+        return Verdict(False, f"the client received {received[:40]!r}",
+                       f"send {BYE!r} with conn.sendall() before you close")
     if "TIME-WAIT" in server_side:
-        return Verdict(True, "the server closed first, so the server's end is in TIME-WAIT "
-                       f"(client's end: {client_side})")
+        return Verdict(True, "the server read the line, answered and closed first, so the "
+                       f"server's end is in TIME-WAIT (client's end: {client_side})")
     return Verdict(False, f"the client's end is {client_side}, the server's end "
                    f"{server_side[0] if server_side else 'gone'}",
                    "whoever sends the first FIN waits in TIME-WAIT: the server must close "

@@ -5,8 +5,8 @@ from the height the cell really has on a slide, measured in Chromium.
   heading starts a slide in JupyterLab (RISE) too, not only in the static deck;
 * ``#``/``##`` headings start a slide, ``###`` a subslide (an exercise);
 * every other cell joins the slide above while it fits (a ``fragment`` stays one), and
-  starts a subslide when it does not; a short paragraph that leads into a code cell moves
-  with that cell;
+  starts a subslide when it does not; a short paragraph that leads into a code cell stays
+  with it: it moves to the cell's slide, or, when it alone opened a slide, the cell joins it;
 * a cell too big for any slide gets a slide of its own (the deck then shortens its figure,
   or shrinks it as far as its text stays readable); the tool names those cells: their
   content needs splitting (benchmarks/slides_overflow.py says whether the deck fits them);
@@ -41,6 +41,7 @@ from labkit.tools.slides import HEIGHT, WIDTH, build_decks
 
 CHROMIUM = "/usr/bin/chromium"
 BUDGET = HEIGHT - 2 * 16 - 24  # the slide's padding (slides.css), and a margin
+LEAD = 100  # px: a sentence of two lines or so, that leads into the cell below it
 # jupyterlab-rise's settings, per notebook (they win over the user's): as the static decks
 RISE = {"width": WIDTH, "height": HEIGHT, "center": False, "transition": "none",
         "theme": "white", "slideNumber": "c/t", "scroll": True}
@@ -139,9 +140,14 @@ def lay_out(nb, heights: dict[str, float]) -> list[int]:
             new = "fragment" if old == "fragment" else "-"
         else:
             new = "subslide"
-            lead = nb.cells[members[-1]] if len(members) > 1 else None
-            if (cell.cell_type == "code" and lead is not None and lead.cell_type == "markdown"
-                    and heights.get(lead.id, 0.0) + height <= BUDGET):
+            lead = nb.cells[members[-1]] if members else nbformat.v4.new_code_cell()  # (no lead)
+            leads = (cell.cell_type == "code" and lead.cell_type == "markdown"
+                     and not lead.source.lstrip().startswith("#"))
+            if leads and len(members) == 1 and heights.get(lead.id, 0.0) <= LEAD:
+                # the sentence that introduces this code opened the slide: they stay together
+                # (a slide of one sentence shows nothing; the deck fits the pair)
+                new = "fragment" if old == "fragment" else "-"
+            elif leads and len(members) > 1 and heights.get(lead.id, 0.0) + height <= BUDGET:
                 _set(lead, "subslide")  # the paragraph that introduces this code goes with it
                 used, members = heights.get(lead.id, 0.0), [members[-1]]
                 new = "fragment" if old == "fragment" else "-"

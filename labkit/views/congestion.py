@@ -114,7 +114,8 @@ def mathis_figure(by_loss: dict[float, float], *, mss: int, rtt: float,
     if not by_loss or (by_rtt and not loss):
         raise ValueError("mathis_figure needs {loss: bytes/s}, and loss= with by_rtt")
     panels = 2 if by_rtt else 1
-    fig, axes = plt.subplots(1, panels, figsize=(8 * panels, 6), squeeze=False)
+    # two panels at most 15 inches: a 1280x720 slide still shows them at 80 % or more
+    fig, axes = plt.subplots(1, panels, figsize=(7.5 * panels, 6), squeeze=False)
     plt.close(fig)
     ax = axes[0][0]
     ps = sorted(by_loss)

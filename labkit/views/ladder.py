@@ -2,6 +2,7 @@
 
     >>> ladder(wire.segments)                     # matplotlib Figure: one lifeline per role
     >>> ladder(wire.segments, rows=range(40, 80))      # another window of a long capture
+    >>> ladder(wire.segments, page=2)                  # the second slide's worth of rows
 
 Each arrow says how a packet travelled (flags, seq, ack, len) and, for data, what it
 carried; a protocol view may say more (TLS records, WebSocket frames): see
@@ -11,12 +12,17 @@ for the next link) ends at that router's lifeline, at a ✗ that says why, and a
 whose TTL ran out says the TTL it had there.  A ladder stays legible: it draws at
 most ``MAX_PACKETS`` arrows unless told which, and says in the figure what it left out;
 with more than ``MAX_LIFELINES`` roles it asks for one connection (or the summary view).
+It is drawn for the back of a room: every text in it is at least 18 px on a 1280x720
+slide even when the deck shows the figure at 80 % of its size (``FONT``), and ``page=``
+cuts a long capture into figures of ``PAGE_ROWS`` rows, one per slide.
 A capture's warning (packets lost or not kept, a recording that is not your run) is
 written across the top of the figure.
 """
 
 from __future__ import annotations
 
+import re
+import textwrap
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
@@ -28,16 +34,23 @@ from matplotlib.text import Text
 from labkit.capture.flows import Segment
 from labkit.protocols.base import ip_layer
 from labkit.protocols.icmp import REDIRECT, icmp_message, quotes, why_dropped
-from labkit.views.plotting import plt, show_notice
+from labkit.views.plotting import WIDEST, plt, show_notice
 from labkit.views.table import COLORS, Rows, kind, pick, printable, rows_or_packets
 
 __all__ = ["ladder", "MAX_PACKETS", "MAX_LIFELINES"]
 
 LABEL_PREVIEW = 44  # characters of payload summary shown under a data arrow
 LABEL_MAX = 160     # characters of any arrow label (a protocol view's too), all lines
-MAX_PACKETS = 40    # arrows drawn by default: a projector shows ~40 rows legibly
-MAX_LIFELINES = 12  # wider than this, a figure no longer fits a screen (3 inches each)
-WIDEST = 15.0       # inches a ladder of five lifelines takes (3 each for more)
+MAX_PACKETS = 40    # arrows drawn by default (a notebook scrolls; a slide shows a page)
+PAGE_ROWS = 11      # rows of a page= figure: 80 % of it and a 2-line code cell fill a slide
+DPI = 100           # the figure's pixels per inch, as notebooks and decks show it
+# Points that make 18 px (the smallest text a room reads on a 1280x720 slide) when a deck
+# shows the figure at 80 % of its size (its fit(), slides_template/index.html.j2)
+FONT = 18 / 0.8 * 72 / DPI  # 16.2 pt
+CHAR_INCHES = 0.125  # the width of an average character of FONT (0.55 em)
+LABEL_LINES = 4     # lines of a label once wrapped to its arrow's span
+_UNBROKEN = re.compile(r"\(\+\d+ bytes\)")  # a payload preview's tail stays on one line
+MAX_LIFELINES = 12  # wider than this, a figure no longer fits a screen (4.5 inches each)
 QUOTE_REACH = 64    # packets back from an ICMP error to look for the one it quotes
 
 
@@ -75,23 +88,33 @@ def _lifelines(segs: list[Segment], order: Sequence[str] | None = None) -> list[
 def ladder(segs: Iterable[Segment], *, title: str | None = None, rows: Rows = None,
            note: str | None = None, warning: str | None = None,
            lost: Collection[int] = (), order: Sequence[str] | None = None,
-           packets: Rows = None) -> Figure:
+           page: int | None = None, packets: Rows = None) -> Figure:
     """Draw a sequence diagram: one lifeline per role, one labelled arrow per packet.
 
     Time runs downwards, one row per packet (so 30+ packets stay legible); the left
     margin gives each packet's time since the first.  ``rows`` picks packets by their row
     number in the table (a slice, range or list; default: the first ``MAX_PACKETS``);
-    ``note`` is drawn under the arrows (e.g. which connection this is); ``warning`` across
-    the top (default: the notice ``wire.segments`` carry).  ``lost``: indexes of packets
-    the link dropped (``Segment.index``): their arrows stop half-way, at a ✗.  ``order``:
-    lifelines to put first, left to right (a lab network's hosts).  (``packets=`` is the
-    old name of ``rows=``.)
+    ``page=n`` draws the n-th slide's worth of them (``PAGE_ROWS`` rows, a two-line label
+    counting more; default: every packet) and says under the arrows which page it is and
+    what follows; ``note`` is drawn under the arrows (e.g. which connection this is);
+    ``warning`` across the top (default: the notice ``wire.segments`` carry).  ``lost``:
+    indexes of packets the link dropped (``Segment.index``): their arrows stop half-way,
+    at a ✗.  ``order``: lifelines to put first, left to right (a lab network's hosts).
+    (``packets=`` is the old name of ``rows=``.)
     """
     rows = rows_or_packets(rows, packets, "ladder")
     warning = warning or getattr(segs, "notice", None)
     everything = list(segs)
-    chosen, left_out = pick(everything, rows, limit=MAX_PACKETS)
+    ended = _ended_on_the_way(everything)
+    if page is None:
+        chosen, left_out = pick(everything, rows, limit=MAX_PACKETS)
+        every = chosen
+    else:
+        every = pick(everything, rows, limit=None)[0]
+        chosen, left_out = _page(every, page, _lifelines(every, order), ended)
     roles = _lifelines(chosen, order) or ["client", "server"]
+    if page is not None and len(_lifelines(every)) <= MAX_LIFELINES:
+        roles = _lifelines(every, order)  # every page: the same lifelines, in the same places
     if len(roles) > MAX_LIFELINES and rows is None:  # the default view: fewer packets
         chosen = _within_lifelines(chosen)
         roles = _lifelines(chosen, order)
@@ -105,28 +128,21 @@ def ladder(segs: Iterable[Segment], *, title: str | None = None, rows: Rows = No
             "(wire.ladder(connection=1)) or look at wire.connections() for all of them")
     notes = [text for text in (note, left_out) if text]
     x = {role: i for i, role in enumerate(roles)}
-    ended = _ended_on_the_way(everything)
-    labels = [_label(seg) for seg in chosen]
-    for i, seg in enumerate(chosen):
-        if seg.index in ended and ended[seg.index][2] is not None:  # say the TTL it died with
-            first, *rest = labels[i].split("\n")
-            labels[i] = "\n".join([f"{first} ttl={ended[seg.index][2]}", *rest])
+    labels = [_wrap(_text_of(seg, ended), seg, x) for seg in chosen]
     ys: list[float] = []
-    y = 0.0  # a row per packet; a label of k lines pushes its row down (k-1)/2
+    y = 0.0  # a row per packet, pushed down by a label's extra lines
     for text in labels:
-        y += 0.5 * text.count("\n")
+        y += _rows(text) - 1
         ys.append(y)
         y += 1
     n = y + 0.8 * len(notes)
-    # 4.5 inches a lifeline, at most WIDEST in all: five or more share that width, so a
-    # slide does not shrink the figure (and its words) below about 0.8
-    width = min(max(9.0, 4.5 * len(roles)), max(WIDEST, 3.0 * len(roles)))
-    fig, ax = plt.subplots(figsize=(width, 1.6 + 0.5 * max(n, 1)))
+    width = _width(len(roles))
+    fig, ax = plt.subplots(figsize=(width, 1.6 + 0.5 * max(n, 1)), dpi=DPI)
     plt.close(fig)  # returned, not auto-shown: the notebook displays it once
     top, bottom = -0.8, y - 0.2
     for role, xi in x.items():
         ax.plot([xi, xi], [top, bottom], color="#999999", lw=2, zorder=1)
-        _text(ax, xi, top - 0.15, role, ha="center", va="bottom", fontsize=15,
+        _text(ax, xi, top - 0.15, role, ha="center", va="bottom", fontsize=FONT + 2,
               fontweight="bold")
     for row, label, seg in zip(ys, labels, chosen, strict=True):
         x0, x1 = float(x[seg.src]), float(x[seg.dst])
@@ -143,25 +159,86 @@ def ladder(segs: Iterable[Segment], *, title: str | None = None, rows: Rows = No
             tip = (x1, row + 0.36)
         ax.add_patch(FancyArrowPatch((x0, row + 0.12), tip, arrowstyle="-|>",
                                      mutation_scale=22, lw=2.2, color=color, zorder=3))
-        _text(ax, (x0 + x1) / 2, row + 0.1, label, ha="center", va="bottom", fontsize=12,
+        _text(ax, (x0 + x1) / 2, row + 0.1, label, ha="center", va="bottom", fontsize=FONT,
               color=color, zorder=4,
               bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
         _text(ax, -0.12, row + 0.24, f"{seg.time * 1000:.2f} ms", ha="right", va="center",
-              fontsize=10, color="#666666")
+              fontsize=FONT, color="#666666")
     for i, text in enumerate(notes):  # what the figure leaves out, where the eye ends
         _text(ax, (len(roles) - 1) / 2, bottom + 0.5 + 0.8 * i, text, ha="center",
-              va="center", fontsize=13, style="italic", color="#444444")
+              va="center", fontsize=FONT, style="italic", color="#444444")
     bottom += 0.8 * len(notes)
     ax.set_xlim(-0.55, len(roles) - 0.75)
     ax.set_ylim(bottom + 0.3, top - 0.7)  # inverted: time runs downwards
     ax.axis("off")
     if title:
-        ax.set_title(printable(title), fontsize=16, pad=12, parse_math=False)
+        ax.set_title(printable(title), fontsize=FONT + 2, pad=12, parse_math=False)
     if not chosen:
-        _text(ax, sum(x.values()) / len(x), 0, "(no packets)", ha="center", fontsize=14)
+        _text(ax, sum(x.values()) / len(x), 0, "(no packets)", ha="center", fontsize=FONT)
     fig.tight_layout()
     show_notice(fig, warning)
     return fig
+
+
+def _text_of(seg: Segment, ended: dict[int, tuple[str, str, int | None]]) -> str:
+    """A packet's label; a probe whose TTL ran out on the way says the TTL it had there."""
+    text = _label(seg)
+    if seg.index in ended and ended[seg.index][2] is not None:
+        first, *rest = text.split("\n")
+        text = "\n".join([f"{first} ttl={ended[seg.index][2]}", *rest])
+    return text
+
+
+def _width(lifelines: int) -> float:
+    """Inches: room for a payload preview between two lifelines, 4.5 a lifeline for more,
+    at most ``WIDEST`` for up to five (a slide shows them at 80 % or more), 3 a lifeline
+    beyond (a name hierarchy's client, resolver and three servers fit a slide)."""
+    return min(max(11.0, 4.5 * lifelines), max(WIDEST, 3.0 * lifelines))
+
+
+def _wrap(label: str, seg: Segment, x: dict[str, int]) -> str:
+    """``label`` with its lines wrapped to the room between the lifelines ``seg`` joins
+    (at most ``LABEL_LINES``), so that no label runs over another arrow or the times."""
+    span = abs(x.get(seg.dst, 0) - x.get(seg.src, 0)) or 1
+    room = int(span * _width(len(x)) / (max(len(x), 2) - 0.2) / CHAR_INCHES)  # inches apart
+    label = _UNBROKEN.sub(lambda m: m[0].replace(" ", "\u00a0"), label)  # "(+1424 bytes)"
+    lines = [part for line in label.split("\n")
+             for part in textwrap.wrap(line, room, break_on_hyphens=False) or [""]]
+    if len(lines) > LABEL_LINES:
+        lines = [*lines[:LABEL_LINES - 1], lines[LABEL_LINES - 1].rstrip(" ·") + " …"]
+    return "\n".join(lines)
+
+
+def _rows(label: str) -> float:
+    """The rows a label takes: one, and 0.6 more for each line under its first."""
+    return 1 + 0.6 * label.count("\n")
+
+
+def _page(segs: list[Segment], page: int, roles: list[str],
+          ended: dict[int, tuple[str, str, int | None]]) -> tuple[list[Segment], str]:
+    """The ``page``-th run of ``segs`` that fits ``PAGE_ROWS`` rows (drawn between ``roles``),
+    and a note saying which packets it is and what comes next."""
+    if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+        raise ValueError(f"page= counts from 1 (page=1 is the first slide's worth of "
+                         f"packets), not {page!r}")
+    x = {role: i for i, role in enumerate(roles)}
+    start, stop, rows, number = 0, len(segs), 0.0, 1
+    for i, seg in enumerate(segs):  # labels only as far as the page asked for
+        height = _rows(_wrap(_text_of(seg, ended), seg, x))
+        if rows + height > PAGE_ROWS and i > start:  # row i starts the next page
+            if number == page:
+                stop = i
+                break
+            start, rows, number = i, 0.0, number + 1
+        rows += height
+    if number < page:
+        raise ValueError(f"page={page} is past the end: these {len(segs)} packets "
+                         f"make {number} page{'s' * (number > 1)}")
+    chosen = segs[start:stop]
+    said = f"page {page}: packets {chosen[0].index} to {chosen[-1].index}" if chosen else \
+        f"page {page}"
+    more = len(segs) - stop
+    return chosen, said + (f"; {more} more on page={page + 1}" if more else " (the last)")
 
 
 def _lost_on_the_way(ax: Axes, x0: float, x1: float, row: float) -> tuple[float, float]:
@@ -181,7 +258,7 @@ def _dropped_at(ax: Axes, x0: float, x1: float, row: float, why: str
     _text(ax, x1, row + 0.36, "✗", ha="center", va="center", fontsize=20,
           color=COLORS["ICMP"], fontweight="bold", zorder=5)
     _text(ax, x1 + 0.06 * side, row + 0.36, why, ha="left" if side > 0 else "right",
-          va="center", fontsize=11, color=COLORS["ICMP"], style="italic", zorder=5)
+          va="center", fontsize=FONT, color=COLORS["ICMP"], style="italic", zorder=5)
     return x1 - 0.05 * side, row + 0.36
 
 

@@ -23,7 +23,11 @@ import matplotlib.pyplot as plt  # only after the backend is chosen
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["plt", "show_notice"]
+__all__ = ["plt", "show_notice", "WIDEST"]
+
+# Inches (at matplotlib's 100 dpi: 1500 px) a figure may be wide and still be shown at 80 % of
+# its size or more on a 1280x720 slide, the least the decks allow (slides_template's fit())
+WIDEST = 15.0
 
 NOTICE_COLOR = "#b2182b"
 _NOTICE_FONT = 13       # points

@@ -18,7 +18,7 @@ from matplotlib.text import Text
 
 from labkit.net.impairment import Impairment
 from labkit.net.topology import Topology
-from labkit.views.plotting import plt
+from labkit.views.plotting import WIDEST, plt
 
 __all__ = ["topology_figure", "impairment_text"]
 
@@ -77,7 +77,8 @@ def topology_figure(plan: Topology, *, title: str | None = None, routes: bool = 
     compact = rows >= CROWDED
     scale_y = 1.2 if compact else 3.0
     height = 1.15 * rows + 1.0 if compact else max(2.8, 2.6 * rows)
-    fig, ax = plt.subplots(figsize=(max(8.0, 4.2 * columns), height))
+    width = min(WIDEST, max(8.0, 4.2 * columns))  # five hosts in a row still fit a slide
+    fig, ax = plt.subplots(figsize=(width, height))
     plt.close(fig)  # returned, not auto-shown: the notebook displays it once
 
     def boxed(host: str) -> bool:  # its address drawn in its box
