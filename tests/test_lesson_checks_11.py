@@ -78,6 +78,16 @@ def test_resolve_not_a_function():
     says_wrong(lesson11.check_resolve("resolve"), hint="def resolve(name, server)")
 
 
+def test_unfinished_code_is_not_written(lab_hosts):
+    def todo(name, server):
+        raise NotImplementedError()
+
+    assert lesson11.check_resolve(todo).message.startswith("your code is not written")
+    assert lesson11.check_diagnose(lambda segs: todo("", "")).message.startswith(
+        "your code is not written")
+    assert lesson11.check_first_family(None).message.startswith("your answer is not written")
+
+
 # -- exercise 2 --------------------------------------------------------------------------------
 RIGHT = {0.1: "IPv4", 0.5: "IPv4", 2.0: "IPv6", None: "IPv6"}
 

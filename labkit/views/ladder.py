@@ -49,7 +49,7 @@ DPI = 100           # the figure's pixels per inch, as notebooks and decks show 
 FONT = 18 / 0.8 * 72 / DPI  # 16.2 pt
 CHAR_INCHES = 0.125  # the width of an average character of FONT (0.55 em)
 LABEL_LINES = 4     # lines of a label once wrapped to its arrow's span
-_UNBROKEN = re.compile(r"\(\+\d+ bytes\)")  # a payload preview's tail stays on one line
+_UNBROKEN = re.compile(r"\(\+\d+ bytes\)|\(TTL \d+\)")  # "(+1424 bytes)", "(TTL 300)": one line
 MAX_LIFELINES = 12  # wider than this, a figure no longer fits a screen (4.5 inches each)
 QUOTE_REACH = 64    # packets back from an ICMP error to look for the one it quotes
 
