@@ -58,13 +58,23 @@ class Step:
 
         >>> print(step)
         asked 10.0.2.4 for www.netlab.test. A: referral to test. (ns.nic.test. at 10.0.3.5)
+
+    Attributes:
+        server: the address of the server asked
+        qname: the name asked about: ``"www.netlab.test."``
+        qtype: the record type asked for: ``"A"``, ``"AAAA"``, ``"NS"``
+        outcome: ``"answer"``, ``"referral to test."``, ``"NXDOMAIN"``, ``"no data"``,
+            ``"no answer (timed out)"``, ...
+        detail: what the answer said, in a few words
+        transport: ``"UDP"``, or ``"TCP"`` when a truncated reply made it ask again
+        seconds: how long it waited for the answer (or before it gave up)
     """
 
-    server: str        # the address asked
+    server: str
     qname: str
     qtype: str
-    outcome: str       # "answer", "referral to test.", "NXDOMAIN", "no data", "timeout", ...
-    detail: str = ""   # what the answer said, in a few words
+    outcome: str
+    detail: str = ""
     transport: str = "UDP"
     seconds: float = 0.0
 
@@ -76,12 +86,20 @@ class Step:
 
 @dataclass(frozen=True)
 class CacheEntry:
-    """One name and type the resolver remembers: ``ttl`` seconds left, and what it says."""
+    """One name and type the resolver remembers: ``ttl`` seconds left, and what it says.
+
+    Attributes:
+        name: the name: ``"www.netlab.test."``
+        type: the record type (``"*"``: every type, for a name that does not exist)
+        ttl: seconds left before the resolver forgets it
+        says: ``"10.0.5.7"``, ``"ns.netlab.test."``, ``"NXDOMAIN"``, ``"no data"``;
+            `` (glue)`` after a name server's address learned from a referral
+    """
 
     name: str
     type: str
     ttl: int
-    says: str          # "10.0.5.7", "ns.netlab.test.", "NXDOMAIN", "no data"
+    says: str
 
     def __str__(self) -> str:
         return f"{self.name:24} {self.type:5} {self.ttl:5} s  {self.says}"

@@ -31,10 +31,19 @@ __all__ = ["Attempt", "connection_attempts", "race_figure"]
 
 @dataclass
 class Attempt:
-    """One connection attempt: its family ("IPv6"/"IPv4"), the server's address and port,
-    when it started (its first SYN, seconds since the capture's first packet), its SYNs,
-    when it connected (the SYN-ACK came: None if it never did), and every handshake packet
-    as (time, flags, from the client?)."""
+    """One connection attempt, as a capture saw it (times in seconds since its first packet).
+
+    Attributes:
+        family: ``"IPv6"`` or ``"IPv4"``
+        address: the server's address it tried
+        port: the server's port
+        started: when its first SYN left
+        syns: when each of its SYNs left (more than one: sent again, unanswered)
+        connected: when the server's SYN-ACK came (None: it never did)
+        refused: when a reset came instead (None: none did)
+        packets: every packet of its handshake, as (time, flags, sent by the client?)
+        label: its family and address, as the figure names its lane
+    """
 
     family: str
     address: str
