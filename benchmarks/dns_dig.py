@@ -52,7 +52,11 @@ NOTES = [  # what dig said, in short
 def dig(port: int, name: str, options: list[str]) -> dict:
     done = subprocess.run(["dig", "@127.0.0.1", "-p", str(port), name, "A", "+time=2",
                            "+tries=1", *options], capture_output=True, text=True, timeout=30)
-    out = done.stdout + done.stderr
+    return read(done.stdout + done.stderr)
+
+
+def read(out: str) -> dict:
+    """What dig printed, in short: rcode, flags, answers, transport, EDNS, notes."""
     status = re.search(r"status: (\w+)", out)
     flags = re.search(r";; flags: ([a-z ]*);", out)
     answers = re.search(r"ANSWER: (\d+)", out)

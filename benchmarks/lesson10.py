@@ -37,8 +37,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))   # topology.py's traceroute
 DATAGRAM = 3000
 
 
-def nbval_times(runs: int) -> None:
-    notebook = next((ROOT / "notebooks").glob("10-*.ipynb"))
+def nbval_times(runs: int, lesson: str = "10") -> None:
+    """nbval's time for notebooks/<lesson>-*.ipynb, ``runs`` times (lesson11.py's too)."""
+    notebook = next((ROOT / "notebooks").glob(f"{lesson}-*.ipynb"))
     times = []
     for _ in range(runs):
         load = os.getloadavg()[0]

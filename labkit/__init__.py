@@ -60,6 +60,8 @@ _EXPORTS: dict[str, list[str | tuple[str, str]]] = {
     "servers.vanish": ["forget"],
     "servers.tornado_app": ["TornadoServer"],
     "views.silence": ["silence_figure"],
+    "servers.resolver": ["DNSResolver"],
+    "views.race": ["race_figure", "connection_attempts"],
 }
 _WHERE = {(name if isinstance(name, str) else name[0]): (module, name if isinstance(name, str)
                                                          else name[1])

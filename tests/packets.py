@@ -121,3 +121,60 @@ def fragments_out_of_order():
     other = fragment(lost, 1480)
     return _timed([Ether(src=MAC_C, dst=MAC_R1) / p
                    for p in (last, first, other[0], middle, other[2])])
+
+
+# -- IPv6: the same hosts' unique local addresses, fd00:10::1 and so on ---------------------
+C6, R6, S6 = "fd00:10::1", "fd00:10::2", "fd00:10:0:1::3"
+
+
+def neighbour_discovery_then_errors6():
+    """The client solicits its router (ARP's twin, to the solicited-node group), which
+    advertises its MAC; a UDP probe with hop limit 1 earns a Time Exceeded, one to a closed
+    port a port unreachable, one too big a Packet Too Big; a ping6 and its reply; an MLD
+    report; a TCP handshake over IPv6."""
+    from scapy.layers.inet import TCP
+    from scapy.layers.inet6 import (
+        ICMPv6DestUnreach,
+        ICMPv6EchoReply,
+        ICMPv6EchoRequest,
+        ICMPv6MLReport2,
+        ICMPv6ND_NA,
+        ICMPv6ND_NS,
+        ICMPv6NDOptDstLLAddr,
+        ICMPv6NDOptSrcLLAddr,
+        ICMPv6PacketTooBig,
+        ICMPv6TimeExceeded,
+        IPv6,
+        IPv6ExtHdrHopByHop,
+        RouterAlert,
+    )
+
+    def probe(hlim, size=5):
+        return IPv6(src=C6, dst=S6, hlim=hlim) / UDP(sport=40000, dport=33433 + hlim) / (
+            b"p" * size)
+
+    to_r1, to_c = Ether(src=MAC_C, dst=MAC_R1), Ether(src=MAC_R1, dst=MAC_C)
+    return _timed([
+        Ether(src=MAC_C, dst="33:33:ff:00:00:02") / IPv6(src=C6, dst="ff02::1:ff00:2",
+                                                         hlim=255)
+        / ICMPv6ND_NS(tgt=R6) / ICMPv6NDOptSrcLLAddr(lladdr=MAC_C),
+        to_c / IPv6(src=R6, dst=C6, hlim=255) / ICMPv6ND_NA(tgt=R6, R=1, S=1, O=1)
+        / ICMPv6NDOptDstLLAddr(lladdr=MAC_R1),
+        to_r1 / probe(1),
+        to_c / IPv6(src=R6, dst=C6) / ICMPv6TimeExceeded(code=0) / probe(1),
+        to_r1 / probe(2),
+        to_c / IPv6(src=S6, dst=C6) / ICMPv6DestUnreach(code=4) / IPv6(
+            src=C6, dst=S6, hlim=1) / UDP(sport=40000, dport=33435) / b"ppppp",
+        to_r1 / probe(64, 1400),
+        to_c / IPv6(src=R6, dst=C6) / ICMPv6PacketTooBig(mtu=1280) / probe(64, 1400),
+        to_r1 / IPv6(src=C6, dst=S6) / ICMPv6EchoRequest(id=7, seq=1, data=b"ping"),
+        to_c / IPv6(src=S6, dst=C6) / ICMPv6EchoReply(id=7, seq=1, data=b"ping"),
+        Ether(src=MAC_C, dst="33:33:00:00:00:16") / IPv6(src="fe80::aff:fe00:1",
+                                                         dst="ff02::16", hlim=1)
+        / IPv6ExtHdrHopByHop(options=[RouterAlert()]) / ICMPv6MLReport2(),
+        to_r1 / IPv6(src=C6, dst=S6) / TCP(sport=40001, dport=80, flags="S", seq=1000),
+        to_c / IPv6(src=S6, dst=C6) / TCP(sport=80, dport=40001, flags="SA", seq=5000,
+                                          ack=1001),
+        to_r1 / IPv6(src=C6, dst=S6) / TCP(sport=40001, dport=80, flags="A", seq=1001,
+                                           ack=5001),
+    ])

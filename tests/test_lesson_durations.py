@@ -20,7 +20,7 @@ import nbformat
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-LESSONS = sorted([*NOTEBOOKS.glob("0[0-9]-*.ipynb"), *NOTEBOOKS.glob("10-*.ipynb")])
+LESSONS = sorted([*NOTEBOOKS.glob("0[0-9]-*.ipynb"), *NOTEBOOKS.glob("1[01]-*.ipynb")])
 WORDS_PER_MINUTE = 120       # technical prose, read to be understood
 CODE_LINES_PER_MINUTE = 10
 EXERCISE_MINUTES = 8

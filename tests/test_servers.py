@@ -350,6 +350,7 @@ import tornado.web  # noqa: E402
 import labkit  # noqa: E402
 from labkit import (  # noqa: E402
     BackgroundServer,
+    DNSResolver,
     DNSServer,
     HTTPServer,
     HTTPSServer,
@@ -392,12 +393,13 @@ SERVERS = {
     "TornadoServer": lambda ca, **kw: TornadoServer([("/", TornadoHello)], **kw),
     "BackgroundServer": lambda ca, **kw: BackgroundServer(serve_until_stopped, **kw),
     "DNSServer": lambda ca, **kw: DNSServer({"www.netlab.test": "127.0.0.7"}, **kw),
+    "DNSResolver": lambda ca, **kw: DNSResolver(["127.0.0.2"], **kw),   # never asked
     "UDPRelay": lambda ca, **kw: UDPRelay(("127.0.0.1", 9), **kw),   # never sent to
     "SocketServerThread": lambda ca, **kw: serve_in_thread(
         http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)),
 }
 NOT_SERVERS = {"LocalCA", "SlowReader"}   # context managers in labkit.servers, not servers
-UDP = {"UDPServer", "DNSServer", "UDPRelay"}
+UDP = {"UDPServer", "DNSServer", "DNSResolver", "UDPRelay"}
 
 
 def test_every_public_server_is_a_lab_server_and_is_in_the_contract_table():
@@ -416,7 +418,7 @@ def test_every_public_server_is_a_lab_server_and_is_in_the_contract_table():
 DECLARED = {"TCPServer": {"tcp"}, "UDPServer": {"udp"}, "TLSServer": {"tcp"},
             "HTTPServer": {"tcp"}, "HTTPSServer": {"tcp"}, "WSGIServer": {"tcp"},
             "WebSocketServer": {"tcp"}, "TornadoServer": {"tcp"}, "BackgroundServer": {"tcp"},
-            "DNSServer": {"udp", "tcp"},
+            "DNSServer": {"udp", "tcp"}, "DNSResolver": {"udp", "tcp"},
             "UDPRelay": {"udp"}, "SocketServerThread": {"tcp"}}
 
 

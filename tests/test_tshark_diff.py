@@ -1,8 +1,8 @@
 """labkit's packet rows against tshark's, field by field: Wireshark's numbering exactly.
 
-The network layer too: ARP (opcode), ICMP (type and code), IP fragments (offset, more
-fragments, length) and the datagram they make whole (shown in the row of the fragment
-that completes it, as Wireshark does).
+The network layer too: ARP (opcode), ICMP and ICMPv6 (type and code; neighbour
+discovery is ICMPv6 too), IP fragments (offset, more fragments, length) and the datagram
+they make whole (shown in the row of the fragment that completes it, as Wireshark does).
 
 For every recording in data/ (what replay mode shows), for live captures of the cases that
 trip relative numbering up (ports reused, a refused connection, a capture begun mid-stream)
@@ -29,7 +29,7 @@ from labkit import Capture, TCPServer
 from labkit.capture import recording
 from labkit.capture.capture import DATA_DIR
 from labkit.capture.flows import segments
-from labkit.protocols.icmp import icmp_message
+from labkit.protocols.icmp import icmp6_layer, icmp_message
 
 RECORDINGS = sorted(DATA_DIR.glob("*.pcapng"))
 # tcp.flags bits, named as labkit names them (NS, 0x100, has no name there: it would differ)
@@ -37,7 +37,7 @@ FLAG_BITS = {0x01: "FIN", 0x02: "SYN", 0x04: "RST", 0x08: "PSH", 0x10: "ACK", 0x
              0x40: "ECE", 0x80: "CWR"}
 FIELDS = ["frame.number", "frame.protocols", "tcp.seq", "tcp.ack", "tcp.len", "tcp.flags",
           "udp.length", "arp.opcode", "icmp.type", "icmp.code", "ip.flags.mf",
-          "ip.frag_offset", "ip.len", "ip.hdr_len"]
+          "ip.frag_offset", "ip.len", "ip.hdr_len", "icmpv6.type", "icmpv6.code"]
 # Wireshark's defaults, spelled out so a personal preferences file cannot change them
 PREFS = ["tcp.relative_sequence_numbers:TRUE", "tcp.analyze_sequence_numbers:TRUE"]
 
@@ -61,7 +61,7 @@ def tshark_rows(path: Path) -> list[tuple]:
     rows = []
     for line in done.stdout.splitlines():
         (number, protocols, seq, ack, length, flags, udp_length, opcode, icmp_type, icmp_code,
-         more, offset, ip_len, ip_header) = line.split("\t")
+         more, offset, ip_len, ip_header, icmp6_type, icmp6_code) = line.split("\t")
         layers = protocols.split(":")
         # the first transport after the (outer) IP header: an ICMP error quotes TCP or UDP
         proto = next((p for p in layers if p in ("tcp", "udp", "icmp", "icmpv6", "arp")),
@@ -75,6 +75,10 @@ def tshark_rows(path: Path) -> list[tuple]:
         elif proto == "icmp":
             rows.append((int(number), "ICMP", frozenset({f"type={icmp_type}",
                                                          f"code={icmp_code}"}), None, None, None))
+        elif proto == "icmpv6":  # errors, echoes, neighbour discovery, MLD
+            rows.append((int(number), "ICMPv6", frozenset({f"type={icmp6_type}",
+                                                           f"code={icmp6_code}"}),
+                         None, None, None))
         elif proto == "tcp":
             bits = int(flags, 16)
             names = frozenset(n for bit, n in FLAG_BITS.items() if bits & bit)
@@ -105,6 +109,11 @@ def labkit_rows(segs) -> list[tuple]:
             message = icmp_message(s.packet)
             rows.append((n, "ICMP", frozenset({f"type={message.type}", f"code={message.code}"}),
                          None, None, None))
+        elif s.proto in ("ICMPv6", "NDP"):
+            icmp6 = icmp6_layer(s.packet)
+            code = getattr(icmp6, "code", 0)  # an MLDv2 report has no code field (tshark: 0)
+            rows.append((n, "ICMPv6", frozenset({f"type={icmp6.type}", f"code={code}"}),
+                         None, None, None))
         else:
             rows.append((n, s.proto, frozenset(), None, None, None))
     return rows
@@ -132,7 +141,8 @@ def test_recording_numbers_as_tshark_does(path, tshark):
 SYNTHETIC = {f.__name__: f for f in (
     packets.retransmission, packets.reused_ports, packets.syn_retransmitted, packets.refused,
     packets.mid_stream_server_first, packets.mid_stream_bare_ack_first,
-    packets.arp_then_traceroute, packets.fragments_out_of_order)}
+    packets.arp_then_traceroute, packets.fragments_out_of_order,
+    packets.neighbour_discovery_then_errors6)}
 
 
 @pytest.mark.parametrize("name", SYNTHETIC)

@@ -402,18 +402,20 @@ class Capture:
     def ladder(self, *, start: int = 0, stop: int | None = None, rows: Rows = None,
                connection: int | None = None, title: str | None = None,
                lost: Collection[int] = (), page: int | None = None,
-               packets: Rows = None) -> Figure:
+               warning: str | None = None, packets: Rows = None) -> Figure:
         """A sequence diagram of the packets (a matplotlib Figure): the first 40 at most,
         or the ones ``rows`` picks (as in :meth:`table`); ``page=2`` the second slide's
         worth of them; ``connection=2`` draws connection 2 alone (:meth:`connections`
         numbers them); ``lost``: indexes of packets a lab link dropped, drawn ending
-        half-way at a ✗."""
+        half-way at a ✗; ``warning``: written across the top with the capture's own
+        notice (``net.too_busy()``, say)."""
         from labkit.views.ladder import ladder
         from labkit.views.table import rows_or_packets
 
         chosen = self._rows(start, stop, rows_or_packets(rows, packets, "ladder"))
         segs, which = self._chosen(connection)
-        return ladder(segs, title=title, rows=chosen, note=which, warning=self.notice,
+        notice = "\n".join(text for text in (self.notice, warning) if text) or None
+        return ladder(segs, title=title, rows=chosen, note=which, warning=notice,
                       lost=lost, page=page, order=self.meta.get("lifelines"))
 
     def connections(self) -> Connections:

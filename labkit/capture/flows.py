@@ -26,8 +26,9 @@ from labkit.protocols import PROTOCOLS
 from labkit.protocols.arp import describe_arp
 from labkit.protocols.base import Dissection, Later
 from labkit.protocols.base import ip_layer as _ip_layer
-from labkit.protocols.icmp import describe_icmp
+from labkit.protocols.icmp import describe_icmp, icmp6_layer
 from labkit.protocols.ipfrag import Datagram, Fragment, Reassembly
+from labkit.protocols.ndp import describe_ndp
 
 __all__ = ["Segment", "Segments", "segments", "flag_names", "TcpTracker", "dissect", "NOT_KEPT"]
 
@@ -105,7 +106,8 @@ class Segment:
         time: seconds since the first packet of the capture
         src: who sent it, by role: ``"client"``, ``"server"``, ``"client 2"``, ...
         dst: who it went to, by role
-        proto: ``"TCP"``, ``"UDP"``, ``"ICMP"``, ``"ARP"`` or ``"IP"`` (a fragment)
+        proto: ``"TCP"``, ``"UDP"``, ``"ICMP"``, ``"ICMPv6"``, ``"ARP"``, ``"NDP"`` (IPv6's
+            neighbour discovery) or ``"IP"`` (a fragment)
         flags: its TCP flags, as Wireshark names them: ``"SYN-ACK"`` (``""`` if not TCP)
         seq: its TCP sequence number relative to the sender's SYN, as Wireshark shows it
         ack: its TCP acknowledgement number, relative; None without the ACK flag
@@ -165,7 +167,7 @@ class _Roles:
         self.clients: dict[tuple[str, int | None], str] = {}
 
     def host(self, ip: str) -> str:
-        """A packet's end named by address alone (ARP, ICMP, fragments)."""
+        """A packet's end named by address alone (ARP, NDP, ICMP, fragments)."""
         return self.hosts.get(ip, ip)
 
     def name(self, ip: str, port: int | None) -> str:
@@ -173,6 +175,8 @@ class _Roles:
             return self.hosts[ip]
         if port in self.by_port:
             return self.by_port[port]
+        if self.hosts:  # a lab network's capture: an address of no lab host is shown as is
+            return ip
         key = (ip, port)
         if key not in self.clients:
             n = len(self.clients) + 1
@@ -244,7 +248,8 @@ class _Numbering:
 def segments(packets: Frames | Sequence[Packet] | PacketList, roles: dict[int, str],
              meta: dict[str, Any] | None = None, *,
              dissection: Dissection | None = None) -> list[Segment]:
-    """Describe every packet (IPv4/IPv6 TCP, UDP, ICMP) with roles and relative numbers.
+    """Describe every packet (IPv4/IPv6 TCP, UDP, ICMP, ICMPv6; ARP and IPv6's neighbour
+    discovery) with roles and relative numbers.
 
     ``packets`` is a list of Scapy packets, or a capture's :class:`Frames`: then plain
     TCP/UDP headers are read from the bytes, and Scapy dissects only the frames a protocol
@@ -267,7 +272,8 @@ def segments(packets: Frames | Sequence[Packet] | PacketList, roles: dict[int, s
         if head is None:
             pkt = packets[n]
             ip = _ip_layer(pkt)
-            if ip is None and (arp := describe_arp(pkt)) is None:
+            arp = describe_arp(pkt) if ip is None else describe_ndp(pkt)
+            if ip is None and arp is None:
                 continue
         # pcapng keeps microseconds: so do we.  Never earlier than the row above: on lo the
         # kernel stamps packets at more than one point, so a busy machine can hand us a
@@ -276,8 +282,8 @@ def segments(packets: Frames | Sequence[Packet] | PacketList, roles: dict[int, s
         i = len(out)
         if arp is not None:
             sender, target, summary = arp
-            out.append(Segment(i, t, names.host(sender), names.host(target), "ARP",
-                               summary=summary, packet=pkt))
+            out.append(Segment(i, t, names.host(sender), names.host(target),
+                               "ARP" if ip is None else "NDP", summary=summary, packet=pkt))
         elif (piece := fragments.of(n)) is not None:
             out.append(_fragment_segment(i, t, piece, packets, names, dissection))
         elif frames is not None and head is not None:
@@ -292,6 +298,8 @@ def segments(packets: Frames | Sequence[Packet] | PacketList, roles: dict[int, s
                     summary=NOT_KEPT if head.cut else _describe(head.payload, "UDP", packet,
                                                                 dissection),
                     packet=packet, dissection=dissection))
+        elif icmp6_layer(pkt) is not None:
+            out.append(_icmp_segment(i, t, pkt, names))
         elif TCP in pkt and not isinstance(pkt[TCP].underlayer, (TCPerror, UDPerror)):
             tcp = pkt[TCP]
             payload = bytes(tcp.payload)
@@ -349,15 +357,17 @@ def _tcp_segment(i: int, t: float, head: Header, packet: Packet | Later[Packet],
 
 
 def _icmp_segment(i: int, t: float, pkt: Packet, names: _Roles) -> Segment:
-    inner = pkt[ICMP].payload
+    ip = _ip_layer(pkt)
+    inner = ip.payload.payload
     if UDPerror in pkt and not names.hosts:
         # On lo every end is 127.0.0.1: name both ends from the datagram the error quotes.
         err = pkt[UDPerror]
         src = names.name(inner.dst, err.dport) if err.dport in names.by_port else "kernel"
         dst = names.name(inner.src, err.sport)
     else:
-        src, dst = names.host(pkt[IP].src), names.host(pkt[IP].dst)
-    return Segment(i, t, src, dst, "ICMP", summary=describe_icmp(pkt), packet=pkt)
+        src, dst = names.host(ip.src), names.host(ip.dst)
+    return Segment(i, t, src, dst, "ICMP" if ICMP in pkt else "ICMPv6",
+                   summary=describe_icmp(pkt), packet=pkt)
 
 
 def _fragment_segment(i: int, t: float, piece: tuple[Fragment, Datagram],

@@ -99,8 +99,9 @@ class Way:
                 due = arrived - offset
                 start = at + mac
                 frame = view[start:start + captured]
-                if ring[start + 12] != 0x08 or ring[start + 13] != 0x00:  # not IPv4
-                    self.send(frame)
+                kind = ring[start + 12] << 8 | ring[start + 13]  # the EtherType
+                if kind != 0x0800 and (kind != 0x86DD or neighbour_discovery(frame)):
+                    self.send(frame)  # ARP and its IPv6 twins pass as they are, uncounted
                 elif at_once and not schedule:  # no waiting: lost, or sent on now
                     number = model.frames
                     model.frames = number + 1
@@ -302,6 +303,22 @@ class Forwarder:
     def recorded(self) -> int:
         """Events ever recorded: one per frame, one per duplicate."""
         return sum(way.stats["frames"] + way.stats["duplicated"] for way in self.ways.values())
+
+
+# ICMPv6 neighbour discovery (router solicitation and advertisement, neighbour
+# solicitation and advertisement, redirect: RFC 4861) and multicast listener messages
+# (MLD, RFC 3810: query, reports, done), which the link lets pass as it lets ARP
+NEIGHBOUR_TYPES = frozenset({130, 131, 132, 133, 134, 135, 136, 137, 143})
+ICMPV6, HOP_BY_HOP = 58, 0
+
+
+def neighbour_discovery(frame) -> bool:
+    """Is this IPv6 frame neighbour discovery or MLD (ICMPv6 right after the IPv6 header,
+    or after a hop-by-hop header, where MLD carries its router alert)?"""
+    at, following = 14 + 40, frame[14 + 6]  # after Ethernet and the fixed IPv6 header
+    if following == HOP_BY_HOP and len(frame) > at + 1:
+        following, at = frame[at], at + 8 * (frame[at + 1] + 1)
+    return following == ICMPV6 and len(frame) > at and frame[at] in NEIGHBOUR_TYPES
 
 
 def clock_offset(previous: float) -> float:

@@ -30,8 +30,13 @@ block (a server's) stay on that host. Segmentation offloads are off on every end
 frame is one real packet of at most one MTU, as on a wire. ARP is static by default (each
 host knows its neighbours' MAC addresses: no ARP in captures); ``arp="dynamic"`` lets the
 kernel ask, once: an answer stays valid for an hour (``ARP_KEPT_MS``; Linux checks it again
-after 15-45 s), so later captures of a lesson show no re-checks. No IPv6 yet: it is
-planned per interface (``Interface.address6``) and off.
+after 15-45 s), so later captures of a lesson show no re-checks. ``ipv6=True`` gives every
+interface IPv6 beside IPv4: its link-local address and the unique local address
+``fd00:10:0:k::n/64`` (``Interface.address6``), routes beside the IPv4 ones, and
+neighbour discovery (static or dynamic, as ARP); off by default (then no IPv6 frame is
+ever on the wire). ``set_resolver(host, ...)`` gives a host its own /etc/resolv.conf (and
+hosts, nsswitch.conf, gai.conf): ``getaddrinfo()`` there asks the lab's DNS
+(:mod:`labkit.net.hostfiles`).
 Lab hosts answer every packet with the ICMP error it earns (``icmp_ratelimit`` 0: a real
 router sends at most about one a second per destination, which would make lessons vary).
 ``net.link.trace`` has every frame the link carried (its headers), with its fate and when
@@ -55,8 +60,10 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 
+from labkit.net.hostfiles import HostFiles, inside_mounts
 from labkit.net.impairment import Impairment
 from labkit.net.link import Lateness, Link
 from labkit.net.netns import (
@@ -66,6 +73,7 @@ from labkit.net.netns import (
     _sysctl,
     _tool,
     inside,
+    ipv6_settled,
     link_events,
     new_namespace,
     offloads,
@@ -83,6 +91,19 @@ ARP_KEPT_MS = 3_600_000
 # the lab user namespace maps)
 HOST_SYSCTLS = {"net/ipv6/conf/default/disable_ipv6": "1", "net/ipv4/icmp_ratelimit": "0",
                 "net/ipv4/ping_group_range": "0 0"}
+# ipv6=True: IPv6 on every new interface, its addresses usable at once (no duplicate
+# address detection: the plan makes them unique), no router solicitations or
+# advertisements (routes are set), ICMPv6 errors never rate-limited; the multicast
+# listener reports a host sends as its interfaces join groups are MLDv1's, sent at once
+# and repeated within a tick (MLDv2 repeats them over up to a second), and start() waits
+# until they are over (ipv6_settled): no lesson's capture meets them
+HOST_SYSCTLS6 = {"net/ipv6/conf/default/disable_ipv6": "0",
+                 "net/ipv6/conf/default/accept_dad": "0",
+                 "net/ipv6/conf/default/router_solicitations": "0",
+                 "net/ipv6/conf/default/accept_ra": "0",
+                 "net/ipv6/conf/default/force_mld_version": "1",
+                 "net/ipv6/conf/default/mldv1_unsolicited_report_interval": "1",
+                 "net/ipv6/icmp/ratelimit": "0"}
 _numbers = itertools.count(1)
 _here = threading.local()  # .addresses: the lab host this thread is on, inside LabNetwork.on()
 
@@ -119,9 +140,10 @@ class LabNetwork:
     each direction its own (up: client→server). ``LabNetwork(Cable(...), Cable(...), ...)``
     builds any network, ``LabNetwork.chain("client", "r1", "r2", "server")`` a line of them.
     ``arp``: "static" (default: no ARP on the wire) or "dynamic" (the first packet to a
-    neighbour waits for an ARP request and reply). ``routes``: "auto" (every host reaches
-    every subnet) or None (only the subnets a host is on). ``trace_limit``: how many frames
-    ``net.link.trace`` keeps (0: none, fastest).
+    neighbour waits for an ARP request and reply; with IPv6, a neighbour solicitation and
+    advertisement). ``routes``: "auto" (every host reaches every subnet) or None (only the
+    subnets a host is on). ``ipv6``: IPv6 beside IPv4 on every interface (default False).
+    ``trace_limit``: how many frames ``net.link.trace`` keeps (0: none, fastest).
     Use it as a context manager, or ``net = LabNetwork(...).start()`` ... ``net.stop()``.
 
     Attributes:
@@ -129,11 +151,13 @@ class LabNetwork:
         addresses: each host's first address: ``{"client": "10.0.0.1", ...}``
         arp: ``"static"`` (no ARP on the wire) or ``"dynamic"`` (hosts ask)
         link: the user-space link the impaired cables cross (None: none is impaired)
+        ipv6: True: every interface has IPv6 addresses too (link-local and a unique local
+            ``fd00:...``), routes for both families
     """
 
     def __init__(self, *cables: Impairment | Cable, up: Impairment | None = None,
                  down: Impairment | None = None, arp: str = "static",
-                 routes: str | None = "auto", trace_limit: int = 100_000):
+                 routes: str | None = "auto", ipv6: bool = False, trace_limit: int = 100_000):
         plan = [cable for cable in cables if isinstance(cable, Cable)]
         first = cables[0] if len(cables) == 1 else None
         if plan and len(plan) == len(cables):
@@ -150,8 +174,13 @@ class LabNetwork:
         if arp not in ARP_MODES:
             raise ValueError(f"arp must be 'static' (no ARP on the wire) or 'dynamic' (hosts "
                              f"ask), not {arp!r}")
+        if not isinstance(ipv6, bool):
+            raise ValueError(f"ipv6 must be True (IPv6 beside IPv4) or False, not {ipv6!r}")
         self.topology = Topology(plan, routes=routes)
         self.arp = arp
+        self.ipv6 = ipv6
+        self._files = HostFiles()
+        self._served: list = []  # servers started by serve(), stopped with the network
         self.addresses = self.topology.addresses
         count = next(_numbers) % 1000
         number = f"lk{os.getpid() % 100000}x{count}"
@@ -205,13 +234,65 @@ class LabNetwork:
             raise RuntimeError(f"LabNetwork is {self._state}: start it first "
                                f"(`with LabNetwork(...) as net:` or `net.start()`)")
         before = current_lab_addresses()
-        with inside(self._hosts[host]):
-            _here.addresses = frozenset(str(i.address.ip)
-                                        for i in self.topology.interfaces[host])
+        mounts = self._files.namespaces.get(host)
+        with inside(self._hosts[host]), (inside_mounts(mounts) if mounts is not None
+                                          else contextlib.nullcontext()):
+            _here.addresses = frozenset(self._addresses_of(host))
             try:
                 yield
             finally:
                 _here.addresses = before
+
+    def serve(self, host: str, server_class, /, *args, **kwargs):
+        """Make a lab server on ``host`` and start it; it runs until the network stops.
+
+            >>> root = net.serve("root", DNSServer, zone=".", host="10.0.2.4", port=53)
+
+        ``server_class(*args, **kwargs)`` is made inside ``net.on(host)`` (so it may bind
+        that host's addresses) and entered there; ``stop()`` stops it, and raises what its
+        threads raised, as the end of its ``with`` block would.
+        """
+        with self.on(host):
+            server = server_class(*args, **kwargs)
+            server.__enter__()
+        self._served.append(server)
+        return server
+
+    def _addresses_of(self, host: str) -> list[str]:
+        """The addresses ``host`` has (its unique local IPv6 ones too, with ipv6=True)."""
+        ifaces = self.topology.interfaces[host]
+        return [str(i.address.ip) for i in ifaces] + (
+            [str(i.address6.ip) for i in ifaces] if self.ipv6 else [])
+
+    def set_resolver(self, host: str, *nameservers: str, options: str = "") -> None:
+        """Give ``host`` a resolver: ``getaddrinfo()`` there (and any program run there)
+        asks ``nameservers`` (addresses, in order), as its /etc/resolv.conf says.
+
+            >>> net.set_resolver("client", "10.0.1.3")
+            >>> print(net.run("client", "cat /etc/resolv.conf"))
+            nameserver 10.0.1.3
+
+        ``options``: resolv.conf's options line, e.g. "timeout:1 attempts:2". The host also
+        gets its own /etc/hosts (localhost and itself), nsswitch.conf (files, then DNS)
+        and gai.conf (empty: glibc's default order), which code inside ``net.on(host)`` may
+        read and change. Called again, it rewrites them.
+        """
+        self.topology.check_host(host)
+        if not nameservers:
+            raise ValueError("set_resolver needs the address of at least one name server, "
+                             "e.g. net.set_resolver('client', '10.0.1.3')")
+        for server in nameservers:
+            try:
+                ipaddress.ip_address(server)
+            except ValueError:
+                raise ValueError(f"a name server is an IP address such as '10.0.1.3', not "
+                                 f"{server!r}") from None
+        if not isinstance(options, str) or "\n" in options:
+            raise ValueError(f"options is one line of resolv.conf options, e.g. "
+                             f"'timeout:1 attempts:2', not {options!r}")
+        if self._state != "running":
+            raise RuntimeError(f"LabNetwork is {self._state}: start it first")
+        self._files.configure(host, list(nameservers), options, self._addresses_of(host))
 
     def run(self, host: str, command: str | list[str], *, check: bool = True,
             timeout: float = 30) -> Output:
@@ -241,8 +322,12 @@ class LabNetwork:
         """``host``'s neighbour (ARP) cache: {address: MAC, or None while unanswered}, in
         address order (the kernel lists them in its hash table's order)."""
         entries = json.loads(self.run(host, "ip -j neigh show") or "[]")
-        return {entry["dst"]: entry.get("lladdr")
-                for entry in sorted(entries, key=lambda e: ipaddress.ip_address(e["dst"]))}
+
+        def order(entry: dict) -> tuple[int, int]:  # IPv4 first, then IPv6
+            address = ipaddress.ip_address(entry["dst"])
+            return address.version, int(address)
+
+        return {entry["dst"]: entry.get("lladdr") for entry in sorted(entries, key=order)}
 
     def nft(self, host: str, rules: str) -> None:
         """Add nftables rules on ``host`` (the text ``nft -f`` reads), e.g. a NAT:
@@ -322,7 +407,7 @@ class LabNetwork:
         with ``routes=True`` the routes labkit set)."""
         from labkit.views.topology import topology_figure
 
-        return topology_figure(self.topology, title=title, routes=routes)
+        return topology_figure(self.topology, title=title, routes=routes, ipv6=self.ipv6)
 
     # -- building and taking down ---------------------------------------------------------
     def start(self) -> LabNetwork:
@@ -362,6 +447,11 @@ class LabNetwork:
                         with contextlib.suppress(FileNotFoundError):  # a kernel without IPv6
                             _sysctl(knob, value)
                     _sysctl("net/ipv4/ip_forward", "1" if host in plan.routers else "0")
+                    if self.ipv6:
+                        for knob, value in HOST_SYSCTLS6.items():
+                            _sysctl(knob, value)
+                        _sysctl("net/ipv6/conf/all/forwarding",
+                                "1" if host in plan.routers else "0")
         except OSError as exc:
             raise RuntimeError(f"LabNetwork could not make a host namespace ({exc}); "
                                f"run `python -m labkit doctor`") from exc
@@ -395,6 +485,21 @@ class LabNetwork:
             raise RuntimeError(f"the lab hosts' interfaces did not come up within "
                                f"{UP_TIMEOUT:g} s ({states}): the machine is very busy; "
                                "try again")
+        if self.ipv6:
+            self._settle_ipv6()
+
+    def _settle_ipv6(self) -> None:
+        """Wait until IPv6 has finished starting on every host (ipv6_settled): the kernel
+        offers no event for it, so its tables are read again each millisecond."""
+        deadline = time.monotonic() + UP_TIMEOUT
+        for host, fd in self._hosts.items():
+            with inside(fd):
+                while not ipv6_settled():
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"IPv6 on {host} did not finish starting within "
+                                           f"{UP_TIMEOUT:g} s: the machine is very busy; "
+                                           "try again")
+                    threading.Event().wait(0.001)
 
     def _bring_up(self, events: dict) -> None:
         """Addresses, links up, neighbours and routes on every host; link-side ends up."""
@@ -411,16 +516,26 @@ class LabNetwork:
                 for iface in ifaces:
                     offloads(iface.name, off=True)
                     if self.arp == "dynamic":
-                        _sysctl(f"net/ipv4/neigh/{iface.name}/base_reachable_time_ms",
-                                str(ARP_KEPT_MS))
+                        for family in ("ipv4", "ipv6")[:1 + self.ipv6]:
+                            _sysctl(f"net/{family}/neigh/{iface.name}/base_reachable_time_ms",
+                                    str(ARP_KEPT_MS))
                 lines = ["link set lo up"]
                 for iface in ifaces:
-                    lines += [f"addr add {iface.address} dev {iface.name}",
-                              f"link set {iface.name} up"]
+                    lines.append(f"addr add {iface.address} dev {iface.name}")
+                    if self.ipv6:
+                        lines.append(f"addr add {iface.address6} dev {iface.name} nodad")
+                    lines.append(f"link set {iface.name} up")
                     if self.arp == "static":
-                        lines.append(f"neigh replace {iface.peer_address} lladdr "
-                                     f"{iface.peer_mac} dev {iface.name} nud permanent")
+                        peers: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [
+                            iface.peer_address]
+                        if self.ipv6:
+                            peers += [iface.peer_address6, iface.peer_link_local]
+                        lines += [f"neigh replace {peer} lladdr {iface.peer_mac} dev "
+                                  f"{iface.name} nud permanent" for peer in peers]
                 lines += [f"route add {route}" for route in plan.routes[host]]
+                if self.ipv6:
+                    # (ip tells the family from the gateway's address)
+                    lines += [f"route add {route}" for route in plan.routes6[host]]
                 _ip(*lines)
 
     def stop(self) -> None:
@@ -428,6 +543,13 @@ class LabNetwork:
         if self._state == "stopped":
             return
         self._state = "stopped"
+        failed: list[BaseException] = []
+        for server in reversed(self._served):  # before their hosts go
+            try:
+                server.__exit__(None, None, None)
+            except Exception as exc:  # noqa: BLE001 - the rest still stop; raised below
+                failed.append(exc)
+        self._served.clear()
         try:
             if self.link is not None:
                 self.link.stop()
@@ -438,6 +560,9 @@ class LabNetwork:
             for fd in self._hosts.values():  # a host's own veth pairs go with it
                 os.close(fd)
             self._hosts.clear()
+            self._files.close()
+        if failed:
+            raise failed[0]
 
     def __enter__(self) -> LabNetwork:
         return self.start()

@@ -15,8 +15,11 @@ it when read, and kept when it stops.
     >>> print(link.lateness()["client→server"])
     412 frames, none more than 1 ms late (worst 0.3 ms)
 
-Only IPv4 frames are impaired and counted; anything else (there should be nothing: the
-hosts have static ARP entries and no IPv6) passes straight through.
+IPv4 and IPv6 frames are impaired and counted, numbered in one sequence per direction
+(a network without IPv6 has none, so its seeds pick the same frames as before IPv6 came);
+ARP and IPv6's neighbour discovery and multicast listener messages pass straight
+through, uncounted, so that asking for a neighbour's address never shifts which frame a
+seed drops (and is never lost or late).
 """
 
 from __future__ import annotations

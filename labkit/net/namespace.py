@@ -35,6 +35,7 @@ from labkit.net import kernel_dir
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
+CLONE_NEWNS = 0x00020000
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 ENV = "LABKIT_NETWORK"
 
@@ -59,6 +60,11 @@ def enter_private_network() -> None:
     except OSError as exc:  # inside already: there is no host network to fall back to
         raise SystemExit(f"labkit: the private network namespace could not be set up "
                          f"({exc}); run `python -m labkit doctor` and report it") from exc
+    # A mount namespace of our own too, the same files as before: a lab host may then have
+    # /etc files of its own (its resolv.conf, as `ip netns exec` gives one), entered and
+    # left by a thread (a mount namespace can only be left for one our user namespace
+    # owns). Without it everything else still works.
+    libc.unshare(CLONE_NEWNS)
 
 
 def _bring_up(interface: str) -> None:

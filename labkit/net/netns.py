@@ -126,6 +126,20 @@ def _disable_ipv6(interface: str) -> None:
         _sysctl(f"net/ipv6/conf/{interface}/disable_ipv6", "1")
 
 
+def ipv6_settled() -> bool:
+    """Has IPv6 on this thread's network finished starting: every interface's addresses
+    usable (none tentative) and no multicast listener report (MLDv1) still to be sent?
+    The kernel's own tables say: ``/proc/net/if_inet6`` and ``/proc/net/igmp6``."""
+    with open("/proc/thread-self/net/if_inet6") as table:
+        if any(int(line.split()[4], 16) & IFA_F_TENTATIVE for line in table):
+            return False
+    with open("/proc/thread-self/net/igmp6") as table:  # index, name, group, users, flags
+        return not any(int(line.split()[4], 16) & MAF_TIMER_RUNNING for line in table)
+
+
+IFA_F_TENTATIVE, MAF_TIMER_RUNNING = 0x40, 0x01
+
+
 # -- waiting for interfaces to come up, on the kernel's own word (rtnetlink) --------------
 RTMGRP_LINK = 1
 RTM_NEWLINK, RTM_GETLINK, NLMSG_DONE = 16, 18, 3

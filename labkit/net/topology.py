@@ -17,8 +17,11 @@ it is on, so the last number says which host an address belongs to (``10.0.1.3``
 third host, r2).  A host's interfaces are ``eth0``, ``eth1``, ... in the order of its
 cables; a MAC address is ``02:00`` and the IPv4 address (locally administered, readable).
 
-IPv6 (planned, not yet built): each interface also has the ULA ``fd00:10:0:k::n/64`` beside
-``10.0.k.n/24`` (:attr:`Interface.address6`) and its link-local address from the MAC.
+IPv6 (``LabNetwork(..., ipv6=True)``): each interface also has the unique local address
+``fd00:10:0:k::n/64`` beside ``10.0.k.n/24`` (:attr:`Interface.address6`; cable 0's
+``fd00:10::1`` for host 1) and its link-local address ``fe80::...`` made from the MAC
+(:attr:`Interface.link_local`, EUI-64 as the kernel makes it); ``routes6`` mirror
+``routes``, each via the next hop's unique local address.
 """
 
 from __future__ import annotations
@@ -142,11 +145,21 @@ class Interface:
     peer: str                               # the host at the other end
     peer_address: ipaddress.IPv4Address
     peer_mac: str
-    address6: ipaddress.IPv6Interface       # planned (issue 22): the ULA beside address
+    address6: ipaddress.IPv6Interface       # the unique local address beside address
+    peer_address6: ipaddress.IPv6Address
 
     @property
     def subnet(self) -> ipaddress.IPv4Network:
         return self.address.network
+
+    @property
+    def link_local(self) -> ipaddress.IPv6Address:
+        """``fe80::`` and the MAC as EUI-64 (its U/L bit flipped, ``ff:fe`` in the middle)."""
+        return link_local(self.mac)
+
+    @property
+    def peer_link_local(self) -> ipaddress.IPv6Address:
+        return link_local(self.peer_mac)
 
 
 @dataclass(frozen=True)
@@ -176,6 +189,7 @@ class Topology:
         subnets: each cable's subnet, in the order of ``cables``
         routers: the hosts with more than one cable
         routes: the routes the plan gives each host: ``{host: [Route, ...]}``
+        routes6: the same routes for IPv6 (unique local prefixes): ``{host: [Route, ...]}``
     """
 
     def __init__(self, cables, routes: str | None = "auto"):
@@ -206,7 +220,8 @@ class Topology:
                 self.interfaces[host].append(Interface(
                     host, f"eth{len(self.interfaces[host])}", k, mine, _mac(mine.ip),
                     cable.wire_mtu(), peer, theirs.ip, _mac(theirs.ip),
-                    ipaddress.IPv6Interface(ULA.format(k=k, n=number[host]))))
+                    ipaddress.IPv6Interface(ULA.format(k=k, n=number[host])),
+                    ipaddress.IPv6Interface(ULA.format(k=k, n=number[peer])).ip))
         self.subnets = [next(i.subnet for i in self.interfaces[c.a] if i.cable == k)
                         for k, c in enumerate(cables)]
         self._check_unique_subnets()
@@ -214,6 +229,8 @@ class Topology:
         self.routes: dict[str, list[Route]] = {host: [] for host in self.hosts}
         if routes == "auto":
             self._plan_routes()
+        self.routes6 = {host: [self._route6(route) for route in planned]
+                        for host, planned in self.routes.items()}
 
     # -- what a lesson reads ------------------------------------------------------------
     @property
@@ -221,10 +238,16 @@ class Topology:
         """Each host's first address: ``{"client": "10.0.0.1", ...}``."""
         return {host: str(ifaces[0].address.ip) for host, ifaces in self.interfaces.items()}
 
+    @property
+    def addresses6(self) -> dict[str, str]:
+        """Each host's first unique local IPv6 address: ``{"client": "fd00:10::1", ...}``."""
+        return {host: str(ifaces[0].address6.ip) for host, ifaces in self.interfaces.items()}
+
     def names(self) -> dict[str, str]:
-        """{address: host} for every address in the network (captures label rows with it)."""
-        return {str(i.address.ip): host for host, ifaces in self.interfaces.items()
-                for i in ifaces}
+        """{address: host} for every address in the network, IPv4 and IPv6 (captures label
+        rows with it)."""
+        return {str(address): host for host, ifaces in self.interfaces.items()
+                for i in ifaces for address in (i.address.ip, i.address6.ip, i.link_local)}
 
     def interface(self, host: str, toward: str | None = None) -> Interface:
         """``host``'s interface on the cable to ``toward`` (or its only one)."""
@@ -306,6 +329,18 @@ class Topology:
                 self.routes[host].append(Route(str(self.subnets[k]), str(iface.peer_address),
                                                iface.name))
 
+    def _route6(self, route: Route) -> Route:
+        """The IPv6 route beside an IPv4 one: the same cable's prefix, via the same host."""
+        cable = {str(subnet): k for k, subnet in enumerate(self.subnets)}
+        via = self.names()[route.via]
+        gateway = next(i.address6.ip for i in self.interfaces[via]
+                       if str(i.address.ip) == route.via)
+        destination = route.destination
+        if destination != "default":
+            prefix = ipaddress.IPv6Interface(ULA.format(k=cable[destination], n=0))
+            destination = str(prefix.network)
+        return Route(destination, str(gateway), route.dev)
+
     def _check_unique_subnets(self) -> None:
         for k, subnet in enumerate(self.subnets):
             for j in range(k):
@@ -335,6 +370,14 @@ def _address(cable: Cable, k: int, host: str, number: int) -> ipaddress.IPv4Inte
         if ip not in network or ip in (network.network_address, network.broadcast_address):
             raise ValueError(f"{host}'s address {ip} is not a host address in {network}")
     return ipaddress.IPv4Interface(f"{ip}/{network.prefixlen}")
+
+
+def link_local(mac: str) -> ipaddress.IPv6Address:
+    """The link-local address the kernel gives an interface with ``mac`` (EUI-64, RFC 4291
+    2.5.1): ``02:00:0a:00:00:01`` → ``fe80::a:ff:fe00:1``."""
+    raw = bytes.fromhex(mac.replace(":", ""))
+    return ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + bytes([raw[0] ^ 2]) + raw[1:3]
+                                 + b"\xff\xfe" + raw[3:])
 
 
 def _mac(ip: ipaddress.IPv4Address) -> str:

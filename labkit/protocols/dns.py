@@ -23,7 +23,9 @@ from labkit.protocols.base import ProtocolView
 if TYPE_CHECKING:
     from scapy.packet import Packet
 
-__all__ = ["DNSView", "parse_dns", "describe_dns"]
+    from labkit.protocols.base import Segment
+
+__all__ = ["DNSView", "parse_dns", "describe_dns", "ladder_label"]
 
 
 def parse_dns(payload: bytes) -> DNSRecord | None:
@@ -96,6 +98,37 @@ def _summary(record: DNSRecord) -> str:
     return text
 
 
+def ladder_label(record: DNSRecord) -> str:
+    """A ladder arrow's words for a DNS message: the question, or what the answer says
+    (records and TTLs, a referral and its glue, NXDOMAIN and the SOA's TTL) and its flags.
+
+        'www.netlab.test. A?  RD'
+        'referral to test.: NS ns.nic.test. + glue (TTL 300)'
+    """
+    h, q = record.header, record.questions[0]
+    if not h.qr:
+        return f"{q.qname} {QTYPE[q.qtype]}?" + ("  RD" if h.rd else "")
+    flags = " ".join(flag for flag, on in (("AA", h.aa), ("RA", h.ra), ("TC", h.tc)) if on)
+    head = f"{flags}: " if flags else ""
+    if h.tc and not record.rr:
+        return f"{head}truncated: ask again over TCP"
+    if record.rr:
+        data = ", ".join(str(rr.rdata) for rr in record.rr[:2])
+        more = f" +{len(record.rr) - 2}" if len(record.rr) > 2 else ""
+        return f"{head}{QTYPE[record.rr[0].rtype]} {data}{more} (TTL {record.rr[0].ttl})"
+    soa = [rr for rr in record.auth if rr.rtype == QTYPE.SOA]
+    if h.rcode or soa:
+        what = RCODE[h.rcode] if h.rcode else "no data"
+        tail = f", SOA (TTL {soa[0].ttl})" if soa else ""
+        return f"{head}{what}{tail}"
+    ns = [rr for rr in record.auth if rr.rtype == QTYPE.NS]
+    if ns:
+        glue = any(rr.rtype in (QTYPE.A, QTYPE.AAAA) for rr in record.ar)
+        return (f"{head}referral to {ns[0].rname}: NS {ns[0].rdata}" + (" + glue" if glue else "")
+                + f" (TTL {ns[0].ttl})")
+    return f"{head}{RCODE[h.rcode]}, no records"
+
+
 class DNSView(ProtocolView):
     name = "DNS"
     needs_packet = False  # the payload's shape tells a UDP message from TCP's framing
@@ -114,3 +147,19 @@ class DNSView(ProtocolView):
         if text is None:
             raise ValueError("not a DNS message: describe() is for what recognises() accepted")
         return text
+
+    def label(self, seg: Segment) -> str | None:
+        """A DNS message's arrow says what it asks or answers (not its id or length)."""
+        if not seg.summary.startswith("DNS ") or seg.packet is None:
+            return None
+        from scapy.layers.inet import TCP, UDP
+
+        pkt = seg.packet
+        if UDP in pkt:
+            record = parse_dns(bytes(pkt[UDP].payload))
+        else:
+            records = _over_tcp(bytes(pkt[TCP].payload)) if TCP in pkt else None
+            record = records[0] if records else None
+        if record is None:
+            return None
+        return ladder_label(record) + ("  (over TCP)" if UDP not in pkt else "")

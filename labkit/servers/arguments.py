@@ -84,8 +84,9 @@ def port(value: object, what: str = "port", low: int = 0) -> int:
 
 
 def host(value: object, what: str = "host") -> str:
-    """``value`` if it is a loopback IP address (127.0.0.1, ::1), or the address of the lab
-    host this thread is on (``with net.on("server"):``): labs never listen on a network."""
+    """``value`` if it is a loopback IP address (127.0.0.1, ::1), or an address of the lab
+    host this thread is on (``with net.on("server"):``), or there every address of it
+    ("::", "0.0.0.0"): labs never listen on a network."""
     must = "a loopback IP address as text"
     if not isinstance(value, str):
         fail(TypeError, what, must, value, "'127.0.0.1' or '::1'")
@@ -97,15 +98,17 @@ def host(value: object, what: str = "host") -> str:
     if not ip.is_loopback and not _on_lab_host(value):
         fail(ValueError, what, "a loopback address", value, "'127.0.0.1' or '::1'",
              "it is not a loopback address; lab servers bind 127.0.0.1 or ::1, or, on a lab "
-             "host (inside `with net.on(...)` of a LabNetwork), that host's address")
+             "host (inside `with net.on(...)` of a LabNetwork), that host's address (or '::')")
     return value
 
 
 def _on_lab_host(address: str) -> bool:
-    # any of the host's addresses: a router has one on each of its subnets
+    # any of the host's addresses: a router has one on each of its subnets; or all of them
+    # ("::", which takes IPv4 too, or "0.0.0.0"): a lab host's network has no others
     from labkit.net.hosts import current_lab_addresses  # only for non-loopback addresses
 
-    return address in current_lab_addresses()
+    here = current_lab_addresses()
+    return address in here or (bool(here) and ipaddress.ip_address(address).is_unspecified)
 
 
 def server_name(value: object, what: str = "name") -> str:

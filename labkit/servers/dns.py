@@ -4,8 +4,13 @@
     ...     q = dnslib.DNSRecord.question("www.netlab.test")
     ...     sock.sendto(q.pack(), dns.address)
 
-It answers A and AAAA questions for the names it was given (NXDOMAIN for others),
-built and parsed with dnslib, on one port over both transports (RFC 1035 4.2): a UDP
+    >>> DNSServer(zone=".", delegate={"test": {"ns.nic.test": "10.0.3.5"}})   # a root
+    >>> DNSServer({"www.netlab.test": ["10.0.5.7", "fd00:10:0:5::7"]}, zone="netlab.test")
+
+It answers A and AAAA questions for the names it was given (NXDOMAIN for others); given a
+``zone`` it answers as that zone's authority: referrals with glue for the child zones it
+``delegate``s, and its SOA record with every negative answer (:mod:`labkit.servers.zone`).
+Messages are built and parsed with dnslib, on one port over both transports (RFC 1035 4.2): a UDP
 datagram per message, and on TCP each message after its two-byte length (RFC 7766).
 A reply bigger than the client can take over UDP - 512 bytes, or the size its EDNS
 record offers (RFC 6891) - goes out truncated: the TC bit set and no answers, so the
@@ -20,19 +25,18 @@ and it never answers a response (two servers could otherwise answer each other f
 from __future__ import annotations
 
 import errno
-import ipaddress
 import socket
 import time
 from typing import Any
 
-from dnslib import AAAA, EDNS0, QTYPE, RCODE, RR, A, DNSHeader, DNSRecord
+from dnslib import EDNS0, QTYPE, RCODE, RR, DNSHeader, DNSRecord
 from dnslib.dns import DNSBuffer
 
-from labkit.servers import arguments
 from labkit.servers.base import Endpoint, Kept
 from labkit.servers.conversation import _Heard, content_digest, conversation_entry
 from labkit.servers.tcp import TCPServer
 from labkit.servers.udp import UDPServer
+from labkit.servers.zone import Answer, Zone
 
 __all__ = ["DNSServer"]
 
@@ -47,38 +51,13 @@ PORT_TRIES = 20          # port=0: UDP ports tried until the same TCP port is fr
 BADVERS = 16             # extended RCODE: an EDNS version this server does not speak
 
 
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def _zone(records: object) -> dict[str, list[Address]]:
-    must = "a non-empty dict of names to addresses"
-    example = "{'www.netlab.test': '127.0.0.7'}"
-    if not isinstance(records, dict):
-        arguments.fail(TypeError, "records", must, records, example)
-    if not records:
-        arguments.fail(ValueError, "records", must, records, example)
-    zone: dict[str, list[Address]] = {}
-    for name, values in records.items():
-        if not isinstance(name, str):
-            arguments.fail(TypeError, "a record's name", "a domain name", name,
-                           "'www.netlab.test'")
-        if not name.strip(". "):
-            arguments.fail(ValueError, "a record's name", "a domain name", name,
-                           "'www.netlab.test'")
-        addresses = []
-        for value in [values] if isinstance(values, str) else values:
-            try:
-                addresses.append(ipaddress.ip_address(value))
-            except (ValueError, TypeError):
-                arguments.fail(ValueError, f"the address of {name!r}", "an IP address", value,
-                               "'127.0.0.7' or '2001:db8::7'")
-        zone[name.lower().rstrip(".") + "."] = addresses
-    return zone
-
-
 class DNSServer(UDPServer):
     """Answer A/AAAA questions for ``records`` ({name: address or [addresses]}).
 
+    ``zone`` ("netlab.test", "test", "." for the root): answer as its authority, with
+    referrals to the child zones in ``delegate`` ({child: {name server: address or
+    [addresses]}}) and the zone's SOA (its MINIMUM: ``negative_ttl``) in negative answers;
+    questions outside it are REFUSED.  ``ttl``: of every record.
     A :class:`UDPServer` on ``host``/``port`` (default 127.0.0.1, any free port; a
     lesson can ask for ``port=textbook_port(53)``) that also listens on the same TCP
     port.  ``queries`` lists ``(name, type)`` of the first 10,000 questions answered
@@ -93,14 +72,19 @@ class DNSServer(UDPServer):
         malformed: messages that were not a DNS query
         truncated: UDP replies sent with TC set (too big for the client's limit)
         tcp_queries: queries that came over TCP
+        recursive: False: it answers for its zone alone (``aa`` set, ``ra`` clear); a
+            :class:`~labkit.servers.resolver.DNSResolver` is True
     """
 
     speaks = "DNS (RFC 1035): a message per UDP datagram, or after a 2-byte length on TCP"
 
-    def __init__(self, records: dict[str, Any], *, ttl: int = 300, host: str = "127.0.0.1",
-                 port: int = 0, name: str = "dns"):
-        self.zone = _zone(records)
-        self.ttl = arguments.integer(ttl, "ttl", 0, 2**31 - 1, "300 seconds")
+    def __init__(self, records: dict[str, Any] | None = None, *, zone: str | None = None,
+                 delegate: dict[str, dict[str, Any]] | None = None, ttl: int = 300,
+                 negative_ttl: int = 60, host: str = "127.0.0.1", port: int = 0,
+                 name: str = "dns"):
+        given: Any = {} if records is None and zone is not None else records  # (checked)
+        self.zone = Zone(given, zone, delegate=delegate, ttl=ttl, negative_ttl=negative_ttl)
+        self.ttl = self.zone.ttl
         super().__init__(self._answer_datagram, host=host, port=port, name=name)
         self.speaks = type(self).speaks
         self.truncated = 0     # UDP replies sent with TC set (too big for the client's limit)
@@ -181,13 +165,16 @@ class DNSServer(UDPServer):
             limit = min(max(UDP_LIMIT, edns.rclass), MAX_UDP_PAYLOAD)
         return self._fit(reply, limit, tcp)
 
+    recursive = False  # RA: a resolver (labkit.servers.resolver) says it recurses
+
     def _reply(self, query: DNSRecord, edns: RR | None) -> DNSRecord:
         # A fresh header, not the query's bits: the same id, opcode, RD and CD (RFC 1035
-        # 4.1.1, RFC 4035 3.1.6); AA as the zone's authority; never RA (no recursion here),
-        # AD (no DNSSEC: nothing is authenticated, RFC 4035 3.2.3), TC, Z or a stray RCODE.
+        # 4.1.1, RFC 4035 3.1.6); AA as the zone's authority; RA only from a resolver;
+        # never AD (no DNSSEC: nothing is authenticated, RFC 4035 3.2.3), TC, Z or a stray
+        # RCODE.
         h = query.header
-        reply = DNSRecord(DNSHeader(id=h.id, qr=1, opcode=h.opcode, aa=1, rd=h.rd, cd=h.cd),
-                          q=query.q)
+        reply = DNSRecord(DNSHeader(id=h.id, qr=1, opcode=h.opcode, aa=not self.recursive,
+                                    ra=self.recursive, rd=h.rd, cd=h.cd), q=query.q)
         if edns is not None:
             version = (edns.ttl >> 16) & 0xFF
             # our OPT: the UDP size we take, the DO bit copied (RFC 3225 3)
@@ -203,15 +190,17 @@ class DNSServer(UDPServer):
         self.queries.append((qname, qtype))
         if question.qclass not in (1, 255):   # IN, or ANY: this zone has no other class
             reply.header.rcode = RCODE.REFUSED
-        elif qname not in self.zone:
-            reply.header.rcode = RCODE.NXDOMAIN
-        else:
-            for ip in self.zone[qname]:
-                if qtype in ("A", "ANY") and ip.version == 4:
-                    reply.add_answer(RR(qname, QTYPE.A, rdata=A(str(ip)), ttl=self.ttl))
-                elif qtype in ("AAAA", "ANY") and ip.version == 6:
-                    reply.add_answer(RR(qname, QTYPE.AAAA, rdata=AAAA(str(ip)), ttl=self.ttl))
+            return reply
+        found = self.answer(qname, qtype)
+        reply.header.rcode, reply.header.aa = found.rcode, found.aa and not self.recursive
+        for section, records in ((reply.rr, found.answer), (reply.auth, found.authority)):
+            section.extend(records)
+        reply.ar[:0] = found.additional  # before our OPT record, as servers put it
         return reply
+
+    def answer(self, qname: str, qtype: str) -> Answer:
+        """What this server says to one question (the zone's answer; a resolver's own)."""
+        return self.zone.answer(qname, qtype)
 
     def _fit(self, reply: DNSRecord, limit: int, tcp: bool) -> bytes:
         """The reply packed; truncated (TC, no answers, its OPT kept) if it is over ``limit``."""
@@ -222,7 +211,8 @@ class DNSServer(UDPServer):
             with self._lock:
                 self.truncated += 1  # the client asks again over TCP, where it fits
         short = DNSRecord(DNSHeader(id=reply.header.id, bitmap=reply.header.bitmap, tc=1),
-                          questions=reply.questions, ar=reply.ar)
+                          questions=reply.questions,
+                          ar=[rr for rr in reply.ar if rr.rtype == QTYPE.OPT])
         return bytes(short.pack())
 
     # -- what it saw (replay compares it with a recording) --------------------------------
@@ -247,7 +237,7 @@ class DNSServer(UDPServer):
                                   [c[4] for c in connections])
 
     def __repr__(self) -> str:
-        return f"<DNSServer {sorted(self.zone)}>"
+        return f"<{type(self).__name__} {self.zone.origin or self.zone.names()}>"
 
 
 class _DNSOverTCP(TCPServer):

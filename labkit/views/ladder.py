@@ -32,6 +32,7 @@ from matplotlib.patches import FancyArrowPatch
 from matplotlib.text import Text
 
 from labkit.capture.flows import Segment
+from labkit.protocols.base import ip_layer
 from labkit.protocols.icmp import REDIRECT, icmp_message, quotes, why_dropped
 from labkit.views.plotting import WIDEST, plt, show_notice
 from labkit.views.table import COLORS, Rows, kind, pick, printable, rows_or_packets
@@ -48,7 +49,7 @@ DPI = 100           # the figure's pixels per inch, as notebooks and decks show 
 FONT = 18 / 0.8 * 72 / DPI  # 16.2 pt
 CHAR_INCHES = 0.125  # the width of an average character of FONT (0.55 em)
 LABEL_LINES = 4     # lines of a label once wrapped to its arrow's span
-_UNBROKEN = re.compile(r"\(\+\d+ bytes\)")  # a payload preview's tail stays on one line
+_UNBROKEN = re.compile(r"\(\+\d+ bytes\)|\(TTL \d+\)")  # "(+1424 bytes)", "(TTL 300)": one line
 MAX_LIFELINES = 12  # wider than this, a figure no longer fits a screen (4.5 inches each)
 QUOTE_REACH = 64    # packets back from an ICMP error to look for the one it quotes
 
@@ -190,9 +191,9 @@ def _text_of(seg: Segment, ended: dict[int, tuple[str, str, int | None]]) -> str
 
 def _width(lifelines: int) -> float:
     """Inches: room for a payload preview between two lifelines, 4.5 a lifeline for more,
-    at most ``WIDEST`` for up to four (a slide shows them at 80 % or more)."""
-    width = max(11.0, 4.5 * lifelines)
-    return min(width, WIDEST) if lifelines <= 4 else width
+    at most ``WIDEST`` for up to five (a slide shows them at 80 % or more), 3 a lifeline
+    beyond (a name hierarchy's client, resolver and three servers fit a slide)."""
+    return min(max(11.0, 4.5 * lifelines), max(WIDEST, 3.0 * lifelines))
 
 
 def _wrap(label: str, seg: Segment, x: dict[str, int]) -> str:
@@ -268,18 +269,23 @@ def _ended_on_the_way(segs: list[Segment]) -> dict[int, tuple[str, str, int | No
     unreachable, means the packet did arrive)."""
     ended: dict[int, tuple[str, str, int | None]] = {}
     for at, seg in enumerate(segs):
-        if seg.proto != "ICMP":
+        if seg.proto not in ("ICMP", "ICMPv6"):
             continue
         pkt = seg.packet
         message = icmp_message(pkt) if pkt is not None else None
-        if pkt is None or message is None or message.quoted is None or message.type == REDIRECT:
+        if pkt is None or message is None or message.quoted is None or (
+                message.version == 4 and message.type == REDIRECT):
             continue
-        if pkt["IP"].src == message.quoted.dst:
+        if ip_layer(pkt).src == message.quoted.dst:
             continue  # from the destination itself
+        ran_out = 11 if message.version == 4 else 3  # time exceeded (ICMPv6: hop limit)
         for earlier in reversed(segs[max(0, at - QUOTE_REACH):at]):
             probe = earlier.packet
-            if earlier.proto != "ARP" and probe is not None and quotes(message, probe):
-                ttl = int(probe["IP"].ttl) if message.type == 11 else None
+            if earlier.proto not in ("ARP", "NDP") and probe is not None \
+                    and quotes(message, probe):
+                layer = ip_layer(probe)
+                ttl = int(layer.ttl if layer.version == 4 else layer.hlim) \
+                    if message.type == ran_out else None
                 ended[earlier.index] = (seg.src, why_dropped(message), ttl)
                 break
     return ended

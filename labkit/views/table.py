@@ -41,7 +41,8 @@ COLUMNS = ("#", "t (s)", "from → to", "flags", "seq", "ack", "len", "summary")
 # One colour per kind of packet, readable on a projector and by most colour-blind viewers.
 COLORS = {"SYN": "#1b7837", "FIN": "#e66101", "RST": "#d01c8b", "data": "#2166ac",
           "ACK": "#555555", "UDP": "#5e3c99", "ICMP": "#d01c8b", "ARP": "#8c510a",
-          "IP": "#01665e"}  # ARP: who has / is at; IP: a fragment
+          "IP": "#01665e", "ICMPv6": "#d01c8b", "NDP": "#8c510a"}
+# ARP: who has / is at (NDP: the same in IPv6); IP: a fragment
 
 
 def text_table(columns: Sequence[str], rows: list[list[str]], *, empty: str = "(no rows)"
@@ -140,7 +141,8 @@ def pick(items: list[T], rows: Rows = None, *, limit: int | None = MAX_ROWS
 
 
 def kind(seg: Segment) -> str:
-    """Which colour a segment gets: SYN, FIN, RST, data or ACK (TCP), UDP, ICMP, ARP, IP."""
+    """Which colour a segment gets: SYN, FIN, RST, data or ACK (TCP), UDP, ICMP(v6), ARP,
+    NDP, IP."""
     if seg.proto != "TCP":
         return seg.proto
     for flag in ("SYN", "RST", "FIN"):

@@ -59,17 +59,31 @@ def _positions(plan: Topology) -> dict[str, tuple[float, float]]:
             for x, hosts in columns.items() for j, host in enumerate(hosts)}
 
 
-def topology_figure(plan: Topology, *, title: str | None = None, routes: bool = False
-                    ) -> Figure:
+CROWDED = 4  # hosts in one column from which a figure goes compact (a router's fan)
+
+
+def topology_figure(plan: Topology, *, title: str | None = None, routes: bool = False,
+                    ipv6: bool = False) -> Figure:
     """The network as a figure (matplotlib): one box per host, one line per cable;
-    ``routes=True`` writes each host's planned routes under it."""
+    ``routes=True`` writes each host's planned routes under it; ``ipv6=True`` each
+    interface's unique local IPv6 address under its IPv4 one.
+
+    A column of CROWDED hosts or more (a router with many neighbours) is drawn compact:
+    rows closer together, the address of a host with one interface in its box, and only
+    the interface's name at the router's end of each cable."""
     where = _positions(plan)
     columns = max(x for x, _ in where.values()) + 1
     rows = max(sum(1 for x2, _ in where.values() if x2 == x) for x, _ in where.values())
-    scale_y = 3.0
+    compact = rows >= CROWDED
+    scale_y = 1.2 if compact else 3.0
+    height = 1.15 * rows + 1.0 if compact else max(2.8, 2.6 * rows)
     width = min(WIDEST, max(8.0, 4.2 * columns))  # five hosts in a row still fit a slide
-    fig, ax = plt.subplots(figsize=(width, max(2.8, 2.6 * rows)))
+    fig, ax = plt.subplots(figsize=(width, height))
     plt.close(fig)  # returned, not auto-shown: the notebook displays it once
+
+    def boxed(host: str) -> bool:  # its address drawn in its box
+        return compact and len(plan.interfaces[host]) == 1
+
     for k, cable in enumerate(plan.cables):
         (xa, ya), (xb, yb) = where[cable.a], where[cable.b]
         ya, yb = ya * scale_y, yb * scale_y
@@ -88,24 +102,40 @@ def topology_figure(plan: Topology, *, title: str | None = None, routes: bool = 
                 words += [f"{way}: {text or 'as is'}" for way, text in ways.items()]
         # the cable's words past its middle, its ends' words near each host: where cables
         # fan out of a router, neither sits on a neighbour's
-        mx, my = xa + 0.6 * (xb - xa), ya + 0.6 * (yb - ya)
-        _text(ax, mx, my + 0.12, "\n".join(words), ha="center",
-              va="bottom", fontsize=12, color=color,
+        along = 0.55 if compact else 0.6
+        mx, my = xa + along * (xb - xa), ya + along * (yb - ya)
+        _text(ax, mx, my + (0.0 if compact else 0.12), (" · " if compact else "\n").join(words),
+              ha="center", va="center" if compact else "bottom", fontsize=12, color=color,
               bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.9))
         for host, (x0, y0), (x1, y1) in ((cable.a, (xa, ya), (xb, yb)),
                                          (cable.b, (xb, yb), (xa, ya))):
+            if boxed(host):
+                continue  # its address is in its box
             iface = plan.interface(host, cable.b if host == cable.a else cable.a)
+            if compact:  # a fan: only the interface's name, close to the host
+                fx, fy = x0 + 0.25 * (x1 - x0), y0 + 0.25 * (y1 - y0)
+                _text(ax, fx, fy, iface.name, ha="center", va="center", fontsize=11,
+                      color="#333333", bbox=dict(boxstyle="round,pad=0.15", fc="#f4f4f4",
+                                                 ec="none"))
+                continue
             # along a slanting cable, further from the host: clear of its box
             along = 0.22 if y0 == y1 else 0.3
             fx, fy = x0 + along * (x1 - x0), y0 + along * (y1 - y0)
-            _text(ax, fx, fy - 0.14, f"{iface.name}\n{iface.address.ip}", ha="center",
-                  va="top", fontsize=11, color="#333333",
-                  bbox=dict(boxstyle="round,pad=0.15", fc="#f4f4f4", ec="none"))
+            label = f"{iface.name}\n{iface.address.ip}"
+            if ipv6:
+                label += f"\n{iface.address6.ip}"
+            _text(ax, fx, fy - 0.14, label, ha="center", va="top", fontsize=11,
+                  color="#333333", bbox=dict(boxstyle="round,pad=0.15", fc="#f4f4f4",
+                                             ec="none"))
     for host, (x, y) in where.items():
         router = host in plan.routers
-        _text(ax, x, y * scale_y, host + ("\nrouter" if router else ""), ha="center",
-              va="center", fontsize=15 if not router else 13, fontweight="bold",
-              color="white", zorder=3,
+        label = host + ("\nrouter" if router else "")
+        if boxed(host):
+            iface = plan.interfaces[host][0]
+            label += f"\n{iface.address.ip}" + (f"\n{iface.address6.ip}" if ipv6 else "")
+        _text(ax, x, y * scale_y, label, ha="center", va="center",
+              fontsize=15 if not router else 13, fontweight="bold", color="white", zorder=3,
+              linespacing=1.1,
               bbox=dict(boxstyle="round,pad=0.45", fc=ROUTER if router else HOST, ec="none"))
         if routes and plan.routes[host]:
             _text(ax, x, y * scale_y - 0.55, "\n".join(str(r) for r in plan.routes[host]),
@@ -113,7 +143,8 @@ def topology_figure(plan: Topology, *, title: str | None = None, routes: bool = 
                   family="monospace")
     ys = [y * scale_y for _, y in where.values()]
     ax.set_xlim(-0.45, columns - 0.55)
-    ax.set_ylim(min(ys) - (1.0 if routes else 0.7), max(ys) + 0.6)
+    margin = 0.5 if compact else 0.6
+    ax.set_ylim(min(ys) - (1.0 if routes else 0.7 if not compact else 0.55), max(ys) + margin)
     ax.axis("off")
     if title is None:
         routers = len(plan.routers)
