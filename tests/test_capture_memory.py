@@ -30,8 +30,12 @@ def _sink(conn, addr):
 
 
 def _send(server, size: int) -> None:
+    """Send ``size`` bytes to a ``_sink`` and wait until it read them all: sendall() only
+    queues them, and on a busy machine the kernel may still be sending when a block ends."""
     with socket.create_connection(server.address, timeout=10) as sock:
         sock.sendall(b"x" * size)
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv(1)  # the sink's EOF: it has read everything
 
 
 def small_budget(whole: int, frames: int) -> MemoryBudget:

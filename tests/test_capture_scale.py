@@ -95,7 +95,9 @@ def megabyte(tmp_path_factory):
         for _ in range(3):  # a capture that says it missed packets (a loaded machine): again
             with TCPServer(_sink) as server, Capture(server) as wire:
                 with socket.create_connection(server.address, timeout=10) as s:
-                    s.sendall(b"x" * (1 << 20))
+                    s.sendall(b"x" * (1 << 20))  # queued, not yet sent: on a busy machine
+                    s.shutdown(socket.SHUT_WR)   # the kernel may still be sending it when
+                    s.recv(1)                    # the block ends, so wait for the sink's EOF
             if wire.complete and not wire.lost:
                 break
     assert wire.complete and not wire.lost, (
