@@ -159,8 +159,12 @@ def _kernel_of_a_manager_killed(signum, tmp_path):
 # its kernels running (JupyterHub's single-user server does the same when the hub stops it).
 # It says when it listens, as `labkit lab` does: a callback after the one that binds the port.
 BY_HAND = """
+import signal
 import sys
 from jupyterlab.labapp import LabApp
+# as a spawner starts it: SIGINT raises KeyboardInterrupt (a shell's background job, as CI
+# may run this suite, would hand it SIGINT ignored, and Python keeps it so)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 server = LabApp.initialize_server(argv=sys.argv[1:])
 server.io_loop.add_callback(lambda: print("open: http://127.0.0.1:%d/lab?token=%s"
                                           % (server.port, server.identity_provider.token),
