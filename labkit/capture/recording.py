@@ -261,8 +261,8 @@ def _same_writes(count: int, sizes: list[int], seconds: float | None) -> bool:
         >>> _same_writes(2, [4, 4, 4, 4, 4], 0.4)             # paced pieces of 4, not of 10
         False
     """
-    if count == len(sizes):
-        return True
+    if count == len(sizes) or not sizes:  # (none recorded: the bytes said any difference)
+        return count == len(sizes)
     body = sizes[:-1] or sizes  # the last write may be shorter
     equal = len(set(body)) == 1 and sizes[-1] <= body[0]  # one write each, none merged
     # merged: no more writes than the smallest segment fits into the bytes
