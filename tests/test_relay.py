@@ -2,6 +2,8 @@
 
 import socket
 import struct
+import threading
+import time
 
 import pytest
 from conftest import needs_capture
@@ -64,20 +66,29 @@ def test_a_held_datagram_with_nothing_after_it_is_released():
 
 
 def test_relay_to_a_dead_port_keeps_running():
-    target = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    target.bind(("127.0.0.1", 0))
-    address = target.getsockname()
-    target.close()                                 # nobody listens there now
-    with UDPRelay(address) as relay, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for _ in range(3):                         # ICMP errors come back to the relay
-            sock.sendto(b"anyone?", relay.address)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as revived:
-            revived.bind(address)                  # someone listens again
-            revived.settimeout(2)
+    # A UDP socket connected to itself takes nothing from the relay, so the kernel answers
+    # the relay "port unreachable" as for a dead port, yet no other process can take the
+    # port before it listens again (closing it and binding later raced the other workers).
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as target:
+        target.bind(("127.0.0.1", 0))
+        target.connect(target.getsockname())       # deaf to everyone else
+        target.settimeout(2)
+        with UDPRelay(target.getsockname()) as relay, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for _ in range(3):                     # ICMP errors come back to the relay
+                sock.sendto(b"anyone?", relay.address)
+            # The relay logs a datagram before it sends it and sends one at a time, so once
+            # the third is logged the first two have met the dead port.
+            deadline = time.monotonic() + 5
+            while len(relay.log) < 3 and time.monotonic() < deadline:
+                threading.Event().wait(0.001)
+            assert len(relay.log) == 3, f"the relay should take 3 datagrams, took {relay.log}"
+            _, back, _ = relay.endpoints           # the relay's socket toward the target
+            target.connect((back.host, back.port))  # someone listens again
             sock.sendto(b"\x00" * 3, relay.address)  # garbage is just bytes to a relay
-            while (data := revived.recv(100)) == b"anyone?":
-                pass                               # one of the first three may still arrive
-            assert data == b"\x00" * 3
+            while (data := target.recv(100)) == b"anyone?":
+                pass                               # the third may still arrive
+            assert data == b"\x00" * 3, f"the relay should forward the garbage too, got {data!r}"
 
 
 def test_the_log_is_bounded_and_the_stats_count_every_datagram(monkeypatch):

@@ -80,17 +80,19 @@ def check_ack_predictions(predicted: Sequence[int], wire: Capture | None = None)
 @answers_back
 def check_is_port_open(is_port_open: Callable[[str, int], bool]) -> Verdict:
     """``is_port_open(host, port)`` must say True for a listening port, False for a closed one."""
+    # A bound socket that does not listen: the kernel answers a SYN with RST, and no other
+    # program can take the port while the check runs (a closed one could be reused).
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        closed = probe.getsockname()[1]  # nobody listens once the probe is closed
-    try:
-        with TCPServer("echo") as server:
-            when_open = is_port_open("127.0.0.1", server.port)
-        when_closed = is_port_open("127.0.0.1", closed)
-    except ConnectionRefusedError:
-        return Verdict(False, "is_port_open let ConnectionRefusedError escape",
-                       "a refused connection (the RST) reaches your code as an exception: "
-                       "that exception is the answer False, not an error to pass on")
+        closed = probe.getsockname()[1]
+        try:
+            with TCPServer("echo") as server:
+                when_open = is_port_open("127.0.0.1", server.port)
+            when_closed = is_port_open("127.0.0.1", closed)
+        except ConnectionRefusedError:
+            return Verdict(False, "is_port_open let ConnectionRefusedError escape",
+                           "a refused connection (the RST) reaches your code as an exception: "
+                           "that exception is the answer False, not an error to pass on")
     return first_failure(
         verdict(when_open is True, "", wrong=f"for a listening port it returned {when_open!r}",
                 hint="a connection that was accepted means the port is open: say so with True "
