@@ -186,9 +186,11 @@ def test_live_reused_client_port(live, tmp_path, tshark):
 
 
 def test_live_refused_connection(live, tmp_path, tshark):
-    port = _free_port()  # nothing listens there
-    with Capture(port, protocol="tcp") as wire, pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.1", port), timeout=3)
+    with socket.socket() as closed:  # bound, never listening: no other worker can take it
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        with Capture(port, protocol="tcp") as wire, pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=3)
     segs = wire.segments
     assert [(s.flags, s.seq, s.ack) for s in segs] == [("SYN", 0, None), ("RST-ACK", 1, 1)]
     assert_same_as_tshark(wire.save(tmp_path / "refused.pcapng"), segs)
