@@ -367,6 +367,24 @@ def test_lab_servers_bind_a_lab_host_address_only_on_that_host():
     assert result["reply"] == "over the link" and result["address"][0] == "10.0.0.2"
 
 
+def test_a_server_counts_a_connection_its_accept_has_not_taken_yet():
+    # connect() returns at the SYN-ACK; the client's ACK reaches the server one delay later.
+    # Replay compares what the server saw, so it must wait for that ACK (CI saw 0 of 1).
+    result = in_lab("""
+        from labkit import TCPServer
+        with LabNetwork(Impairment(delay=0.05)) as net:
+            with net.on("server"):
+                server = TCPServer("echo", host="10.0.0.2", port=7000).__enter__()
+            mark = server.conversation_mark()
+            with net.on("client"), socket.create_connection(("10.0.0.2", 7000), timeout=5):
+                pass  # closed at once, before the server can have accepted it
+            entry = server.conversation(mark, settle=5.0)
+            server.__exit__(None, None, None)
+        print(json.dumps(entry["connections"]))
+    """)
+    assert result == [[0, 0]], f"expected one connection with no bytes, the server saw {result}"
+
+
 def test_a_capture_on_the_link_sees_both_directions_and_ends_promptly():
     result = in_lab("""
         from labkit import Capture

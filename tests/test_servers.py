@@ -570,3 +570,20 @@ def test_dns_server_listens_on_the_port_it_is_given():
             s.sendto(dnslib.DNSRecord.question("www.netlab.test").pack(), dns.address)
             answer = dnslib.DNSRecord.parse(s.recvfrom(512)[0])
     assert str(answer.rr[0].rdata) == "127.0.0.7"
+
+
+def test_connections_a_listener_has_not_accepted_are_counted_from_the_kernel():
+    from labkit.servers.conversation import connections_not_taken
+
+    net = f"/proc/self/task/{threading.get_native_id()}/net"  # this thread's network
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        assert connections_not_taken(port, net) == 0, "a listener is not a connection"
+        client = socket.create_connection(("127.0.0.1", port), timeout=2)
+        assert connections_not_taken(port, net) == 1, "queued, not accepted: still to come"
+        client.close()
+        assert connections_not_taken(port, net) == 1, "the client closed; accept() has it yet"
+        conn, _ = listener.accept()
+        conn.close()
+        assert connections_not_taken(port, net) == 0, "taken and closed by the server"
+    assert connections_not_taken(port, None) == 0, "no table: unknown, counted as none"

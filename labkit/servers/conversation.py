@@ -17,6 +17,7 @@ import struct
 import weakref
 from collections import deque
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 CONVERSATION_LIMIT = 10_000  # connections (or datagrams) each server remembers for comparisons
@@ -30,6 +31,9 @@ _TCPI_SEGMENTS_SIZE = 228  # up to tcpi_rcv_ooopack (Linux 5.4)
 # States reached only after the peer's FIN arrived (tcpi_bytes_received counts it as a byte):
 _FIN_RECEIVED = {6, 8, 9, 11}  # TIME_WAIT, CLOSE_WAIT, LAST_ACK, CLOSING
 _CLOSE = 7  # after LAST_ACK (their FIN, then ours acked), or after a reset
+# /proc/net/tcp's st of a connection the server has not closed: ESTABLISHED, SYN_RECV (a
+# request socket), CLOSE_WAIT (include/net/tcp_states.h)
+_NOT_TAKEN = {"01", "03", "08"}
 
 
 def _tcp_info(sock: socket.socket) -> bytes | None:
@@ -109,6 +113,34 @@ def _accept_queue(listener: socket.socket) -> int:
     """Connections the kernel completed that accept() has not taken yet."""
     info = _tcp_info(listener)
     return int(struct.unpack_from("=I", info, _TCPI_UNACKED)[0]) if info else 0
+
+
+def connections_not_taken(port: int, net: str | None) -> int:
+    """Connections to a listener on ``port`` that ``accept()`` has not handed over yet.
+
+    The client counts a connection as made once its ``connect()`` returns, before the
+    server's side does: the handshake's last ACK may still be on its way (SYN-RECV), the
+    connection may wait in the accept queue or be between ``accept()`` and the server's
+    books (ESTABLISHED or, if the client closed already, CLOSE-WAIT).  A socket the server
+    closed is in neither state.  ``net`` is ``/proc/self/task/<tid>/net`` of a thread in
+    the listener's network (the tables are that network's); 0 when unknown.
+
+        >>> connections_not_taken(8080, "/proc/self/task/4242/net")  # 4242: the accept thread
+        1
+    """
+    if net is None:
+        return 0
+    count = 0
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(net, table).read_text().splitlines()[1:]
+        except OSError:  # the thread has ended (the server stopped), or no IPv6
+            continue
+        for line in lines:
+            fields = line.split()  # sl local_address rem_address st ...
+            count += (fields[3] in _NOT_TAKEN
+                      and int(fields[1].rsplit(":", 1)[1], 16) == port)
+    return count
 
 
 def content_digest(pieces_digests: Iterable[str]) -> str:

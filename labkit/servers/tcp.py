@@ -34,6 +34,7 @@ from labkit.servers.conversation import (
     _accept_queue,
     _Heard,
     _Recent,
+    connections_not_taken,
     content_digest,
     conversation_entry,
     name_digest,
@@ -169,6 +170,7 @@ class TCPServer(SocketServer):
         self._heard: dict[int, _Heard] = {}  # accept number -> what the client sent (built-ins)
         self._finished = _Recent()           # (number, _counts(...)) as they end
         self._accepted_at: dict[int, float] = {}  # accept number -> monotonic time
+        self._net: str | None = None  # /proc tables of the listener's network (its thread's)
         # TLS (set by _use_tls): handshakes that failed, described; handshakes finished
         self._tls_context: ssl.SSLContext | None = None
         self.tls_errors: Kept = Kept(MAX_ERRORS, f"{type(self).__name__} {name!r}", "tls_errors")
@@ -206,6 +208,7 @@ class TCPServer(SocketServer):
         # `sock`, not self._sock: a loop outliving stop()'s join meets a closed socket
         # (OSError, expected while stopping), not None
         starved = False  # in a run of out-of-resources failures (reported once per run)
+        self._net = f"/proc/self/task/{threading.get_native_id()}/net"  # (a lab host's network)
         while not self._stopping.is_set():
             try:
                 conn, addr = sock.accept()
@@ -426,8 +429,12 @@ class TCPServer(SocketServer):
         connection after ``since`` (see :meth:`_counts`), in order; None if some were
         forgotten or the kernel cannot count."""
         with self._lock:
-            self._idle.wait_for(lambda: not self._conns and not (
-                self._sock and _accept_queue(self._sock)), settle)
+            # a client's connection counts once its connect() returned, whether or not
+            # accept() has it yet (it notifies us when it does; only with no connection
+            # open is every one the kernel has for our port one not taken)
+            self._idle.wait_for(lambda: not self._conns and not (self._sock and (
+                _accept_queue(self._sock) or connections_not_taken(self.port, self._net))),
+                settle)
             finished = self._finished.since(since)
             if finished is None:
                 return None
