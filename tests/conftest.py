@@ -3,6 +3,8 @@
 import os
 import shutil
 import socket
+import threading
+import time
 
 import pytest
 
@@ -29,6 +31,16 @@ def echo_exchange(server, messages=(b"hello",)):
             got = b""
             while len(got) < len(m):
                 got += s.recv(1024)
+
+
+def eventually(condition, timeout: float = 5.0) -> bool:
+    """Poll ``condition`` (bounded): for state another thread settles just after notifying."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        threading.Event().wait(0.01)
+    return True
 
 
 def require_tool(name: str) -> str:

@@ -22,6 +22,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from conftest import eventually
 
 import labkit.servers.http
 import labkit.servers.tcp
@@ -83,16 +84,6 @@ def get(address, target: str) -> bytes:
 
 def fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
-
-
-def eventually(condition, timeout: float = 5.0) -> bool:
-    """Poll ``condition`` (bounded): for state another thread settles just after notifying."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        threading.Event().wait(0.01)
-    return True
 
 
 def check_health(server: HTTPServer, fds: int, threads: int, client=None) -> str:

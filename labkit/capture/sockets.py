@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labkit.servers.base import check_port
+from labkit.servers.conversation import proc_tcp_rows
 
 __all__ = ["SocketState", "tcp_states", "settled_tcp_states"]
 
@@ -75,17 +76,12 @@ def tcp_states(port: int, peer_port: int | None = None, *,
     if peer_port is not None:
         check_port(peer_port, low=1)
     found = []
-    for name in ("tcp", "tcp6"):
-        table = proc / name
-        if not table.exists():
-            continue
-        for line in table.read_text().splitlines()[1:]:
-            fields = line.split()
-            local, remote = _address(fields[1]), _address(fields[2])
-            ends = (local[1], remote[1])
-            if port in ends and (peer_port is None or peer_port in ends):
-                found.append(SocketState(local, remote, _STATES.get(int(fields[3], 16), "?"),
-                                         _timer(fields[5])))
+    for fields in proc_tcp_rows(proc):
+        local, remote = _address(fields[1]), _address(fields[2])
+        ends = (local[1], remote[1])
+        if port in ends and (peer_port is None or peer_port in ends):
+            found.append(SocketState(local, remote, _STATES.get(int(fields[3], 16), "?"),
+                                     _timer(fields[5])))
     return found
 
 

@@ -16,7 +16,7 @@ import ssl
 import struct
 import weakref
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,17 +130,23 @@ def connections_not_taken(port: int, net: str | None) -> int:
     """
     if net is None:
         return 0
-    count = 0
+    return sum(1 for fields in proc_tcp_rows(Path(net))
+               if fields[3] in _NOT_TAKEN and int(fields[1].rsplit(":", 1)[1], 16) == port)
+
+
+def proc_tcp_rows(net: Path) -> Iterator[list[str]]:
+    """Each socket's line of ``net``/tcp and ``net``/tcp6, split into its fields.
+
+        >>> next(proc_tcp_rows(Path("/proc/thread-self/net")))[:4]  # sl local remote st
+        ['0:', '0100007F:1F90', '00000000:0000', '0A']
+    """
     for table in ("tcp", "tcp6"):
         try:
-            lines = Path(net, table).read_text().splitlines()[1:]
-        except OSError:  # the thread has ended (the server stopped), or no IPv6
+            lines = (net / table).read_text().splitlines()[1:]
+        except OSError:  # no IPv6, or the thread whose network it was has ended
             continue
         for line in lines:
-            fields = line.split()  # sl local_address rem_address st ...
-            count += (fields[3] in _NOT_TAKEN
-                      and int(fields[1].rsplit(":", 1)[1], 16) == port)
-    return count
+            yield line.split()
 
 
 def content_digest(pieces_digests: Iterable[str]) -> str:
